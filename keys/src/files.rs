@@ -244,3 +244,13 @@ mod tests {
         assert!(parse_root_pub(&mixed).is_none());
     }
 }
+
+impl SignerKeys {
+    /// The online half of freshly generated keys, as `load` would return it.
+    pub fn load_from(keys: &ChannelKeys) -> SignerKeys {
+        SignerKeys {
+            signing: keys.signer.signing.clone(),
+            cert: keys.signer.cert.clone(),
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! Chunk coding: RaptorQ symbols, the symbol digest table, and decoding.
+//!
+//! One chunk is one RaptorQ source block (SBN 0) with K = ceil(len / T) source
+//! symbols; the last symbol is zero-padded. The table covers ESIs 0..N_max
+//! ([`n_max`]). A symbol's digest binds it to its chunk and position:
+//! `BLAKE3-keyed(key = chunk hash, ESI as u32 BE || symbol)[..DIGEST_LEN]`.
+//! A page's hash is `BLAKE3-derive-key("hubcast table page v1", digests)`.
+//!
+//! [`decode_chunk`] is the only place the RaptorQ decoder is called. Its callers
+//! pass only symbols whose digests matched a table committed to by a verified
+//! ticket, so every length and ESI it sees has been checked against signed values.
+
+use crate::wire::{
+    n_max, page_count, source_symbols, Hash, SymbolDigest, DIGESTS_PER_PAGE, DIGEST_LEN,
+};
+use raptorq::{
+    EncodingPacket, ObjectTransmissionInformation, PayloadId, SourceBlockDecoder,
+    SourceBlockEncoder,
+};
+
+const PAGE_CONTEXT: &str = "hubcast table page v1";
+const ALIGNMENT: u8 = 8;
+
+/// The digest of symbol `esi` of the chunk whose BLAKE3 is `chunk_hash`.
+pub fn symbol_digest(chunk_hash: &Hash, esi: u32, data: &[u8]) -> SymbolDigest {
+    let mut h = blake3::Hasher::new_keyed(chunk_hash);
+    h.update(&esi.to_be_bytes());
+    h.update(data);
+    let mut out = [0u8; DIGEST_LEN];
+    out.copy_from_slice(&h.finalize().as_bytes()[..DIGEST_LEN]);
+    out
+}
+
+pub fn page_hash(digests: &[u8]) -> Hash {
+    let mut h = blake3::Hasher::new_derive_key(PAGE_CONTEXT);
+    h.update(digests);
+    *h.finalize().as_bytes()
+}
+
+/// The ESIs covered by table page `page` of a chunk with `n_max` ESIs.
+pub fn page_range(page: usize, n_max: u32) -> std::ops::Range<u32> {
+    let start = (page * DIGESTS_PER_PAGE) as u32;
+    start.min(n_max)..(start + DIGESTS_PER_PAGE as u32).min(n_max)
+}
+
+pub fn page_of(esi: u32) -> usize {
+    esi as usize / DIGESTS_PER_PAGE
+}
+
+fn oti(k: u32, symbol_size: u16) -> ObjectTransmissionInformation {
+    ObjectTransmissionInformation::new(
+        u64::from(k) * u64::from(symbol_size),
+        symbol_size,
+        1,
+        1,
+        ALIGNMENT,
+    )
+}
+
+/// A chunk made ready to send: every symbol up to N_max and the digest table.
+pub struct EncodedChunk {
+    pub chunk_hash: Hash,
+    pub chunk_len: u32,
+    pub symbol_size: u16,
+    pub k: u32,
+    pub n_max: u32,
+    /// N_max symbols of `symbol_size` bytes, back to back, in ESI order.
+    symbols: Vec<u8>,
+    /// N_max digests, back to back.
+    digests: Vec<u8>,
+    pub page_hashes: Vec<Hash>,
+}
+
+impl EncodedChunk {
+    /// Encode `data` (1..=MAX_CHUNK_LEN bytes; the caller's chunking guarantees it)
+    /// with symbol size `t` (a [`crate::wire::valid_symbol_size`]).
+    pub fn encode(data: &[u8], t: u16) -> EncodedChunk {
+        let chunk_len = data.len() as u32;
+        let k = source_symbols(chunk_len, t);
+        let n_max = n_max(k);
+        let ts = t as usize;
+        let mut symbols = Vec::with_capacity(n_max as usize * ts);
+        symbols.extend_from_slice(data);
+        symbols.resize(k as usize * ts, 0);
+        let encoder = SourceBlockEncoder::new(0, &oti(k, t), &symbols);
+        for p in encoder.repair_packets(0, n_max - k) {
+            symbols.extend_from_slice(p.data());
+        }
+        let chunk_hash = *blake3::hash(data).as_bytes();
+        let mut digests = Vec::with_capacity(n_max as usize * DIGEST_LEN);
+        for (esi, s) in symbols.chunks_exact(ts).enumerate() {
+            digests.extend_from_slice(&symbol_digest(&chunk_hash, esi as u32, s));
+        }
+        let page_hashes = digests
+            .chunks(DIGESTS_PER_PAGE * DIGEST_LEN)
+            .map(page_hash)
+            .collect();
+        debug_assert_eq!(
+            page_count(n_max),
+            digests.len().div_ceil(DIGESTS_PER_PAGE * DIGEST_LEN)
+        );
+        EncodedChunk {
+            chunk_hash,
+            chunk_len,
+            symbol_size: t,
+            k,
+            n_max,
+            symbols,
+            digests,
+            page_hashes,
+        }
+    }
+
+    pub fn symbol(&self, esi: u32) -> &[u8] {
+        let ts = self.symbol_size as usize;
+        &self.symbols[esi as usize * ts..(esi as usize + 1) * ts]
+    }
+
+    /// The digests of page `page`, as they go on the wire.
+    pub fn page(&self, page: usize) -> &[u8] {
+        let r = page_range(page, self.n_max);
+        &self.digests[r.start as usize * DIGEST_LEN..r.end as usize * DIGEST_LEN]
+    }
+
+    pub fn pages(&self) -> usize {
+        self.page_hashes.len()
+    }
+}
+
+/// Decode a chunk from verified symbols. `None` when these symbols do not yet
+/// determine the block (more are needed) or the result does not hash to
+/// `chunk_hash`; the caller tells the two apart by the count it passed.
+///
+/// Preconditions, all established by the verified ticket and table: `t` is a valid
+/// symbol size, `chunk_len` gives K ≤ MAX_SOURCE_SYMBOLS, every ESI is < N_max and
+/// distinct, every symbol is exactly `t` bytes.
+pub fn decode_chunk<'a>(
+    chunk_len: u32,
+    t: u16,
+    chunk_hash: &Hash,
+    symbols: impl Iterator<Item = (u32, &'a [u8])>,
+) -> Option<Vec<u8>> {
+    let k = source_symbols(chunk_len, t);
+    let mut decoder = SourceBlockDecoder::new(0, &oti(k, t), u64::from(k) * u64::from(t));
+    let packets = symbols.map(|(esi, s)| EncodingPacket::new(PayloadId::new(0, esi), s.to_vec()));
+    let mut data = decoder.decode(packets)?;
+    data.truncate(chunk_len as usize);
+    (blake3::hash(&data).as_bytes() == chunk_hash).then_some(data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digests_bind_position_and_content() {
+        let h = [1u8; 32];
+        let d = symbol_digest(&h, 5, b"abc");
+        assert_ne!(d, symbol_digest(&h, 6, b"abc"));
+        assert_ne!(d, symbol_digest(&h, 5, b"abd"));
+        assert_ne!(d, symbol_digest(&[2u8; 32], 5, b"abc"));
+    }
+
+    #[test]
+    fn table_pages_cover_every_esi_once() {
+        let data = vec![7u8; 100_000];
+        let c = EncodedChunk::encode(&data, 1280);
+        let total: usize = (0..c.pages()).map(|p| c.page(p).len() / DIGEST_LEN).sum();
+        assert_eq!(total, c.n_max as usize);
+        for esi in [0, 99, 100, c.n_max - 1] {
+            assert!(page_range(page_of(esi), c.n_max).contains(&esi));
+        }
+    }
+}

@@ -1,0 +1,679 @@
+//! The receiver side, sans IO: datagrams in, verified chunks out.
+//!
+//! The path of a datagram: parse ([`wire::decode`]) → channel tag → verify
+//! (manifest or ticket signature through the certificate; a table page against
+//! the ticket's page hash; a symbol's digest against its page) → feed the RaptorQ
+//! decoder → check the chunk's BLAKE3 → [`Event::ChunkComplete`].
+//!
+//! A symbol or page whose ticket or page has not arrived yet waits in a pending
+//! buffer bounded by [`ReceiverConfig::max_pending_bytes`] (oldest chunk's
+//! entries go first). Chunks being collected are bounded by
+//! [`ReceiverConfig::max_active_chunks`]. Every datagram that is not used is
+//! counted under a [`DropReason`].
+//!
+//! Calling order: [`Receiver::mark_complete`] for chunks already stored (on a
+//! restart), then [`Receiver::handle_datagram`] for each datagram, and
+//! [`Receiver::poll_event`] until `None` after each.
+
+use crate::fec::{decode_chunk, page_hash, page_of, page_range, symbol_digest};
+use crate::sender::{chunk_count, chunk_range};
+use crate::verify::{VerifiedManifest, VerifiedTicket, Verifier, VerifyError};
+use crate::wire::{self, Datagram, Hash, SymbolPacket, TablePage, WireError, DIGEST_LEN};
+use crate::ObjectId;
+use hubcast_keys::{CertError, TrustAnchor};
+use std::collections::{HashMap, HashSet, VecDeque};
+
+/// Limits of the receiver's memory.
+#[derive(Clone, Debug)]
+pub struct ReceiverConfig {
+    /// Chunks collected at once; the least recently used is dropped past this.
+    /// Default 16.
+    pub max_active_chunks: usize,
+    /// Bytes of symbols and pages held while their ticket or page is missing.
+    /// Default 8 MiB.
+    pub max_pending_bytes: usize,
+    /// Objects whose manifests are remembered. Default 100 000.
+    pub max_objects: usize,
+}
+
+impl Default for ReceiverConfig {
+    fn default() -> Self {
+        ReceiverConfig {
+            max_active_chunks: 16,
+            max_pending_bytes: 8 << 20,
+            max_objects: 100_000,
+        }
+    }
+}
+
+/// Why a datagram was not used. Each has a counter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    Truncated,
+    Oversized,
+    BadMagic,
+    BadVersion,
+    BadKind,
+    OutOfRange,
+    BadCertificate,
+    /// Another channel's traffic on the same group.
+    WrongChannel,
+    /// Certificate from a root other than the trusted one.
+    UntrustedRoot,
+    /// Certificate's root signature does not verify.
+    CertSignature,
+    /// Certificate expired or not yet valid.
+    CertValidity,
+    /// Manifest or ticket signature does not verify.
+    BadSignature,
+    Expired,
+    /// A manifest older than one already accepted for the same name.
+    RolledBack,
+    /// A ticket that contradicts the manifest or an earlier ticket.
+    Inconsistent,
+    /// A table page whose hash is not the ticket's.
+    PageMismatch,
+    /// A symbol whose digest is not the table's.
+    DigestMismatch,
+    /// A symbol of the wrong length or beyond N_max for its ticket.
+    BadSymbol,
+    /// Decoded data whose BLAKE3 is not the ticket's (should never happen).
+    ChunkHashMismatch,
+    /// Pushed out of the pending buffer before its ticket or page came.
+    PendingEvicted,
+    /// A partly collected chunk dropped to make room (its symbols are lost).
+    ActiveEvicted,
+    /// More objects than `max_objects`.
+    TooManyObjects,
+    /// Already have it (benign).
+    Duplicate,
+    /// For a chunk already complete (benign).
+    AlreadyComplete,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 24] = [
+        DropReason::Truncated,
+        DropReason::Oversized,
+        DropReason::BadMagic,
+        DropReason::BadVersion,
+        DropReason::BadKind,
+        DropReason::OutOfRange,
+        DropReason::BadCertificate,
+        DropReason::WrongChannel,
+        DropReason::UntrustedRoot,
+        DropReason::CertSignature,
+        DropReason::CertValidity,
+        DropReason::BadSignature,
+        DropReason::Expired,
+        DropReason::RolledBack,
+        DropReason::Inconsistent,
+        DropReason::PageMismatch,
+        DropReason::DigestMismatch,
+        DropReason::BadSymbol,
+        DropReason::ChunkHashMismatch,
+        DropReason::PendingEvicted,
+        DropReason::ActiveEvicted,
+        DropReason::TooManyObjects,
+        DropReason::Duplicate,
+        DropReason::AlreadyComplete,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::Truncated => "truncated",
+            DropReason::Oversized => "oversized",
+            DropReason::BadMagic => "bad_magic",
+            DropReason::BadVersion => "bad_version",
+            DropReason::BadKind => "bad_kind",
+            DropReason::OutOfRange => "out_of_range",
+            DropReason::BadCertificate => "bad_certificate",
+            DropReason::WrongChannel => "wrong_channel",
+            DropReason::UntrustedRoot => "untrusted_root",
+            DropReason::CertSignature => "cert_signature",
+            DropReason::CertValidity => "cert_validity",
+            DropReason::BadSignature => "bad_signature",
+            DropReason::Expired => "expired",
+            DropReason::RolledBack => "rolled_back",
+            DropReason::Inconsistent => "inconsistent",
+            DropReason::PageMismatch => "page_mismatch",
+            DropReason::DigestMismatch => "digest_mismatch",
+            DropReason::BadSymbol => "bad_symbol",
+            DropReason::ChunkHashMismatch => "chunk_hash_mismatch",
+            DropReason::PendingEvicted => "pending_evicted",
+            DropReason::ActiveEvicted => "active_evicted",
+            DropReason::TooManyObjects => "too_many_objects",
+            DropReason::Duplicate => "duplicate",
+            DropReason::AlreadyComplete => "already_complete",
+        }
+    }
+
+    /// Benign drops are a normal part of a carousel; the others mean loss of
+    /// data, a misconfiguration or an attack.
+    pub fn is_benign(self) -> bool {
+        matches!(self, DropReason::Duplicate | DropReason::AlreadyComplete)
+    }
+}
+
+impl From<WireError> for DropReason {
+    fn from(e: WireError) -> Self {
+        match e {
+            WireError::Truncated => DropReason::Truncated,
+            WireError::Oversized => DropReason::Oversized,
+            WireError::BadMagic => DropReason::BadMagic,
+            WireError::BadVersion => DropReason::BadVersion,
+            WireError::BadKind => DropReason::BadKind,
+            WireError::OutOfRange => DropReason::OutOfRange,
+            WireError::BadCertificate => DropReason::BadCertificate,
+        }
+    }
+}
+
+impl From<VerifyError> for DropReason {
+    fn from(e: VerifyError) -> Self {
+        match e {
+            VerifyError::Cert(CertError::UntrustedRoot) => DropReason::UntrustedRoot,
+            VerifyError::Cert(CertError::BadSignature) => DropReason::CertSignature,
+            VerifyError::Cert(CertError::OutsideValidity) => DropReason::CertValidity,
+            VerifyError::Cert(CertError::Malformed) => DropReason::BadCertificate,
+            VerifyError::BadSignature => DropReason::BadSignature,
+            VerifyError::Expired => DropReason::Expired,
+        }
+    }
+}
+
+/// Drop counters, one per [`DropReason`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DropCounters([u64; DropReason::ALL.len()]);
+
+impl DropCounters {
+    pub fn get(&self, r: DropReason) -> u64 {
+        self.0[r as usize]
+    }
+    fn add(&mut self, r: DropReason) {
+        self.0[r as usize] += 1;
+    }
+    /// Drops that were not benign.
+    pub fn harmful(&self) -> u64 {
+        DropReason::ALL
+            .iter()
+            .filter(|r| !r.is_benign())
+            .map(|r| self.get(*r))
+            .sum()
+    }
+    pub fn iter(&self) -> impl Iterator<Item = (DropReason, u64)> + '_ {
+        DropReason::ALL.iter().map(|r| (*r, self.get(*r)))
+    }
+}
+
+/// A chunk whose bytes hash to the signed ticket's chunk hash. Only the
+/// receiver makes these.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifiedChunk {
+    object_id: ObjectId,
+    index: u32,
+    hash: Hash,
+    data: Vec<u8>,
+}
+
+impl VerifiedChunk {
+    pub fn object_id(&self) -> ObjectId {
+        self.object_id
+    }
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+    pub fn hash(&self) -> &Hash {
+        &self.hash
+    }
+    pub fn data(&self) -> &[u8] {
+        &self.data
+    }
+}
+
+/// What the receiver tells its owner.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A manifest seen for the first time (or a newer one for the same object).
+    Manifest(VerifiedManifest),
+    ChunkComplete(VerifiedChunk),
+}
+
+/// Counters of accepted data.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReceiverStats {
+    pub datagrams: u64,
+    pub symbols_accepted: u64,
+    pub symbol_bytes_accepted: u64,
+    pub chunks_completed: u64,
+    pub decode_attempts: u64,
+}
+
+type ChunkKey = (ObjectId, u32);
+
+struct ActiveChunk {
+    ticket: VerifiedTicket,
+    /// The ticket datagram's signed bytes and signature, to skip re-verifying repeats.
+    ticket_raw: (Vec<u8>, [u8; 64]),
+    k: u32,
+    n_max: u32,
+    pages: Vec<Option<Box<[u8]>>>,
+    have: Vec<bool>,
+    esis: Vec<u32>,
+    symbols: Vec<u8>,
+    /// Symbol count at the last failed decode, so we try again only with more.
+    tried_at: usize,
+    last_used: u64,
+}
+
+#[derive(Default)]
+struct Pending {
+    pages: Vec<(u16, Vec<u8>)>,
+    symbols: Vec<(u32, Vec<u8>)>,
+    bytes: usize,
+}
+
+pub struct Receiver {
+    config: ReceiverConfig,
+    verifier: Verifier,
+    channel_tag: u64,
+    manifests: HashMap<ObjectId, VerifiedManifest>,
+    seq_by_name: HashMap<String, u64>,
+    active: HashMap<ChunkKey, ActiveChunk>,
+    complete: HashSet<ChunkKey>,
+    pending: HashMap<ChunkKey, Pending>,
+    pending_order: VecDeque<ChunkKey>,
+    pending_bytes: usize,
+    use_clock: u64,
+    events: VecDeque<Event>,
+    drops: DropCounters,
+    stats: ReceiverStats,
+}
+
+impl Receiver {
+    pub fn new(anchor: TrustAnchor, config: ReceiverConfig) -> Self {
+        Receiver {
+            config,
+            channel_tag: anchor.fingerprint.channel_tag(),
+            verifier: Verifier::new(anchor),
+            manifests: HashMap::new(),
+            seq_by_name: HashMap::new(),
+            active: HashMap::new(),
+            complete: HashSet::new(),
+            pending: HashMap::new(),
+            pending_order: VecDeque::new(),
+            pending_bytes: 0,
+            use_clock: 0,
+            events: VecDeque::new(),
+            drops: DropCounters::default(),
+            stats: ReceiverStats::default(),
+        }
+    }
+
+    /// Tell the receiver a chunk is already stored, so its datagrams are ignored.
+    pub fn mark_complete(&mut self, object_id: ObjectId, index: u32) {
+        let key = (object_id, index);
+        self.active.remove(&key);
+        self.complete.insert(key);
+    }
+
+    /// Remember a manifest the store already holds (a restart), without an event.
+    pub fn remember_manifest(&mut self, m: VerifiedManifest) {
+        self.seq_by_name.insert(m.name.clone(), m.seq);
+        self.manifests.insert(m.object_id, m);
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    pub fn drops(&self) -> &DropCounters {
+        &self.drops
+    }
+
+    pub fn stats(&self) -> ReceiverStats {
+        self.stats
+    }
+
+    /// Chunks partly collected right now.
+    pub fn active_chunks(&self) -> usize {
+        self.active.len()
+    }
+
+    /// Count a drop that happened outside the receiver (for one set of counters).
+    pub fn count_drop(&mut self, reason: DropReason) {
+        self.drops.add(reason);
+    }
+
+    /// Take one datagram. `unix_now` is wall-clock seconds, for expiry checks.
+    pub fn handle_datagram(&mut self, unix_now: u64, datagram: &[u8]) {
+        self.stats.datagrams += 1;
+        if let Err(reason) = self.handle(unix_now, datagram) {
+            self.drops.add(reason);
+        }
+    }
+
+    fn handle(&mut self, unix_now: u64, datagram: &[u8]) -> Result<(), DropReason> {
+        let (header, parsed) = wire::decode(datagram)?;
+        if header.channel_tag != self.channel_tag {
+            return Err(DropReason::WrongChannel);
+        }
+        match parsed {
+            Datagram::Manifest(m) => {
+                if self
+                    .manifests
+                    .get(&m.body.object_id)
+                    .is_some_and(|known| known.seq >= m.body.seq)
+                {
+                    return Err(DropReason::Duplicate);
+                }
+                let m = self.verifier.verify_manifest(m, unix_now)?;
+                self.accept_manifest(m)
+            }
+            Datagram::Ticket(t) => {
+                let key = (t.body.object_id, t.body.chunk_index);
+                if self.complete.contains(&key) {
+                    return Err(DropReason::AlreadyComplete);
+                }
+                if let Some(active) = self.active.get(&key) {
+                    return if active.ticket_raw.0 == t.signed_bytes
+                        && active.ticket_raw.1 == t.signature
+                    {
+                        Err(DropReason::Duplicate)
+                    } else {
+                        Err(DropReason::Inconsistent)
+                    };
+                }
+                let raw = (t.signed_bytes.clone(), t.signature);
+                let t = self.verifier.verify_ticket(t, unix_now)?;
+                self.accept_ticket(t, raw)
+            }
+            Datagram::TablePage(p) => self.handle_page(p),
+            Datagram::Symbol(s) => self.handle_symbol(s),
+        }
+    }
+
+    fn accept_manifest(&mut self, m: VerifiedManifest) -> Result<(), DropReason> {
+        if self
+            .seq_by_name
+            .get(&m.name)
+            .is_some_and(|seq| *seq > m.seq)
+        {
+            return Err(DropReason::RolledBack);
+        }
+        if !self.manifests.contains_key(&m.object_id)
+            && self.manifests.len() >= self.config.max_objects
+        {
+            return Err(DropReason::TooManyObjects);
+        }
+        self.seq_by_name.insert(m.name.clone(), m.seq);
+        self.manifests.insert(m.object_id, m.clone());
+        self.events.push_back(Event::Manifest(m));
+        Ok(())
+    }
+
+    fn accept_ticket(
+        &mut self,
+        t: VerifiedTicket,
+        raw: (Vec<u8>, [u8; 64]),
+    ) -> Result<(), DropReason> {
+        if let Some(m) = self.manifests.get(&t.object_id) {
+            let range = chunk_range(m.size, m.chunk_size, t.chunk_index);
+            if t.chunk_index >= chunk_count(m.size, m.chunk_size)
+                || range.end - range.start != u64::from(t.chunk_len)
+                || t.symbol_size != m.symbol_size
+            {
+                return Err(DropReason::Inconsistent);
+            }
+        }
+        let key = (t.object_id, t.chunk_index);
+        if self.active.len() >= self.config.max_active_chunks {
+            self.evict_least_recent();
+        }
+        let k = wire::source_symbols(t.chunk_len, t.symbol_size);
+        let n_max = wire::n_max(k);
+        let pages = t.page_hashes.len();
+        self.use_clock += 1;
+        self.active.insert(
+            key,
+            ActiveChunk {
+                k,
+                n_max,
+                pages: vec![None; pages],
+                have: vec![false; n_max as usize],
+                esis: Vec::with_capacity(k as usize + 8),
+                symbols: Vec::with_capacity((k as usize + 8) * t.symbol_size as usize),
+                tried_at: 0,
+                last_used: self.use_clock,
+                ticket: t,
+                ticket_raw: raw,
+            },
+        );
+        // Replay what waited for this ticket: pages first, then their symbols.
+        if let Some(p) = self.take_pending(&key) {
+            for (page_index, digests) in p.pages {
+                let page = TablePage {
+                    object_id: key.0,
+                    chunk_index: key.1,
+                    page_index,
+                    digests: &digests,
+                };
+                let r = self.handle_page(page);
+                self.count(r);
+            }
+            for (esi, data) in p.symbols {
+                let s = SymbolPacket {
+                    object_id: key.0,
+                    chunk_index: key.1,
+                    esi,
+                    data: &data,
+                };
+                let r = self.handle_symbol(s);
+                self.count(r);
+                if self.complete.contains(&key) {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn count(&mut self, r: Result<(), DropReason>) {
+        if let Err(reason) = r {
+            self.drops.add(reason);
+        }
+    }
+
+    fn evict_least_recent(&mut self) {
+        if let Some(key) = self
+            .active
+            .iter()
+            .min_by_key(|(_, c)| c.last_used)
+            .map(|(k, _)| *k)
+        {
+            self.active.remove(&key);
+            self.drops.add(DropReason::ActiveEvicted);
+        }
+    }
+
+    fn handle_page(&mut self, p: TablePage<'_>) -> Result<(), DropReason> {
+        let key = (p.object_id, p.chunk_index);
+        if self.complete.contains(&key) {
+            return Err(DropReason::AlreadyComplete);
+        }
+        let Some(chunk) = self.active.get_mut(&key) else {
+            return self.add_pending(
+                key,
+                |pend| pend.pages.push((p.page_index, p.digests.to_vec())),
+                p.digests.len(),
+            );
+        };
+        let page = p.page_index as usize;
+        if page >= chunk.pages.len() {
+            return Err(DropReason::PageMismatch);
+        }
+        if chunk.pages[page].is_some() {
+            return Err(DropReason::Duplicate);
+        }
+        let range = page_range(page, chunk.n_max);
+        if p.digests.len() != range.len() * DIGEST_LEN
+            || page_hash(p.digests) != chunk.ticket.page_hashes[page]
+        {
+            return Err(DropReason::PageMismatch);
+        }
+        chunk.pages[page] = Some(p.digests.into());
+        // Symbols of this page that waited for it.
+        let waiting: Vec<(u32, Vec<u8>)> = match self.pending.get_mut(&key) {
+            Some(pend) => {
+                let (mine, rest) = pend
+                    .symbols
+                    .drain(..)
+                    .partition(|(esi, _)| page_of(*esi) == page);
+                pend.symbols = rest;
+                let freed: usize = mine.iter().map(|(_, d): &(u32, Vec<u8>)| d.len()).sum();
+                pend.bytes -= freed;
+                self.pending_bytes -= freed;
+                mine
+            }
+            None => Vec::new(),
+        };
+        for (esi, data) in waiting {
+            let s = SymbolPacket {
+                object_id: key.0,
+                chunk_index: key.1,
+                esi,
+                data: &data,
+            };
+            let r = self.handle_symbol(s);
+            self.count(r);
+        }
+        Ok(())
+    }
+
+    fn handle_symbol(&mut self, s: SymbolPacket<'_>) -> Result<(), DropReason> {
+        let key = (s.object_id, s.chunk_index);
+        if self.complete.contains(&key) {
+            return Err(DropReason::AlreadyComplete);
+        }
+        let Some(chunk) = self.active.get_mut(&key) else {
+            return self.add_pending(
+                key,
+                |pend| pend.symbols.push((s.esi, s.data.to_vec())),
+                s.data.len(),
+            );
+        };
+        let t = chunk.ticket.symbol_size as usize;
+        if s.esi >= chunk.n_max || s.data.len() != t {
+            return Err(DropReason::BadSymbol);
+        }
+        if chunk.have[s.esi as usize] {
+            return Err(DropReason::Duplicate);
+        }
+        let page = page_of(s.esi);
+        let Some(digests) = &chunk.pages[page] else {
+            return self.add_pending(
+                key,
+                |pend| pend.symbols.push((s.esi, s.data.to_vec())),
+                s.data.len(),
+            );
+        };
+        let at = (s.esi - page_range(page, chunk.n_max).start) as usize * DIGEST_LEN;
+        if symbol_digest(&chunk.ticket.chunk_hash, s.esi, s.data)[..]
+            != digests[at..at + DIGEST_LEN]
+        {
+            return Err(DropReason::DigestMismatch);
+        }
+        // Verified: from here on this symbol is trusted data.
+        chunk.have[s.esi as usize] = true;
+        chunk.esis.push(s.esi);
+        chunk.symbols.extend_from_slice(s.data);
+        self.use_clock += 1;
+        chunk.last_used = self.use_clock;
+        self.stats.symbols_accepted += 1;
+        self.stats.symbol_bytes_accepted += t as u64;
+        if chunk.esis.len() >= chunk.k as usize && chunk.esis.len() > chunk.tried_at {
+            self.try_decode(key)?;
+        }
+        Ok(())
+    }
+
+    fn try_decode(&mut self, key: ChunkKey) -> Result<(), DropReason> {
+        let Some(chunk) = self.active.get_mut(&key) else {
+            return Ok(());
+        };
+        self.stats.decode_attempts += 1;
+        let t = chunk.ticket.symbol_size;
+        let symbols = chunk
+            .esis
+            .iter()
+            .copied()
+            .zip(chunk.symbols.chunks_exact(t as usize));
+        match decode_chunk(chunk.ticket.chunk_len, t, &chunk.ticket.chunk_hash, symbols) {
+            Some(data) => {
+                let hash = chunk.ticket.chunk_hash;
+                self.active.remove(&key);
+                self.complete.insert(key);
+                self.stats.chunks_completed += 1;
+                self.events.push_back(Event::ChunkComplete(VerifiedChunk {
+                    object_id: key.0,
+                    index: key.1,
+                    hash,
+                    data,
+                }));
+                Ok(())
+            }
+            None => {
+                chunk.tried_at = chunk.esis.len();
+                // With every source symbol present decoding is a copy; failing then
+                // means the data does not hash to the ticket. Start the chunk over.
+                if chunk.esis.len() >= chunk.n_max as usize
+                    || chunk.have[..chunk.k as usize].iter().all(|h| *h)
+                {
+                    chunk.esis.clear();
+                    chunk.symbols.clear();
+                    chunk.have.iter_mut().for_each(|h| *h = false);
+                    chunk.tried_at = 0;
+                    return Err(DropReason::ChunkHashMismatch);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn take_pending(&mut self, key: &ChunkKey) -> Option<Pending> {
+        let p = self.pending.remove(key)?;
+        self.pending_bytes -= p.bytes;
+        self.pending_order.retain(|k| k != key);
+        Some(p)
+    }
+
+    fn add_pending(
+        &mut self,
+        key: ChunkKey,
+        push: impl FnOnce(&mut Pending),
+        bytes: usize,
+    ) -> Result<(), DropReason> {
+        if bytes > self.config.max_pending_bytes {
+            return Err(DropReason::PendingEvicted);
+        }
+        while self.pending_bytes + bytes > self.config.max_pending_bytes {
+            let Some(oldest) = self.pending_order.pop_front() else {
+                break;
+            };
+            if let Some(p) = self.pending.remove(&oldest) {
+                self.pending_bytes -= p.bytes;
+                for _ in 0..p.pages.len() + p.symbols.len() {
+                    self.drops.add(DropReason::PendingEvicted);
+                }
+            }
+        }
+        let entry = self.pending.entry(key).or_insert_with(|| {
+            self.pending_order.push_back(key);
+            Pending::default()
+        });
+        push(entry);
+        entry.bytes += bytes;
+        self.pending_bytes += bytes;
+        Ok(())
+    }
+}

@@ -1,0 +1,163 @@
+//! Verification of signed datagrams: certificate chain to the trusted root,
+//! signature, channel and expiry. Past this module only verified manifests and
+//! tickets exist; their types ([`VerifiedManifest`], [`VerifiedTicket`]) can only
+//! be made here.
+
+use crate::wire::{self, Manifest, Signed, Ticket, SIGNATURE_LEN};
+use hubcast_keys::{
+    sign_with_context, verify_with_context, CertError, Certificate, Signature, SignerKeys,
+    TrustAnchor, CERTIFICATE_LEN,
+};
+use std::collections::HashMap;
+
+const MANIFEST_CONTEXT: &[u8] = b"hubcast manifest v1";
+const TICKET_CONTEXT: &[u8] = b"hubcast ticket v1";
+/// Distinct certificates whose root signature is remembered as checked.
+pub const MAX_CACHED_CERTS: usize = 16;
+
+/// Why a signed datagram was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    /// The certificate chain does not lead to the trusted root, or is outside its window.
+    #[error("certificate refused: {0}")]
+    Cert(#[from] CertError),
+    /// The signature by the certified key does not verify.
+    #[error("signature does not verify")]
+    BadSignature,
+    /// Past its expiry.
+    #[error("expired")]
+    Expired,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifiedManifest(Manifest);
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifiedTicket(Ticket);
+
+impl std::ops::Deref for VerifiedManifest {
+    type Target = Manifest;
+    fn deref(&self) -> &Manifest {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for VerifiedTicket {
+    type Target = Ticket;
+    fn deref(&self) -> &Ticket {
+        &self.0
+    }
+}
+
+impl VerifiedManifest {
+    /// For a manifest read back from the hub's own store, which only ever holds
+    /// manifests that were verified before they were written.
+    pub fn from_trusted_store(m: Manifest) -> Self {
+        VerifiedManifest(m)
+    }
+}
+
+/// Checks signed datagrams against one trust anchor. Remembers which
+/// certificates' root signatures it has checked, so a ticket costs one Ed25519
+/// verification, not two.
+pub struct Verifier {
+    anchor: TrustAnchor,
+    checked_certs: HashMap<[u8; CERTIFICATE_LEN], ()>,
+}
+
+impl Verifier {
+    pub fn new(anchor: TrustAnchor) -> Self {
+        Verifier {
+            anchor,
+            checked_certs: HashMap::new(),
+        }
+    }
+
+    pub fn channel_tag(&self) -> u64 {
+        self.anchor.fingerprint.channel_tag()
+    }
+
+    fn check_chain<T>(
+        &mut self,
+        s: &Signed<T>,
+        context: &[u8],
+        unix_now: u64,
+    ) -> Result<(), VerifyError> {
+        let encoded = s.cert.encode();
+        if !self.checked_certs.contains_key(&encoded) {
+            s.cert.verify_signature(&self.anchor)?;
+            if self.checked_certs.len() >= MAX_CACHED_CERTS {
+                self.checked_certs.clear();
+            }
+            self.checked_certs.insert(encoded, ());
+        }
+        s.cert.check_validity(unix_now)?;
+        let sig = Signature::from_bytes(&s.signature);
+        if !verify_with_context(&s.cert.signing, context, &s.signed_bytes, &sig) {
+            return Err(VerifyError::BadSignature);
+        }
+        Ok(())
+    }
+
+    pub fn verify_manifest(
+        &mut self,
+        s: Signed<Manifest>,
+        unix_now: u64,
+    ) -> Result<VerifiedManifest, VerifyError> {
+        self.check_chain(&s, MANIFEST_CONTEXT, unix_now)?;
+        if unix_now >= s.body.expiry {
+            return Err(VerifyError::Expired);
+        }
+        Ok(VerifiedManifest(s.body))
+    }
+
+    pub fn verify_ticket(
+        &mut self,
+        s: Signed<Ticket>,
+        unix_now: u64,
+    ) -> Result<VerifiedTicket, VerifyError> {
+        self.check_chain(&s, TICKET_CONTEXT, unix_now)?;
+        if unix_now >= s.body.expiry {
+            return Err(VerifyError::Expired);
+        }
+        Ok(VerifiedTicket(s.body))
+    }
+}
+
+/// The broadcaster's side: signs manifests and tickets into datagrams.
+pub struct Signer {
+    keys: SignerKeys,
+    channel_tag: u64,
+}
+
+impl Signer {
+    pub fn new(keys: SignerKeys) -> Self {
+        let channel_tag = keys.fingerprint().channel_tag();
+        Signer { keys, channel_tag }
+    }
+
+    pub fn channel_tag(&self) -> u64 {
+        self.channel_tag
+    }
+
+    pub fn certificate(&self) -> &Certificate {
+        &self.keys.cert
+    }
+
+    fn finish(&self, mut bytes: Vec<u8>, context: &[u8]) -> Vec<u8> {
+        let sig = sign_with_context(&self.keys.signing, context, &bytes);
+        bytes.extend_from_slice(&sig.to_bytes());
+        debug_assert!(bytes.len() <= wire::MAX_DATAGRAM && SIGNATURE_LEN == 64);
+        bytes
+    }
+
+    pub fn manifest_datagram(&self, m: &Manifest) -> Vec<u8> {
+        let bytes = wire::manifest_signed_bytes(m, &self.keys.cert, self.channel_tag);
+        self.finish(bytes, MANIFEST_CONTEXT)
+    }
+
+    pub fn ticket_datagram(&self, t: &Ticket) -> Vec<u8> {
+        let bytes = wire::ticket_signed_bytes(t, &self.keys.cert, self.channel_tag);
+        self.finish(bytes, TICKET_CONTEXT)
+    }
+}
