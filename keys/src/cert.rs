@@ -115,12 +115,7 @@ impl Certificate {
         if !anchor.trusts(&self.root) {
             return Err(CertError::UntrustedRoot);
         }
-        if !verify_with_context(
-            &self.root,
-            CERT_CONTEXT,
-            &self.signed_bytes(),
-            &self.signature,
-        ) {
+        if !verify_with_context(&self.root, CERT_CONTEXT, &self.signed_bytes(), &self.signature) {
             return Err(CertError::BadSignature);
         }
         Ok(())
@@ -147,10 +142,7 @@ mod tests {
     use crate::Fingerprint;
 
     fn keys() -> (SigningKey, SigningKey) {
-        (
-            SigningKey::from_bytes(&[1; 32]),
-            SigningKey::from_bytes(&[2; 32]),
-        )
+        (SigningKey::from_bytes(&[1; 32]), SigningKey::from_bytes(&[2; 32]))
     }
 
     #[test]
@@ -162,10 +154,7 @@ mod tests {
         assert_eq!(decoded, cert);
         assert_eq!(decoded.verify(&anchor, 150), Ok(signing.verifying_key()));
         assert_eq!(decoded.verify(&anchor, 99), Err(CertError::OutsideValidity));
-        assert_eq!(
-            decoded.verify(&anchor, 200),
-            Err(CertError::OutsideValidity)
-        );
+        assert_eq!(decoded.verify(&anchor, 200), Err(CertError::OutsideValidity));
     }
 
     #[test]
@@ -181,9 +170,6 @@ mod tests {
         bytes[75] ^= 1; // extend not_after
         let forged = Certificate::decode(&bytes).unwrap();
         assert_eq!(forged.verify(&anchor, 10), Err(CertError::BadSignature));
-        assert_eq!(
-            Certificate::decode(&bytes[..100]),
-            Err(CertError::Malformed)
-        );
+        assert_eq!(Certificate::decode(&bytes[..100]), Err(CertError::Malformed));
     }
 }

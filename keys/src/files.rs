@@ -36,9 +36,7 @@ pub enum KeyFileError {
     BadCertificate(PathBuf),
     #[error("{0}: signing.cert does not certify signing.key; run `broadcaster keygen` again")]
     CertificateMismatch(PathBuf),
-    #[error(
-        "{0}: not a root.pub file (needs `fingerprint:` and `root-public-key:` lines that match)"
-    )]
+    #[error("{0}: not a root.pub file (needs `fingerprint:` and `root-public-key:` lines that match)")]
     BadRootPub(PathBuf),
     #[error("{0} already holds keys; refusing to overwrite them (pass --force to replace)")]
     AlreadyExists(PathBuf),
@@ -47,10 +45,7 @@ pub enum KeyFileError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> KeyFileError + '_ {
-    move |source| KeyFileError::Io {
-        path: path.to_owned(),
-        source,
-    }
+    move |source| KeyFileError::Io { path: path.to_owned(), source }
 }
 
 /// Everything `keygen` makes. Only the broadcaster's [`SignerKeys`] need to be
@@ -75,8 +70,8 @@ impl SignerKeys {
     pub fn load(dir: &Path) -> Result<SignerKeys, KeyFileError> {
         let key_path = dir.join(SIGNING_KEY_FILE);
         let pem = fs::read_to_string(&key_path).map_err(io_err(&key_path))?;
-        let signing = SigningKey::from_pkcs8_pem(&pem)
-            .map_err(|_| KeyFileError::BadPrivateKey(key_path.clone()))?;
+        let signing =
+            SigningKey::from_pkcs8_pem(&pem).map_err(|_| KeyFileError::BadPrivateKey(key_path.clone()))?;
         let cert_path = dir.join(CERT_FILE);
         let text = fs::read_to_string(&cert_path).map_err(io_err(&cert_path))?;
         let cert = decode_hex(text.trim())
@@ -86,6 +81,13 @@ impl SignerKeys {
             return Err(KeyFileError::CertificateMismatch(cert_path));
         }
         Ok(SignerKeys { signing, cert })
+    }
+}
+
+impl SignerKeys {
+    /// The online half of freshly generated keys, as `load` would return it.
+    pub fn load_from(keys: &ChannelKeys) -> SignerKeys {
+        SignerKeys { signing: keys.signer.signing.clone(), cert: keys.signer.cert.clone() }
     }
 }
 
@@ -107,10 +109,7 @@ impl ChannelKeys {
             unix_now.saturating_add(validity_secs),
             serial,
         );
-        ChannelKeys {
-            root,
-            signer: SignerKeys { signing, cert },
-        }
+        ChannelKeys { root, signer: SignerKeys { signing, cert } }
     }
 
     /// Write all four files to `dir` (created if missing). Refuses to overwrite
@@ -122,37 +121,22 @@ impl ChannelKeys {
         }
         let pem = |k: &SigningKey| {
             // Invariant: PKCS#8 encoding of an Ed25519 key cannot fail (fixed-size DER).
-            k.to_pkcs8_pem(Default::default())
-                .expect("ed25519 PKCS#8 encoding")
+            k.to_pkcs8_pem(Default::default()).expect("ed25519 PKCS#8 encoding")
         };
         write_file(&dir.join(ROOT_KEY_FILE), pem(&self.root).as_bytes(), 0o600)?;
-        write_file(
-            &dir.join(SIGNING_KEY_FILE),
-            pem(&self.signer.signing).as_bytes(),
-            0o600,
-        )?;
+        write_file(&dir.join(SIGNING_KEY_FILE), pem(&self.signer.signing).as_bytes(), 0o600)?;
         let cert = format!("{}\n", encode_hex(&self.signer.cert.encode()));
         write_file(&dir.join(CERT_FILE), cert.as_bytes(), 0o644)?;
-        write_file(
-            &dir.join(ROOT_PUB_FILE),
-            root_pub_text(&self.root.verifying_key()).as_bytes(),
-            0o644,
-        )
+        write_file(&dir.join(ROOT_PUB_FILE), root_pub_text(&self.root.verifying_key()).as_bytes(), 0o644)
     }
 }
 
 fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), KeyFileError> {
     // Remove first so the mode of a new file applies even with --force.
     let _ = fs::remove_file(path);
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)
-        .map_err(io_err(path))?;
-    f.write_all(contents)
-        .and_then(|_| f.sync_all())
-        .map_err(io_err(path))
+    let mut f =
+        fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(path).map_err(io_err(path))?;
+    f.write_all(contents).and_then(|_| f.sync_all()).map_err(io_err(path))
 }
 
 fn root_pub_text(root: &VerifyingKey) -> String {
@@ -167,10 +151,7 @@ fn root_pub_text(root: &VerifyingKey) -> String {
 /// Parse a `root.pub` file's text. The fingerprint line must match the key.
 pub fn parse_root_pub(text: &str) -> Option<Fingerprint> {
     let field = |name: &str| {
-        text.lines()
-            .filter_map(|l| l.trim().strip_prefix(name))
-            .map(|v| v.trim().to_owned())
-            .next()
+        text.lines().filter_map(|l| l.trim().strip_prefix(name)).map(|v| v.trim().to_owned()).next()
     };
     let fp: Fingerprint = field("fingerprint:")?.parse().ok()?;
     let key: [u8; 32] = decode_hex(&field("root-public-key:")?)?.try_into().ok()?;
@@ -206,27 +187,17 @@ mod tests {
         let keys = ChannelKeys::generate(&mut rand::rngs::OsRng, 1000, 3600);
         keys.write(dir.path(), false).unwrap();
         for f in [ROOT_KEY_FILE, SIGNING_KEY_FILE] {
-            let mode = fs::metadata(dir.path().join(f))
-                .unwrap()
-                .permissions()
-                .mode();
+            let mode = fs::metadata(dir.path().join(f)).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600, "{f}");
         }
         let signer = SignerKeys::load(dir.path()).unwrap();
         assert_eq!(signer.cert, keys.signer.cert);
         let fp = signer.fingerprint();
-        let anchor =
-            TrustAnchor::from_arg(dir.path().join(ROOT_PUB_FILE).to_str().unwrap()).unwrap();
+        let anchor = TrustAnchor::from_arg(dir.path().join(ROOT_PUB_FILE).to_str().unwrap()).unwrap();
         assert_eq!(anchor.fingerprint, fp);
         assert_eq!(TrustAnchor::from_arg(&fp.to_string()).unwrap(), anchor);
-        assert_eq!(
-            signer.cert.verify(&anchor, 2000),
-            Ok(signer.signing.verifying_key())
-        );
-        assert!(matches!(
-            keys.write(dir.path(), false),
-            Err(KeyFileError::AlreadyExists(_))
-        ));
+        assert_eq!(signer.cert.verify(&anchor, 2000), Ok(signer.signing.verifying_key()));
+        assert!(matches!(keys.write(dir.path(), false), Err(KeyFileError::AlreadyExists(_))));
         keys.write(dir.path(), true).unwrap();
     }
 
@@ -242,15 +213,5 @@ mod tests {
             encode_hex(keys.root.verifying_key().as_bytes())
         );
         assert!(parse_root_pub(&mixed).is_none());
-    }
-}
-
-impl SignerKeys {
-    /// The online half of freshly generated keys, as `load` would return it.
-    pub fn load_from(keys: &ChannelKeys) -> SignerKeys {
-        SignerKeys {
-            signing: keys.signer.signing.clone(),
-            cert: keys.signer.cert.clone(),
-        }
     }
 }

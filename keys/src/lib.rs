@@ -98,12 +98,7 @@ pub fn sign_with_context(key: &SigningKey, context: &[u8], body: &[u8]) -> Signa
 
 /// Verify a signature made by [`sign_with_context`]. Uses strict verification
 /// (rejects small-order and non-canonical points).
-pub fn verify_with_context(
-    key: &VerifyingKey,
-    context: &[u8],
-    body: &[u8],
-    signature: &Signature,
-) -> bool {
+pub fn verify_with_context(key: &VerifyingKey, context: &[u8], body: &[u8], signature: &Signature) -> bool {
     let mut msg = Vec::with_capacity(context.len() + body.len());
     msg.extend_from_slice(context);
     msg.extend_from_slice(body);
@@ -129,23 +124,8 @@ mod tests {
     fn context_separates_signatures() {
         let key = SigningKey::from_bytes(&[9u8; 32]);
         let sig = sign_with_context(&key, b"a", b"body");
-        assert!(verify_with_context(
-            &key.verifying_key(),
-            b"a",
-            b"body",
-            &sig
-        ));
-        assert!(!verify_with_context(
-            &key.verifying_key(),
-            b"b",
-            b"body",
-            &sig
-        ));
-        assert!(!verify_with_context(
-            &key.verifying_key(),
-            b"a",
-            b"bodz",
-            &sig
-        ));
+        assert!(verify_with_context(&key.verifying_key(), b"a", b"body", &sig));
+        assert!(!verify_with_context(&key.verifying_key(), b"b", b"body", &sig));
+        assert!(!verify_with_context(&key.verifying_key(), b"a", b"bodz", &sig));
     }
 }

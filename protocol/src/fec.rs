@@ -10,12 +10,9 @@
 //! pass only symbols whose digests matched a table committed to by a verified
 //! ticket, so every length and ESI it sees has been checked against signed values.
 
-use crate::wire::{
-    n_max, page_count, source_symbols, Hash, SymbolDigest, DIGESTS_PER_PAGE, DIGEST_LEN,
-};
+use crate::wire::{n_max, page_count, source_symbols, Hash, SymbolDigest, DIGESTS_PER_PAGE, DIGEST_LEN};
 use raptorq::{
-    EncodingPacket, ObjectTransmissionInformation, PayloadId, SourceBlockDecoder,
-    SourceBlockEncoder,
+    EncodingPacket, ObjectTransmissionInformation, PayloadId, SourceBlockDecoder, SourceBlockEncoder,
 };
 
 const PAGE_CONTEXT: &str = "hubcast table page v1";
@@ -48,13 +45,7 @@ pub fn page_of(esi: u32) -> usize {
 }
 
 fn oti(k: u32, symbol_size: u16) -> ObjectTransmissionInformation {
-    ObjectTransmissionInformation::new(
-        u64::from(k) * u64::from(symbol_size),
-        symbol_size,
-        1,
-        1,
-        ALIGNMENT,
-    )
+    ObjectTransmissionInformation::new(u64::from(k) * u64::from(symbol_size), symbol_size, 1, 1, ALIGNMENT)
 }
 
 /// A chunk made ready to send: every symbol up to N_max and the digest table.
@@ -91,24 +82,9 @@ impl EncodedChunk {
         for (esi, s) in symbols.chunks_exact(ts).enumerate() {
             digests.extend_from_slice(&symbol_digest(&chunk_hash, esi as u32, s));
         }
-        let page_hashes = digests
-            .chunks(DIGESTS_PER_PAGE * DIGEST_LEN)
-            .map(page_hash)
-            .collect();
-        debug_assert_eq!(
-            page_count(n_max),
-            digests.len().div_ceil(DIGESTS_PER_PAGE * DIGEST_LEN)
-        );
-        EncodedChunk {
-            chunk_hash,
-            chunk_len,
-            symbol_size: t,
-            k,
-            n_max,
-            symbols,
-            digests,
-            page_hashes,
-        }
+        let page_hashes = digests.chunks(DIGESTS_PER_PAGE * DIGEST_LEN).map(page_hash).collect();
+        debug_assert_eq!(page_count(n_max), digests.len().div_ceil(DIGESTS_PER_PAGE * DIGEST_LEN));
+        EncodedChunk { chunk_hash, chunk_len, symbol_size: t, k, n_max, symbols, digests, page_hashes }
     }
 
     pub fn symbol(&self, esi: u32) -> &[u8] {

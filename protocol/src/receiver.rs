@@ -38,11 +38,7 @@ pub struct ReceiverConfig {
 
 impl Default for ReceiverConfig {
     fn default() -> Self {
-        ReceiverConfig {
-            max_active_chunks: 16,
-            max_pending_bytes: 8 << 20,
-            max_objects: 100_000,
-        }
+        ReceiverConfig { max_active_chunks: 16, max_pending_bytes: 8 << 20, max_objects: 100_000 }
     }
 }
 
@@ -195,11 +191,7 @@ impl DropCounters {
     }
     /// Drops that were not benign.
     pub fn harmful(&self) -> u64 {
-        DropReason::ALL
-            .iter()
-            .filter(|r| !r.is_benign())
-            .map(|r| self.get(*r))
-            .sum()
+        DropReason::ALL.iter().filter(|r| !r.is_benign()).map(|r| self.get(*r)).sum()
     }
     pub fn iter(&self) -> impl Iterator<Item = (DropReason, u64)> + '_ {
         DropReason::ALL.iter().map(|r| (*r, self.get(*r)))
@@ -360,11 +352,7 @@ impl Receiver {
         }
         match parsed {
             Datagram::Manifest(m) => {
-                if self
-                    .manifests
-                    .get(&m.body.object_id)
-                    .is_some_and(|known| known.seq >= m.body.seq)
-                {
+                if self.manifests.get(&m.body.object_id).is_some_and(|known| known.seq >= m.body.seq) {
                     return Err(DropReason::Duplicate);
                 }
                 let m = self.verifier.verify_manifest(m, unix_now)?;
@@ -376,9 +364,7 @@ impl Receiver {
                     return Err(DropReason::AlreadyComplete);
                 }
                 if let Some(active) = self.active.get(&key) {
-                    return if active.ticket_raw.0 == t.signed_bytes
-                        && active.ticket_raw.1 == t.signature
-                    {
+                    return if active.ticket_raw.0 == t.signed_bytes && active.ticket_raw.1 == t.signature {
                         Err(DropReason::Duplicate)
                     } else {
                         Err(DropReason::Inconsistent)
@@ -394,16 +380,10 @@ impl Receiver {
     }
 
     fn accept_manifest(&mut self, m: VerifiedManifest) -> Result<(), DropReason> {
-        if self
-            .seq_by_name
-            .get(&m.name)
-            .is_some_and(|seq| *seq > m.seq)
-        {
+        if self.seq_by_name.get(&m.name).is_some_and(|seq| *seq > m.seq) {
             return Err(DropReason::RolledBack);
         }
-        if !self.manifests.contains_key(&m.object_id)
-            && self.manifests.len() >= self.config.max_objects
-        {
+        if !self.manifests.contains_key(&m.object_id) && self.manifests.len() >= self.config.max_objects {
             return Err(DropReason::TooManyObjects);
         }
         self.seq_by_name.insert(m.name.clone(), m.seq);
@@ -412,11 +392,7 @@ impl Receiver {
         Ok(())
     }
 
-    fn accept_ticket(
-        &mut self,
-        t: VerifiedTicket,
-        raw: (Vec<u8>, [u8; 64]),
-    ) -> Result<(), DropReason> {
+    fn accept_ticket(&mut self, t: VerifiedTicket, raw: (Vec<u8>, [u8; 64])) -> Result<(), DropReason> {
         if let Some(m) = self.manifests.get(&t.object_id) {
             let range = chunk_range(m.size, m.chunk_size, t.chunk_index);
             if t.chunk_index >= chunk_count(m.size, m.chunk_size)
@@ -452,22 +428,12 @@ impl Receiver {
         // Replay what waited for this ticket: pages first, then their symbols.
         if let Some(p) = self.take_pending(&key) {
             for (page_index, digests) in p.pages {
-                let page = TablePage {
-                    object_id: key.0,
-                    chunk_index: key.1,
-                    page_index,
-                    digests: &digests,
-                };
+                let page = TablePage { object_id: key.0, chunk_index: key.1, page_index, digests: &digests };
                 let r = self.handle_page(page);
                 self.count(r);
             }
             for (esi, data) in p.symbols {
-                let s = SymbolPacket {
-                    object_id: key.0,
-                    chunk_index: key.1,
-                    esi,
-                    data: &data,
-                };
+                let s = SymbolPacket { object_id: key.0, chunk_index: key.1, esi, data: &data };
                 let r = self.handle_symbol(s);
                 self.count(r);
                 if self.complete.contains(&key) {
@@ -485,12 +451,7 @@ impl Receiver {
     }
 
     fn evict_least_recent(&mut self) {
-        if let Some(key) = self
-            .active
-            .iter()
-            .min_by_key(|(_, c)| c.last_used)
-            .map(|(k, _)| *k)
-        {
+        if let Some(key) = self.active.iter().min_by_key(|(_, c)| c.last_used).map(|(k, _)| *k) {
             self.active.remove(&key);
             self.drops.add(DropReason::ActiveEvicted);
         }
@@ -525,10 +486,7 @@ impl Receiver {
         // Symbols of this page that waited for it.
         let waiting: Vec<(u32, Vec<u8>)> = match self.pending.get_mut(&key) {
             Some(pend) => {
-                let (mine, rest) = pend
-                    .symbols
-                    .drain(..)
-                    .partition(|(esi, _)| page_of(*esi) == page);
+                let (mine, rest) = pend.symbols.drain(..).partition(|(esi, _)| page_of(*esi) == page);
                 pend.symbols = rest;
                 let freed: usize = mine.iter().map(|(_, d): &(u32, Vec<u8>)| d.len()).sum();
                 pend.bytes -= freed;
@@ -538,12 +496,7 @@ impl Receiver {
             None => Vec::new(),
         };
         for (esi, data) in waiting {
-            let s = SymbolPacket {
-                object_id: key.0,
-                chunk_index: key.1,
-                esi,
-                data: &data,
-            };
+            let s = SymbolPacket { object_id: key.0, chunk_index: key.1, esi, data: &data };
             let r = self.handle_symbol(s);
             self.count(r);
         }
@@ -556,11 +509,7 @@ impl Receiver {
             return Err(DropReason::AlreadyComplete);
         }
         let Some(chunk) = self.active.get_mut(&key) else {
-            return self.add_pending(
-                key,
-                |pend| pend.symbols.push((s.esi, s.data.to_vec())),
-                s.data.len(),
-            );
+            return self.add_pending(key, |pend| pend.symbols.push((s.esi, s.data.to_vec())), s.data.len());
         };
         let t = chunk.ticket.symbol_size as usize;
         if s.esi >= chunk.n_max || s.data.len() != t {
@@ -571,16 +520,10 @@ impl Receiver {
         }
         let page = page_of(s.esi);
         let Some(digests) = &chunk.pages[page] else {
-            return self.add_pending(
-                key,
-                |pend| pend.symbols.push((s.esi, s.data.to_vec())),
-                s.data.len(),
-            );
+            return self.add_pending(key, |pend| pend.symbols.push((s.esi, s.data.to_vec())), s.data.len());
         };
         let at = (s.esi - page_range(page, chunk.n_max).start) as usize * DIGEST_LEN;
-        if symbol_digest(&chunk.ticket.chunk_hash, s.esi, s.data)[..]
-            != digests[at..at + DIGEST_LEN]
-        {
+        if symbol_digest(&chunk.ticket.chunk_hash, s.esi, s.data)[..] != digests[at..at + DIGEST_LEN] {
             return Err(DropReason::DigestMismatch);
         }
         // Verified: from here on this symbol is trusted data.
@@ -603,11 +546,7 @@ impl Receiver {
         };
         self.stats.decode_attempts += 1;
         let t = chunk.ticket.symbol_size;
-        let symbols = chunk
-            .esis
-            .iter()
-            .copied()
-            .zip(chunk.symbols.chunks_exact(t as usize));
+        let symbols = chunk.esis.iter().copied().zip(chunk.symbols.chunks_exact(t as usize));
         match decode_chunk(chunk.ticket.chunk_len, t, &chunk.ticket.chunk_hash, symbols) {
             Some(data) => {
                 let hash = chunk.ticket.chunk_hash;

@@ -76,14 +76,8 @@ pub fn chunk_range(size: u64, chunk_size: u32, index: u32) -> std::ops::Range<u6
 /// One step of the carousel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {
-    Manifest {
-        object: usize,
-    },
-    Chunk {
-        object: usize,
-        chunk: u32,
-        round: u32,
-    },
+    Manifest { object: usize },
+    Chunk { object: usize, chunk: u32, round: u32 },
 }
 
 /// The order of the carousel: `rounds` rounds (or forever), each object in turn.
@@ -128,11 +122,7 @@ impl Iterator for Carousel {
                 }
                 Some(c) if c < self.chunks[object] => {
                     self.chunk = Some(c + 1);
-                    return Some(Step::Chunk {
-                        object,
-                        chunk: c,
-                        round: self.round,
-                    });
+                    return Some(Step::Chunk { object, chunk: c, round: self.round });
                 }
                 Some(c) if c == self.chunks[object] && c > 0 => {
                     self.chunk = Some(c + 1);
@@ -191,12 +181,7 @@ impl PreparedChunk {
             page_hashes: encoded.page_hashes.clone(),
         };
         let ticket = signer.ticket_datagram(&ticket);
-        PreparedChunk {
-            object_id: manifest.object_id,
-            index,
-            encoded,
-            ticket,
-        }
+        PreparedChunk { object_id: manifest.object_id, index, encoded, ticket }
     }
 
     /// The datagrams of this chunk for `round`, in sending order.
@@ -221,10 +206,7 @@ impl PreparedChunk {
         let mut runs = Vec::new();
         let mut start = 0;
         for i in 1..=esis.len() {
-            if i == esis.len()
-                || esis[i] != esis[i - 1] + 1
-                || page_of(esis[i]) != page_of(esis[start])
-            {
+            if i == esis.len() || esis[i] != esis[i - 1] + 1 || page_of(esis[i]) != page_of(esis[start]) {
                 runs.push(start..i);
                 start = i;
             }
@@ -269,12 +251,7 @@ impl Pacer {
     /// `burst` bytes may go out back to back; at least one full datagram.
     pub fn new(bytes_per_sec: u64, burst: usize) -> Self {
         let burst = burst.max(wire::MAX_DATAGRAM + IP_UDP_OVERHEAD) as f64;
-        Pacer {
-            bytes_per_sec: bytes_per_sec.max(1) as f64,
-            burst,
-            tokens: burst,
-            last: None,
-        }
+        Pacer { bytes_per_sec: bytes_per_sec.max(1) as f64, burst, tokens: burst, last: None }
     }
 
     fn refill(&mut self, now: Instant) {
@@ -351,11 +328,7 @@ impl Sender {
             return None;
         }
         let interleave = !self.manifests.is_empty() && self.since_manifest >= self.manifest_every;
-        let len = if interleave {
-            self.manifests[self.next_manifest].len()
-        } else {
-            self.queue[0].len()
-        };
+        let len = if interleave { self.manifests[self.next_manifest].len() } else { self.queue[0].len() };
         if let Err(at) = self.pacer.try_take(now, len) {
             self.wake_at = Some(at);
             return None;
@@ -401,21 +374,9 @@ mod tests {
         let one_round = |r| {
             vec![
                 Step::Manifest { object: 0 },
-                Step::Chunk {
-                    object: 0,
-                    chunk: 0,
-                    round: r,
-                },
-                Step::Chunk {
-                    object: 0,
-                    chunk: 1,
-                    round: r,
-                },
-                Step::Chunk {
-                    object: 0,
-                    chunk: 2,
-                    round: r,
-                },
+                Step::Chunk { object: 0, chunk: 0, round: r },
+                Step::Chunk { object: 0, chunk: 1, round: r },
+                Step::Chunk { object: 0, chunk: 2, round: r },
                 Step::Manifest { object: 0 },
                 Step::Manifest { object: 1 },
             ]
@@ -450,6 +411,6 @@ mod tests {
             }
         }
         // One second at 1 MB/s is 1000 datagrams of 1000 bytes, plus the first burst.
-        assert!((1000_000..=1_002_000).contains(&sent), "{sent}");
+        assert!((1_000_000..=1_002_000).contains(&sent), "{sent}");
     }
 }

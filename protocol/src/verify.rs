@@ -5,8 +5,8 @@
 
 use crate::wire::{self, Manifest, Signed, Ticket, SIGNATURE_LEN};
 use hubcast_keys::{
-    sign_with_context, verify_with_context, CertError, Certificate, Signature, SignerKeys,
-    TrustAnchor, CERTIFICATE_LEN,
+    sign_with_context, verify_with_context, CertError, Certificate, Signature, SignerKeys, TrustAnchor,
+    CERTIFICATE_LEN,
 };
 use std::collections::HashMap;
 
@@ -67,22 +67,14 @@ pub struct Verifier {
 
 impl Verifier {
     pub fn new(anchor: TrustAnchor) -> Self {
-        Verifier {
-            anchor,
-            checked_certs: HashMap::new(),
-        }
+        Verifier { anchor, checked_certs: HashMap::new() }
     }
 
     pub fn channel_tag(&self) -> u64 {
         self.anchor.fingerprint.channel_tag()
     }
 
-    fn check_chain<T>(
-        &mut self,
-        s: &Signed<T>,
-        context: &[u8],
-        unix_now: u64,
-    ) -> Result<(), VerifyError> {
+    fn check_chain<T>(&mut self, s: &Signed<T>, context: &[u8], unix_now: u64) -> Result<(), VerifyError> {
         let encoded = s.cert.encode();
         if !self.checked_certs.contains_key(&encoded) {
             s.cert.verify_signature(&self.anchor)?;
@@ -111,11 +103,7 @@ impl Verifier {
         Ok(VerifiedManifest(s.body))
     }
 
-    pub fn verify_ticket(
-        &mut self,
-        s: Signed<Ticket>,
-        unix_now: u64,
-    ) -> Result<VerifiedTicket, VerifyError> {
+    pub fn verify_ticket(&mut self, s: Signed<Ticket>, unix_now: u64) -> Result<VerifiedTicket, VerifyError> {
         self.check_chain(&s, TICKET_CONTEXT, unix_now)?;
         if unix_now >= s.body.expiry {
             return Err(VerifyError::Expired);

@@ -88,6 +88,18 @@ const SIGNED_PREFIX_LEN: usize = HEADER_LEN + CERTIFICATE_LEN + 8 + 8 + 32;
 const MANIFEST_FIXED_LEN: usize = SIGNED_PREFIX_LEN + 8 + 4 + 2 + 1 + 1 + 2;
 const TICKET_FIXED_LEN: usize = SIGNED_PREFIX_LEN + 4 + 4 + 2 + 32 + 2;
 
+// Every layout fits one datagram at its largest, checked when compiling.
+const _: () = assert!(SYMBOL_HEADER_LEN + DEFAULT_SYMBOL_SIZE as usize == 1332);
+const _: () = assert!(SYMBOL_HEADER_LEN + MAX_SYMBOL_SIZE as usize <= MAX_DATAGRAM);
+const _: () = assert!(PAGE_HEADER_LEN + DIGESTS_PER_PAGE * DIGEST_LEN <= MAX_DATAGRAM);
+const _: () = assert!(MANIFEST_FIXED_LEN + MAX_NAME_LEN + SIGNATURE_LEN <= MAX_DATAGRAM);
+const _: () = assert!(TICKET_FIXED_LEN + 32 * MAX_TABLE_PAGES + SIGNATURE_LEN <= MAX_DATAGRAM);
+// The largest chunk's table still fits the ticket.
+const _: () = assert!(
+    (MAX_SOURCE_SYMBOLS + MAX_SOURCE_SYMBOLS / 2 + 16).div_ceil(DIGESTS_PER_PAGE as u32) as usize
+        <= MAX_TABLE_PAGES
+);
+
 pub type SymbolDigest = [u8; DIGEST_LEN];
 pub type Hash = [u8; 32];
 
@@ -274,19 +286,13 @@ pub fn decode_header(buf: &[u8]) -> Result<Header, WireError> {
         4 => Kind::Symbol,
         _ => return Err(WireError::BadKind),
     };
-    Ok(Header {
-        kind,
-        channel_tag: r.u64()?,
-    })
+    Ok(Header { kind, channel_tag: r.u64()? })
 }
 
 /// Parse a whole datagram. Bounds are checked; nothing is verified.
 pub fn decode(buf: &[u8]) -> Result<(Header, Datagram<'_>), WireError> {
     let header = decode_header(buf)?;
-    let mut r = Reader {
-        buf,
-        at: HEADER_LEN,
-    };
+    let mut r = Reader { buf, at: HEADER_LEN };
     let datagram = match header.kind {
         Kind::Manifest => Datagram::Manifest(decode_manifest(&mut r)?),
         Kind::Ticket => Datagram::Ticket(decode_ticket(&mut r)?),
@@ -304,12 +310,7 @@ pub fn decode(buf: &[u8]) -> Result<(Header, Datagram<'_>), WireError> {
             if page_index as usize >= MAX_TABLE_PAGES {
                 return Err(WireError::OutOfRange);
             }
-            Datagram::TablePage(TablePage {
-                object_id,
-                chunk_index,
-                page_index,
-                digests,
-            })
+            Datagram::TablePage(TablePage { object_id, chunk_index, page_index, digests })
         }
         Kind::Symbol => {
             let object_id = ObjectId(r.array()?);
@@ -322,44 +323,27 @@ pub fn decode(buf: &[u8]) -> Result<(Header, Datagram<'_>), WireError> {
             if esi >= n_max(MAX_SOURCE_SYMBOLS) {
                 return Err(WireError::OutOfRange);
             }
-            Datagram::Symbol(SymbolPacket {
-                object_id,
-                chunk_index,
-                esi,
-                data,
-            })
+            Datagram::Symbol(SymbolPacket { object_id, chunk_index, esi, data })
         }
     };
     Ok((header, datagram))
 }
 
-fn decode_signed_prefix(
-    r: &mut Reader<'_>,
-) -> Result<(Certificate, u64, u64, ObjectId), WireError> {
-    let cert =
-        Certificate::decode(r.take(CERTIFICATE_LEN)?).map_err(|_| WireError::BadCertificate)?;
+fn decode_signed_prefix(r: &mut Reader<'_>) -> Result<(Certificate, u64, u64, ObjectId), WireError> {
+    let cert = Certificate::decode(r.take(CERTIFICATE_LEN)?).map_err(|_| WireError::BadCertificate)?;
     let seq = r.u64()?;
     let expiry = r.u64()?;
     let object_id = ObjectId(r.array()?);
     Ok((cert, seq, expiry, object_id))
 }
 
-fn finish_signed<T>(
-    r: &mut Reader<'_>,
-    body: T,
-    cert: Certificate,
-) -> Result<Signed<T>, WireError> {
+fn finish_signed<T>(r: &mut Reader<'_>, body: T, cert: Certificate) -> Result<Signed<T>, WireError> {
     let signed_len = r.at;
     let signature = r.array::<SIGNATURE_LEN>()?;
     if r.remaining() != 0 {
         return Err(WireError::Oversized);
     }
-    Ok(Signed {
-        body,
-        cert,
-        signed_bytes: r.buf[..signed_len].to_vec(),
-        signature,
-    })
+    Ok(Signed { body, cert, signed_bytes: r.buf[..signed_len].to_vec(), signature })
 }
 
 fn decode_manifest(r: &mut Reader<'_>) -> Result<Signed<Manifest>, WireError> {
@@ -382,16 +366,8 @@ fn decode_manifest(r: &mut Reader<'_>) -> Result<Signed<Manifest>, WireError> {
     {
         return Err(WireError::OutOfRange);
     }
-    let body = Manifest {
-        seq,
-        expiry,
-        object_id,
-        size,
-        chunk_size,
-        symbol_size,
-        codec,
-        name: name.to_owned(),
-    };
+    let body =
+        Manifest { seq, expiry, object_id, size, chunk_size, symbol_size, codec, name: name.to_owned() };
     finish_signed(r, body, cert)
 }
 
@@ -413,16 +389,8 @@ fn decode_ticket(r: &mut Reader<'_>) -> Result<Signed<Ticket>, WireError> {
     for _ in 0..pages {
         page_hashes.push(r.array()?);
     }
-    let body = Ticket {
-        seq,
-        expiry,
-        object_id,
-        chunk_index,
-        chunk_len,
-        symbol_size,
-        chunk_hash,
-        page_hashes,
-    };
+    let body =
+        Ticket { seq, expiry, object_id, chunk_index, chunk_len, symbol_size, chunk_hash, page_hashes };
     finish_signed(r, body, cert)
 }
 
@@ -508,17 +476,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn layout_constants_fit_one_datagram() {
-        assert_eq!(SYMBOL_HEADER_LEN + DEFAULT_SYMBOL_SIZE as usize, 1332);
-        assert!(SYMBOL_HEADER_LEN + MAX_SYMBOL_SIZE as usize <= MAX_DATAGRAM);
-        assert!(PAGE_HEADER_LEN + DIGESTS_PER_PAGE * DIGEST_LEN <= MAX_DATAGRAM);
-        assert!(MANIFEST_FIXED_LEN + MAX_NAME_LEN + SIGNATURE_LEN <= MAX_DATAGRAM);
-        assert!(TICKET_FIXED_LEN + 32 * MAX_TABLE_PAGES + SIGNATURE_LEN <= MAX_DATAGRAM);
-        // The largest chunk still has a table that fits the ticket.
-        assert!(page_count(n_max(MAX_SOURCE_SYMBOLS)) <= MAX_TABLE_PAGES);
-    }
-
-    #[test]
     fn digest_table_costs_a_few_percent_of_a_default_chunk() {
         let k = source_symbols(1 << 20, DEFAULT_SYMBOL_SIZE);
         let table = page_count(n_max(k)) * (PAGE_HEADER_LEN + DIGESTS_PER_PAGE * DIGEST_LEN);
@@ -529,22 +486,10 @@ mod tests {
     #[test]
     fn header_errors_are_typed() {
         assert_eq!(decode_header(b"H"), Err(WireError::Truncated));
-        assert_eq!(
-            decode_header(b"XX\x01\x04\0\0\0\0\0\0\0\0"),
-            Err(WireError::BadMagic)
-        );
-        assert_eq!(
-            decode_header(b"HC\x02\x04\0\0\0\0\0\0\0\0"),
-            Err(WireError::BadVersion)
-        );
-        assert_eq!(
-            decode_header(b"HC\x01\x09\0\0\0\0\0\0\0\0"),
-            Err(WireError::BadKind)
-        );
-        assert_eq!(
-            decode_header(&[0u8; MAX_DATAGRAM + 1]),
-            Err(WireError::Oversized)
-        );
+        assert_eq!(decode_header(b"XX\x01\x04\0\0\0\0\0\0\0\0"), Err(WireError::BadMagic));
+        assert_eq!(decode_header(b"HC\x02\x04\0\0\0\0\0\0\0\0"), Err(WireError::BadVersion));
+        assert_eq!(decode_header(b"HC\x01\x09\0\0\0\0\0\0\0\0"), Err(WireError::BadKind));
+        assert_eq!(decode_header(&[0u8; MAX_DATAGRAM + 1]), Err(WireError::Oversized));
     }
 
     #[test]
@@ -553,21 +498,10 @@ mod tests {
         let mut out = Vec::new();
         encode_symbol(&mut out, 9, &id, 3, 17, &[1u8; 128]);
         let (h, d) = decode(&out).unwrap();
-        assert_eq!(
-            h,
-            Header {
-                kind: Kind::Symbol,
-                channel_tag: 9
-            }
-        );
+        assert_eq!(h, Header { kind: Kind::Symbol, channel_tag: 9 });
         assert_eq!(
             d,
-            Datagram::Symbol(SymbolPacket {
-                object_id: id,
-                chunk_index: 3,
-                esi: 17,
-                data: &[1u8; 128]
-            })
+            Datagram::Symbol(SymbolPacket { object_id: id, chunk_index: 3, esi: 17, data: &[1u8; 128] })
         );
         encode_symbol(&mut out, 9, &id, 3, 1 << 24, &[1u8; 128]);
         assert_eq!(decode(&out), Err(WireError::OutOfRange));

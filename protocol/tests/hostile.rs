@@ -27,10 +27,7 @@ fn assert_dropped(ch: &Channel, datagrams: Vec<Vec<u8>>, reason: DropReason, n: 
     let mut rx = receiver(ch.anchor);
     let mut got = Received::default();
     receive(&mut rx, datagrams, &mut got);
-    assert!(
-        got.chunks.is_empty() && got.manifests.is_empty(),
-        "{reason:?}: accepted something"
-    );
+    assert!(got.chunks.is_empty() && got.manifests.is_empty(), "{reason:?}: accepted something");
     assert_eq!(rx.drops().get(reason), n, "{reason:?}: {:?}", rx.drops());
     assert_eq!(rx.stats().decode_attempts, 0);
 }
@@ -124,10 +121,8 @@ fn another_channels_traffic_is_dropped_by_tag() {
 fn an_expired_certificate_is_refused() {
     let ch = channel_valid(3, NOW - 100, 50);
     let (_, datagrams) = sample(&ch);
-    let signed: Vec<Vec<u8>> = datagrams
-        .into_iter()
-        .filter(|d| matches!(kind(d), Kind::Manifest | Kind::Ticket))
-        .collect();
+    let signed: Vec<Vec<u8>> =
+        datagrams.into_iter().filter(|d| matches!(kind(d), Kind::Manifest | Kind::Ticket)).collect();
     let n = signed.len() as u64;
     assert_dropped(&ch, signed, DropReason::CertValidity, n);
 }
@@ -166,10 +161,8 @@ fn a_rolled_back_manifest_is_refused() {
 fn corrupted_symbols_never_reach_the_decoder_and_clean_ones_still_decode() {
     let ch = channel(1);
     let (objects, datagrams) = sample(&ch);
-    let (control, symbols): (Vec<_>, Vec<_>) = datagrams
-        .iter()
-        .cloned()
-        .partition(|d| kind(d) != Kind::Symbol);
+    let (control, symbols): (Vec<_>, Vec<_>) =
+        datagrams.iter().cloned().partition(|d| kind(d) != Kind::Symbol);
     let corrupted: Vec<Vec<u8>> = symbols
         .iter()
         .map(|d| {
@@ -183,18 +176,12 @@ fn corrupted_symbols_never_reach_the_decoder_and_clean_ones_still_decode() {
     let mut got = Received::default();
     receive(&mut rx, control, &mut got);
     receive(&mut rx, corrupted, &mut got);
-    assert_eq!(
-        rx.drops().get(DropReason::DigestMismatch),
-        symbols.len() as u64
-    );
+    assert_eq!(rx.drops().get(DropReason::DigestMismatch), symbols.len() as u64);
     assert_eq!(rx.stats().decode_attempts, 0);
     assert!(got.chunks.is_empty());
     receive(&mut rx, symbols, &mut got);
     let src = &objects[0].bytes;
-    assert_eq!(
-        got.object(ObjectId::of(src), src.len(), CHUNK).as_deref(),
-        Some(&src[..])
-    );
+    assert_eq!(got.object(ObjectId::of(src), src.len(), CHUNK).as_deref(), Some(&src[..]));
 }
 
 #[test]
@@ -221,16 +208,9 @@ fn corrupted_table_pages_are_refused_and_their_symbols_wait() {
     assert_eq!(rx.stats().symbols_accepted, 0);
     assert!(got.chunks.is_empty());
     // The clean pages release the symbols that waited for them.
-    receive(
-        &mut rx,
-        datagrams.into_iter().filter(|d| kind(d) == Kind::TablePage),
-        &mut got,
-    );
+    receive(&mut rx, datagrams.into_iter().filter(|d| kind(d) == Kind::TablePage), &mut got);
     let src = &objects[0].bytes;
-    assert_eq!(
-        got.object(ObjectId::of(src), src.len(), CHUNK).as_deref(),
-        Some(&src[..])
-    );
+    assert_eq!(got.object(ObjectId::of(src), src.len(), CHUNK).as_deref(), Some(&src[..]));
 }
 
 #[test]
@@ -241,30 +221,17 @@ fn esis_beyond_the_chunk_and_wrong_lengths_are_refused() {
     let mut got = Received::default();
     let (ticket, page, sym) = {
         let find = |k| datagrams.iter().find(|d| kind(d) == k).unwrap().clone();
-        (
-            find(Kind::Ticket),
-            find(Kind::TablePage),
-            find(Kind::Symbol),
-        )
+        (find(Kind::Ticket), find(Kind::TablePage), find(Kind::Symbol))
     };
     receive(&mut rx, [ticket, page], &mut got);
-    let Datagram::Symbol(s) = decode(&sym).unwrap().1 else {
-        unreachable!()
-    };
+    let Datagram::Symbol(s) = decode(&sym).unwrap().1 else { unreachable!() };
     let tag = ch.anchor.fingerprint.channel_tag();
     let mut bad = Vec::new();
     wire::encode_symbol(&mut bad, tag, &s.object_id, s.chunk_index, 100, s.data); // beyond N_max = 40 of K = 16
     rx.handle_datagram(NOW, &bad);
     wire::encode_symbol(&mut bad, tag, &s.object_id, s.chunk_index, 1 << 23, s.data); // beyond any N_max
     rx.handle_datagram(NOW, &bad);
-    wire::encode_symbol(
-        &mut bad,
-        tag,
-        &s.object_id,
-        s.chunk_index,
-        s.esi,
-        &s.data[..T as usize - 8],
-    );
+    wire::encode_symbol(&mut bad, tag, &s.object_id, s.chunk_index, s.esi, &s.data[..T as usize - 8]);
     rx.handle_datagram(NOW, &bad);
     assert_eq!(rx.drops().get(DropReason::BadSymbol), 2);
     assert_eq!(rx.drops().get(DropReason::OutOfRange), 1);

@@ -21,18 +21,7 @@ const OVERHEAD: f64 = 0.25; // 4 repair symbols per 16
 fn interesting_sizes() -> Vec<usize> {
     let t = T as usize;
     let c = CHUNK as usize;
-    vec![
-        0,
-        1,
-        t - 1,
-        t,
-        t + 1,
-        (K - 1) * t,
-        c,
-        c + 1,
-        c + t,
-        3 * c + 17,
-    ]
+    vec![0, 1, t - 1, t, t + 1, (K - 1) * t, c, c + 1, c + t, 3 * c + 17]
 }
 
 fn symbol_esi(d: &[u8]) -> Option<(ObjectId, u32, u32)> {
@@ -43,11 +32,7 @@ fn symbol_esi(d: &[u8]) -> Option<(ObjectId, u32, u32)> {
 }
 
 /// Send one round; drop `lose` symbols of every chunk, chosen by `seed`.
-fn run(
-    size: usize,
-    lose: usize,
-    seed: u64,
-) -> (Received, Vec<u8>, hubcast_protocol::receiver::Receiver) {
+fn run(size: usize, lose: usize, seed: u64) -> (Received, Vec<u8>, hubcast_protocol::receiver::Receiver) {
     let ch = channel(1);
     let objects = [content("f", size, seed as u8)];
     let datagrams = broadcast(&ch, &objects, CHUNK, T, OVERHEAD, 1);
@@ -65,11 +50,7 @@ fn run(
     }
     let mut rx = receiver(ch.anchor);
     let mut got = Received::default();
-    let kept = datagrams
-        .into_iter()
-        .enumerate()
-        .filter(|(i, _)| !dropped.contains(i))
-        .map(|(_, d)| d);
+    let kept = datagrams.into_iter().enumerate().filter(|(i, _)| !dropped.contains(i)).map(|(_, d)| d);
     receive(&mut rx, kept, &mut got);
     (got, objects[0].bytes.clone(), rx)
 }
@@ -78,11 +59,7 @@ fn run(
 fn every_interesting_size_round_trips_without_loss() {
     for size in interesting_sizes() {
         let (got, src, rx) = run(size, 0, 3);
-        assert_eq!(
-            got.object(ObjectId::of(&src), size, CHUNK).as_deref(),
-            Some(&src[..]),
-            "size {size}"
-        );
+        assert_eq!(got.object(ObjectId::of(&src), size, CHUNK).as_deref(), Some(&src[..]), "size {size}");
         assert_eq!(got.manifests, vec!["f".to_string()], "size {size}");
         assert_eq!(rx.drops().harmful(), 0, "size {size}: {:?}", rx.drops());
     }
@@ -98,18 +75,9 @@ fn default_parameters_round_trip_a_multi_chunk_object_at_5_percent_loss() {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
     let mut rx = receiver(ch.anchor);
     let mut got = Received::default();
-    receive(
-        &mut rx,
-        datagrams
-            .into_iter()
-            .filter(|_| rand::Rng::gen_bool(&mut rng, 0.95)),
-        &mut got,
-    );
+    receive(&mut rx, datagrams.into_iter().filter(|_| rand::Rng::gen_bool(&mut rng, 0.95)), &mut got);
     let id = ObjectId::of(&objects[0].bytes);
-    assert_eq!(
-        got.object(id, size, 1 << 20).as_deref(),
-        Some(&objects[0].bytes[..])
-    );
+    assert_eq!(got.object(id, size, 1 << 20).as_deref(), Some(&objects[0].bytes[..]));
 }
 
 #[test]
@@ -123,10 +91,7 @@ fn losing_exactly_the_overhead_decodes_in_one_round_almost_always() {
             got.object(ObjectId::of(&src), src.len(), CHUNK).is_some()
         })
         .count();
-    assert!(
-        decoded * 100 >= trials as usize * 95,
-        "decoded {decoded} of {trials}"
-    );
+    assert!(decoded * 100 >= trials as usize * 95, "decoded {decoded} of {trials}");
 }
 
 proptest! {

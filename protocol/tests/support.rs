@@ -27,11 +27,7 @@ pub fn channel_valid(seed: u64, from: u64, secs: u64) -> Channel {
     let keys = ChannelKeys::generate(&mut rng, from, secs);
     let anchor = TrustAnchor::new(Fingerprint::of(&keys.root.verifying_key()));
     let signer = Signer::new(hubcast_keys::SignerKeys::load_from(&keys));
-    Channel {
-        keys,
-        signer,
-        anchor,
-    }
+    Channel { keys, signer, anchor }
 }
 
 pub struct Content {
@@ -41,17 +37,9 @@ pub struct Content {
 
 pub fn content(name: &str, len: usize, seed: u8) -> Content {
     let bytes = (0..len)
-        .map(|i| {
-            (i as u32)
-                .wrapping_mul(2654435761)
-                .rotate_left(seed as u32 % 32) as u8
-                ^ seed
-        })
+        .map(|i| (i as u32).wrapping_mul(2654435761).rotate_left(seed as u32 % 32) as u8 ^ seed)
         .collect();
-    Content {
-        name: name.into(),
-        bytes,
-    }
+    Content { name: name.into(), bytes }
 }
 
 pub fn plans(objects: &[Content], chunk_size: u32, t: u16) -> Vec<ObjectPlan> {
@@ -84,18 +72,11 @@ pub fn broadcast(
     let mut out = Vec::new();
     for step in Carousel::new(&plans, Some(rounds)) {
         match step {
-            Step::Manifest { object } => {
-                out.push(ch.signer.manifest_datagram(&plans[object].manifest))
-            }
-            Step::Chunk {
-                object,
-                chunk,
-                round,
-            } => {
+            Step::Manifest { object } => out.push(ch.signer.manifest_datagram(&plans[object].manifest)),
+            Step::Chunk { object, chunk, round } => {
                 let r = plans[object].chunk_range(chunk);
                 let data = &objects[object].bytes[r.start as usize..r.end as usize];
-                let prepared =
-                    PreparedChunk::prepare(&ch.signer, &plans[object].manifest, chunk, data);
+                let prepared = PreparedChunk::prepare(&ch.signer, &plans[object].manifest, chunk, data);
                 out.extend(prepared.round_datagrams(ch.signer.channel_tag(), overhead, round));
             }
         }
@@ -122,11 +103,7 @@ impl Received {
     }
 }
 
-pub fn receive(
-    rx: &mut Receiver,
-    datagrams: impl IntoIterator<Item = Vec<u8>>,
-    got: &mut Received,
-) {
+pub fn receive(rx: &mut Receiver, datagrams: impl IntoIterator<Item = Vec<u8>>, got: &mut Received) {
     for d in datagrams {
         rx.handle_datagram(NOW, &d);
         drain(rx, got);
@@ -139,9 +116,7 @@ pub fn drain(rx: &mut Receiver, got: &mut Received) {
             Event::Manifest(m) => got.manifests.push(m.name.clone()),
             Event::ChunkComplete(c) => {
                 assert!(
-                    got.chunks
-                        .insert((c.object_id(), c.index()), c.data().to_vec())
-                        .is_none(),
+                    got.chunks.insert((c.object_id(), c.index()), c.data().to_vec()).is_none(),
                     "chunk completed twice"
                 );
             }
