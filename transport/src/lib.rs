@@ -1,1 +1,7 @@
-pub fn x() {}
+//! The only socket code in hubcast. Multicast sockets through socket2: group,
+//! port, interface, TTL, loopback, and the source of source-specific multicast
+//! (SSM), for IPv4 and IPv6.
+
+pub mod multicast;
+
+pub use multicast::{Interface, MulticastConfig, TransportError};
