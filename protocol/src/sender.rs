@@ -313,6 +313,12 @@ impl Sender {
         }
     }
 
+    /// Replace the manifests mixed in (they were re-signed with a later expiry).
+    pub fn set_manifests(&mut self, manifests: Vec<Vec<u8>>) {
+        self.manifests = manifests;
+        self.next_manifest = 0;
+    }
+
     pub fn handle_datagrams(&mut self, datagrams: impl IntoIterator<Item = Vec<u8>>) {
         self.queue.extend(datagrams);
     }

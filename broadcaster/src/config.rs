@@ -1,0 +1,136 @@
+//! `broadcaster seed` settings: TOML file (`--config`) with documented defaults,
+//! each overridden by its command-line flag.
+
+use hubcast_protocol::wire;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Settings of one seeding run. Every field has a default; see `Default`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SeedConfig {
+    /// Key directory written by `broadcaster keygen`. Default `keys`.
+    pub keys: PathBuf,
+    /// Multicast group and port. Default 239.255.0.1:5000.
+    pub group: SocketAddr,
+    /// Interface: IPv4 address, or index/name for IPv6. Default 127.0.0.1 (this host only).
+    pub iface: String,
+    /// IPv4 TTL or IPv6 hop limit. Default 1: this link only.
+    pub ttl: u32,
+    /// Send rate, e.g. "200mbit", "1gbit", "50mbyte". Default 200mbit.
+    pub rate: String,
+    /// Repair symbols per round as a share of K. Default 0.1.
+    pub fec_overhead: f64,
+    /// Carousel rounds; 0 means until stopped. Default 0.
+    pub rounds: u32,
+    /// Chunk size in bytes. Default 1 MiB.
+    pub chunk_size: u32,
+    /// Symbol size in bytes. Default 1280 (fits a 1400-byte MTU with headers).
+    pub symbol_size: u16,
+    /// A manifest is mixed in every this many datagrams. Default 256.
+    pub manifest_every: u32,
+    /// Manifests and tickets expire this long after they are signed. Default 86400 s.
+    pub expiry_secs: u64,
+    /// Files and folders to seed.
+    pub paths: Vec<PathBuf>,
+}
+
+impl Default for SeedConfig {
+    fn default() -> Self {
+        SeedConfig {
+            keys: PathBuf::from("keys"),
+            group: SocketAddr::from(([239, 255, 0, 1], 5000)),
+            iface: "127.0.0.1".into(),
+            ttl: 1,
+            rate: "200mbit".into(),
+            fec_overhead: 0.1,
+            rounds: 0,
+            chunk_size: 1 << 20,
+            symbol_size: wire::DEFAULT_SYMBOL_SIZE,
+            manifest_every: 256,
+            expiry_secs: 86_400,
+            paths: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ConfigError {
+    #[error("rate `{0}`: give a number with a unit: kbit, mbit, gbit, kbyte, mbyte, gbyte (e.g. 200mbit)")]
+    BadRate(String),
+    #[error("--fec-overhead {0}: must be between 0 and 1 (0.1 sends 10% repair symbols)")]
+    BadOverhead(f64),
+    #[error("--symbol-size {0}: must be a multiple of 8 from {min} to {max}", min = wire::MIN_SYMBOL_SIZE, max = wire::MAX_SYMBOL_SIZE)]
+    BadSymbolSize(u16),
+    #[error("--chunk-size {0}: must be at least one symbol and at most {max} symbols", max = wire::MAX_SOURCE_SYMBOLS)]
+    BadChunkSize(u32),
+    #[error("nothing to seed: give one or more files or folders")]
+    NoPaths,
+}
+
+impl SeedConfig {
+    /// Check every value; returns the rate in bytes per second.
+    pub fn validate(&self) -> Result<u64, ConfigError> {
+        if !(0.0..=1.0).contains(&self.fec_overhead) {
+            return Err(ConfigError::BadOverhead(self.fec_overhead));
+        }
+        if !wire::valid_symbol_size(self.symbol_size) {
+            return Err(ConfigError::BadSymbolSize(self.symbol_size));
+        }
+        if self.chunk_size < u32::from(self.symbol_size)
+            || wire::source_symbols(self.chunk_size, self.symbol_size) > wire::MAX_SOURCE_SYMBOLS
+        {
+            return Err(ConfigError::BadChunkSize(self.chunk_size));
+        }
+        if self.paths.is_empty() {
+            return Err(ConfigError::NoPaths);
+        }
+        parse_rate(&self.rate)
+    }
+}
+
+/// Parse a rate such as `200mbit` or `25mbyte` into bytes per second.
+pub fn parse_rate(s: &str) -> Result<u64, ConfigError> {
+    let t = s.trim().to_ascii_lowercase();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().map_err(|_| ConfigError::BadRate(s.into()))?;
+    let bits = match unit.trim().trim_end_matches("/s").trim_end_matches("ps") {
+        "kbit" | "k" => 1e3,
+        "mbit" | "m" => 1e6,
+        "gbit" | "g" => 1e9,
+        "kbyte" | "kb" => 8e3,
+        "mbyte" | "mb" => 8e6,
+        "gbyte" | "gb" => 8e9,
+        _ => return Err(ConfigError::BadRate(s.into())),
+    };
+    let bytes = n * bits / 8.0;
+    if !(bytes >= 1.0 && bytes.is_finite()) {
+        return Err(ConfigError::BadRate(s.into()));
+    }
+    Ok(bytes as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_parse_in_bits_and_bytes() {
+        assert_eq!(parse_rate("200mbit"), Ok(25_000_000));
+        assert_eq!(parse_rate("1gbit"), Ok(125_000_000));
+        assert_eq!(parse_rate("50MByte"), Ok(50_000_000));
+        assert_eq!(parse_rate("1.5mbit"), Ok(187_500));
+        assert!(parse_rate("fast").is_err());
+        assert!(parse_rate("0mbit").is_err());
+    }
+
+    #[test]
+    fn toml_overrides_defaults_and_unknown_keys_are_refused() {
+        let c: SeedConfig = toml::from_str("rate = \"1gbit\"\nrounds = 3\n").unwrap();
+        assert_eq!(c.rounds, 3);
+        assert_eq!(c.chunk_size, 1 << 20);
+        assert!(toml::from_str::<SeedConfig>("rat = \"1gbit\"").is_err());
+    }
+}

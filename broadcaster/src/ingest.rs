@@ -1,0 +1,117 @@
+//! Ingest: turn the paths given to `seed` into objects.
+//!
+//! A file is one object named by its file name. A folder contributes every file
+//! below it, named by its path relative to the folder's parent, with `/`
+//! separators (`seed photos/` yields `photos/2024/a.jpg`). Symlinks are not
+//! followed. Each object's id is the BLAKE3 of its content, read once here.
+
+use hubcast_protocol::ObjectId;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// A file to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceFile {
+    pub path: PathBuf,
+    pub name: String,
+    pub size: u64,
+    pub id: ObjectId,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{0}: the name is not UTF-8; rename it to seed it")]
+    NotUtf8(PathBuf),
+    #[error("{0}: the name is longer than {max} bytes", max = hubcast_protocol::wire::MAX_NAME_LEN)]
+    NameTooLong(PathBuf),
+    #[error("{0}: two seeded paths give the same name `{1}`")]
+    DuplicateName(PathBuf, String),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> IngestError + '_ {
+    move |source| IngestError::Io { path: path.to_owned(), source }
+}
+
+/// Walk `paths` and hash every file. Result is sorted by name.
+pub fn collect(paths: &[PathBuf]) -> Result<Vec<SourceFile>, IngestError> {
+    let mut files = Vec::new();
+    for p in paths {
+        let meta = fs::symlink_metadata(p).map_err(io_err(p))?;
+        let base = p.parent().unwrap_or(Path::new(""));
+        if meta.is_dir() {
+            walk(p, base, &mut files)?;
+        } else {
+            files.push(describe(p, base)?);
+        }
+    }
+    files.sort_by(|a, b| a.name.cmp(&b.name));
+    for w in files.windows(2) {
+        if w[0].name == w[1].name {
+            return Err(IngestError::DuplicateName(w[1].path.clone(), w[1].name.clone()));
+        }
+    }
+    Ok(files)
+}
+
+fn walk(dir: &Path, base: &Path, out: &mut Vec<SourceFile>) -> Result<(), IngestError> {
+    let mut entries: Vec<_> =
+        fs::read_dir(dir).map_err(io_err(dir))?.collect::<Result<_, _>>().map_err(io_err(dir))?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let path = e.path();
+        let ty = e.file_type().map_err(io_err(&path))?;
+        if ty.is_dir() {
+            walk(&path, base, out)?;
+        } else if ty.is_file() {
+            out.push(describe(&path, base)?);
+        }
+    }
+    Ok(())
+}
+
+fn describe(path: &Path, base: &Path) -> Result<SourceFile, IngestError> {
+    let rel = path.strip_prefix(base).unwrap_or(path);
+    let parts: Option<Vec<&str>> = rel
+        .components()
+        .filter_map(|c| match c {
+            std::path::Component::Normal(s) => Some(s.to_str()),
+            _ => None,
+        })
+        .collect();
+    let name = parts.ok_or_else(|| IngestError::NotUtf8(path.to_owned()))?.join("/");
+    if name.len() > hubcast_protocol::wire::MAX_NAME_LEN {
+        return Err(IngestError::NameTooLong(path.to_owned()));
+    }
+    let mut file = fs::File::open(path).map_err(io_err(path))?;
+    let mut hasher = blake3::Hasher::new();
+    let size = io::copy(&mut file, &mut hasher).map_err(io_err(path))?;
+    Ok(SourceFile { path: path.to_owned(), name, size, id: ObjectId(*hasher.finalize().as_bytes()) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folders_keep_their_name_and_nesting() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("sample");
+        fs::create_dir_all(root.join("nested/deeper")).unwrap();
+        fs::write(root.join("empty.txt"), b"").unwrap();
+        fs::write(root.join("nested/deeper/x.bin"), b"xyz").unwrap();
+        fs::write(dir.path().join("lone.txt"), b"lone").unwrap();
+        let files = collect(&[root.clone(), dir.path().join("lone.txt")]).unwrap();
+        let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["lone.txt", "sample/empty.txt", "sample/nested/deeper/x.bin"]);
+        assert_eq!(files[2].size, 3);
+        assert_eq!(files[2].id, ObjectId::of(b"xyz"));
+        assert!(matches!(collect(&[root.clone(), root]), Err(IngestError::DuplicateName(..))));
+    }
+}

@@ -1,0 +1,16 @@
+//! The hubcast broadcaster: ingest files and folders, code and sign them
+//! chunk by chunk, and send them over multicast in a paced carousel.
+//!
+//! `main.rs` only parses the command line; everything runs from here.
+
+pub mod config;
+pub mod ingest;
+pub mod seed;
+
+pub use config::{parse_rate, SeedConfig};
+pub use seed::{seed, SeedReport};
+
+/// Wall-clock seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}

@@ -1,0 +1,139 @@
+//! `broadcaster`: make channel keys, and seed files and folders over multicast.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use hubcast_broadcaster::{unix_now, SeedConfig};
+use hubcast_keys::{ChannelKeys, SignerKeys};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "broadcaster", version, about = "hubcast broadcaster: signed RaptorQ over IP multicast")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write an offline root key, an online signing key and its certificate.
+    /// Prints the channel's trust fingerprint alone on the last line.
+    Keygen {
+        /// Directory for the key files (created if missing).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Days the signing key's certificate is valid.
+        #[arg(long, default_value_t = 30)]
+        validity_days: u64,
+        /// Replace keys already in the directory.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Send files and folders in a carousel until stopped or for --rounds rounds.
+    Seed(SeedArgs),
+}
+
+#[derive(clap::Args)]
+struct SeedArgs {
+    /// TOML file with settings (see docs/OPERATIONS.md); flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Key directory from `broadcaster keygen`.
+    #[arg(long)]
+    keys: Option<PathBuf>,
+    /// Multicast group and port, e.g. 239.255.0.1:5000.
+    #[arg(long)]
+    group: Option<SocketAddr>,
+    /// Interface to send on: its IPv4 address, or an IPv6 index/name. Default 127.0.0.1.
+    #[arg(long)]
+    iface: Option<String>,
+    /// Send rate, e.g. 200mbit.
+    #[arg(long)]
+    rate: Option<String>,
+    /// Repair symbols per round as a share of the source symbols, e.g. 0.1.
+    #[arg(long)]
+    fec_overhead: Option<f64>,
+    /// Carousel rounds; 0 or absent: until stopped.
+    #[arg(long)]
+    rounds: Option<u32>,
+    /// Chunk size in bytes.
+    #[arg(long)]
+    chunk_size: Option<u32>,
+    /// Multicast TTL / hop limit.
+    #[arg(long)]
+    ttl: Option<u32>,
+    /// Files and folders to seed.
+    paths: Vec<PathBuf>,
+}
+
+impl SeedArgs {
+    fn into_config(self) -> anyhow::Result<SeedConfig> {
+        let mut c = match &self.config {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+                toml::from_str(&text).with_context(|| format!("{}: bad settings", p.display()))?
+            }
+            None => SeedConfig::default(),
+        };
+        macro_rules! set {
+            ($($f:ident),*) => { $( if let Some(v) = self.$f { c.$f = v; } )* };
+        }
+        set!(keys, group, iface, rate, fec_overhead, rounds, chunk_size, ttl);
+        if !self.paths.is_empty() {
+            c.paths = self.paths;
+        }
+        Ok(c)
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Keygen { dir, validity_days, force } => {
+            let keys = ChannelKeys::generate(&mut rand::rngs::OsRng, unix_now(), validity_days * 86_400);
+            keys.write(&dir, force)?;
+            let fp = keys.signer.fingerprint();
+            println!("wrote {}/{{root.key,signing.key,signing.cert,root.pub}}", dir.display());
+            println!("keep root.key offline; give hubs root.pub or the fingerprint below as --trust");
+            println!("{fp}");
+        }
+        Command::Seed(args) => {
+            let cfg = args.into_config()?;
+            let keys = SignerKeys::load(&cfg.keys)?;
+            let cancel = CancellationToken::new();
+            let stop = cancel.clone();
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                stop.cancel();
+            });
+            let r = hubcast_broadcaster::seed(&cfg, keys, cancel).await?;
+            let secs = r.elapsed.as_secs_f64().max(1e-9);
+            println!(
+                "sent {} objects ({} bytes) as {} datagrams, {} bytes, in {:.1} s ({:.0} Mbit/s)",
+                r.objects,
+                r.object_bytes,
+                r.datagrams,
+                r.bytes,
+                secs,
+                r.bytes as f64 * 8.0 / secs / 1e6
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+    }
+}

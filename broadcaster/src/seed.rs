@@ -1,0 +1,238 @@
+//! The seeding run: a producer thread codes and signs chunks in carousel order,
+//! and an async pacer sends their datagrams at the configured rate.
+//!
+//! The producer works ahead by at most [`BATCHES_AHEAD`] chunks, so memory stays
+//! bounded (about 1.5 × chunk size each) whatever is being seeded.
+
+use crate::config::{ConfigError, SeedConfig};
+use crate::ingest::{self, IngestError, SourceFile};
+use crate::unix_now;
+use hubcast_keys::SignerKeys;
+use hubcast_protocol::sender::{Carousel, ObjectPlan, Pacer, PreparedChunk, Sender, Step};
+use hubcast_protocol::verify::Signer;
+use hubcast_transport::{Interface, MulticastConfig, TransportError};
+use std::os::unix::fs::FileExt;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// Prepared chunks the producer may be ahead of the pacer.
+pub const BATCHES_AHEAD: usize = 4;
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum SeedError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error("sending to {group}: {source}")]
+    Send {
+        group: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("reading {path} while seeding (did it change or vanish?): {source}")]
+    Read {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What a run sent.
+#[derive(Clone, Debug, Default)]
+pub struct SeedReport {
+    pub objects: usize,
+    pub object_bytes: u64,
+    pub datagrams: u64,
+    pub bytes: u64,
+    pub elapsed: Duration,
+}
+
+enum Batch {
+    Datagrams(Vec<Vec<u8>>),
+    /// A fresh set of signed manifests for the interleave.
+    Manifests(Vec<Vec<u8>>),
+    Failed(SeedError),
+}
+
+/// Seed `cfg.paths` until `cfg.rounds` rounds are done (0: until `cancel`).
+pub async fn seed(
+    cfg: &SeedConfig,
+    keys: SignerKeys,
+    cancel: CancellationToken,
+) -> Result<SeedReport, SeedError> {
+    let rate = cfg.validate()?;
+    let files = ingest::collect(&cfg.paths)?;
+    let mut mc = MulticastConfig::new(cfg.group);
+    mc.interface = cfg.iface.parse::<Interface>()?;
+    mc.ttl = cfg.ttl;
+    let socket = hubcast_transport::multicast::sender(&mc)?;
+    let signer = Signer::new(keys);
+    let seq = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let expiry = unix_now() + cfg.expiry_secs;
+    let plans: Vec<ObjectPlan> = files
+        .iter()
+        .map(|f| ObjectPlan::new(f.name.clone(), f.id, f.size, cfg.chunk_size, cfg.symbol_size, seq, expiry))
+        .collect();
+    let total: u64 = files.iter().map(|f| f.size).sum();
+    let object_count = files.len();
+    info!(objects = files.len(), bytes = total, group = %cfg.group, iface = %mc.interface, rate_bytes_per_sec = rate,
+        fingerprint = %hubcast_keys::Fingerprint::of(&signer.certificate().root), "seeding");
+
+    let manifests = plans.iter().map(|p| signer.manifest_datagram(&p.manifest)).collect();
+    // Burst: 2 ms at the rate (tokio timers tick in milliseconds), at least 64 KiB.
+    let burst = (rate as usize / 500).max(64 << 10);
+    let mut sender = Sender::new(manifests, cfg.manifest_every, Pacer::new(rate, burst));
+
+    let (tx, mut rx) = mpsc::channel::<Batch>(BATCHES_AHEAD);
+    let producer = {
+        let cfg = cfg.clone();
+        let stop = cancel.clone();
+        std::thread::Builder::new()
+            .name("seed-producer".into())
+            .spawn(move || produce(&cfg, &signer, plans, &files, &tx, &stop))
+            .map_err(|source| SeedError::Read { path: "producer thread".into(), source })?
+    };
+
+    let started = Instant::now();
+    let mut last_progress = started;
+    let mut failure = None;
+    'outer: loop {
+        while let Some(d) = sender.poll_transmit(Instant::now()) {
+            socket
+                .send_to(&d, cfg.group)
+                .await
+                .map_err(|source| SeedError::Send { group: cfg.group, source })?;
+        }
+        if last_progress.elapsed() >= PROGRESS_EVERY {
+            last_progress = Instant::now();
+            let s = sender.stats();
+            let secs = started.elapsed().as_secs_f64();
+            info!(
+                sent_mb = s.bytes / 1_000_000,
+                mbit_per_sec = (s.bytes as f64 * 8.0 / secs / 1e6) as u64,
+                "progress"
+            );
+        }
+        if let Some(at) = sender.poll_timeout().filter(|_| sender.queued() > 0) {
+            tokio::select! {
+                _ = tokio::time::sleep_until(at.into()) => continue,
+                _ = cancel.cancelled() => break,
+            }
+        }
+        tokio::select! {
+            batch = rx.recv() => match batch {
+                Some(Batch::Datagrams(d)) => sender.handle_datagrams(d),
+                Some(Batch::Manifests(m)) => sender.set_manifests(m),
+                Some(Batch::Failed(e)) => { failure = Some(e); break 'outer; }
+                None => break,
+            },
+            _ = cancel.cancelled() => break,
+        }
+    }
+    // Drain what is queued unless we were told to stop.
+    while !cancel.is_cancelled() && sender.queued() > 0 {
+        match sender.poll_transmit(Instant::now()) {
+            Some(d) => {
+                socket
+                    .send_to(&d, cfg.group)
+                    .await
+                    .map_err(|source| SeedError::Send { group: cfg.group, source })?;
+            }
+            None => {
+                let at = sender.poll_timeout().unwrap_or_else(Instant::now);
+                tokio::time::sleep_until(at.into()).await;
+            }
+        }
+    }
+    cancel.cancel();
+    drop(rx);
+    let _ = producer.join();
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let s = sender.stats();
+    Ok(SeedReport {
+        objects: object_count,
+        object_bytes: total,
+        datagrams: s.datagrams,
+        bytes: s.bytes,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// Producer thread: walk the carousel, read and prepare each chunk, hand the
+/// datagrams to the pacer. Re-signs manifests when half their lifetime is gone.
+fn produce(
+    cfg: &SeedConfig,
+    signer: &Signer,
+    mut plans: Vec<ObjectPlan>,
+    files: &[SourceFile],
+    tx: &mpsc::Sender<Batch>,
+    stop: &CancellationToken,
+) {
+    let rounds = (cfg.rounds > 0).then_some(cfg.rounds);
+    let tag = signer.channel_tag();
+    let mut buf = Vec::new();
+    let mut open: Option<(usize, std::fs::File)> = None;
+    for step in Carousel::new(&plans.clone(), rounds) {
+        if stop.is_cancelled() {
+            return;
+        }
+        let batch = match step {
+            Step::Manifest { object } => {
+                let now = unix_now();
+                if plans[object].manifest.expiry < now + cfg.expiry_secs / 2 {
+                    for p in plans.iter_mut() {
+                        p.manifest.expiry = now + cfg.expiry_secs;
+                    }
+                    let fresh = plans.iter().map(|p| signer.manifest_datagram(&p.manifest)).collect();
+                    if tx.blocking_send(Batch::Manifests(fresh)).is_err() {
+                        return;
+                    }
+                }
+                Batch::Datagrams(vec![signer.manifest_datagram(&plans[object].manifest)])
+            }
+            Step::Chunk { object, chunk, round } => {
+                let plan = &plans[object];
+                let range = plan.chunk_range(chunk);
+                let file = &files[object];
+                if open.as_ref().map(|(i, _)| *i) != Some(object) {
+                    match std::fs::File::open(&file.path) {
+                        Ok(f) => open = Some((object, f)),
+                        Err(source) => {
+                            let _ = tx.blocking_send(Batch::Failed(SeedError::Read {
+                                path: file.path.clone(),
+                                source,
+                            }));
+                            return;
+                        }
+                    }
+                }
+                buf.resize((range.end - range.start) as usize, 0);
+                let read = open.as_ref().map(|(_, f)| f.read_exact_at(&mut buf, range.start));
+                if let Some(Err(source)) = read {
+                    let _ =
+                        tx.blocking_send(Batch::Failed(SeedError::Read { path: file.path.clone(), source }));
+                    return;
+                }
+                let prepared = PreparedChunk::prepare(signer, &plan.manifest, chunk, &buf);
+                Batch::Datagrams(prepared.round_datagrams(tag, cfg.fec_overhead, round))
+            }
+        };
+        if tx.blocking_send(batch).is_err() {
+            return;
+        }
+    }
+    if plans.is_empty() {
+        warn!("nothing to send");
+    }
+}
