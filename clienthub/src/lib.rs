@@ -1,1 +1,16 @@
+//! The hubcast client hub: joins the channel's multicast group, verifies every
+//! datagram against the broadcaster's signature, keeps verified chunks in a
+//! crash-safe store, and exports completed objects.
+//!
+//! `main.rs` only parses the command line; everything runs from here.
 
+pub mod config;
+pub mod http;
+pub mod hub;
+pub mod status;
+pub mod status_client;
+pub mod store;
+
+pub use config::HubConfig;
+pub use hub::{run, HubError};
+pub use status::{HubStatus, StatusBoard};

@@ -1,0 +1,48 @@
+//! `clienthub run` settings: TOML file (`--config`) with documented defaults,
+//! each overridden by its command-line flag.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HubConfig {
+    /// The channel's trust fingerprint, or the path of its root.pub. Required.
+    pub trust: String,
+    /// Multicast group and port. Default 239.255.0.1:5000.
+    pub group: SocketAddr,
+    /// Interface: IPv4 address, or index/name for IPv6. Default 127.0.0.1.
+    pub iface: String,
+    /// Source-specific multicast: accept only this sender. Default: any.
+    pub source: Option<std::net::IpAddr>,
+    /// Store directory. Default `hubcast-store`.
+    pub store: PathBuf,
+    /// Export completed objects here under their names. Default: none.
+    pub export: Option<PathBuf>,
+    /// Local HTTP listener for status, metrics and objects. Default: none.
+    pub http: Option<SocketAddr>,
+    /// Testing aid: drop this share of received datagrams at random. Default 0.
+    pub simulate_loss: f64,
+    /// Seed for --simulate-loss, for a reproducible run. Default: random.
+    pub loss_seed: Option<u64>,
+    /// Warn when nothing arrives for this long. Default 10 s.
+    pub silence_warning_secs: u64,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            trust: String::new(),
+            group: SocketAddr::from(([239, 255, 0, 1], 5000)),
+            iface: "127.0.0.1".into(),
+            source: None,
+            store: PathBuf::from("hubcast-store"),
+            export: None,
+            http: None,
+            simulate_loss: 0.0,
+            loss_seed: None,
+            silence_warning_secs: 10,
+        }
+    }
+}

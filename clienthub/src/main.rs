@@ -1,0 +1,133 @@
+//! `clienthub`: run a hub, or show a running hub's status.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use hubcast_clienthub::{HubConfig, StatusBoard};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "clienthub", version, about = "hubcast client hub: verified multicast to a local store")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Join the channel and keep verified copies of what it sends.
+    Run(RunArgs),
+    /// Show a running hub's status.
+    Status {
+        /// The hub's --http address.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        http: SocketAddr,
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// TOML file with settings (see docs/OPERATIONS.md); flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The channel's fingerprint, or the path of its root.pub.
+    #[arg(long)]
+    trust: Option<String>,
+    /// Multicast group and port, e.g. 239.255.0.1:5000.
+    #[arg(long)]
+    group: Option<SocketAddr>,
+    /// Interface to join on: its IPv4 address, or an IPv6 index/name. Default 127.0.0.1.
+    #[arg(long)]
+    iface: Option<String>,
+    /// Accept only this sender (source-specific multicast).
+    #[arg(long)]
+    source: Option<std::net::IpAddr>,
+    /// Store directory.
+    #[arg(long)]
+    store: Option<PathBuf>,
+    /// Export completed objects here, under their names.
+    #[arg(long)]
+    export: Option<PathBuf>,
+    /// Local HTTP listener for /api/status and /metrics, e.g. 127.0.0.1:8080.
+    #[arg(long)]
+    http: Option<SocketAddr>,
+    /// Testing aid: drop this share of received datagrams at random (e.g. 0.05).
+    #[arg(long)]
+    simulate_loss: Option<f64>,
+    /// Seed for --simulate-loss.
+    #[arg(long)]
+    loss_seed: Option<u64>,
+}
+
+impl RunArgs {
+    fn into_config(self) -> anyhow::Result<HubConfig> {
+        let mut c = match &self.config {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+                toml::from_str(&text).with_context(|| format!("{}: bad settings", p.display()))?
+            }
+            None => HubConfig::default(),
+        };
+        macro_rules! set {
+            ($($f:ident),*) => { $( if let Some(v) = self.$f { c.$f = v; } )* };
+        }
+        set!(trust, group, iface, store, simulate_loss);
+        macro_rules! set_opt {
+            ($($f:ident),*) => { $( if self.$f.is_some() { c.$f = self.$f; } )* };
+        }
+        set_opt!(source, export, http, loss_seed);
+        anyhow::ensure!(
+            !c.trust.is_empty(),
+            "--trust is required: the channel's fingerprint or root.pub file"
+        );
+        Ok(c)
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Run(args) => {
+            let cfg = args.into_config()?;
+            let cancel = CancellationToken::new();
+            let stop = cancel.clone();
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                stop.cancel();
+            });
+            hubcast_clienthub::run(cfg, StatusBoard::default(), cancel).await?;
+        }
+        Command::Status { http, json } => {
+            let body = tokio::task::spawn_blocking(move || {
+                hubcast_clienthub::status_client::get(http, "/api/status")
+            })
+            .await??;
+            if json {
+                println!("{body}");
+            } else {
+                let v: serde_json::Value = serde_json::from_str(&body).context("status is not JSON")?;
+                print!("{}", hubcast_clienthub::status_client::render(&v));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+    }
+}

@@ -1,0 +1,128 @@
+//! The hub's shared status: what `/api/status`, `/metrics` and `clienthub status`
+//! report. Written by the receive task and the store worker, read by HTTP.
+
+use hubcast_protocol::receiver::{DropCounters, ReceiverStats};
+use hubcast_protocol::ObjectId;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ObjectStatus {
+    pub id: String,
+    pub name: String,
+    pub size: u64,
+    pub chunks: u32,
+    pub chunks_stored: u32,
+    pub complete: bool,
+    /// Where the exported copy is, once it is.
+    pub exported: Option<String>,
+}
+
+/// Bytes of verified symbols by the path they came on.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct BytesBySource {
+    pub multicast: u64,
+    pub peer: u64,
+    pub origin: u64,
+    pub bridge: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ChunkCounters {
+    /// Chunks in the store when the hub started.
+    pub stored_at_start: u64,
+    /// Chunks decoded and stored by this run.
+    pub stored_this_run: u64,
+    /// Decoded again although already stored (should stay 0).
+    pub refetched: u64,
+    pub stored: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct DatagramCounters {
+    pub received: u64,
+    /// Dropped on purpose by --simulate-loss (a testing aid).
+    pub simulated_loss: u64,
+    pub symbols_accepted: u64,
+    pub decode_attempts: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct HubStatus {
+    pub channel: String,
+    pub group: String,
+    pub objects: Vec<ObjectStatus>,
+    pub bytes: BytesBySource,
+    pub chunks: ChunkCounters,
+    pub datagrams: DatagramCounters,
+    /// Datagrams not used, by reason (see docs/PROTOCOL.md).
+    pub drops: BTreeMap<&'static str, u64>,
+    /// Peers (none until peer repair exists).
+    pub peers: Vec<String>,
+    pub store_errors: u64,
+}
+
+/// Shared, cheap to clone.
+#[derive(Clone, Default)]
+pub struct StatusBoard {
+    inner: Arc<Mutex<Board>>,
+}
+
+#[derive(Default)]
+struct Board {
+    status: HubStatus,
+    objects: BTreeMap<ObjectId, ObjectStatus>,
+}
+
+impl StatusBoard {
+    fn lock(&self) -> MutexGuard<'_, Board> {
+        // A panic elsewhere while holding the lock leaves plain counters; keep serving them.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn init(&self, channel: String, group: String) {
+        let mut b = self.lock();
+        b.status.channel = channel;
+        b.status.group = group;
+    }
+
+    pub fn update_object(&self, id: ObjectId, f: impl FnOnce(&mut ObjectStatus)) {
+        let mut b = self.lock();
+        let o = b.objects.entry(id).or_insert_with(|| ObjectStatus { id: id.to_hex(), ..Default::default() });
+        f(o);
+    }
+
+    pub fn with_chunks(&self, f: impl FnOnce(&mut ChunkCounters)) {
+        f(&mut self.lock().status.chunks);
+    }
+
+    pub fn store_error(&self) {
+        self.lock().status.store_errors += 1;
+    }
+
+    pub fn record_receiver(
+        &self,
+        stats: ReceiverStats,
+        drops: &DropCounters,
+        received: u64,
+        simulated_loss: u64,
+    ) {
+        let mut b = self.lock();
+        b.status.bytes.multicast = stats.symbol_bytes_accepted;
+        b.status.datagrams = DatagramCounters {
+            received,
+            simulated_loss,
+            symbols_accepted: stats.symbols_accepted,
+            decode_attempts: stats.decode_attempts,
+        };
+        b.status.drops = drops.iter().map(|(r, n)| (r.as_str(), n)).collect();
+    }
+
+    pub fn snapshot(&self) -> HubStatus {
+        let b = self.lock();
+        let mut s = b.status.clone();
+        s.objects = b.objects.values().cloned().collect();
+        s
+    }
+}

@@ -1,0 +1,84 @@
+//! `clienthub status`: fetch a running hub's `/api/status` and show it.
+//! A plain HTTP/1.1 GET over loopback; the hub's listener is local by design.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StatusClientError {
+    #[error("no hub answers on {0}: is `clienthub run --http {0}` running? ({1})")]
+    Connect(SocketAddr, std::io::Error),
+    #[error("reading the answer from {0}: {1}")]
+    Read(SocketAddr, std::io::Error),
+    #[error("{0} did not answer with a hubcast status ({1})")]
+    BadAnswer(SocketAddr, String),
+}
+
+/// GET `path` from `addr`; returns the body of a 200 answer.
+pub fn get(addr: SocketAddr, path: &str) -> Result<String, StatusClientError> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .map_err(|e| StatusClientError::Connect(addr, e))?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| StatusClientError::Read(addr, e))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+        .map_err(|e| StatusClientError::Connect(addr, e))?;
+    let mut raw = Vec::new();
+    s.take(64 << 20).read_to_end(&mut raw).map_err(|e| StatusClientError::Read(addr, e))?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) =
+        text.split_once("\r\n\r\n").ok_or_else(|| StatusClientError::BadAnswer(addr, "no headers".into()))?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(StatusClientError::BadAnswer(addr, head.lines().next().unwrap_or("").into()));
+    }
+    Ok(body.to_owned())
+}
+
+/// A human-readable view of a status JSON.
+pub fn render(status: &serde_json::Value) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let u = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
+    let b = &status["bytes"];
+    let _ = writeln!(
+        out,
+        "channel {}  group {}",
+        status["channel"].as_str().unwrap_or("?"),
+        status["group"].as_str().unwrap_or("?")
+    );
+    let _ = writeln!(
+        out,
+        "verified bytes: multicast {}  peer {}  origin {}  bridge {}",
+        u(&b["multicast"]),
+        u(&b["peer"]),
+        u(&b["origin"]),
+        u(&b["bridge"])
+    );
+    let _ = writeln!(out, "{:<40} {:>12} {:>11}  state", "object", "bytes", "chunks");
+    for o in status["objects"].as_array().into_iter().flatten() {
+        let state = match (o["complete"].as_bool(), o["exported"].as_str()) {
+            (Some(true), Some(p)) => format!("complete -> {p}"),
+            (Some(true), None) => "complete".into(),
+            _ => "receiving".into(),
+        };
+        let chunks = format!("{}/{}", u(&o["chunks_stored"]), u(&o["chunks"]));
+        let _ = writeln!(
+            out,
+            "{:<40} {:>12} {:>11}  {}",
+            o["name"].as_str().unwrap_or("?"),
+            u(&o["size"]),
+            chunks,
+            state
+        );
+    }
+    let harmful: Vec<String> = status["drops"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(k, v)| u(v) > 0 && *k != "duplicate" && *k != "already_complete")
+        .map(|(k, v)| format!("{k}={}", u(v)))
+        .collect();
+    if !harmful.is_empty() {
+        let _ = writeln!(out, "dropped: {}", harmful.join(" "));
+    }
+    out
+}

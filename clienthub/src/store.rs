@@ -1,0 +1,376 @@
+//! The hub's persistent store of verified chunks.
+//!
+//! Layout under the store directory:
+//!
+//! ```text
+//! index.redb                 manifests, stored chunks (with their BLAKE3), exports
+//! chunks/<object-hex>/<n>    the bytes of chunk n, exactly as verified
+//! tmp/                       chunk files being written
+//! ```
+//!
+//! Crash safety: a chunk is written to `tmp/`, fsynced, renamed into `chunks/`,
+//! the directory fsynced, and only then recorded in the index (one redb commit,
+//! itself durable). The index is the truth: on open, `tmp/` is emptied and chunk
+//! files the index does not name (a crash between rename and commit) are deleted.
+//! Reads check the chunk's BLAKE3 against the index, so a file damaged on disk is
+//! never served or exported; it is dropped and fetched again.
+//!
+//! Only verified data comes in: the write API takes [`VerifiedChunk`] and
+//! [`VerifiedManifest`], which only the protocol's receiver makes.
+
+use hubcast_protocol::receiver::VerifiedChunk;
+use hubcast_protocol::sender::{chunk_count, chunk_range};
+use hubcast_protocol::verify::VerifiedManifest;
+use hubcast_protocol::wire::Manifest;
+use hubcast_protocol::ObjectId;
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use std::collections::HashMap;
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Component, Path, PathBuf};
+
+const MANIFESTS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("manifests");
+/// Key: object id ++ chunk index (BE). Value: chunk BLAKE3.
+const CHUNKS: TableDefinition<&[u8; 36], &[u8; 32]> = TableDefinition::new("chunks");
+/// Object id → the name it was exported under.
+const EXPORTED: TableDefinition<&[u8; 32], &str> = TableDefinition::new("exported");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("store index: {0}")]
+    Index(String),
+    #[error("the disk holding {0} is full: free space or move the store (--store)")]
+    DiskFull(PathBuf),
+    #[error(
+        "object name `{0}` is not a safe relative path (absolute, `..`, empty part or NUL); not exported"
+    )]
+    UnsafeName(String),
+    #[error("chunk {1} of {0:?} on disk does not match its hash; dropped, it will be fetched again")]
+    Corrupt(ObjectId, u32),
+    #[error("exported bytes of `{0}` do not hash to its object id; not exported")]
+    ExportMismatch(String),
+}
+
+fn io_at(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+    move |source| {
+        if source.raw_os_error() == Some(28) {
+            StoreError::DiskFull(path.to_owned())
+        } else {
+            StoreError::Io { path: path.to_owned(), source }
+        }
+    }
+}
+
+fn idx<E: std::fmt::Display>(e: E) -> StoreError {
+    StoreError::Index(e.to_string())
+}
+
+fn chunk_key(id: &ObjectId, index: u32) -> [u8; 36] {
+    let mut k = [0u8; 36];
+    k[..32].copy_from_slice(&id.0);
+    k[32..].copy_from_slice(&index.to_be_bytes());
+    k
+}
+
+pub struct Store {
+    dir: PathBuf,
+    db: Database,
+    /// Chunks stored per object, kept in step with the index.
+    counts: HashMap<ObjectId, u32>,
+}
+
+/// What the store held when it was opened.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OpenReport {
+    pub manifests: usize,
+    pub chunks: u64,
+    pub orphans_removed: u64,
+}
+
+impl Store {
+    pub fn open(dir: &Path) -> Result<(Store, OpenReport), StoreError> {
+        for sub in ["chunks", "tmp"] {
+            fs::create_dir_all(dir.join(sub)).map_err(io_at(dir))?;
+        }
+        let tmp = dir.join("tmp");
+        for e in fs::read_dir(&tmp).map_err(io_at(&tmp))? {
+            let p = e.map_err(io_at(&tmp))?.path();
+            fs::remove_file(&p).map_err(io_at(&p))?;
+        }
+        let db = Database::create(dir.join("index.redb")).map_err(idx)?;
+        {
+            let w = db.begin_write().map_err(idx)?;
+            w.open_table(MANIFESTS).map_err(idx)?;
+            w.open_table(CHUNKS).map_err(idx)?;
+            w.open_table(EXPORTED).map_err(idx)?;
+            w.commit().map_err(idx)?;
+        }
+        let mut store = Store { dir: dir.to_owned(), db, counts: HashMap::new() };
+        let mut report = OpenReport::default();
+        let mut indexed = std::collections::HashSet::new();
+        {
+            let r = store.db.begin_read().map_err(idx)?;
+            report.manifests = r.open_table(MANIFESTS).map_err(idx)?.len().map_err(idx)? as usize;
+            for entry in r.open_table(CHUNKS).map_err(idx)?.iter().map_err(idx)? {
+                let (k, _) = entry.map_err(idx)?;
+                let k = k.value();
+                let mut id = [0u8; 32];
+                id.copy_from_slice(&k[..32]);
+                *store.counts.entry(ObjectId(id)).or_default() += 1;
+                indexed.insert(*k);
+                report.chunks += 1;
+            }
+        }
+        // Files the index does not name: written before a crash, never committed.
+        let chunks = dir.join("chunks");
+        for obj in fs::read_dir(&chunks).map_err(io_at(&chunks))? {
+            let obj = obj.map_err(io_at(&chunks))?.path();
+            let id = obj.file_name().and_then(|n| n.to_str()).and_then(hubcast_keys::decode_hex);
+            for f in fs::read_dir(&obj).map_err(io_at(&obj))? {
+                let f = f.map_err(io_at(&obj))?.path();
+                let n = f.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse::<u32>().ok());
+                let known = match (&id, n) {
+                    (Some(id), Some(n)) if id.len() == 32 => {
+                        let mut a = [0u8; 32];
+                        a.copy_from_slice(id);
+                        indexed.contains(&chunk_key(&ObjectId(a), n))
+                    }
+                    _ => false,
+                };
+                if !known {
+                    fs::remove_file(&f).map_err(io_at(&f))?;
+                    report.orphans_removed += 1;
+                }
+            }
+        }
+        Ok((store, report))
+    }
+
+    fn chunk_path(&self, id: &ObjectId, index: u32) -> PathBuf {
+        self.dir.join("chunks").join(id.to_hex()).join(index.to_string())
+    }
+
+    pub fn has_chunk(&self, id: &ObjectId, index: u32) -> Result<bool, StoreError> {
+        let r = self.db.begin_read().map_err(idx)?;
+        Ok(r.open_table(CHUNKS).map_err(idx)?.get(&chunk_key(id, index)).map_err(idx)?.is_some())
+    }
+
+    /// Every stored chunk, as (object, index).
+    pub fn chunks(&self) -> Result<Vec<(ObjectId, u32)>, StoreError> {
+        let r = self.db.begin_read().map_err(idx)?;
+        let t = r.open_table(CHUNKS).map_err(idx)?;
+        let mut out = Vec::new();
+        for entry in t.iter().map_err(idx)? {
+            let (k, _) = entry.map_err(idx)?;
+            let k = k.value();
+            let mut id = [0u8; 32];
+            id.copy_from_slice(&k[..32]);
+            out.push((ObjectId(id), u32::from_be_bytes([k[32], k[33], k[34], k[35]])));
+        }
+        Ok(out)
+    }
+
+    pub fn chunk_count(&self, id: &ObjectId) -> u32 {
+        self.counts.get(id).copied().unwrap_or(0)
+    }
+
+    /// Store a verified chunk durably. `false` if it was already stored.
+    pub fn put_chunk(&mut self, c: &VerifiedChunk) -> Result<bool, StoreError> {
+        if self.has_chunk(&c.object_id(), c.index())? {
+            return Ok(false);
+        }
+        let path = self.chunk_path(&c.object_id(), c.index());
+        let tmp = self.dir.join("tmp").join(format!("{}.{}", c.object_id().to_hex(), c.index()));
+        write_durably(&tmp, &path, c.data())?;
+        let w = self.db.begin_write().map_err(idx)?;
+        w.open_table(CHUNKS)
+            .map_err(idx)?
+            .insert(&chunk_key(&c.object_id(), c.index()), c.hash())
+            .map_err(idx)?;
+        w.commit().map_err(idx)?;
+        *self.counts.entry(c.object_id()).or_default() += 1;
+        Ok(true)
+    }
+
+    /// Read a stored chunk, checked against its hash. A damaged chunk is
+    /// removed from the index and reported as [`StoreError::Corrupt`].
+    pub fn read_chunk(&mut self, id: &ObjectId, index: u32) -> Result<Option<Vec<u8>>, StoreError> {
+        let hash = {
+            let r = self.db.begin_read().map_err(idx)?;
+            let t = r.open_table(CHUNKS).map_err(idx)?;
+            match t.get(&chunk_key(id, index)).map_err(idx)? {
+                Some(h) => *h.value(),
+                None => return Ok(None),
+            }
+        };
+        let path = self.chunk_path(id, index);
+        let data = fs::read(&path).map_err(io_at(&path))?;
+        if blake3::hash(&data).as_bytes() != &hash {
+            let w = self.db.begin_write().map_err(idx)?;
+            w.open_table(CHUNKS).map_err(idx)?.remove(&chunk_key(id, index)).map_err(idx)?;
+            w.commit().map_err(idx)?;
+            if let Some(n) = self.counts.get_mut(id) {
+                *n = n.saturating_sub(1);
+            }
+            let _ = fs::remove_file(&path);
+            return Err(StoreError::Corrupt(*id, index));
+        }
+        Ok(Some(data))
+    }
+
+    pub fn put_manifest(&self, m: &VerifiedManifest) -> Result<(), StoreError> {
+        let w = self.db.begin_write().map_err(idx)?;
+        w.open_table(MANIFESTS)
+            .map_err(idx)?
+            .insert(&m.object_id.0, encode_manifest(m).as_slice())
+            .map_err(idx)?;
+        w.commit().map_err(idx)
+    }
+
+    pub fn manifests(&self) -> Result<Vec<VerifiedManifest>, StoreError> {
+        let r = self.db.begin_read().map_err(idx)?;
+        let t = r.open_table(MANIFESTS).map_err(idx)?;
+        let mut out = Vec::new();
+        for entry in t.iter().map_err(idx)? {
+            let (k, v) = entry.map_err(idx)?;
+            if let Some(m) = decode_manifest(ObjectId(*k.value()), v.value()) {
+                out.push(VerifiedManifest::from_trusted_store(m));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Does the store hold every chunk of this object?
+    pub fn is_complete(&self, m: &Manifest) -> bool {
+        self.chunk_count(&m.object_id) >= chunk_count(m.size, m.chunk_size)
+    }
+
+    /// The name an object was exported under, if it was.
+    pub fn exported_name(&self, id: &ObjectId) -> Result<Option<String>, StoreError> {
+        let r = self.db.begin_read().map_err(idx)?;
+        let t = r.open_table(EXPORTED).map_err(idx)?;
+        Ok(t.get(&id.0).map_err(idx)?.map(|v| v.value().to_owned()))
+    }
+
+    /// Write a complete object to `dir` under its (sanitised) name, atomically,
+    /// after checking the whole file hashes to the object id.
+    pub fn export(&mut self, m: &Manifest, dir: &Path) -> Result<PathBuf, StoreError> {
+        let rel = safe_relative_path(&m.name).ok_or_else(|| StoreError::UnsafeName(m.name.clone()))?;
+        let target = dir.join(&rel);
+        let parent = target.parent().unwrap_or(dir).to_owned();
+        fs::create_dir_all(&parent).map_err(io_at(&parent))?;
+        let tmp = parent.join(format!(".hubcast-{}.part", m.object_id.to_hex()));
+        let mut file = fs::File::create(&tmp).map_err(io_at(&tmp))?;
+        let mut hasher = blake3::Hasher::new();
+        for i in 0..chunk_count(m.size, m.chunk_size) {
+            let data = self.read_chunk(&m.object_id, i)?.ok_or(StoreError::Corrupt(m.object_id, i))?;
+            let r = chunk_range(m.size, m.chunk_size, i);
+            if data.len() as u64 != r.end - r.start {
+                let _ = fs::remove_file(&tmp);
+                return Err(StoreError::ExportMismatch(m.name.clone()));
+            }
+            hasher.update(&data);
+            file.write_all(&data).map_err(io_at(&tmp))?;
+        }
+        if hasher.finalize().as_bytes() != &m.object_id.0 {
+            let _ = fs::remove_file(&tmp);
+            return Err(StoreError::ExportMismatch(m.name.clone()));
+        }
+        file.sync_all().map_err(io_at(&tmp))?;
+        fs::rename(&tmp, &target).map_err(io_at(&target))?;
+        let w = self.db.begin_write().map_err(idx)?;
+        w.open_table(EXPORTED).map_err(idx)?.insert(&m.object_id.0, m.name.as_str()).map_err(idx)?;
+        w.commit().map_err(idx)?;
+        Ok(target)
+    }
+}
+
+/// Write `data` to `tmp`, fsync, rename to `path`, fsync the directory.
+fn write_durably(tmp: &Path, path: &Path, data: &[u8]) -> Result<(), StoreError> {
+    let mut f = fs::File::create(tmp).map_err(io_at(tmp))?;
+    f.write_all(data).and_then(|_| f.sync_all()).map_err(io_at(tmp))?;
+    let parent = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(parent).map_err(io_at(parent))?;
+    fs::rename(tmp, path).map_err(io_at(path))?;
+    fs::File::open(parent).and_then(|d| d.sync_all()).map_err(io_at(parent))
+}
+
+/// A name from a manifest as a relative path, or `None` if it could escape the
+/// export folder: absolute, `..`, `.`, empty parts, NUL or backslash.
+pub fn safe_relative_path(name: &str) -> Option<PathBuf> {
+    if name.is_empty() || name.contains('\0') || name.contains('\\') {
+        return None;
+    }
+    let mut out = PathBuf::new();
+    for part in name.split('/') {
+        if part.is_empty() || part == "." || part == ".." {
+            return None;
+        }
+        let p = Path::new(part);
+        if !matches!(p.components().next(), Some(Component::Normal(_))) || p.components().count() != 1 {
+            return None;
+        }
+        out.push(part);
+    }
+    Some(out)
+}
+
+fn encode_manifest(m: &Manifest) -> Vec<u8> {
+    let mut v = Vec::with_capacity(31 + m.name.len());
+    v.extend_from_slice(&m.seq.to_be_bytes());
+    v.extend_from_slice(&m.expiry.to_be_bytes());
+    v.extend_from_slice(&m.size.to_be_bytes());
+    v.extend_from_slice(&m.chunk_size.to_be_bytes());
+    v.extend_from_slice(&m.symbol_size.to_be_bytes());
+    v.push(m.codec);
+    v.extend_from_slice(m.name.as_bytes());
+    v
+}
+
+fn decode_manifest(object_id: ObjectId, v: &[u8]) -> Option<Manifest> {
+    let u64_at = |at: usize| Some(u64::from_be_bytes(v.get(at..at + 8)?.try_into().ok()?));
+    Some(Manifest {
+        seq: u64_at(0)?,
+        expiry: u64_at(8)?,
+        size: u64_at(16)?,
+        chunk_size: u32::from_be_bytes(v.get(24..28)?.try_into().ok()?),
+        symbol_size: u16::from_be_bytes(v.get(28..30)?.try_into().ok()?),
+        codec: *v.get(30)?,
+        name: String::from_utf8(v.get(31..)?.to_vec()).ok()?,
+        object_id,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_that_could_escape_are_refused() {
+        assert_eq!(safe_relative_path("a/b/c.txt"), Some(PathBuf::from("a/b/c.txt")));
+        for bad in ["", "/etc/passwd", "../x", "a/../../x", "a//b", "./a", "a/.", "a\0b", "a\\..\\b", "a/"] {
+            assert_eq!(safe_relative_path(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn manifests_round_trip_through_the_index_encoding() {
+        let m = Manifest {
+            seq: 1,
+            expiry: 2,
+            object_id: ObjectId([3; 32]),
+            size: 4,
+            chunk_size: 5,
+            symbol_size: 64,
+            codec: 1,
+            name: "dir/ä.txt".into(),
+        };
+        assert_eq!(decode_manifest(m.object_id, &encode_manifest(&m)), Some(m));
+    }
+}
