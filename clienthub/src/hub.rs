@@ -158,6 +158,9 @@ async fn receive_loop(
                     }
                     receiver.handle_datagram(now, &buf[..n]);
                     while let Some(event) = receiver.poll_event() {
+                        // Counters first: a status that shows the object complete
+                        // also shows the bytes that completed it.
+                        status.record_receiver(receiver.stats(), receiver.drops(), received, simulated);
                         if tx.send(event).await.is_err() {
                             return Ok(());
                         }
@@ -194,7 +197,8 @@ fn report_drops(before: &DropCounters, now: &DropCounters) {
         .iter()
         .zip(before.iter())
         .filter(|((r, _), _)| !r.is_benign())
-        .filter_map(|((r, n), (_, b))| (n > b).then(|| format!("{}={}", r.as_str(), n - b)))
+        .filter(|((_, n), (_, b))| n > b)
+        .map(|((r, n), (_, b))| format!("{}={}", r.as_str(), n - b))
         .collect();
     if !parts.is_empty() {
         warn!("dropped datagrams in the last {} s: {}", DROP_REPORT_EVERY.as_secs(), parts.join(" "));

@@ -17,7 +17,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Join the channel and keep verified copies of what it sends.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Show a running hub's status.
     Status {
         /// The hub's --http address.
@@ -98,7 +98,7 @@ async fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Run(args) => {
-            let cfg = args.into_config()?;
+            let cfg = (*args).into_config()?;
             let cancel = CancellationToken::new();
             let stop = cancel.clone();
             tokio::spawn(async move {

@@ -53,6 +53,14 @@ pub fn render(status: &serde_json::Value) -> String {
         u(&b["origin"]),
         u(&b["bridge"])
     );
+    let d = &status["datagrams"];
+    let _ = writeln!(
+        out,
+        "datagrams: received {}  simulated loss {}  symbols verified {}",
+        u(&d["received"]),
+        u(&d["simulated_loss"]),
+        u(&d["symbols_accepted"])
+    );
     let _ = writeln!(out, "{:<40} {:>12} {:>11}  state", "object", "bytes", "chunks");
     for o in status["objects"].as_array().into_iter().flatten() {
         let state = match (o["complete"].as_bool(), o["exported"].as_str()) {

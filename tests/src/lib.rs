@@ -1,1 +1,228 @@
+//! Harness for end-to-end tests: real `broadcaster` and `clienthub` processes on
+//! loopback multicast, each test on its own group and ports.
+//!
+//! The binaries are built once per test process with the same cargo and profile
+//! as the tests (a no-op when they are fresh), so a test never runs a stale binary.
+//! Every daemon is killed when its handle drops, so a failing test leaks nothing.
+//! Waits have generous deadlines as safety nets; no test asserts on time.
 
+use serde_json::Value;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Directory holding the built binaries.
+pub fn bin_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        // target/<profile>/deps/<test binary>
+        let exe = std::env::current_exe().expect("test binary path");
+        let dir = exe.parent().and_then(Path::parent).expect("target/<profile>").to_owned();
+        let release = dir.file_name().is_some_and(|n| n == "release");
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args(["build", "--quiet", "--bins", "-p", "hubcast-broadcaster", "-p", "hubcast-clienthub"])
+            .arg("--manifest-path")
+            .arg(&manifest);
+        if release {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build for the daemons");
+        assert!(status.success(), "building broadcaster and clienthub failed");
+        dir
+    })
+}
+
+pub fn bin(name: &str) -> PathBuf {
+    bin_dir().join(name)
+}
+
+/// A multicast group and port no other test in this run uses.
+pub fn unique_group() -> SocketAddr {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let pid = std::process::id();
+    let port = 20_000 + (pid % 2000) as u16 * 8 + n % 8;
+    let octet = (n / 8 % 200) as u8 + 1;
+    SocketAddr::from(([239, 255, (pid % 250) as u8 + 1, octet], port))
+}
+
+/// A TCP port free right now on loopback.
+pub fn free_port() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().expect("local addr")
+}
+
+/// A child process killed (SIGKILL) and reaped when dropped.
+pub struct Daemon {
+    pub name: String,
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    pub fn spawn(name: &str, program: &Path, args: &[String], log_dir: &Path) -> Daemon {
+        let log = log_dir.join(format!("{name}.log"));
+        let out = std::fs::File::create(&log).expect("create log file");
+        let child = Command::new(program)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env_remove("RUST_BACKTRACE")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("dup log"))
+            .stderr(out)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", program.display()));
+        Daemon { name: name.into(), child: Some(child), log }
+    }
+
+    /// Kill with SIGKILL, as a power cut would, and reap.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Wait for the process to exit by itself.
+    pub fn wait_exit(&mut self, deadline: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < deadline {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(st)) = c.try_wait() {
+                    self.child = None;
+                    return Some(st);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Run `broadcaster keygen`; returns the fingerprint it printed last.
+pub fn keygen(dir: &Path) -> String {
+    let out = Command::new(bin("broadcaster")).arg("keygen").arg("--dir").arg(dir).output().expect("keygen");
+    assert!(out.status.success(), "keygen failed: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    let last = text.lines().last().expect("keygen prints the fingerprint last").trim().to_owned();
+    assert_eq!(last.len(), 64, "fingerprint alone on the last line: {text}");
+    last
+}
+
+/// A hub's `/api/status`, or `None` while it is not answering.
+pub fn status(http: SocketAddr) -> Option<Value> {
+    let body = hubcast_clienthub::status_client::get(http, "/api/status").ok()?;
+    serde_json::from_str(&body).ok()
+}
+
+/// Poll `f` until it returns `Some`, or panic after `deadline` with `what`.
+pub fn wait_for<T>(what: &str, deadline: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < deadline, "timed out after {deadline:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// True when the hub knows `objects` objects and all are complete.
+pub fn all_complete(s: &Value, objects: usize) -> bool {
+    let list = s["objects"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    list.len() == objects && list.iter().all(|o| o["complete"] == true)
+}
+
+pub fn u(v: &Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("expected a number, got {v}"))
+}
+
+/// Deterministic pseudo-random bytes (xorshift), fast enough for tens of MiB.
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Every file under `root`, relative path → BLAKE3, for comparing trees.
+pub fn tree_digest(root: &Path) -> std::collections::BTreeMap<PathBuf, [u8; 32]> {
+    fn walk(root: &Path, dir: &Path, out: &mut std::collections::BTreeMap<PathBuf, [u8; 32]>) {
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                let data = std::fs::read(&p).expect("read file");
+                out.insert(
+                    p.strip_prefix(root).expect("under root").to_owned(),
+                    *blake3::hash(&data).as_bytes(),
+                );
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+/// Arguments for `clienthub run`.
+pub fn hub_args(
+    trust: &str,
+    group: SocketAddr,
+    store: &Path,
+    export: &Path,
+    http: SocketAddr,
+) -> Vec<String> {
+    vec![
+        "run".into(),
+        "--trust".into(),
+        trust.into(),
+        "--group".into(),
+        group.to_string(),
+        "--store".into(),
+        store.display().to_string(),
+        "--export".into(),
+        export.display().to_string(),
+        "--http".into(),
+        http.to_string(),
+    ]
+}
+
+/// Arguments for `broadcaster seed`.
+pub fn seed_args(keys: &Path, group: SocketAddr, rate: &str, rounds: u32, paths: &[&Path]) -> Vec<String> {
+    let mut a = vec![
+        "seed".into(),
+        "--keys".into(),
+        keys.display().to_string(),
+        "--group".into(),
+        group.to_string(),
+        "--rate".into(),
+        rate.into(),
+        "--rounds".into(),
+        rounds.to_string(),
+    ];
+    a.extend(paths.iter().map(|p| p.display().to_string()));
+    a
+}

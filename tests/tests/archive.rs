@@ -1,0 +1,184 @@
+//! Archive delivery end to end: real broadcaster and hub processes, real
+//! multicast sockets on loopback, real stores on disk.
+
+use hubcast_tests::*;
+use std::path::Path;
+use std::time::Duration;
+
+const DEADLINE: Duration = Duration::from_secs(240);
+
+/// A folder with a 0-byte file, small files at the chunk and symbol edges, a
+/// nested folder and a 50 MiB file.
+fn sample_folder(root: &Path) -> std::path::PathBuf {
+    let dir = root.join("sample");
+    std::fs::create_dir_all(dir.join("nested/deeper")).unwrap();
+    let files: &[(&str, usize)] = &[
+        ("empty.bin", 0),
+        ("one-byte.txt", 1),
+        ("one-symbol.bin", 1280),
+        ("nested/one-chunk.bin", 1 << 20),
+        ("nested/one-chunk-plus-one.bin", (1 << 20) + 1),
+        ("nested/deeper/small.txt", 1000),
+        ("big-50MiB.bin", 50 << 20),
+    ];
+    for (i, (name, len)) in files.iter().enumerate() {
+        std::fs::write(dir.join(name), pattern(*len, i as u64 + 1)).unwrap();
+    }
+    dir
+}
+
+#[test]
+fn a_folder_reaches_two_hubs_bit_identical_one_of_them_losing_5_percent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let sample = sample_folder(t);
+    let fingerprint = keygen(&t.join("keys"));
+    let group = unique_group();
+    let (http_a, http_b) = (free_port(), free_port());
+
+    let _a = Daemon::spawn(
+        "hub-a",
+        &bin("clienthub"),
+        &hub_args(&fingerprint, group, &t.join("store-a"), &t.join("out-a"), http_a),
+        t,
+    );
+    let mut lossy = hub_args(
+        &t.join("keys/root.pub").display().to_string(),
+        group,
+        &t.join("store-b"),
+        &t.join("out-b"),
+        http_b,
+    );
+    lossy.extend(["--simulate-loss".into(), "0.05".into(), "--loss-seed".into(), "7".into()]);
+    let _b = Daemon::spawn("hub-b", &bin("clienthub"), &lossy, t);
+    wait_for("hubs to answer", DEADLINE, || status(http_a).and(status(http_b)));
+
+    let _bc = Daemon::spawn(
+        "broadcaster",
+        &bin("broadcaster"),
+        &seed_args(&t.join("keys"), group, "400mbit", 0, &[&sample]),
+        t,
+    );
+    let done_a = wait_for("hub A complete", DEADLINE, || status(http_a).filter(|s| all_complete(s, 7)));
+    let done_b = wait_for("hub B complete", DEADLINE, || status(http_b).filter(|s| all_complete(s, 7)));
+
+    let source = tree_digest(&sample);
+    assert_eq!(source.len(), 7);
+    assert_eq!(tree_digest(&t.join("out-a/sample")), source, "hub A's copies differ from the source");
+    assert_eq!(tree_digest(&t.join("out-b/sample")), source, "hub B's copies differ from the source");
+
+    for (name, s) in [("A", &done_a), ("B", &done_b)] {
+        let drops = s["drops"].as_object().unwrap();
+        let harmful: u64 = drops
+            .iter()
+            .filter(|(k, _)| !["duplicate", "already_complete", "pending_evicted"].contains(&k.as_str()))
+            .map(|(_, v)| u(v))
+            .sum();
+        assert_eq!(harmful, 0, "hub {name} dropped datagrams: {drops:?}");
+        assert!(u(&s["bytes"]["multicast"]) >= 50 << 20, "hub {name}: {}", s["bytes"]);
+        assert_eq!(u(&s["chunks"]["refetched"]), 0);
+    }
+    assert!(u(&done_b["datagrams"]["simulated_loss"]) > 0, "hub B lost nothing: {}", done_b["datagrams"]);
+    assert_eq!(u(&done_a["datagrams"]["simulated_loss"]), 0);
+}
+
+#[test]
+fn a_hub_killed_mid_transfer_resumes_without_fetching_stored_chunks_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let src = t.join("movie.bin");
+    let size = 24 << 20;
+    std::fs::write(&src, pattern(size, 42)).unwrap();
+    let chunks = 24u64;
+    let fingerprint = keygen(&t.join("keys"));
+    let group = unique_group();
+    let http = free_port();
+    let args = hub_args(&fingerprint, group, &t.join("store"), &t.join("out"), http);
+
+    let mut hub = Daemon::spawn("hub-first-run", &bin("clienthub"), &args, t);
+    wait_for("hub to answer", DEADLINE, || status(http));
+    // Slow enough that the kill lands mid-object.
+    let _bc = Daemon::spawn(
+        "broadcaster",
+        &bin("broadcaster"),
+        &seed_args(&t.join("keys"), group, "40mbit", 0, &[&src]),
+        t,
+    );
+    let before = wait_for("a third of the chunks stored", DEADLINE, || {
+        status(http).filter(|s| u(&s["chunks"]["stored"]) >= chunks / 3)
+    });
+    hub.kill();
+    let stored_before_kill = u(&before["chunks"]["stored"]);
+    assert!(stored_before_kill < chunks, "the kill must land mid-transfer");
+
+    let _hub = Daemon::spawn("hub-second-run", &bin("clienthub"), &args, t);
+    let done =
+        wait_for("hub complete after restart", DEADLINE, || status(http).filter(|s| all_complete(s, 1)));
+    let c = &done["chunks"];
+    let at_start = u(&c["stored_at_start"]);
+    // Everything stored before the kill (and reported) survived it.
+    assert!(
+        at_start >= stored_before_kill,
+        "stored_at_start {at_start} < {stored_before_kill} before the kill"
+    );
+    // The second run decoded exactly the chunks that were missing, none twice.
+    assert_eq!(u(&c["stored_this_run"]), chunks - at_start, "{c}");
+    assert_eq!(u(&c["refetched"]), 0, "{c}");
+    assert_eq!(u(&done["datagrams"]["decode_attempts"]) >= chunks - at_start, true);
+    // Datagrams for stored chunks were recognised and skipped, not decoded.
+    assert!(u(&done["drops"]["already_complete"]) > 0, "{}", done["drops"]);
+    assert_eq!(std::fs::read(t.join("out/movie.bin")).unwrap(), std::fs::read(&src).unwrap());
+}
+
+#[test]
+fn a_hub_given_the_wrong_trust_stores_nothing_and_counts_every_drop() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let src = t.join("data.bin");
+    std::fs::write(&src, pattern(3 << 20, 3)).unwrap();
+    keygen(&t.join("keys"));
+    let stranger = keygen(&t.join("other-keys"));
+    let group = unique_group();
+    let http = free_port();
+    let _hub = Daemon::spawn(
+        "hub",
+        &bin("clienthub"),
+        &hub_args(&stranger, group, &t.join("store"), &t.join("out"), http),
+        t,
+    );
+    wait_for("hub to answer", DEADLINE, || status(http));
+
+    let mut bc = Daemon::spawn(
+        "broadcaster",
+        &bin("broadcaster"),
+        &seed_args(&t.join("keys"), group, "200mbit", 2, &[&src]),
+        t,
+    );
+    assert!(bc.wait_exit(DEADLINE).is_some_and(|s| s.success()), "broadcaster: {}", bc.log_text());
+    let sent: u64 = bc
+        .log_text()
+        .split_whitespace()
+        .skip_while(|w| *w != "as")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .expect("broadcaster reports datagrams sent");
+    // Wait until the hub has read everything that reached it.
+    let mut last = u64::MAX;
+    let s = wait_for("hub to read every datagram", DEADLINE, || {
+        let s = status(http)?;
+        let now = u(&s["datagrams"]["received"]);
+        std::thread::sleep(Duration::from_millis(1200)); // status refreshes every second
+        let settled = now == last && now > 0;
+        last = now;
+        settled.then_some(s)
+    });
+    let received = u(&s["datagrams"]["received"]);
+    assert!(received * 10 >= sent * 9, "received {received} of {sent}");
+    assert_eq!(u(&s["drops"]["wrong_channel"]), received, "{}", s["drops"]);
+    assert_eq!(s["objects"].as_array().unwrap().len(), 0);
+    assert_eq!(u(&s["chunks"]["stored"]), 0);
+    assert_eq!(u(&s["bytes"]["multicast"]), 0);
+    let stored_files = std::fs::read_dir(t.join("store/chunks")).unwrap().count();
+    assert_eq!(stored_files, 0, "nothing may be stored");
+    assert!(!t.join("out").exists() || std::fs::read_dir(t.join("out")).unwrap().count() == 0);
+}
