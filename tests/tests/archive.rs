@@ -124,7 +124,7 @@ fn a_hub_killed_mid_transfer_resumes_without_fetching_stored_chunks_again() {
     // The second run decoded exactly the chunks that were missing, none twice.
     assert_eq!(u(&c["stored_this_run"]), chunks - at_start, "{c}");
     assert_eq!(u(&c["refetched"]), 0, "{c}");
-    assert_eq!(u(&done["datagrams"]["decode_attempts"]) >= chunks - at_start, true);
+    assert!(u(&done["datagrams"]["decode_attempts"]) >= chunks - at_start);
     // Datagrams for stored chunks were recognised and skipped, not decoded.
     assert!(u(&done["drops"]["already_complete"]) > 0, "{}", done["drops"]);
     assert_eq!(std::fs::read(t.join("out/movie.bin")).unwrap(), std::fs::read(&src).unwrap());
