@@ -2,31 +2,22 @@
 //!
 //! One chunk is one RaptorQ source block (SBN 0) with K = ceil(len / T) source
 //! symbols; the last symbol is zero-padded. The table covers ESIs 0..N_max
-//! ([`n_max`]). A symbol's digest binds it to its chunk and position:
-//! `BLAKE3-keyed(key = chunk hash, ESI as u32 BE || symbol)[..DIGEST_LEN]`.
-//! A page's hash is `BLAKE3-derive-key("hubcast table page v1", digests)`.
+//! ([`n_max`]). A symbol's digest is [`crate::digest::symbol_digest`]: the
+//! keyed BLAKE3 of the symbol under the chunk hash. A page's hash is
+//! `BLAKE3-derive-key("hubcast table page v1", digests)`.
 //!
 //! [`decode_chunk`] is the only place the RaptorQ decoder is called. Its callers
 //! pass only symbols whose digests matched a table committed to by a verified
 //! ticket, so every length and ESI it sees has been checked against signed values.
 
-use crate::wire::{n_max, page_count, source_symbols, Hash, SymbolDigest, DIGESTS_PER_PAGE, DIGEST_LEN};
+use crate::digest::symbol_digests;
+use crate::wire::{n_max, page_count, source_symbols, Hash, DIGESTS_PER_PAGE, DIGEST_LEN};
 use raptorq::{
     EncodingPacket, ObjectTransmissionInformation, PayloadId, SourceBlockDecoder, SourceBlockEncoder,
 };
 
 const PAGE_CONTEXT: &str = "hubcast table page v1";
 const ALIGNMENT: u8 = 8;
-
-/// The digest of symbol `esi` of the chunk whose BLAKE3 is `chunk_hash`.
-pub fn symbol_digest(chunk_hash: &Hash, esi: u32, data: &[u8]) -> SymbolDigest {
-    let mut h = blake3::Hasher::new_keyed(chunk_hash);
-    h.update(&esi.to_be_bytes());
-    h.update(data);
-    let mut out = [0u8; DIGEST_LEN];
-    out.copy_from_slice(&h.finalize().as_bytes()[..DIGEST_LEN]);
-    out
-}
 
 pub fn page_hash(digests: &[u8]) -> Hash {
     let mut h = blake3::Hasher::new_derive_key(PAGE_CONTEXT);
@@ -78,10 +69,10 @@ impl EncodedChunk {
             symbols.extend_from_slice(p.data());
         }
         let chunk_hash = *blake3::hash(data).as_bytes();
-        let mut digests = Vec::with_capacity(n_max as usize * DIGEST_LEN);
-        for (esi, s) in symbols.chunks_exact(ts).enumerate() {
-            digests.extend_from_slice(&symbol_digest(&chunk_hash, esi as u32, s));
-        }
+        let refs: Vec<&[u8]> = symbols.chunks_exact(ts).collect();
+        let mut each = Vec::with_capacity(refs.len());
+        symbol_digests(&chunk_hash, &refs, &mut each);
+        let digests: Vec<u8> = each.concat();
         let page_hashes = digests.chunks(DIGESTS_PER_PAGE * DIGEST_LEN).map(page_hash).collect();
         debug_assert_eq!(page_count(n_max), digests.len().div_ceil(DIGESTS_PER_PAGE * DIGEST_LEN));
         EncodedChunk { chunk_hash, chunk_len, symbol_size: t, k, n_max, symbols, digests, page_hashes }
@@ -127,15 +118,6 @@ pub fn decode_chunk<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn digests_bind_position_and_content() {
-        let h = [1u8; 32];
-        let d = symbol_digest(&h, 5, b"abc");
-        assert_ne!(d, symbol_digest(&h, 6, b"abc"));
-        assert_ne!(d, symbol_digest(&h, 5, b"abd"));
-        assert_ne!(d, symbol_digest(&[2u8; 32], 5, b"abc"));
-    }
 
     #[test]
     fn table_pages_cover_every_esi_once() {

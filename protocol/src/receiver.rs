@@ -11,11 +11,18 @@
 //! [`ReceiverConfig::max_active_chunks`]. Every datagram that is not used is
 //! counted under a [`DropReason`].
 //!
+//! Symbols whose page is known are held as candidates and their digests checked
+//! [`VERIFY_BATCH`] at a time (one SIMD pass), or at once when a chunk has enough
+//! candidates to decode, or when [`Receiver::poll_event`] runs out of events. Only
+//! checked symbols count, are kept, or reach the decoder.
+//!
 //! Calling order: [`Receiver::mark_complete`] for chunks already stored (on a
-//! restart), then [`Receiver::handle_datagram`] for each datagram, and
-//! [`Receiver::poll_event`] until `None` after each.
+//! restart), then [`Receiver::handle_datagram`] for each datagram of a batch (a
+//! socket read), then [`Receiver::poll_event`] until `None`. Polling after every
+//! datagram is correct too, but checks digests one at a time.
 
-use crate::fec::{decode_chunk, page_hash, page_of, page_range, symbol_digest};
+use crate::digest::symbol_digests;
+use crate::fec::{decode_chunk, page_hash, page_of, page_range};
 use crate::sender::{chunk_count, chunk_range};
 use crate::verify::{VerifiedManifest, VerifiedTicket, Verifier, VerifyError};
 use crate::wire::{self, Datagram, Hash, SymbolPacket, TablePage, WireError, DIGEST_LEN};
@@ -243,6 +250,9 @@ pub struct ReceiverStats {
 
 type ChunkKey = (ObjectId, u32);
 
+/// Candidate symbols whose digests are checked in one pass.
+pub const VERIFY_BATCH: usize = 16;
+
 struct ActiveChunk {
     ticket: VerifiedTicket,
     /// The ticket datagram's signed bytes and signature, to skip re-verifying repeats.
@@ -251,8 +261,11 @@ struct ActiveChunk {
     n_max: u32,
     pages: Vec<Option<Box<[u8]>>>,
     have: Vec<bool>,
+    /// ESIs and bytes of the symbols held: the first `verified` are checked,
+    /// the rest are candidates waiting for their digest check.
     esis: Vec<u32>,
     symbols: Vec<u8>,
+    verified: usize,
     /// Symbol count at the last failed decode, so we try again only with more.
     tried_at: usize,
     last_used: u64,
@@ -276,6 +289,9 @@ pub struct Receiver {
     pending: HashMap<ChunkKey, Pending>,
     pending_order: VecDeque<ChunkKey>,
     pending_bytes: usize,
+    /// Chunks holding unchecked candidates (may repeat; checking twice is a no-op).
+    unverified: Vec<ChunkKey>,
+    digest_scratch: Vec<crate::wire::SymbolDigest>,
     use_clock: u64,
     events: VecDeque<Event>,
     drops: DropCounters,
@@ -295,6 +311,8 @@ impl Receiver {
             pending: HashMap::new(),
             pending_order: VecDeque::new(),
             pending_bytes: 0,
+            unverified: Vec::new(),
+            digest_scratch: Vec::new(),
             use_clock: 0,
             events: VecDeque::new(),
             drops: DropCounters::default(),
@@ -315,7 +333,15 @@ impl Receiver {
         self.manifests.insert(m.object_id, m);
     }
 
+    /// The next event. When none is queued, checks the candidates held so far
+    /// first (which may complete chunks).
     pub fn poll_event(&mut self) -> Option<Event> {
+        if self.events.is_empty() {
+            for key in std::mem::take(&mut self.unverified) {
+                let r = self.verify_candidates(key);
+                self.count(r);
+            }
+        }
         self.events.pop_front()
     }
 
@@ -419,6 +445,7 @@ impl Receiver {
                 have: vec![false; n_max as usize],
                 esis: Vec::with_capacity(k as usize + 8),
                 symbols: Vec::with_capacity((k as usize + 8) * t.symbol_size as usize),
+                verified: 0,
                 tried_at: 0,
                 last_used: self.use_clock,
                 ticket: t,
@@ -518,23 +545,71 @@ impl Receiver {
         if chunk.have[s.esi as usize] {
             return Err(DropReason::Duplicate);
         }
-        let page = page_of(s.esi);
-        let Some(digests) = &chunk.pages[page] else {
+        if chunk.pages[page_of(s.esi)].is_none() {
             return self.add_pending(key, |pend| pend.symbols.push((s.esi, s.data.to_vec())), s.data.len());
-        };
-        let at = (s.esi - page_range(page, chunk.n_max).start) as usize * DIGEST_LEN;
-        if symbol_digest(&chunk.ticket.chunk_hash, s.esi, s.data)[..] != digests[at..at + DIGEST_LEN] {
-            return Err(DropReason::DigestMismatch);
         }
-        // Verified: from here on this symbol is trusted data.
+        // A candidate: held, not yet trusted. `have` is set now so a duplicate in
+        // the same batch is refused; a failed check clears it.
         chunk.have[s.esi as usize] = true;
         chunk.esis.push(s.esi);
         chunk.symbols.extend_from_slice(s.data);
+        let waiting = chunk.esis.len() - chunk.verified;
+        if waiting == 1 {
+            self.unverified.push(key);
+        }
+        if waiting >= VERIFY_BATCH || chunk.esis.len() >= chunk.k as usize {
+            self.verify_candidates(key)?;
+        }
+        Ok(())
+    }
+
+    /// Check the digests of a chunk's candidates in one pass; keep those that
+    /// match, drop the others (counted), and try to decode when there are enough.
+    fn verify_candidates(&mut self, key: ChunkKey) -> Result<(), DropReason> {
+        let Some(chunk) = self.active.get_mut(&key) else {
+            return Ok(());
+        };
+        let start = chunk.verified;
+        if start == chunk.esis.len() {
+            return Ok(());
+        }
+        let t = chunk.ticket.symbol_size as usize;
+        let refs: Vec<&[u8]> = chunk.symbols[start * t..].chunks_exact(t).collect();
+        symbol_digests(&chunk.ticket.chunk_hash, &refs, &mut self.digest_scratch);
+        let mut kept = start;
+        let mut bad = 0;
+        for (i, digest) in self.digest_scratch.iter().enumerate() {
+            let idx = start + i;
+            let esi = chunk.esis[idx];
+            let page = page_of(esi);
+            let at = (esi - page_range(page, chunk.n_max).start) as usize * DIGEST_LEN;
+            // Candidates are only taken once their page is verified; a missing
+            // page here would be a bug, and is treated as a mismatch.
+            let matches =
+                chunk.pages[page].as_ref().is_some_and(|table| table[at..at + DIGEST_LEN] == digest[..]);
+            if matches {
+                if kept != idx {
+                    chunk.esis[kept] = esi;
+                    chunk.symbols.copy_within(idx * t..(idx + 1) * t, kept * t);
+                }
+                kept += 1;
+            } else {
+                chunk.have[esi as usize] = false;
+                bad += 1;
+            }
+        }
+        chunk.esis.truncate(kept);
+        chunk.symbols.truncate(kept * t);
+        // Verified: from here on these symbols are trusted data.
+        chunk.verified = kept;
         self.use_clock += 1;
         chunk.last_used = self.use_clock;
-        self.stats.symbols_accepted += 1;
-        self.stats.symbol_bytes_accepted += t as u64;
-        if chunk.esis.len() >= chunk.k as usize && chunk.esis.len() > chunk.tried_at {
+        self.stats.symbols_accepted += (kept - start) as u64;
+        self.stats.symbol_bytes_accepted += ((kept - start) * t) as u64;
+        for _ in 0..bad {
+            self.drops.add(DropReason::DigestMismatch);
+        }
+        if chunk.verified >= chunk.k as usize && chunk.verified > chunk.tried_at {
             self.try_decode(key)?;
         }
         Ok(())
@@ -546,7 +621,9 @@ impl Receiver {
         };
         self.stats.decode_attempts += 1;
         let t = chunk.ticket.symbol_size;
-        let symbols = chunk.esis.iter().copied().zip(chunk.symbols.chunks_exact(t as usize));
+        let n = chunk.verified;
+        let verified = chunk.symbols[..n * t as usize].chunks_exact(t as usize);
+        let symbols = chunk.esis[..n].iter().copied().zip(verified);
         match decode_chunk(chunk.ticket.chunk_len, t, &chunk.ticket.chunk_hash, symbols) {
             Some(data) => {
                 let hash = chunk.ticket.chunk_hash;
@@ -562,15 +639,15 @@ impl Receiver {
                 Ok(())
             }
             None => {
-                chunk.tried_at = chunk.esis.len();
+                chunk.tried_at = chunk.verified;
                 // With every source symbol present decoding is a copy; failing then
                 // means the data does not hash to the ticket. Start the chunk over.
-                if chunk.esis.len() >= chunk.n_max as usize
-                    || chunk.have[..chunk.k as usize].iter().all(|h| *h)
+                if chunk.verified >= chunk.n_max as usize || chunk.have[..chunk.k as usize].iter().all(|h| *h)
                 {
                     chunk.esis.clear();
                     chunk.symbols.clear();
                     chunk.have.iter_mut().for_each(|h| *h = false);
+                    chunk.verified = 0;
                     chunk.tried_at = 0;
                     return Err(DropReason::ChunkHashMismatch);
                 }

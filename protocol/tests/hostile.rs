@@ -185,6 +185,45 @@ fn corrupted_symbols_never_reach_the_decoder_and_clean_ones_still_decode() {
 }
 
 #[test]
+fn batched_checks_refuse_corrupted_symbols_and_account_for_every_symbol() {
+    let ch = channel(1);
+    let (objects, datagrams) = sample(&ch);
+    let (control, symbols): (Vec<_>, Vec<_>) = datagrams.into_iter().partition(|d| kind(d) != Kind::Symbol);
+    let corrupted: Vec<Vec<u8>> = symbols
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let mut d = d.clone();
+            if i % 5 == 4 {
+                let n = d.len();
+                d[n - 7] ^= 0x80;
+            }
+            d
+        })
+        .collect();
+    let mut rx = receiver(ch.anchor);
+    let mut got = Received::default();
+    let symbol_outcomes = |rx: &hubcast_protocol::receiver::Receiver| {
+        let d = rx.drops();
+        rx.stats().symbols_accepted
+            + d.get(DropReason::DigestMismatch)
+            + d.get(DropReason::AlreadyComplete)
+            + d.get(DropReason::Duplicate)
+    };
+    // Two rounds, each: tickets and pages, then every symbol with one in five
+    // corrupted, fed as one batch before polling.
+    for _ in 0..2 {
+        receive_batched(&mut rx, control.clone(), &mut got);
+        let before = symbol_outcomes(&rx);
+        receive_batched(&mut rx, corrupted.clone(), &mut got);
+        assert_eq!(symbol_outcomes(&rx) - before, corrupted.len() as u64, "each symbol counted once");
+    }
+    assert!(rx.drops().get(DropReason::DigestMismatch) >= 1, "{:?}", rx.drops());
+    let src = &objects[0].bytes;
+    assert_eq!(got.object(ObjectId::of(src), src.len(), CHUNK).as_deref(), Some(&src[..]));
+}
+
+#[test]
 fn corrupted_table_pages_are_refused_and_their_symbols_wait() {
     let ch = channel(1);
     let (objects, datagrams) = sample(&ch);
@@ -263,9 +302,12 @@ proptest! {
         datagrams[i][j] ^= 1 << bit;
         let mut rx = receiver(ch.anchor);
         let mut got = Received::default();
-        receive(&mut rx, datagrams, &mut got);
+        receive(&mut rx, datagrams.clone(), &mut got);
+        let mut rx_batched = receiver(ch.anchor);
+        let mut got_batched = Received::default();
+        receive_batched(&mut rx_batched, datagrams, &mut got_batched);
         let src = &objects[0].bytes;
-        for ((_, idx), data) in &got.chunks {
+        for ((_, idx), data) in got.chunks.iter().chain(&got_batched.chunks) {
             let start = *idx as usize * CHUNK as usize;
             prop_assert_eq!(&data[..], &src[start..(start + CHUNK as usize).min(src.len())]);
         }

@@ -127,3 +127,11 @@ pub fn drain(rx: &mut Receiver, got: &mut Received) {
 pub fn receiver(anchor: TrustAnchor) -> Receiver {
     Receiver::new(anchor, ReceiverConfig::default())
 }
+
+/// Feed every datagram, then poll: the receiver checks digests in batches.
+pub fn receive_batched(rx: &mut Receiver, datagrams: impl IntoIterator<Item = Vec<u8>>, got: &mut Received) {
+    for d in datagrams {
+        rx.handle_datagram(NOW, &d);
+    }
+    drain(rx, got);
+}
