@@ -35,6 +35,8 @@ pub enum SeedError {
         #[source]
         source: std::io::Error,
     },
+    #[error("the signing certificate is valid from {not_before} to {not_after} (unix seconds) and it is now {now}: hubs would drop everything; make new keys with `broadcaster keygen`")]
+    CertificateNotValid { not_before: u64, not_after: u64, now: u64 },
     #[error("reading {path} while seeding (did it change or vanish?): {source}")]
     Read {
         path: std::path::PathBuf,
@@ -67,6 +69,17 @@ pub async fn seed(
     cancel: CancellationToken,
 ) -> Result<SeedReport, SeedError> {
     let rate = cfg.validate()?;
+    let now = unix_now();
+    if keys.cert.check_validity(now).is_err() {
+        let c = &keys.cert;
+        return Err(SeedError::CertificateNotValid { not_before: c.not_before, not_after: c.not_after, now });
+    }
+    if keys.cert.not_after.saturating_sub(now) < 3 * 86_400 {
+        warn!(
+            expires_in_secs = keys.cert.not_after - now,
+            "the signing certificate expires soon; make new keys"
+        );
+    }
     let files = ingest::collect(&cfg.paths)?;
     let mut mc = MulticastConfig::new(cfg.group);
     mc.interface = cfg.iface.parse::<Interface>()?;
@@ -234,5 +247,21 @@ fn produce(
     }
     if plans.is_empty() {
         warn!("nothing to send");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_expired_certificate_is_refused_before_anything_is_sent() {
+        let keys = hubcast_keys::ChannelKeys::generate(&mut rand::rngs::OsRng, 1000, 10);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f"), b"x").unwrap();
+        let cfg = SeedConfig { paths: vec![dir.path().join("f")], ..SeedConfig::default() };
+        let err = seed(&cfg, SignerKeys::load_from(&keys), CancellationToken::new()).await.unwrap_err();
+        assert!(matches!(err, SeedError::CertificateNotValid { .. }), "{err}");
+        assert!(err.to_string().contains("broadcaster keygen"));
     }
 }
