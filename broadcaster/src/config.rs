@@ -133,4 +133,11 @@ mod tests {
         assert_eq!(c.chunk_size, 1 << 20);
         assert!(toml::from_str::<SeedConfig>("rat = \"1gbit\"").is_err());
     }
+
+    #[test]
+    fn the_example_config_in_deploy_parses() {
+        let c: SeedConfig = toml::from_str(include_str!("../../deploy/config/seed.toml")).unwrap();
+        assert_eq!(c.ttl, 16);
+        assert_eq!(c.validate(), Ok(25_000_000));
+    }
 }

@@ -46,3 +46,15 @@ impl Default for HubConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_in_deploy_parses() {
+        let c: HubConfig = toml::from_str(include_str!("../../deploy/config/hub.toml")).unwrap();
+        assert_eq!(c.http, Some(SocketAddr::from(([127, 0, 0, 1], 8080))));
+        assert_eq!(c.simulate_loss, 0.0);
+    }
+}
