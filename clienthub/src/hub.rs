@@ -171,6 +171,14 @@ async fn receive_loop(
                 warned_silence = false;
             }
             _ = tick.tick() => {
+                // Decode chunks whose symbols stopped coming with fewer than K + margin.
+                receiver.handle_idle();
+                while let Some(event) = receiver.poll_event() {
+                    status.record_receiver(receiver.stats(), receiver.drops(), received, simulated);
+                    if tx.send(event).await.is_err() {
+                        return Ok(());
+                    }
+                }
                 status.record_receiver(receiver.stats(), receiver.drops(), received, simulated);
                 let silent = last_rx.elapsed();
                 if !warned_silence && silent >= Duration::from_secs(cfg.silence_warning_secs) {

@@ -54,8 +54,7 @@ fuzz_target!(|ops: &[u8]| {
         }
     }
     let mut rx = Receiver::new(f.anchor, ReceiverConfig::default());
-    for d in &stream {
-        rx.handle_datagram(1_700_000_000, d);
+    let check = |rx: &mut Receiver| {
         while let Some(e) = rx.poll_event() {
             if let Event::ChunkComplete(c) = e {
                 let start = c.index() as usize * CHUNK as usize;
@@ -63,5 +62,15 @@ fuzz_target!(|ops: &[u8]| {
                 assert_eq!(c.data(), &f.source[start..end], "a wrong chunk was emitted");
             }
         }
+    };
+    for (i, d) in stream.iter().enumerate() {
+        rx.handle_datagram(1_700_000_000, d);
+        // Poll sometimes per datagram, sometimes per batch: both paths.
+        if ops.len() % 2 == 0 || i % 16 == 15 {
+            check(&mut rx);
+        }
     }
+    check(&mut rx);
+    rx.handle_idle();
+    check(&mut rx);
 });

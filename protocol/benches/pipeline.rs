@@ -126,6 +126,9 @@ fn main() {
         for d in &received[i] {
             rx.handle_datagram(1, d);
         }
+        if i == CHUNKS - 1 {
+            rx.handle_idle(); // the stream ends
+        }
         while let Some(e) = rx.poll_event() {
             if let Event::ChunkComplete(c) = e {
                 assert_eq!(c.data(), &chunks[i][..]);

@@ -16,10 +16,17 @@
 //! candidates to decode, or when [`Receiver::poll_event`] runs out of events. Only
 //! checked symbols count, are kept, or reach the decoder.
 //!
+//! A chunk is decoded once it holds K + [`DECODE_MARGIN`] verified symbols, or
+//! with at least K as soon as its symbols stop coming: a datagram of another chunk
+//! arrives, or the owner calls [`Receiver::handle_idle`].
+//!
 //! Calling order: [`Receiver::mark_complete`] for chunks already stored (on a
 //! restart), then [`Receiver::handle_datagram`] for each datagram of a batch (a
 //! socket read), then [`Receiver::poll_event`] until `None`. Polling after every
-//! datagram is correct too, but checks digests one at a time.
+//! datagram is correct too, but checks digests one at a time. Call
+//! [`Receiver::handle_idle`] when the network has been quiet for a while (the hub
+//! does every second), so a chunk whose last symbols were the last to arrive is
+//! decoded.
 
 use crate::digest::symbol_digests;
 use crate::fec::{decode_chunk, page_hash, page_of, page_range};
@@ -253,6 +260,11 @@ type ChunkKey = (ObjectId, u32);
 /// Candidate symbols whose digests are checked in one pass.
 pub const VERIFY_BATCH: usize = 16;
 
+/// Verified symbols beyond K before decoding while symbols keep coming. With at
+/// least K' + H symbols (H ≤ 11 for K ≤ 2048) raptorq solves without its GF(256)
+/// HDPC rows, several times faster than from exactly K (docs/BENCHMARKS.md).
+pub const DECODE_MARGIN: usize = 15;
+
 struct ActiveChunk {
     ticket: VerifiedTicket,
     /// The ticket datagram's signed bytes and signature, to skip re-verifying repeats.
@@ -292,6 +304,8 @@ pub struct Receiver {
     /// Chunks holding unchecked candidates (may repeat; checking twice is a no-op).
     unverified: Vec<ChunkKey>,
     digest_scratch: Vec<crate::wire::SymbolDigest>,
+    /// The chunk the last ticket, page or symbol was for.
+    current: Option<ChunkKey>,
     use_clock: u64,
     events: VecDeque<Event>,
     drops: DropCounters,
@@ -313,10 +327,29 @@ impl Receiver {
             pending_bytes: 0,
             unverified: Vec::new(),
             digest_scratch: Vec::new(),
+            current: None,
             use_clock: 0,
             events: VecDeque::new(),
             drops: DropCounters::default(),
             stats: ReceiverStats::default(),
+        }
+    }
+
+    /// The network has been quiet: decode every chunk that holds enough symbols.
+    pub fn handle_idle(&mut self) {
+        let keys: Vec<ChunkKey> = self.active.keys().copied().collect();
+        for key in keys {
+            let r = self.settle(key);
+            self.count(r);
+        }
+    }
+
+    /// Check a chunk's candidates and decode it if it holds at least K symbols.
+    fn settle(&mut self, key: ChunkKey) -> Result<(), DropReason> {
+        self.verify_candidates(key)?;
+        match self.active.get(&key) {
+            Some(c) if c.verified >= c.k as usize && c.verified > c.tried_at => self.try_decode(key),
+            _ => Ok(()),
         }
     }
 
@@ -376,6 +409,18 @@ impl Receiver {
         if header.channel_tag != self.channel_tag {
             return Err(DropReason::WrongChannel);
         }
+        let key = match &parsed {
+            Datagram::Manifest(_) => None,
+            Datagram::Ticket(t) => Some((t.body.object_id, t.body.chunk_index)),
+            Datagram::TablePage(p) => Some((p.object_id, p.chunk_index)),
+            Datagram::Symbol(s) => Some((s.object_id, s.chunk_index)),
+        };
+        if let Some(previous) = self.current.filter(|c| Some(*c) != key) {
+            // The sender has moved on from `previous`: decode it with what it has.
+            let r = self.settle(previous);
+            self.count(r);
+        }
+        self.current = key;
         match parsed {
             Datagram::Manifest(m) => {
                 if self.manifests.get(&m.body.object_id).is_some_and(|known| known.seq >= m.body.seq) {
@@ -557,7 +602,7 @@ impl Receiver {
         if waiting == 1 {
             self.unverified.push(key);
         }
-        if waiting >= VERIFY_BATCH || chunk.esis.len() >= chunk.k as usize {
+        if waiting >= VERIFY_BATCH || chunk.esis.len() >= chunk.k as usize + DECODE_MARGIN {
             self.verify_candidates(key)?;
         }
         Ok(())
@@ -609,7 +654,7 @@ impl Receiver {
         for _ in 0..bad {
             self.drops.add(DropReason::DigestMismatch);
         }
-        if chunk.verified >= chunk.k as usize && chunk.verified > chunk.tried_at {
+        if chunk.verified >= chunk.k as usize + DECODE_MARGIN && chunk.verified > chunk.tried_at {
             self.try_decode(key)?;
         }
         Ok(())

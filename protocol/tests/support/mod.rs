@@ -103,11 +103,14 @@ impl Received {
     }
 }
 
+/// Feed datagrams one at a time, polling after each; then the network goes quiet.
 pub fn receive(rx: &mut Receiver, datagrams: impl IntoIterator<Item = Vec<u8>>, got: &mut Received) {
     for d in datagrams {
         rx.handle_datagram(NOW, &d);
         drain(rx, got);
     }
+    rx.handle_idle();
+    drain(rx, got);
 }
 
 pub fn drain(rx: &mut Receiver, got: &mut Received) {
@@ -133,5 +136,7 @@ pub fn receive_batched(rx: &mut Receiver, datagrams: impl IntoIterator<Item = Ve
     for d in datagrams {
         rx.handle_datagram(NOW, &d);
     }
+    drain(rx, got);
+    rx.handle_idle();
     drain(rx, got);
 }
