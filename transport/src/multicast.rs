@@ -201,6 +201,26 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn a_source_specific_receiver_hears_only_its_source() {
+        // 232.0.0.0/8 is the SSM range.
+        let mut ours = MulticastConfig::new("232.1.2.3:45103".parse().unwrap());
+        ours.source = Some("127.0.0.1".parse().unwrap());
+        let mut other = ours.clone();
+        other.source = Some("127.0.0.2".parse().unwrap());
+        let hears = receiver(&ours).unwrap();
+        let deaf = receiver(&other).unwrap();
+        let s = sender(&ours).unwrap(); // bound to 127.0.0.1
+        for _ in 0..3 {
+            s.send_to(b"ssm", ours.group).await.unwrap();
+        }
+        let mut buf = [0u8; 16];
+        let wait = std::time::Duration::from_millis(500);
+        let n = tokio::time::timeout(wait, hears.recv(&mut buf)).await.unwrap().unwrap();
+        assert_eq!(&buf[..n], b"ssm");
+        assert!(tokio::time::timeout(wait, deaf.recv(&mut buf)).await.is_err(), "heard another source");
+    }
+
     #[test]
     fn bad_configurations_say_what_to_do() {
         let mut cfg = MulticastConfig::new("10.0.0.1:5000".parse().unwrap());
