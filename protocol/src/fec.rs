@@ -94,25 +94,45 @@ impl EncodedChunk {
     }
 }
 
-/// Decode a chunk from verified symbols. `None` when these symbols do not yet
-/// determine the block (more are needed) or the result does not hash to
-/// `chunk_hash`; the caller tells the two apart by the count it passed.
+/// Decodes one chunk from verified symbols, incrementally: symbols handed to it
+/// stay with it, so after an attempt that needed more, only the new ones are added.
 ///
-/// Preconditions, all established by the verified ticket and table: `t` is a valid
-/// symbol size, `chunk_len` gives K ≤ MAX_SOURCE_SYMBOLS, every ESI is < N_max and
-/// distinct, every symbol is exactly `t` bytes.
-pub fn decode_chunk<'a>(
+/// This is the only place the RaptorQ decoder is used. Preconditions, all
+/// established by the verified ticket and table: `t` is a valid symbol size,
+/// `chunk_len` gives K ≤ MAX_SOURCE_SYMBOLS, every ESI is < N_max and given once,
+/// every symbol is exactly `t` bytes and matched its digest.
+pub struct ChunkDecoder {
+    inner: SourceBlockDecoder,
     chunk_len: u32,
-    t: u16,
-    chunk_hash: &Hash,
-    symbols: impl Iterator<Item = (u32, &'a [u8])>,
-) -> Option<Vec<u8>> {
-    let k = source_symbols(chunk_len, t);
-    let mut decoder = SourceBlockDecoder::new(0, &oti(k, t), u64::from(k) * u64::from(t));
-    let packets = symbols.map(|(esi, s)| EncodingPacket::new(PayloadId::new(0, esi), s.to_vec()));
-    let mut data = decoder.decode(packets)?;
-    data.truncate(chunk_len as usize);
-    (blake3::hash(&data).as_bytes() == chunk_hash).then_some(data)
+    chunk_hash: Hash,
+    held: usize,
+}
+
+impl ChunkDecoder {
+    pub fn new(chunk_len: u32, t: u16, chunk_hash: Hash) -> Self {
+        let k = source_symbols(chunk_len, t);
+        let inner = SourceBlockDecoder::new(0, &oti(k, t), u64::from(k) * u64::from(t));
+        ChunkDecoder { inner, chunk_len, chunk_hash, held: 0 }
+    }
+
+    /// Symbols handed over so far.
+    pub fn held(&self) -> usize {
+        self.held
+    }
+
+    /// Add symbols and try to decode. `None` while these symbols do not determine
+    /// the block, or if the result does not hash to the chunk hash (the caller tells
+    /// the two apart: with every source symbol held, decoding is a copy).
+    pub fn add_and_decode(&mut self, symbols: impl IntoIterator<Item = (u32, Vec<u8>)>) -> Option<Vec<u8>> {
+        let held = &mut self.held;
+        let packets = symbols.into_iter().map(|(esi, data)| {
+            *held += 1;
+            EncodingPacket::new(PayloadId::new(0, esi), data)
+        });
+        let mut data = self.inner.decode(packets)?;
+        data.truncate(self.chunk_len as usize);
+        (blake3::hash(&data).as_bytes() == &self.chunk_hash).then_some(data)
+    }
 }
 
 #[cfg(test)]

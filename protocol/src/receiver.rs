@@ -29,7 +29,7 @@
 //! decoded.
 
 use crate::digest::symbol_digests;
-use crate::fec::{decode_chunk, page_hash, page_of, page_range};
+use crate::fec::{page_hash, page_of, page_range, ChunkDecoder};
 use crate::sender::{chunk_count, chunk_range};
 use crate::verify::{VerifiedManifest, VerifiedTicket, Verifier, VerifyError};
 use crate::wire::{self, Datagram, Hash, SymbolPacket, TablePage, WireError, DIGEST_LEN};
@@ -265,6 +265,13 @@ pub const VERIFY_BATCH: usize = 16;
 /// HDPC rows, several times faster than from exactly K (docs/BENCHMARKS.md).
 pub const DECODE_MARGIN: usize = 15;
 
+impl ActiveChunk {
+    /// Verified symbols held, in the decoder or waiting for it.
+    fn held(&self) -> usize {
+        self.decoder.as_ref().map_or(0, ChunkDecoder::held) + self.verified.len()
+    }
+}
+
 struct ActiveChunk {
     ticket: VerifiedTicket,
     /// The ticket datagram's signed bytes and signature, to skip re-verifying repeats.
@@ -273,12 +280,13 @@ struct ActiveChunk {
     n_max: u32,
     pages: Vec<Option<Box<[u8]>>>,
     have: Vec<bool>,
-    /// ESIs and bytes of the symbols held: the first `verified` are checked,
-    /// the rest are candidates waiting for their digest check.
-    esis: Vec<u32>,
-    symbols: Vec<u8>,
-    verified: usize,
-    /// Symbol count at the last failed decode, so we try again only with more.
+    /// Symbols held but not yet checked against their digests.
+    candidates: Vec<(u32, Vec<u8>)>,
+    /// Checked symbols not yet handed to the decoder.
+    verified: Vec<(u32, Vec<u8>)>,
+    /// Created at the first decode attempt; keeps the symbols handed to it.
+    decoder: Option<ChunkDecoder>,
+    /// Verified symbol count at the last failed decode, so we try again only with more.
     tried_at: usize,
     last_used: u64,
 }
@@ -348,7 +356,7 @@ impl Receiver {
     fn settle(&mut self, key: ChunkKey) -> Result<(), DropReason> {
         self.verify_candidates(key)?;
         match self.active.get(&key) {
-            Some(c) if c.verified >= c.k as usize && c.verified > c.tried_at => self.try_decode(key),
+            Some(c) if c.held() >= c.k as usize && c.held() > c.tried_at => self.try_decode(key),
             _ => Ok(()),
         }
     }
@@ -488,9 +496,9 @@ impl Receiver {
                 n_max,
                 pages: vec![None; pages],
                 have: vec![false; n_max as usize],
-                esis: Vec::with_capacity(k as usize + 8),
-                symbols: Vec::with_capacity((k as usize + 8) * t.symbol_size as usize),
-                verified: 0,
+                candidates: Vec::with_capacity(VERIFY_BATCH),
+                verified: Vec::with_capacity(k as usize + DECODE_MARGIN),
+                decoder: None,
                 tried_at: 0,
                 last_used: self.use_clock,
                 ticket: t,
@@ -596,13 +604,12 @@ impl Receiver {
         // A candidate: held, not yet trusted. `have` is set now so a duplicate in
         // the same batch is refused; a failed check clears it.
         chunk.have[s.esi as usize] = true;
-        chunk.esis.push(s.esi);
-        chunk.symbols.extend_from_slice(s.data);
-        let waiting = chunk.esis.len() - chunk.verified;
+        chunk.candidates.push((s.esi, s.data.to_vec()));
+        let waiting = chunk.candidates.len();
         if waiting == 1 {
             self.unverified.push(key);
         }
-        if waiting >= VERIFY_BATCH || chunk.esis.len() >= chunk.k as usize + DECODE_MARGIN {
+        if waiting >= VERIFY_BATCH || chunk.held() + waiting >= chunk.k as usize + DECODE_MARGIN {
             self.verify_candidates(key)?;
         }
         Ok(())
@@ -614,18 +621,14 @@ impl Receiver {
         let Some(chunk) = self.active.get_mut(&key) else {
             return Ok(());
         };
-        let start = chunk.verified;
-        if start == chunk.esis.len() {
+        if chunk.candidates.is_empty() {
             return Ok(());
         }
         let t = chunk.ticket.symbol_size as usize;
-        let refs: Vec<&[u8]> = chunk.symbols[start * t..].chunks_exact(t).collect();
+        let refs: Vec<&[u8]> = chunk.candidates.iter().map(|(_, d)| d.as_slice()).collect();
         symbol_digests(&chunk.ticket.chunk_hash, &refs, &mut self.digest_scratch);
-        let mut kept = start;
-        let mut bad = 0;
-        for (i, digest) in self.digest_scratch.iter().enumerate() {
-            let idx = start + i;
-            let esi = chunk.esis[idx];
+        let mut good = 0usize;
+        for ((esi, data), digest) in chunk.candidates.drain(..).zip(&self.digest_scratch) {
             let page = page_of(esi);
             let at = (esi - page_range(page, chunk.n_max).start) as usize * DIGEST_LEN;
             // Candidates are only taken once their page is verified; a missing
@@ -633,28 +636,20 @@ impl Receiver {
             let matches =
                 chunk.pages[page].as_ref().is_some_and(|table| table[at..at + DIGEST_LEN] == digest[..]);
             if matches {
-                if kept != idx {
-                    chunk.esis[kept] = esi;
-                    chunk.symbols.copy_within(idx * t..(idx + 1) * t, kept * t);
-                }
-                kept += 1;
+                // Verified: from here on this symbol is trusted data.
+                chunk.verified.push((esi, data));
+                good += 1;
             } else {
                 chunk.have[esi as usize] = false;
-                bad += 1;
+                self.drops.add(DropReason::DigestMismatch);
             }
         }
-        chunk.esis.truncate(kept);
-        chunk.symbols.truncate(kept * t);
-        // Verified: from here on these symbols are trusted data.
-        chunk.verified = kept;
         self.use_clock += 1;
         chunk.last_used = self.use_clock;
-        self.stats.symbols_accepted += (kept - start) as u64;
-        self.stats.symbol_bytes_accepted += ((kept - start) * t) as u64;
-        for _ in 0..bad {
-            self.drops.add(DropReason::DigestMismatch);
-        }
-        if chunk.verified >= chunk.k as usize + DECODE_MARGIN && chunk.verified > chunk.tried_at {
+        self.stats.symbols_accepted += good as u64;
+        self.stats.symbol_bytes_accepted += (good * t) as u64;
+        let held = chunk.held();
+        if held >= chunk.k as usize + DECODE_MARGIN && held > chunk.tried_at {
             self.try_decode(key)?;
         }
         Ok(())
@@ -665,11 +660,10 @@ impl Receiver {
             return Ok(());
         };
         self.stats.decode_attempts += 1;
-        let t = chunk.ticket.symbol_size;
-        let n = chunk.verified;
-        let verified = chunk.symbols[..n * t as usize].chunks_exact(t as usize);
-        let symbols = chunk.esis[..n].iter().copied().zip(verified);
-        match decode_chunk(chunk.ticket.chunk_len, t, &chunk.ticket.chunk_hash, symbols) {
+        let t = &chunk.ticket;
+        let decoder =
+            chunk.decoder.get_or_insert_with(|| ChunkDecoder::new(t.chunk_len, t.symbol_size, t.chunk_hash));
+        match decoder.add_and_decode(chunk.verified.drain(..)) {
             Some(data) => {
                 let hash = chunk.ticket.chunk_hash;
                 self.active.remove(&key);
@@ -684,15 +678,14 @@ impl Receiver {
                 Ok(())
             }
             None => {
-                chunk.tried_at = chunk.verified;
+                chunk.tried_at = chunk.held();
                 // With every source symbol present decoding is a copy; failing then
                 // means the data does not hash to the ticket. Start the chunk over.
-                if chunk.verified >= chunk.n_max as usize || chunk.have[..chunk.k as usize].iter().all(|h| *h)
-                {
-                    chunk.esis.clear();
-                    chunk.symbols.clear();
+                if chunk.held() >= chunk.n_max as usize || chunk.have[..chunk.k as usize].iter().all(|h| *h) {
+                    chunk.decoder = None;
+                    chunk.verified.clear();
+                    chunk.candidates.clear();
                     chunk.have.iter_mut().for_each(|h| *h = false);
-                    chunk.verified = 0;
                     chunk.tried_at = 0;
                     return Err(DropReason::ChunkHashMismatch);
                 }
