@@ -29,6 +29,8 @@ const RECV_BATCH: usize = 64;
 /// Events queued for the store worker before the receive loop waits for it.
 const STORE_QUEUE: usize = 64;
 const DROP_REPORT_EVERY: Duration = Duration::from_secs(10);
+/// At most one store warning per this interval; the rest are counted.
+const STORE_WARN_EVERY: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum HubError {
@@ -101,17 +103,19 @@ pub async fn run(cfg: HubConfig, status: StatusBoard, cancel: CancellationToken)
     };
 
     let (tx, rx) = mpsc::channel(STORE_QUEUE);
+    // Chunks the worker could not store go back, so the receiver collects them again.
+    let (unstored_tx, mut unstored_rx) = mpsc::channel(STORE_QUEUE);
     let worker = {
         let status = status.clone();
         let export = cfg.export.clone();
         let manifests = manifests.iter().map(|m| (m.object_id, (**m).clone())).collect();
         std::thread::Builder::new()
             .name("store".into())
-            .spawn(move || store_worker(store, rx, status, export, manifests))
+            .spawn(move || store_worker(store, rx, unstored_tx, status, export, manifests))
             .map_err(|source| HubError::Store(StoreError::Io { path: "store thread".into(), source }))?
     };
 
-    let result = receive_loop(&cfg, &socket, &mut receiver, &tx, &status, &cancel).await;
+    let result = receive_loop(&cfg, &socket, &mut receiver, &tx, &mut unstored_rx, &status, &cancel).await;
     drop(tx);
     let _ = tokio::task::spawn_blocking(move || worker.join()).await;
     cancel.cancel();
@@ -126,6 +130,7 @@ async fn receive_loop(
     socket: &tokio::net::UdpSocket,
     receiver: &mut Receiver,
     tx: &mpsc::Sender<Event>,
+    unstored: &mut mpsc::Receiver<(ObjectId, u32)>,
     status: &StatusBoard,
     cancel: &CancellationToken,
 ) -> Result<(), HubError> {
@@ -192,6 +197,7 @@ async fn receive_loop(
                     last_drop_report = Instant::now();
                 }
             }
+            Some((id, index)) = unstored.recv() => receiver.forget_complete(id, index),
             _ = cancel.cancelled() => break,
         }
     }
@@ -217,11 +223,18 @@ fn report_drops(before: &DropCounters, now: &DropCounters) {
 fn store_worker(
     mut store: Store,
     mut rx: mpsc::Receiver<Event>,
+    unstored: mpsc::Sender<(ObjectId, u32)>,
     status: StatusBoard,
     export: Option<PathBuf>,
     mut manifests: HashMap<ObjectId, Manifest>,
 ) {
-    let mut w = StoreWorker { store: &mut store, status: &status, export: export.as_deref() };
+    let mut w = StoreWorker {
+        store: &mut store,
+        status: &status,
+        export: export.as_deref(),
+        last_warn: None,
+        suppressed: 0,
+    };
     for m in manifests.values() {
         w.publish(m);
         w.finish_if_complete(m);
@@ -244,7 +257,12 @@ fn store_worker(
                         s.stored += 1;
                     }),
                     Ok(false) => w.status.with_chunks(|s| s.refetched += 1),
-                    Err(e) => w.fail(&e),
+                    Err(e) => {
+                        w.fail(&e);
+                        // If the queue is full the chunk stays marked until a restart,
+                        // which reloads the truth from the store.
+                        let _ = unstored.try_send((c.object_id(), c.index()));
+                    }
                 }
                 let n = w.store.chunk_count(&c.object_id());
                 w.status.update_object(c.object_id(), |o| o.chunks_stored = n);
@@ -260,12 +278,25 @@ struct StoreWorker<'a> {
     store: &'a mut Store,
     status: &'a StatusBoard,
     export: Option<&'a std::path::Path>,
+    last_warn: Option<Instant>,
+    suppressed: u64,
 }
 
 impl StoreWorker<'_> {
-    fn fail(&self, e: &StoreError) {
-        self.status.store_error();
-        warn!("store: {e}");
+    /// Count a failure; log at most one line per STORE_WARN_EVERY.
+    fn fail(&mut self, e: &StoreError) {
+        self.status.store_error(e.to_string());
+        if self.last_warn.is_some_and(|t| t.elapsed() < STORE_WARN_EVERY) {
+            self.suppressed += 1;
+            return;
+        }
+        if self.suppressed > 0 {
+            warn!("store: {e} ({} more store failures since the last warning)", self.suppressed);
+        } else {
+            warn!("store: {e}");
+        }
+        self.last_warn = Some(Instant::now());
+        self.suppressed = 0;
     }
 
     fn publish(&self, m: &Manifest) {

@@ -61,6 +61,8 @@ pub struct HubStatus {
     /// Peers (none until peer repair exists).
     pub peers: Vec<String>,
     pub store_errors: u64,
+    /// The last store failure, e.g. a full disk, with what to do.
+    pub last_store_error: Option<String>,
 }
 
 /// Shared, cheap to clone.
@@ -97,8 +99,10 @@ impl StatusBoard {
         f(&mut self.lock().status.chunks);
     }
 
-    pub fn store_error(&self) {
-        self.lock().status.store_errors += 1;
+    pub fn store_error(&self, message: String) {
+        let mut b = self.lock();
+        b.status.store_errors += 1;
+        b.status.last_store_error = Some(message);
     }
 
     pub fn record_receiver(

@@ -294,7 +294,11 @@ impl Store {
 /// Write `data` to `tmp`, fsync, rename to `path`, fsync the directory.
 fn write_durably(tmp: &Path, path: &Path, data: &[u8]) -> Result<(), StoreError> {
     let mut f = fs::File::create(tmp).map_err(io_at(tmp))?;
-    f.write_all(data).and_then(|_| f.sync_all()).map_err(io_at(tmp))?;
+    if let Err(e) = f.write_all(data).and_then(|_| f.sync_all()) {
+        // A half-written file on a full disk only makes it fuller.
+        let _ = fs::remove_file(tmp);
+        return Err(io_at(tmp)(e));
+    }
     let parent = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(parent).map_err(io_at(parent))?;
     fs::rename(tmp, path).map_err(io_at(path))?;

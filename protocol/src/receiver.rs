@@ -368,6 +368,11 @@ impl Receiver {
         self.complete.insert(key);
     }
 
+    /// A chunk reported complete could not be stored: collect it again.
+    pub fn forget_complete(&mut self, object_id: ObjectId, index: u32) {
+        self.complete.remove(&(object_id, index));
+    }
+
     /// Remember a manifest the store already holds (a restart), without an event.
     pub fn remember_manifest(&mut self, m: VerifiedManifest) {
         self.seq_by_name.insert(m.name.clone(), m.seq);
