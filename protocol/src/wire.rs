@@ -289,6 +289,20 @@ pub fn decode_header(buf: &[u8]) -> Result<Header, WireError> {
     Ok(Header { kind, channel_tag: r.u64()? })
 }
 
+/// The chunk a ticket, table page or symbol datagram is for, read from its fixed
+/// offsets without parsing the rest: enough to skip repeats cheaply. `None` for
+/// manifests and for anything too short to hold the fields.
+pub fn peek_chunk(buf: &[u8], kind: Kind) -> Option<(ObjectId, u32)> {
+    let at = match kind {
+        Kind::Manifest => return None,
+        Kind::Ticket => HEADER_LEN + CERTIFICATE_LEN + 8 + 8,
+        Kind::TablePage | Kind::Symbol => HEADER_LEN,
+    };
+    let id: [u8; 32] = buf.get(at..at + 32)?.try_into().ok()?;
+    let index: [u8; 4] = buf.get(at + 32..at + 36)?.try_into().ok()?;
+    Some((ObjectId(id), u32::from_be_bytes(index)))
+}
+
 /// Parse a whole datagram. Bounds are checked; nothing is verified.
 pub fn decode(buf: &[u8]) -> Result<(Header, Datagram<'_>), WireError> {
     let header = decode_header(buf)?;
