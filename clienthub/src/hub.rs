@@ -231,7 +231,7 @@ fn store_worker(
     let mut w = StoreWorker {
         store: &mut store,
         status: &status,
-        export: export.as_deref(),
+        export: export.map(crate::export::Exporter::new),
         last_warn: None,
         suppressed: 0,
     };
@@ -252,10 +252,18 @@ fn store_worker(
             }
             Event::ChunkComplete(c) => {
                 match w.store.put_chunk(&c) {
-                    Ok(true) => w.status.with_chunks(|s| {
-                        s.stored_this_run += 1;
-                        s.stored += 1;
-                    }),
+                    Ok(true) => {
+                        w.status.with_chunks(|s| {
+                            s.stored_this_run += 1;
+                            s.stored += 1;
+                        });
+                        if let (Some(exporter), Some(m)) = (w.export.as_mut(), manifests.get(&c.object_id()))
+                        {
+                            if let Err(e) = exporter.chunk_stored(m, c.index(), c.data()) {
+                                w.fail(&e);
+                            }
+                        }
+                    }
                     Ok(false) => w.status.with_chunks(|s| s.refetched += 1),
                     Err(e) => {
                         w.fail(&e);
@@ -277,7 +285,7 @@ fn store_worker(
 struct StoreWorker<'a> {
     store: &'a mut Store,
     status: &'a StatusBoard,
-    export: Option<&'a std::path::Path>,
+    export: Option<crate::export::Exporter>,
     last_warn: Option<Instant>,
     suppressed: u64,
 }
@@ -315,13 +323,13 @@ impl StoreWorker<'_> {
             return;
         }
         let mut exported = None;
-        if let Some(dir) = self.export {
+        if let Some(exporter) = self.export.as_mut() {
             let already = matches!(self.store.exported_name(&m.object_id), Ok(Some(n)) if n == m.name);
-            let target = dir.join(crate::store::safe_relative_path(&m.name).unwrap_or_default());
+            let target = exporter.dir().join(crate::store::safe_relative_path(&m.name).unwrap_or_default());
             if already && target.exists() {
                 exported = Some(target);
             } else {
-                match self.store.export(m, dir) {
+                match exporter.finish(self.store, m) {
                     Ok(path) => {
                         info!(name = %m.name, path = %path.display(), "complete and exported");
                         exported = Some(path);

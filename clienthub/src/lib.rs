@@ -5,6 +5,7 @@
 //! `main.rs` only parses the command line; everything runs from here.
 
 pub mod config;
+pub mod export;
 pub mod http;
 pub mod hub;
 pub mod status;

@@ -19,7 +19,7 @@
 //! [`VerifiedManifest`], which only the protocol's receiver makes.
 
 use hubcast_protocol::receiver::VerifiedChunk;
-use hubcast_protocol::sender::{chunk_count, chunk_range};
+use hubcast_protocol::sender::chunk_count;
 use hubcast_protocol::verify::VerifiedManifest;
 use hubcast_protocol::wire::Manifest;
 use hubcast_protocol::ObjectId;
@@ -57,7 +57,7 @@ pub enum StoreError {
     ExportMismatch(String),
 }
 
-fn io_at(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+pub(crate) fn io_at(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
     move |source| {
         if source.raw_os_error() == Some(28) {
             StoreError::DiskFull(path.to_owned())
@@ -258,36 +258,11 @@ impl Store {
         Ok(t.get(&id.0).map_err(idx)?.map(|v| v.value().to_owned()))
     }
 
-    /// Write a complete object to `dir` under its (sanitised) name, atomically,
-    /// after checking the whole file hashes to the object id.
-    pub fn export(&mut self, m: &Manifest, dir: &Path) -> Result<PathBuf, StoreError> {
-        let rel = safe_relative_path(&m.name).ok_or_else(|| StoreError::UnsafeName(m.name.clone()))?;
-        let target = dir.join(&rel);
-        let parent = target.parent().unwrap_or(dir).to_owned();
-        fs::create_dir_all(&parent).map_err(io_at(&parent))?;
-        let tmp = parent.join(format!(".hubcast-{}.part", m.object_id.to_hex()));
-        let mut file = fs::File::create(&tmp).map_err(io_at(&tmp))?;
-        let mut hasher = blake3::Hasher::new();
-        for i in 0..chunk_count(m.size, m.chunk_size) {
-            let data = self.read_chunk(&m.object_id, i)?.ok_or(StoreError::Corrupt(m.object_id, i))?;
-            let r = chunk_range(m.size, m.chunk_size, i);
-            if data.len() as u64 != r.end - r.start {
-                let _ = fs::remove_file(&tmp);
-                return Err(StoreError::ExportMismatch(m.name.clone()));
-            }
-            hasher.update(&data);
-            file.write_all(&data).map_err(io_at(&tmp))?;
-        }
-        if hasher.finalize().as_bytes() != &m.object_id.0 {
-            let _ = fs::remove_file(&tmp);
-            return Err(StoreError::ExportMismatch(m.name.clone()));
-        }
-        file.sync_all().map_err(io_at(&tmp))?;
-        fs::rename(&tmp, &target).map_err(io_at(&target))?;
+    /// Record that an object was exported under `name`.
+    pub fn mark_exported(&self, id: &ObjectId, name: &str) -> Result<(), StoreError> {
         let w = self.db.begin_write().map_err(idx)?;
-        w.open_table(EXPORTED).map_err(idx)?.insert(&m.object_id.0, m.name.as_str()).map_err(idx)?;
-        w.commit().map_err(idx)?;
-        Ok(target)
+        w.open_table(EXPORTED).map_err(idx)?.insert(&id.0, name).map_err(idx)?;
+        w.commit().map_err(idx)
     }
 }
 

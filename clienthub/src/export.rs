@@ -1,0 +1,120 @@
+//! Export: completed objects appear in the export folder under their names.
+//!
+//! Each verified chunk is written into the object's `.hubcast-<id>.part` file as
+//! soon as it is stored, so finishing an object costs little more than an fsync
+//! and a rename: any chunk not written that way (stored before a restart, or
+//! before the manifest was known) is copied in from the store, the whole file is
+//! read back and must hash to the object id, and only then is it renamed into
+//! place. A crash leaves at most a `.part` file, which is rewritten next time.
+
+use crate::store::{io_at, safe_relative_path, Store, StoreError};
+use hubcast_protocol::sender::{chunk_count, chunk_range};
+use hubcast_protocol::wire::Manifest;
+use hubcast_protocol::ObjectId;
+use std::collections::HashMap;
+use std::fs;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+/// Objects with an open `.part` file at once; the oldest is closed past this
+/// (its chunks are then copied from the store when it completes).
+pub const MAX_OPEN_PARTS: usize = 16;
+
+struct Part {
+    file: fs::File,
+    tmp: PathBuf,
+    target: PathBuf,
+    written: Vec<bool>,
+    opened: u64,
+}
+
+pub struct Exporter {
+    dir: PathBuf,
+    parts: HashMap<ObjectId, Part>,
+    clock: u64,
+}
+
+impl Exporter {
+    pub fn new(dir: PathBuf) -> Self {
+        Exporter { dir, parts: HashMap::new(), clock: 0 }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn part(&mut self, m: &Manifest) -> Result<&mut Part, StoreError> {
+        if !self.parts.contains_key(&m.object_id) {
+            let rel = safe_relative_path(&m.name).ok_or_else(|| StoreError::UnsafeName(m.name.clone()))?;
+            let target = self.dir.join(rel);
+            let parent = target.parent().unwrap_or(&self.dir).to_owned();
+            fs::create_dir_all(&parent).map_err(io_at(&parent))?;
+            let tmp = parent.join(format!(".hubcast-{}.part", m.object_id.to_hex()));
+            let file = fs::File::create(&tmp).map_err(io_at(&tmp))?;
+            if self.parts.len() >= MAX_OPEN_PARTS {
+                if let Some(oldest) = self.parts.iter().min_by_key(|(_, p)| p.opened).map(|(id, _)| *id) {
+                    self.parts.remove(&oldest);
+                }
+            }
+            self.clock += 1;
+            let written = vec![false; chunk_count(m.size, m.chunk_size) as usize];
+            self.parts.insert(m.object_id, Part { file, tmp, target, written, opened: self.clock });
+        }
+        self.parts.get_mut(&m.object_id).ok_or(StoreError::ExportMismatch(m.name.clone()))
+    }
+
+    /// A verified chunk of `m` was stored: write it into the object's `.part` file.
+    pub fn chunk_stored(&mut self, m: &Manifest, index: u32, data: &[u8]) -> Result<(), StoreError> {
+        let range = chunk_range(m.size, m.chunk_size, index);
+        if index >= chunk_count(m.size, m.chunk_size) || data.len() as u64 != range.end - range.start {
+            return Err(StoreError::ExportMismatch(m.name.clone()));
+        }
+        let part = self.part(m)?;
+        part.file.write_all_at(data, range.start).map_err(io_at(&part.tmp))?;
+        part.written[index as usize] = true;
+        Ok(())
+    }
+
+    /// Every chunk of `m` is stored: complete the `.part` file from the store,
+    /// check it hashes to the object id, fsync, rename into place.
+    pub fn finish(&mut self, store: &mut Store, m: &Manifest) -> Result<PathBuf, StoreError> {
+        self.part(m)?;
+        let part = self.parts.remove(&m.object_id).ok_or(StoreError::ExportMismatch(m.name.clone()))?;
+        let result = Self::complete_part(&part, store, m);
+        if result.is_err() {
+            let _ = fs::remove_file(&part.tmp);
+        }
+        result?;
+        fs::rename(&part.tmp, &part.target).map_err(io_at(&part.target))?;
+        if let Some(parent) = part.target.parent() {
+            fs::File::open(parent).and_then(|d| d.sync_all()).map_err(io_at(parent))?;
+        }
+        store.mark_exported(&m.object_id, &m.name)?;
+        Ok(part.target)
+    }
+
+    fn complete_part(part: &Part, store: &mut Store, m: &Manifest) -> Result<(), StoreError> {
+        for (i, written) in part.written.iter().enumerate() {
+            if !written {
+                let data = store
+                    .read_chunk(&m.object_id, i as u32)?
+                    .ok_or(StoreError::Corrupt(m.object_id, i as u32))?;
+                let range = chunk_range(m.size, m.chunk_size, i as u32);
+                if data.len() as u64 != range.end - range.start {
+                    return Err(StoreError::ExportMismatch(m.name.clone()));
+                }
+                part.file.write_all_at(&data, range.start).map_err(io_at(&part.tmp))?;
+            }
+        }
+        part.file.set_len(m.size).map_err(io_at(&part.tmp))?;
+        part.file.sync_all().map_err(io_at(&part.tmp))?;
+        // Read back what is on disk: the file must be exactly the object.
+        let mut hasher = blake3::Hasher::new();
+        let mut f = fs::File::open(&part.tmp).map_err(io_at(&part.tmp))?;
+        std::io::copy(&mut f, &mut hasher).map_err(io_at(&part.tmp))?;
+        if hasher.finalize().as_bytes() != &m.object_id.0 {
+            return Err(StoreError::ExportMismatch(m.name.clone()));
+        }
+        Ok(())
+    }
+}
