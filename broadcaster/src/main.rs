@@ -1,6 +1,5 @@
 //! `broadcaster`: make channel keys, and seed files and folders over multicast.
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 use hubcast_broadcaster::{unix_now, SeedConfig};
 use hubcast_keys::{ChannelKeys, SignerKeys};
@@ -69,13 +68,7 @@ struct SeedArgs {
 
 impl SeedArgs {
     fn into_config(self) -> anyhow::Result<SeedConfig> {
-        let mut c = match &self.config {
-            Some(p) => {
-                let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-                toml::from_str(&text).with_context(|| format!("{}: bad settings", p.display()))?
-            }
-            None => SeedConfig::default(),
-        };
+        let mut c: SeedConfig = hubcast_daemon::load_settings(self.config.as_deref())?;
         macro_rules! set {
             ($($f:ident),*) => { $( if let Some(v) = self.$f { c.$f = v; } )* };
         }
@@ -89,12 +82,7 @@ impl SeedArgs {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    hubcast_daemon::init_logging();
     match Cli::parse().command {
         Command::Keygen { dir, validity_days, force } => {
             let keys = ChannelKeys::generate(&mut rand::rngs::OsRng, unix_now(), validity_days * 86_400);
@@ -110,7 +98,7 @@ async fn main() -> anyhow::Result<()> {
             let cancel = CancellationToken::new();
             let stop = cancel.clone();
             tokio::spawn(async move {
-                shutdown_signal().await;
+                hubcast_daemon::shutdown_signal().await;
                 stop.cancel();
             });
             let r = hubcast_broadcaster::seed(&cfg, keys, cancel).await?;
@@ -127,13 +115,4 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).ok();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
-    }
 }

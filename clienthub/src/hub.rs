@@ -74,7 +74,7 @@ pub async fn run(cfg: HubConfig, status: StatusBoard, cancel: CancellationToken)
     let store_dir = cfg.store.clone();
     let (store, report) = tokio::task::spawn_blocking(move || Store::open(&store_dir))
         .await
-        .expect("store open task does not panic")?;
+        .map_err(|e| StoreError::Io { path: cfg.store.clone(), source: std::io::Error::other(e) })??;
     status.init(anchor.fingerprint.to_string(), cfg.group.to_string());
     status.with_chunks(|c| {
         c.stored_at_start = report.chunks;

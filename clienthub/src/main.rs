@@ -65,13 +65,7 @@ struct RunArgs {
 
 impl RunArgs {
     fn into_config(self) -> anyhow::Result<HubConfig> {
-        let mut c = match &self.config {
-            Some(p) => {
-                let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-                toml::from_str(&text).with_context(|| format!("{}: bad settings", p.display()))?
-            }
-            None => HubConfig::default(),
-        };
+        let mut c: HubConfig = hubcast_daemon::load_settings(self.config.as_deref())?;
         macro_rules! set {
             ($($f:ident),*) => { $( if let Some(v) = self.$f { c.$f = v; } )* };
         }
@@ -90,19 +84,14 @@ impl RunArgs {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    hubcast_daemon::init_logging();
     match Cli::parse().command {
         Command::Run(args) => {
             let cfg = (*args).into_config()?;
             let cancel = CancellationToken::new();
             let stop = cancel.clone();
             tokio::spawn(async move {
-                shutdown_signal().await;
+                hubcast_daemon::shutdown_signal().await;
                 stop.cancel();
             });
             hubcast_clienthub::run(cfg, StatusBoard::default(), cancel).await?;
@@ -121,13 +110,4 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).ok();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
-    }
 }

@@ -1,0 +1,82 @@
+//! Process plumbing shared by the `broadcaster` and `clienthub` binaries:
+//! logging, stop signals and settings files. No protocol logic lives here.
+
+use serde::de::DeserializeOwned;
+use std::path::{Path, PathBuf};
+
+/// Log to stderr through `tracing`; `RUST_LOG` sets the filter (default `info`).
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM (systemd's stop).
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).ok();
+    let terminated = async {
+        match term.as_mut() {
+            Some(t) => {
+                t.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminated => {}
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("reading settings {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("settings {path}: {source} (the keys and defaults are in docs/OPERATIONS.md)")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+}
+
+/// The settings in a TOML file, or the defaults when no file is given.
+pub fn load_settings<T: DeserializeOwned + Default>(path: Option<&Path>) -> Result<T, SettingsError> {
+    let Some(path) = path else { return Ok(T::default()) };
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| SettingsError::Read { path: path.to_owned(), source })?;
+    toml::from_str(&text).map_err(|source| SettingsError::Parse { path: path.to_owned(), source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize, Default, Debug, PartialEq)]
+    #[serde(default, deny_unknown_fields)]
+    struct S {
+        rate: u32,
+    }
+
+    #[test]
+    fn settings_load_from_a_file_or_default_and_errors_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.toml");
+        std::fs::write(&p, "rate = 5\n").unwrap();
+        assert_eq!(load_settings::<S>(Some(&p)).unwrap(), S { rate: 5 });
+        assert_eq!(load_settings::<S>(None).unwrap(), S::default());
+        std::fs::write(&p, "rat = 5\n").unwrap();
+        let e = load_settings::<S>(Some(&p)).unwrap_err().to_string();
+        assert!(e.contains("s.toml") && e.contains("OPERATIONS.md"), "{e}");
+        let missing = dir.path().join("missing.toml");
+        assert!(load_settings::<S>(Some(&missing)).unwrap_err().to_string().contains("missing.toml"));
+    }
+}
