@@ -81,8 +81,17 @@ impl SeedArgs {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() {
     hubcast_daemon::init_logging();
+    // One line that says what went wrong and what to do; our errors carry their
+    // causes in their text already.
+    if let Err(e) = run().await {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Keygen { dir, validity_days, force } => {
             let keys = ChannelKeys::generate(&mut rand::rngs::OsRng, unix_now(), validity_days * 86_400);

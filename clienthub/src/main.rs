@@ -83,8 +83,17 @@ impl RunArgs {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() {
     hubcast_daemon::init_logging();
+    // One line that says what went wrong and what to do; our errors carry their
+    // causes in their text already.
+    if let Err(e) = run().await {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Run(args) => {
             let cfg = (*args).into_config()?;

@@ -38,6 +38,8 @@ pub enum KeyFileError {
     CertificateMismatch(PathBuf),
     #[error("{0}: not a root.pub file (needs `fingerprint:` and `root-public-key:` lines that match)")]
     BadRootPub(PathBuf),
+    #[error("no signing key in {0}: make the channel's keys with `broadcaster keygen --dir {0}`")]
+    NoKeys(PathBuf),
     #[error("{0} already holds keys; refusing to overwrite them (pass --force to replace)")]
     AlreadyExists(PathBuf),
     #[error("`{0}` is neither a 64-hex-character fingerprint nor a readable root.pub file")]
@@ -69,6 +71,9 @@ impl SignerKeys {
     /// Load `signing.key` and `signing.cert` from `dir` and check they belong together.
     pub fn load(dir: &Path) -> Result<SignerKeys, KeyFileError> {
         let key_path = dir.join(SIGNING_KEY_FILE);
+        if !key_path.exists() {
+            return Err(KeyFileError::NoKeys(dir.to_owned()));
+        }
         let pem = fs::read_to_string(&key_path).map_err(io_err(&key_path))?;
         let signing =
             SigningKey::from_pkcs8_pem(&pem).map_err(|_| KeyFileError::BadPrivateKey(key_path.clone()))?;
