@@ -93,7 +93,7 @@ pub async fn run(cfg: HubConfig, status: StatusBoard, cancel: CancellationToken)
 
     let http = match cfg.http {
         Some(addr) => {
-            let listener = tokio::net::TcpListener::bind(addr)
+            let listener = hubcast_transport::tcp::listen(addr)
                 .await
                 .map_err(|source| HubError::Http { addr, source })?;
             info!(%addr, "status on http://{addr}/api/status");

@@ -2,7 +2,7 @@
 //! A plain HTTP/1.1 GET over loopback; the hub's listener is local by design.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -17,9 +17,8 @@ pub enum StatusClientError {
 
 /// GET `path` from `addr`; returns the body of a 200 answer.
 pub fn get(addr: SocketAddr, path: &str) -> Result<String, StatusClientError> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+    let mut s = hubcast_transport::tcp::connect(addr, Duration::from_secs(5))
         .map_err(|e| StatusClientError::Connect(addr, e))?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| StatusClientError::Read(addr, e))?;
     write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
         .map_err(|e| StatusClientError::Connect(addr, e))?;
     let mut raw = Vec::new();

@@ -1,7 +1,8 @@
 //! The only socket code in hubcast. Multicast sockets through socket2: group,
 //! port, interface, TTL, loopback, and the source of source-specific multicast
-//! (SSM), for IPv4 and IPv6.
+//! (SSM), for IPv4 and IPv6; and the TCP of the hub's local HTTP interface.
 
 pub mod multicast;
+pub mod tcp;
 
 pub use multicast::{Interface, MulticastConfig, TransportError};
