@@ -80,6 +80,27 @@ fn a_folder_reaches_two_hubs_bit_identical_one_of_them_losing_5_percent() {
     }
     assert!(u(&done_b["datagrams"]["simulated_loss"]) > 0, "hub B lost nothing: {}", done_b["datagrams"]);
     assert_eq!(u(&done_a["datagrams"]["simulated_loss"]), 0);
+
+    // What an operator's tools see: curl on the JSON status and the Prometheus text.
+    let curl = |path: &str| {
+        let out = std::process::Command::new("curl")
+            .args(["-sf", "--max-time", "10", &format!("http://{http_a}{path}")])
+            .output()
+            .expect("curl is installed (.ci/run installs it)");
+        assert!(out.status.success(), "curl {path} failed");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let json: serde_json::Value = serde_json::from_str(&curl("/api/status")).unwrap();
+    assert_eq!(json["objects"].as_array().unwrap().len(), 7);
+    let metrics = curl("/metrics");
+    let multicast = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("hubcast_verified_bytes_total{source=\"multicast\"} "))
+        .and_then(|v| v.parse::<u64>().ok())
+        .expect("multicast bytes metric");
+    assert!(multicast >= 50 << 20, "{metrics}");
+    assert!(metrics.contains("hubcast_objects_complete 7"), "{metrics}");
+    assert!(curl("/").contains("big-50MiB.bin"));
 }
 
 #[test]
