@@ -3,6 +3,7 @@
 //! (SSM), for IPv4 and IPv6; and the TCP of the hub's local HTTP interface.
 
 pub mod multicast;
+pub mod quic;
 pub mod tcp;
 
 pub use multicast::{Interface, MulticastConfig, TransportError};
