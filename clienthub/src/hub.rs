@@ -36,6 +36,8 @@ const STORE_WARN_EVERY: Duration = Duration::from_secs(10);
 pub enum HubError {
     #[error("--trust: {0}")]
     Trust(#[from] KeyFileError),
+    #[error("node key: {0}")]
+    NodeKey(KeyFileError),
     #[error(transparent)]
     Transport(#[from] TransportError),
     #[error(transparent)]
@@ -75,7 +77,8 @@ pub async fn run(cfg: HubConfig, status: StatusBoard, cancel: CancellationToken)
     let (store, report) = tokio::task::spawn_blocking(move || Store::open(&store_dir))
         .await
         .map_err(|e| StoreError::Io { path: cfg.store.clone(), source: std::io::Error::other(e) })??;
-    status.init(anchor.fingerprint.to_string(), cfg.group.to_string());
+    let node = hubcast_keys::NodeKey::load_or_create(&cfg.store).map_err(HubError::NodeKey)?;
+    status.init(node.id().to_string(), anchor.fingerprint.to_string(), cfg.group.to_string());
     status.with_chunks(|c| {
         c.stored_at_start = report.chunks;
         c.stored = report.chunks;

@@ -50,6 +50,8 @@ pub struct DatagramCounters {
 
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct HubStatus {
+    /// This hub's node id: its identity among peers (from STORE/node.key).
+    pub node_id: String,
     pub channel: String,
     pub group: String,
     pub objects: Vec<ObjectStatus>,
@@ -83,8 +85,9 @@ impl StatusBoard {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn init(&self, channel: String, group: String) {
+    pub fn init(&self, node_id: String, channel: String, group: String) {
         let mut b = self.lock();
+        b.status.node_id = node_id;
         b.status.channel = channel;
         b.status.group = group;
     }

@@ -38,6 +38,7 @@ pub fn render(status: &serde_json::Value) -> String {
     let mut out = String::new();
     let u = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
     let b = &status["bytes"];
+    let _ = writeln!(out, "node {}", status["node_id"].as_str().unwrap_or("?"));
     let _ = writeln!(
         out,
         "channel {}  group {}",

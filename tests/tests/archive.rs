@@ -92,6 +92,10 @@ fn a_folder_reaches_two_hubs_bit_identical_one_of_them_losing_5_percent() {
     };
     let json: serde_json::Value = serde_json::from_str(&curl("/api/status")).unwrap();
     assert_eq!(json["objects"].as_array().unwrap().len(), 7);
+    // Each hub has its own node identity, made on first run in its store.
+    assert_eq!(json["node_id"].as_str().unwrap().len(), 64);
+    assert_ne!(json["node_id"], done_b["node_id"]);
+    assert!(t.join("store-a/node.key").exists());
     let metrics = curl("/metrics");
     let multicast = metrics
         .lines()
