@@ -8,6 +8,7 @@
 
 pub mod digest;
 pub mod fec;
+pub mod peer_wire;
 pub mod receiver;
 pub mod sender;
 pub mod verify;

@@ -1,0 +1,385 @@
+//! Peer messages, version 1: what hubs say to each other on QUIC streams.
+//!
+//! Groundwork for peer repair: the codec only. Every message is a frame:
+//!
+//! ```text
+//! 0  4  length n of what follows (1..=MAX_MESSAGE_LEN), u32 BE
+//! 4  1  type
+//! 5  n-1 body
+//!
+//! 1 HaveRequest   object id (32)
+//! 2 HaveMap       object id (32), chunk count c (u32, <= MAX_CHUNKS_PER_OBJECT),
+//!                 complete bitmap (ceil(c/8) bytes, bit i = chunk i, LSB first,
+//!                 unused high bits 0), partial count p (u16, <= MAX_PARTIAL),
+//!                 p x (chunk u32, verified symbols u16), chunks increasing,
+//!                 none of them complete
+//! 3 TableRequest  object id (32), chunk (u32), pages (u32 bitmap, bit g = page g)
+//! 4 SymbolRequest object id (32), chunk (u32), range count r (u16, 1..=MAX_RANGES),
+//!                 r x (first ESI u32, count u16 >= 1), increasing and disjoint,
+//!                 every ESI < the largest N_max, at most MAX_ESIS_PER_REQUEST in all
+//! 5 Refuse        object id (32), chunk (u32), reason (u8: 1 not held, 2 busy,
+//!                 3 over a limit)
+//! 6 Datagram      a wire v1 ticket, table page or symbol datagram (1..=MAX_DATAGRAM)
+//! ```
+//!
+//! Decoding is streaming ([`decode_frame`] says how many bytes it needs), checks
+//! every bound before it allocates, and accepts only the canonical encoding, so a
+//! message has exactly one byte form.
+
+use crate::wire::{self, MAX_SOURCE_SYMBOLS};
+use crate::ObjectId;
+
+/// Largest frame body: a have-map of the largest object fits.
+pub const MAX_MESSAGE_LEN: usize = 1 + 32 + 4 + MAX_CHUNKS_PER_OBJECT as usize / 8 + 2 + MAX_PARTIAL * 6;
+// A table request's u32 page bitmap covers every page a chunk can have.
+const _: () = assert!(wire::MAX_TABLE_PAGES <= 32);
+
+/// Chunks of one object a have-map can describe (1 TiB at 1 MiB chunks).
+pub const MAX_CHUNKS_PER_OBJECT: u32 = 1 << 20;
+/// Partial chunks listed in one have-map.
+pub const MAX_PARTIAL: usize = 1024;
+/// ESI ranges in one symbol request.
+pub const MAX_RANGES: usize = 256;
+/// ESIs asked for in one symbol request: at most one chunk's N_max.
+pub const MAX_ESIS_PER_REQUEST: u32 = MAX_SOURCE_SYMBOLS + MAX_SOURCE_SYMBOLS / 2 + 16;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefuseReason {
+    /// The peer does not hold it. Never counts against the peer.
+    NotHeld = 1,
+    /// The peer is serving others; ask later or elsewhere.
+    Busy = 2,
+    /// The request went over a per-peer limit.
+    OverLimit = 3,
+}
+
+/// Chunks held complete, one bit per chunk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChunkBitmap {
+    chunks: u32,
+    bits: Vec<u8>,
+}
+
+impl ChunkBitmap {
+    pub fn new(chunks: u32) -> Self {
+        ChunkBitmap { chunks, bits: vec![0; chunks.div_ceil(8) as usize] }
+    }
+    pub fn len(&self) -> u32 {
+        self.chunks
+    }
+    pub fn is_empty(&self) -> bool {
+        self.chunks == 0
+    }
+    pub fn set(&mut self, i: u32) {
+        if i < self.chunks {
+            self.bits[i as usize / 8] |= 1 << (i % 8);
+        }
+    }
+    pub fn get(&self, i: u32) -> bool {
+        i < self.chunks && self.bits[i as usize / 8] & (1 << (i % 8)) != 0
+    }
+    pub fn count(&self) -> u32 {
+        self.bits.iter().map(|b| b.count_ones()).sum()
+    }
+}
+
+/// Disjoint, increasing ESI ranges: the only form the decoder produces.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EsiRanges(Vec<(u32, u16)>);
+
+impl EsiRanges {
+    /// Build from ranges (first ESI, count); `None` unless they are non-empty,
+    /// increasing, disjoint and within the bounds above.
+    pub fn new(ranges: Vec<(u32, u16)>) -> Option<Self> {
+        let ok = !ranges.is_empty()
+            && ranges.len() <= MAX_RANGES
+            && ranges.iter().all(|(first, n)| {
+                *n >= 1 && u64::from(*first) + u64::from(*n) <= u64::from(MAX_ESIS_PER_REQUEST)
+            })
+            && ranges.windows(2).all(|w| u64::from(w[0].0) + u64::from(w[0].1) < u64::from(w[1].0))
+            && ranges.iter().map(|(_, n)| u32::from(*n)).sum::<u32>() <= MAX_ESIS_PER_REQUEST;
+        ok.then_some(EsiRanges(ranges))
+    }
+    pub fn ranges(&self) -> &[(u32, u16)] {
+        &self.0
+    }
+    pub fn iter(&self) -> impl Iterator<Item = u32> + '_ {
+        self.0.iter().flat_map(|(first, n)| *first..*first + u32::from(*n))
+    }
+    pub fn count(&self) -> u32 {
+        self.0.iter().map(|(_, n)| u32::from(*n)).sum()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PeerMessage {
+    HaveRequest { object_id: ObjectId },
+    HaveMap { object_id: ObjectId, complete: ChunkBitmap, partial: Vec<(u32, u16)> },
+    TableRequest { object_id: ObjectId, chunk: u32, pages: u32 },
+    SymbolRequest { object_id: ObjectId, chunk: u32, esis: EsiRanges },
+    Refuse { object_id: ObjectId, chunk: u32, reason: RefuseReason },
+    Datagram(Vec<u8>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PeerWireError {
+    /// Not an error yet: the frame needs this many bytes in all.
+    #[error("incomplete frame: {0} bytes needed")]
+    Incomplete(usize),
+    #[error("frame longer than allowed")]
+    TooLong,
+    #[error("empty frame")]
+    Empty,
+    #[error("unknown message type")]
+    UnknownType,
+    #[error("message truncated")]
+    Truncated,
+    #[error("bytes after the message")]
+    TrailingBytes,
+    #[error("field out of range")]
+    OutOfRange,
+    #[error("not the canonical encoding")]
+    NotCanonical,
+}
+
+/// Append `m` as one frame.
+pub fn encode(m: &PeerMessage, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    match m {
+        PeerMessage::HaveRequest { object_id } => {
+            out.push(1);
+            out.extend_from_slice(&object_id.0);
+        }
+        PeerMessage::HaveMap { object_id, complete, partial } => {
+            out.push(2);
+            out.extend_from_slice(&object_id.0);
+            out.extend_from_slice(&complete.chunks.to_be_bytes());
+            out.extend_from_slice(&complete.bits);
+            out.extend_from_slice(&(partial.len() as u16).to_be_bytes());
+            for (chunk, symbols) in partial {
+                out.extend_from_slice(&chunk.to_be_bytes());
+                out.extend_from_slice(&symbols.to_be_bytes());
+            }
+        }
+        PeerMessage::TableRequest { object_id, chunk, pages } => {
+            out.push(3);
+            out.extend_from_slice(&object_id.0);
+            out.extend_from_slice(&chunk.to_be_bytes());
+            out.extend_from_slice(&pages.to_be_bytes());
+        }
+        PeerMessage::SymbolRequest { object_id, chunk, esis } => {
+            out.push(4);
+            out.extend_from_slice(&object_id.0);
+            out.extend_from_slice(&chunk.to_be_bytes());
+            out.extend_from_slice(&(esis.0.len() as u16).to_be_bytes());
+            for (first, n) in &esis.0 {
+                out.extend_from_slice(&first.to_be_bytes());
+                out.extend_from_slice(&n.to_be_bytes());
+            }
+        }
+        PeerMessage::Refuse { object_id, chunk, reason } => {
+            out.push(5);
+            out.extend_from_slice(&object_id.0);
+            out.extend_from_slice(&chunk.to_be_bytes());
+            out.push(*reason as u8);
+        }
+        PeerMessage::Datagram(d) => {
+            out.push(6);
+            out.extend_from_slice(d);
+        }
+    }
+    let len = (out.len() - start - 4) as u32;
+    out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], PeerWireError> {
+        if self.0.len() < n {
+            return Err(PeerWireError::Truncated);
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], PeerWireError> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.take(N)?);
+        Ok(a)
+    }
+    fn u16(&mut self) -> Result<u16, PeerWireError> {
+        Ok(u16::from_be_bytes(self.array()?))
+    }
+    fn u32(&mut self) -> Result<u32, PeerWireError> {
+        Ok(u32::from_be_bytes(self.array()?))
+    }
+    fn object(&mut self) -> Result<ObjectId, PeerWireError> {
+        Ok(ObjectId(self.array()?))
+    }
+    fn end(&self) -> Result<(), PeerWireError> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(PeerWireError::TrailingBytes)
+        }
+    }
+}
+
+/// Decode the frame at the start of `buf`: the message and the bytes it used.
+/// [`PeerWireError::Incomplete`] asks for more bytes; every other error means the
+/// stream is broken and should be closed (and counted against the peer).
+pub fn decode_frame(buf: &[u8]) -> Result<(PeerMessage, usize), PeerWireError> {
+    let Some(len) = buf.get(..4) else { return Err(PeerWireError::Incomplete(4)) };
+    let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+    if len == 0 {
+        return Err(PeerWireError::Empty);
+    }
+    if len > MAX_MESSAGE_LEN {
+        return Err(PeerWireError::TooLong);
+    }
+    let Some(frame) = buf.get(4..4 + len) else { return Err(PeerWireError::Incomplete(4 + len)) };
+    Ok((decode_body(frame)?, 4 + len))
+}
+
+fn decode_body(frame: &[u8]) -> Result<PeerMessage, PeerWireError> {
+    let mut r = Reader(&frame[1..]);
+    let m = match frame[0] {
+        1 => PeerMessage::HaveRequest { object_id: r.object()? },
+        2 => {
+            let object_id = r.object()?;
+            let chunks = r.u32()?;
+            if chunks > MAX_CHUNKS_PER_OBJECT {
+                return Err(PeerWireError::OutOfRange);
+            }
+            let bits = r.take(chunks.div_ceil(8) as usize)?.to_vec();
+            if chunks % 8 != 0 && bits.last().is_some_and(|b| b >> (chunks % 8) != 0) {
+                return Err(PeerWireError::NotCanonical);
+            }
+            let complete = ChunkBitmap { chunks, bits };
+            let count = r.u16()? as usize;
+            if count > MAX_PARTIAL {
+                return Err(PeerWireError::OutOfRange);
+            }
+            let entries = r.take(count * 6)?;
+            let partial: Vec<(u32, u16)> = entries
+                .chunks_exact(6)
+                .map(|e| (u32::from_be_bytes([e[0], e[1], e[2], e[3]]), u16::from_be_bytes([e[4], e[5]])))
+                .collect();
+            if partial.iter().any(|(c, _)| *c >= chunks || complete.get(*c)) {
+                return Err(PeerWireError::OutOfRange);
+            }
+            if partial.windows(2).any(|w| w[0].0 >= w[1].0) {
+                return Err(PeerWireError::NotCanonical);
+            }
+            PeerMessage::HaveMap { object_id, complete, partial }
+        }
+        3 => {
+            let object_id = r.object()?;
+            let chunk = r.u32()?;
+            let pages = r.u32()?;
+            PeerMessage::TableRequest { object_id, chunk, pages }
+        }
+        4 => {
+            let object_id = r.object()?;
+            let chunk = r.u32()?;
+            let count = r.u16()? as usize;
+            if count == 0 || count > MAX_RANGES {
+                return Err(PeerWireError::OutOfRange);
+            }
+            let entries = r.take(count * 6)?;
+            let ranges = entries
+                .chunks_exact(6)
+                .map(|e| (u32::from_be_bytes([e[0], e[1], e[2], e[3]]), u16::from_be_bytes([e[4], e[5]])))
+                .collect();
+            let esis = EsiRanges::new(ranges).ok_or(PeerWireError::OutOfRange)?;
+            PeerMessage::SymbolRequest { object_id, chunk, esis }
+        }
+        5 => {
+            let object_id = r.object()?;
+            let chunk = r.u32()?;
+            let reason = match r.array::<1>()?[0] {
+                1 => RefuseReason::NotHeld,
+                2 => RefuseReason::Busy,
+                3 => RefuseReason::OverLimit,
+                _ => return Err(PeerWireError::OutOfRange),
+            };
+            PeerMessage::Refuse { object_id, chunk, reason }
+        }
+        6 => {
+            let d = r.take(r.0.len())?;
+            if d.is_empty() || d.len() > wire::MAX_DATAGRAM {
+                return Err(PeerWireError::OutOfRange);
+            }
+            PeerMessage::Datagram(d.to_vec())
+        }
+        _ => return Err(PeerWireError::UnknownType),
+    };
+    r.end()?;
+    Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(m: PeerMessage) {
+        let mut buf = Vec::new();
+        encode(&m, &mut buf);
+        assert_eq!(decode_frame(&buf), Ok((m, buf.len())));
+        // Every shorter prefix asks for more rather than failing.
+        for cut in 0..buf.len() {
+            assert!(matches!(decode_frame(&buf[..cut]), Err(PeerWireError::Incomplete(_))), "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn every_message_round_trips_and_streams() {
+        let id = ObjectId([4; 32]);
+        let mut complete = ChunkBitmap::new(13);
+        complete.set(0);
+        complete.set(12);
+        round_trip(PeerMessage::HaveRequest { object_id: id });
+        round_trip(PeerMessage::HaveMap { object_id: id, complete, partial: vec![(3, 700), (5, 1)] });
+        round_trip(PeerMessage::TableRequest { object_id: id, chunk: 7, pages: 0b1011 });
+        let esis = EsiRanges::new(vec![(0, 3), (10, 1), (900, 40)]).unwrap();
+        assert_eq!(esis.iter().take(5).collect::<Vec<_>>(), [0, 1, 2, 10, 900]);
+        round_trip(PeerMessage::SymbolRequest { object_id: id, chunk: 2, esis });
+        round_trip(PeerMessage::Refuse { object_id: id, chunk: 1, reason: RefuseReason::NotHeld });
+        round_trip(PeerMessage::Datagram(vec![1, 2, 3]));
+    }
+
+    #[test]
+    fn absurd_requests_are_refused_before_allocating() {
+        assert_eq!(EsiRanges::new(vec![]), None);
+        assert_eq!(EsiRanges::new(vec![(5, 2), (6, 1)]), None, "overlap");
+        assert_eq!(EsiRanges::new(vec![(9, 1), (2, 1)]), None, "decreasing");
+        assert_eq!(EsiRanges::new(vec![(u32::MAX, 2)]), None, "beyond N_max");
+        let huge = (u32::MAX).to_be_bytes();
+        assert_eq!(decode_frame(&huge), Err(PeerWireError::TooLong));
+        assert_eq!(decode_frame(&[0, 0, 0, 0]), Err(PeerWireError::Empty));
+        let mut buf = Vec::new();
+        encode(&PeerMessage::HaveRequest { object_id: ObjectId([0; 32]) }, &mut buf);
+        buf[4] = 99;
+        assert_eq!(decode_frame(&buf), Err(PeerWireError::UnknownType));
+        // A have-map that claims more chunks than allowed.
+        let mut map = vec![0, 0, 0, 0, 2];
+        map.extend_from_slice(&[0; 32]);
+        map.extend_from_slice(&(MAX_CHUNKS_PER_OBJECT + 1).to_be_bytes());
+        let n = (map.len() - 4) as u32;
+        map[..4].copy_from_slice(&n.to_be_bytes());
+        assert_eq!(decode_frame(&map), Err(PeerWireError::OutOfRange));
+    }
+
+    #[test]
+    fn non_canonical_bitmaps_are_refused() {
+        let mut complete = ChunkBitmap::new(3);
+        complete.set(1);
+        let mut buf = Vec::new();
+        encode(&PeerMessage::HaveMap { object_id: ObjectId([1; 32]), complete, partial: vec![] }, &mut buf);
+        let bitmap_at = 4 + 1 + 32 + 4;
+        buf[bitmap_at] |= 0x80; // a bit beyond chunk 2
+        assert_eq!(decode_frame(&buf), Err(PeerWireError::NotCanonical));
+    }
+}
