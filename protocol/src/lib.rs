@@ -10,6 +10,7 @@ pub mod digest;
 pub mod fec;
 pub mod peer_wire;
 pub mod receiver;
+pub mod repair;
 pub mod sender;
 pub mod verify;
 pub mod wire;
