@@ -1,0 +1,149 @@
+//! Deterministic simulation: one broadcaster, 50 hubs, 10% independent loss,
+//! 10% FEC overhead, carousel only (no peer or origin repair yet). Every hub ends
+//! with exactly the source bytes. With loss equal to the overhead one round is
+//! not enough for most chunks: the figures printed here are the baseline that
+//! peer repair (issue 3) must beat.
+
+mod support;
+
+use hubcast_protocol::receiver::{Event, Receiver, ReceiverConfig};
+use hubcast_protocol::sender::{Carousel, PreparedChunk, Step};
+use hubcast_protocol::sim::{Link, Network};
+use hubcast_protocol::ObjectId;
+use std::time::Duration;
+use support::*;
+
+const HUBS: usize = 50;
+const CHUNK: u32 = 256 << 10;
+const T: u16 = 1280;
+const OVERHEAD: f64 = 0.10;
+const RATE_BYTES_PER_SEC: f64 = 12_500_000.0; // 100 Mbit/s
+const TICK: Duration = Duration::from_millis(100);
+const MAX_ROUNDS: u32 = 6;
+
+struct Hub {
+    rx: Receiver,
+    chunks: std::collections::BTreeMap<u32, Vec<u8>>,
+    done_at: Option<Duration>,
+}
+
+#[test]
+fn fifty_hubs_at_10_percent_loss_all_complete_on_the_carousel_alone() {
+    let ch = channel(5);
+    let objects = [content("film.bin", 2 << 20, 7)];
+    let src = &objects[0].bytes;
+    let plans = plans(&objects, CHUNK, T);
+    let chunks = plans[0].chunk_count();
+    let link = Link { loss: 0.10, latency: Duration::from_millis(5), jitter: Duration::from_millis(1) };
+    let mut net: Network<std::rc::Rc<Vec<u8>>> = Network::new(42);
+    let mut hubs: Vec<Hub> = (0..HUBS)
+        .map(|_| Hub {
+            rx: Receiver::new(ch.anchor, ReceiverConfig::default()),
+            chunks: Default::default(),
+            done_at: None,
+        })
+        .collect();
+
+    let mut send_at = Duration::ZERO;
+    let mut next_tick = TICK;
+    let mut round_ends = Vec::new();
+    let deliver_until = |net: &mut Network<std::rc::Rc<Vec<u8>>>,
+                         hubs: &mut [Hub],
+                         until: Duration,
+                         next_tick: &mut Duration| {
+        loop {
+            let due = net.next_at().filter(|t| *t <= until);
+            // Ticks interleave with deliveries in time order.
+            if *next_tick <= until && due.is_none_or(|t| *next_tick < t) {
+                net.advance_to(*next_tick);
+                for h in hubs.iter_mut() {
+                    h.rx.handle_idle();
+                }
+                *next_tick += TICK;
+            } else if due.is_some() {
+                let Some(d) = net.poll_delivery() else { break };
+                hubs[d.to].rx.handle_datagram(NOW, &d.msg);
+            } else {
+                break;
+            }
+            let now = net.now();
+            for h in hubs.iter_mut() {
+                while let Some(e) = h.rx.poll_event() {
+                    if let Event::ChunkComplete(c) = e {
+                        h.chunks.insert(c.index(), c.data().to_vec());
+                        if h.chunks.len() as u32 == chunks && h.done_at.is_none() {
+                            h.done_at = Some(now);
+                        }
+                    }
+                }
+            }
+        }
+    };
+
+    let mut current_round = 0;
+    for step in Carousel::new(&plans, Some(MAX_ROUNDS)) {
+        let datagrams = match step {
+            Step::Manifest { object } => vec![ch.signer.manifest_datagram(&plans[object].manifest)],
+            Step::Chunk { object, chunk, round } => {
+                if round != current_round {
+                    round_ends.push(send_at);
+                    current_round = round;
+                }
+                let r = plans[object].chunk_range(chunk);
+                let p = PreparedChunk::prepare(
+                    &ch.signer,
+                    &plans[object].manifest,
+                    chunk,
+                    &src[r.start as usize..r.end as usize],
+                );
+                p.round_datagrams(ch.signer.channel_tag(), OVERHEAD, round)
+            }
+        };
+        for d in datagrams {
+            deliver_until(&mut net, &mut hubs, send_at, &mut next_tick);
+            net.advance_to(send_at);
+            let size = d.len() + 28;
+            net.multicast((0..HUBS).map(|h| (h, link)), &std::rc::Rc::new(d));
+            send_at += Duration::from_secs_f64(size as f64 / RATE_BYTES_PER_SEC);
+        }
+        if hubs.iter().all(|h| h.done_at.is_some()) {
+            break;
+        }
+    }
+    round_ends.push(send_at);
+    deliver_until(&mut net, &mut hubs, send_at + Duration::from_secs(1), &mut next_tick);
+
+    // Every hub has every chunk, bit for bit.
+    for (i, h) in hubs.iter().enumerate() {
+        assert_eq!(h.chunks.len() as u32, chunks, "hub {i} incomplete");
+        let got: Vec<u8> = h.chunks.values().flatten().copied().collect();
+        assert_eq!(ObjectId::of(&got), ObjectId::of(src), "hub {i} has wrong bytes");
+        assert_eq!(
+            h.rx.drops().harmful() - h.rx.drops().get(hubcast_protocol::receiver::DropReason::PendingEvicted),
+            0
+        );
+    }
+    let mut done: Vec<Duration> = hubs.iter().filter_map(|h| h.done_at).collect();
+    done.sort();
+    // A hub can finish after the round's last datagram left by at most the
+    // link's latency and jitter plus one idle tick.
+    let slack = link.latency + link.jitter + TICK;
+    let round_of =
+        |t: Duration| round_ends.iter().position(|end| t <= *end + slack).unwrap_or(round_ends.len()) + 1;
+    let rounds: Vec<usize> = done.iter().map(|t| round_of(*t)).collect();
+    let one_round = round_ends[0];
+    eprintln!(
+        "carousel only, {HUBS} hubs, 10% loss, 10% overhead: one round takes {:.2} s; completion p50 {:.2} s (round {}), p99 {:.2} s (round {}), last {:.2} s; network sent {} datagram copies, lost {}",
+        one_round.as_secs_f64(),
+        done[HUBS / 2].as_secs_f64(),
+        rounds[HUBS / 2],
+        done[HUBS * 99 / 100].as_secs_f64(),
+        rounds[HUBS * 99 / 100],
+        done[HUBS - 1].as_secs_f64(),
+        net.stats().sent,
+        net.stats().lost,
+    );
+    // Loss equal to the overhead: one round is not enough for most hubs, a few are.
+    assert!(rounds[HUBS / 2] >= 2, "most hubs should need a second round: {rounds:?}");
+    assert!(*rounds.last().unwrap() <= 4, "{rounds:?}");
+}
