@@ -5,7 +5,6 @@ use hubcast_broadcaster::{unix_now, SeedConfig};
 use hubcast_keys::{ChannelKeys, SignerKeys};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
 #[command(name = "broadcaster", version, about = "hubcast broadcaster: signed RaptorQ over IP multicast")]
@@ -82,13 +81,7 @@ impl SeedArgs {
 
 #[tokio::main]
 async fn main() {
-    hubcast_daemon::init_logging();
-    // One line that says what went wrong and what to do; our errors carry their
-    // causes in their text already.
-    if let Err(e) = run().await {
-        eprintln!("error: {e}");
-        std::process::exit(1);
-    }
+    hubcast_daemon::run_main(run()).await;
 }
 
 async fn run() -> anyhow::Result<()> {
@@ -104,12 +97,7 @@ async fn run() -> anyhow::Result<()> {
         Command::Seed(args) => {
             let cfg = args.into_config()?;
             let keys = SignerKeys::load(&cfg.keys)?;
-            let cancel = CancellationToken::new();
-            let stop = cancel.clone();
-            tokio::spawn(async move {
-                hubcast_daemon::shutdown_signal().await;
-                stop.cancel();
-            });
+            let cancel = hubcast_daemon::cancel_on_signal();
             let r = hubcast_broadcaster::seed(&cfg, keys, cancel).await?;
             let secs = r.elapsed.as_secs_f64().max(1e-9);
             println!(

@@ -5,7 +5,6 @@ use clap::{Parser, Subcommand};
 use hubcast_clienthub::{HubConfig, StatusBoard};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
 #[command(name = "clienthub", version, about = "hubcast client hub: verified multicast to a local store")]
@@ -84,25 +83,14 @@ impl RunArgs {
 
 #[tokio::main]
 async fn main() {
-    hubcast_daemon::init_logging();
-    // One line that says what went wrong and what to do; our errors carry their
-    // causes in their text already.
-    if let Err(e) = run().await {
-        eprintln!("error: {e}");
-        std::process::exit(1);
-    }
+    hubcast_daemon::run_main(run()).await;
 }
 
 async fn run() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Run(args) => {
             let cfg = (*args).into_config()?;
-            let cancel = CancellationToken::new();
-            let stop = cancel.clone();
-            tokio::spawn(async move {
-                hubcast_daemon::shutdown_signal().await;
-                stop.cancel();
-            });
+            let cancel = hubcast_daemon::cancel_on_signal();
             hubcast_clienthub::run(cfg, StatusBoard::default(), cancel).await?;
         }
         Command::Status { http, json } => {

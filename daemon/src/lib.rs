@@ -14,6 +14,27 @@ pub fn init_logging() {
         .init();
 }
 
+/// Run a binary's body: logging first, then `body`; an error is printed as one
+/// line (our errors carry their causes in their text) and the process exits 1.
+pub async fn run_main<E: std::fmt::Display>(body: impl std::future::Future<Output = Result<(), E>>) {
+    init_logging();
+    if let Err(e) = body.await {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// A token cancelled on SIGINT or SIGTERM, for a daemon's tasks to stop on.
+pub fn cancel_on_signal() -> tokio_util::sync::CancellationToken {
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let stop = cancel.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        stop.cancel();
+    });
+    cancel
+}
+
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM (systemd's stop).
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};

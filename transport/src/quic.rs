@@ -93,6 +93,16 @@ fn verify_signature(
     verify_tls13_signature(message, cert, dss, algs)
 }
 
+/// QUIC is TLS 1.3 only.
+fn tls12_refused() -> Result<HandshakeSignatureValid, rustls::Error> {
+    Err(rustls::Error::PeerIncompatible(rustls::PeerIncompatible::Tls13RequiredForQuic))
+}
+
+/// Node keys are Ed25519, so is every handshake signature.
+fn node_schemes() -> Vec<SignatureScheme> {
+    vec![SignatureScheme::ED25519]
+}
+
 fn wrong_key() -> rustls::Error {
     rustls::Error::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure)
 }
@@ -125,7 +135,7 @@ impl ServerCertVerifier for ExpectNode {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::PeerIncompatible(rustls::PeerIncompatible::Tls13RequiredForQuic))
+        tls12_refused()
     }
 
     fn verify_tls13_signature(
@@ -138,7 +148,7 @@ impl ServerCertVerifier for ExpectNode {
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        vec![SignatureScheme::ED25519]
+        node_schemes()
     }
 }
 
@@ -168,7 +178,7 @@ impl ClientCertVerifier for AnyNode {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::PeerIncompatible(rustls::PeerIncompatible::Tls13RequiredForQuic))
+        tls12_refused()
     }
 
     fn verify_tls13_signature(
@@ -181,7 +191,7 @@ impl ClientCertVerifier for AnyNode {
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        vec![SignatureScheme::ED25519]
+        node_schemes()
     }
 
     fn client_auth_mandatory(&self) -> bool {
