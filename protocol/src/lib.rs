@@ -12,6 +12,7 @@ pub mod peer_wire;
 pub mod receiver;
 pub mod repair;
 pub mod sender;
+pub mod serve;
 pub mod sim;
 pub mod verify;
 pub mod wire;

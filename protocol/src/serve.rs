@@ -1,0 +1,111 @@
+//! Serving a chunk to peers, sans IO: a hub that holds a chunk decoded can make
+//! any ESI below N_max, and sends it with the broadcaster's signed ticket and
+//! table pages, so the asker checks served data exactly as data from multicast.
+//!
+//! Groundwork for peer repair (issue 3): nothing unverified is served, because a
+//! [`ChunkServer`] is only made from a chunk whose bytes re-encode to the table the
+//! ticket commits to.
+
+use crate::fec::EncodedChunk;
+use crate::peer_wire::EsiRanges;
+use crate::wire::{self, Datagram};
+use crate::ObjectId;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ServeError {
+    /// The ticket bytes are not a ticket.
+    #[error("not a ticket")]
+    NotATicket,
+    /// The chunk does not re-encode to what the ticket commits to.
+    #[error("chunk does not match its ticket")]
+    Mismatch,
+    /// An ESI at or above the chunk's N_max.
+    #[error("ESI beyond N_max")]
+    EsiOutOfRange,
+    /// A table page the chunk does not have.
+    #[error("no such table page")]
+    PageOutOfRange,
+}
+
+pub struct ChunkServer {
+    channel_tag: u64,
+    object_id: ObjectId,
+    index: u32,
+    ticket: Vec<u8>,
+    encoded: EncodedChunk,
+}
+
+impl ChunkServer {
+    /// From the ticket datagram as received and the chunk's verified bytes.
+    pub fn new(ticket_datagram: Vec<u8>, chunk: &[u8]) -> Result<Self, ServeError> {
+        let (header, parsed) = wire::decode(&ticket_datagram).map_err(|_| ServeError::NotATicket)?;
+        let Datagram::Ticket(t) = parsed else { return Err(ServeError::NotATicket) };
+        let t = t.body;
+        if chunk.len() != t.chunk_len as usize {
+            return Err(ServeError::Mismatch);
+        }
+        let encoded = EncodedChunk::encode(chunk, t.symbol_size);
+        if encoded.chunk_hash != t.chunk_hash || encoded.page_hashes != t.page_hashes {
+            return Err(ServeError::Mismatch);
+        }
+        Ok(ChunkServer {
+            channel_tag: header.channel_tag,
+            object_id: t.object_id,
+            index: t.chunk_index,
+            ticket: ticket_datagram,
+            encoded,
+        })
+    }
+
+    pub fn ticket(&self) -> &[u8] {
+        &self.ticket
+    }
+
+    pub fn n_max(&self) -> u32 {
+        self.encoded.n_max
+    }
+
+    /// Table page datagrams for the pages set in `pages` (bit g = page g).
+    pub fn table_pages(&self, pages: u32) -> Result<Vec<Vec<u8>>, ServeError> {
+        let count = self.encoded.pages();
+        if count < 32 && pages >> count != 0 {
+            return Err(ServeError::PageOutOfRange);
+        }
+        let mut out = Vec::new();
+        for g in (0..count).filter(|g| pages & (1 << g) != 0) {
+            let mut d = Vec::new();
+            wire::encode_table_page(
+                &mut d,
+                self.channel_tag,
+                &self.object_id,
+                self.index,
+                g as u16,
+                self.encoded.page(g),
+            );
+            out.push(d);
+        }
+        Ok(out)
+    }
+
+    /// Symbol datagrams for the requested ESIs.
+    pub fn symbols(&self, esis: &EsiRanges) -> Result<Vec<Vec<u8>>, ServeError> {
+        if esis.iter().any(|e| e >= self.encoded.n_max) {
+            return Err(ServeError::EsiOutOfRange);
+        }
+        Ok(esis
+            .iter()
+            .map(|esi| {
+                let mut d = Vec::with_capacity(wire::SYMBOL_HEADER_LEN + self.encoded.symbol_size as usize);
+                wire::encode_symbol(
+                    &mut d,
+                    self.channel_tag,
+                    &self.object_id,
+                    self.index,
+                    esi,
+                    self.encoded.symbol(esi),
+                );
+                d
+            })
+            .collect())
+    }
+}

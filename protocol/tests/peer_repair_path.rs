@@ -1,0 +1,121 @@
+//! The repair data path, sans IO: a hub that lost symbols plans what it lacks,
+//! a hub that decoded the chunk serves exactly that (ticket, pages and any ESI up
+//! to N_max), and the asker verifies it through the same receiver path as
+//! multicast and completes with bit-identical data.
+
+mod support;
+
+use hubcast_protocol::peer_wire::EsiRanges;
+use hubcast_protocol::receiver::{Event, Receiver};
+use hubcast_protocol::repair::{plan, Candidate};
+use hubcast_protocol::serve::{ChunkServer, ServeError};
+use hubcast_protocol::wire::{self, Kind};
+use hubcast_protocol::ObjectId;
+use std::time::Duration;
+use support::*;
+
+const T: u16 = 1280;
+const CHUNK: u32 = 256 << 10;
+
+fn kind(d: &[u8]) -> Kind {
+    wire::decode_header(d).unwrap().kind
+}
+
+fn completed(rx: &mut Receiver) -> Option<Vec<u8>> {
+    rx.handle_idle();
+    let mut out = None;
+    while let Some(e) = rx.poll_event() {
+        if let Event::ChunkComplete(c) = e {
+            out = Some(c.data().to_vec());
+        }
+    }
+    out
+}
+
+#[test]
+fn a_lossy_hub_completes_from_a_peer_asking_only_for_what_it_lacks() {
+    let ch = channel(3);
+    let objects = [content("one-chunk.bin", CHUNK as usize, 9)];
+    let src = objects[0].bytes.clone();
+    let id = ObjectId::of(&src);
+    let stream = broadcast(&ch, &objects, CHUNK, T, 0.10, 1);
+    let ticket = stream.iter().find(|d| kind(d) == Kind::Ticket).unwrap().clone();
+
+    // Hub A hears everything and decodes.
+    let mut a = receiver(ch.anchor);
+    for d in &stream {
+        a.handle_datagram(NOW, d);
+    }
+    let a_chunk = completed(&mut a).expect("hub A completes");
+    assert_eq!(a_chunk, src);
+
+    // Hub B loses every third symbol: far more than the overhead.
+    let mut b = receiver(ch.anchor);
+    let mut n = 0;
+    for d in &stream {
+        if kind(d) == Kind::Symbol {
+            n += 1;
+            if n % 3 == 0 {
+                continue;
+            }
+        }
+        b.handle_datagram(NOW, d);
+    }
+    assert_eq!(completed(&mut b), None, "hub B is short");
+    let (k, held) = b.chunk_progress(id, 0).expect("hub B is collecting the chunk");
+    let held_count = held.iter().filter(|h| **h).count() as u32;
+    let peers = [Candidate { peer: "A", same_island: true, rtt: Duration::from_millis(1), strikes: 0 }];
+    let asks = plan(k, held, &[], 2, 3, &peers);
+    let asked: u32 = asks.iter().map(|a| a.esis.count()).sum();
+    assert_eq!(asked, k + 2 - held_count, "bytes requested = bytes missing + the margin");
+
+    // Hub A serves exactly those ESIs; B checks them like multicast and completes.
+    let server = ChunkServer::new(ticket.clone(), &a_chunk).unwrap();
+    for ask in &asks {
+        for d in server.symbols(&ask.esis).unwrap() {
+            b.handle_datagram(NOW, &d);
+        }
+    }
+    assert_eq!(completed(&mut b).as_deref(), Some(&src[..]));
+    assert_eq!(b.drops().harmful(), 0, "{:?}", b.drops());
+}
+
+#[test]
+fn a_hub_that_missed_the_whole_chunk_gets_ticket_pages_and_symbols_from_a_peer() {
+    let ch = channel(4);
+    let objects = [content("late.bin", CHUNK as usize, 2)];
+    let src = objects[0].bytes.clone();
+    let stream = broadcast(&ch, &objects, CHUNK, T, 0.10, 1);
+    let ticket = stream.iter().find(|d| kind(d) == Kind::Ticket).unwrap().clone();
+    let server = ChunkServer::new(ticket.clone(), &src).unwrap();
+    let k = wire::source_symbols(CHUNK, T);
+    let mut c = receiver(ch.anchor);
+    c.handle_datagram(NOW, server.ticket());
+    for d in server.table_pages(u32::MAX >> (32 - wire::page_count(server.n_max()))).unwrap() {
+        c.handle_datagram(NOW, &d);
+    }
+    // K + 2 ESIs from K/2 on: half of them repair ESIs the broadcaster's round
+    // never sent (it sent 0..K + 10%), made by the peer.
+    let esis = EsiRanges::new(vec![(k / 2, (k + 2) as u16)]).unwrap();
+    assert!(k / 2 + k + 2 > k + hubcast_protocol::sender::repair_count(k, 0.10));
+    for d in server.symbols(&esis).unwrap() {
+        c.handle_datagram(NOW, &d);
+    }
+    assert_eq!(completed(&mut c).as_deref(), Some(&src[..]));
+}
+
+#[test]
+fn nothing_unverifiable_is_served() {
+    let ch = channel(5);
+    let objects = [content("x.bin", CHUNK as usize, 4)];
+    let stream = broadcast(&ch, &objects, CHUNK, T, 0.10, 1);
+    let ticket = stream.iter().find(|d| kind(d) == Kind::Ticket).unwrap().clone();
+    let mut wrong = objects[0].bytes.clone();
+    wrong[100] ^= 1;
+    assert_eq!(ChunkServer::new(ticket.clone(), &wrong).err(), Some(ServeError::Mismatch));
+    assert_eq!(ChunkServer::new(stream[0].clone(), &wrong).err(), Some(ServeError::NotATicket));
+    let server = ChunkServer::new(ticket, &objects[0].bytes).unwrap();
+    let beyond = EsiRanges::new(vec![(server.n_max(), 1)]).unwrap();
+    assert_eq!(server.symbols(&beyond).err(), Some(ServeError::EsiOutOfRange));
+    assert_eq!(server.table_pages(1 << 31).err(), Some(ServeError::PageOutOfRange));
+}
