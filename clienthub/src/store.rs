@@ -32,6 +32,9 @@ use std::path::{Component, Path, PathBuf};
 const MANIFESTS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("manifests");
 /// Key: object id ++ chunk index (BE). Value: chunk BLAKE3.
 const CHUNKS: TableDefinition<&[u8; 36], &[u8; 32]> = TableDefinition::new("chunks");
+/// Same key as CHUNKS: the signed ticket datagram the chunk was verified
+/// against, kept to serve the chunk to peers.
+const TICKETS: TableDefinition<&[u8; 36], &[u8]> = TableDefinition::new("tickets");
 /// Object id → the name it was exported under.
 const EXPORTED: TableDefinition<&[u8; 32], &str> = TableDefinition::new("exported");
 
@@ -108,6 +111,7 @@ impl Store {
             let w = db.begin_write().map_err(idx)?;
             w.open_table(MANIFESTS).map_err(idx)?;
             w.open_table(CHUNKS).map_err(idx)?;
+            w.open_table(TICKETS).map_err(idx)?;
             w.open_table(EXPORTED).map_err(idx)?;
             w.commit().map_err(idx)?;
         }
@@ -188,11 +192,10 @@ impl Store {
         let path = self.chunk_path(&c.object_id(), c.index());
         let tmp = self.dir.join("tmp").join(format!("{}.{}", c.object_id().to_hex(), c.index()));
         write_durably(&tmp, &path, c.data())?;
+        let key = chunk_key(&c.object_id(), c.index());
         let w = self.db.begin_write().map_err(idx)?;
-        w.open_table(CHUNKS)
-            .map_err(idx)?
-            .insert(&chunk_key(&c.object_id(), c.index()), c.hash())
-            .map_err(idx)?;
+        w.open_table(CHUNKS).map_err(idx)?.insert(&key, c.hash()).map_err(idx)?;
+        w.open_table(TICKETS).map_err(idx)?.insert(&key, c.ticket()).map_err(idx)?;
         w.commit().map_err(idx)?;
         *self.counts.entry(c.object_id()).or_default() += 1;
         Ok(true)
@@ -214,6 +217,7 @@ impl Store {
         if blake3::hash(&data).as_bytes() != &hash {
             let w = self.db.begin_write().map_err(idx)?;
             w.open_table(CHUNKS).map_err(idx)?.remove(&chunk_key(id, index)).map_err(idx)?;
+            w.open_table(TICKETS).map_err(idx)?.remove(&chunk_key(id, index)).map_err(idx)?;
             w.commit().map_err(idx)?;
             if let Some(n) = self.counts.get_mut(id) {
                 *n = n.saturating_sub(1);
@@ -222,6 +226,13 @@ impl Store {
             return Err(StoreError::Corrupt(*id, index));
         }
         Ok(Some(data))
+    }
+
+    /// The ticket datagram a stored chunk was verified against.
+    pub fn read_ticket(&self, id: &ObjectId, index: u32) -> Result<Option<Vec<u8>>, StoreError> {
+        let r = self.db.begin_read().map_err(idx)?;
+        let t = r.open_table(TICKETS).map_err(idx)?;
+        Ok(t.get(&chunk_key(id, index)).map_err(idx)?.map(|v| v.value().to_vec()))
     }
 
     pub fn put_manifest(&self, m: &VerifiedManifest) -> Result<(), StoreError> {

@@ -220,6 +220,7 @@ pub struct VerifiedChunk {
     index: u32,
     hash: Hash,
     data: Vec<u8>,
+    ticket: Vec<u8>,
 }
 
 impl VerifiedChunk {
@@ -234,6 +235,11 @@ impl VerifiedChunk {
     }
     pub fn data(&self) -> &[u8] {
         &self.data
+    }
+    /// The signed ticket datagram the chunk was verified against, as received:
+    /// what a hub keeps to serve the chunk to peers.
+    pub fn ticket(&self) -> &[u8] {
+        &self.ticket
     }
 }
 
@@ -680,7 +686,7 @@ impl Receiver {
         match decoder.add_and_decode(chunk.verified.drain(..)) {
             Some(data) => {
                 let hash = chunk.ticket.chunk_hash;
-                self.active.remove(&key);
+                let ticket = self.active.remove(&key).map(|c| c.ticket_raw).unwrap_or_default();
                 self.complete.insert(key);
                 self.stats.chunks_completed += 1;
                 self.events.push_back(Event::ChunkComplete(VerifiedChunk {
@@ -688,6 +694,7 @@ impl Receiver {
                     index: key.1,
                     hash,
                     data,
+                    ticket,
                 }));
                 Ok(())
             }

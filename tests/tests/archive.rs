@@ -136,7 +136,7 @@ fn a_hub_killed_mid_transfer_resumes_without_fetching_stored_chunks_again() {
     let stored_before_kill = u(&before["chunks"]["stored"]);
     assert!(stored_before_kill < chunks, "the kill must land mid-transfer");
 
-    let _hub = Daemon::spawn("hub-second-run", &bin("clienthub"), &args, t);
+    let mut hub = Daemon::spawn("hub-second-run", &bin("clienthub"), &args, t);
     let done =
         wait_for("hub complete after restart", DEADLINE, || status(http).filter(|s| all_complete(s, 1)));
     let c = &done["chunks"];
@@ -153,6 +153,18 @@ fn a_hub_killed_mid_transfer_resumes_without_fetching_stored_chunks_again() {
     // Datagrams for stored chunks were recognised and skipped, not decoded.
     assert!(u(&done["drops"]["already_complete"]) > 0, "{}", done["drops"]);
     assert_eq!(std::fs::read(t.join("out/movie.bin")).unwrap(), std::fs::read(&src).unwrap());
+
+    // The store keeps what serving peers needs: for every chunk, its bytes and the
+    // signed ticket they were verified against (a server can only be built from a
+    // chunk that matches its ticket).
+    hub.kill();
+    let (mut store, _) = hubcast_clienthub::store::Store::open(&t.join("store")).unwrap();
+    let id = hubcast_protocol::ObjectId::of(&std::fs::read(&src).unwrap());
+    for i in 0..chunks as u32 {
+        let data = store.read_chunk(&id, i).unwrap().expect("chunk stored");
+        let ticket = store.read_ticket(&id, i).unwrap().expect("ticket stored");
+        assert!(hubcast_protocol::serve::ChunkServer::new(ticket, &data).is_ok(), "chunk {i}");
+    }
 }
 
 #[test]
