@@ -405,21 +405,11 @@ impl Receiver {
         self.stats
     }
 
-    /// Chunks partly collected right now.
-    pub fn active_chunks(&self) -> usize {
-        self.active.len()
-    }
-
     /// For a chunk being collected: K, and which ESIs are held (verified or
     /// waiting for their check), indexed by ESI up to N_max. What a repair plan
     /// starts from.
     pub fn chunk_progress(&self, object_id: ObjectId, index: u32) -> Option<(u32, &[bool])> {
         self.active.get(&(object_id, index)).map(|c| (c.k, c.have.as_slice()))
-    }
-
-    /// Count a drop that happened outside the receiver (for one set of counters).
-    pub fn count_drop(&mut self, reason: DropReason) {
-        self.drops.add(reason);
     }
 
     /// Take one datagram. `unix_now` is wall-clock seconds, for expiry checks.

@@ -261,10 +261,6 @@ impl NodeEndpoint {
     pub async fn accept(&self) -> Option<quinn::Incoming> {
         self.endpoint.accept().await
     }
-
-    pub fn close(&self) {
-        self.endpoint.close(0u32.into(), b"bye");
-    }
 }
 
 /// The node id of the peer on an established connection.
