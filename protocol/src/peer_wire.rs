@@ -18,7 +18,7 @@
 //!                 r x (first ESI u32, count u16 >= 1), increasing and disjoint,
 //!                 every ESI < the largest N_max, at most MAX_ESIS_PER_REQUEST in all
 //! 5 Refuse        object id (32), chunk (u32), reason (u8: 1 not held, 2 busy,
-//!                 3 over a limit)
+//!                 3 over a limit, 4 invalid request)
 //! 6 Datagram      a wire v1 ticket, table page or symbol datagram (1..=MAX_DATAGRAM)
 //! ```
 //!
@@ -51,6 +51,9 @@ pub enum RefuseReason {
     Busy = 2,
     /// The request went over a per-peer limit.
     OverLimit = 3,
+    /// The request makes no sense (an ESI beyond the chunk's N_max, messages out
+    /// of order). Repeated, it gets the peer disconnected.
+    Invalid = 4,
 }
 
 /// Chunks held complete, one bit per chunk.
@@ -108,6 +111,29 @@ impl EsiRanges {
     }
     pub fn count(&self) -> u32 {
         self.0.iter().map(|(_, n)| u32::from(*n)).sum()
+    }
+    pub fn contains(&self, esi: u32) -> bool {
+        // The ranges are increasing and disjoint: the candidate is the last one
+        // starting at or before `esi`.
+        let at = self.0.partition_point(|(first, _)| *first <= esi);
+        at > 0 && {
+            let (first, n) = self.0[at - 1];
+            esi - first < u32::from(n)
+        }
+    }
+    /// Increasing ESIs as requests of at most [`MAX_RANGES`] ranges each
+    /// (scattered holes make many ranges). ESIs at or beyond the request bound
+    /// are left out.
+    pub fn split(esis: &[u32]) -> Vec<EsiRanges> {
+        let mut runs: Vec<(u32, u16)> = Vec::new();
+        for &e in esis.iter().filter(|e| **e < MAX_ESIS_PER_REQUEST) {
+            match runs.last_mut() {
+                Some((first, n)) if *first + u32::from(*n) == e && *n < u16::MAX => *n += 1,
+                Some((first, n)) if *first + u32::from(*n) > e => {} // not increasing: skip
+                _ => runs.push((e, 1)),
+            }
+        }
+        runs.chunks(MAX_RANGES).filter_map(|group| EsiRanges::new(group.to_vec())).collect()
     }
 }
 
@@ -303,6 +329,7 @@ fn decode_body(frame: &[u8]) -> Result<PeerMessage, PeerWireError> {
                 1 => RefuseReason::NotHeld,
                 2 => RefuseReason::Busy,
                 3 => RefuseReason::OverLimit,
+                4 => RefuseReason::Invalid,
                 _ => return Err(PeerWireError::OutOfRange),
             };
             PeerMessage::Refuse { object_id, chunk, reason }

@@ -30,6 +30,7 @@
 
 use crate::digest::symbol_digests;
 use crate::fec::{page_hash, page_of, page_range, ChunkDecoder};
+use crate::peer_wire::EsiRanges;
 use crate::sender::{chunk_count, chunk_range};
 use crate::verify::{VerifiedManifest, VerifiedTicket, Verifier, VerifyError};
 use crate::wire::{self, Datagram, Hash, SymbolPacket, TablePage, WireError, DIGEST_LEN};
@@ -263,6 +264,41 @@ pub struct ReceiverStats {
 
 type ChunkKey = (ObjectId, u32);
 
+/// Objects whose multicast progress is remembered, for [`Receiver::needs`].
+const RECENT_OBJECTS: usize = 8;
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Progress {
+    /// The highest chunk index the multicast has reached.
+    max_index: u32,
+    /// The multicast has gone on to another object.
+    passed: bool,
+}
+
+/// A chunk the hub lacks: where a repair plan starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChunkNeed {
+    pub object_id: ObjectId,
+    pub index: u32,
+    /// Symbols to hold: K (from the ticket, or the manifest when the ticket is
+    /// missing), or one more than a decode that failed had.
+    pub k: u32,
+    pub n_max: u32,
+    /// ESIs held, by ESI (all false without a ticket).
+    pub held: Vec<bool>,
+    /// Table pages held: bit g = page g.
+    pub pages: u32,
+    pub has_ticket: bool,
+    /// The multicast is still sending this chunk: what is missing may yet come.
+    pub window_open: bool,
+}
+
+impl ChunkNeed {
+    pub fn held_count(&self) -> u32 {
+        self.held.iter().filter(|h| **h).count() as u32
+    }
+}
+
 /// Candidate symbols whose digests are checked in one pass.
 pub const VERIFY_BATCH: usize = 16;
 
@@ -275,6 +311,12 @@ impl ActiveChunk {
     /// Verified symbols held, in the decoder or waiting for it.
     fn held(&self) -> usize {
         self.decoder.as_ref().map_or(0, ChunkDecoder::held) + self.verified.len()
+    }
+
+    /// Symbols to hold before decoding can succeed: K, or one more than a
+    /// decode that failed had (RaptorQ fails now and then with exactly K).
+    fn target(&self) -> usize {
+        (self.k as usize).max(self.tried_at + 1)
     }
 }
 
@@ -318,8 +360,13 @@ pub struct Receiver {
     /// Chunks holding unchecked candidates (may repeat; checking twice is a no-op).
     unverified: Vec<ChunkKey>,
     digest_scratch: Vec<crate::wire::SymbolDigest>,
-    /// The chunk the last ticket, page or symbol was for.
+    /// The chunk the last multicast ticket, page or symbol was for.
     current: Option<ChunkKey>,
+    /// How far the multicast has gone through recent objects, to tell a chunk
+    /// the sender has passed (missed: repair it) from one not sent yet.
+    progress: VecDeque<(ObjectId, Progress)>,
+    /// The datagram being handled came from a peer, not the multicast.
+    from_peer: bool,
     use_clock: u64,
     events: VecDeque<Event>,
     drops: DropCounters,
@@ -342,6 +389,8 @@ impl Receiver {
             unverified: Vec::new(),
             digest_scratch: Vec::new(),
             current: None,
+            progress: VecDeque::new(),
+            from_peer: false,
             use_clock: 0,
             events: VecDeque::new(),
             drops: DropCounters::default(),
@@ -412,6 +461,138 @@ impl Receiver {
         self.active.get(&(object_id, index)).map(|c| (c.k, c.have.as_slice()))
     }
 
+    /// Whether a chunk is known to be decoded (by this run or the store).
+    pub fn is_complete(&self, object_id: ObjectId, index: u32) -> bool {
+        self.complete.contains(&(object_id, index))
+    }
+
+    /// What repair could fill: every chunk being collected that holds too few
+    /// symbols to decode, then up to `limit` chunks of recent objects that the
+    /// multicast has passed without their ticket arriving here.
+    pub fn needs(&self, limit: usize) -> Vec<ChunkNeed> {
+        let mut out: Vec<ChunkNeed> = self
+            .active
+            .iter()
+            .filter(|(_, c)| c.held() + c.candidates.len() < c.target())
+            .map(|(key, c)| ChunkNeed {
+                object_id: key.0,
+                index: key.1,
+                k: c.target() as u32,
+                n_max: c.n_max,
+                held: c.have.clone(),
+                pages: c
+                    .pages
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, p)| p.is_some())
+                    .fold(0u32, |m, (g, _)| m | 1 << g),
+                has_ticket: true,
+                window_open: self.window_open(*key),
+            })
+            .collect();
+        out.sort_by_key(|n| (n.object_id, n.index));
+        let mut absent = Vec::new();
+        for (id, progress) in &self.progress {
+            let Some(m) = self.manifests.get(id) else { continue };
+            let chunks = chunk_count(m.size, m.chunk_size);
+            let passed_to = if progress.passed { chunks } else { progress.max_index.min(chunks) };
+            for index in 0..passed_to {
+                if absent.len() >= limit {
+                    break;
+                }
+                let key = (*id, index);
+                if self.complete.contains(&key) || self.active.contains_key(&key) {
+                    continue;
+                }
+                let range = chunk_range(m.size, m.chunk_size, index);
+                let k = wire::source_symbols((range.end - range.start) as u32, m.symbol_size);
+                let n_max = wire::n_max(k);
+                absent.push(ChunkNeed {
+                    object_id: *id,
+                    index,
+                    k,
+                    n_max,
+                    held: vec![false; n_max as usize],
+                    pages: 0,
+                    has_ticket: false,
+                    window_open: false,
+                });
+            }
+        }
+        out.extend(absent);
+        out
+    }
+
+    /// For a chunk being collected: its ticket, the table pages asked for that
+    /// are held, and the verified symbols asked for that are held, as datagrams
+    /// ready to send to a peer. `None` when the chunk is not being collected (or
+    /// its symbols are inside the decoder). Unchecked symbols are never served.
+    pub fn serve_partial(
+        &self,
+        object_id: ObjectId,
+        index: u32,
+        table: Option<u32>,
+        esis: Option<&EsiRanges>,
+    ) -> Option<Vec<Vec<u8>>> {
+        let c = self.active.get(&(object_id, index)).filter(|c| c.decoder.is_none())?;
+        let mut out = Vec::new();
+        if let Some(pages) = table {
+            out.push(c.ticket_raw.clone());
+            for (g, digests) in c.pages.iter().enumerate() {
+                if let Some(digests) = digests.as_ref().filter(|_| g < 32 && pages & (1 << g) != 0) {
+                    let mut d = Vec::new();
+                    wire::encode_table_page(&mut d, self.channel_tag, &object_id, index, g as u16, digests);
+                    out.push(d);
+                }
+            }
+        }
+        if let Some(esis) = esis {
+            let mut held: Vec<&(u32, Vec<u8>)> =
+                c.verified.iter().filter(|(e, _)| esis.contains(*e)).collect();
+            held.sort_by_key(|(e, _)| *e);
+            for (esi, data) in held {
+                let mut d = Vec::with_capacity(wire::SYMBOL_HEADER_LEN + data.len());
+                wire::encode_symbol(&mut d, self.channel_tag, &object_id, index, *esi, data);
+                out.push(d);
+            }
+        }
+        Some(out)
+    }
+
+    /// Whether the multicast may still send a chunk: it has not gone past it.
+    /// (Not "the last datagram was for it": datagrams reorder at chunk borders.)
+    fn window_open(&self, (id, index): ChunkKey) -> bool {
+        self.progress.iter().find(|(o, _)| *o == id).is_some_and(|(_, p)| !p.passed && p.max_index <= index)
+    }
+
+    /// Repair data for a chunk has arrived: check it and decode if it now holds
+    /// at least K symbols (the multicast window may be long closed).
+    pub fn settle_chunk(&mut self, object_id: ObjectId, index: u32) {
+        let r = self.settle((object_id, index));
+        self.count(r);
+    }
+
+    fn note_progress(&mut self, (id, index): ChunkKey) {
+        match self.progress.iter().position(|(o, _)| *o == id) {
+            Some(0) => {}
+            Some(at) => {
+                let entry = self.progress.remove(at).map(|(_, p)| p).unwrap_or_default();
+                self.progress.push_front((id, entry));
+            }
+            None => {
+                self.progress.push_front((id, Progress::default()));
+                self.progress.truncate(RECENT_OBJECTS);
+            }
+        }
+        // The multicast is on `id` now: it has passed every other recent object.
+        for (_, p) in self.progress.iter_mut().skip(1) {
+            p.passed = true;
+        }
+        if let Some((_, p)) = self.progress.front_mut() {
+            p.max_index = p.max_index.max(index);
+        }
+    }
+
     /// Take one datagram. `unix_now` is wall-clock seconds, for expiry checks.
     pub fn handle_datagram(&mut self, unix_now: u64, datagram: &[u8]) {
         self.stats.datagrams += 1;
@@ -420,18 +601,32 @@ impl Receiver {
         }
     }
 
+    /// Take one datagram a peer (or the origin's repair) sent on request. It is
+    /// checked exactly as multicast is; it only does not tell the receiver where
+    /// the multicast is.
+    pub fn handle_repair_datagram(&mut self, unix_now: u64, datagram: &[u8]) {
+        self.from_peer = true;
+        self.handle_datagram(unix_now, datagram);
+        self.from_peer = false;
+    }
+
     fn handle(&mut self, unix_now: u64, datagram: &[u8]) -> Result<(), DropReason> {
         let header = wire::decode_header(datagram)?;
         if header.channel_tag != self.channel_tag {
             return Err(DropReason::WrongChannel);
         }
         let key = wire::peek_chunk(datagram, header.kind);
-        if let Some(previous) = self.current.filter(|c| Some(*c) != key) {
-            // The sender has moved on from `previous`: decode it with what it has.
-            let r = self.settle(previous);
-            self.count(r);
+        if !self.from_peer {
+            if let Some(previous) = self.current.filter(|c| Some(*c) != key) {
+                // The sender has moved on from `previous`: decode it with what it has.
+                let r = self.settle(previous);
+                self.count(r);
+            }
+            self.current = key;
+            if let Some(key) = key {
+                self.note_progress(key);
+            }
         }
-        self.current = key;
         // Tickets repeat three times a round: skip the repeats before parsing (a
         // ticket's certificate costs two curve-point decompressions to parse).
         if let (wire::Kind::Ticket, Some(key)) = (header.kind, key) {

@@ -1,174 +1,648 @@
-//! Repair planning for one chunk, sans IO: which peers to ask for which ESIs.
+//! Repair, sans IO: which peers to ask for which symbols of the chunks a hub
+//! lacks, when to give up on peers and ask the origin, and what it cost.
 //!
-//! Groundwork for peer repair. When a chunk's multicast window closes short of
-//! what decoding needs, the hub asks peers that decoded the chunk (they can make
-//! any ESI below N_max) for what it lacks:
+//! The owner feeds [`Repairer::handle_tick`] with what the receiver lacks
+//! ([`Receiver::needs`](crate::receiver::Receiver::needs)) and the peers that may
+//! hold each chunk, takes the requests out with [`Repairer::poll_request`], and
+//! reports each request's end with [`Repairer::handle_response`] (then ticks again,
+//! so the next requests leave at once). The rules:
 //!
-//! - how many: K + `margin` − held, so the bytes requested stay close to the bytes
-//!   missing (never the whole chunk from one peer when a few symbols are missing);
-//! - which: the missing source ESIs first (with every source symbol held, decoding
-//!   is a copy), then fresh repair ESIs above the ones already tried;
-//! - from whom: up to `max_peers` peers, same island first, then lowest RTT, then
-//!   fewest strikes; peers already banned are not asked;
-//! - split: contiguous slices of the wanted ESIs, one per peer, so the requests are
-//!   disjoint and each is a few ranges.
-//!
-//! Planning again after a timeout or refusal is the caller's: it passes what it
-//! holds then and the peers still worth asking.
+//! - **When.** A chunk is repaired once its multicast window has closed: the
+//!   multicast moved past it (a reorder grace later), or sent nothing new for it
+//!   for [`RepairConfig::stall`], or passed it without this hub hearing its
+//!   ticket.
+//! - **How much.** K + `margin` − held − in flight, so the bytes requested stay
+//!   close to the bytes missing; never the whole chunk from one peer when a few
+//!   symbols are missing.
+//! - **Which.** The lowest ESIs not held and not in flight: missing source
+//!   symbols first (with every source symbol held, decoding is a copy), then
+//!   repair symbols, which only a peer that decoded the chunk can make.
+//! - **From whom.** Up to `max_peers` peers at once, in parallel, with disjoint
+//!   ESI sets: peers holding the chunk complete first, then same island, then
+//!   lowest RTT, then fewest strikes. Ties are broken at random (seeded), so a
+//!   popular chunk does not send every hub to the same peer.
+//! - **Again.** A request ends served (ESIs asked but not received are what that
+//!   peer lacks: they go to another peer), refused (the peer rests for the chunk;
+//!   "not held" is never a strike) or failed/timed out (the peer rests longer).
+//! - **Origin.** When no peer is left to ask and nothing is in flight for
+//!   `origin_after`, a NAK is scheduled after a random backoff, and suppressed if
+//!   the chunk gained symbols meanwhile (the origin's multicast repair for
+//!   another hub's NAK reached this one too).
 
-use crate::peer_wire::{EsiRanges, MAX_RANGES};
-use std::time::Duration;
+use crate::peer_wire::{EsiRanges, RefuseReason};
+use crate::receiver::ChunkNeed;
+use crate::ObjectId;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
 
-/// What the planner needs to know about a peer that holds the chunk decoded.
+#[derive(Clone, Debug)]
+pub struct RepairConfig {
+    /// Symbols asked beyond K. Default 1: RaptorQ fails to decode from K + 1
+    /// symbols about once in 10^4; a failure costs one more small request, while each
+    /// symbol of margin costs a symbol on every repaired chunk.
+    pub margin: u32,
+    /// Peers asked at once for one chunk. Default 4.
+    pub max_peers: usize,
+    /// A request not answered within this fails. Default 2 s.
+    pub request_timeout: Duration,
+    /// An open multicast window that brought nothing for this long is closed.
+    /// Default 500 ms.
+    pub stall: Duration,
+    /// After the multicast moves past a chunk, its last datagrams may still be
+    /// on the way (reordered): repair waits this long. Default 10 ms.
+    pub reorder_grace: Duration,
+    /// With no peer to ask, wait this long before a NAK. Default 1 s.
+    pub origin_after: Duration,
+    /// NAKs wait a random delay below this, so hubs that miss the same chunk
+    /// hear each other's repair first. Default 200 ms.
+    pub nak_backoff: Duration,
+    /// Least time between two NAKs for one chunk. Default 2 s.
+    pub nak_retry: Duration,
+    /// Chunks under repair at once (the rest wait their turn). Default 64.
+    pub max_chunks: usize,
+}
+
+impl Default for RepairConfig {
+    fn default() -> Self {
+        RepairConfig {
+            margin: 1,
+            max_peers: 4,
+            request_timeout: Duration::from_secs(2),
+            stall: Duration::from_millis(500),
+            reorder_grace: Duration::from_millis(10),
+            origin_after: Duration::from_secs(1),
+            nak_backoff: Duration::from_millis(200),
+            nak_retry: Duration::from_secs(2),
+            max_chunks: 64,
+        }
+    }
+}
+
+/// A peer that may serve a chunk.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Candidate<P> {
     pub peer: P,
+    /// It holds the chunk decoded, so it can make any ESI below N_max.
+    pub complete: bool,
     pub same_island: bool,
     pub rtt: Duration,
-    /// Digest mismatches charged to this peer (a refusal for not holding is not one).
+    /// Digest mismatches charged to this peer.
     pub strikes: u32,
 }
 
-/// One request of the plan.
+/// One request to one peer: send it, then report its end with the same `id`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Ask<P> {
+pub struct Request<P> {
+    pub id: u64,
     pub peer: P,
+    pub object_id: ObjectId,
+    pub index: u32,
+    /// Ask for the ticket and these table pages (bit g = page g) too; `Some`
+    /// whenever the ticket is missing.
+    pub table: Option<u32>,
     pub esis: EsiRanges,
 }
 
-/// Plan the requests for one chunk.
-///
-/// `held[esi]` says which ESIs the hub holds verified (its length is N_max);
-/// `k` is the chunk's source symbol count; ESIs in `avoid` (asked before without
-/// answer) are not asked again. Returns no asks when nothing is needed or no peer
-/// can serve.
-pub fn plan<P: Clone>(
-    k: u32,
-    held: &[bool],
-    avoid: &[bool],
-    margin: u32,
-    max_peers: usize,
-    candidates: &[Candidate<P>],
-) -> Vec<Ask<P>> {
-    let have = held.iter().filter(|h| **h).count() as u32;
-    let need = (k + margin).saturating_sub(have) as usize;
-    if need == 0 || max_peers == 0 || candidates.is_empty() {
-        return Vec::new();
-    }
-    let n_max = held.len() as u32;
-    let skip = |esi: u32| held[esi as usize] || avoid.get(esi as usize).copied().unwrap_or(false);
-    // Missing source symbols first, then repair symbols.
-    let wanted: Vec<u32> = (0..k.min(n_max)).chain(k..n_max).filter(|e| !skip(*e)).take(need).collect();
-    if wanted.is_empty() {
-        return Vec::new();
-    }
-    let mut order: Vec<&Candidate<P>> = candidates.iter().collect();
-    order.sort_by_key(|c| (!c.same_island, c.rtt, c.strikes));
-    let peers = order.len().min(max_peers).min(wanted.len());
-    let per_peer = wanted.len().div_ceil(peers);
-    let mut asks = Vec::new();
-    for (slice, c) in wanted.chunks(per_peer).zip(order) {
-        for esis in ranges(slice) {
-            asks.push(Ask { peer: c.peer.clone(), esis });
-        }
-    }
-    asks
+/// How a request ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The peer answered; what it sent went to the receiver.
+    Served,
+    Refused(RefuseReason),
+    /// The connection or stream broke.
+    Failed,
 }
 
-/// Increasing ESIs as requests of at most MAX_RANGES ranges each (scattered
-/// holes make many ranges; a peer then gets several requests).
-fn ranges(esis: &[u32]) -> Vec<EsiRanges> {
-    let mut runs: Vec<(u32, u16)> = Vec::new();
-    for &e in esis {
-        match runs.last_mut() {
-            Some((first, n)) if *first + u32::from(*n) == e && *n < u16::MAX => *n += 1,
-            _ => runs.push((e, 1)),
+/// Ask the origin to send `missing` more symbols of a chunk on multicast.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Nak {
+    pub object_id: ObjectId,
+    pub index: u32,
+    pub missing: u32,
+}
+
+/// A chunk that was under repair left the needs: it is complete (or dropped by
+/// the receiver; the owner can tell).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Repaired {
+    pub object_id: ObjectId,
+    pub index: u32,
+    /// From the start of its repair.
+    pub took: Duration,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RepairStats {
+    pub requests: u64,
+    pub esis_requested: u64,
+    /// ESIs a peer was asked for and did not send.
+    pub esis_lacked: u64,
+    pub refusals: u64,
+    pub failures: u64,
+    pub timeouts: u64,
+    pub naks_sent: u64,
+    pub naks_suppressed: u64,
+    pub repaired: u64,
+}
+
+type ChunkKey = (ObjectId, u32);
+
+/// A refused peer is not asked again for the chunk before this.
+const REST_REFUSED: Duration = Duration::from_secs(1);
+/// Nor a peer whose request failed or timed out.
+const REST_FAILED: Duration = Duration::from_secs(5);
+
+struct Asked<P> {
+    key: ChunkKey,
+    peer: P,
+    esis: EsiRanges,
+    sent: Instant,
+    outcome: Option<Outcome>,
+}
+
+struct ChunkRepair<P> {
+    last_held: u32,
+    last_change: Instant,
+    /// The chunk was seen with its window open, and when the multicast was
+    /// first seen past it.
+    seen_open: bool,
+    passed_at: Option<Instant>,
+    started: Option<Instant>,
+    /// ESIs asked for and not answered yet.
+    in_flight: Vec<bool>,
+    /// Per peer asked: the ESIs it was asked for and did not send.
+    lacks: Vec<(P, Vec<bool>)>,
+    /// Peers not to ask again before the time given.
+    resting: Vec<(P, Instant)>,
+    /// No peer to ask since then.
+    stuck_since: Option<Instant>,
+    /// A NAK waits until then; `held` when it was scheduled.
+    nak_at: Option<(Instant, u32)>,
+    nak_sent: Option<Instant>,
+    seen: u64,
+}
+
+pub struct Repairer<P> {
+    config: RepairConfig,
+    rng: ChaCha8Rng,
+    chunks: HashMap<ChunkKey, ChunkRepair<P>>,
+    asked: HashMap<u64, Asked<P>>,
+    next_id: u64,
+    generation: u64,
+    requests: VecDeque<Request<P>>,
+    naks: VecDeque<Nak>,
+    repaired: VecDeque<Repaired>,
+    stats: RepairStats,
+}
+
+impl<P: Clone + PartialEq> Repairer<P> {
+    pub fn new(config: RepairConfig, seed: u64) -> Self {
+        Repairer {
+            config,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            chunks: HashMap::new(),
+            asked: HashMap::new(),
+            next_id: 1,
+            generation: 0,
+            requests: VecDeque::new(),
+            naks: VecDeque::new(),
+            repaired: VecDeque::new(),
+            stats: RepairStats::default(),
         }
     }
-    // Invariant: the ESIs are increasing and below N_max, so each group of at most
-    // MAX_RANGES runs is a valid request.
-    runs.chunks(MAX_RANGES).filter_map(|group| EsiRanges::new(group.to_vec())).collect()
+
+    pub fn stats(&self) -> RepairStats {
+        self.stats
+    }
+
+    /// Requests asked of peers and not ended yet.
+    pub fn in_flight(&self) -> usize {
+        self.asked.values().filter(|a| a.outcome.is_none()).count()
+    }
+
+    pub fn poll_request(&mut self) -> Option<Request<P>> {
+        self.requests.pop_front()
+    }
+
+    pub fn poll_nak(&mut self) -> Option<Nak> {
+        self.naks.pop_front()
+    }
+
+    pub fn poll_repaired(&mut self) -> Option<Repaired> {
+        self.repaired.pop_front()
+    }
+
+    /// A request ended. Unknown ids (timed out before) are ignored. The datagrams
+    /// it brought must reach the receiver before the next tick.
+    pub fn handle_response(&mut self, id: u64, outcome: Outcome) {
+        if let Some(a) = self.asked.get_mut(&id).filter(|a| a.outcome.is_none()) {
+            a.outcome = Some(outcome);
+        }
+    }
+
+    /// Plan with what the receiver lacks now. `candidates` names the peers that
+    /// may hold a chunk (the owner leaves out banned ones).
+    pub fn handle_tick(
+        &mut self,
+        now: Instant,
+        needs: &[ChunkNeed],
+        mut candidates: impl FnMut(&ChunkNeed) -> Vec<Candidate<P>>,
+    ) {
+        self.generation += 1;
+        let generation = self.generation;
+        for a in self.asked.values_mut() {
+            if a.outcome.is_none() && now.saturating_duration_since(a.sent) >= self.config.request_timeout {
+                a.outcome = Some(Outcome::Failed);
+                self.stats.timeouts += 1;
+            }
+        }
+        for need in needs.iter().take(self.config.max_chunks) {
+            let key = (need.object_id, need.index);
+            let held = need.held_count();
+            let c = self.chunks.entry(key).or_insert_with(|| ChunkRepair {
+                last_held: held,
+                last_change: now,
+                seen_open: false,
+                passed_at: None,
+                started: None,
+                in_flight: vec![false; need.n_max as usize],
+                lacks: Vec::new(),
+                resting: Vec::new(),
+                stuck_since: None,
+                nak_at: None,
+                nak_sent: None,
+                seen: generation,
+            });
+            c.seen = generation;
+            if held != c.last_held {
+                c.last_held = held;
+                c.last_change = now;
+            }
+            // A chunk first seen without a ticket learns N_max from the ticket.
+            c.in_flight.resize(need.n_max as usize, false);
+        }
+        self.forget_finished(now, generation);
+        self.settle_answers(now, needs);
+        for need in needs.iter().take(self.config.max_chunks) {
+            self.plan(now, need, &mut candidates);
+        }
+    }
+
+    /// Chunks no longer needed are done: report them and forget their requests.
+    fn forget_finished(&mut self, now: Instant, generation: u64) {
+        let done: Vec<ChunkKey> =
+            self.chunks.iter().filter(|(_, c)| c.seen != generation).map(|(k, _)| *k).collect();
+        for key in done {
+            if let Some(started) = self.chunks.remove(&key).and_then(|c| c.started) {
+                self.stats.repaired += 1;
+                self.repaired.push_back(Repaired { object_id: key.0, index: key.1, took: now - started });
+            }
+        }
+        self.asked.retain(|_, a| self.chunks.contains_key(&a.key));
+    }
+
+    /// Learn from every request that ended: free its ESIs, note what the peer
+    /// lacked, rest a peer that refused or failed.
+    fn settle_answers(&mut self, now: Instant, needs: &[ChunkNeed]) {
+        let ended: Vec<u64> =
+            self.asked.iter().filter(|(_, a)| a.outcome.is_some()).map(|(id, _)| *id).collect();
+        for id in ended {
+            let Some(a) = self.asked.remove(&id) else { continue };
+            let Some(c) = self.chunks.get_mut(&a.key) else { continue };
+            let Some(need) = needs.iter().find(|n| (n.object_id, n.index) == a.key) else { continue };
+            for esi in a.esis.iter() {
+                if let Some(f) = c.in_flight.get_mut(esi as usize) {
+                    *f = false;
+                }
+            }
+            match a.outcome {
+                Some(Outcome::Served) => {
+                    let missed: Vec<u32> = a
+                        .esis
+                        .iter()
+                        .filter(|e| !need.held.get(*e as usize).copied().unwrap_or(false))
+                        .collect();
+                    if missed.is_empty() {
+                        continue;
+                    }
+                    self.stats.esis_lacked += missed.len() as u64;
+                    let n_max = need.n_max as usize;
+                    let lacks = match c.lacks.iter().position(|(p, _)| *p == a.peer) {
+                        Some(at) => &mut c.lacks[at].1,
+                        None => {
+                            c.lacks.push((a.peer.clone(), vec![false; n_max]));
+                            &mut c.lacks.last_mut().expect("just pushed").1
+                        }
+                    };
+                    lacks.resize(n_max, false);
+                    for esi in missed {
+                        if let Some(l) = lacks.get_mut(esi as usize) {
+                            *l = true;
+                        }
+                    }
+                }
+                Some(Outcome::Refused(_)) => {
+                    self.stats.refusals += 1;
+                    c.resting.push((a.peer, now + REST_REFUSED));
+                }
+                Some(Outcome::Failed) | None => {
+                    self.stats.failures += 1;
+                    c.resting.push((a.peer, now + REST_FAILED));
+                }
+            }
+        }
+    }
+
+    fn plan(
+        &mut self,
+        now: Instant,
+        need: &ChunkNeed,
+        candidates: &mut impl FnMut(&ChunkNeed) -> Vec<Candidate<P>>,
+    ) {
+        let key = (need.object_id, need.index);
+        let config = &self.config;
+        let Some(c) = self.chunks.get_mut(&key) else { return };
+        if c.started.is_none() {
+            c.seen_open |= need.window_open;
+            if !need.window_open {
+                c.passed_at.get_or_insert(now);
+            }
+            let grace = if c.seen_open { config.reorder_grace } else { Duration::ZERO };
+            let passed = c.passed_at.is_some_and(|t| now.saturating_duration_since(t) >= grace);
+            if !passed && now.saturating_duration_since(c.last_change) < config.stall {
+                return;
+            }
+            c.started = Some(now);
+        }
+        let held = need.held_count();
+        let in_flight = c.in_flight.iter().filter(|f| **f).count() as u32;
+        let mut wanted = (need.k + config.margin).saturating_sub(held + in_flight) as usize;
+        c.resting.retain(|(_, until)| *until > now);
+        let busy: Vec<&P> = self.asked.values().filter(|a| a.key == key).map(|a| &a.peer).collect();
+        let mut peers: Vec<Candidate<P>> = candidates(need)
+            .into_iter()
+            .filter(|p| !busy.contains(&&p.peer) && !c.resting.iter().any(|(r, _)| *r == p.peer))
+            .collect();
+        peers.shuffle(&mut self.rng);
+        peers.sort_by_key(|p| (!p.complete, !p.same_island, p.rtt, p.strikes));
+        peers.truncate(config.max_peers.saturating_sub(busy.len()));
+
+        let mut asked_any = false;
+        let mut left = peers.len();
+        for p in peers {
+            if wanted == 0 {
+                break;
+            }
+            let share = wanted.div_ceil(left);
+            left -= 1;
+            let lacks = c.lacks.iter().find(|(q, _)| *q == p.peer).map(|(_, l)| l.as_slice());
+            let can_serve =
+                |esi: usize| p.complete || !lacks.is_some_and(|l| l.get(esi).copied().unwrap_or(false));
+            let esis: Vec<u32> = (0..need.n_max as usize)
+                .filter(|e| !need.held[*e] && !c.in_flight[*e] && can_serve(*e))
+                .take(share)
+                .map(|e| e as u32)
+                .collect();
+            if esis.is_empty() {
+                continue;
+            }
+            wanted -= esis.len();
+            for e in &esis {
+                c.in_flight[*e as usize] = true;
+            }
+            for esis in EsiRanges::split(&esis) {
+                let pages = table_pages(need, &esis);
+                let table = (!need.has_ticket || pages != 0).then_some(pages);
+                let id = self.next_id;
+                self.next_id += 1;
+                self.stats.requests += 1;
+                self.stats.esis_requested += u64::from(esis.count());
+                self.asked.insert(
+                    id,
+                    Asked { key, peer: p.peer.clone(), esis: esis.clone(), sent: now, outcome: None },
+                );
+                self.requests.push_back(Request {
+                    id,
+                    peer: p.peer.clone(),
+                    object_id: need.object_id,
+                    index: need.index,
+                    table,
+                    esis,
+                });
+                asked_any = true;
+            }
+        }
+        let waiting = asked_any || self.asked.values().any(|a| a.key == key);
+        if waiting || wanted == 0 {
+            c.stuck_since = None;
+            c.nak_at = None;
+            return;
+        }
+        // Nobody to ask: after a while, and a random backoff, the origin.
+        let stuck_since = *c.stuck_since.get_or_insert(now);
+        if now.saturating_duration_since(stuck_since) < config.origin_after
+            || c.nak_sent.is_some_and(|t| now.saturating_duration_since(t) < config.nak_retry)
+        {
+            return;
+        }
+        match c.nak_at {
+            None => {
+                let backoff = self.rng.gen_range(Duration::ZERO..=config.nak_backoff);
+                c.nak_at = Some((now + backoff, held));
+            }
+            Some((_, then)) if held > then => {
+                // Someone else's repair reached us: our NAK is not needed now.
+                self.stats.naks_suppressed += 1;
+                c.nak_at = None;
+                c.stuck_since = Some(now);
+            }
+            Some((at, _)) if now >= at => {
+                self.stats.naks_sent += 1;
+                c.nak_at = None;
+                c.nak_sent = Some(now);
+                let missing = (need.k + config.margin).saturating_sub(held);
+                self.naks.push_back(Nak { object_id: need.object_id, index: need.index, missing });
+            }
+            Some(_) => {}
+        }
+    }
+}
+
+/// The table pages covering `esis` that the hub lacks (all of them without a ticket).
+fn table_pages(need: &ChunkNeed, esis: &EsiRanges) -> u32 {
+    let mut pages = 0u32;
+    for (first, n) in esis.ranges() {
+        let last = first + u32::from(*n) - 1;
+        for g in crate::fec::page_of(*first)..=crate::fec::page_of(last) {
+            if g < 32 {
+                pages |= 1 << g;
+            }
+        }
+    }
+    pages & !need.pages
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn peer(name: &'static str, same_island: bool, rtt_ms: u64, strikes: u32) -> Candidate<&'static str> {
-        Candidate { peer: name, same_island, rtt: Duration::from_millis(rtt_ms), strikes }
-    }
+    const K: u32 = 100;
 
-    #[test]
-    fn asks_for_the_missing_source_symbols_first_split_disjoint_across_peers() {
-        let k = 100;
-        let n_max = crate::wire::n_max(k) as usize;
-        let mut held = vec![false; n_max];
-        for (esi, h) in held.iter_mut().enumerate().take(100) {
-            *h = esi % 10 != 0; // 10 source symbols missing
-        }
-        let peers =
-            [peer("far", false, 5, 0), peer("near-slow", true, 40, 0), peer("near-fast", true, 10, 0)];
-        let asks = plan(k, &held, &[], 4, 2, &peers);
-        // 14 wanted (K + 4 - 90): the 10 missing source ESIs, then 4 repair ESIs.
-        assert_eq!(asks.iter().map(|a| a.peer).collect::<Vec<_>>(), ["near-fast", "near-slow"]);
-        let all: Vec<u32> = asks.iter().flat_map(|a| a.esis.iter().collect::<Vec<_>>()).collect();
-        let mut expect: Vec<u32> = (0..100).filter(|e| e % 10 == 0).collect();
-        expect.extend(100..104);
-        assert_eq!(all, expect, "exactly what is missing plus the margin, each ESI once");
-    }
-
-    #[test]
-    fn bytes_requested_stay_close_to_bytes_missing() {
-        let k = 820;
-        let n_max = crate::wire::n_max(k) as usize;
-        for missing in [1usize, 5, 40, 300] {
-            let mut held = vec![false; n_max];
-            held[..k as usize].iter_mut().for_each(|h| *h = true);
-            held[..missing].iter_mut().for_each(|h| *h = false);
-            let asks = plan(
-                k,
-                &held,
-                &[],
-                2,
-                3,
-                &[peer("a", true, 1, 0), peer("b", true, 2, 0), peer("c", true, 3, 0)],
-            );
-            let asked: u32 = asks.iter().map(|a| a.esis.count()).sum();
-            assert_eq!(asked as usize, missing + 2, "missing {missing}");
+    fn need(held: impl Fn(u32) -> bool, window_open: bool) -> ChunkNeed {
+        let n_max = crate::wire::n_max(K);
+        ChunkNeed {
+            object_id: ObjectId([1; 32]),
+            index: 0,
+            k: K,
+            n_max,
+            held: (0..n_max).map(held).collect(),
+            pages: u32::MAX,
+            has_ticket: true,
+            window_open,
         }
     }
 
-    #[test]
-    fn nothing_is_asked_when_nothing_is_needed_or_nobody_can_serve() {
-        let held = vec![true; 40];
-        assert!(plan(16, &held, &[], 2, 3, &[peer("a", true, 1, 0)]).is_empty());
-        let held = vec![false; 40];
-        assert!(plan::<&str>(16, &held, &[], 2, 3, &[]).is_empty());
+    fn peer(name: &'static str, complete: bool, same_island: bool, rtt_ms: u64) -> Candidate<&'static str> {
+        Candidate { peer: name, complete, same_island, rtt: Duration::from_millis(rtt_ms), strikes: 0 }
+    }
+
+    fn drain(r: &mut Repairer<&'static str>) -> Vec<Request<&'static str>> {
+        std::iter::from_fn(|| r.poll_request()).collect()
+    }
+
+    fn esis(reqs: &[Request<&'static str>]) -> Vec<u32> {
+        let mut all: Vec<u32> = reqs.iter().flat_map(|r| r.esis.iter().collect::<Vec<_>>()).collect();
+        all.sort();
+        all
     }
 
     #[test]
-    fn esis_asked_before_are_not_asked_again() {
-        let k = 16;
-        let held = vec![false; crate::wire::n_max(k) as usize];
-        let mut avoid = vec![false; held.len()];
-        avoid[..8].iter_mut().for_each(|a| *a = true);
-        let asks = plan(k, &held, &avoid, 0, 1, &[peer("a", true, 1, 0)]);
-        let asked: Vec<u32> = asks[0].esis.iter().collect();
-        assert_eq!(asked, (8..24).collect::<Vec<_>>());
+    fn asks_for_exactly_what_is_missing_plus_the_margin_split_disjoint_across_the_best_peers() {
+        let t0 = Instant::now();
+        let mut r = Repairer::new(RepairConfig::default(), 1);
+        let n = need(|e| e < K && e % 10 != 0, false); // 10 source symbols missing
+        let peers = vec![
+            peer("far", true, false, 5),
+            peer("partial", false, true, 1),
+            peer("near-slow", true, true, 40),
+            peer("near-fast", true, true, 10),
+        ];
+        r.handle_tick(t0, std::slice::from_ref(&n), |_| peers.clone());
+        let reqs = drain(&mut r);
+        let mut expect: Vec<u32> = (0..K).filter(|e| e % 10 == 0).collect();
+        expect.push(K);
+        assert_eq!(esis(&reqs), expect, "each missing ESI once, plus the margin");
+        let by: Vec<&str> = reqs.iter().map(|q| q.peer).collect();
+        assert_eq!(by, ["near-fast", "near-slow", "far", "partial"], "complete first, then island, then RTT");
+        assert!(reqs.iter().all(|q| q.table.is_none()), "pages held: no table asked");
     }
 
     #[test]
-    fn scattered_holes_become_several_requests_and_none_is_dropped() {
-        let k = 2048;
-        let n_max = crate::wire::n_max(k) as usize;
-        let mut held = vec![false; n_max];
-        for (esi, h) in held.iter_mut().enumerate().take(k as usize) {
-            *h = esi % 2 == 1; // every other source symbol missing: 1024 runs
+    fn an_open_window_waits_until_it_stalls() {
+        let t0 = Instant::now();
+        let mut r = Repairer::new(RepairConfig::default(), 1);
+        let n = need(|e| e < 50, true);
+        let peers = vec![peer("a", true, true, 1)];
+        r.handle_tick(t0, std::slice::from_ref(&n), |_| peers.clone());
+        assert!(drain(&mut r).is_empty(), "the multicast is still sending it");
+        r.handle_tick(t0 + Duration::from_millis(600), std::slice::from_ref(&n), |_| peers.clone());
+        assert_eq!(esis(&drain(&mut r)).len(), 51);
+    }
+
+    #[test]
+    fn what_a_peer_lacks_goes_to_another_and_a_refusal_or_timeout_rests_the_peer() {
+        let t0 = Instant::now();
+        let mut r = Repairer::new(RepairConfig { max_peers: 1, ..RepairConfig::default() }, 3);
+        let mut n = need(|e| (4..K).contains(&e), false); // ESIs 0..4 missing
+        let peers = vec![peer("a", false, true, 1), peer("b", false, true, 2), peer("c", false, true, 3)];
+        r.handle_tick(t0, std::slice::from_ref(&n), |_| peers.clone());
+        let first = drain(&mut r);
+        assert_eq!((first[0].peer, esis(&first)), ("a", vec![0, 1, 2, 3, K]));
+        // "a" sends 0, 1 and 2 only.
+        for e in 0..3 {
+            n.held[e] = true;
         }
-        let asks = plan(k, &held, &[], 0, 1, &[peer("a", true, 1, 0)]);
-        assert!(asks.len() >= 4, "{} requests", asks.len());
-        assert!(asks.iter().all(|a| a.peer == "a" && a.esis.ranges().len() <= MAX_RANGES));
-        let asked: Vec<u32> = asks.iter().flat_map(|a| a.esis.iter().collect::<Vec<_>>()).collect();
-        assert_eq!(asked, (0..k).filter(|e| e % 2 == 0).collect::<Vec<_>>());
+        r.handle_response(first[0].id, Outcome::Served);
+        r.handle_tick(t0, std::slice::from_ref(&n), |_| peers.clone());
+        let second = drain(&mut r);
+        assert_eq!(second[0].peer, "a", "a still serves what it has");
+        assert_eq!(esis(&second), vec![K + 1, K + 2], "never what a lacked");
+        r.handle_response(second[0].id, Outcome::Refused(RefuseReason::Busy));
+        r.handle_tick(t0, std::slice::from_ref(&n), |_| peers.clone());
+        let third = drain(&mut r);
+        assert_eq!(third[0].peer, "b");
+        assert_eq!(esis(&third), vec![3, K]);
+        // b never answers: after the timeout it rests, and a (rested by now)
+        // is asked again, for what it may hold.
+        r.handle_tick(t0 + Duration::from_secs(3), std::slice::from_ref(&n), |_| peers.clone());
+        let fourth = drain(&mut r);
+        assert_eq!((fourth[0].peer, esis(&fourth)), ("a", vec![K + 1, K + 2]));
+        assert_eq!(r.stats().timeouts, 1);
+        assert_eq!(r.stats().refusals, 1);
+    }
+
+    #[test]
+    fn a_chunk_without_its_ticket_asks_for_the_table_too() {
+        let t0 = Instant::now();
+        let mut r = Repairer::new(RepairConfig::default(), 1);
+        let mut n = need(|_| false, false);
+        n.has_ticket = false;
+        n.pages = 0;
+        r.handle_tick(t0, std::slice::from_ref(&n), |_| vec![peer("a", true, true, 1)]);
+        let reqs = drain(&mut r);
+        assert_eq!(esis(&reqs), (0..=K).collect::<Vec<_>>());
+        assert_eq!(reqs[0].table, Some(0b11), "ESIs 0..=100 span pages 0 and 1");
+    }
+
+    #[test]
+    fn with_no_peer_one_nak_goes_to_the_origin_after_the_deadline_and_backoff() {
+        let t0 = Instant::now();
+        let config = RepairConfig::default();
+        let mut r = Repairer::new(config.clone(), 5);
+        let n = need(|e| (10..K).contains(&e), false);
+        let mut t = t0;
+        let mut naks = Vec::new();
+        while t < t0 + Duration::from_secs(3) {
+            r.handle_tick(t, std::slice::from_ref(&n), |_| Vec::<Candidate<&str>>::new());
+            naks.extend(std::iter::from_fn(|| r.poll_nak()));
+            t += Duration::from_millis(50);
+        }
+        assert_eq!(
+            naks,
+            vec![Nak { object_id: n.object_id, index: 0, missing: 11 }],
+            "retry after 2 s, not before"
+        );
+        // A second hub whose chunk gains symbols while its NAK waits stays silent.
+        let mut quiet = Repairer::new(RepairConfig { nak_backoff: Duration::from_millis(200), ..config }, 9);
+        let mut n2 = need(|e| (10..K).contains(&e), false);
+        let mut t = t0;
+        for step in 0..30 {
+            if step == 21 {
+                n2.held[0] = true; // the origin's multicast repair, asked by another hub
+            }
+            quiet.handle_tick(t, std::slice::from_ref(&n2), |_| Vec::<Candidate<&str>>::new());
+            t += Duration::from_millis(50);
+        }
+        let s = quiet.stats();
+        assert_eq!((s.naks_sent, s.naks_suppressed), (0, 1), "{s:?}");
+    }
+
+    #[test]
+    fn a_chunk_that_leaves_the_needs_is_reported_repaired() {
+        let t0 = Instant::now();
+        let mut r = Repairer::new(RepairConfig::default(), 1);
+        let n = need(|e| e < K - 1, false);
+        r.handle_tick(t0, std::slice::from_ref(&n), |_| vec![peer("a", true, true, 1)]);
+        let req = drain(&mut r).remove(0);
+        r.handle_response(req.id, Outcome::Served);
+        r.handle_tick(t0 + Duration::from_millis(7), &[], |_| Vec::new());
+        assert_eq!(
+            r.poll_repaired(),
+            Some(Repaired { object_id: n.object_id, index: 0, took: Duration::from_millis(7) })
+        );
+        assert_eq!(r.in_flight(), 0);
     }
 }

@@ -2,12 +2,13 @@
 //! any ESI below N_max, and sends it with the broadcaster's signed ticket and
 //! table pages, so the asker checks served data exactly as data from multicast.
 //!
-//! Groundwork for peer repair (issue 3): nothing unverified is served, because a
-//! [`ChunkServer`] is only made from a chunk whose bytes re-encode to the table the
-//! ticket commits to.
+//! Nothing unverified is served: a [`ChunkServer`] is only made from a chunk
+//! whose bytes re-encode to the table the ticket commits to, and a chunk still
+//! being collected serves only symbols whose digests were checked.
 
 use crate::fec::EncodedChunk;
-use crate::peer_wire::EsiRanges;
+use crate::peer_wire::{EsiRanges, PeerMessage, RefuseReason};
+use crate::receiver::Receiver;
 use crate::wire::{self, Datagram};
 use crate::ObjectId;
 
@@ -107,5 +108,71 @@ impl ChunkServer {
                 d
             })
             .collect())
+    }
+}
+
+/// What a peer asks of one chunk on one stream: the ticket with table pages
+/// (optional), and symbols.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChunkRequest {
+    pub object_id: ObjectId,
+    pub index: u32,
+    /// The ticket and these table pages (bit g = page g).
+    pub table: Option<u32>,
+    pub esis: EsiRanges,
+}
+
+impl ChunkRequest {
+    /// As peer messages: an optional table request, then the symbol request.
+    pub fn to_messages(&self) -> Vec<PeerMessage> {
+        let (object_id, chunk) = (self.object_id, self.index);
+        let table = self.table.map(|pages| PeerMessage::TableRequest { object_id, chunk, pages });
+        let symbols = PeerMessage::SymbolRequest { object_id, chunk, esis: self.esis.clone() };
+        table.into_iter().chain([symbols]).collect()
+    }
+
+    /// From the messages of one stream; `None` unless they are one request as
+    /// [`ChunkRequest::to_messages`] makes it.
+    pub fn from_messages(messages: &[PeerMessage]) -> Option<ChunkRequest> {
+        match messages {
+            [PeerMessage::SymbolRequest { object_id, chunk, esis }] => {
+                Some(ChunkRequest { object_id: *object_id, index: *chunk, table: None, esis: esis.clone() })
+            }
+            [PeerMessage::TableRequest { object_id: o1, chunk: c1, pages }, PeerMessage::SymbolRequest { object_id, chunk, esis }]
+                if (o1, c1) == (object_id, chunk) =>
+            {
+                Some(ChunkRequest {
+                    object_id: *object_id,
+                    index: *chunk,
+                    table: Some(*pages),
+                    esis: esis.clone(),
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Answer a request: from the chunk decoded (`complete`: any ESI below N_max),
+/// else from the symbols the receiver holds verified while it collects the chunk.
+/// The datagrams come in the order the asker can check them: ticket, pages,
+/// symbols.
+pub fn answer(
+    req: &ChunkRequest,
+    complete: Option<&ChunkServer>,
+    collecting: &Receiver,
+) -> Result<Vec<Vec<u8>>, RefuseReason> {
+    if let Some(server) = complete {
+        let mut out = Vec::new();
+        if let Some(pages) = req.table {
+            out.push(server.ticket().to_vec());
+            out.extend(server.table_pages(pages).map_err(|_| RefuseReason::Invalid)?);
+        }
+        out.extend(server.symbols(&req.esis).map_err(|_| RefuseReason::Invalid)?);
+        return Ok(out);
+    }
+    match collecting.serve_partial(req.object_id, req.index, req.table, Some(&req.esis)) {
+        Some(datagrams) if !datagrams.is_empty() => Ok(datagrams),
+        _ => Err(RefuseReason::NotHeld),
     }
 }

@@ -7,11 +7,11 @@ mod support;
 
 use hubcast_protocol::peer_wire::EsiRanges;
 use hubcast_protocol::receiver::{Event, Receiver};
-use hubcast_protocol::repair::{plan, Candidate};
-use hubcast_protocol::serve::{ChunkServer, ServeError};
+use hubcast_protocol::repair::{Candidate, Outcome, RepairConfig, Repairer};
+use hubcast_protocol::serve::{answer, ChunkRequest, ChunkServer, ServeError};
 use hubcast_protocol::wire::{self, Kind};
 use hubcast_protocol::ObjectId;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use support::*;
 
 const T: u16 = 1280;
@@ -62,20 +62,36 @@ fn a_lossy_hub_completes_from_a_peer_asking_only_for_what_it_lacks() {
         b.handle_datagram(NOW, d);
     }
     assert_eq!(completed(&mut b), None, "hub B is short");
-    let (k, held) = b.chunk_progress(id, 0).expect("hub B is collecting the chunk");
-    let held_count = held.iter().filter(|h| **h).count() as u32;
-    let peers = [Candidate { peer: "A", same_island: true, rtt: Duration::from_millis(1), strikes: 0 }];
-    let asks = plan(k, held, &[], 2, 3, &peers);
+    let needs = b.needs(8);
+    assert_eq!(needs.len(), 1);
+    let (k, held_count) = (needs[0].k, needs[0].held_count());
+    let mut repairer = Repairer::new(RepairConfig::default(), 1);
+    let peers = |_: &_| {
+        vec![Candidate { peer: "A", complete: true, same_island: true, rtt: Duration::ZERO, strikes: 0 }]
+    };
+    // The multicast stopped in this (last) chunk: its window closes once it stalls.
+    assert!(needs[0].window_open);
+    let t0 = Instant::now();
+    repairer.handle_tick(t0, &needs, peers);
+    assert_eq!(repairer.poll_request(), None, "the multicast may still send it");
+    repairer.handle_tick(t0 + RepairConfig::default().stall, &needs, peers);
+    let asks: Vec<_> = std::iter::from_fn(|| repairer.poll_request()).collect();
     let asked: u32 = asks.iter().map(|a| a.esis.count()).sum();
-    assert_eq!(asked, k + 2 - held_count, "bytes requested = bytes missing + the margin");
+    assert_eq!(asked, k + 1 - held_count, "bytes requested = bytes missing + the margin");
 
     // Hub A serves exactly those ESIs; B checks them like multicast and completes.
     let server = ChunkServer::new(ticket.clone(), &a_chunk).unwrap();
     for ask in &asks {
-        for d in server.symbols(&ask.esis).unwrap() {
-            b.handle_datagram(NOW, &d);
+        let req = ChunkRequest { object_id: id, index: 0, table: ask.table, esis: ask.esis.clone() };
+        assert_eq!(ChunkRequest::from_messages(&req.to_messages()), Some(req.clone()));
+        let datagrams = answer(&req, Some(&server), &a).unwrap();
+        assert_eq!(datagrams.len() as u32, ask.esis.count());
+        for d in datagrams {
+            b.handle_repair_datagram(NOW, &d);
         }
+        repairer.handle_response(ask.id, Outcome::Served);
     }
+    b.settle_chunk(id, 0);
     assert_eq!(completed(&mut b).as_deref(), Some(&src[..]));
     assert_eq!(b.drops().harmful(), 0, "{:?}", b.drops());
 }
