@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # hubcast on one machine: a broadcaster seeds a sample folder over loopback
-# multicast to three hubs (one losing 5% of datagrams on purpose), shows them
+# multicast to three hubs (one losing 20% of datagrams on purpose, repaired from its peers), shows them
 # complete, checks every copy against the source, and says where the copies are.
 #
 # Usage: deploy/demo.sh            (work folder: $HUBCAST_DEMO_DIR, default /tmp/hubcast-demo)
@@ -34,14 +34,14 @@ head -c $((20 * 1024 * 1024)) /dev/urandom > "$work/sample/nested/video-20MiB.bi
 
 for i in $(seq 1 $hubs); do
   extra=()
-  [ "$i" = "$hubs" ] && extra=(--simulate-loss 0.05)
+  [ "$i" = "$hubs" ] && extra=(--simulate-loss 0.2)
   "$bin/clienthub" run --trust "$fingerprint" --group "$group" --store "$work/hub-$i/store" \
     --export "$work/hub-$i/files" --http "127.0.0.1:$((base_port + i))" "${extra[@]}" \
     2> "$work/hub-$i.log" &
   pids+=($!)
 done
 sleep 1
-echo "== broadcasting to $group (hub $hubs drops 5% of what it receives)"
+echo "== broadcasting to $group (hub $hubs drops 20% of what it receives: it repairs from the other hubs)"
 "$bin/broadcaster" seed --keys "$work/keys" --group "$group" --rate 200mbit "$work/sample" > "$work/broadcaster.log" 2>&1 &
 pids+=($!)
 

@@ -28,6 +28,12 @@ pub struct HubConfig {
     pub loss_seed: Option<u64>,
     /// Warn when nothing arrives for this long. Default 10 s.
     pub silence_warning_secs: u64,
+    /// Repair from peer hubs over QUIC. Default true.
+    pub peer_repair: bool,
+    /// QUIC address peers connect to. Default: the --iface address, any port.
+    pub peer_listen: Option<SocketAddr>,
+    /// Cap on serving peers, in Mbit/s. Default 100.
+    pub upload_rate: f64,
 }
 
 impl Default for HubConfig {
@@ -43,6 +49,9 @@ impl Default for HubConfig {
             simulate_loss: 0.0,
             loss_seed: None,
             silence_warning_secs: 10,
+            peer_repair: true,
+            peer_listen: None,
+            upload_rate: 100.0,
         }
     }
 }

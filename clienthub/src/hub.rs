@@ -9,20 +9,29 @@
 //! - the HTTP listener, when configured.
 
 use crate::config::HubConfig;
+use crate::peers::{Fetcher, PartialAsk, PeerTable, Server, StoreRead};
 use crate::status::StatusBoard;
 use crate::store::{Store, StoreError};
+use hubcast_keys::NodeId;
 use hubcast_keys::{KeyFileError, TrustAnchor};
-use hubcast_protocol::receiver::{DropCounters, Event, Receiver, ReceiverConfig};
+use hubcast_protocol::announce::Announcement;
+use hubcast_protocol::peer_wire::ChunkBitmap;
+use hubcast_protocol::receiver::{DropCounters, DropReason, Event, Receiver, ReceiverConfig};
+use hubcast_protocol::repair::{Outcome, RepairConfig, Repairer};
+use hubcast_protocol::serve::{answer_partial, ChunkRequest};
 use hubcast_protocol::wire::Manifest;
 use hubcast_protocol::ObjectId;
+use hubcast_transport::quic::NodeEndpoint;
 use hubcast_transport::{Interface, MulticastConfig, TransportError};
 use rand::{Rng, SeedableRng};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// Datagrams read per wakeup before yielding.
 const RECV_BATCH: usize = 64;
@@ -50,6 +59,10 @@ pub enum HubError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "peer repair: {0} (pick another address with --peer-listen, or turn it off with --no-peer-repair)"
+    )]
+    Peer(String),
     #[error("receiving on {group}: {source}")]
     Recv {
         group: std::net::SocketAddr,
@@ -118,7 +131,33 @@ pub async fn run(cfg: HubConfig, status: StatusBoard, cancel: CancellationToken)
             .map_err(|source| HubError::Store(StoreError::Io { path: "store thread".into(), source }))?
     };
 
-    let result = receive_loop(&cfg, &socket, &mut receiver, &tx, &mut unstored_rx, &status, &cancel).await;
+    let peers = if cfg.peer_repair {
+        let holdings = manifests
+            .iter()
+            .map(|m| {
+                let chunks = hubcast_protocol::sender::chunk_count(m.size, m.chunk_size);
+                let mut b = ChunkBitmap::new(chunks);
+                (0..chunks).filter(|i| receiver.is_complete(m.object_id, *i)).for_each(|i| b.set(i));
+                (m.object_id, b)
+            })
+            .collect();
+        Some(start_peers(
+            &cfg,
+            &mc,
+            &node,
+            anchor.fingerprint.channel_tag(),
+            holdings,
+            &tx,
+            &status,
+            &cancel,
+        )?)
+    } else {
+        None
+    };
+
+    let mut lp = Loop { cfg: &cfg, receiver, store: &tx, status: &status, received: 0, simulated: 0, peers };
+    let result = receive_loop(&mut lp, &socket, &mut unstored_rx, &cancel).await;
+    drop(lp);
     drop(tx);
     let _ = tokio::task::spawn_blocking(move || worker.join()).await;
     cancel.cancel();
@@ -128,27 +167,333 @@ pub async fn run(cfg: HubConfig, status: StatusBoard, cancel: CancellationToken)
     result
 }
 
-async fn receive_loop(
+/// Bind the QUIC endpoint, start serving peers, join the control group.
+#[allow(clippy::too_many_arguments)]
+fn start_peers(
     cfg: &HubConfig,
-    socket: &tokio::net::UdpSocket,
-    receiver: &mut Receiver,
-    tx: &mpsc::Sender<Event>,
-    unstored: &mut mpsc::Receiver<(ObjectId, u32)>,
+    mc: &MulticastConfig,
+    node: &hubcast_keys::NodeKey,
+    channel_tag: u64,
+    holdings: BTreeMap<ObjectId, ChunkBitmap>,
+    store: &mpsc::Sender<StoreJob>,
     status: &StatusBoard,
     cancel: &CancellationToken,
+) -> Result<PeerSide, HubError> {
+    let listen = cfg.peer_listen.unwrap_or(match mc.interface {
+        Interface::V4(a) => SocketAddr::from((a, 0)),
+        Interface::V6Index(_) => SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0)),
+    });
+    let endpoint = Arc::new(NodeEndpoint::bind(listen, node).map_err(|e| HubError::Peer(e.to_string()))?);
+    let quic = endpoint.local_addr().map_err(|e| HubError::Peer(e.to_string()))?;
+    let mut control_cfg = mc.clone();
+    control_cfg.group = SocketAddr::new(mc.group.ip(), mc.group.port().wrapping_add(1));
+    let control = hubcast_transport::multicast::receiver(&control_cfg)?;
+    let control_out = hubcast_transport::multicast::sender(&control_cfg)?;
+
+    // Serving: stored chunks through the store worker, partial ones through the loop.
+    let (read_tx, mut read_rx) = mpsc::channel::<StoreRead>(STORE_QUEUE);
+    let store = store.clone();
+    tokio::spawn(async move {
+        while let Some(read) = read_rx.recv().await {
+            if store.send(StoreJob::Read(read)).await.is_err() {
+                break;
+            }
+        }
+    });
+    let (partial_tx, partial_rx) = mpsc::channel(STORE_QUEUE);
+    let upload = cfg.upload_rate * 1e6 / 8.0;
+    let server = Server::new(read_tx, partial_tx, upload, status.clone());
+    tokio::spawn(crate::peers::serve(endpoint.clone(), server.clone(), cancel.clone()));
+    info!(%quic, control = %control_cfg.group, upload_mbit = cfg.upload_rate, "peer repair on");
+
+    let (done_tx, done_rx) = mpsc::channel(256);
+    Ok(PeerSide {
+        repairer: Repairer::new(RepairConfig::default(), rand::random()),
+        table: PeerTable::default(),
+        fetcher: Fetcher::new(endpoint),
+        server,
+        done_tx,
+        done_rx,
+        partial_rx,
+        control,
+        control_out,
+        control_group: control_cfg.group,
+        node_id: node.id(),
+        quic_port: quic.port(),
+        channel_tag,
+        holdings,
+        peer_bytes: 0,
+        last_nak_warning: None,
+        announce_soon: false,
+    })
+}
+
+/// Jobs for the store worker: events to store, and reads for serving peers.
+pub enum StoreJob {
+    Event(Event),
+    Read(StoreRead),
+}
+
+/// A repair request that ended, back from its fetch task.
+struct FetchDone {
+    id: u64,
+    peer: NodeId,
+    object_id: ObjectId,
+    index: u32,
+    result: Result<Vec<Vec<u8>>, Outcome>,
+}
+
+/// Peer repair, when enabled: everything the receive loop needs for it.
+struct PeerSide {
+    repairer: Repairer<NodeId>,
+    table: PeerTable,
+    fetcher: Arc<Fetcher>,
+    server: Arc<Server>,
+    done_tx: mpsc::Sender<FetchDone>,
+    done_rx: mpsc::Receiver<FetchDone>,
+    partial_rx: mpsc::Receiver<PartialAsk>,
+    control: tokio::net::UdpSocket,
+    control_out: tokio::net::UdpSocket,
+    control_group: SocketAddr,
+    node_id: NodeId,
+    quic_port: u16,
+    channel_tag: u64,
+    /// What this hub holds complete, announced to peers.
+    holdings: BTreeMap<ObjectId, ChunkBitmap>,
+    /// Verified symbol bytes peers served.
+    peer_bytes: u64,
+    last_nak_warning: Option<Instant>,
+    announce_soon: bool,
+}
+
+/// How often the repairer looks at what is missing.
+const REPAIR_TICK: Duration = Duration::from_millis(50);
+const NAK_WARN_EVERY: Duration = Duration::from_secs(30);
+
+/// The receive loop: multicast in, peers' answers in, requests out.
+struct Loop<'a> {
+    cfg: &'a HubConfig,
+    receiver: Receiver,
+    store: &'a mpsc::Sender<StoreJob>,
+    status: &'a StatusBoard,
+    received: u64,
+    simulated: u64,
+    peers: Option<PeerSide>,
+}
+
+impl Loop<'_> {
+    /// Send the receiver's events to the store worker. `false` once it is gone.
+    async fn drain_events(&mut self) -> bool {
+        while let Some(event) = self.receiver.poll_event() {
+            // Counters first: a status that shows the object complete also
+            // shows the bytes that completed it.
+            self.record();
+            if let Some(p) = self.peers.as_mut() {
+                p.note(&event, &self.receiver);
+            }
+            if self.store.send(StoreJob::Event(event)).await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn record(&self) {
+        self.status.record_receiver(
+            self.receiver.stats(),
+            self.receiver.drops(),
+            self.received,
+            self.simulated,
+        );
+    }
+
+    /// Plan repair with what is missing now and start the requests.
+    fn plan_repair(&mut self) {
+        let Some(p) = self.peers.as_mut() else { return };
+        let now = Instant::now();
+        let needs = self.receiver.needs(64);
+        let table = &p.table;
+        p.repairer.handle_tick(now, &needs, |n| table.candidates(now, n.object_id, n.index));
+        while let Some(r) = p.repairer.poll_request() {
+            let Some(addr) = p.table.addr(&r.peer) else {
+                p.repairer.handle_response(r.id, Outcome::Failed);
+                continue;
+            };
+            let req = ChunkRequest { object_id: r.object_id, index: r.index, table: r.table, esis: r.esis };
+            let (fetcher, done) = (p.fetcher.clone(), p.done_tx.clone());
+            tokio::spawn(async move {
+                let result = fetcher.fetch(r.peer, addr, &req).await;
+                let _ = done
+                    .send(FetchDone {
+                        id: r.id,
+                        peer: r.peer,
+                        object_id: req.object_id,
+                        index: req.index,
+                        result,
+                    })
+                    .await;
+            });
+        }
+        while let Some(nak) = p.repairer.poll_nak() {
+            if p.last_nak_warning.is_none_or(|t| t.elapsed() >= NAK_WARN_EVERY) {
+                p.last_nak_warning = Some(now);
+                warn!(object = %nak.object_id, chunk = nak.index, missing = nak.missing,
+                    "no peer can repair this chunk; it waits for the next carousel round");
+            }
+        }
+        while p.repairer.poll_repaired().is_some() {}
+    }
+
+    /// A peer's answer: check it like multicast, credit or strike the peer.
+    async fn on_fetch_done(&mut self, done: FetchDone) -> bool {
+        let Some(p) = self.peers.as_mut() else { return true };
+        let before = (
+            self.receiver.stats().symbol_bytes_accepted,
+            self.receiver.drops().get(DropReason::DigestMismatch),
+        );
+        let outcome = match &done.result {
+            Ok(datagrams) => {
+                let now = unix_now();
+                for d in datagrams {
+                    self.receiver.handle_repair_datagram(now, d);
+                }
+                Outcome::Served
+            }
+            Err(outcome) => *outcome,
+        };
+        // Check this chunk's symbols now, so what they earn is this peer's.
+        self.receiver.settle_chunk(done.object_id, done.index);
+        let gained = self.receiver.stats().symbol_bytes_accepted - before.0;
+        let mismatches = self.receiver.drops().get(DropReason::DigestMismatch) - before.1;
+        p.peer_bytes += gained;
+        p.table.credit(&done.peer, gained);
+        if mismatches > 0 {
+            p.table.strike(Instant::now(), &done.peer, mismatches.min(u64::from(u32::MAX)) as u32);
+        }
+        p.repairer.handle_response(done.id, outcome);
+        self.status.record_peer_bytes(p.peer_bytes);
+        if !self.drain_events().await {
+            return false;
+        }
+        self.plan_repair();
+        true
+    }
+
+    fn on_partial_ask(&self, ask: PartialAsk) {
+        let _ = ask.reply.send(answer_partial(&ask.req, &self.receiver));
+    }
+
+    fn on_announcement(&mut self, datagram: &[u8], from: SocketAddr) {
+        let Some(p) = self.peers.as_mut() else { return };
+        let Ok(a) = Announcement::decode(datagram) else {
+            self.status.peer_message_dropped();
+            return;
+        };
+        if a.channel_tag != p.channel_tag || a.node_id == p.node_id.0 {
+            return;
+        }
+        let addr = SocketAddr::new(from.ip(), a.quic_port);
+        // A newcomer hears from us at once, not at our next announcement.
+        p.announce_soon |= p.table.heard(Instant::now(), NodeId(a.node_id), addr, a.objects);
+    }
+
+    async fn announce(&mut self) {
+        let Some(p) = self.peers.as_mut() else { return };
+        p.announce_soon = false;
+        let now = Instant::now();
+        p.table.expire(now);
+        let table = &p.table;
+        p.fetcher.retain(|id| table.addr(id).is_some());
+        let a = Announcement {
+            channel_tag: p.channel_tag,
+            node_id: p.node_id.0,
+            quic_port: p.quic_port,
+            objects: p
+                .holdings
+                .iter()
+                .filter(|(_, b)| b.count() > 0)
+                .map(|(id, b)| (*id, b.clone()))
+                .collect(),
+        };
+        let (datagram, _) = a.encode();
+        if let Err(e) = p.control_out.send_to(&datagram, p.control_group).await {
+            debug!("announcing on {}: {e}", p.control_group);
+        }
+        let stats = p.repairer.stats();
+        let served = p.server.served();
+        self.status.record_peers(p.table.status(now, &served), |r| {
+            r.requests = stats.requests;
+            r.symbols_requested = stats.esis_requested;
+            r.refused = stats.refusals;
+            r.failed = stats.failures;
+            r.chunks_repaired = stats.repaired;
+            r.origin_naks = stats.naks_sent;
+            r.bytes_served = served.values().sum();
+        });
+    }
+}
+
+impl PeerSide {
+    /// Keep the holdings announced to peers in step with what completes.
+    fn note(&mut self, event: &Event, receiver: &Receiver) {
+        match event {
+            Event::Manifest(m) => {
+                let chunks = hubcast_protocol::sender::chunk_count(m.size, m.chunk_size);
+                let b = self.holdings.entry(m.object_id).or_insert_with(|| ChunkBitmap::new(chunks));
+                for i in 0..chunks {
+                    if receiver.is_complete(m.object_id, i) {
+                        b.set(i);
+                    }
+                }
+            }
+            Event::ChunkComplete(c) => {
+                if let Some(b) = self.holdings.get_mut(&c.object_id()) {
+                    b.set(c.index());
+                }
+            }
+        }
+    }
+}
+
+/// Wait for the next item of an optional channel; never, when there is none.
+async fn recv_opt<T>(rx: Option<&mut mpsc::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn readable_opt(socket: Option<&tokio::net::UdpSocket>) -> std::io::Result<()> {
+    match socket {
+        Some(s) => s.readable().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn receive_loop(
+    lp: &mut Loop<'_>,
+    socket: &tokio::net::UdpSocket,
+    unstored: &mut mpsc::Receiver<(ObjectId, u32)>,
+    cancel: &CancellationToken,
 ) -> Result<(), HubError> {
+    let cfg = lp.cfg;
     let mut rng = match cfg.loss_seed {
         Some(seed) => rand::rngs::StdRng::seed_from_u64(seed),
         None => rand::rngs::StdRng::from_entropy(),
     };
     let mut buf = vec![0u8; 65_536];
-    let (mut received, mut simulated) = (0u64, 0u64);
     let mut last_rx = Instant::now();
     let mut warned_silence = false;
     let mut last_drops = DropCounters::default();
     let mut last_drop_report = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut repair_tick = tokio::time::interval(REPAIR_TICK);
+    let mut announce_tick = tokio::time::interval(crate::peers::ANNOUNCE_EVERY);
     loop {
+        let (done_rx, partial_rx, control) = match lp.peers.as_mut() {
+            Some(p) => (Some(&mut p.done_rx), Some(&mut p.partial_rx), Some(&p.control)),
+            None => (None, None, None),
+        };
         tokio::select! {
             r = socket.readable() => {
                 r.map_err(|source| HubError::Recv { group: cfg.group, source })?;
@@ -159,35 +504,48 @@ async fn receive_loop(
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                         Err(source) => return Err(HubError::Recv { group: cfg.group, source }),
                     };
-                    received += 1;
+                    lp.received += 1;
                     if cfg.simulate_loss > 0.0 && rng.gen_bool(cfg.simulate_loss) {
-                        simulated += 1;
+                        lp.simulated += 1;
                         continue;
                     }
-                    receiver.handle_datagram(now, &buf[..n]);
+                    lp.receiver.handle_datagram(now, &buf[..n]);
                 }
                 // Events after the whole batch: the receiver checks digests many at a time.
-                while let Some(event) = receiver.poll_event() {
-                    // Counters first: a status that shows the object complete
-                    // also shows the bytes that completed it.
-                    status.record_receiver(receiver.stats(), receiver.drops(), received, simulated);
-                    if tx.send(event).await.is_err() {
-                        return Ok(());
-                    }
+                if !lp.drain_events().await {
+                    return Ok(());
                 }
                 last_rx = Instant::now();
                 warned_silence = false;
             }
-            _ = tick.tick() => {
-                // Decode chunks whose symbols stopped coming with fewer than K + margin.
-                receiver.handle_idle();
-                while let Some(event) = receiver.poll_event() {
-                    status.record_receiver(receiver.stats(), receiver.drops(), received, simulated);
-                    if tx.send(event).await.is_err() {
-                        return Ok(());
+            Some(done) = recv_opt(done_rx) => {
+                if !lp.on_fetch_done(done).await {
+                    return Ok(());
+                }
+            }
+            Some(ask) = recv_opt(partial_rx) => lp.on_partial_ask(ask),
+            r = readable_opt(control) => {
+                if r.is_ok() {
+                    let mut abuf = [0u8; hubcast_protocol::announce::MAX_ANNOUNCE_LEN + 1];
+                    while let Some(Ok((n, from))) = lp.peers.as_ref().map(|p| p.control.try_recv_from(&mut abuf)) {
+                        lp.on_announcement(&abuf[..n], from);
                     }
                 }
-                status.record_receiver(receiver.stats(), receiver.drops(), received, simulated);
+            }
+            _ = repair_tick.tick() => {
+                lp.plan_repair();
+                if lp.peers.as_ref().is_some_and(|p| p.announce_soon) {
+                    lp.announce().await;
+                }
+            }
+            _ = announce_tick.tick() => lp.announce().await,
+            _ = tick.tick() => {
+                // Decode chunks whose symbols stopped coming with fewer than K + margin.
+                lp.receiver.handle_idle();
+                if !lp.drain_events().await {
+                    return Ok(());
+                }
+                lp.record();
                 let silent = last_rx.elapsed();
                 if !warned_silence && silent >= Duration::from_secs(cfg.silence_warning_secs) {
                     warned_silence = true;
@@ -195,16 +553,16 @@ async fn receive_loop(
                         cfg.group, silent.as_secs(), cfg.iface);
                 }
                 if last_drop_report.elapsed() >= DROP_REPORT_EVERY {
-                    report_drops(&last_drops, receiver.drops());
-                    last_drops = receiver.drops().clone();
+                    report_drops(&last_drops, lp.receiver.drops());
+                    last_drops = lp.receiver.drops().clone();
                     last_drop_report = Instant::now();
                 }
             }
-            Some((id, index)) = unstored.recv() => receiver.forget_complete(id, index),
+            Some((id, index)) = unstored.recv() => lp.receiver.forget_complete(id, index),
             _ = cancel.cancelled() => break,
         }
     }
-    status.record_receiver(receiver.stats(), receiver.drops(), received, simulated);
+    lp.record();
     Ok(())
 }
 
@@ -225,7 +583,7 @@ fn report_drops(before: &DropCounters, now: &DropCounters) {
 
 fn store_worker(
     mut store: Store,
-    mut rx: mpsc::Receiver<Event>,
+    mut rx: mpsc::Receiver<StoreJob>,
     unstored: mpsc::Sender<(ObjectId, u32)>,
     status: StatusBoard,
     export: Option<PathBuf>,
@@ -242,7 +600,25 @@ fn store_worker(
         w.publish(m);
         w.finish_if_complete(m);
     }
-    while let Some(event) = rx.blocking_recv() {
+    while let Some(job) = rx.blocking_recv() {
+        let event = match job {
+            StoreJob::Event(e) => e,
+            StoreJob::Read(r) => {
+                let chunk = match (
+                    w.store.read_chunk(&r.object_id, r.index),
+                    w.store.read_ticket(&r.object_id, r.index),
+                ) {
+                    (Ok(Some(data)), Ok(Some(ticket))) => Some((ticket, data)),
+                    (Err(e), _) | (_, Err(e)) => {
+                        w.fail(&e);
+                        None
+                    }
+                    _ => None,
+                };
+                let _ = r.reply.send(chunk);
+                continue;
+            }
+        };
         match event {
             Event::Manifest(m) => {
                 if let Err(e) = w.store.put_manifest(&m) {

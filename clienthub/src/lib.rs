@@ -8,6 +8,7 @@ pub mod config;
 pub mod export;
 pub mod http;
 pub mod hub;
+pub mod peers;
 pub mod status;
 pub mod status_client;
 pub mod store;

@@ -60,6 +60,15 @@ struct RunArgs {
     /// Seed for --simulate-loss.
     #[arg(long)]
     loss_seed: Option<u64>,
+    /// QUIC address for peer repair. Default: the --iface address, any port.
+    #[arg(long)]
+    peer_listen: Option<SocketAddr>,
+    /// Cap on what this hub serves to peers, in Mbit/s. Default 100.
+    #[arg(long)]
+    upload_rate: Option<f64>,
+    /// Do not repair from (or serve) peer hubs.
+    #[arg(long)]
+    no_peer_repair: bool,
 }
 
 impl RunArgs {
@@ -68,11 +77,15 @@ impl RunArgs {
         macro_rules! set {
             ($($f:ident),*) => { $( if let Some(v) = self.$f { c.$f = v; } )* };
         }
-        set!(trust, group, iface, store, simulate_loss);
+        set!(trust, group, iface, store, simulate_loss, upload_rate);
+        if self.no_peer_repair {
+            c.peer_repair = false;
+        }
         macro_rules! set_opt {
             ($($f:ident),*) => { $( if self.$f.is_some() { c.$f = self.$f; } )* };
         }
-        set_opt!(source, export, http, loss_seed);
+        set_opt!(source, export, http, loss_seed, peer_listen);
+        anyhow::ensure!(c.upload_rate > 0.0, "--upload-rate must be above 0 (Mbit/s)");
         anyhow::ensure!(
             !c.trust.is_empty(),
             "--trust is required: the channel's fingerprint or root.pub file"

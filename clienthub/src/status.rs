@@ -48,6 +48,42 @@ pub struct DatagramCounters {
     pub decode_attempts: u64,
 }
 
+/// One peer, as this hub sees it.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PeerStatus {
+    pub node_id: String,
+    /// Its QUIC address.
+    pub addr: String,
+    /// Since its last announcement.
+    pub last_seen_ms: u64,
+    /// Verified symbol bytes it served us.
+    pub bytes_from: u64,
+    /// Bytes we served it.
+    pub bytes_to: u64,
+    /// Digest mismatches in what it served.
+    pub strikes: u32,
+    pub banned: bool,
+}
+
+/// Peer repair as the hub runs it.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RepairCounters {
+    /// Requests sent to peers, and the symbols they asked for.
+    pub requests: u64,
+    pub symbols_requested: u64,
+    pub refused: u64,
+    pub failed: u64,
+    /// Chunks completed after repair started.
+    pub chunks_repaired: u64,
+    /// Requests for the origin when no peer could serve (origin repair is not
+    /// wired yet: these wait for the next carousel round).
+    pub origin_naks: u64,
+    /// Malformed peer requests dropped.
+    pub bad_peer_messages: u64,
+    /// Bytes served to peers.
+    pub bytes_served: u64,
+}
+
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct HubStatus {
     /// This hub's node id: its identity among peers (from STORE/node.key).
@@ -60,8 +96,9 @@ pub struct HubStatus {
     pub datagrams: DatagramCounters,
     /// Datagrams not used, by reason (see docs/PROTOCOL.md).
     pub drops: BTreeMap<&'static str, u64>,
-    /// Peers (none until peer repair exists).
-    pub peers: Vec<String>,
+    /// Peers heard on the control group, with what went each way.
+    pub peers: Vec<PeerStatus>,
+    pub repair: RepairCounters,
     pub store_errors: u64,
     /// The last store failure, e.g. a full disk, with what to do.
     pub last_store_error: Option<String>,
@@ -116,7 +153,8 @@ impl StatusBoard {
         simulated_loss: u64,
     ) {
         let mut b = self.lock();
-        b.status.bytes.multicast = stats.symbol_bytes_accepted;
+        // Every verified symbol byte came by multicast unless a peer sent it.
+        b.status.bytes.multicast = stats.symbol_bytes_accepted.saturating_sub(b.status.bytes.peer);
         b.status.datagrams = DatagramCounters {
             received,
             simulated_loss,
@@ -124,6 +162,21 @@ impl StatusBoard {
             decode_attempts: stats.decode_attempts,
         };
         b.status.drops = drops.iter().map(|(r, n)| (r.as_str(), n)).collect();
+    }
+
+    /// Verified symbol bytes that came from peers (a running total).
+    pub fn record_peer_bytes(&self, total: u64) {
+        self.lock().status.bytes.peer = total;
+    }
+
+    pub fn record_peers(&self, peers: Vec<PeerStatus>, repair: impl FnOnce(&mut RepairCounters)) {
+        let mut b = self.lock();
+        b.status.peers = peers;
+        repair(&mut b.status.repair);
+    }
+
+    pub fn peer_message_dropped(&self) {
+        self.lock().status.repair.bad_peer_messages += 1;
     }
 
     pub fn snapshot(&self) -> HubStatus {

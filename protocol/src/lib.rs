@@ -6,6 +6,7 @@
 //! randomness as seeded generators. The broadcaster and clienthub crates move bytes
 //! and timers between these state machines and the network.
 
+pub mod announce;
 pub mod digest;
 pub mod fec;
 pub mod peer_wire;

@@ -84,6 +84,17 @@ impl ChunkBitmap {
     pub fn count(&self) -> u32 {
         self.bits.iter().map(|b| b.count_ones()).sum()
     }
+    /// The bitmap as sent: ceil(len/8) bytes, bit i = chunk i, LSB first.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bits
+    }
+    /// From bytes as sent; `None` unless there are exactly ceil(chunks/8) of
+    /// them with the unused high bits 0.
+    pub fn from_bytes(chunks: u32, bits: &[u8]) -> Option<ChunkBitmap> {
+        let canonical = bits.len() == chunks.div_ceil(8) as usize
+            && (chunks % 8 == 0 || bits.last().is_none_or(|b| b >> (chunks % 8) == 0));
+        canonical.then(|| ChunkBitmap { chunks, bits: bits.to_vec() })
+    }
 }
 
 /// Disjoint, increasing ESI ranges: the only form the decoder produces.
@@ -279,11 +290,8 @@ fn decode_body(frame: &[u8]) -> Result<PeerMessage, PeerWireError> {
             if chunks > MAX_CHUNKS_PER_OBJECT {
                 return Err(PeerWireError::OutOfRange);
             }
-            let bits = r.take(chunks.div_ceil(8) as usize)?.to_vec();
-            if chunks % 8 != 0 && bits.last().is_some_and(|b| b >> (chunks % 8) != 0) {
-                return Err(PeerWireError::NotCanonical);
-            }
-            let complete = ChunkBitmap { chunks, bits };
+            let bits = r.take(chunks.div_ceil(8) as usize)?;
+            let complete = ChunkBitmap::from_bytes(chunks, bits).ok_or(PeerWireError::NotCanonical)?;
             let count = r.u16()? as usize;
             if count > MAX_PARTIAL {
                 return Err(PeerWireError::OutOfRange);

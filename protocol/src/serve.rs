@@ -155,22 +155,32 @@ impl ChunkRequest {
 
 /// Answer a request: from the chunk decoded (`complete`: any ESI below N_max),
 /// else from the symbols the receiver holds verified while it collects the chunk.
-/// The datagrams come in the order the asker can check them: ticket, pages,
-/// symbols.
 pub fn answer(
     req: &ChunkRequest,
     complete: Option<&ChunkServer>,
     collecting: &Receiver,
 ) -> Result<Vec<Vec<u8>>, RefuseReason> {
-    if let Some(server) = complete {
-        let mut out = Vec::new();
-        if let Some(pages) = req.table {
-            out.push(server.ticket().to_vec());
-            out.extend(server.table_pages(pages).map_err(|_| RefuseReason::Invalid)?);
-        }
-        out.extend(server.symbols(&req.esis).map_err(|_| RefuseReason::Invalid)?);
-        return Ok(out);
+    match complete {
+        Some(server) => answer_complete(req, server),
+        None => answer_partial(req, collecting),
     }
+}
+
+/// Answer from a decoded chunk, in the order the asker can check it: ticket,
+/// pages, symbols.
+pub fn answer_complete(req: &ChunkRequest, server: &ChunkServer) -> Result<Vec<Vec<u8>>, RefuseReason> {
+    let mut out = Vec::new();
+    if let Some(pages) = req.table {
+        out.push(server.ticket().to_vec());
+        out.extend(server.table_pages(pages).map_err(|_| RefuseReason::Invalid)?);
+    }
+    out.extend(server.symbols(&req.esis).map_err(|_| RefuseReason::Invalid)?);
+    Ok(out)
+}
+
+/// Answer from a chunk the receiver is still collecting: only what it holds
+/// verified. Refused as not held when that is nothing.
+pub fn answer_partial(req: &ChunkRequest, collecting: &Receiver) -> Result<Vec<Vec<u8>>, RefuseReason> {
     match collecting.serve_partial(req.object_id, req.index, req.table, Some(&req.esis)) {
         Some(datagrams) if !datagrams.is_empty() => Ok(datagrams),
         _ => Err(RefuseReason::NotHeld),

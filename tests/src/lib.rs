@@ -40,12 +40,14 @@ pub fn bin(name: &str) -> PathBuf {
     bin_dir().join(name)
 }
 
-/// A multicast group and port no other test in this run uses.
+/// A multicast group and port no other test in this run uses (nor its port + 1,
+/// the hubs' control group).
 pub fn unique_group() -> SocketAddr {
     static NEXT: AtomicU16 = AtomicU16::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     let pid = std::process::id();
-    let port = 20_000 + (pid % 2000) as u16 * 8 + n % 8;
+    // Even ports: a hub's control group is the data port + 1.
+    let port = 20_000 + (pid % 2000) as u16 * 16 + (n % 8) * 2;
     let octet = (n / 8 % 200) as u8 + 1;
     SocketAddr::from(([239, 255, (pid % 250) as u8 + 1, octet], port))
 }

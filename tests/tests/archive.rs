@@ -75,7 +75,9 @@ fn a_folder_reaches_two_hubs_bit_identical_one_of_them_losing_5_percent() {
             .map(|(_, v)| u(v))
             .sum();
         assert_eq!(harmful, 0, "hub {name} dropped datagrams: {drops:?}");
-        assert!(u(&s["bytes"]["multicast"]) >= 50 << 20, "hub {name}: {}", s["bytes"]);
+        let verified = u(&s["bytes"]["multicast"]) + u(&s["bytes"]["peer"]);
+        assert!(verified >= 50 << 20, "hub {name}: {}", s["bytes"]);
+        assert_eq!(u(&s["bytes"]["origin"]), 0);
         assert_eq!(u(&s["chunks"]["refetched"]), 0);
     }
     assert!(u(&done_b["datagrams"]["simulated_loss"]) > 0, "hub B lost nothing: {}", done_b["datagrams"]);

@@ -224,7 +224,8 @@ impl NodeEndpoint {
         tls.alpn_protocols = vec![ALPN.to_vec()];
         let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
             .map_err(|e| QuicError::Config(e.to_string()))?;
-        let server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        server.transport_config(transport());
         let endpoint =
             quinn::Endpoint::server(server, addr).map_err(|source| QuicError::Bind { addr, source })?;
         Ok(NodeEndpoint { endpoint, cert, key: pkcs8, id: key.id() })
@@ -251,7 +252,8 @@ impl NodeEndpoint {
         tls.alpn_protocols = vec![ALPN.to_vec()];
         let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
             .map_err(|e| QuicError::Config(e.to_string()))?;
-        let config = quinn::ClientConfig::new(Arc::new(crypto));
+        let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+        config.transport_config(transport());
         self.endpoint
             .connect_with(config, addr, CERT_NAME)
             .map_err(|source| QuicError::Connect { addr, source })
@@ -261,6 +263,23 @@ impl NodeEndpoint {
     pub async fn accept(&self) -> Option<quinn::Incoming> {
         self.endpoint.accept().await
     }
+}
+
+/// Streams a peer may have open at once: each is one request, so this caps a
+/// peer's concurrent requests.
+pub const MAX_STREAMS_PER_PEER: u32 = 32;
+
+fn transport() -> Arc<quinn::TransportConfig> {
+    let mut t = quinn::TransportConfig::default();
+    t.max_concurrent_bidi_streams(MAX_STREAMS_PER_PEER.into());
+    t.max_concurrent_uni_streams(0u32.into());
+    t.keep_alive_interval(Some(std::time::Duration::from_secs(5)));
+    t.max_idle_timeout(Some(quinn::VarInt::from_u32(30_000).into())); // ms
+                                                                      // A hub's repair burst is a few MB: let one stream use the link.
+    t.stream_receive_window((8u32 << 20).into());
+    t.receive_window((16u32 << 20).into());
+    t.send_window(16 << 20);
+    Arc::new(t)
 }
 
 /// The node id of the peer on an established connection.

@@ -1,0 +1,496 @@
+//! Peer repair in the hub: the peer table fed by announcements, serving peers
+//! over QUIC, and fetching from them.
+//!
+//! The receive loop owns the receiver, the repairer and the peer table. What
+//! waits on the network runs in tasks:
+//! - [`serve`] accepts peers; each stream is one request, answered from a
+//!   decoded chunk (cache, else the store) or, for a chunk still being collected,
+//!   by the receive loop from what it holds verified ([`PartialAsk`]);
+//! - [`Fetcher::fetch`] runs one repair request and hands the datagrams back to
+//!   the loop, which checks them like multicast before anything is kept.
+//!
+//! Limits on the serving side: QUIC caps a peer's open streams (one request
+//! each), a per-connection request rate, one upload rate for all peers
+//! (`--upload-rate`), and a peer that sends malformed requests is disconnected.
+
+use crate::status::{PeerStatus, StatusBoard};
+use hubcast_keys::NodeId;
+use hubcast_protocol::peer_wire::{self, ChunkBitmap, PeerMessage, PeerWireError, RefuseReason};
+use hubcast_protocol::repair::{Candidate, Outcome};
+use hubcast_protocol::serve::{answer_complete, ChunkRequest, ChunkServer};
+use hubcast_protocol::wire::MAX_DATAGRAM;
+use hubcast_protocol::ObjectId;
+use hubcast_transport::quic::{peer_node_id, NodeEndpoint};
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// How often a hub announces itself on the control group.
+pub const ANNOUNCE_EVERY: Duration = Duration::from_secs(2);
+/// A peer not heard from for this long leaves the table.
+pub const PEER_EXPIRY: Duration = Duration::from_secs(10);
+/// Peers kept in the table.
+const MAX_PEERS: usize = 1024;
+/// Digest mismatches that ban a peer, and for how long.
+pub const STRIKES_TO_BAN: u32 = 3;
+pub const BAN_FOR: Duration = Duration::from_secs(600);
+/// One fetch, connection included.
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(2);
+/// Malformed requests from one connection before it is closed.
+pub const MAX_BAD_REQUESTS: u32 = 3;
+/// Requests per second one peer may make (a burst of as many is allowed).
+const REQUESTS_PER_SEC: f64 = 200.0;
+/// A request is two small frames: a table request and a symbol request.
+const MAX_REQUEST_BYTES: usize = 4096;
+/// Decoded chunks kept ready to serve.
+const SERVE_CACHE: usize = 16;
+/// QUIC application close code for a peer that broke the protocol.
+const CLOSE_MALFORMED: u32 = 1;
+
+/// What a hub knows of a peer.
+struct PeerEntry {
+    addr: SocketAddr,
+    last_seen: Instant,
+    have: HashMap<ObjectId, ChunkBitmap>,
+    strikes: u32,
+    banned_until: Option<Instant>,
+    bytes_from: u64,
+}
+
+impl PeerEntry {
+    fn banned(&self, now: Instant) -> bool {
+        self.banned_until.is_some_and(|t| t > now)
+    }
+}
+
+/// Peers heard on the control group, bounded, expiring.
+#[derive(Default)]
+pub struct PeerTable {
+    peers: HashMap<NodeId, PeerEntry>,
+}
+
+impl PeerTable {
+    /// An announcement from `id` at `addr`; true when the peer is new.
+    pub fn heard(
+        &mut self,
+        now: Instant,
+        id: NodeId,
+        addr: SocketAddr,
+        have: Vec<(ObjectId, ChunkBitmap)>,
+    ) -> bool {
+        let new = !self.peers.contains_key(&id);
+        if new && self.peers.len() >= MAX_PEERS {
+            return false;
+        }
+        let e = self.peers.entry(id).or_insert_with(|| {
+            info!(peer = %id, %addr, "peer found");
+            PeerEntry {
+                addr,
+                last_seen: now,
+                have: HashMap::new(),
+                strikes: 0,
+                banned_until: None,
+                bytes_from: 0,
+            }
+        });
+        e.addr = addr;
+        e.last_seen = now;
+        e.have = have.into_iter().collect();
+        new
+    }
+
+    pub fn expire(&mut self, now: Instant) {
+        self.peers.retain(|id, p| {
+            // A banned peer stays listed (and banned) until its ban ends.
+            let alive = now.saturating_duration_since(p.last_seen) < PEER_EXPIRY || p.banned(now);
+            if !alive {
+                info!(peer = %id, "peer gone (no announcement for {} s)", PEER_EXPIRY.as_secs());
+            }
+            alive
+        });
+    }
+
+    pub fn addr(&self, id: &NodeId) -> Option<SocketAddr> {
+        self.peers.get(id).map(|p| p.addr)
+    }
+
+    /// Peers that may serve a chunk: every live, unbanned peer; those whose
+    /// announcement lists the chunk complete first.
+    pub fn candidates(&self, now: Instant, object_id: ObjectId, index: u32) -> Vec<Candidate<NodeId>> {
+        self.peers
+            .iter()
+            .filter(|(_, p)| !p.banned(now))
+            .filter(|(_, p)| now.saturating_duration_since(p.last_seen) < PEER_EXPIRY)
+            .map(|(id, p)| Candidate {
+                peer: *id,
+                complete: p.have.get(&object_id).is_some_and(|b| b.get(index)),
+                // Heard on our control group: same island.
+                same_island: true,
+                rtt: Duration::ZERO,
+                strikes: p.strikes,
+            })
+            .collect()
+    }
+
+    /// Verified symbol bytes a peer served.
+    pub fn credit(&mut self, id: &NodeId, bytes: u64) {
+        if let Some(p) = self.peers.get_mut(id) {
+            p.bytes_from += bytes;
+        }
+    }
+
+    /// Digest mismatches in what a peer served: strikes; true when it is banned now.
+    pub fn strike(&mut self, now: Instant, id: &NodeId, n: u32) -> bool {
+        let Some(p) = self.peers.get_mut(id) else { return false };
+        p.strikes += n;
+        if p.strikes >= STRIKES_TO_BAN && !p.banned(now) {
+            p.banned_until = Some(now + BAN_FOR);
+            warn!(peer = %id, strikes = p.strikes, "peer banned for {} s: it served symbols that fail their digests",
+                BAN_FOR.as_secs());
+            return true;
+        }
+        false
+    }
+
+    pub fn status(&self, now: Instant, served: &HashMap<NodeId, u64>) -> Vec<PeerStatus> {
+        let mut out: Vec<PeerStatus> = self
+            .peers
+            .iter()
+            .map(|(id, p)| PeerStatus {
+                node_id: id.to_string(),
+                addr: p.addr.to_string(),
+                last_seen_ms: now.saturating_duration_since(p.last_seen).as_millis() as u64,
+                bytes_from: p.bytes_from,
+                bytes_to: served.get(id).copied().unwrap_or(0),
+                strikes: p.strikes,
+                banned: p.banned(now),
+            })
+            .collect();
+        out.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+        out
+    }
+}
+
+/// A peer's request for a chunk the hub is still collecting: the receive loop
+/// answers it from the symbols it holds verified.
+pub struct PartialAsk {
+    pub req: ChunkRequest,
+    pub reply: oneshot::Sender<Result<Vec<Vec<u8>>, RefuseReason>>,
+}
+
+/// A stored chunk and its ticket, read by the store worker.
+pub type StoredChunk = Option<(Vec<u8>, Vec<u8>)>;
+
+/// Ask the store worker for a chunk.
+pub struct StoreRead {
+    pub object_id: ObjectId,
+    pub index: u32,
+    pub reply: oneshot::Sender<StoredChunk>,
+}
+
+/// A simple token bucket: `rate` per second, bursts of one second's worth.
+struct Bucket {
+    rate: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn new(rate: f64) -> Self {
+        Bucket { rate, tokens: rate, at: Instant::now() }
+    }
+
+    /// Take `n` tokens; how long to wait first (zero when they are there).
+    fn take(&mut self, n: f64) -> Duration {
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate).min(self.rate);
+        self.at = now;
+        self.tokens -= n;
+        if self.tokens >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-self.tokens / self.rate)
+        }
+    }
+
+    /// Take one token if there is one.
+    fn try_take(&mut self) -> bool {
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate).min(self.rate);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+type ServerEntry = ((ObjectId, u32), Arc<ChunkServer>);
+
+/// What the serving tasks share.
+pub struct Server {
+    /// Most recently built first.
+    cache: Mutex<VecDeque<ServerEntry>>,
+    store: mpsc::Sender<StoreRead>,
+    partial: mpsc::Sender<PartialAsk>,
+    upload: Mutex<Bucket>,
+    served: Mutex<HashMap<NodeId, u64>>,
+    status: StatusBoard,
+}
+
+impl Server {
+    /// `upload_bytes_per_sec`: the cap on all serving together.
+    pub fn new(
+        store: mpsc::Sender<StoreRead>,
+        partial: mpsc::Sender<PartialAsk>,
+        upload_bytes_per_sec: f64,
+        status: StatusBoard,
+    ) -> Arc<Server> {
+        Arc::new(Server {
+            cache: Mutex::new(VecDeque::new()),
+            store,
+            partial,
+            upload: Mutex::new(Bucket::new(upload_bytes_per_sec.max(1500.0))),
+            served: Mutex::new(HashMap::new()),
+            status,
+        })
+    }
+
+    /// Bytes served, per peer.
+    pub fn served(&self) -> HashMap<NodeId, u64> {
+        self.served.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    fn cached(&self, key: (ObjectId, u32)) -> Option<Arc<ChunkServer>> {
+        let cache = self.cache.lock().ok()?;
+        cache.iter().find(|(k, _)| *k == key).map(|(_, s)| s.clone())
+    }
+
+    async fn answer(&self, req: &ChunkRequest) -> Result<Vec<Vec<u8>>, RefuseReason> {
+        let key = (req.object_id, req.index);
+        if let Some(server) = self.cached(key) {
+            return answer_complete(req, &server);
+        }
+        let (reply, stored) = oneshot::channel();
+        let read = StoreRead { object_id: req.object_id, index: req.index, reply };
+        if self.store.send(read).await.is_ok() {
+            if let Ok(Some((ticket, data))) = stored.await {
+                // Re-encoding a chunk is CPU work: off the async threads.
+                let built = tokio::task::spawn_blocking(move || ChunkServer::new(ticket, &data)).await;
+                if let Ok(Ok(server)) = built {
+                    let server = Arc::new(server);
+                    if let Ok(mut cache) = self.cache.lock() {
+                        cache.push_front((key, server.clone()));
+                        cache.truncate(SERVE_CACHE);
+                    }
+                    return answer_complete(req, &server);
+                }
+            }
+        }
+        let (reply, partial) = oneshot::channel();
+        if self.partial.send(PartialAsk { req: req.clone(), reply }).await.is_err() {
+            return Err(RefuseReason::Busy);
+        }
+        partial.await.unwrap_or(Err(RefuseReason::Busy))
+    }
+}
+
+/// Accept peers until `cancel`.
+pub async fn serve(endpoint: Arc<NodeEndpoint>, server: Arc<Server>, cancel: CancellationToken) {
+    loop {
+        let incoming = tokio::select! {
+            i = endpoint.accept() => i,
+            _ = cancel.cancelled() => break,
+        };
+        let Some(incoming) = incoming else { break };
+        let server = server.clone();
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            let conn = match incoming.await {
+                Ok(c) => c,
+                Err(e) => {
+                    debug!("peer handshake failed: {e}");
+                    return;
+                }
+            };
+            // The handshake required a node certificate: this is its key.
+            let Some(peer) = peer_node_id(&conn) else { return };
+            tokio::select! {
+                _ = serve_connection(conn, peer, server) => {}
+                _ = cancel.cancelled() => {}
+            }
+        });
+    }
+}
+
+async fn serve_connection(conn: quinn::Connection, peer: NodeId, server: Arc<Server>) {
+    let bad = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let rate = Arc::new(Mutex::new(Bucket::new(REQUESTS_PER_SEC)));
+    while let Ok((send, recv)) = conn.accept_bi().await {
+        let (conn, server, bad, rate) = (conn.clone(), server.clone(), bad.clone(), rate.clone());
+        tokio::spawn(async move {
+            let within_rate = rate.lock().map(|mut r| r.try_take()).unwrap_or(false);
+            match serve_stream(send, recv, peer, &server, within_rate).await {
+                Ok(()) => {}
+                Err(StreamError::Malformed(e)) => {
+                    server.status.peer_message_dropped();
+                    let n = bad.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                    debug!(%peer, "malformed request ({e}), {n} from this peer");
+                    if n >= MAX_BAD_REQUESTS {
+                        warn!(%peer, "disconnecting peer: {n} malformed requests");
+                        conn.close(CLOSE_MALFORMED.into(), b"malformed requests");
+                    }
+                }
+                Err(StreamError::Io) => {}
+            }
+        });
+    }
+}
+
+enum StreamError {
+    Malformed(String),
+    Io,
+}
+
+async fn serve_stream(
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    peer: NodeId,
+    server: &Server,
+    within_rate: bool,
+) -> Result<(), StreamError> {
+    let body = match tokio::time::timeout(FETCH_TIMEOUT, recv.read_to_end(MAX_REQUEST_BYTES)).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(quinn::ReadToEndError::TooLong)) => {
+            return Err(StreamError::Malformed("request too long".into()))
+        }
+        _ => return Err(StreamError::Io),
+    };
+    let messages = decode_all(&body).map_err(|e| StreamError::Malformed(e.to_string()))?;
+    let Some(req) = ChunkRequest::from_messages(&messages) else {
+        return Err(StreamError::Malformed("not a chunk request".into()));
+    };
+    let result = if within_rate { server.answer(&req).await } else { Err(RefuseReason::OverLimit) };
+    let mut out = Vec::new();
+    match &result {
+        Ok(datagrams) => {
+            for d in datagrams {
+                peer_wire::encode(&PeerMessage::Datagram(d.clone()), &mut out);
+            }
+        }
+        Err(reason) => {
+            let refuse = PeerMessage::Refuse { object_id: req.object_id, chunk: req.index, reason: *reason };
+            peer_wire::encode(&refuse, &mut out);
+        }
+    }
+    let wait = server.upload.lock().map(|mut b| b.take(out.len() as f64)).unwrap_or_default();
+    if !wait.is_zero() {
+        tokio::time::sleep(wait).await;
+    }
+    send.write_all(&out).await.map_err(|_| StreamError::Io)?;
+    send.finish().map_err(|_| StreamError::Io)?;
+    if result.is_ok() {
+        if let Ok(mut served) = server.served.lock() {
+            *served.entry(peer).or_default() += out.len() as u64;
+        }
+    }
+    if matches!(result, Err(RefuseReason::Invalid)) {
+        return Err(StreamError::Malformed("ESI or page beyond the chunk".into()));
+    }
+    Ok(())
+}
+
+/// Every frame of a finished stream.
+fn decode_all(mut buf: &[u8]) -> Result<Vec<PeerMessage>, PeerWireError> {
+    let mut out = Vec::new();
+    while !buf.is_empty() {
+        let (m, used) = peer_wire::decode_frame(buf)?;
+        out.push(m);
+        buf = &buf[used..];
+    }
+    Ok(out)
+}
+
+/// Runs repair requests against peers, one QUIC connection per peer.
+pub struct Fetcher {
+    endpoint: Arc<NodeEndpoint>,
+    /// Per peer, so a slow handshake holds up only requests to that peer.
+    conns: Mutex<HashMap<NodeId, Arc<tokio::sync::Mutex<Option<quinn::Connection>>>>>,
+}
+
+impl Fetcher {
+    pub fn new(endpoint: Arc<NodeEndpoint>) -> Arc<Fetcher> {
+        Arc::new(Fetcher { endpoint, conns: Mutex::new(HashMap::new()) })
+    }
+
+    async fn connection(&self, peer: NodeId, addr: SocketAddr) -> Option<quinn::Connection> {
+        let slot = self.conns.lock().ok()?.entry(peer).or_default().clone();
+        let mut slot = slot.lock().await;
+        if let Some(c) = slot.as_ref().filter(|c| c.close_reason().is_none()) {
+            return Some(c.clone());
+        }
+        let conn = match self.endpoint.connect(addr, peer) {
+            Ok(connecting) => connecting.await.ok()?,
+            Err(e) => {
+                debug!(%peer, "connect: {e}");
+                return None;
+            }
+        };
+        *slot = Some(conn.clone());
+        Some(conn)
+    }
+
+    /// Forget peers that left the table.
+    pub fn retain(&self, keep: impl Fn(&NodeId) -> bool) {
+        if let Ok(mut conns) = self.conns.lock() {
+            conns.retain(|id, _| keep(id));
+        }
+    }
+
+    /// One request: the datagrams the peer sent, or how it ended. Nothing here
+    /// is trusted; the receiver checks every datagram.
+    pub async fn fetch(
+        &self,
+        peer: NodeId,
+        addr: SocketAddr,
+        req: &ChunkRequest,
+    ) -> Result<Vec<Vec<u8>>, Outcome> {
+        tokio::time::timeout(FETCH_TIMEOUT, self.fetch_inner(peer, addr, req))
+            .await
+            .unwrap_or(Err(Outcome::Failed))
+    }
+
+    async fn fetch_inner(
+        &self,
+        peer: NodeId,
+        addr: SocketAddr,
+        req: &ChunkRequest,
+    ) -> Result<Vec<Vec<u8>>, Outcome> {
+        let conn = self.connection(peer, addr).await.ok_or(Outcome::Failed)?;
+        let (mut send, mut recv) = conn.open_bi().await.map_err(|_| Outcome::Failed)?;
+        let mut out = Vec::new();
+        for m in req.to_messages() {
+            peer_wire::encode(&m, &mut out);
+        }
+        send.write_all(&out).await.map_err(|_| Outcome::Failed)?;
+        send.finish().map_err(|_| Outcome::Failed)?;
+        // At most: the ticket, every page, the symbols asked for.
+        let frames = req.esis.count() as usize + 1 + hubcast_protocol::wire::MAX_TABLE_PAGES;
+        let body = recv.read_to_end(frames * (MAX_DATAGRAM + 5)).await.map_err(|_| Outcome::Failed)?;
+        let mut datagrams = Vec::new();
+        for m in decode_all(&body).map_err(|_| Outcome::Failed)? {
+            match m {
+                PeerMessage::Datagram(d) => datagrams.push(d),
+                PeerMessage::Refuse { reason, .. } => return Err(Outcome::Refused(reason)),
+                _ => return Err(Outcome::Failed),
+            }
+        }
+        Ok(datagrams)
+    }
+}

@@ -1,0 +1,94 @@
+//! Peer repair end to end: real hubs find each other on the control group and
+//! repair over real QUIC; the broadcaster sends one round and nothing else.
+
+use hubcast_tests::*;
+use serde_json::Value;
+use std::time::Duration;
+
+const DEADLINE: Duration = Duration::from_secs(180);
+
+fn peers_known(s: &Value) -> usize {
+    s["peers"].as_array().map_or(0, |p| p.len())
+}
+
+#[test]
+fn a_hub_losing_20_percent_completes_from_three_peers_without_the_origin() {
+    let start = std::time::Instant::now();
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let dir = t.join("sample");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("film-12MiB.bin"), pattern(12 << 20, 3)).unwrap();
+    std::fs::write(dir.join("notes.txt"), pattern(3000, 4)).unwrap();
+    let fingerprint = keygen(&t.join("keys"));
+    let group = unique_group();
+
+    let https: Vec<_> = (0..4).map(|_| free_port()).collect();
+    let _hubs: Vec<Daemon> = https
+        .iter()
+        .enumerate()
+        .map(|(i, http)| {
+            let mut args = hub_args(
+                &fingerprint,
+                group,
+                &t.join(format!("store-{i}")),
+                &t.join(format!("out-{i}")),
+                *http,
+            );
+            if i == 3 {
+                args.extend(["--simulate-loss".into(), "0.2".into(), "--loss-seed".into(), "11".into()]);
+            }
+            Daemon::spawn(&format!("hub-{i}"), &bin("clienthub"), &args, t)
+        })
+        .collect();
+    // Every hub knows the three others before anything is sent.
+    for http in &https {
+        wait_for("hubs to find each other", DEADLINE, || status(*http).filter(|s| peers_known(s) == 3));
+    }
+
+    eprintln!("hubs found each other after {:.1} s", start.elapsed().as_secs_f64());
+    // One round only: at 20% loss and 10% overhead the lossy hub cannot
+    // complete a chunk from the multicast alone.
+    let _bc = Daemon::spawn(
+        "broadcaster",
+        &bin("broadcaster"),
+        &seed_args(&t.join("keys"), group, "100mbit", 1, &[&dir]),
+        t,
+    );
+    let done: Vec<Value> = https
+        .iter()
+        .map(|http| wait_for("every hub complete", DEADLINE, || status(*http).filter(|s| all_complete(s, 2))))
+        .collect();
+
+    eprintln!("all complete after {:.1} s", start.elapsed().as_secs_f64());
+    let source = tree_digest(&dir);
+    for i in 0..4 {
+        assert_eq!(tree_digest(&t.join(format!("out-{i}/sample"))), source, "hub {i}'s copies differ");
+    }
+    assert!(all_complete(&done[3], 2));
+    // Peer figures refresh with each announcement: wait until they cover
+    // every byte the hub credits to peers.
+    let lossy = &wait_for("peer figures to settle", DEADLINE, || {
+        let s = status(https[3])?;
+        let from_peers: u64 = s["peers"].as_array()?.iter().map(|p| u(&p["bytes_from"])).sum();
+        (from_peers == u(&s["bytes"]["peer"])).then_some(s)
+    });
+    let bytes = &lossy["bytes"];
+    eprintln!("lossy hub: bytes {bytes}, repair {}", lossy["repair"]);
+    assert!(u(&bytes["peer"]) > 0, "{bytes}");
+    assert_eq!(u(&bytes["origin"]), 0, "{bytes}");
+    assert!(u(&lossy["datagrams"]["simulated_loss"]) > 0);
+    let served: u64 =
+        https.iter().take(3).filter_map(|h| status(*h)).map(|s| u(&s["repair"]["bytes_served"])).sum();
+    assert!(served >= u(&bytes["peer"]), "the peers say they served {served}");
+    assert!(lossy["peers"].as_array().unwrap().iter().all(|p| !p["banned"].as_bool().unwrap()));
+    // Repair asked for close to what was missing: bytes requested per byte received.
+    let requested = u(&lossy["repair"]["symbols_requested"]) * 1280;
+    assert!(
+        requested <= u(&bytes["peer"]) * 3 / 2 + (64 << 10),
+        "requested {requested} for {}",
+        u(&bytes["peer"])
+    );
+    let drops = lossy["drops"].as_object().unwrap();
+    assert_eq!(u(&drops["digest_mismatch"]), 0, "{drops:?}");
+}
