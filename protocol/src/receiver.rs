@@ -572,6 +572,19 @@ impl Receiver {
         self.count(r);
     }
 
+    /// The sender repeats an object's manifest after its last chunk: once the
+    /// multicast has reached that chunk, a manifest closes the object's window
+    /// (no need to wait for the last chunk to stall).
+    fn note_object_end(&mut self, id: ObjectId) {
+        let Some(m) = self.manifests.get(&id) else { return };
+        let chunks = chunk_count(m.size, m.chunk_size);
+        if let Some((_, p)) = self.progress.iter_mut().find(|(o, _)| *o == id) {
+            if p.max_index + 1 >= chunks {
+                p.passed = true;
+            }
+        }
+    }
+
     fn note_progress(&mut self, (id, index): ChunkKey) {
         match self.progress.iter().position(|(o, _)| *o == id) {
             Some(0) => {}
@@ -640,6 +653,9 @@ impl Receiver {
         let (_, parsed) = wire::decode(datagram)?;
         match parsed {
             Datagram::Manifest(m) => {
+                if !self.from_peer {
+                    self.note_object_end(m.body.object_id);
+                }
                 if self.manifests.get(&m.body.object_id).is_some_and(|known| known.seq >= m.body.seq) {
                     return Err(DropReason::Duplicate);
                 }

@@ -273,7 +273,7 @@ fn fifty_hubs_at_10_percent_loss_complete_from_each_other_without_the_origin() {
         .fold((0, 0, 0), |a, s| (a.0 + s.requests, a.1 + s.esis_lacked, a.2 + s.refusals + s.failures));
     eprintln!(
         "peer repair, {HUBS} hubs, {:.0}% loss, {:.0}% overhead, one round of {:.2} s ({:.1} MB from the origin): \
-         repair/missing = {ratio:.3} ({repair} / {missing} bytes); loss→repair p50 {:.0} ms, p99 {:.0} ms over {} \
+         repair/missing = {ratio:.3} ({repair} / {missing} bytes); window close→repaired p50 {:.0} ms, p99 {:.0} ms over {} \
          chunk repairs; completion p50 {:.2} s, last {:.2} s; {} requests, {} ESIs lacked by the peer asked, {} refused",
         LOSS * 100.0,
         OVERHEAD * 100.0,
