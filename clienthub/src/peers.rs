@@ -336,7 +336,12 @@ async fn serve_connection(conn: quinn::Connection, peer: NodeId, server: Arc<Ser
         let (conn, server, bad, rate) = (conn.clone(), server.clone(), bad.clone(), rate.clone());
         tokio::spawn(async move {
             let within_rate = rate.lock().map(|mut r| r.try_take()).unwrap_or(false);
-            match serve_stream(send, recv, peer, &server, within_rate).await {
+            let mut send = send;
+            let served = serve_stream(&mut send, recv, peer, &server, within_rate).await;
+            if let Err(StreamError::Malformed(_)) = &served {
+                let _ = send.reset(CLOSE_MALFORMED.into());
+            }
+            match served {
                 Ok(()) => {}
                 Err(StreamError::Malformed(e)) => {
                     server.status.peer_message_dropped();
@@ -359,7 +364,7 @@ enum StreamError {
 }
 
 async fn serve_stream(
-    mut send: quinn::SendStream,
+    send: &mut quinn::SendStream,
     mut recv: quinn::RecvStream,
     peer: NodeId,
     server: &Server,
