@@ -499,3 +499,56 @@ impl Fetcher {
         Ok(datagrams)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table_with(ids: &[u8]) -> (PeerTable, Instant) {
+        let now = Instant::now();
+        let mut t = PeerTable::default();
+        for id in ids {
+            let mut have = ChunkBitmap::new(4);
+            have.set(1);
+            t.heard(
+                now,
+                NodeId([*id; 32]),
+                SocketAddr::from(([127, 0, 0, 1], 4000 + u16::from(*id))),
+                vec![(ObjectId([9; 32]), have)],
+            );
+        }
+        (t, now)
+    }
+
+    #[test]
+    fn strikes_ban_a_peer_and_banned_or_silent_peers_are_not_candidates() {
+        let (mut t, now) = table_with(&[1, 2]);
+        let ids = |c: Vec<Candidate<NodeId>>| {
+            let mut v: Vec<u8> = c.iter().map(|c| c.peer.0[0]).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(ids(t.candidates(now, ObjectId([9; 32]), 1)), [1, 2]);
+        let c = t.candidates(now, ObjectId([9; 32]), 1);
+        assert!(c.iter().all(|c| c.complete), "the announcement lists chunk 1");
+        assert!(t.candidates(now, ObjectId([9; 32]), 0).iter().all(|c| !c.complete));
+        assert!(!t.strike(now, &NodeId([1; 32]), STRIKES_TO_BAN - 1));
+        assert!(t.strike(now, &NodeId([1; 32]), 1), "the last strike bans");
+        assert_eq!(ids(t.candidates(now, ObjectId([9; 32]), 1)), [2]);
+        // The ban outlives silence; the silent honest peer leaves the table.
+        let later = now + PEER_EXPIRY + Duration::from_secs(1);
+        t.expire(later);
+        assert!(t.addr(&NodeId([1; 32])).is_some() && t.addr(&NodeId([2; 32])).is_none());
+        assert!(t.candidates(later, ObjectId([9; 32]), 1).is_empty());
+        assert!(t.status(later, &HashMap::new())[0].banned);
+    }
+
+    #[test]
+    fn the_upload_bucket_paces_at_its_rate() {
+        let mut b = Bucket::new(1000.0);
+        assert_eq!(b.take(1000.0), Duration::ZERO, "a second's burst");
+        let wait = b.take(500.0);
+        // 500 tokens short, less what trickled in between the two calls.
+        assert!(wait > Duration::ZERO && wait <= Duration::from_millis(500), "{wait:?}");
+    }
+}
