@@ -132,15 +132,7 @@ pub async fn run(cfg: HubConfig, status: StatusBoard, cancel: CancellationToken)
     };
 
     let peers = if cfg.peer_repair {
-        let holdings = manifests
-            .iter()
-            .map(|m| {
-                let chunks = hubcast_protocol::sender::chunk_count(m.size, m.chunk_size);
-                let mut b = ChunkBitmap::new(chunks);
-                (0..chunks).filter(|i| receiver.is_complete(m.object_id, *i)).for_each(|i| b.set(i));
-                (m.object_id, b)
-            })
-            .collect();
+        let holdings = manifests.iter().map(|m| (m.object_id, completed(&receiver, m))).collect();
         Some(start_peers(
             &cfg,
             &mc,
@@ -191,18 +183,9 @@ fn start_peers(
     let control_out = hubcast_transport::multicast::sender(&control_cfg)?;
 
     // Serving: stored chunks through the store worker, partial ones through the loop.
-    let (read_tx, mut read_rx) = mpsc::channel::<StoreRead>(STORE_QUEUE);
-    let store = store.clone();
-    tokio::spawn(async move {
-        while let Some(read) = read_rx.recv().await {
-            if store.send(StoreJob::Read(read)).await.is_err() {
-                break;
-            }
-        }
-    });
     let (partial_tx, partial_rx) = mpsc::channel(STORE_QUEUE);
     let upload = cfg.upload_rate * 1e6 / 8.0;
-    let server = Server::new(read_tx, partial_tx, upload, status.clone());
+    let server = Server::new(store.clone(), partial_tx, upload, status.clone());
     tokio::spawn(crate::peers::serve(endpoint.clone(), server.clone(), cancel.clone()));
     info!(%quic, control = %control_cfg.group, upload_mbit = cfg.upload_rate, "peer repair on");
 
@@ -438,13 +421,7 @@ impl PeerSide {
     fn note(&mut self, event: &Event, receiver: &Receiver) {
         match event {
             Event::Manifest(m) => {
-                let chunks = hubcast_protocol::sender::chunk_count(m.size, m.chunk_size);
-                let b = self.holdings.entry(m.object_id).or_insert_with(|| ChunkBitmap::new(chunks));
-                for i in 0..chunks {
-                    if receiver.is_complete(m.object_id, i) {
-                        b.set(i);
-                    }
-                }
+                self.holdings.entry(m.object_id).or_insert_with(|| completed(receiver, m));
             }
             Event::ChunkComplete(c) => {
                 if let Some(b) = self.holdings.get_mut(&c.object_id()) {
@@ -453,6 +430,14 @@ impl PeerSide {
             }
         }
     }
+}
+
+/// The chunks of an object the receiver knows complete (stored, or decoded).
+fn completed(receiver: &Receiver, m: &Manifest) -> ChunkBitmap {
+    let chunks = hubcast_protocol::sender::chunk_count(m.size, m.chunk_size);
+    let mut b = ChunkBitmap::new(chunks);
+    (0..chunks).filter(|i| receiver.is_complete(m.object_id, *i)).for_each(|i| b.set(i));
+    b
 }
 
 /// Wait for the next item of an optional channel; never, when there is none.

@@ -13,6 +13,7 @@
 //! each), a per-connection request rate, one upload rate for all peers
 //! (`--upload-rate`), and a peer that sends malformed requests is disconnected.
 
+use crate::hub::StoreJob;
 use crate::status::{PeerStatus, StatusBoard};
 use hubcast_keys::NodeId;
 use hubcast_protocol::peer_wire::{self, ChunkBitmap, PeerMessage, PeerWireError, RefuseReason};
@@ -204,11 +205,15 @@ impl Bucket {
         Bucket { rate, tokens: rate, at: Instant::now() }
     }
 
-    /// Take `n` tokens; how long to wait first (zero when they are there).
-    fn take(&mut self, n: f64) -> Duration {
+    fn refill(&mut self) {
         let now = Instant::now();
         self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate).min(self.rate);
         self.at = now;
+    }
+
+    /// Take `n` tokens; how long to wait first (zero when they are there).
+    fn take(&mut self, n: f64) -> Duration {
+        self.refill();
         self.tokens -= n;
         if self.tokens >= 0.0 {
             Duration::ZERO
@@ -219,9 +224,7 @@ impl Bucket {
 
     /// Take one token if there is one.
     fn try_take(&mut self) -> bool {
-        let now = Instant::now();
-        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate).min(self.rate);
-        self.at = now;
+        self.refill();
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             true
@@ -237,7 +240,7 @@ type ServerEntry = ((ObjectId, u32), Arc<ChunkServer>);
 pub struct Server {
     /// Most recently built first.
     cache: Mutex<VecDeque<ServerEntry>>,
-    store: mpsc::Sender<StoreRead>,
+    store: mpsc::Sender<StoreJob>,
     partial: mpsc::Sender<PartialAsk>,
     upload: Mutex<Bucket>,
     served: Mutex<HashMap<NodeId, u64>>,
@@ -247,7 +250,7 @@ pub struct Server {
 impl Server {
     /// `upload_bytes_per_sec`: the cap on all serving together.
     pub fn new(
-        store: mpsc::Sender<StoreRead>,
+        store: mpsc::Sender<StoreJob>,
         partial: mpsc::Sender<PartialAsk>,
         upload_bytes_per_sec: f64,
         status: StatusBoard,
@@ -279,7 +282,7 @@ impl Server {
         }
         let (reply, stored) = oneshot::channel();
         let read = StoreRead { object_id: req.object_id, index: req.index, reply };
-        if self.store.send(read).await.is_ok() {
+        if self.store.send(StoreJob::Read(read)).await.is_ok() {
             if let Ok(Some((ticket, data))) = stored.await {
                 // Re-encoding a chunk is CPU work: off the async threads.
                 let built = tokio::task::spawn_blocking(move || ChunkServer::new(ticket, &data)).await;

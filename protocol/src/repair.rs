@@ -171,8 +171,6 @@ struct ChunkRepair<P> {
     seen_open: bool,
     passed_at: Option<Instant>,
     started: Option<Instant>,
-    /// ESIs asked for and not answered yet.
-    in_flight: Vec<bool>,
     /// Per peer asked: the ESIs it was asked for and did not send.
     lacks: Vec<(P, Vec<bool>)>,
     /// Peers not to ask again before the time given.
@@ -268,7 +266,6 @@ impl<P: Clone + PartialEq> Repairer<P> {
                 seen_open: false,
                 passed_at: None,
                 started: None,
-                in_flight: vec![false; need.n_max as usize],
                 lacks: Vec::new(),
                 resting: Vec::new(),
                 stuck_since: None,
@@ -281,8 +278,6 @@ impl<P: Clone + PartialEq> Repairer<P> {
                 c.last_held = held;
                 c.last_change = now;
             }
-            // A chunk first seen without a ticket learns N_max from the ticket.
-            c.in_flight.resize(need.n_max as usize, false);
         }
         self.forget_finished(now, generation);
         self.settle_answers(now, needs);
@@ -304,8 +299,8 @@ impl<P: Clone + PartialEq> Repairer<P> {
         self.asked.retain(|_, a| self.chunks.contains_key(&a.key));
     }
 
-    /// Learn from every request that ended: free its ESIs, note what the peer
-    /// lacked, rest a peer that refused or failed.
+    /// Learn from every request that ended (its ESIs are no longer in flight):
+    /// note what the peer lacked, rest a peer that refused or failed.
     fn settle_answers(&mut self, now: Instant, needs: &[ChunkNeed]) {
         let ended: Vec<u64> =
             self.asked.iter().filter(|(_, a)| a.outcome.is_some()).map(|(id, _)| *id).collect();
@@ -313,11 +308,6 @@ impl<P: Clone + PartialEq> Repairer<P> {
             let Some(a) = self.asked.remove(&id) else { continue };
             let Some(c) = self.chunks.get_mut(&a.key) else { continue };
             let Some(need) = needs.iter().find(|n| (n.object_id, n.index) == a.key) else { continue };
-            for esi in a.esis.iter() {
-                if let Some(f) = c.in_flight.get_mut(esi as usize) {
-                    *f = false;
-                }
-            }
             match a.outcome {
                 Some(Outcome::Served) => {
                     let missed: Vec<u32> = a
@@ -330,13 +320,14 @@ impl<P: Clone + PartialEq> Repairer<P> {
                     }
                     self.stats.esis_lacked += missed.len() as u64;
                     let n_max = need.n_max as usize;
-                    let lacks = match c.lacks.iter().position(|(p, _)| *p == a.peer) {
-                        Some(at) => &mut c.lacks[at].1,
+                    let at = match c.lacks.iter().position(|(p, _)| *p == a.peer) {
+                        Some(at) => at,
                         None => {
                             c.lacks.push((a.peer.clone(), vec![false; n_max]));
-                            &mut c.lacks.last_mut().expect("just pushed").1
+                            c.lacks.len() - 1
                         }
                     };
+                    let lacks = &mut c.lacks[at].1;
                     lacks.resize(n_max, false);
                     for esi in missed {
                         if let Some(l) = lacks.get_mut(esi as usize) {
@@ -378,8 +369,15 @@ impl<P: Clone + PartialEq> Repairer<P> {
             c.started = Some(now);
         }
         let held = need.held_count();
-        let in_flight = c.in_flight.iter().filter(|f| **f).count() as u32;
-        let mut wanted = (need.k + config.margin).saturating_sub(held + in_flight) as usize;
+        // Every request still listed is in flight: ended ones were settled above.
+        let mut in_flight = vec![false; need.n_max as usize];
+        for esi in self.asked.values().filter(|a| a.key == key).flat_map(|a| a.esis.iter()) {
+            if let Some(f) = in_flight.get_mut(esi as usize) {
+                *f = true;
+            }
+        }
+        let in_flight_count = in_flight.iter().filter(|f| **f).count() as u32;
+        let mut wanted = (need.k + config.margin).saturating_sub(held + in_flight_count) as usize;
         c.resting.retain(|(_, until)| *until > now);
         let busy: Vec<&P> = self.asked.values().filter(|a| a.key == key).map(|a| &a.peer).collect();
         let mut peers: Vec<Candidate<P>> = candidates(need)
@@ -402,7 +400,7 @@ impl<P: Clone + PartialEq> Repairer<P> {
             let can_serve =
                 |esi: usize| p.complete || !lacks.is_some_and(|l| l.get(esi).copied().unwrap_or(false));
             let esis: Vec<u32> = (0..need.n_max as usize)
-                .filter(|e| !need.held[*e] && !c.in_flight[*e] && can_serve(*e))
+                .filter(|e| !need.held[*e] && !in_flight[*e] && can_serve(*e))
                 .take(share)
                 .map(|e| e as u32)
                 .collect();
@@ -411,7 +409,7 @@ impl<P: Clone + PartialEq> Repairer<P> {
             }
             wanted -= esis.len();
             for e in &esis {
-                c.in_flight[*e as usize] = true;
+                in_flight[*e as usize] = true;
             }
             for esis in EsiRanges::split(&esis) {
                 let pages = table_pages(need, &esis);

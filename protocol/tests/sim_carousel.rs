@@ -7,7 +7,7 @@
 mod support;
 
 use hubcast_protocol::receiver::{Event, Receiver, ReceiverConfig};
-use hubcast_protocol::sender::{Carousel, PreparedChunk, Step};
+use hubcast_protocol::sender::{Carousel, Step};
 use hubcast_protocol::sim::{Link, Network};
 use hubcast_protocol::ObjectId;
 use std::time::Duration;
@@ -82,23 +82,13 @@ fn fifty_hubs_at_10_percent_loss_all_complete_on_the_carousel_alone() {
 
     let mut current_round = 0;
     for step in Carousel::new(&plans, Some(MAX_ROUNDS)) {
-        let datagrams = match step {
-            Step::Manifest { object } => vec![ch.signer.manifest_datagram(&plans[object].manifest)],
-            Step::Chunk { object, chunk, round } => {
-                if round != current_round {
-                    round_ends.push(send_at);
-                    current_round = round;
-                }
-                let r = plans[object].chunk_range(chunk);
-                let p = PreparedChunk::prepare(
-                    &ch.signer,
-                    &plans[object].manifest,
-                    chunk,
-                    &src[r.start as usize..r.end as usize],
-                );
-                p.round_datagrams(ch.signer.channel_tag(), OVERHEAD, round)
+        if let Step::Chunk { round, .. } = step {
+            if round != current_round {
+                round_ends.push(send_at);
+                current_round = round;
             }
-        };
+        }
+        let datagrams = step_datagrams(&ch, &plans, &objects, step, OVERHEAD);
         for d in datagrams {
             deliver_until(&mut net, &mut hubs, send_at, &mut next_tick);
             net.advance_to(send_at);

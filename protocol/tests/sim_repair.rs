@@ -15,7 +15,7 @@ mod support;
 use hubcast_protocol::peer_wire::RefuseReason;
 use hubcast_protocol::receiver::{Event, Receiver, ReceiverConfig};
 use hubcast_protocol::repair::{Candidate, Outcome, RepairConfig, Repairer};
-use hubcast_protocol::sender::{Carousel, PreparedChunk, Step};
+use hubcast_protocol::sender::Carousel;
 use hubcast_protocol::serve::{answer, ChunkRequest, ChunkServer};
 use hubcast_protocol::sim::{Link, Network};
 use hubcast_protocol::wire::{self, Kind};
@@ -213,19 +213,7 @@ fn fifty_hubs_at_10_percent_loss_complete_from_each_other_without_the_origin() {
     let mut next_tick = TICK;
     let mut origin_bytes = 0u64;
     for step in Carousel::new(&plans, Some(1)) {
-        let datagrams = match step {
-            Step::Manifest { object } => vec![ch.signer.manifest_datagram(&plans[object].manifest)],
-            Step::Chunk { object, chunk, round } => {
-                let r = plans[object].chunk_range(chunk);
-                let p = PreparedChunk::prepare(
-                    &ch.signer,
-                    &plans[object].manifest,
-                    chunk,
-                    &src[r.start as usize..r.end as usize],
-                );
-                p.round_datagrams(ch.signer.channel_tag(), OVERHEAD, round)
-            }
-        };
+        let datagrams = step_datagrams(&ch, &plans, &objects, step, OVERHEAD);
         for d in datagrams {
             sim.run_until(send_at, &mut next_tick);
             sim.net.advance_to(send_at);

@@ -69,19 +69,28 @@ pub fn broadcast(
     rounds: u32,
 ) -> Vec<Vec<u8>> {
     let plans = plans(objects, chunk_size, t);
-    let mut out = Vec::new();
-    for step in Carousel::new(&plans, Some(rounds)) {
-        match step {
-            Step::Manifest { object } => out.push(ch.signer.manifest_datagram(&plans[object].manifest)),
-            Step::Chunk { object, chunk, round } => {
-                let r = plans[object].chunk_range(chunk);
-                let data = &objects[object].bytes[r.start as usize..r.end as usize];
-                let prepared = PreparedChunk::prepare(&ch.signer, &plans[object].manifest, chunk, data);
-                out.extend(prepared.round_datagrams(ch.signer.channel_tag(), overhead, round));
-            }
+    Carousel::new(&plans, Some(rounds))
+        .flat_map(|step| step_datagrams(ch, &plans, objects, step, overhead))
+        .collect()
+}
+
+/// The datagrams the broadcaster sends for one carousel step.
+pub fn step_datagrams(
+    ch: &Channel,
+    plans: &[ObjectPlan],
+    objects: &[Content],
+    step: Step,
+    overhead: f64,
+) -> Vec<Vec<u8>> {
+    match step {
+        Step::Manifest { object } => vec![ch.signer.manifest_datagram(&plans[object].manifest)],
+        Step::Chunk { object, chunk, round } => {
+            let r = plans[object].chunk_range(chunk);
+            let data = &objects[object].bytes[r.start as usize..r.end as usize];
+            let prepared = PreparedChunk::prepare(&ch.signer, &plans[object].manifest, chunk, data);
+            prepared.round_datagrams(ch.signer.channel_tag(), overhead, round)
         }
     }
-    out
 }
 
 /// What a receiver ended with.
