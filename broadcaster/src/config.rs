@@ -32,6 +32,19 @@ pub struct SeedConfig {
     pub manifest_every: u32,
     /// Manifests and tickets expire this long after they are signed. Default 86400 s.
     pub expiry_secs: u64,
+    /// Run the origin service (repair NAKs; the tracker) on this QUIC address.
+    /// Default: none.
+    pub tracker: Option<SocketAddr>,
+    /// Cap on the origin's multicast repair, e.g. "20mbit". Default 20mbit.
+    pub repair_rate: String,
+    /// With the origin service, keep answering this long after the last round.
+    /// Default 30 s.
+    pub linger_secs: u64,
+    /// Local HTTP listener for `/api/status`. Default: none.
+    pub http: Option<SocketAddr>,
+    /// Testing aid: leave out this share of the carousel's symbol datagrams, as
+    /// if the network lost them before any hub. Default 0.
+    pub simulate_loss: f64,
     /// Files and folders to seed.
     pub paths: Vec<PathBuf>,
 }
@@ -50,6 +63,11 @@ impl Default for SeedConfig {
             symbol_size: wire::DEFAULT_SYMBOL_SIZE,
             manifest_every: 256,
             expiry_secs: 86_400,
+            tracker: None,
+            repair_rate: "20mbit".into(),
+            linger_secs: 30,
+            http: None,
+            simulate_loss: 0.0,
             paths: Vec::new(),
         }
     }
@@ -67,6 +85,8 @@ pub enum ConfigError {
     BadChunkSize(u32),
     #[error("nothing to seed: give one or more files or folders")]
     NoPaths,
+    #[error("--simulate-loss {0}: must be from 0 up to (not including) 1")]
+    BadLoss(f64),
 }
 
 impl SeedConfig {
@@ -86,6 +106,10 @@ impl SeedConfig {
         if self.paths.is_empty() {
             return Err(ConfigError::NoPaths);
         }
+        if !(0.0..1.0).contains(&self.simulate_loss) {
+            return Err(ConfigError::BadLoss(self.simulate_loss));
+        }
+        parse_rate(&self.repair_rate)?;
         parse_rate(&self.rate)
     }
 }

@@ -5,7 +5,9 @@
 
 pub mod config;
 pub mod ingest;
+pub mod origin;
 pub mod seed;
+pub mod status;
 
 pub use config::{parse_rate, SeedConfig};
 pub use seed::{seed, SeedReport};

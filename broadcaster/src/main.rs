@@ -1,6 +1,7 @@
 //! `broadcaster`: make channel keys, and seed files and folders over multicast.
 
 use clap::{Parser, Subcommand};
+use hubcast_broadcaster::status::{self, StatusBoard};
 use hubcast_broadcaster::{unix_now, SeedConfig};
 use hubcast_keys::{ChannelKeys, SignerKeys};
 use std::net::SocketAddr;
@@ -29,7 +30,14 @@ enum Command {
         force: bool,
     },
     /// Send files and folders in a carousel until stopped or for --rounds rounds.
-    Seed(SeedArgs),
+    Seed(Box<SeedArgs>),
+    /// Print the node id of the origin service (making its key, node.key in the
+    /// key directory, if there is none), for hubs' --tracker NODEID@HOST:PORT.
+    NodeId {
+        /// Key directory from `broadcaster keygen`.
+        #[arg(long)]
+        keys: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -61,6 +69,24 @@ struct SeedArgs {
     /// Multicast TTL / hop limit.
     #[arg(long)]
     ttl: Option<u32>,
+    /// Run the origin service (repair requests; tracker) on this QUIC address,
+    /// e.g. 0.0.0.0:7000. Prints the NODEID@ADDR hubs take as --tracker.
+    #[arg(long)]
+    tracker: Option<SocketAddr>,
+    /// Cap on the origin's multicast repair, e.g. 20mbit.
+    #[arg(long)]
+    repair_rate: Option<String>,
+    /// With --tracker: keep answering repair requests this many seconds after
+    /// the last round.
+    #[arg(long)]
+    linger: Option<u64>,
+    /// Local HTTP listener for /api/status, e.g. 127.0.0.1:8090.
+    #[arg(long)]
+    http: Option<SocketAddr>,
+    /// Testing aid: leave out this share of the carousel's symbols, as if every
+    /// hub lost them.
+    #[arg(long)]
+    simulate_loss: Option<f64>,
     /// Files and folders to seed.
     paths: Vec<PathBuf>,
 }
@@ -71,7 +97,12 @@ impl SeedArgs {
         macro_rules! set {
             ($($f:ident),*) => { $( if let Some(v) = self.$f { c.$f = v; } )* };
         }
-        set!(keys, group, iface, rate, fec_overhead, rounds, chunk_size, ttl);
+        set!(keys, group, iface, rate, fec_overhead, rounds, chunk_size, ttl, repair_rate, simulate_loss);
+        if let Some(v) = self.linger {
+            c.linger_secs = v;
+        }
+        c.tracker = self.tracker.or(c.tracker);
+        c.http = self.http.or(c.http);
         if !self.paths.is_empty() {
             c.paths = self.paths;
         }
@@ -94,11 +125,29 @@ async fn run() -> anyhow::Result<()> {
             println!("keep root.key offline; give hubs root.pub or the fingerprint below as --trust");
             println!("{fp}");
         }
+        Command::NodeId { keys } => {
+            println!("{}", hubcast_keys::NodeKey::load_or_create(&keys)?.id());
+        }
         Command::Seed(args) => {
             let cfg = args.into_config()?;
             let keys = SignerKeys::load(&cfg.keys)?;
             let cancel = hubcast_daemon::cancel_on_signal();
-            let r = hubcast_broadcaster::seed(&cfg, keys, cancel).await?;
+            let status = StatusBoard::default();
+            let http = match cfg.http {
+                Some(addr) => {
+                    let listener = hubcast_transport::tcp::listen(addr).await.map_err(|e| {
+                        anyhow::anyhow!("--http {addr}: {e} (is the port in use? pick another)")
+                    })?;
+                    Some(tokio::spawn(status::serve(listener, status.clone(), cancel.clone())))
+                }
+                None => None,
+            };
+            let r = hubcast_broadcaster::seed(&cfg, keys, status, cancel.clone()).await;
+            cancel.cancel();
+            if let Some(h) = http {
+                let _ = h.await;
+            }
+            let r = r?;
             let secs = r.elapsed.as_secs_f64().max(1e-9);
             println!(
                 "sent {} objects ({} bytes) as {} datagrams, {} bytes, in {:.1} s ({:.0} Mbit/s)",

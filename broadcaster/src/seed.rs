@@ -4,14 +4,20 @@
 //! The producer works ahead by at most [`BATCHES_AHEAD`] chunks, so memory stays
 //! bounded (about 1.5 × chunk size each) whatever is being seeded.
 
-use crate::config::{ConfigError, SeedConfig};
+use crate::config::{parse_rate, ConfigError, SeedConfig};
 use crate::ingest::{self, IngestError, SourceFile};
+use crate::origin::{self, Catalog, OriginError};
+use crate::status::StatusBoard;
 use crate::unix_now;
 use hubcast_keys::SignerKeys;
 use hubcast_protocol::sender::{Carousel, ObjectPlan, Pacer, PreparedChunk, Sender, Step};
 use hubcast_protocol::verify::Signer;
+use hubcast_protocol::wire::{self, Kind};
 use hubcast_transport::{Interface, MulticastConfig, TransportError};
+use rand::Rng;
+use std::net::SocketAddr;
 use std::os::unix::fs::FileExt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -29,6 +35,8 @@ pub enum SeedError {
     Ingest(#[from] IngestError),
     #[error(transparent)]
     Transport(#[from] TransportError),
+    #[error(transparent)]
+    Origin(#[from] OriginError),
     #[error("sending to {group}: {source}")]
     Send {
         group: std::net::SocketAddr,
@@ -62,10 +70,37 @@ enum Batch {
     Failed(SeedError),
 }
 
+/// The multicast socket, with the testing aid `--simulate-loss`.
+struct Out {
+    socket: Arc<tokio::net::UdpSocket>,
+    group: SocketAddr,
+    loss: f64,
+    rng: rand::rngs::ThreadRng,
+    simulated_drops: u64,
+}
+
+impl Out {
+    async fn send(&mut self, d: &[u8]) -> Result<(), SeedError> {
+        let symbol = wire::decode_header(d).is_ok_and(|h| h.kind == Kind::Symbol);
+        if symbol && self.loss > 0.0 && self.rng.gen_bool(self.loss) {
+            self.simulated_drops += 1;
+            return Ok(());
+        }
+        self.socket
+            .send_to(d, self.group)
+            .await
+            .map_err(|source| SeedError::Send { group: self.group, source })?;
+        Ok(())
+    }
+}
+
 /// Seed `cfg.paths` until `cfg.rounds` rounds are done (0: until `cancel`).
+/// With `cfg.tracker`, the origin service answers repair requests meanwhile,
+/// and for `cfg.linger_secs` after the last round.
 pub async fn seed(
     cfg: &SeedConfig,
     keys: SignerKeys,
+    status: StatusBoard,
     cancel: CancellationToken,
 ) -> Result<SeedReport, SeedError> {
     let rate = cfg.validate()?;
@@ -84,8 +119,8 @@ pub async fn seed(
     let mut mc = MulticastConfig::new(cfg.group);
     mc.interface = cfg.iface.parse::<Interface>()?;
     mc.ttl = cfg.ttl;
-    let socket = hubcast_transport::multicast::sender(&mc)?;
-    let signer = Signer::new(keys);
+    let socket = Arc::new(hubcast_transport::multicast::sender(&mc)?);
+    let signer = Arc::new(Signer::new(keys));
     let seq = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -97,8 +132,33 @@ pub async fn seed(
         .collect();
     let total: u64 = files.iter().map(|f| f.size).sum();
     let object_count = files.len();
+    let fingerprint = hubcast_keys::Fingerprint::of(&signer.certificate().root);
+    status.update(|s| {
+        s.fingerprint = fingerprint.to_string();
+        s.group = cfg.group.to_string();
+        (s.objects, s.object_bytes) = (object_count, total);
+    });
+    let service_stop = cancel.child_token();
+    let service = match cfg.tracker {
+        Some(addr) => {
+            let (endpoint, at) = origin::bind(addr, &cfg.keys)?;
+            status.update(|s| s.tracker = Some(at.to_string()));
+            let catalog = Arc::new(Catalog::new(&plans, &files, cfg.expiry_secs));
+            let service = origin::Service {
+                endpoint,
+                catalog,
+                signer: signer.clone(),
+                socket: socket.clone(),
+                control_group: SocketAddr::new(cfg.group.ip(), cfg.group.port().wrapping_add(1)),
+                repair_rate: parse_rate(&cfg.repair_rate)?,
+                status: status.clone(),
+            };
+            Some(tokio::spawn(origin::run(service, service_stop.clone())))
+        }
+        None => None,
+    };
     info!(objects = files.len(), bytes = total, group = %cfg.group, iface = %mc.interface, rate_bytes_per_sec = rate,
-        fingerprint = %hubcast_keys::Fingerprint::of(&signer.certificate().root), "seeding");
+        %fingerprint, "seeding");
 
     let manifests = plans.iter().map(|p| signer.manifest_datagram(&p.manifest)).collect();
     // Burst: 2 ms at the rate (tokio timers tick in milliseconds), at least 64 KiB.
@@ -109,22 +169,28 @@ pub async fn seed(
     let producer = {
         let cfg = cfg.clone();
         let stop = cancel.clone();
+        let signer = signer.clone();
         std::thread::Builder::new()
             .name("seed-producer".into())
             .spawn(move || produce(&cfg, &signer, plans, &files, &tx, &stop))
             .map_err(|source| SeedError::Read { path: "producer thread".into(), source })?
     };
 
+    let mut out = Out {
+        socket,
+        group: cfg.group,
+        loss: cfg.simulate_loss,
+        rng: rand::thread_rng(),
+        simulated_drops: 0,
+    };
     let started = Instant::now();
     let mut last_progress = started;
     let mut failure = None;
     'outer: loop {
         while let Some(d) = sender.poll_transmit(Instant::now()) {
-            socket
-                .send_to(&d, cfg.group)
-                .await
-                .map_err(|source| SeedError::Send { group: cfg.group, source })?;
+            out.send(&d).await?;
         }
+        publish(&status, &sender, &out, false);
         if last_progress.elapsed() >= PROGRESS_EVERY {
             last_progress = Instant::now();
             let s = sender.stats();
@@ -154,20 +220,27 @@ pub async fn seed(
     // Drain what is queued unless we were told to stop.
     while !cancel.is_cancelled() && sender.queued() > 0 {
         match sender.poll_transmit(Instant::now()) {
-            Some(d) => {
-                socket
-                    .send_to(&d, cfg.group)
-                    .await
-                    .map_err(|source| SeedError::Send { group: cfg.group, source })?;
-            }
+            Some(d) => out.send(&d).await?,
             None => {
                 let at = sender.poll_timeout().unwrap_or_else(Instant::now);
                 tokio::time::sleep_until(at.into()).await;
             }
         }
     }
-    cancel.cancel();
+    publish(&status, &sender, &out, failure.is_none() && !cancel.is_cancelled());
     drop(rx);
+    if let Some(service) = service {
+        if failure.is_none() && !cancel.is_cancelled() && cfg.linger_secs > 0 {
+            info!(secs = cfg.linger_secs, "last round sent; answering repair requests until stopped or for");
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(cfg.linger_secs)) => {}
+                _ = cancel.cancelled() => {}
+            }
+        }
+        service_stop.cancel();
+        let _ = service.await;
+    }
+    cancel.cancel();
     let _ = producer.join();
     if let Some(e) = failure {
         return Err(e);
@@ -180,6 +253,14 @@ pub async fn seed(
         bytes: s.bytes,
         elapsed: started.elapsed(),
     })
+}
+
+fn publish(status: &StatusBoard, sender: &Sender, out: &Out, done: bool) {
+    let s = sender.stats();
+    status.update(|st| {
+        let c = &mut st.carousel;
+        (c.datagrams, c.bytes, c.simulated_drops, c.done) = (s.datagrams, s.bytes, out.simulated_drops, done);
+    });
 }
 
 /// Producer thread: walk the carousel, read and prepare each chunk, hand the
@@ -260,7 +341,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("f"), b"x").unwrap();
         let cfg = SeedConfig { paths: vec![dir.path().join("f")], ..SeedConfig::default() };
-        let err = seed(&cfg, SignerKeys::load_from(&keys), CancellationToken::new()).await.unwrap_err();
+        let keys = SignerKeys::load_from(&keys);
+        let err = seed(&cfg, keys, StatusBoard::default(), CancellationToken::new()).await.unwrap_err();
         assert!(matches!(err, SeedError::CertificateNotValid { .. }), "{err}");
         assert!(err.to_string().contains("broadcaster keygen"));
     }

@@ -34,6 +34,9 @@ pub struct HubConfig {
     pub peer_listen: Option<SocketAddr>,
     /// Cap on serving peers, in Mbit/s. Default 100.
     pub upload_rate: f64,
+    /// The broadcaster's origin service, NODEID@HOST:PORT as `broadcaster seed
+    /// --tracker` prints it: where NAKs go when no peer can repair. Default: none.
+    pub tracker: Option<String>,
 }
 
 impl Default for HubConfig {
@@ -52,6 +55,7 @@ impl Default for HubConfig {
             peer_repair: true,
             peer_listen: None,
             upload_rate: 100.0,
+            tracker: None,
         }
     }
 }

@@ -12,14 +12,13 @@ use crate::config::HubConfig;
 use crate::peers::{Fetcher, PartialAsk, PeerTable, Server, StoreRead};
 use crate::status::StatusBoard;
 use crate::store::{Store, StoreError};
-use hubcast_keys::NodeId;
-use hubcast_keys::{KeyFileError, TrustAnchor};
-use hubcast_protocol::announce::Announcement;
-use hubcast_protocol::peer_wire::ChunkBitmap;
+use hubcast_keys::{KeyFileError, NodeAddr, NodeId, TrustAnchor};
+use hubcast_protocol::announce::{Announcement, MAX_ANNOUNCE_LEN};
+use hubcast_protocol::peer_wire::{ChunkBitmap, MAX_NAKS_PER_STREAM};
 use hubcast_protocol::receiver::{DropCounters, DropReason, Event, Receiver, ReceiverConfig};
-use hubcast_protocol::repair::{Outcome, RepairConfig, Repairer};
+use hubcast_protocol::repair::{Nak, Outcome, RepairConfig, Repairer};
 use hubcast_protocol::serve::{answer_partial, ChunkRequest};
-use hubcast_protocol::wire::Manifest;
+use hubcast_protocol::wire::{self, Manifest};
 use hubcast_protocol::ObjectId;
 use hubcast_transport::quic::NodeEndpoint;
 use hubcast_transport::{Interface, MulticastConfig, TransportError};
@@ -63,6 +62,8 @@ pub enum HubError {
         "peer repair: {0} (pick another address with --peer-listen, or turn it off with --no-peer-repair)"
     )]
     Peer(String),
+    #[error("--tracker {0}")]
+    Tracker(String),
     #[error("receiving on {group}: {source}")]
     Recv {
         group: std::net::SocketAddr,
@@ -175,6 +176,7 @@ fn start_peers(
         Interface::V4(a) => SocketAddr::from((a, 0)),
         Interface::V6Index(_) => SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0)),
     });
+    let origin = cfg.tracker.as_deref().map(str::parse::<NodeAddr>).transpose().map_err(HubError::Tracker)?;
     let endpoint = Arc::new(NodeEndpoint::bind(listen, node).map_err(|e| HubError::Peer(e.to_string()))?);
     let quic = endpoint.local_addr().map_err(|e| HubError::Peer(e.to_string()))?;
     let mut control_cfg = mc.clone();
@@ -187,7 +189,8 @@ fn start_peers(
     let upload = cfg.upload_rate * 1e6 / 8.0;
     let server = Server::new(store.clone(), partial_tx, upload, status.clone());
     tokio::spawn(crate::peers::serve(endpoint.clone(), server.clone(), cancel.clone()));
-    info!(%quic, control = %control_cfg.group, upload_mbit = cfg.upload_rate, "peer repair on");
+    info!(%quic, control = %control_cfg.group, upload_mbit = cfg.upload_rate,
+        origin = %origin.map_or("none (--tracker)".into(), |o| o.to_string()), "peer repair on");
 
     let (done_tx, done_rx) = mpsc::channel(256);
     Ok(PeerSide {
@@ -206,6 +209,8 @@ fn start_peers(
         channel_tag,
         holdings,
         peer_bytes: 0,
+        origin,
+        origin_bytes: 0,
         last_nak_warning: None,
         announce_soon: false,
     })
@@ -245,9 +250,17 @@ struct PeerSide {
     holdings: BTreeMap<ObjectId, ChunkBitmap>,
     /// Verified symbol bytes peers served.
     peer_bytes: u64,
+    /// The origin service, where NAKs go.
+    origin: Option<NodeAddr>,
+    /// Verified symbol bytes of the origin's multicast repair.
+    origin_bytes: u64,
     last_nak_warning: Option<Instant>,
     announce_soon: bool,
 }
+
+/// Announcements and the origin's repair datagrams both fit.
+const CONTROL_BUF: usize =
+    if MAX_ANNOUNCE_LEN > wire::MAX_DATAGRAM { MAX_ANNOUNCE_LEN } else { wire::MAX_DATAGRAM } + 1;
 
 /// How often the repairer looks at what is missing.
 const REPAIR_TICK: Duration = Duration::from_millis(50);
@@ -317,11 +330,30 @@ impl Loop<'_> {
                     .await;
             });
         }
-        while let Some(nak) = p.repairer.poll_nak() {
-            if p.last_nak_warning.is_none_or(|t| t.elapsed() >= NAK_WARN_EVERY) {
-                p.last_nak_warning = Some(now);
-                warn!(object = %nak.object_id, chunk = nak.index, missing = nak.missing,
-                    "no peer can repair this chunk; it waits for the next carousel round");
+        let naks: Vec<Nak> = std::iter::from_fn(|| p.repairer.poll_nak()).collect();
+        match (p.origin, naks.first()) {
+            (_, None) => {}
+            (Some(origin), Some(_)) => {
+                for batch in naks.chunks(MAX_NAKS_PER_STREAM) {
+                    let (fetcher, status, batch) = (p.fetcher.clone(), self.status.clone(), batch.to_vec());
+                    tokio::spawn(async move {
+                        let failed = match fetcher.send_naks(origin, &batch).await {
+                            Ok(refused) => refused,
+                            Err(_) => batch.len() as u64,
+                        };
+                        if failed > 0 {
+                            debug!(%origin, failed, "NAKs refused or not delivered; the hubs retry");
+                            status.origin_nak_failed(failed);
+                        }
+                    });
+                }
+            }
+            (None, Some(nak)) => {
+                if p.last_nak_warning.is_none_or(|t| t.elapsed() >= NAK_WARN_EVERY) {
+                    p.last_nak_warning = Some(now);
+                    warn!(object = %nak.object_id, chunk = nak.index, missing = nak.missing,
+                        "no peer can repair this chunk and no origin is known (--tracker); it waits for the next carousel round");
+                }
             }
         }
         while p.repairer.poll_repaired().is_some() {}
@@ -362,6 +394,29 @@ impl Loop<'_> {
         true
     }
 
+    /// The origin's repair, heard on the control group: checked like multicast,
+    /// counted as the origin's.
+    async fn on_origin_repair(&mut self, datagrams: &[Vec<u8>]) -> bool {
+        let before = self.receiver.stats().symbol_bytes_accepted;
+        let now = unix_now();
+        let mut chunks = Vec::new();
+        for d in datagrams {
+            self.receiver.handle_repair_datagram(now, d);
+            let key = wire::decode_header(d).ok().and_then(|h| wire::peek_chunk(d, h.kind));
+            if let Some(key) = key.filter(|k| !chunks.contains(k)) {
+                chunks.push(key);
+            }
+        }
+        for (object_id, index) in chunks {
+            self.receiver.settle_chunk(object_id, index);
+        }
+        if let Some(p) = self.peers.as_mut() {
+            p.origin_bytes += self.receiver.stats().symbol_bytes_accepted - before;
+            self.status.record_origin_bytes(p.origin_bytes);
+        }
+        self.drain_events().await
+    }
+
     fn on_partial_ask(&self, ask: PartialAsk) {
         let _ = ask.reply.send(answer_partial(&ask.req, &self.receiver));
     }
@@ -385,8 +440,8 @@ impl Loop<'_> {
         p.announce_soon = false;
         let now = Instant::now();
         p.table.expire(now);
-        let table = &p.table;
-        p.fetcher.retain(|id| table.addr(id).is_some());
+        let (table, origin) = (&p.table, p.origin.map(|o| o.id));
+        p.fetcher.retain(|id| table.addr(id).is_some() || Some(*id) == origin);
         let a = Announcement {
             channel_tag: p.channel_tag,
             node_id: p.node_id.0,
@@ -510,11 +565,23 @@ async fn receive_loop(
             }
             Some(ask) = recv_opt(partial_rx) => lp.on_partial_ask(ask),
             r = readable_opt(control) => {
+                // Peers' announcements, and the origin's repair.
+                let mut repair = Vec::new();
                 if r.is_ok() {
-                    let mut abuf = [0u8; hubcast_protocol::announce::MAX_ANNOUNCE_LEN + 1];
+                    let mut abuf = [0u8; CONTROL_BUF];
                     while let Some(Ok((n, from))) = lp.peers.as_ref().map(|p| p.control.try_recv_from(&mut abuf)) {
-                        lp.on_announcement(&abuf[..n], from);
+                        if wire::decode_header(&abuf[..n]).is_ok() {
+                            repair.push(abuf[..n].to_vec());
+                        } else {
+                            lp.on_announcement(&abuf[..n], from);
+                        }
+                        if repair.len() >= RECV_BATCH {
+                            break;
+                        }
                     }
+                }
+                if !repair.is_empty() && !lp.on_origin_repair(&repair).await {
+                    return Ok(());
                 }
             }
             _ = repair_tick.tick() => {

@@ -69,6 +69,10 @@ struct RunArgs {
     /// Do not repair from (or serve) peer hubs.
     #[arg(long)]
     no_peer_repair: bool,
+    /// The broadcaster's origin service, NODEID@HOST:PORT as `broadcaster seed
+    /// --tracker` prints it: NAKs go there when no peer can repair a chunk.
+    #[arg(long)]
+    tracker: Option<String>,
 }
 
 impl RunArgs {
@@ -84,7 +88,10 @@ impl RunArgs {
         macro_rules! set_opt {
             ($($f:ident),*) => { $( if self.$f.is_some() { c.$f = self.$f; } )* };
         }
-        set_opt!(source, export, http, loss_seed, peer_listen);
+        set_opt!(source, export, http, loss_seed, peer_listen, tracker);
+        if let Some(t) = &c.tracker {
+            t.parse::<hubcast_keys::NodeAddr>().map_err(|e| anyhow::anyhow!("--tracker {e}"))?;
+        }
         anyhow::ensure!(c.upload_rate > 0.0, "--upload-rate must be above 0 (Mbit/s)");
         anyhow::ensure!(
             !c.trust.is_empty(),

@@ -15,9 +15,9 @@
 
 use crate::hub::StoreJob;
 use crate::status::{PeerStatus, StatusBoard};
-use hubcast_keys::NodeId;
-use hubcast_protocol::peer_wire::{self, ChunkBitmap, PeerMessage, PeerWireError, RefuseReason};
-use hubcast_protocol::repair::{Candidate, Outcome};
+use hubcast_keys::{NodeAddr, NodeId};
+use hubcast_protocol::peer_wire::{self, ChunkBitmap, PeerMessage, RefuseReason};
+use hubcast_protocol::repair::{Candidate, Nak, Outcome};
 use hubcast_protocol::serve::{answer_complete, ChunkRequest, ChunkServer};
 use hubcast_protocol::wire::MAX_DATAGRAM;
 use hubcast_protocol::ObjectId;
@@ -380,7 +380,7 @@ async fn serve_stream(
         }
         _ => return Err(StreamError::Io),
     };
-    let messages = decode_all(&body).map_err(|e| StreamError::Malformed(e.to_string()))?;
+    let messages = peer_wire::decode_all(&body).map_err(|e| StreamError::Malformed(e.to_string()))?;
     let Some(req) = ChunkRequest::from_messages(&messages) else {
         return Err(StreamError::Malformed("not a chunk request".into()));
     };
@@ -412,17 +412,6 @@ async fn serve_stream(
         return Err(StreamError::Malformed("ESI or page beyond the chunk".into()));
     }
     Ok(())
-}
-
-/// Every frame of a finished stream.
-fn decode_all(mut buf: &[u8]) -> Result<Vec<PeerMessage>, PeerWireError> {
-    let mut out = Vec::new();
-    while !buf.is_empty() {
-        let (m, used) = peer_wire::decode_frame(buf)?;
-        out.push(m);
-        buf = &buf[used..];
-    }
-    Ok(out)
 }
 
 /// Runs repair requests against peers, one QUIC connection per peer.
@@ -461,6 +450,28 @@ impl Fetcher {
         }
     }
 
+    /// Send NAKs to the origin; returns how many it refused.
+    pub async fn send_naks(&self, origin: NodeAddr, naks: &[Nak]) -> Result<u64, Outcome> {
+        let send = async {
+            let conn = self.connection(origin.id, origin.addr).await.ok_or(Outcome::Failed)?;
+            let (mut send, mut recv) = conn.open_bi().await.map_err(|_| Outcome::Failed)?;
+            let mut out = Vec::new();
+            for n in naks {
+                let missing = n.missing.clamp(1, peer_wire::MAX_ESIS_PER_REQUEST) as u16;
+                peer_wire::encode(
+                    &PeerMessage::Nak { object_id: n.object_id, chunk: n.index, missing },
+                    &mut out,
+                );
+            }
+            send.write_all(&out).await.map_err(|_| Outcome::Failed)?;
+            send.finish().map_err(|_| Outcome::Failed)?;
+            let body = recv.read_to_end(naks.len() * 64).await.map_err(|_| Outcome::Failed)?;
+            let answers = peer_wire::decode_all(&body).map_err(|_| Outcome::Failed)?;
+            Ok(answers.iter().filter(|m| matches!(m, PeerMessage::Refuse { .. })).count() as u64)
+        };
+        tokio::time::timeout(FETCH_TIMEOUT, send).await.unwrap_or(Err(Outcome::Failed))
+    }
+
     /// One request: the datagrams the peer sent, or how it ended. Nothing here
     /// is trusted; the receiver checks every datagram.
     pub async fn fetch(
@@ -492,7 +503,7 @@ impl Fetcher {
         let frames = req.esis.count() as usize + 1 + hubcast_protocol::wire::MAX_TABLE_PAGES;
         let body = recv.read_to_end(frames * (MAX_DATAGRAM + 5)).await.map_err(|_| Outcome::Failed)?;
         let mut datagrams = Vec::new();
-        for m in decode_all(&body).map_err(|_| Outcome::Failed)? {
+        for m in peer_wire::decode_all(&body).map_err(|_| Outcome::Failed)? {
             match m {
                 PeerMessage::Datagram(d) => datagrams.push(d),
                 PeerMessage::Refuse { reason, .. } => return Err(Outcome::Refused(reason)),

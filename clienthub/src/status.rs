@@ -75,9 +75,10 @@ pub struct RepairCounters {
     pub failed: u64,
     /// Chunks completed after repair started.
     pub chunks_repaired: u64,
-    /// Requests for the origin when no peer could serve (origin repair is not
-    /// wired yet: these wait for the next carousel round).
+    /// Requests for the origin (NAKs) when no peer could serve.
     pub origin_naks: u64,
+    /// NAKs the origin refused, or that could not reach it.
+    pub origin_naks_failed: u64,
     /// Malformed peer requests dropped.
     pub bad_peer_messages: u64,
     /// Bytes served to peers.
@@ -153,8 +154,10 @@ impl StatusBoard {
         simulated_loss: u64,
     ) {
         let mut b = self.lock();
-        // Every verified symbol byte came by multicast unless a peer sent it.
-        b.status.bytes.multicast = stats.symbol_bytes_accepted.saturating_sub(b.status.bytes.peer);
+        // Every verified symbol byte came by multicast unless a peer or the
+        // origin's repair sent it.
+        let other = b.status.bytes.peer + b.status.bytes.origin;
+        b.status.bytes.multicast = stats.symbol_bytes_accepted.saturating_sub(other);
         b.status.datagrams = DatagramCounters {
             received,
             simulated_loss,
@@ -167,6 +170,15 @@ impl StatusBoard {
     /// Verified symbol bytes that came from peers (a running total).
     pub fn record_peer_bytes(&self, total: u64) {
         self.lock().status.bytes.peer = total;
+    }
+
+    /// Verified symbol bytes that came from the origin's repair (a running total).
+    pub fn record_origin_bytes(&self, total: u64) {
+        self.lock().status.bytes.origin = total;
+    }
+
+    pub fn origin_nak_failed(&self, n: u64) {
+        self.lock().status.repair.origin_naks_failed += n;
     }
 
     pub fn record_peers(&self, peers: Vec<PeerStatus>, repair: impl FnOnce(&mut RepairCounters)) {

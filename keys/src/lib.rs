@@ -18,7 +18,7 @@ pub use cert::{CertError, Certificate, CERTIFICATE_LEN};
 pub use ed25519_dalek::{Signature, SigningKey, VerifyingKey, SIGNATURE_LENGTH};
 pub use files::{ChannelKeys, KeyFileError, SignerKeys};
 pub use hex::{decode_hex, encode_hex};
-pub use node::{NodeId, NodeKey};
+pub use node::{NodeAddr, NodeId, NodeKey};
 
 use std::fmt;
 use std::str::FromStr;

@@ -28,6 +28,31 @@ impl fmt::Debug for NodeId {
     }
 }
 
+/// Where a node listens, and who it must prove to be: `NODEID@HOST:PORT`, as the
+/// broadcaster prints its tracker's address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NodeAddr {
+    pub id: NodeId,
+    pub addr: std::net::SocketAddr,
+}
+
+impl fmt::Display for NodeAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.id, self.addr)
+    }
+}
+
+impl std::str::FromStr for NodeAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let usage = || format!("`{s}`: give NODEID@HOST:PORT, as `broadcaster seed --tracker` prints it");
+        let (id, addr) = s.trim().split_once('@').ok_or_else(usage)?;
+        let id: [u8; 32] = crate::decode_hex(id).and_then(|b| b.try_into().ok()).ok_or_else(usage)?;
+        let addr = addr.parse().map_err(|_| usage())?;
+        Ok(NodeAddr { id: NodeId(id), addr })
+    }
+}
+
 pub struct NodeKey {
     key: SigningKey,
 }
@@ -72,6 +97,14 @@ impl NodeKey {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_node_address_reads_back_what_it_prints() {
+        let a = NodeAddr { id: NodeId([7; 32]), addr: "127.0.0.1:4433".parse().unwrap() };
+        assert_eq!(a.to_string().parse::<NodeAddr>(), Ok(a));
+        assert!("127.0.0.1:4433".parse::<NodeAddr>().unwrap_err().contains("NODEID@HOST:PORT"));
+        assert!("abcd@127.0.0.1:1".parse::<NodeAddr>().is_err(), "short id");
+    }
 
     #[test]
     fn a_node_key_is_made_once_and_kept() {

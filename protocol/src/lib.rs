@@ -9,6 +9,7 @@
 pub mod announce;
 pub mod digest;
 pub mod fec;
+pub mod origin;
 pub mod peer_wire;
 pub mod receiver;
 pub mod repair;

@@ -20,6 +20,8 @@
 //! 5 Refuse        object id (32), chunk (u32), reason (u8: 1 not held, 2 busy,
 //!                 3 over a limit, 4 invalid request)
 //! 6 Datagram      a wire v1 ticket, table page or symbol datagram (1..=MAX_DATAGRAM)
+//! 7 Nak           object id (32), chunk (u32), symbols missing (u16, 1..=MAX_ESIS_PER_REQUEST):
+//!                 a hub to the origin, when no peer could serve the chunk
 //! ```
 //!
 //! Decoding is streaming ([`decode_frame`] says how many bytes it needs), checks
@@ -38,6 +40,8 @@ const _: () = assert!(wire::MAX_TABLE_PAGES <= 32);
 pub const MAX_CHUNKS_PER_OBJECT: u32 = 1 << 20;
 /// Partial chunks listed in one have-map.
 pub const MAX_PARTIAL: usize = 1024;
+/// NAK frames in one stream to the origin.
+pub const MAX_NAKS_PER_STREAM: usize = 64;
 /// ESI ranges in one symbol request.
 pub const MAX_RANGES: usize = 256;
 /// ESIs asked for in one symbol request: at most one chunk's N_max.
@@ -156,6 +160,7 @@ pub enum PeerMessage {
     SymbolRequest { object_id: ObjectId, chunk: u32, esis: EsiRanges },
     Refuse { object_id: ObjectId, chunk: u32, reason: RefuseReason },
     Datagram(Vec<u8>),
+    Nak { object_id: ObjectId, chunk: u32, missing: u16 },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -225,6 +230,12 @@ pub fn encode(m: &PeerMessage, out: &mut Vec<u8>) {
             out.push(6);
             out.extend_from_slice(d);
         }
+        PeerMessage::Nak { object_id, chunk, missing } => {
+            out.push(7);
+            out.extend_from_slice(&object_id.0);
+            out.extend_from_slice(&chunk.to_be_bytes());
+            out.extend_from_slice(&missing.to_be_bytes());
+        }
     }
     let len = (out.len() - start - 4) as u32;
     out[start..start + 4].copy_from_slice(&len.to_be_bytes());
@@ -278,6 +289,17 @@ pub fn decode_frame(buf: &[u8]) -> Result<(PeerMessage, usize), PeerWireError> {
     }
     let Some(frame) = buf.get(4..4 + len) else { return Err(PeerWireError::Incomplete(4 + len)) };
     Ok((decode_body(frame)?, 4 + len))
+}
+
+/// Every frame of a finished stream, in order.
+pub fn decode_all(mut buf: &[u8]) -> Result<Vec<PeerMessage>, PeerWireError> {
+    let mut out = Vec::new();
+    while !buf.is_empty() {
+        let (m, used) = decode_frame(buf)?;
+        out.push(m);
+        buf = &buf[used..];
+    }
+    Ok(out)
 }
 
 fn decode_body(frame: &[u8]) -> Result<PeerMessage, PeerWireError> {
@@ -349,6 +371,15 @@ fn decode_body(frame: &[u8]) -> Result<PeerMessage, PeerWireError> {
             }
             PeerMessage::Datagram(d.to_vec())
         }
+        7 => {
+            let object_id = r.object()?;
+            let chunk = r.u32()?;
+            let missing = r.u16()?;
+            if missing == 0 || u32::from(missing) > MAX_ESIS_PER_REQUEST {
+                return Err(PeerWireError::OutOfRange);
+            }
+            PeerMessage::Nak { object_id, chunk, missing }
+        }
         _ => return Err(PeerWireError::UnknownType),
     };
     r.end()?;
@@ -383,6 +414,7 @@ mod tests {
         round_trip(PeerMessage::SymbolRequest { object_id: id, chunk: 2, esis });
         round_trip(PeerMessage::Refuse { object_id: id, chunk: 1, reason: RefuseReason::NotHeld });
         round_trip(PeerMessage::Datagram(vec![1, 2, 3]));
+        round_trip(PeerMessage::Nak { object_id: id, chunk: 9, missing: 17 });
     }
 
     #[test]

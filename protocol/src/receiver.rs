@@ -667,9 +667,14 @@ impl Receiver {
                 if self.complete.contains(&key) {
                     return Err(DropReason::AlreadyComplete);
                 }
-                if self.active.contains_key(&key) {
-                    // Not a byte-for-byte repeat (checked above): a different ticket.
-                    return Err(DropReason::Inconsistent);
+                if let Some(a) = self.active.get(&key) {
+                    // Not a byte-for-byte repeat (checked above). The same chunk
+                    // re-signed later (a new expiry) commits to the same table: a
+                    // repeat. Anything else contradicts the ticket held.
+                    let same = a.ticket.chunk_hash == t.body.chunk_hash
+                        && a.ticket.page_hashes == t.body.page_hashes
+                        && a.ticket.seq == t.body.seq;
+                    return Err(if same { DropReason::Duplicate } else { DropReason::Inconsistent });
                 }
                 let t = self.verifier.verify_ticket(t, unix_now)?;
                 self.accept_ticket(t, datagram.to_vec())

@@ -183,6 +183,28 @@ struct ChunkRepair<P> {
     seen: u64,
 }
 
+impl<P: PartialEq + Clone> ChunkRepair<P> {
+    /// `peer` lacks these ESIs (a peer that decodes the chunk later is asked
+    /// again: lacks do not apply to peers holding it complete).
+    fn note_lacks(&mut self, peer: &P, esis: impl IntoIterator<Item = u32>, n_max: u32) {
+        let n_max = n_max as usize;
+        let at = match self.lacks.iter().position(|(p, _)| p == peer) {
+            Some(at) => at,
+            None => {
+                self.lacks.push((peer.clone(), vec![false; n_max]));
+                self.lacks.len() - 1
+            }
+        };
+        let lacks = &mut self.lacks[at].1;
+        lacks.resize(n_max, false);
+        for esi in esis {
+            if let Some(l) = lacks.get_mut(esi as usize) {
+                *l = true;
+            }
+        }
+    }
+}
+
 pub struct Repairer<P> {
     config: RepairConfig,
     rng: ChaCha8Rng,
@@ -319,24 +341,19 @@ impl<P: Clone + PartialEq> Repairer<P> {
                         continue;
                     }
                     self.stats.esis_lacked += missed.len() as u64;
-                    let n_max = need.n_max as usize;
-                    let at = match c.lacks.iter().position(|(p, _)| *p == a.peer) {
-                        Some(at) => at,
-                        None => {
-                            c.lacks.push((a.peer.clone(), vec![false; n_max]));
-                            c.lacks.len() - 1
-                        }
-                    };
-                    let lacks = &mut c.lacks[at].1;
-                    lacks.resize(n_max, false);
-                    for esi in missed {
-                        if let Some(l) = lacks.get_mut(esi as usize) {
-                            *l = true;
-                        }
-                    }
+                    c.note_lacks(&a.peer, missed, need.n_max);
                 }
-                Some(Outcome::Refused(_)) => {
+                Some(Outcome::Refused(reason)) => {
                     self.stats.refusals += 1;
+                    if reason == RefuseReason::NotHeld {
+                        // It holds none of what was asked: then likely none of
+                        // what is missing (hubs that lost the same datagrams).
+                        // Ask it again once it holds the chunk complete.
+                        self.stats.esis_lacked += u64::from(a.esis.count());
+                        let lacking =
+                            (0..need.n_max).filter(|e| !need.held.get(*e as usize).copied().unwrap_or(false));
+                        c.note_lacks(&a.peer, lacking, need.n_max);
+                    }
                     c.resting.push((a.peer, now + REST_REFUSED));
                 }
                 Some(Outcome::Failed) | None => {
@@ -626,6 +643,29 @@ mod tests {
         }
         let s = quiet.stats();
         assert_eq!((s.naks_sent, s.naks_suppressed), (0, 1), "{s:?}");
+    }
+
+    #[test]
+    fn partial_peers_that_hold_none_of_what_is_missing_are_not_asked_again_and_the_origin_is() {
+        // Every hub lost the same symbols: the peers hold the chunk partly, and
+        // refuse "not held" for the ESIs this hub lacks.
+        let t0 = Instant::now();
+        let mut r = Repairer::new(RepairConfig::default(), 7);
+        let n = need(|e| (10..K).contains(&e), false);
+        let peers = vec![peer("a", false, true, 1), peer("b", false, true, 2)];
+        let (mut t, mut asked, mut naks) = (t0, 0, Vec::new());
+        while t < t0 + Duration::from_secs(3) {
+            r.handle_tick(t, std::slice::from_ref(&n), |_| peers.clone());
+            for q in drain(&mut r) {
+                asked += 1;
+                r.handle_response(q.id, Outcome::Refused(RefuseReason::NotHeld));
+            }
+            naks.extend(std::iter::from_fn(|| r.poll_nak()));
+            t += Duration::from_millis(50);
+        }
+        assert_eq!(asked, 2, "each peer once: then its lacks are known");
+        assert_eq!(naks.len(), 1, "{naks:?}");
+        assert_eq!(naks[0].missing, 11);
     }
 
     #[test]

@@ -188,6 +188,13 @@ impl PreparedChunk {
     pub fn round_datagrams(&self, channel_tag: u64, overhead: f64, round: u32) -> Vec<Vec<u8>> {
         let e = &self.encoded;
         let esis: Vec<u32> = round_esis(e.k, e.n_max, overhead, round).collect();
+        self.datagrams(channel_tag, &esis)
+    }
+
+    /// The ticket, table pages and symbols that carry `esis` (each below N_max),
+    /// laid out as a round is.
+    pub fn datagrams(&self, channel_tag: u64, esis: &[u32]) -> Vec<Vec<u8>> {
+        let e = &self.encoded;
         let mut out = Vec::with_capacity(esis.len() + 2 * e.pages() + 3);
         let page_datagram = |page: usize| {
             let mut d = Vec::new();

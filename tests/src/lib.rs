@@ -58,6 +58,12 @@ pub fn free_port() -> SocketAddr {
     l.local_addr().expect("local addr")
 }
 
+/// A UDP port free right now on loopback (for QUIC).
+pub fn free_udp_port() -> SocketAddr {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind an ephemeral UDP port");
+    s.local_addr().expect("local addr")
+}
+
 /// A child process killed (SIGKILL) and reaped when dropped.
 pub struct Daemon {
     pub name: String,

@@ -1,0 +1,343 @@
+//! The origin service on `--tracker ADDR` (QUIC, TLS bound to the broadcaster's
+//! node key): hubs send it NAKs for chunks no peer could serve. NAKs are gathered
+//! per chunk ([`OriginRepair`]); each resend carries fresh symbols and goes out
+//! once, on the channel's control group (data port + 1), where every hub hears it
+//! and none mistakes it for carousel progress. Resends are paced at
+//! `--repair-rate`.
+//!
+//! A NAK stream carries at most `MAX_NAKS_PER_STREAM` NAK frames; the answer is
+//! one Refuse frame per NAK refused (unknown object or chunk, too many waiting,
+//! over the hub's rate), then the end of the stream. A malformed stream is reset;
+//! [`MAX_BAD_STREAMS`] of them close the connection.
+
+use crate::ingest::SourceFile;
+use crate::status::StatusBoard;
+use hubcast_keys::{NodeAddr, NodeId};
+use hubcast_protocol::origin::{NakVerdict, OriginConfig, OriginRepair, Resend};
+use hubcast_protocol::peer_wire::{self, PeerMessage, RefuseReason, MAX_NAKS_PER_STREAM};
+use hubcast_protocol::sender::{ObjectPlan, Pacer, PreparedChunk};
+use hubcast_protocol::verify::Signer;
+use hubcast_protocol::{wire, ObjectId};
+use hubcast_transport::quic::{peer_node_id, NodeEndpoint};
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+pub const MAX_BAD_STREAMS: u32 = 3;
+/// NAKs one hub may send per second (burst: as many).
+const NAKS_PER_SEC: f64 = 200.0;
+const STREAM_TIMEOUT: Duration = Duration::from_secs(2);
+const CLOSE_MALFORMED: u32 = 1;
+/// NAKs between the connections and the repair loop.
+const NAK_QUEUE: usize = 4096;
+/// Resends being read and coded at once.
+const PREPARING: usize = 2;
+
+/// What the origin can resend: every object's plan and file.
+pub struct Catalog {
+    objects: HashMap<ObjectId, (ObjectPlan, PathBuf)>,
+    expiry_secs: u64,
+}
+
+impl Catalog {
+    pub fn new(plans: &[ObjectPlan], files: &[SourceFile], expiry_secs: u64) -> Catalog {
+        let objects = plans
+            .iter()
+            .zip(files)
+            .map(|(p, f)| (p.manifest.object_id, (p.clone(), f.path.clone())))
+            .collect();
+        Catalog { objects, expiry_secs }
+    }
+
+    /// K and N_max of a chunk a hub may NAK.
+    fn chunk(&self, object_id: &ObjectId, index: u32) -> Option<(u32, u32)> {
+        let (plan, _) = self.objects.get(object_id)?;
+        if index >= plan.chunk_count() {
+            return None;
+        }
+        let range = plan.chunk_range(index);
+        let k = wire::source_symbols((range.end - range.start) as u32, plan.manifest.symbol_size);
+        Some((k, wire::n_max(k)))
+    }
+
+    /// Read, code and sign a chunk again, and lay out the resend's datagrams.
+    fn resend_datagrams(&self, signer: &Signer, r: &Resend) -> std::io::Result<Vec<Vec<u8>>> {
+        let Some((plan, path)) = self.objects.get(&r.object_id) else { return Ok(Vec::new()) };
+        let range = plan.chunk_range(r.index);
+        let mut buf = vec![0; (range.end - range.start) as usize];
+        std::fs::File::open(path)?.read_exact_at(&mut buf, range.start)?;
+        let mut manifest = plan.manifest.clone();
+        let now = crate::unix_now();
+        if manifest.expiry < now + self.expiry_secs / 2 {
+            manifest.expiry = now + self.expiry_secs; // as the carousel re-signs
+        }
+        let chunk = PreparedChunk::prepare(signer, &manifest, r.index, &buf);
+        Ok(chunk.datagrams(signer.channel_tag(), &r.esis))
+    }
+}
+
+struct Nak {
+    object_id: ObjectId,
+    index: u32,
+    missing: u32,
+    k: u32,
+    n_max: u32,
+}
+
+/// What the origin service runs with.
+pub struct Service {
+    pub endpoint: Arc<NodeEndpoint>,
+    pub catalog: Arc<Catalog>,
+    pub signer: Arc<Signer>,
+    /// The carousel's multicast socket; resends go to `control_group` on it.
+    pub socket: Arc<tokio::net::UdpSocket>,
+    pub control_group: SocketAddr,
+    /// Bytes per second.
+    pub repair_rate: u64,
+    pub status: StatusBoard,
+}
+
+/// Run the origin service until `cancel`.
+pub async fn run(service: Service, cancel: CancellationToken) {
+    let Service { endpoint, catalog, signer, socket, control_group, repair_rate, status } = service;
+    let (nak_tx, mut nak_rx) = mpsc::channel::<Nak>(NAK_QUEUE);
+    tokio::spawn(accept(endpoint, catalog.clone(), nak_tx, status.clone(), cancel.clone()));
+
+    let mut repair = OriginRepair::new(OriginConfig::default());
+    let mut pacer = Pacer::new(repair_rate, 64 << 10);
+    let mut queue: VecDeque<Vec<u8>> = VecDeque::new();
+    let (ready_tx, mut ready_rx) = mpsc::channel::<Vec<Vec<u8>>>(PREPARING);
+    let mut preparing = 0usize;
+    let mut waiting: VecDeque<Resend> = VecDeque::new();
+    let (mut datagrams, mut bytes) = (0u64, 0u64);
+    let mut last_error: Option<Instant> = None;
+    loop {
+        let now = Instant::now();
+        while let Some(r) = repair.poll_resend(now) {
+            debug!(object = %r.object_id, chunk = r.index, symbols = r.esis.len(), naks = r.naks, "resend");
+            waiting.push_back(r);
+        }
+        while preparing < PREPARING {
+            let Some(r) = waiting.pop_front() else { break };
+            preparing += 1;
+            let (catalog, signer, ready) = (catalog.clone(), signer.clone(), ready_tx.clone());
+            tokio::task::spawn_blocking(move || {
+                let out = catalog.resend_datagrams(&signer, &r).unwrap_or_else(|e| {
+                    warn!(object = %r.object_id, chunk = r.index, "cannot resend: reading the file: {e}");
+                    Vec::new()
+                });
+                let _ = ready.blocking_send(out);
+            });
+        }
+        let mut wake = repair.poll_timeout();
+        while let Some(d) = queue.front() {
+            match pacer.try_take(Instant::now(), d.len()) {
+                Ok(()) => {
+                    let Some(d) = queue.pop_front() else { break };
+                    if let Err(e) = socket.send_to(&d, control_group).await {
+                        if last_error.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                            last_error = Some(Instant::now());
+                            warn!("sending repair to {control_group}: {e}");
+                        }
+                        continue;
+                    }
+                    datagrams += 1;
+                    bytes += d.len() as u64;
+                }
+                Err(at) => {
+                    wake = Some(wake.map_or(at, |w| w.min(at)));
+                    break;
+                }
+            }
+        }
+        let s = repair.stats();
+        status.update(|st| {
+            let o = &mut st.origin_repair;
+            (o.naks, o.merged, o.late) = (s.naks, s.merged, s.late);
+            (o.resends, o.resent_again, o.symbols) = (s.resends, s.resent_again, s.symbols);
+            (o.datagrams, o.bytes) = (datagrams, bytes);
+        });
+        let sleep = async {
+            match wake {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            nak = nak_rx.recv() => {
+                let Some(n) = nak else { break };
+                let verdict = repair.handle_nak(Instant::now(), n.object_id, n.index, n.missing, n.k, n.n_max);
+                if verdict == NakVerdict::Full {
+                    status.update(|st| st.origin_repair.refused += 1);
+                }
+            }
+            ready = ready_rx.recv() => {
+                preparing -= 1;
+                queue.extend(ready.unwrap_or_default());
+            }
+            _ = sleep => {}
+            _ = cancel.cancelled() => break,
+        }
+    }
+}
+
+async fn accept(
+    endpoint: Arc<NodeEndpoint>,
+    catalog: Arc<Catalog>,
+    naks: mpsc::Sender<Nak>,
+    status: StatusBoard,
+    cancel: CancellationToken,
+) {
+    loop {
+        let incoming = tokio::select! {
+            i = endpoint.accept() => i,
+            _ = cancel.cancelled() => break,
+        };
+        let Some(incoming) = incoming else { break };
+        let (catalog, naks, status, cancel) = (catalog.clone(), naks.clone(), status.clone(), cancel.clone());
+        tokio::spawn(async move {
+            let conn = match incoming.await {
+                Ok(c) => c,
+                Err(e) => {
+                    debug!("hub handshake failed: {e}");
+                    return;
+                }
+            };
+            let Some(hub) = peer_node_id(&conn) else { return };
+            tokio::select! {
+                _ = connection(conn, hub, catalog, naks, status) => {}
+                _ = cancel.cancelled() => {}
+            }
+        });
+    }
+}
+
+/// A token bucket of NAKs.
+struct NakBudget {
+    tokens: f64,
+    at: Instant,
+}
+
+impl NakBudget {
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        self.tokens =
+            (self.tokens + now.duration_since(self.at).as_secs_f64() * NAKS_PER_SEC).min(NAKS_PER_SEC);
+        self.at = now;
+        let ok = self.tokens >= 1.0;
+        if ok {
+            self.tokens -= 1.0;
+        }
+        ok
+    }
+}
+
+async fn connection(
+    conn: quinn::Connection,
+    hub: NodeId,
+    catalog: Arc<Catalog>,
+    naks: mpsc::Sender<Nak>,
+    status: StatusBoard,
+) {
+    let bad = Arc::new(AtomicU32::new(0));
+    let budget = Arc::new(Mutex::new(NakBudget { tokens: NAKS_PER_SEC, at: Instant::now() }));
+    while let Ok((mut send, recv)) = conn.accept_bi().await {
+        let (conn, catalog, naks, status, bad, budget) =
+            (conn.clone(), catalog.clone(), naks.clone(), status.clone(), bad.clone(), budget.clone());
+        tokio::spawn(async move {
+            match nak_stream(&mut send, recv, &catalog, &naks, &status, &budget).await {
+                Ok(()) => {}
+                Err(Some(e)) => {
+                    let _ = send.reset(CLOSE_MALFORMED.into());
+                    status.update(|s| s.origin_repair.bad_messages += 1);
+                    let n = bad.fetch_add(1, Ordering::Relaxed) + 1;
+                    debug!(%hub, "malformed NAK stream ({e}), {n} from this hub");
+                    if n >= MAX_BAD_STREAMS {
+                        warn!(%hub, "disconnecting hub: {n} malformed NAK streams");
+                        conn.close(CLOSE_MALFORMED.into(), b"malformed messages");
+                    }
+                }
+                Err(None) => {}
+            }
+        });
+    }
+}
+
+/// One stream of NAKs. `Err(Some(why))` when it was malformed, `Err(None)` when
+/// the hub went away.
+async fn nak_stream(
+    send: &mut quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    catalog: &Catalog,
+    naks: &mpsc::Sender<Nak>,
+    status: &StatusBoard,
+    budget: &Mutex<NakBudget>,
+) -> Result<(), Option<String>> {
+    const NAK_FRAME: usize = 4 + 1 + 32 + 4 + 2;
+    let body = match tokio::time::timeout(STREAM_TIMEOUT, recv.read_to_end(MAX_NAKS_PER_STREAM * NAK_FRAME))
+        .await
+    {
+        Ok(Ok(b)) => b,
+        Ok(Err(quinn::ReadToEndError::TooLong)) => return Err(Some("too many NAKs in one stream".into())),
+        _ => return Err(None),
+    };
+    let messages = peer_wire::decode_all(&body).map_err(|e| Some(e.to_string()))?;
+    let mut out = Vec::new();
+    for m in messages {
+        let PeerMessage::Nak { object_id, chunk, missing } = m else {
+            return Err(Some("not a NAK".into()));
+        };
+        let refuse = |reason| PeerMessage::Refuse { object_id, chunk, reason };
+        let within = budget.lock().map(|mut b| b.take()).unwrap_or(false);
+        let verdict = match catalog.chunk(&object_id, chunk) {
+            None => Err(RefuseReason::NotHeld),
+            Some(_) if !within => Err(RefuseReason::OverLimit),
+            Some((k, n_max)) => {
+                let nak = Nak { object_id, index: chunk, missing: u32::from(missing), k, n_max };
+                naks.try_send(nak).map_err(|_| RefuseReason::Busy)
+            }
+        };
+        if let Err(reason) = verdict {
+            status.update(|s| s.origin_repair.refused += 1);
+            peer_wire::encode(&refuse(reason), &mut out);
+        }
+    }
+    send.write_all(&out).await.map_err(|_| None)?;
+    send.finish().map_err(|_| None)?;
+    Ok(())
+}
+
+/// Bind the origin service's endpoint as the broadcaster's node key (kept in
+/// the key directory). Returns it with the address hubs give as `--tracker`.
+pub fn bind(
+    addr: SocketAddr,
+    keys_dir: &std::path::Path,
+) -> Result<(Arc<NodeEndpoint>, NodeAddr), OriginError> {
+    let node = hubcast_keys::NodeKey::load_or_create(keys_dir).map_err(OriginError::NodeKey)?;
+    let endpoint = NodeEndpoint::bind(addr, &node).map_err(OriginError::Quic)?;
+    let local = endpoint.local_addr().map_err(|source| OriginError::Io { addr, source })?;
+    let at = NodeAddr { id: node.id(), addr: local };
+    info!(tracker = %at, "origin service on: give hubs --tracker {at}");
+    Ok((Arc::new(endpoint), at))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OriginError {
+    #[error("the broadcaster's node key (node.key in the key directory): {0}")]
+    NodeKey(hubcast_keys::KeyFileError),
+    #[error("--tracker: {0}")]
+    Quic(hubcast_transport::quic::QuicError),
+    #[error("--tracker {addr}: {source}")]
+    Io {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}

@@ -1,0 +1,81 @@
+//! What the broadcaster has done, for `GET /api/status` on `--http`.
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use std::sync::{Arc, Mutex};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct BroadcasterStatus {
+    /// The channel's trust fingerprint.
+    pub fingerprint: String,
+    pub group: String,
+    /// `NODEID@ADDR` of the origin service (repair and tracker), if it runs.
+    pub tracker: Option<String>,
+    pub objects: usize,
+    pub object_bytes: u64,
+    pub carousel: CarouselStatus,
+    pub origin_repair: OriginRepairStatus,
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct CarouselStatus {
+    pub datagrams: u64,
+    pub bytes: u64,
+    /// Symbol datagrams left out by `--simulate-loss`.
+    pub simulated_drops: u64,
+    /// Every round asked for has been sent.
+    pub done: bool,
+}
+
+/// The origin's multicast repair (see hubcast_protocol::origin).
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct OriginRepairStatus {
+    /// NAKs accepted from hubs.
+    pub naks: u64,
+    /// NAKs for a chunk already waiting to be resent.
+    pub merged: u64,
+    /// NAKs for a chunk just resent with enough: late copies.
+    pub late: u64,
+    /// NAKs refused: unknown object or chunk, too many waiting, over a hub's rate.
+    pub refused: u64,
+    /// Chunk resends on multicast.
+    pub resends: u64,
+    /// Resends of a chunk already resent (a hub lost the first one).
+    pub resent_again: u64,
+    pub symbols: u64,
+    pub datagrams: u64,
+    pub bytes: u64,
+    /// Malformed messages from hubs (their streams were reset).
+    pub bad_messages: u64,
+}
+
+/// The status, shared by the tasks that update it and the HTTP listener.
+#[derive(Clone, Default)]
+pub struct StatusBoard(Arc<Mutex<BroadcasterStatus>>);
+
+impl StatusBoard {
+    pub fn update(&self, f: impl FnOnce(&mut BroadcasterStatus)) {
+        if let Ok(mut s) = self.0.lock() {
+            f(&mut s);
+        }
+    }
+
+    pub fn snapshot(&self) -> BroadcasterStatus {
+        self.0.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+pub async fn serve(listener: tokio::net::TcpListener, status: StatusBoard, cancel: CancellationToken) {
+    let app = Router::new().route("/api/status", get(api_status)).with_state(status);
+    let shutdown = async move { cancel.cancelled().await };
+    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+        tracing::warn!("HTTP listener stopped: {e}");
+    }
+}
+
+async fn api_status(State(s): State<StatusBoard>) -> Json<BroadcasterStatus> {
+    Json(s.snapshot())
+}

@@ -1,0 +1,305 @@
+//! The origin's repair, sans IO: NAKs from hubs that no peer could serve,
+//! gathered per chunk and answered once, on multicast, with fresh symbols.
+//!
+//! - **Gather.** The first NAK for a chunk opens a window of
+//!   [`OriginConfig::gather`]; NAKs for the same chunk within it merge (the
+//!   resend carries the most any of them asked for).
+//! - **Once.** After a resend, NAKs for that chunk that ask for no more than was
+//!   sent are late copies (they left before the repair reached their hub) for
+//!   [`OriginConfig::holdoff`], and are dropped. A hub whose copy of the repair
+//!   was lost asks again after its own retry delay, which is longer.
+//! - **Fresh.** A resend carries ESIs counted down from N_max − 1, below those of
+//!   earlier resends of the chunk, so they are new to every hub whatever each one
+//!   lost, and a hub that lost symbols of one resend gains from the next.
+//! - **Bounded.** At most [`OriginConfig::max_pending`] chunks wait; NAKs beyond
+//!   get [`NakVerdict::Full`] (the hub hears "over a limit" and waits for the
+//!   carousel). Chunks resent are remembered for [`OriginConfig::remember`], at
+//!   most [`OriginConfig::max_remembered`] of them.
+//!
+//! The owner validates a NAK against its plans (known object, chunk in range,
+//! missing ≤ K) before [`OriginRepair::handle_nak`], takes resends out with
+//! [`OriginRepair::poll_resend`] and paces their datagrams at the origin's repair
+//! rate.
+
+use crate::ObjectId;
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+type ChunkKey = (ObjectId, u32);
+
+#[derive(Clone, Debug)]
+pub struct OriginConfig {
+    /// How long NAKs for one chunk are gathered. Default 100 ms.
+    pub gather: Duration,
+    /// After a resend, NAKs asking for no more are late copies. Default 500 ms
+    /// (below the hubs' 2 s NAK retry).
+    pub holdoff: Duration,
+    /// Symbols sent beyond the largest ask, for loss on the resend. Default 1.
+    pub extra: u32,
+    /// Chunks waiting at once. Default 4096.
+    pub max_pending: usize,
+    /// How long a resent chunk's fresh-ESI position is kept. Default 60 s.
+    pub remember: Duration,
+    /// Resent chunks remembered at once. Default 65 536.
+    pub max_remembered: usize,
+}
+
+impl Default for OriginConfig {
+    fn default() -> Self {
+        OriginConfig {
+            gather: Duration::from_millis(100),
+            holdoff: Duration::from_millis(500),
+            extra: 1,
+            max_pending: 4096,
+            remember: Duration::from_secs(60),
+            max_remembered: 65_536,
+        }
+    }
+}
+
+/// What became of a NAK.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NakVerdict {
+    /// It opened a gather window for its chunk.
+    Queued,
+    /// Its chunk was already waiting: the resend will carry enough for it.
+    Merged,
+    /// Its chunk was just resent with at least what it asks: a late copy.
+    Late,
+    /// Too many chunks are waiting.
+    Full,
+}
+
+/// Fresh symbols of one chunk to send on multicast.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resend {
+    pub object_id: ObjectId,
+    pub index: u32,
+    /// Increasing, all below N_max.
+    pub esis: Vec<u32>,
+    /// NAKs this resend answers.
+    pub naks: u32,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OriginStats {
+    pub naks: u64,
+    pub merged: u64,
+    pub late: u64,
+    pub refused_full: u64,
+    /// Chunk resends.
+    pub resends: u64,
+    /// Resends of a chunk already resent (a hub lost the first): 0 in a clean run.
+    pub resent_again: u64,
+    pub symbols: u64,
+}
+
+struct Pending {
+    since: Instant,
+    missing: u32,
+    k: u32,
+    n_max: u32,
+    naks: u32,
+}
+
+struct Sent {
+    at: Instant,
+    count: u32,
+    /// ESIs used from the top of the chunk's N_max.
+    used: u32,
+}
+
+pub struct OriginRepair {
+    config: OriginConfig,
+    pending: HashMap<ChunkKey, Pending>,
+    /// Pending chunks in the order their windows opened.
+    order: VecDeque<ChunkKey>,
+    sent: HashMap<ChunkKey, Sent>,
+    sent_order: VecDeque<(Instant, ChunkKey)>,
+    stats: OriginStats,
+}
+
+impl OriginRepair {
+    pub fn new(config: OriginConfig) -> Self {
+        OriginRepair {
+            config,
+            pending: HashMap::new(),
+            order: VecDeque::new(),
+            sent: HashMap::new(),
+            sent_order: VecDeque::new(),
+            stats: OriginStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> OriginStats {
+        self.stats
+    }
+
+    /// A hub lacks `missing` symbols of chunk `index` (K = `k`, table up to `n_max`).
+    pub fn handle_nak(
+        &mut self,
+        now: Instant,
+        object_id: ObjectId,
+        index: u32,
+        missing: u32,
+        k: u32,
+        n_max: u32,
+    ) -> NakVerdict {
+        self.stats.naks += 1;
+        let key = (object_id, index);
+        let missing = missing.min(k);
+        if let Some(p) = self.pending.get_mut(&key) {
+            p.missing = p.missing.max(missing);
+            p.naks += 1;
+            self.stats.merged += 1;
+            return NakVerdict::Merged;
+        }
+        let just_sent = self.sent.get(&key).is_some_and(|s| {
+            now.saturating_duration_since(s.at) < self.config.holdoff
+                && missing + self.config.extra <= s.count
+        });
+        if just_sent {
+            self.stats.late += 1;
+            return NakVerdict::Late;
+        }
+        if self.pending.len() >= self.config.max_pending {
+            self.stats.refused_full += 1;
+            return NakVerdict::Full;
+        }
+        self.pending.insert(key, Pending { since: now, missing, k, n_max, naks: 1 });
+        self.order.push_back(key);
+        NakVerdict::Queued
+    }
+
+    /// When the next gather window closes.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let key = self.order.front()?;
+        self.pending.get(key).map(|p| p.since + self.config.gather)
+    }
+
+    /// The next chunk whose gather window has closed.
+    pub fn poll_resend(&mut self, now: Instant) -> Option<Resend> {
+        self.forget_old(now);
+        let key = *self.order.front()?;
+        let p = self.pending.get(&key)?;
+        if now < p.since + self.config.gather {
+            return None;
+        }
+        self.order.pop_front();
+        let p = self.pending.remove(&key)?;
+        // The multicast rounds send from ESI 0 up; fresh symbols come down from
+        // the top, below the earlier resends, wrapping before they reach K.
+        let count = (p.missing + self.config.extra).min(p.n_max - p.k).max(1);
+        let previous = self.sent.get(&key).map(|s| s.used);
+        let mut used = previous.unwrap_or(0);
+        if used + count > p.n_max - p.k {
+            used = 0;
+        }
+        let top = p.n_max - used; // exclusive
+        let esis: Vec<u32> = (top - count..top).collect();
+        if previous.is_some() {
+            self.stats.resent_again += 1;
+        } else {
+            while self.sent.len() >= self.config.max_remembered {
+                let Some((_, old)) = self.sent_order.pop_front() else { break };
+                self.sent.remove(&old);
+            }
+            self.sent_order.push_back((now, key));
+        }
+        self.sent.insert(key, Sent { at: now, count, used: used + count });
+        self.stats.resends += 1;
+        self.stats.symbols += u64::from(count);
+        Some(Resend { object_id: key.0, index: key.1, esis, naks: p.naks })
+    }
+
+    fn forget_old(&mut self, now: Instant) {
+        while let Some((at, key)) = self.sent_order.front().copied() {
+            if now.saturating_duration_since(at) < self.config.remember {
+                break;
+            }
+            self.sent_order.pop_front();
+            // A chunk resent again since keeps its place by its first resend;
+            // forgetting it only means its next resend may repeat ESIs.
+            self.sent.remove(&key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const K: u32 = 100;
+    const N_MAX: u32 = K + K / 2 + 16;
+
+    fn id(n: u8) -> ObjectId {
+        ObjectId([n; 32])
+    }
+
+    #[test]
+    fn three_hubs_missing_the_same_chunk_get_one_resend_of_the_largest_ask() {
+        let mut o = OriginRepair::new(OriginConfig::default());
+        let t0 = Instant::now();
+        assert_eq!(o.handle_nak(t0, id(1), 4, 7, K, N_MAX), NakVerdict::Queued);
+        assert_eq!(o.handle_nak(t0 + Duration::from_millis(30), id(1), 4, 12, K, N_MAX), NakVerdict::Merged);
+        assert_eq!(o.handle_nak(t0 + Duration::from_millis(60), id(1), 4, 3, K, N_MAX), NakVerdict::Merged);
+        assert_eq!(o.poll_resend(t0 + Duration::from_millis(99)), None, "still gathering");
+        assert_eq!(o.poll_timeout(), Some(t0 + Duration::from_millis(100)));
+        let r = o.poll_resend(t0 + Duration::from_millis(100)).unwrap();
+        assert_eq!((r.index, r.naks, r.esis.len()), (4, 3, 13), "largest ask plus one");
+        assert_eq!(r.esis, (N_MAX - 13..N_MAX).collect::<Vec<_>>(), "fresh, from the top");
+        assert_eq!(o.poll_resend(t0 + Duration::from_secs(1)), None);
+        // A straggler that left before the repair arrived is a late copy.
+        let late = o.handle_nak(t0 + Duration::from_millis(300), id(1), 4, 12, K, N_MAX);
+        assert_eq!(late, NakVerdict::Late);
+        let s = o.stats();
+        assert_eq!((s.naks, s.merged, s.late, s.resends, s.resent_again, s.symbols), (4, 2, 1, 1, 0, 13));
+    }
+
+    #[test]
+    fn a_later_ask_gets_fresh_symbols_below_the_earlier_ones_and_wraps_before_k() {
+        let mut o = OriginRepair::new(OriginConfig::default());
+        let t0 = Instant::now();
+        o.handle_nak(t0, id(1), 0, 20, K, N_MAX);
+        let first = o.poll_resend(t0 + Duration::from_secs(1)).unwrap();
+        // After the holdoff, the same hub asks again (it lost the first resend).
+        let t1 = t0 + Duration::from_secs(3);
+        assert_eq!(o.handle_nak(t1, id(1), 0, 20, K, N_MAX), NakVerdict::Queued);
+        let second = o.poll_resend(t1 + Duration::from_secs(1)).unwrap();
+        assert_eq!(second.esis.last().map(|e| e + 1), first.esis.first().copied(), "just below");
+        assert_eq!(o.stats().resent_again, 1);
+        // Asking for more than the holdoff's resend carried is not late.
+        o.handle_nak(t1 + Duration::from_secs(2), id(1), 0, 40, K, N_MAX);
+        let third = o.poll_resend(t1 + Duration::from_secs(3)).unwrap();
+        assert!(third.esis.iter().all(|e| (K..N_MAX).contains(e)), "{:?}", third.esis);
+        assert_eq!(third.esis.last(), Some(&(N_MAX - 1)), "66 repair ESIs: 21 + 21 + 41 wraps");
+    }
+
+    #[test]
+    fn pending_chunks_are_bounded() {
+        let config = OriginConfig { max_pending: 2, ..OriginConfig::default() };
+        let mut o = OriginRepair::new(config);
+        let t0 = Instant::now();
+        assert_eq!(o.handle_nak(t0, id(1), 0, 1, K, N_MAX), NakVerdict::Queued);
+        assert_eq!(o.handle_nak(t0, id(1), 1, 1, K, N_MAX), NakVerdict::Queued);
+        assert_eq!(o.handle_nak(t0, id(1), 2, 1, K, N_MAX), NakVerdict::Full);
+        assert_eq!(
+            o.handle_nak(t0, id(1), 1, 5, K, N_MAX),
+            NakVerdict::Merged,
+            "a waiting chunk still merges"
+        );
+        assert_eq!(o.stats().refused_full, 1);
+        let order: Vec<u32> =
+            std::iter::from_fn(|| o.poll_resend(t0 + Duration::from_secs(1))).map(|r| r.index).collect();
+        assert_eq!(order, [0, 1], "in the order the windows opened");
+    }
+
+    #[test]
+    fn an_absurd_ask_is_capped_at_the_repair_symbols_a_chunk_has() {
+        let mut o = OriginRepair::new(OriginConfig::default());
+        let t0 = Instant::now();
+        o.handle_nak(t0, id(1), 0, u32::MAX, K, N_MAX);
+        let r = o.poll_resend(t0 + Duration::from_secs(1)).unwrap();
+        assert_eq!(r.esis, (K..N_MAX).collect::<Vec<_>>());
+    }
+}
