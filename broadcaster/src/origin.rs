@@ -1,5 +1,7 @@
 //! The origin service on `--tracker ADDR` (QUIC, TLS bound to the broadcaster's
-//! node key): hubs send it NAKs for chunks no peer could serve. NAKs are gathered
+//! node key): the tracker (hubs register with their holdings, and ask for hubs
+//! holding a chunk or for a random hub), and origin repair: hubs send NAKs for
+//! chunks no peer could serve. NAKs are gathered
 //! per chunk ([`OriginRepair`]); each resend carries fresh symbols and goes out
 //! once, on the channel's control group (data port + 1), where every hub hears it
 //! and none mistakes it for carousel progress. Resends are paced at
@@ -14,8 +16,9 @@ use crate::ingest::SourceFile;
 use crate::status::StatusBoard;
 use hubcast_keys::{NodeAddr, NodeId};
 use hubcast_protocol::origin::{NakVerdict, OriginConfig, OriginRepair, Resend};
-use hubcast_protocol::peer_wire::{self, PeerMessage, RefuseReason, MAX_NAKS_PER_STREAM};
+use hubcast_protocol::peer_wire::{self, ListedHub, PeerMessage, RefuseReason, MAX_NAKS_PER_STREAM};
 use hubcast_protocol::sender::{ObjectPlan, Pacer, PreparedChunk};
+use hubcast_protocol::tracker::{HubAddr, Tracker, TrackerConfig};
 use hubcast_protocol::verify::Signer;
 use hubcast_protocol::{wire, ObjectId};
 use hubcast_transport::quic::{peer_node_id, NodeEndpoint};
@@ -34,6 +37,8 @@ pub const MAX_BAD_STREAMS: u32 = 3;
 /// NAKs one hub may send per second (burst: as many).
 const NAKS_PER_SEC: f64 = 200.0;
 const STREAM_TIMEOUT: Duration = Duration::from_secs(2);
+/// A stream's bytes: a registration with the holdings of a few large objects.
+const MAX_STREAM_BYTES: usize = 1 << 20;
 const CLOSE_MALFORMED: u32 = 1;
 /// NAKs between the connections and the repair loop.
 const NAK_QUEUE: usize = 4096;
@@ -188,6 +193,29 @@ pub async fn run(service: Service, cancel: CancellationToken) {
     }
 }
 
+/// What every connection handler shares.
+struct Shared {
+    catalog: Arc<Catalog>,
+    naks: mpsc::Sender<Nak>,
+    status: StatusBoard,
+    tracker: Mutex<(Tracker<NodeId>, rand::rngs::StdRng)>,
+}
+
+impl Shared {
+    fn tracker<T>(&self, f: impl FnOnce(&mut Tracker<NodeId>, &mut rand::rngs::StdRng) -> T) -> Option<T> {
+        let mut guard = self.tracker.lock().ok()?;
+        let (tracker, rng) = &mut *guard;
+        let out = f(tracker, rng);
+        let (hubs, s) = (tracker.len(), tracker.stats());
+        self.status.update(|st| {
+            let t = &mut st.tracker;
+            (t.hubs, t.registrations, t.reports, t.queries, t.refused, t.expired) =
+                (hubs, s.registrations, s.reports, s.queries, s.refused, s.expired);
+        });
+        Some(out)
+    }
+}
+
 async fn accept(
     endpoint: Arc<NodeEndpoint>,
     catalog: Arc<Catalog>,
@@ -195,13 +223,16 @@ async fn accept(
     status: StatusBoard,
     cancel: CancellationToken,
 ) {
+    use rand::SeedableRng;
+    let tracker = Mutex::new((Tracker::new(TrackerConfig::default()), rand::rngs::StdRng::from_entropy()));
+    let shared = Arc::new(Shared { catalog, naks, status, tracker });
     loop {
         let incoming = tokio::select! {
             i = endpoint.accept() => i,
             _ = cancel.cancelled() => break,
         };
         let Some(incoming) = incoming else { break };
-        let (catalog, naks, status, cancel) = (catalog.clone(), naks.clone(), status.clone(), cancel.clone());
+        let (shared, cancel) = (shared.clone(), cancel.clone());
         tokio::spawn(async move {
             let conn = match incoming.await {
                 Ok(c) => c,
@@ -212,7 +243,7 @@ async fn accept(
             };
             let Some(hub) = peer_node_id(&conn) else { return };
             tokio::select! {
-                _ = connection(conn, hub, catalog, naks, status) => {}
+                _ = connection(conn, hub, shared) => {}
                 _ = cancel.cancelled() => {}
             }
         });
@@ -239,28 +270,29 @@ impl NakBudget {
     }
 }
 
-async fn connection(
-    conn: quinn::Connection,
-    hub: NodeId,
-    catalog: Arc<Catalog>,
-    naks: mpsc::Sender<Nak>,
-    status: StatusBoard,
-) {
+/// One hub's connection: its streams are NAKs or tracker requests.
+struct Hub {
+    id: NodeId,
+    addr: SocketAddr,
+    budget: Mutex<NakBudget>,
+}
+
+async fn connection(conn: quinn::Connection, id: NodeId, shared: Arc<Shared>) {
     let bad = Arc::new(AtomicU32::new(0));
-    let budget = Arc::new(Mutex::new(NakBudget { tokens: NAKS_PER_SEC, at: Instant::now() }));
+    let budget = Mutex::new(NakBudget { tokens: NAKS_PER_SEC, at: Instant::now() });
+    let hub = Arc::new(Hub { id, addr: conn.remote_address(), budget });
     while let Ok((mut send, recv)) = conn.accept_bi().await {
-        let (conn, catalog, naks, status, bad, budget) =
-            (conn.clone(), catalog.clone(), naks.clone(), status.clone(), bad.clone(), budget.clone());
+        let (conn, shared, bad, hub) = (conn.clone(), shared.clone(), bad.clone(), hub.clone());
         tokio::spawn(async move {
-            match nak_stream(&mut send, recv, &catalog, &naks, &status, &budget).await {
+            match stream(&mut send, recv, &hub, &shared).await {
                 Ok(()) => {}
                 Err(Some(e)) => {
                     let _ = send.reset(CLOSE_MALFORMED.into());
-                    status.update(|s| s.origin_repair.bad_messages += 1);
+                    shared.status.update(|s| s.origin_repair.bad_messages += 1);
                     let n = bad.fetch_add(1, Ordering::Relaxed) + 1;
-                    debug!(%hub, "malformed NAK stream ({e}), {n} from this hub");
+                    debug!(hub = %hub.id, "malformed stream ({e}), {n} from this hub");
                     if n >= MAX_BAD_STREAMS {
-                        warn!(%hub, "disconnecting hub: {n} malformed NAK streams");
+                        warn!(hub = %hub.id, "disconnecting hub: {n} malformed streams");
                         conn.close(CLOSE_MALFORMED.into(), b"malformed messages");
                     }
                 }
@@ -270,48 +302,101 @@ async fn connection(
     }
 }
 
-/// One stream of NAKs. `Err(Some(why))` when it was malformed, `Err(None)` when
-/// the hub went away.
-async fn nak_stream(
+/// One stream: NAKs, a registration with the hub's holdings, or a query. The
+/// answer is written and the stream finished. `Err(Some(why))` when it was
+/// malformed, `Err(None)` when the hub went away.
+async fn stream(
     send: &mut quinn::SendStream,
     mut recv: quinn::RecvStream,
-    catalog: &Catalog,
-    naks: &mpsc::Sender<Nak>,
-    status: &StatusBoard,
-    budget: &Mutex<NakBudget>,
+    hub: &Hub,
+    shared: &Shared,
 ) -> Result<(), Option<String>> {
-    const NAK_FRAME: usize = 4 + 1 + 32 + 4 + 2;
-    let body = match tokio::time::timeout(STREAM_TIMEOUT, recv.read_to_end(MAX_NAKS_PER_STREAM * NAK_FRAME))
-        .await
-    {
+    let body = match tokio::time::timeout(STREAM_TIMEOUT, recv.read_to_end(MAX_STREAM_BYTES)).await {
         Ok(Ok(b)) => b,
-        Ok(Err(quinn::ReadToEndError::TooLong)) => return Err(Some("too many NAKs in one stream".into())),
+        Ok(Err(quinn::ReadToEndError::TooLong)) => return Err(Some("stream too long".into())),
         _ => return Err(None),
     };
     let messages = peer_wire::decode_all(&body).map_err(|e| Some(e.to_string()))?;
     let mut out = Vec::new();
-    for m in messages {
-        let PeerMessage::Nak { object_id, chunk, missing } = m else {
-            return Err(Some("not a NAK".into()));
-        };
-        let refuse = |reason| PeerMessage::Refuse { object_id, chunk, reason };
-        let within = budget.lock().map(|mut b| b.take()).unwrap_or(false);
-        let verdict = match catalog.chunk(&object_id, chunk) {
-            None => Err(RefuseReason::NotHeld),
-            Some(_) if !within => Err(RefuseReason::OverLimit),
-            Some((k, n_max)) => {
-                let nak = Nak { object_id, index: chunk, missing: u32::from(missing), k, n_max };
-                naks.try_send(nak).map_err(|_| RefuseReason::Busy)
-            }
-        };
-        if let Err(reason) = verdict {
-            status.update(|s| s.origin_repair.refused += 1);
-            peer_wire::encode(&refuse(reason), &mut out);
+    match messages.first() {
+        Some(PeerMessage::Nak { .. }) => naks(&messages, hub, shared, &mut out)?,
+        Some(PeerMessage::Register { bridge }) => register(*bridge, &messages[1..], hub, shared)?,
+        Some(PeerMessage::HoldersRequest { object_id, chunk, limit }) if messages.len() == 1 => {
+            let found = shared
+                .tracker(|t, rng| {
+                    t.holders(Instant::now(), *object_id, *chunk, Some(hub.id), (*limit).into(), rng)
+                })
+                .unwrap_or_default();
+            peer_wire::encode(&PeerMessage::HubList(found.iter().map(listed).collect()), &mut out);
         }
+        Some(PeerMessage::RandomHubRequest) if messages.len() == 1 => {
+            let found = shared.tracker(|t, rng| t.random_hub(Instant::now(), Some(hub.id), rng)).flatten();
+            peer_wire::encode(&PeerMessage::HubList(found.iter().map(listed).collect()), &mut out);
+        }
+        _ => return Err(Some("not a NAK, registration or query".into())),
     }
     send.write_all(&out).await.map_err(|_| None)?;
     send.finish().map_err(|_| None)?;
     Ok(())
+}
+
+fn listed(h: &HubAddr<NodeId>) -> ListedHub {
+    ListedHub { node_id: h.node.0, bridge: h.bridge, addr: h.addr }
+}
+
+/// Up to [`MAX_NAKS_PER_STREAM`] NAKs; a refusal goes back for each one not taken.
+fn naks(
+    messages: &[PeerMessage],
+    hub: &Hub,
+    shared: &Shared,
+    out: &mut Vec<u8>,
+) -> Result<(), Option<String>> {
+    if messages.len() > MAX_NAKS_PER_STREAM {
+        return Err(Some("too many NAKs in one stream".into()));
+    }
+    for m in messages {
+        let &PeerMessage::Nak { object_id, chunk, missing } = m else {
+            return Err(Some("NAKs mixed with other messages".into()));
+        };
+        let within = hub.budget.lock().map(|mut b| b.take()).unwrap_or(false);
+        let verdict = match shared.catalog.chunk(&object_id, chunk) {
+            None => Err(RefuseReason::NotHeld),
+            Some(_) if !within => Err(RefuseReason::OverLimit),
+            Some((k, n_max)) => {
+                let nak = Nak { object_id, index: chunk, missing: u32::from(missing), k, n_max };
+                shared.naks.try_send(nak).map_err(|_| RefuseReason::Busy)
+            }
+        };
+        if let Err(reason) = verdict {
+            shared.status.update(|s| s.origin_repair.refused += 1);
+            peer_wire::encode(&PeerMessage::Refuse { object_id, chunk, reason }, out);
+        }
+    }
+    Ok(())
+}
+
+/// A registration: the hub is alive at its connection's address, and holds
+/// what its have-maps say.
+fn register(bridge: bool, maps: &[PeerMessage], hub: &Hub, shared: &Shared) -> Result<(), Option<String>> {
+    let now = Instant::now();
+    shared
+        .tracker(|t, _| {
+            // Full, too many objects: counted by the tracker; the hub retries.
+            if t.register(now, hub.id, hub.addr, bridge).is_err() {
+                return Ok(());
+            }
+            for m in maps {
+                let PeerMessage::HaveMap { object_id, complete, partial } = m else {
+                    return Err(Some("a registration carries have-maps only".into()));
+                };
+                if !partial.is_empty() {
+                    return Err(Some("a report lists complete chunks only".into()));
+                }
+                let _ = t.report(now, hub.id, *object_id, complete.clone());
+            }
+            Ok(())
+        })
+        .unwrap_or(Ok(()))
 }
 
 /// Bind the origin service's endpoint as the broadcaster's node key (kept in

@@ -142,7 +142,7 @@ pub async fn seed(
     let service = match cfg.tracker {
         Some(addr) => {
             let (endpoint, at) = origin::bind(addr, &cfg.keys)?;
-            status.update(|s| s.tracker = Some(at.to_string()));
+            status.update(|s| s.origin_service = Some(at.to_string()));
             let catalog = Arc::new(Catalog::new(&plans, &files, cfg.expiry_secs));
             let service = origin::Service {
                 endpoint,

@@ -12,12 +12,27 @@ pub struct BroadcasterStatus {
     /// The channel's trust fingerprint.
     pub fingerprint: String,
     pub group: String,
-    /// `NODEID@ADDR` of the origin service (repair and tracker), if it runs.
-    pub tracker: Option<String>,
+    /// `NODEID@ADDR` of the origin service (repair and tracker), if it runs:
+    /// what hubs take as `--tracker`.
+    pub origin_service: Option<String>,
     pub objects: usize,
     pub object_bytes: u64,
     pub carousel: CarouselStatus,
     pub origin_repair: OriginRepairStatus,
+    pub tracker: TrackerStatus,
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct TrackerStatus {
+    /// Live hubs registered.
+    pub hubs: usize,
+    pub registrations: u64,
+    pub reports: u64,
+    pub queries: u64,
+    /// Registrations and reports refused (full, unregistered, too many objects).
+    pub refused: u64,
+    /// Hubs forgotten after falling silent.
+    pub expired: u64,
 }
 
 #[derive(Clone, Copy, Debug, Default, Serialize)]

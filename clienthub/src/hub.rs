@@ -211,6 +211,7 @@ fn start_peers(
         peer_bytes: 0,
         origin,
         origin_bytes: 0,
+        last_registered: None,
         last_nak_warning: None,
         announce_soon: false,
     })
@@ -254,6 +255,8 @@ struct PeerSide {
     origin: Option<NodeAddr>,
     /// Verified symbol bytes of the origin's multicast repair.
     origin_bytes: u64,
+    /// When this hub last registered with the tracker (the origin service).
+    last_registered: Option<Instant>,
     last_nak_warning: Option<Instant>,
     announce_soon: bool,
 }
@@ -265,6 +268,12 @@ const CONTROL_BUF: usize =
 /// How often the repairer looks at what is missing.
 const REPAIR_TICK: Duration = Duration::from_millis(50);
 const NAK_WARN_EVERY: Duration = Duration::from_secs(30);
+/// A hub registers with the tracker this often (it forgets hubs after 30 s).
+const REGISTER_EVERY: Duration = Duration::from_secs(10);
+/// Objects whose holdings one registration reports.
+const MAX_REPORTED_OBJECTS: usize = 64;
+/// A registration's bytes, within what the tracker reads of one stream (1 MiB).
+const MAX_REPORT_BYTES: usize = 900 << 10;
 
 /// The receive loop: multicast in, peers' answers in, requests out.
 struct Loop<'a> {
@@ -456,6 +465,27 @@ impl Loop<'_> {
         let (datagram, _) = a.encode();
         if let Err(e) = p.control_out.send_to(&datagram, p.control_group).await {
             debug!("announcing on {}: {e}", p.control_group);
+        }
+        if let Some(tracker) =
+            p.origin.filter(|_| p.last_registered.is_none_or(|t| t.elapsed() >= REGISTER_EVERY))
+        {
+            p.last_registered = Some(now);
+            let mut bytes = 0;
+            let holdings: Vec<_> = a
+                .objects
+                .into_iter()
+                .take(MAX_REPORTED_OBJECTS)
+                .take_while(|(_, b)| {
+                    bytes += b.bytes().len() + 48;
+                    bytes <= MAX_REPORT_BYTES
+                })
+                .collect();
+            let fetcher = p.fetcher.clone();
+            tokio::spawn(async move {
+                if fetcher.register(tracker, holdings).await.is_err() {
+                    debug!(%tracker, "registering with the tracker failed; again in {} s", REGISTER_EVERY.as_secs());
+                }
+            });
         }
         let stats = p.repairer.stats();
         let served = p.server.served();

@@ -472,6 +472,30 @@ impl Fetcher {
         tokio::time::timeout(FETCH_TIMEOUT, send).await.unwrap_or(Err(Outcome::Failed))
     }
 
+    /// Register with the tracker, with what this hub holds complete.
+    pub async fn register(
+        &self,
+        tracker: NodeAddr,
+        holdings: Vec<(ObjectId, ChunkBitmap)>,
+    ) -> Result<(), Outcome> {
+        let register = async {
+            let conn = self.connection(tracker.id, tracker.addr).await.ok_or(Outcome::Failed)?;
+            let (mut send, mut recv) = conn.open_bi().await.map_err(|_| Outcome::Failed)?;
+            let mut out = Vec::new();
+            peer_wire::encode(&PeerMessage::Register { bridge: false }, &mut out);
+            for (object_id, complete) in holdings {
+                peer_wire::encode(
+                    &PeerMessage::HaveMap { object_id, complete, partial: Vec::new() },
+                    &mut out,
+                );
+            }
+            send.write_all(&out).await.map_err(|_| Outcome::Failed)?;
+            send.finish().map_err(|_| Outcome::Failed)?;
+            recv.read_to_end(64).await.map(|_| ()).map_err(|_| Outcome::Failed)
+        };
+        tokio::time::timeout(FETCH_TIMEOUT, register).await.unwrap_or(Err(Outcome::Failed))
+    }
+
     /// One request: the datagrams the peer sent, or how it ended. Nothing here
     /// is trusted; the receiver checks every datagram.
     pub async fn fetch(

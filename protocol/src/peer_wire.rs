@@ -22,6 +22,14 @@
 //! 6 Datagram      a wire v1 ticket, table page or symbol datagram (1..=MAX_DATAGRAM)
 //! 7 Nak           object id (32), chunk (u32), symbols missing (u16, 1..=MAX_ESIS_PER_REQUEST):
 //!                 a hub to the origin, when no peer could serve the chunk
+//! 8 Register      flags (u8: bit 0 bridge, others 0). To the tracker: this hub is
+//!                 alive at the connection's source address; HaveMaps (2, no
+//!                 partial entries) may follow on the stream as its holdings
+//! 9 HoldersRequest object id (32), chunk (u32; u32::MAX: any chunk), limit (u8,
+//!                 1..=MAX_HUB_LIST)
+//! 10 RandomHubRequest (no body)
+//! 11 HubList      count (u8, <= MAX_HUB_LIST), count x (node id (32), flags (u8:
+//!                 bit 0 bridge), family (u8: 4 or 6), address (4 or 16), port u16)
 //! ```
 //!
 //! Decoding is streaming ([`decode_frame`] says how many bytes it needs), checks
@@ -40,6 +48,8 @@ const _: () = assert!(wire::MAX_TABLE_PAGES <= 32);
 pub const MAX_CHUNKS_PER_OBJECT: u32 = 1 << 20;
 /// Partial chunks listed in one have-map.
 pub const MAX_PARTIAL: usize = 1024;
+/// Hubs in one tracker answer.
+pub const MAX_HUB_LIST: usize = 32;
 /// NAK frames in one stream to the origin.
 pub const MAX_NAKS_PER_STREAM: usize = 64;
 /// ESI ranges in one symbol request.
@@ -154,13 +164,54 @@ impl EsiRanges {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PeerMessage {
-    HaveRequest { object_id: ObjectId },
-    HaveMap { object_id: ObjectId, complete: ChunkBitmap, partial: Vec<(u32, u16)> },
-    TableRequest { object_id: ObjectId, chunk: u32, pages: u32 },
-    SymbolRequest { object_id: ObjectId, chunk: u32, esis: EsiRanges },
-    Refuse { object_id: ObjectId, chunk: u32, reason: RefuseReason },
+    HaveRequest {
+        object_id: ObjectId,
+    },
+    HaveMap {
+        object_id: ObjectId,
+        complete: ChunkBitmap,
+        partial: Vec<(u32, u16)>,
+    },
+    TableRequest {
+        object_id: ObjectId,
+        chunk: u32,
+        pages: u32,
+    },
+    SymbolRequest {
+        object_id: ObjectId,
+        chunk: u32,
+        esis: EsiRanges,
+    },
+    Refuse {
+        object_id: ObjectId,
+        chunk: u32,
+        reason: RefuseReason,
+    },
     Datagram(Vec<u8>),
-    Nak { object_id: ObjectId, chunk: u32, missing: u16 },
+    Nak {
+        object_id: ObjectId,
+        chunk: u32,
+        missing: u16,
+    },
+    Register {
+        bridge: bool,
+    },
+    /// `chunk: None` asks for holders of any chunk of the object.
+    HoldersRequest {
+        object_id: ObjectId,
+        chunk: Option<u32>,
+        limit: u8,
+    },
+    RandomHubRequest,
+    HubList(Vec<ListedHub>),
+}
+
+/// A hub in a tracker's answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListedHub {
+    pub node_id: [u8; 32],
+    pub bridge: bool,
+    pub addr: std::net::SocketAddr,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -235,6 +286,36 @@ pub fn encode(m: &PeerMessage, out: &mut Vec<u8>) {
             out.extend_from_slice(&object_id.0);
             out.extend_from_slice(&chunk.to_be_bytes());
             out.extend_from_slice(&missing.to_be_bytes());
+        }
+        PeerMessage::Register { bridge } => {
+            out.push(8);
+            out.push(u8::from(*bridge));
+        }
+        PeerMessage::HoldersRequest { object_id, chunk, limit } => {
+            out.push(9);
+            out.extend_from_slice(&object_id.0);
+            out.extend_from_slice(&chunk.unwrap_or(u32::MAX).to_be_bytes());
+            out.push(*limit);
+        }
+        PeerMessage::RandomHubRequest => out.push(10),
+        PeerMessage::HubList(hubs) => {
+            out.push(11);
+            out.push(hubs.len().min(MAX_HUB_LIST) as u8);
+            for h in hubs.iter().take(MAX_HUB_LIST) {
+                out.extend_from_slice(&h.node_id);
+                out.push(u8::from(h.bridge));
+                match h.addr.ip() {
+                    std::net::IpAddr::V4(ip) => {
+                        out.push(4);
+                        out.extend_from_slice(&ip.octets());
+                    }
+                    std::net::IpAddr::V6(ip) => {
+                        out.push(6);
+                        out.extend_from_slice(&ip.octets());
+                    }
+                }
+                out.extend_from_slice(&h.addr.port().to_be_bytes());
+            }
         }
     }
     let len = (out.len() - start - 4) as u32;
@@ -380,6 +461,44 @@ fn decode_body(frame: &[u8]) -> Result<PeerMessage, PeerWireError> {
             }
             PeerMessage::Nak { object_id, chunk, missing }
         }
+        8 => match r.array::<1>()?[0] {
+            0 => PeerMessage::Register { bridge: false },
+            1 => PeerMessage::Register { bridge: true },
+            _ => return Err(PeerWireError::OutOfRange),
+        },
+        9 => {
+            let object_id = r.object()?;
+            let chunk = r.u32()?;
+            let limit = r.array::<1>()?[0];
+            if limit == 0 || usize::from(limit) > MAX_HUB_LIST {
+                return Err(PeerWireError::OutOfRange);
+            }
+            PeerMessage::HoldersRequest { object_id, chunk: (chunk != u32::MAX).then_some(chunk), limit }
+        }
+        10 => PeerMessage::RandomHubRequest,
+        11 => {
+            let count = usize::from(r.array::<1>()?[0]);
+            if count > MAX_HUB_LIST {
+                return Err(PeerWireError::OutOfRange);
+            }
+            let mut hubs = Vec::with_capacity(count);
+            for _ in 0..count {
+                let node_id = r.array::<32>()?;
+                let bridge = match r.array::<1>()?[0] {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(PeerWireError::OutOfRange),
+                };
+                let ip = match r.array::<1>()?[0] {
+                    4 => std::net::IpAddr::from(r.array::<4>()?),
+                    6 => std::net::IpAddr::from(r.array::<16>()?),
+                    _ => return Err(PeerWireError::OutOfRange),
+                };
+                let addr = std::net::SocketAddr::new(ip, r.u16()?);
+                hubs.push(ListedHub { node_id, bridge, addr });
+            }
+            PeerMessage::HubList(hubs)
+        }
         _ => return Err(PeerWireError::UnknownType),
     };
     r.end()?;
@@ -415,6 +534,15 @@ mod tests {
         round_trip(PeerMessage::Refuse { object_id: id, chunk: 1, reason: RefuseReason::NotHeld });
         round_trip(PeerMessage::Datagram(vec![1, 2, 3]));
         round_trip(PeerMessage::Nak { object_id: id, chunk: 9, missing: 17 });
+        round_trip(PeerMessage::Register { bridge: true });
+        round_trip(PeerMessage::HoldersRequest { object_id: id, chunk: Some(3), limit: 8 });
+        round_trip(PeerMessage::HoldersRequest { object_id: id, chunk: None, limit: 1 });
+        round_trip(PeerMessage::RandomHubRequest);
+        round_trip(PeerMessage::HubList(vec![
+            ListedHub { node_id: [1; 32], bridge: false, addr: "10.0.0.1:4433".parse().unwrap() },
+            ListedHub { node_id: [2; 32], bridge: true, addr: "[2001:db8::1]:7000".parse().unwrap() },
+        ]));
+        round_trip(PeerMessage::HubList(vec![]));
     }
 
     #[test]

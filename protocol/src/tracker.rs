@@ -1,0 +1,289 @@
+//! The tracker, sans IO: which hubs exist, where they listen, and which chunks
+//! they hold complete. Hubs register (and refresh) every few seconds and report
+//! their holdings; askers get hubs holding a chunk, as a p2pd server answers
+//! host lists, or a random live hub (the desert forest joins through one).
+//!
+//! Bounded: at most [`TrackerConfig::max_hubs`] hubs, each with at most
+//! [`TrackerConfig::max_objects_per_hub`] objects' bitmaps; a hub not heard for
+//! [`TrackerConfig::expiry`] is forgotten. Answers are random subsets, so
+//! popular chunks spread their askers over their holders.
+
+use crate::peer_wire::ChunkBitmap;
+use crate::ObjectId;
+use rand::Rng;
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Debug)]
+pub struct TrackerConfig {
+    /// A hub not heard for this long is forgotten. Default 30 s.
+    pub expiry: Duration,
+    /// Hubs tracked at once. Default 100 000.
+    pub max_hubs: usize,
+    /// Objects tracked per hub. Default 256.
+    pub max_objects_per_hub: usize,
+}
+
+impl Default for TrackerConfig {
+    fn default() -> Self {
+        TrackerConfig { expiry: Duration::from_secs(30), max_hubs: 100_000, max_objects_per_hub: 256 }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TrackerError {
+    #[error("the tracker is full")]
+    Full,
+    #[error("report before registering")]
+    NotRegistered,
+    #[error("too many objects reported")]
+    TooManyObjects,
+}
+
+struct Entry<N> {
+    node: N,
+    addr: SocketAddr,
+    bridge: bool,
+    last_seen: Instant,
+    holdings: HashMap<ObjectId, ChunkBitmap>,
+}
+
+/// A hub as the tracker hands it out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HubAddr<N> {
+    pub node: N,
+    pub addr: SocketAddr,
+    pub bridge: bool,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TrackerStats {
+    pub registrations: u64,
+    pub reports: u64,
+    pub queries: u64,
+    pub refused: u64,
+    pub expired: u64,
+}
+
+pub struct Tracker<N> {
+    config: TrackerConfig,
+    /// Dense, so a random hub costs O(1); `index` finds a node's slot.
+    entries: Vec<Entry<N>>,
+    index: HashMap<N, usize>,
+    last_expiry: Option<Instant>,
+    stats: TrackerStats,
+}
+
+/// Silent hubs are looked for at most this often (a scan is O(hubs)).
+const EXPIRE_EVERY: Duration = Duration::from_secs(1);
+
+impl<N: Copy + Eq + Hash> Tracker<N> {
+    pub fn new(config: TrackerConfig) -> Self {
+        Tracker {
+            config,
+            entries: Vec::new(),
+            index: HashMap::new(),
+            last_expiry: None,
+            stats: TrackerStats::default(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn stats(&self) -> TrackerStats {
+        self.stats
+    }
+
+    /// A hub says it is alive at `addr`.
+    pub fn register(
+        &mut self,
+        now: Instant,
+        node: N,
+        addr: SocketAddr,
+        bridge: bool,
+    ) -> Result<(), TrackerError> {
+        self.stats.registrations += 1;
+        if let Some(&i) = self.index.get(&node) {
+            let e = &mut self.entries[i];
+            (e.addr, e.bridge, e.last_seen) = (addr, bridge, now);
+            return Ok(());
+        }
+        if self.entries.len() >= self.config.max_hubs {
+            self.last_expiry = None; // full: worth a scan now
+            self.expire(now);
+        }
+        if self.entries.len() >= self.config.max_hubs {
+            self.stats.refused += 1;
+            return Err(TrackerError::Full);
+        }
+        self.index.insert(node, self.entries.len());
+        self.entries.push(Entry { node, addr, bridge, last_seen: now, holdings: HashMap::new() });
+        Ok(())
+    }
+
+    /// A registered hub holds these chunks of `object` complete (replacing what
+    /// it said before about that object).
+    pub fn report(
+        &mut self,
+        now: Instant,
+        node: N,
+        object: ObjectId,
+        complete: ChunkBitmap,
+    ) -> Result<(), TrackerError> {
+        self.stats.reports += 1;
+        let Some(&i) = self.index.get(&node) else {
+            self.stats.refused += 1;
+            return Err(TrackerError::NotRegistered);
+        };
+        let e = &mut self.entries[i];
+        if !e.holdings.contains_key(&object) && e.holdings.len() >= self.config.max_objects_per_hub {
+            self.stats.refused += 1;
+            return Err(TrackerError::TooManyObjects);
+        }
+        e.last_seen = now;
+        e.holdings.insert(object, complete);
+        Ok(())
+    }
+
+    /// Up to `limit` live hubs holding chunk `chunk` of `object` complete (any
+    /// chunk of it when `None`), chosen at random, leaving out `asker`.
+    pub fn holders(
+        &mut self,
+        now: Instant,
+        object: ObjectId,
+        chunk: Option<u32>,
+        asker: Option<N>,
+        limit: usize,
+        rng: &mut impl Rng,
+    ) -> Vec<HubAddr<N>> {
+        self.stats.queries += 1;
+        self.expire(now);
+        let n = self.entries.len();
+        if n == 0 {
+            return Vec::new();
+        }
+        // One pass from a random start: a random subset without sorting.
+        let start = rng.gen_range(0..n);
+        (0..n)
+            .map(|i| &self.entries[(start + i) % n])
+            .filter(|e| Some(e.node) != asker)
+            .filter(|e| e.holdings.get(&object).is_some_and(|b| chunk.map_or(b.count() > 0, |c| b.get(c))))
+            .take(limit)
+            .map(|e| HubAddr { node: e.node, addr: e.addr, bridge: e.bridge })
+            .collect()
+    }
+
+    /// A random live hub other than `asker`.
+    pub fn random_hub(&mut self, now: Instant, asker: Option<N>, rng: &mut impl Rng) -> Option<HubAddr<N>> {
+        self.stats.queries += 1;
+        self.expire(now);
+        let others = self.entries.len() - usize::from(asker.is_some_and(|a| self.index.contains_key(&a)));
+        if others == 0 {
+            return None;
+        }
+        let mut pick = rng.gen_range(0..others);
+        if let Some(&skip) = asker.and_then(|a| self.index.get(&a)) {
+            if pick >= skip {
+                pick += 1;
+            }
+        }
+        let e = &self.entries[pick];
+        Some(HubAddr { node: e.node, addr: e.addr, bridge: e.bridge })
+    }
+
+    /// Forget hubs not heard for the expiry.
+    pub fn expire(&mut self, now: Instant) {
+        if self.last_expiry.is_some_and(|t| now.saturating_duration_since(t) < EXPIRE_EVERY) {
+            return;
+        }
+        self.last_expiry = Some(now);
+        let mut i = 0;
+        while i < self.entries.len() {
+            if now.saturating_duration_since(self.entries[i].last_seen) < self.config.expiry {
+                i += 1;
+                continue;
+            }
+            let gone = self.entries.swap_remove(i);
+            self.index.remove(&gone.node);
+            if let Some(moved) = self.entries.get(i) {
+                self.index.insert(moved.node, i);
+            }
+            self.stats.expired += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn addr(n: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], n))
+    }
+
+    fn bitmap(chunks: u32, held: &[u32]) -> ChunkBitmap {
+        let mut b = ChunkBitmap::new(chunks);
+        held.iter().for_each(|i| b.set(*i));
+        b
+    }
+
+    #[test]
+    fn holders_of_a_chunk_are_the_hubs_that_reported_it_and_a_random_hub_is_never_the_asker() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let mut t = Tracker::new(TrackerConfig::default());
+        let now = Instant::now();
+        let obj = ObjectId([1; 32]);
+        for n in 1..=4u16 {
+            t.register(now, n, addr(n), n == 4).unwrap();
+        }
+        t.report(now, 1, obj, bitmap(8, &[0, 1])).unwrap();
+        t.report(now, 2, obj, bitmap(8, &[1])).unwrap();
+        t.report(now, 3, ObjectId([2; 32]), bitmap(8, &[1])).unwrap();
+        let mut of_chunk1: Vec<u16> =
+            t.holders(now, obj, Some(1), None, 10, &mut rng).iter().map(|h| h.node).collect();
+        of_chunk1.sort();
+        assert_eq!(of_chunk1, [1, 2]);
+        let of_chunk0 = t.holders(now, obj, Some(0), Some(1), 10, &mut rng);
+        assert!(of_chunk0.is_empty(), "the asker is left out");
+        assert_eq!(t.holders(now, obj, None, None, 1, &mut rng).len(), 1, "limit");
+        for _ in 0..50 {
+            let h = t.random_hub(now, Some(3), &mut rng).unwrap();
+            assert_ne!(h.node, 3);
+            assert_eq!(h.bridge, h.node == 4);
+        }
+        assert_eq!(t.report(now, 9, obj, bitmap(8, &[])), Err(TrackerError::NotRegistered));
+    }
+
+    #[test]
+    fn state_is_bounded_and_silent_hubs_expire() {
+        let config = TrackerConfig { max_hubs: 3, max_objects_per_hub: 1, ..TrackerConfig::default() };
+        let mut t = Tracker::new(config);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
+        let t0 = Instant::now();
+        for n in 1..=3u16 {
+            t.register(t0, n, addr(n), false).unwrap();
+        }
+        assert_eq!(t.register(t0, 4, addr(4), false), Err(TrackerError::Full));
+        t.report(t0, 1, ObjectId([1; 32]), bitmap(1, &[0])).unwrap();
+        assert_eq!(t.report(t0, 1, ObjectId([2; 32]), bitmap(1, &[0])), Err(TrackerError::TooManyObjects));
+        // Hub 2 keeps refreshing; the others fall silent.
+        let t1 = t0 + Duration::from_secs(20);
+        t.register(t1, 2, addr(2), false).unwrap();
+        let t2 = t0 + Duration::from_secs(31);
+        assert_eq!(t.random_hub(t2, None, &mut rng).map(|h| h.node), Some(2));
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.stats().expired, 2);
+        t.register(t2, 4, addr(4), false).unwrap();
+        assert_eq!(t.random_hub(t2, Some(2), &mut rng).map(|h| h.node), Some(4), "room again");
+        assert!(t.random_hub(t2, Some(9), &mut rng).is_some(), "an unknown asker");
+    }
+}
