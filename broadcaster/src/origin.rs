@@ -14,6 +14,7 @@
 
 use crate::ingest::SourceFile;
 use crate::status::StatusBoard;
+use hubcast_daemon::Bucket;
 use hubcast_keys::{NodeAddr, NodeId};
 use hubcast_protocol::origin::{NakVerdict, OriginConfig, OriginRepair, Resend};
 use hubcast_protocol::peer_wire::{self, ListedHub, PeerMessage, RefuseReason, MAX_NAKS_PER_STREAM};
@@ -21,7 +22,7 @@ use hubcast_protocol::sender::{ObjectPlan, Pacer, PreparedChunk};
 use hubcast_protocol::tracker::{HubAddr, Tracker, TrackerConfig};
 use hubcast_protocol::verify::Signer;
 use hubcast_protocol::{wire, ObjectId};
-use hubcast_transport::quic::{peer_node_id, NodeEndpoint};
+use hubcast_transport::quic::{accept_each, NodeEndpoint};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::os::unix::fs::FileExt;
@@ -226,60 +227,19 @@ async fn accept(
     use rand::SeedableRng;
     let tracker = Mutex::new((Tracker::new(TrackerConfig::default()), rand::rngs::StdRng::from_entropy()));
     let shared = Arc::new(Shared { catalog, naks, status, tracker });
-    loop {
-        let incoming = tokio::select! {
-            i = endpoint.accept() => i,
-            _ = cancel.cancelled() => break,
-        };
-        let Some(incoming) = incoming else { break };
-        let (shared, cancel) = (shared.clone(), cancel.clone());
-        tokio::spawn(async move {
-            let conn = match incoming.await {
-                Ok(c) => c,
-                Err(e) => {
-                    debug!("hub handshake failed: {e}");
-                    return;
-                }
-            };
-            let Some(hub) = peer_node_id(&conn) else { return };
-            tokio::select! {
-                _ = connection(conn, hub, shared) => {}
-                _ = cancel.cancelled() => {}
-            }
-        });
-    }
-}
-
-/// A token bucket of NAKs.
-struct NakBudget {
-    tokens: f64,
-    at: Instant,
-}
-
-impl NakBudget {
-    fn take(&mut self) -> bool {
-        let now = Instant::now();
-        self.tokens =
-            (self.tokens + now.duration_since(self.at).as_secs_f64() * NAKS_PER_SEC).min(NAKS_PER_SEC);
-        self.at = now;
-        let ok = self.tokens >= 1.0;
-        if ok {
-            self.tokens -= 1.0;
-        }
-        ok
-    }
+    accept_each(&endpoint, cancel, move |conn, hub| connection(conn, hub, shared.clone())).await;
 }
 
 /// One hub's connection: its streams are NAKs or tracker requests.
 struct Hub {
     id: NodeId,
     addr: SocketAddr,
-    budget: Mutex<NakBudget>,
+    budget: Mutex<Bucket>,
 }
 
 async fn connection(conn: quinn::Connection, id: NodeId, shared: Arc<Shared>) {
     let bad = Arc::new(AtomicU32::new(0));
-    let budget = Mutex::new(NakBudget { tokens: NAKS_PER_SEC, at: Instant::now() });
+    let budget = Mutex::new(Bucket::new(NAKS_PER_SEC));
     let hub = Arc::new(Hub { id, addr: conn.remote_address(), budget });
     while let Ok((mut send, recv)) = conn.accept_bi().await {
         let (conn, shared, bad, hub) = (conn.clone(), shared.clone(), bad.clone(), hub.clone());
@@ -358,7 +318,7 @@ fn naks(
         let &PeerMessage::Nak { object_id, chunk, missing } = m else {
             return Err(Some("NAKs mixed with other messages".into()));
         };
-        let within = hub.budget.lock().map(|mut b| b.take()).unwrap_or(false);
+        let within = hub.budget.lock().map(|mut b| b.try_take()).unwrap_or(false);
         let verdict = match shared.catalog.chunk(&object_id, chunk) {
             None => Err(RefuseReason::NotHeld),
             Some(_) if !within => Err(RefuseReason::OverLimit),

@@ -81,8 +81,10 @@ struct Out {
 
 impl Out {
     async fn send(&mut self, d: &[u8]) -> Result<(), SeedError> {
-        let symbol = wire::decode_header(d).is_ok_and(|h| h.kind == Kind::Symbol);
-        if symbol && self.loss > 0.0 && self.rng.gen_bool(self.loss) {
+        let lose = self.loss > 0.0
+            && wire::decode_header(d).is_ok_and(|h| h.kind == Kind::Symbol)
+            && self.rng.gen_bool(self.loss);
+        if lose {
             self.simulated_drops += 1;
             return Ok(());
         }

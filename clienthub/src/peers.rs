@@ -15,13 +15,14 @@
 
 use crate::hub::StoreJob;
 use crate::status::{PeerStatus, StatusBoard};
+use hubcast_daemon::Bucket;
 use hubcast_keys::{NodeAddr, NodeId};
 use hubcast_protocol::peer_wire::{self, ChunkBitmap, PeerMessage, RefuseReason};
 use hubcast_protocol::repair::{Candidate, Nak, Outcome};
 use hubcast_protocol::serve::{answer_complete, ChunkRequest, ChunkServer};
 use hubcast_protocol::wire::MAX_DATAGRAM;
 use hubcast_protocol::ObjectId;
-use hubcast_transport::quic::{peer_node_id, NodeEndpoint};
+use hubcast_transport::quic::{accept_each, NodeEndpoint};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -193,47 +194,6 @@ pub struct StoreRead {
     pub reply: oneshot::Sender<StoredChunk>,
 }
 
-/// A simple token bucket: `rate` per second, bursts of one second's worth.
-struct Bucket {
-    rate: f64,
-    tokens: f64,
-    at: Instant,
-}
-
-impl Bucket {
-    fn new(rate: f64) -> Self {
-        Bucket { rate, tokens: rate, at: Instant::now() }
-    }
-
-    fn refill(&mut self) {
-        let now = Instant::now();
-        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate).min(self.rate);
-        self.at = now;
-    }
-
-    /// Take `n` tokens; how long to wait first (zero when they are there).
-    fn take(&mut self, n: f64) -> Duration {
-        self.refill();
-        self.tokens -= n;
-        if self.tokens >= 0.0 {
-            Duration::ZERO
-        } else {
-            Duration::from_secs_f64(-self.tokens / self.rate)
-        }
-    }
-
-    /// Take one token if there is one.
-    fn try_take(&mut self) -> bool {
-        self.refill();
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
 type ServerEntry = ((ObjectId, u32), Arc<ChunkServer>);
 
 /// What the serving tasks share.
@@ -306,30 +266,7 @@ impl Server {
 
 /// Accept peers until `cancel`.
 pub async fn serve(endpoint: Arc<NodeEndpoint>, server: Arc<Server>, cancel: CancellationToken) {
-    loop {
-        let incoming = tokio::select! {
-            i = endpoint.accept() => i,
-            _ = cancel.cancelled() => break,
-        };
-        let Some(incoming) = incoming else { break };
-        let server = server.clone();
-        let cancel = cancel.clone();
-        tokio::spawn(async move {
-            let conn = match incoming.await {
-                Ok(c) => c,
-                Err(e) => {
-                    debug!("peer handshake failed: {e}");
-                    return;
-                }
-            };
-            // The handshake required a node certificate: this is its key.
-            let Some(peer) = peer_node_id(&conn) else { return };
-            tokio::select! {
-                _ = serve_connection(conn, peer, server) => {}
-                _ = cancel.cancelled() => {}
-            }
-        });
-    }
+    accept_each(&endpoint, cancel, move |conn, peer| serve_connection(conn, peer, server.clone())).await;
 }
 
 async fn serve_connection(conn: quinn::Connection, peer: NodeId, server: Arc<Server>) {
@@ -450,26 +387,39 @@ impl Fetcher {
         }
     }
 
-    /// Send NAKs to the origin; returns how many it refused.
-    pub async fn send_naks(&self, origin: NodeAddr, naks: &[Nak]) -> Result<u64, Outcome> {
-        let send = async {
-            let conn = self.connection(origin.id, origin.addr).await.ok_or(Outcome::Failed)?;
+    /// One stream to `peer`: send `messages`, finish, and decode the answer
+    /// (at most `limit` bytes), all within [`FETCH_TIMEOUT`].
+    async fn exchange(
+        &self,
+        peer: NodeId,
+        addr: SocketAddr,
+        messages: impl IntoIterator<Item = PeerMessage>,
+        limit: usize,
+    ) -> Result<Vec<PeerMessage>, Outcome> {
+        let mut out = Vec::new();
+        for m in messages {
+            peer_wire::encode(&m, &mut out);
+        }
+        let exchange = async {
+            let conn = self.connection(peer, addr).await.ok_or(Outcome::Failed)?;
             let (mut send, mut recv) = conn.open_bi().await.map_err(|_| Outcome::Failed)?;
-            let mut out = Vec::new();
-            for n in naks {
-                let missing = n.missing.clamp(1, peer_wire::MAX_ESIS_PER_REQUEST) as u16;
-                peer_wire::encode(
-                    &PeerMessage::Nak { object_id: n.object_id, chunk: n.index, missing },
-                    &mut out,
-                );
-            }
             send.write_all(&out).await.map_err(|_| Outcome::Failed)?;
             send.finish().map_err(|_| Outcome::Failed)?;
-            let body = recv.read_to_end(naks.len() * 64).await.map_err(|_| Outcome::Failed)?;
-            let answers = peer_wire::decode_all(&body).map_err(|_| Outcome::Failed)?;
-            Ok(answers.iter().filter(|m| matches!(m, PeerMessage::Refuse { .. })).count() as u64)
+            let body = recv.read_to_end(limit).await.map_err(|_| Outcome::Failed)?;
+            peer_wire::decode_all(&body).map_err(|_| Outcome::Failed)
         };
-        tokio::time::timeout(FETCH_TIMEOUT, send).await.unwrap_or(Err(Outcome::Failed))
+        tokio::time::timeout(FETCH_TIMEOUT, exchange).await.unwrap_or(Err(Outcome::Failed))
+    }
+
+    /// Send NAKs to the origin; returns how many it refused.
+    pub async fn send_naks(&self, origin: NodeAddr, naks: &[Nak]) -> Result<u64, Outcome> {
+        let messages = naks.iter().map(|n| PeerMessage::Nak {
+            object_id: n.object_id,
+            chunk: n.index,
+            missing: n.missing.clamp(1, peer_wire::MAX_ESIS_PER_REQUEST) as u16,
+        });
+        let answers = self.exchange(origin.id, origin.addr, messages, naks.len() * 64).await?;
+        Ok(answers.iter().filter(|m| matches!(m, PeerMessage::Refuse { .. })).count() as u64)
     }
 
     /// Register with the tracker, with what this hub holds complete.
@@ -478,22 +428,13 @@ impl Fetcher {
         tracker: NodeAddr,
         holdings: Vec<(ObjectId, ChunkBitmap)>,
     ) -> Result<(), Outcome> {
-        let register = async {
-            let conn = self.connection(tracker.id, tracker.addr).await.ok_or(Outcome::Failed)?;
-            let (mut send, mut recv) = conn.open_bi().await.map_err(|_| Outcome::Failed)?;
-            let mut out = Vec::new();
-            peer_wire::encode(&PeerMessage::Register { bridge: false }, &mut out);
-            for (object_id, complete) in holdings {
-                peer_wire::encode(
-                    &PeerMessage::HaveMap { object_id, complete, partial: Vec::new() },
-                    &mut out,
-                );
-            }
-            send.write_all(&out).await.map_err(|_| Outcome::Failed)?;
-            send.finish().map_err(|_| Outcome::Failed)?;
-            recv.read_to_end(64).await.map(|_| ()).map_err(|_| Outcome::Failed)
-        };
-        tokio::time::timeout(FETCH_TIMEOUT, register).await.unwrap_or(Err(Outcome::Failed))
+        let maps = holdings.into_iter().map(|(object_id, complete)| PeerMessage::HaveMap {
+            object_id,
+            complete,
+            partial: Vec::new(),
+        });
+        let messages = std::iter::once(PeerMessage::Register { bridge: false }).chain(maps);
+        self.exchange(tracker.id, tracker.addr, messages, 64).await.map(|_| ())
     }
 
     /// One request: the datagrams the peer sent, or how it ended. Nothing here
@@ -504,30 +445,11 @@ impl Fetcher {
         addr: SocketAddr,
         req: &ChunkRequest,
     ) -> Result<Vec<Vec<u8>>, Outcome> {
-        tokio::time::timeout(FETCH_TIMEOUT, self.fetch_inner(peer, addr, req))
-            .await
-            .unwrap_or(Err(Outcome::Failed))
-    }
-
-    async fn fetch_inner(
-        &self,
-        peer: NodeId,
-        addr: SocketAddr,
-        req: &ChunkRequest,
-    ) -> Result<Vec<Vec<u8>>, Outcome> {
-        let conn = self.connection(peer, addr).await.ok_or(Outcome::Failed)?;
-        let (mut send, mut recv) = conn.open_bi().await.map_err(|_| Outcome::Failed)?;
-        let mut out = Vec::new();
-        for m in req.to_messages() {
-            peer_wire::encode(&m, &mut out);
-        }
-        send.write_all(&out).await.map_err(|_| Outcome::Failed)?;
-        send.finish().map_err(|_| Outcome::Failed)?;
         // At most: the ticket, every page, the symbols asked for.
         let frames = req.esis.count() as usize + 1 + hubcast_protocol::wire::MAX_TABLE_PAGES;
-        let body = recv.read_to_end(frames * (MAX_DATAGRAM + 5)).await.map_err(|_| Outcome::Failed)?;
+        let answers = self.exchange(peer, addr, req.to_messages(), frames * (MAX_DATAGRAM + 5)).await?;
         let mut datagrams = Vec::new();
-        for m in peer_wire::decode_all(&body).map_err(|_| Outcome::Failed)? {
+        for m in answers {
             match m {
                 PeerMessage::Datagram(d) => datagrams.push(d),
                 PeerMessage::Refuse { reason, .. } => return Err(Outcome::Refused(reason)),
@@ -579,14 +501,5 @@ mod tests {
         assert!(t.addr(&NodeId([1; 32])).is_some() && t.addr(&NodeId([2; 32])).is_none());
         assert!(t.candidates(later, ObjectId([9; 32]), 1).is_empty());
         assert!(t.status(later, &HashMap::new())[0].banned);
-    }
-
-    #[test]
-    fn the_upload_bucket_paces_at_its_rate() {
-        let mut b = Bucket::new(1000.0);
-        assert_eq!(b.take(1000.0), Duration::ZERO, "a second's burst");
-        let wait = b.take(500.0);
-        // 500 tokens short, less what trickled in between the two calls.
-        assert!(wait > Duration::ZERO && wait <= Duration::from_millis(500), "{wait:?}");
     }
 }

@@ -1,6 +1,9 @@
 //! Process plumbing shared by the `broadcaster` and `clienthub` binaries:
 //! logging, stop signals and settings files. No protocol logic lives here.
 
+mod bucket;
+
+pub use bucket::Bucket;
 use serde::de::DeserializeOwned;
 use std::path::{Path, PathBuf};
 

@@ -218,6 +218,39 @@ pub fn hub_args(
     ]
 }
 
+/// Start `n` hubs on `group`: hub i stores in `dir/store-i`, exports to
+/// `dir/out-i`, logs to `dir/hub-i.log`, and takes `extra(i)` besides. Returns
+/// them with their HTTP addresses.
+pub fn start_hubs(
+    dir: &Path,
+    trust: &str,
+    group: SocketAddr,
+    n: usize,
+    extra: impl Fn(usize) -> Vec<String>,
+) -> (Vec<Daemon>, Vec<SocketAddr>) {
+    let https: Vec<SocketAddr> = (0..n).map(|_| free_port()).collect();
+    let hubs = https
+        .iter()
+        .enumerate()
+        .map(|(i, http)| {
+            let store = dir.join(format!("store-{i}"));
+            let mut args = hub_args(trust, group, &store, &dir.join(format!("out-{i}")), *http);
+            args.extend(extra(i));
+            Daemon::spawn(&format!("hub-{i}"), &bin("clienthub"), &args, dir)
+        })
+        .collect();
+    (hubs, https)
+}
+
+/// Wait until every hub's status lists `peers` peers.
+pub fn wait_for_peers(https: &[SocketAddr], peers: usize, deadline: Duration) {
+    for http in https {
+        wait_for("hubs to find each other", deadline, || {
+            status(*http).filter(|s| s["peers"].as_array().is_some_and(|p| p.len() == peers))
+        });
+    }
+}
+
 /// Arguments for `broadcaster seed`.
 pub fn seed_args(keys: &Path, group: SocketAddr, rate: &str, rounds: u32, paths: &[&Path]) -> Vec<String> {
     let mut a = vec![

@@ -90,27 +90,12 @@ fn a_peer_serving_corrupted_symbols_is_banned_and_the_hub_completes_from_honest_
     rt.spawn(serve_garbage(endpoint, channel_tag));
     rt.spawn(announce_everything(group, claim));
 
-    let https: Vec<_> = (0..3).map(|_| free_port()).collect();
-    let _hubs: Vec<Daemon> = https
-        .iter()
-        .enumerate()
-        .map(|(i, http)| {
-            let mut args = hub_args(
-                &fingerprint,
-                group,
-                &t.join(format!("store-{i}")),
-                &t.join(format!("out-{i}")),
-                *http,
-            );
-            if i == 2 {
-                args.extend(["--simulate-loss".into(), "0.2".into(), "--loss-seed".into(), "5".into()]);
-            }
-            Daemon::spawn(&format!("hub-{i}"), &bin("clienthub"), &args, t)
-        })
-        .collect();
-    for http in &https {
-        wait_for("hubs to hear every peer", DEADLINE, || status(*http).filter(|s| peers(s).len() == 3));
-    }
+    let lossy = |i| match i {
+        2 => ["--simulate-loss", "0.2", "--loss-seed", "5"].map(String::from).to_vec(),
+        _ => Vec::new(),
+    };
+    let (_hubs, https) = start_hubs(t, &fingerprint, group, 3, lossy);
+    wait_for_peers(&https, 3, DEADLINE); // two hubs and the hostile peer
     let _bc = Daemon::spawn(
         "broadcaster",
         &bin("broadcaster"),

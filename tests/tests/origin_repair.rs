@@ -28,27 +28,8 @@ fn three_hubs_missing_the_same_chunks_get_one_multicast_resend_each() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let tracker = format!("{}@{}", String::from_utf8(out.stdout).unwrap().trim(), free_udp_port());
 
-    let https: Vec<_> = (0..3).map(|_| free_port()).collect();
-    let _hubs: Vec<Daemon> = https
-        .iter()
-        .enumerate()
-        .map(|(i, http)| {
-            let mut args = hub_args(
-                &fingerprint,
-                group,
-                &t.join(format!("store-{i}")),
-                &t.join(format!("out-{i}")),
-                *http,
-            );
-            args.extend(["--tracker".into(), tracker.clone()]);
-            Daemon::spawn(&format!("hub-{i}"), &bin("clienthub"), &args, t)
-        })
-        .collect();
-    for http in &https {
-        wait_for("hubs to find each other", DEADLINE, || {
-            status(*http).filter(|s| s["peers"].as_array().is_some_and(|p| p.len() == 2))
-        });
-    }
+    let (_hubs, https) = start_hubs(t, &fingerprint, group, 3, |_| vec!["--tracker".into(), tracker.clone()]);
+    wait_for_peers(&https, 2, DEADLINE);
 
     eprintln!("hubs found each other after {:.1} s", start.elapsed().as_secs_f64());
     let bc_http = free_port();

@@ -7,10 +7,6 @@ use std::time::Duration;
 
 const DEADLINE: Duration = Duration::from_secs(180);
 
-fn peers_known(s: &Value) -> usize {
-    s["peers"].as_array().map_or(0, |p| p.len())
-}
-
 #[test]
 fn a_hub_losing_20_percent_completes_from_three_peers_without_the_origin() {
     let start = std::time::Instant::now();
@@ -23,28 +19,13 @@ fn a_hub_losing_20_percent_completes_from_three_peers_without_the_origin() {
     let fingerprint = keygen(&t.join("keys"));
     let group = unique_group();
 
-    let https: Vec<_> = (0..4).map(|_| free_port()).collect();
-    let _hubs: Vec<Daemon> = https
-        .iter()
-        .enumerate()
-        .map(|(i, http)| {
-            let mut args = hub_args(
-                &fingerprint,
-                group,
-                &t.join(format!("store-{i}")),
-                &t.join(format!("out-{i}")),
-                *http,
-            );
-            if i == 3 {
-                args.extend(["--simulate-loss".into(), "0.2".into(), "--loss-seed".into(), "11".into()]);
-            }
-            Daemon::spawn(&format!("hub-{i}"), &bin("clienthub"), &args, t)
-        })
-        .collect();
+    let lossy = |i| match i {
+        3 => ["--simulate-loss", "0.2", "--loss-seed", "11"].map(String::from).to_vec(),
+        _ => Vec::new(),
+    };
+    let (_hubs, https) = start_hubs(t, &fingerprint, group, 4, lossy);
     // Every hub knows the three others before anything is sent.
-    for http in &https {
-        wait_for("hubs to find each other", DEADLINE, || status(*http).filter(|s| peers_known(s) == 3));
-    }
+    wait_for_peers(&https, 3, DEADLINE);
 
     eprintln!("hubs found each other after {:.1} s", start.elapsed().as_secs_f64());
     // One round only: at 20% loss and 10% overhead the lossy hub cannot

@@ -22,6 +22,7 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
 
 /// ALPN of hubcast's peer protocol, version 1.
 pub const ALPN: &[u8] = b"hubcast/1";
@@ -262,6 +263,39 @@ impl NodeEndpoint {
     /// The next incoming connection attempt; `None` once the endpoint is closed.
     pub async fn accept(&self) -> Option<quinn::Incoming> {
         self.endpoint.accept().await
+    }
+}
+
+/// Accept connections until `cancel`. Each one that completes the handshake is
+/// handed, with the node id its certificate proved, to `handle` on a task of
+/// its own, which `cancel` also ends.
+pub async fn accept_each<F, Fut>(endpoint: &NodeEndpoint, cancel: CancellationToken, handle: F)
+where
+    F: Fn(quinn::Connection, NodeId) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    loop {
+        let incoming = tokio::select! {
+            i = endpoint.accept() => i,
+            _ = cancel.cancelled() => break,
+        };
+        let Some(incoming) = incoming else { break };
+        let (cancel, handle) = (cancel.clone(), handle.clone());
+        tokio::spawn(async move {
+            let conn = match incoming.await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::debug!("QUIC handshake failed: {e}");
+                    return;
+                }
+            };
+            // The handshake required a node certificate: this is its key.
+            let Some(id) = peer_node_id(&conn) else { return };
+            tokio::select! {
+                _ = handle(conn, id) => {}
+                _ = cancel.cancelled() => {}
+            }
+        });
     }
 }
 
