@@ -237,30 +237,38 @@ impl Server {
 
     async fn answer(&self, req: &ChunkRequest) -> Result<Vec<Vec<u8>>, RefuseReason> {
         let key = (req.object_id, req.index);
-        if let Some(server) = self.cached(key) {
-            return answer_complete(req, &server);
-        }
-        let (reply, stored) = oneshot::channel();
-        let read = StoreRead { object_id: req.object_id, index: req.index, reply };
-        if self.store.send(StoreJob::Read(read)).await.is_ok() {
-            if let Ok(Some((ticket, data))) = stored.await {
-                // Re-encoding a chunk is CPU work: off the async threads.
-                let built = tokio::task::spawn_blocking(move || ChunkServer::new(ticket, &data)).await;
-                if let Ok(Ok(server)) = built {
-                    let server = Arc::new(server);
-                    if let Ok(mut cache) = self.cache.lock() {
-                        cache.push_front((key, server.clone()));
-                        cache.truncate(SERVE_CACHE);
-                    }
-                    return answer_complete(req, &server);
-                }
-            }
+        let server = match self.cached(key) {
+            Some(server) => Some(server),
+            None => self.load(req).await,
+        };
+        if let Some(server) = server {
+            // Hashing a chunk, or encoding it for repair symbols, is CPU work:
+            // off the async threads.
+            let req = req.clone();
+            return tokio::task::spawn_blocking(move || answer_complete(&req, &server))
+                .await
+                .unwrap_or(Err(RefuseReason::Busy));
         }
         let (reply, partial) = oneshot::channel();
         if self.partial.send(PartialAsk { req: req.clone(), reply }).await.is_err() {
             return Err(RefuseReason::Busy);
         }
         partial.await.unwrap_or(Err(RefuseReason::Busy))
+    }
+
+    /// The chunk from the store, checked against its ticket, and cached.
+    async fn load(&self, req: &ChunkRequest) -> Option<Arc<ChunkServer>> {
+        let (reply, stored) = oneshot::channel();
+        let read = StoreRead { object_id: req.object_id, index: req.index, reply };
+        self.store.send(StoreJob::Read(read)).await.ok()?;
+        let (ticket, data) = stored.await.ok()??;
+        let server = tokio::task::spawn_blocking(move || ChunkServer::new(ticket, data)).await.ok()?.ok()?;
+        let server = Arc::new(server);
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.push_front(((req.object_id, req.index), server.clone()));
+            cache.truncate(SERVE_CACHE);
+        }
+        Some(server)
     }
 }
 

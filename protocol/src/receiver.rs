@@ -283,6 +283,8 @@ pub struct ChunkNeed {
     /// Symbols to hold: K (from the ticket, or the manifest when the ticket is
     /// missing), or one more than a decode that failed had.
     pub k: u32,
+    /// K itself: ESIs below it are source symbols.
+    pub sources: u32,
     pub n_max: u32,
     /// ESIs held, by ESI (all false without a ticket).
     pub held: Vec<bool>,
@@ -478,6 +480,7 @@ impl Receiver {
                 object_id: key.0,
                 index: key.1,
                 k: c.target() as u32,
+                sources: c.k,
                 n_max: c.n_max,
                 held: c.have.clone(),
                 pages: c
@@ -511,6 +514,7 @@ impl Receiver {
                     object_id: *id,
                     index,
                     k,
+                    sources: k,
                     n_max,
                     held: vec![false; n_max as usize],
                     pages: 0,

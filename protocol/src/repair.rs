@@ -61,7 +61,10 @@ pub struct RepairConfig {
     pub nak_backoff: Duration,
     /// Least time between two NAKs for one chunk. Default 2 s.
     pub nak_retry: Duration,
-    /// Chunks under repair at once (the rest wait their turn). Default 64.
+    /// Chunks under repair at once (the rest wait their turn). Default 8.
+    /// Keep it well below the receiver's `max_active_chunks` (16): each chunk
+    /// under repair takes a slot there, and one evicted mid-repair loses the
+    /// symbols it had collected and is asked for again whole.
     pub max_chunks: usize,
 }
 
@@ -76,7 +79,7 @@ impl Default for RepairConfig {
             origin_after: Duration::from_secs(1),
             nak_backoff: Duration::from_millis(200),
             nak_retry: Duration::from_secs(2),
-            max_chunks: 64,
+            max_chunks: 8,
         }
     }
 }
@@ -394,7 +397,7 @@ impl<P: Clone + PartialEq> Repairer<P> {
             }
         }
         let in_flight_count = in_flight.iter().filter(|f| **f).count() as u32;
-        let mut wanted = (need.k + config.margin).saturating_sub(held + in_flight_count) as usize;
+        let wanted = (need.k + config.margin).saturating_sub(held + in_flight_count) as usize;
         c.resting.retain(|(_, until)| *until > now);
         let busy: Vec<&P> = self.asked.values().filter(|a| a.key == key).map(|a| &a.peer).collect();
         let mut peers: Vec<Candidate<P>> = candidates(need)
@@ -405,29 +408,45 @@ impl<P: Clone + PartialEq> Repairer<P> {
         peers.sort_by_key(|p| (!p.complete, !p.same_island, p.rtt, p.strikes));
         peers.truncate(config.max_peers.saturating_sub(busy.len()));
 
+        // Who is asked for what, split evenly, lowest ESIs first. First the
+        // missing source symbols: once all K are asked for the chunk decodes for
+        // sure, so no margin is needed, and a peer serves them as slices of the
+        // chunk without encoding it. Only if some source symbol no peer here can
+        // give: any ESI, up to K plus the margin.
+        let missing = |e: usize, in_flight: &[bool]| !need.held[e] && !in_flight[e];
+        let sources_missing = (0..need.sources as usize).filter(|e| missing(*e, &in_flight)).count();
+        let mut picks: Vec<Vec<u32>> = vec![Vec::new(); peers.len()];
+        let (mut goal, mut picked) = (wanted.min(sources_missing), 0);
+        for below in [need.sources, need.n_max] {
+            let mut left = peers.len();
+            for (p, esis) in peers.iter().zip(picks.iter_mut()) {
+                if goal == 0 {
+                    break;
+                }
+                let share = goal.div_ceil(left);
+                left -= 1;
+                let lacks = c.lacks.iter().find(|(q, _)| *q == p.peer).map(|(_, l)| l.as_slice());
+                let can_serve =
+                    |esi: usize| p.complete || !lacks.is_some_and(|l| l.get(esi).copied().unwrap_or(false));
+                let more: Vec<u32> = (0..below as usize)
+                    .filter(|e| missing(*e, &in_flight) && can_serve(*e))
+                    .take(share)
+                    .map(|e| e as u32)
+                    .collect();
+                for e in &more {
+                    in_flight[*e as usize] = true;
+                }
+                goal -= more.len();
+                picked += more.len();
+                esis.extend(more);
+            }
+            let sources_unasked = (0..need.sources as usize).any(|e| missing(e, &in_flight));
+            goal = if sources_unasked { wanted - picked } else { 0 };
+        }
+
         let mut asked_any = false;
-        let mut left = peers.len();
-        for p in peers {
-            if wanted == 0 {
-                break;
-            }
-            let share = wanted.div_ceil(left);
-            left -= 1;
-            let lacks = c.lacks.iter().find(|(q, _)| *q == p.peer).map(|(_, l)| l.as_slice());
-            let can_serve =
-                |esi: usize| p.complete || !lacks.is_some_and(|l| l.get(esi).copied().unwrap_or(false));
-            let esis: Vec<u32> = (0..need.n_max as usize)
-                .filter(|e| !need.held[*e] && !in_flight[*e] && can_serve(*e))
-                .take(share)
-                .map(|e| e as u32)
-                .collect();
-            if esis.is_empty() {
-                continue;
-            }
-            wanted -= esis.len();
-            for e in &esis {
-                in_flight[*e as usize] = true;
-            }
+        for (p, mut esis) in peers.into_iter().zip(picks) {
+            esis.sort_unstable();
             for esis in EsiRanges::split(&esis) {
                 let pages = table_pages(need, &esis);
                 let table = (!need.has_ticket || pages != 0).then_some(pages);
@@ -451,7 +470,7 @@ impl<P: Clone + PartialEq> Repairer<P> {
             }
         }
         let waiting = asked_any || self.asked.values().any(|a| a.key == key);
-        if waiting || wanted == 0 {
+        if waiting || goal == 0 {
             c.stuck_since = None;
             c.nak_at = None;
             return;
@@ -512,6 +531,7 @@ mod tests {
             object_id: ObjectId([1; 32]),
             index: 0,
             k: K,
+            sources: K,
             n_max,
             held: (0..n_max).map(held).collect(),
             pages: u32::MAX,
@@ -538,7 +558,8 @@ mod tests {
     fn asks_for_exactly_what_is_missing_plus_the_margin_split_disjoint_across_the_best_peers() {
         let t0 = Instant::now();
         let mut r = Repairer::new(RepairConfig::default(), 1);
-        let n = need(|e| e < K && e % 10 != 0, false); // 10 source symbols missing
+        // 10 source symbols missing; 3 repair symbols came by multicast.
+        let n = need(|e| (e < K && e % 10 != 0) || (K..K + 3).contains(&e), false);
         let peers = vec![
             peer("far", true, false, 5),
             peer("partial", false, true, 1),
@@ -547,12 +568,24 @@ mod tests {
         ];
         r.handle_tick(t0, std::slice::from_ref(&n), |_| peers.clone());
         let reqs = drain(&mut r);
-        let mut expect: Vec<u32> = (0..K).filter(|e| e % 10 == 0).collect();
-        expect.push(K);
-        assert_eq!(esis(&reqs), expect, "each missing ESI once, plus the margin");
+        assert_eq!(esis(&reqs).len() as u32, K + 1 - n.held_count(), "K + margin - held");
+        assert_eq!(esis(&reqs), (0..80).step_by(10).collect::<Vec<_>>(), "the lowest missing, each once");
         let by: Vec<&str> = reqs.iter().map(|q| q.peer).collect();
         assert_eq!(by, ["near-fast", "near-slow", "far", "partial"], "complete first, then island, then RTT");
         assert!(reqs.iter().all(|q| q.table.is_none()), "pages held: no table asked");
+    }
+
+    #[test]
+    fn when_only_source_symbols_are_missing_it_asks_for_them_without_margin() {
+        let t0 = Instant::now();
+        let mut r = Repairer::new(RepairConfig::default(), 1);
+        let n = need(|e| e < K && e % 10 != 0, false);
+        r.handle_tick(t0, std::slice::from_ref(&n), |_| {
+            vec![peer("a", true, true, 1), peer("b", true, true, 2)]
+        });
+        let reqs = drain(&mut r);
+        assert_eq!(esis(&reqs), (0..K).step_by(10).collect::<Vec<_>>(), "all K sources decode for sure");
+        assert_eq!(reqs.len(), 2, "split across both peers");
     }
 
     #[test]
@@ -564,7 +597,7 @@ mod tests {
         r.handle_tick(t0, std::slice::from_ref(&n), |_| peers.clone());
         assert!(drain(&mut r).is_empty(), "the multicast is still sending it");
         r.handle_tick(t0 + Duration::from_millis(600), std::slice::from_ref(&n), |_| peers.clone());
-        assert_eq!(esis(&drain(&mut r)).len(), 51);
+        assert_eq!(esis(&drain(&mut r)), (50..K).collect::<Vec<_>>(), "the missing source symbols");
     }
 
     #[test]
@@ -575,7 +608,7 @@ mod tests {
         let peers = vec![peer("a", false, true, 1), peer("b", false, true, 2), peer("c", false, true, 3)];
         r.handle_tick(t0, std::slice::from_ref(&n), |_| peers.clone());
         let first = drain(&mut r);
-        assert_eq!((first[0].peer, esis(&first)), ("a", vec![0, 1, 2, 3, K]));
+        assert_eq!((first[0].peer, esis(&first)), ("a", vec![0, 1, 2, 3]));
         // "a" sends 0, 1 and 2 only.
         for e in 0..3 {
             n.held[e] = true;
@@ -584,17 +617,17 @@ mod tests {
         r.handle_tick(t0, std::slice::from_ref(&n), |_| peers.clone());
         let second = drain(&mut r);
         assert_eq!(second[0].peer, "a", "a still serves what it has");
-        assert_eq!(esis(&second), vec![K + 1, K + 2], "never what a lacked");
+        assert_eq!(esis(&second), vec![K, K + 1], "never what a lacked: repair ESIs and the margin");
         r.handle_response(second[0].id, Outcome::Refused(RefuseReason::Busy));
         r.handle_tick(t0, std::slice::from_ref(&n), |_| peers.clone());
         let third = drain(&mut r);
         assert_eq!(third[0].peer, "b");
-        assert_eq!(esis(&third), vec![3, K]);
+        assert_eq!(esis(&third), vec![3], "b may hold the source symbol a lacked");
         // b never answers: after the timeout it rests, and a (rested by now)
         // is asked again, for what it may hold.
         r.handle_tick(t0 + Duration::from_secs(3), std::slice::from_ref(&n), |_| peers.clone());
         let fourth = drain(&mut r);
-        assert_eq!((fourth[0].peer, esis(&fourth)), ("a", vec![K + 1, K + 2]));
+        assert_eq!((fourth[0].peer, esis(&fourth)), ("a", vec![K, K + 1]));
         assert_eq!(r.stats().timeouts, 1);
         assert_eq!(r.stats().refusals, 1);
     }
@@ -608,8 +641,8 @@ mod tests {
         n.pages = 0;
         r.handle_tick(t0, std::slice::from_ref(&n), |_| vec![peer("a", true, true, 1)]);
         let reqs = drain(&mut r);
-        assert_eq!(esis(&reqs), (0..=K).collect::<Vec<_>>());
-        assert_eq!(reqs[0].table, Some(0b11), "ESIs 0..=100 span pages 0 and 1");
+        assert_eq!(esis(&reqs), (0..K).collect::<Vec<_>>());
+        assert_eq!(reqs[0].table, Some(0b1), "ESIs 0..100 are page 0");
     }
 
     #[test]

@@ -3,14 +3,17 @@
 //! table pages, so the asker checks served data exactly as data from multicast.
 //!
 //! Nothing unverified is served: a [`ChunkServer`] is only made from a chunk
-//! whose bytes re-encode to the table the ticket commits to, and a chunk still
-//! being collected serves only symbols whose digests were checked.
+//! whose bytes hash to the ticket's chunk hash, a repair symbol only once the
+//! chunk re-encodes to the table the ticket commits to, and a chunk still being
+//! collected serves only symbols whose digests were checked.
 
-use crate::fec::EncodedChunk;
+use crate::digest::symbol_digests;
+use crate::fec::{page_hash, page_range, EncodedChunk};
 use crate::peer_wire::{EsiRanges, PeerMessage, RefuseReason};
 use crate::receiver::Receiver;
 use crate::wire::{self, Datagram};
 use crate::ObjectId;
+use std::sync::OnceLock;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ServeError {
@@ -33,28 +36,54 @@ pub struct ChunkServer {
     object_id: ObjectId,
     index: u32,
     ticket: Vec<u8>,
-    encoded: EncodedChunk,
+    chunk_hash: wire::Hash,
+    page_hashes: Vec<wire::Hash>,
+    chunk_len: usize,
+    symbol_size: u16,
+    k: u32,
+    n_max: u32,
+    /// The chunk, zero-padded to K symbols: source symbol `esi` is a slice of it.
+    source: Vec<u8>,
+    /// Every symbol up to N_max and the whole table, made the first time a
+    /// repair ESI or a page that lists one is asked for.
+    encoded: OnceLock<Result<EncodedChunk, ServeError>>,
 }
 
 impl ChunkServer {
-    /// From the ticket datagram as received and the chunk's verified bytes.
-    pub fn new(ticket_datagram: Vec<u8>, chunk: &[u8]) -> Result<Self, ServeError> {
+    /// From the ticket datagram as received and the chunk's bytes, checked
+    /// against the ticket's chunk hash.
+    ///
+    /// Cheap (one BLAKE3 pass): source symbols are served as slices of the
+    /// chunk. The RaptorQ encoding, and its check against every page hash of
+    /// the ticket, waits until a repair symbol or a page with repair digests is
+    /// asked for; most repair asks only for lost source symbols.
+    pub fn new(ticket_datagram: Vec<u8>, chunk: Vec<u8>) -> Result<Self, ServeError> {
         let (header, parsed) = wire::decode(&ticket_datagram).map_err(|_| ServeError::NotATicket)?;
         let Datagram::Ticket(t) = parsed else { return Err(ServeError::NotATicket) };
         let t = t.body;
-        if chunk.len() != t.chunk_len as usize {
+        if chunk.len() != t.chunk_len as usize || *blake3::hash(&chunk).as_bytes() != t.chunk_hash {
             return Err(ServeError::Mismatch);
         }
-        let encoded = EncodedChunk::encode(chunk, t.symbol_size);
-        if encoded.chunk_hash != t.chunk_hash || encoded.page_hashes != t.page_hashes {
+        let k = wire::source_symbols(t.chunk_len, t.symbol_size);
+        let n_max = wire::n_max(k);
+        if t.page_hashes.len() != wire::page_count(n_max) {
             return Err(ServeError::Mismatch);
         }
+        let mut source = chunk;
+        source.resize(k as usize * t.symbol_size as usize, 0);
         Ok(ChunkServer {
             channel_tag: header.channel_tag,
             object_id: t.object_id,
             index: t.chunk_index,
+            chunk_hash: t.chunk_hash,
+            page_hashes: t.page_hashes.to_vec(),
+            chunk_len: t.chunk_len as usize,
+            symbol_size: t.symbol_size,
+            k,
+            n_max,
+            source,
             ticket: ticket_datagram,
-            encoded,
+            encoded: OnceLock::new(),
         })
     }
 
@@ -63,26 +92,54 @@ impl ChunkServer {
     }
 
     pub fn n_max(&self) -> u32 {
-        self.encoded.n_max
+        self.n_max
+    }
+
+    fn source_symbol(&self, esi: u32) -> &[u8] {
+        let t = self.symbol_size as usize;
+        &self.source[esi as usize * t..(esi as usize + 1) * t]
+    }
+
+    /// The full encoding, made once; refused if it does not match the ticket's
+    /// table (then this hub's RaptorQ disagrees with the broadcaster's).
+    fn encoded(&self) -> Result<&EncodedChunk, ServeError> {
+        self.encoded
+            .get_or_init(|| {
+                let e = EncodedChunk::encode(&self.source[..self.chunk_len], self.symbol_size);
+                if e.page_hashes != self.page_hashes {
+                    return Err(ServeError::Mismatch);
+                }
+                Ok(e)
+            })
+            .as_ref()
+            .map_err(|e| *e)
     }
 
     /// Table page datagrams for the pages set in `pages` (bit g = page g).
+    /// A page of source digests only is computed from the chunk and checked
+    /// against its hash in the ticket.
     pub fn table_pages(&self, pages: u32) -> Result<Vec<Vec<u8>>, ServeError> {
-        let count = self.encoded.pages();
+        let count = self.page_hashes.len();
         if count < 32 && pages >> count != 0 {
             return Err(ServeError::PageOutOfRange);
         }
         let mut out = Vec::new();
+        let mut digests = Vec::new();
         for g in (0..count).filter(|g| pages & (1 << g) != 0) {
+            let range = page_range(g, self.n_max);
+            let page: Vec<u8> = if range.end <= self.k {
+                let symbols: Vec<&[u8]> = range.clone().map(|e| self.source_symbol(e)).collect();
+                symbol_digests(&self.chunk_hash, &symbols, &mut digests);
+                let page = digests.concat();
+                if page_hash(&page) != self.page_hashes[g] {
+                    return Err(ServeError::Mismatch);
+                }
+                page
+            } else {
+                self.encoded()?.page(g).to_vec()
+            };
             let mut d = Vec::new();
-            wire::encode_table_page(
-                &mut d,
-                self.channel_tag,
-                &self.object_id,
-                self.index,
-                g as u16,
-                self.encoded.page(g),
-            );
+            wire::encode_table_page(&mut d, self.channel_tag, &self.object_id, self.index, g as u16, &page);
             out.push(d);
         }
         Ok(out)
@@ -90,21 +147,19 @@ impl ChunkServer {
 
     /// Symbol datagrams for the requested ESIs.
     pub fn symbols(&self, esis: &EsiRanges) -> Result<Vec<Vec<u8>>, ServeError> {
-        if esis.iter().any(|e| e >= self.encoded.n_max) {
+        if esis.iter().any(|e| e >= self.n_max) {
             return Err(ServeError::EsiOutOfRange);
         }
+        let encoded = if esis.iter().any(|e| e >= self.k) { Some(self.encoded()?) } else { None };
         Ok(esis
             .iter()
             .map(|esi| {
-                let mut d = Vec::with_capacity(wire::SYMBOL_HEADER_LEN + self.encoded.symbol_size as usize);
-                wire::encode_symbol(
-                    &mut d,
-                    self.channel_tag,
-                    &self.object_id,
-                    self.index,
-                    esi,
-                    self.encoded.symbol(esi),
-                );
+                let symbol = match encoded {
+                    Some(e) => e.symbol(esi),
+                    None => self.source_symbol(esi),
+                };
+                let mut d = Vec::with_capacity(wire::SYMBOL_HEADER_LEN + self.symbol_size as usize);
+                wire::encode_symbol(&mut d, self.channel_tag, &self.object_id, self.index, esi, symbol);
                 d
             })
             .collect())

@@ -77,7 +77,7 @@ fn a_lossy_hub_completes_from_a_peer_asking_only_for_what_it_lacks() {
     assert_eq!(asked, k + 1 - held_count, "bytes requested = bytes missing + the margin");
 
     // Hub A serves exactly those ESIs; B checks them like multicast and completes.
-    let server = ChunkServer::new(ticket.clone(), &a_chunk).unwrap();
+    let server = ChunkServer::new(ticket.clone(), a_chunk.clone()).unwrap();
     for ask in &asks {
         let req = ChunkRequest { object_id: id, index: 0, table: ask.table, esis: ask.esis.clone() };
         assert_eq!(ChunkRequest::from_messages(&req.to_messages()), Some(req.clone()));
@@ -100,7 +100,7 @@ fn a_hub_that_missed_the_whole_chunk_gets_ticket_pages_and_symbols_from_a_peer()
     let src = objects[0].bytes.clone();
     let stream = broadcast(&ch, &objects, CHUNK, T, 0.10, 1);
     let ticket = stream.iter().find(|d| kind(d) == Kind::Ticket).unwrap().clone();
-    let server = ChunkServer::new(ticket.clone(), &src).unwrap();
+    let server = ChunkServer::new(ticket.clone(), src.clone()).unwrap();
     let k = wire::source_symbols(CHUNK, T);
     let mut c = receiver(ch.anchor);
     c.handle_datagram(NOW, server.ticket());
@@ -125,10 +125,39 @@ fn nothing_unverifiable_is_served() {
     let ticket = stream.iter().find(|d| kind(d) == Kind::Ticket).unwrap().clone();
     let mut wrong = objects[0].bytes.clone();
     wrong[100] ^= 1;
-    assert_eq!(ChunkServer::new(ticket.clone(), &wrong).err(), Some(ServeError::Mismatch));
-    assert_eq!(ChunkServer::new(stream[0].clone(), &wrong).err(), Some(ServeError::NotATicket));
-    let server = ChunkServer::new(ticket, &objects[0].bytes).unwrap();
+    assert_eq!(ChunkServer::new(ticket.clone(), wrong.clone()).err(), Some(ServeError::Mismatch));
+    assert_eq!(ChunkServer::new(stream[0].clone(), wrong.clone()).err(), Some(ServeError::NotATicket));
+    let server = ChunkServer::new(ticket, objects[0].bytes.clone()).unwrap();
     let beyond = EsiRanges::new(vec![(server.n_max(), 1)]).unwrap();
     assert_eq!(server.symbols(&beyond).err(), Some(ServeError::EsiOutOfRange));
     assert_eq!(server.table_pages(1 << 31).err(), Some(ServeError::PageOutOfRange));
+}
+
+#[test]
+fn served_pages_and_symbols_are_the_broadcasters_datagrams() {
+    // A chunk that is not a whole number of symbols: the last source symbol is
+    // padded, and one table page holds source and repair digests.
+    let ch = channel(6);
+    let objects = [content("odd.bin", CHUNK as usize - 700, 5)];
+    let stream = broadcast(&ch, &objects, CHUNK, T, 0.10, 1);
+    let ticket = stream.iter().find(|d| kind(d) == Kind::Ticket).unwrap().clone();
+    let server = ChunkServer::new(ticket, objects[0].bytes.clone()).unwrap();
+    type Set = std::collections::BTreeSet<Vec<u8>>;
+    let of_kind = |k: Kind| -> Set { stream.iter().filter(|d| kind(d) == k).cloned().collect() };
+    let all_pages = u32::MAX >> (32 - wire::page_count(server.n_max()));
+    let pages: Set = server.table_pages(all_pages).unwrap().into_iter().collect();
+    // The broadcaster sends the pages of the ESIs it sends; a peer serves any.
+    assert_eq!(pages.len(), wire::page_count(server.n_max()));
+    assert!(pages.is_superset(&of_kind(Kind::TablePage)));
+    // The broadcaster sent ESIs 0..K + 10%: source symbols from the chunk,
+    // repair symbols from the encoding, asked for one at a time and all at once.
+    let sent = of_kind(Kind::Symbol);
+    let count = sent.len() as u16;
+    let one_by_one: Set = (0..u32::from(count))
+        .flat_map(|e| server.symbols(&EsiRanges::new(vec![(e, 1)]).unwrap()).unwrap())
+        .collect();
+    assert!(one_by_one == sent, "symbols served one at a time differ from the broadcaster's");
+    let at_once: Set =
+        server.symbols(&EsiRanges::new(vec![(0, count)]).unwrap()).unwrap().into_iter().collect();
+    assert!(at_once == sent, "symbols served together differ from the broadcaster's");
 }

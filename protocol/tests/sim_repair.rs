@@ -116,7 +116,7 @@ impl Sim {
                 if let (false, Some((ticket, data))) =
                     (hub.servers.contains_key(&req.index), hub.done.get(&req.index))
                 {
-                    let s = ChunkServer::new(ticket.clone(), data).expect("a decoded chunk serves");
+                    let s = ChunkServer::new(ticket.clone(), data.to_vec()).expect("a decoded chunk serves");
                     hub.servers.insert(req.index, s);
                 }
                 let result = answer(&req, hub.servers.get(&req.index), &hub.rx);

@@ -165,7 +165,7 @@ fn a_hub_killed_mid_transfer_resumes_without_fetching_stored_chunks_again() {
     for i in 0..chunks as u32 {
         let data = store.read_chunk(&id, i).unwrap().expect("chunk stored");
         let ticket = store.read_ticket(&id, i).unwrap().expect("ticket stored");
-        assert!(hubcast_protocol::serve::ChunkServer::new(ticket, &data).is_ok(), "chunk {i}");
+        assert!(hubcast_protocol::serve::ChunkServer::new(ticket, data.clone()).is_ok(), "chunk {i}");
     }
 }
 

@@ -1,0 +1,381 @@
+//! Peer repair over loopback QUIC, beside raw quinn measured in the same run.
+//!
+//! `cargo bench -p hubcast-clienthub --bench peer_repair`
+//! (env: HUBCAST_BENCH_MIB, default 64; HUBCAST_BENCH_RUNS, default 3)
+//!
+//! Three serving peers, each a real [`Store`] on disk read through a store
+//! thread and a real [`Server`] on its own QUIC endpoint. One repairing hub: a
+//! [`Receiver`] that heard the multicast with some loss, driven by the hub's
+//! [`Repairer`] and [`Fetcher`] exactly as its receive loop drives them (plan
+//! every 50 ms and on each answer; every answer checked by the receiver).
+//!
+//! - baseline: raw quinn, one stream (bidirectional: the hubs' transport allows
+//!   no unidirectional streams) between two endpoints with
+//!   the hubs' TLS and transport settings, carrying the same byte count.
+//! - throughput: the hub heard every ticket and digest page but no symbol (the
+//!   worst case: every chunk whole from peers). Figure: object bytes / time
+//!   from the first plan until every chunk is decoded.
+//! - loss sweep: 5%, 10% and 20% independent loss of every datagram. Figures:
+//!   repair bytes (everything peers sent) ÷ missing bytes ((K − held) × T per
+//!   chunk when the multicast passed), and the time to complete.
+
+use hubcast_clienthub::hub::StoreJob;
+use hubcast_clienthub::peers::{Fetcher, Server};
+use hubcast_clienthub::store::Store;
+use hubcast_clienthub::StatusBoard;
+use hubcast_keys::{ChannelKeys, Fingerprint, NodeId, NodeKey, SignerKeys, TrustAnchor};
+use hubcast_protocol::receiver::{Event, Receiver, ReceiverConfig};
+use hubcast_protocol::repair::{Candidate, Outcome, RepairConfig, Repairer};
+use hubcast_protocol::sender::{ObjectPlan, PreparedChunk};
+use hubcast_protocol::serve::ChunkRequest;
+use hubcast_protocol::verify::Signer;
+use hubcast_protocol::wire;
+use hubcast_protocol::ObjectId;
+use hubcast_transport::quic::NodeEndpoint;
+use rand::{Rng, SeedableRng};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+const CHUNK: u32 = 1 << 20;
+const T: u16 = 1280;
+const OVERHEAD: f64 = 0.05;
+const PEERS: usize = 3;
+const EXPIRY: u64 = u64::MAX / 2;
+
+struct Channel {
+    anchor: TrustAnchor,
+    manifest: Vec<u8>,
+    plan: ObjectPlan,
+    data: Vec<u8>,
+    /// Per chunk: one multicast round's datagrams.
+    rounds: Vec<Vec<Vec<u8>>>,
+}
+
+fn channel(mib: u32) -> Channel {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+    let keys = ChannelKeys::generate(&mut rng, 0, EXPIRY);
+    let anchor = TrustAnchor::new(Fingerprint::of(&keys.root.verifying_key()));
+    let signer = Signer::new(SignerKeys::load_from(&keys));
+    let data: Vec<u8> = (0..u64::from(mib) * u64::from(CHUNK)).map(|_| rng.gen()).collect();
+    let plan = ObjectPlan::new("bench".into(), ObjectId::of(&data), data.len() as u64, CHUNK, T, 1, EXPIRY);
+    let rounds = (0..plan.chunk_count())
+        .map(|i| {
+            let range = plan.chunk_range(i);
+            let chunk = &data[range.start as usize..range.end as usize];
+            PreparedChunk::prepare(&signer, &plan.manifest, i, chunk).round_datagrams(
+                signer.channel_tag(),
+                OVERHEAD,
+                0,
+            )
+        })
+        .collect();
+    Channel { anchor, manifest: signer.manifest_datagram(&plan.manifest), plan, data, rounds }
+}
+
+/// A serving peer: its store filled by a lossless receiver, a store thread
+/// answering reads, a QUIC endpoint.
+struct Peer {
+    id: NodeId,
+    addr: SocketAddr,
+    _store_dir: tempfile::TempDir,
+}
+
+fn start_peer(ch: &Channel, cancel: &CancellationToken) -> Peer {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (mut store, _) = Store::open(dir.path()).expect("store");
+    let mut rx = Receiver::new(ch.anchor, ReceiverConfig::default());
+    rx.handle_datagram(1, &ch.manifest);
+    for d in ch.rounds.iter().flatten() {
+        rx.handle_datagram(1, d);
+    }
+    rx.handle_datagram(1, &ch.manifest);
+    let mut chunks = 0;
+    while let Some(e) = rx.poll_event() {
+        match e {
+            Event::Manifest(m) => store.put_manifest(&m).expect("store manifest"),
+            Event::ChunkComplete(c) => {
+                store.put_chunk(&c).expect("store chunk");
+                chunks += 1;
+            }
+        }
+    }
+    assert_eq!(chunks, ch.plan.chunk_count(), "a lossless peer decodes every chunk");
+
+    let (store_tx, mut store_rx) = mpsc::channel::<StoreJob>(64);
+    std::thread::spawn(move || {
+        while let Some(job) = store_rx.blocking_recv() {
+            if let StoreJob::Read(r) = job {
+                let chunk =
+                    match (store.read_chunk(&r.object_id, r.index), store.read_ticket(&r.object_id, r.index))
+                    {
+                        (Ok(Some(data)), Ok(Some(ticket))) => Some((ticket, data)),
+                        _ => None,
+                    };
+                let _ = r.reply.send(chunk);
+            }
+        }
+    });
+    // Nothing partial here: a peer that lacks a chunk refuses.
+    let (partial_tx, _) = mpsc::channel(1);
+    let server = Server::new(store_tx, partial_tx, 1e12, StatusBoard::default());
+    let key = NodeKey::generate(&mut rand::thread_rng());
+    let endpoint = Arc::new(NodeEndpoint::bind("127.0.0.1:0".parse().expect("addr"), &key).expect("bind"));
+    let addr = endpoint.local_addr().expect("local addr");
+    tokio::spawn(hubcast_clienthub::peers::serve(endpoint, server, cancel.clone()));
+    Peer { id: key.id(), addr, _store_dir: dir }
+}
+
+struct Repaired {
+    elapsed: Duration,
+    /// Bytes of every datagram peers sent.
+    repair_bytes: u64,
+    /// (K − symbols heard) × T, summed over chunks.
+    missing_bytes: u64,
+    /// From the multicast's last chunk until every chunk was decoded.
+    after_multicast: Duration,
+    requests: u64,
+}
+
+/// What the repairing hub heard of the multicast.
+#[derive(Clone, Copy)]
+enum Heard {
+    /// The last chunk only (it joined as the multicast ended): every other
+    /// chunk comes whole from peers, ticket and table pages included.
+    Nothing,
+    /// One round at `MULTICAST_CHUNK_EVERY` per chunk, each datagram lost
+    /// with this probability; repair runs while the multicast goes on.
+    Loss(f64),
+}
+
+/// 1 MiB every 8 ms: 1 Gbit/s of multicast.
+const MULTICAST_CHUNK_EVERY: Duration = Duration::from_millis(8);
+
+/// The hub: hear the multicast as `heard` says, repair from the peers as the
+/// hub's receive loop does, until every chunk is decoded and correct.
+async fn repair(ch: &Channel, peers: &[Peer], heard: Heard, seed: u64) -> Repaired {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut rx = Receiver::new(ch.anchor, ReceiverConfig::default());
+    rx.handle_datagram(1, &ch.manifest);
+    let chunks = ch.plan.chunk_count();
+    let k = wire::source_symbols(CHUNK, T);
+    let (mut fed, mut missing_bytes) = (0, 0u64);
+    let loss = match heard {
+        Heard::Nothing => {
+            // The last chunk and the manifest after it tell the receiver the
+            // multicast passed the object; every other chunk is missing whole.
+            for d in ch.rounds.last().into_iter().flatten() {
+                rx.handle_datagram(1, d);
+            }
+            rx.handle_datagram(1, &ch.manifest);
+            (fed, missing_bytes) = (chunks, u64::from(chunks - 1) * u64::from(k) * u64::from(T));
+            0.0
+        }
+        Heard::Loss(loss) => loss,
+    };
+    let mut done = 0;
+    let check = |rx: &mut Receiver, done: &mut u32| {
+        while let Some(e) = rx.poll_event() {
+            if let Event::ChunkComplete(c) = e {
+                let range = ch.plan.chunk_range(c.index());
+                assert_eq!(c.data(), &ch.data[range.start as usize..range.end as usize]);
+                *done += 1;
+            }
+        }
+    };
+
+    let key = NodeKey::generate(&mut rand::thread_rng());
+    let endpoint = Arc::new(NodeEndpoint::bind("127.0.0.1:0".parse().expect("addr"), &key).expect("bind"));
+    let fetcher = Fetcher::new(endpoint);
+    let mut repairer: Repairer<NodeId> = Repairer::new(RepairConfig::default(), seed);
+    let (done_tx, mut done_rx) = mpsc::channel(256);
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    let (mut repair_bytes, start) = (0u64, Instant::now());
+    let mut feed_at = tokio::time::Instant::now();
+    let mut multicast_end = start;
+    let mut first = true;
+    while done < chunks {
+        if fed < chunks && tokio::time::Instant::now() >= feed_at {
+            let mut symbols = 0;
+            for d in &ch.rounds[fed as usize] {
+                if !rng.gen_bool(loss) {
+                    symbols += u32::from(wire::decode_header(d).is_ok_and(|h| h.kind == wire::Kind::Symbol));
+                    rx.handle_datagram(1, d);
+                }
+            }
+            missing_bytes += u64::from(k.saturating_sub(symbols)) * u64::from(T);
+            fed += 1;
+            feed_at += MULTICAST_CHUNK_EVERY;
+            if fed == chunks {
+                rx.handle_datagram(1, &ch.manifest); // the multicast has passed the object
+                multicast_end = Instant::now();
+            }
+            check(&mut rx, &mut done);
+        }
+        // Plan at the start, then on each answer and tick, as the hub does.
+        if !std::mem::take(&mut first) {
+            tokio::select! {
+                Some(answer) = done_rx.recv() => {
+                    on_answer(answer, &mut rx, &mut repairer, &mut repair_bytes);
+                    check(&mut rx, &mut done);
+                }
+                _ = tick.tick() => {}
+                _ = tokio::time::sleep_until(feed_at), if fed < chunks => continue,
+            }
+        }
+        let now = Instant::now();
+        let needs = rx.needs(64);
+        repairer.handle_tick(now, &needs, |_| {
+            peers
+                .iter()
+                .map(|p| Candidate {
+                    peer: p.id,
+                    complete: true,
+                    same_island: true,
+                    rtt: Duration::ZERO,
+                    strikes: 0,
+                })
+                .collect()
+        });
+        while let Some(r) = repairer.poll_request() {
+            let addr = peers.iter().find(|p| p.id == r.peer).expect("a known peer").addr;
+            let req = ChunkRequest { object_id: r.object_id, index: r.index, table: r.table, esis: r.esis };
+            let (fetcher, done_tx) = (fetcher.clone(), done_tx.clone());
+            tokio::spawn(async move {
+                let result = fetcher.fetch(r.peer, addr, &req).await;
+                let _ = done_tx.send((r.id, req.object_id, req.index, result)).await;
+            });
+        }
+        assert!(repairer.poll_nak().is_none(), "three complete peers: never the origin");
+        while repairer.poll_repaired().is_some() {}
+    }
+    Repaired {
+        elapsed: start.elapsed(),
+        repair_bytes,
+        missing_bytes,
+        after_multicast: multicast_end.elapsed(),
+        requests: repairer.stats().requests,
+    }
+}
+
+type Answer = (u64, hubcast_protocol::ObjectId, u32, Result<Vec<Vec<u8>>, Outcome>);
+
+/// One peer's answer into the receiver, as the hub's `on_fetch_done` does.
+fn on_answer(answer: Answer, rx: &mut Receiver, repairer: &mut Repairer<NodeId>, repair_bytes: &mut u64) {
+    let (id, object_id, index, result) = answer;
+    let outcome = match result {
+        Ok(datagrams) => {
+            for d in &datagrams {
+                *repair_bytes += d.len() as u64;
+                rx.handle_repair_datagram(1, d);
+            }
+            Outcome::Served
+        }
+        Err(o) => o,
+    };
+    rx.settle_chunk(object_id, index);
+    repairer.handle_response(id, outcome);
+}
+
+/// Raw quinn: `bytes` over one bidirectional stream between two endpoints; bytes per second.
+async fn raw_quinn(bytes: usize) -> f64 {
+    let (a, b) = (NodeKey::generate(&mut rand::thread_rng()), NodeKey::generate(&mut rand::thread_rng()));
+    let server = NodeEndpoint::bind("127.0.0.1:0".parse().expect("addr"), &b).expect("bind");
+    let client = NodeEndpoint::bind("127.0.0.1:0".parse().expect("addr"), &a).expect("bind");
+    let addr = server.local_addr().expect("addr");
+    let receiving = tokio::spawn(async move {
+        let conn = server.accept().await.expect("incoming").await.expect("handshake");
+        let (_send, mut recv) = conn.accept_bi().await.expect("stream");
+        let mut buf = vec![0u8; 1 << 16];
+        let mut n = 0;
+        while let Some(k) = recv.read(&mut buf).await.expect("read") {
+            n += k;
+        }
+        (n, server)
+    });
+    let conn = client.connect(addr, b.id()).expect("connect").await.expect("handshake");
+    let payload = vec![0x5a_u8; 1 << 20];
+    let start = Instant::now();
+    let (mut send, _recv) = conn.open_bi().await.expect("stream");
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(payload.len());
+        send.write_all(&payload[..n]).await.expect("write");
+        left -= n;
+    }
+    send.finish().expect("finish");
+    let (n, _server) = receiving.await.expect("receiver");
+    let elapsed = start.elapsed();
+    assert_eq!(n, bytes);
+    bytes as f64 / elapsed.as_secs_f64()
+}
+
+/// CPU seconds this process has used (user + system), from /proc.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are 14 and 15.
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum());
+    ticks / 100.0
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn main() {
+    let mib: u32 = std::env::var("HUBCAST_BENCH_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(64);
+    let runs: u64 = std::env::var("HUBCAST_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let ch = channel(mib);
+    let bytes = ch.data.len();
+    rt.block_on(async {
+        let cancel = CancellationToken::new();
+        let peers: Vec<Peer> = (0..PEERS).map(|_| start_peer(&ch, &cancel)).collect();
+        println!("{mib} MiB, chunks of 1 MiB, T = {T}, {PEERS} serving peers, median of {runs} runs");
+
+        // Baseline and repair alternate, so the machine's noise falls on both.
+        let (mut raw, mut rep, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
+        for seed in 0..runs {
+            let (cpu, start) = (cpu_seconds(), Instant::now());
+            let r = raw_quinn(bytes).await;
+            let raw_cores = (cpu_seconds() - cpu) / start.elapsed().as_secs_f64();
+            let cpu = cpu_seconds();
+            let p = repair(&ch, &peers, Heard::Nothing, seed).await;
+            let p_rate = p.missing_bytes as f64 / p.elapsed.as_secs_f64();
+            println!(
+                "  run {seed}: raw {:6.1} MB/s ({raw_cores:.2} cores), repair {:6.1} MB/s ({:.2} cores, {} requests)",
+                r / 1e6,
+                p_rate / 1e6,
+                (cpu_seconds() - cpu) / p.elapsed.as_secs_f64(),
+                p.requests,
+            );
+            raw.push(r);
+            rep.push(p_rate);
+            ratio.push(p_rate / r);
+        }
+        println!("raw quinn, one stream:            {:7.1} MB/s", median(raw) / 1e6);
+        println!("peer repair of a missed object:   {:7.1} MB/s", median(rep) / 1e6);
+        println!("ratio (median of runs):           {:7.2}   (target >= 0.5)", median(ratio));
+
+        let secs = MULTICAST_CHUNK_EVERY.as_secs_f64() * f64::from(ch.plan.chunk_count());
+        println!("multicast at 1 Gbit/s ({secs:.2} s), repair while it runs:");
+        println!("loss  missing MB  repair MB  repair/missing  requests  done after the multicast");
+        for loss in [0.05, 0.10, 0.20] {
+            let r = repair(&ch, &peers, Heard::Loss(loss), 7).await;
+            println!(
+                "{:3.0}%  {:10.2}  {:9.2}  {:14.3}  {:8}  {:.3} s",
+                loss * 100.0,
+                r.missing_bytes as f64 / 1e6,
+                r.repair_bytes as f64 / 1e6,
+                r.repair_bytes as f64 / r.missing_bytes.max(1) as f64,
+                r.requests,
+                r.after_multicast.as_secs_f64(),
+            );
+        }
+        cancel.cancel();
+    });
+}
