@@ -487,6 +487,7 @@ impl Loop<'_> {
                 }
             });
         }
+        p.table.note_rtts(&p.fetcher.rtts());
         let stats = p.repairer.stats();
         let served = p.server.served();
         self.status.record_peers(p.table.status(now, &served), |r| {

@@ -61,6 +61,8 @@ struct PeerEntry {
     strikes: u32,
     banned_until: Option<Instant>,
     bytes_from: u64,
+    /// QUIC's smoothed RTT on our connection to it; none before the first.
+    rtt: Option<Duration>,
 }
 
 impl PeerEntry {
@@ -97,6 +99,7 @@ impl PeerTable {
                 strikes: 0,
                 banned_until: None,
                 bytes_from: 0,
+                rtt: None,
             }
         });
         e.addr = addr;
@@ -132,10 +135,20 @@ impl PeerTable {
                 complete: p.have.get(&object_id).is_some_and(|b| b.get(index)),
                 // Heard on our control group: same island.
                 same_island: true,
-                rtt: Duration::ZERO,
+                // Not yet measured sorts first: each peer gets measured once.
+                rtt: p.rtt.unwrap_or(Duration::ZERO),
                 strikes: p.strikes,
             })
             .collect()
+    }
+
+    /// RTTs measured on the connections to peers ([`Fetcher::rtts`]).
+    pub fn note_rtts(&mut self, rtts: &HashMap<NodeId, Duration>) {
+        for (id, rtt) in rtts {
+            if let Some(p) = self.peers.get_mut(id) {
+                p.rtt = Some(*rtt);
+            }
+        }
     }
 
     /// Verified symbol bytes a peer served.
@@ -170,6 +183,7 @@ impl PeerTable {
                 bytes_to: served.get(id).copied().unwrap_or(0),
                 strikes: p.strikes,
                 banned: p.banned(now),
+                rtt_ms: p.rtt.map(|r| r.as_secs_f64() * 1e3),
             })
             .collect();
         out.sort_by(|a, b| a.node_id.cmp(&b.node_id));
@@ -388,6 +402,20 @@ impl Fetcher {
         Some(conn)
     }
 
+    /// The smoothed RTT of each open connection (those busy connecting are
+    /// left out).
+    pub fn rtts(&self) -> HashMap<NodeId, Duration> {
+        let Ok(conns) = self.conns.lock() else { return HashMap::new() };
+        conns
+            .iter()
+            .filter_map(|(id, slot)| {
+                let slot = slot.try_lock().ok()?;
+                let conn = slot.as_ref().filter(|c| c.close_reason().is_none())?;
+                Some((*id, conn.rtt()))
+            })
+            .collect()
+    }
+
     /// Forget peers that left the table.
     pub fn retain(&self, keep: impl Fn(&NodeId) -> bool) {
         if let Ok(mut conns) = self.conns.lock() {
@@ -486,6 +514,18 @@ mod tests {
             );
         }
         (t, now)
+    }
+
+    #[test]
+    fn measured_rtts_reach_the_candidates_and_the_status() {
+        let (mut t, now) = table_with(&[1, 2]);
+        t.note_rtts(&HashMap::from([(NodeId([2; 32]), Duration::from_millis(7))]));
+        let rtt = |c: &[Candidate<NodeId>], id: u8| c.iter().find(|c| c.peer.0[0] == id).map(|c| c.rtt);
+        let c = t.candidates(now, ObjectId([9; 32]), 1);
+        assert_eq!(rtt(&c, 2), Some(Duration::from_millis(7)));
+        assert_eq!(rtt(&c, 1), Some(Duration::ZERO), "not measured yet: asked first, then measured");
+        let status = t.status(now, &HashMap::new());
+        assert_eq!(status.iter().map(|p| p.rtt_ms).collect::<Vec<_>>(), [None, Some(7.0)]);
     }
 
     #[test]

@@ -63,6 +63,8 @@ pub struct PeerStatus {
     /// Digest mismatches in what it served.
     pub strikes: u32,
     pub banned: bool,
+    /// QUIC's smoothed RTT to it, once this hub has fetched from it.
+    pub rtt_ms: Option<f64>,
 }
 
 /// Peer repair as the hub runs it.

@@ -78,6 +78,29 @@ pub fn render(status: &serde_json::Value) -> String {
             state
         );
     }
+    let peers = status["peers"].as_array().map_or(&[][..], |p| p.as_slice());
+    if !peers.is_empty() {
+        let _ = writeln!(out, "{:<16} {:<22} {:>8} {:>12} {:>12}  state", "peer", "addr", "rtt", "from", "to");
+        for p in peers {
+            let id = p["node_id"].as_str().unwrap_or("?");
+            let rtt = p["rtt_ms"].as_f64().map_or("-".into(), |r| format!("{r:.1} ms"));
+            let state = match (p["banned"].as_bool(), u(&p["strikes"])) {
+                (Some(true), s) => format!("banned ({s} strikes)"),
+                (_, 0) => "ok".into(),
+                (_, s) => format!("{s} strikes"),
+            };
+            let _ = writeln!(
+                out,
+                "{:<16} {:<22} {:>8} {:>12} {:>12}  {}",
+                id.get(..16).unwrap_or(id),
+                p["addr"].as_str().unwrap_or("?"),
+                rtt,
+                u(&p["bytes_from"]),
+                u(&p["bytes_to"]),
+                state
+            );
+        }
+    }
     let harmful: Vec<String> = status["drops"]
         .as_object()
         .into_iter()

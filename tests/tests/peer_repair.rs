@@ -62,7 +62,12 @@ fn a_hub_losing_20_percent_completes_from_three_peers_without_the_origin() {
     let served: u64 =
         https.iter().take(3).filter_map(|h| status(*h)).map(|s| u(&s["repair"]["bytes_served"])).sum();
     assert!(served >= u(&bytes["peer"]), "the peers say they served {served}");
-    assert!(lossy["peers"].as_array().unwrap().iter().all(|p| !p["banned"].as_bool().unwrap()));
+    let peers = lossy["peers"].as_array().unwrap();
+    assert!(peers.iter().all(|p| !p["banned"].as_bool().unwrap()));
+    // Every peer that served was measured (QUIC's RTT), for the planner's order.
+    for p in peers.iter().filter(|p| u(&p["bytes_from"]) > 0) {
+        assert!(p["rtt_ms"].as_f64().is_some_and(|r| r > 0.0), "{p}");
+    }
     // Peers sent close to what was missing: the file's bytes less what the
     // multicast brought, plus the one-symbol margin per chunk. (Requests may
     // count more: a peer still collecting a chunk sends only what it has, and
