@@ -391,6 +391,7 @@ impl Loop<'_> {
         let mismatches = self.receiver.drops().get(DropReason::DigestMismatch) - before.1;
         p.peer_bytes += gained;
         p.table.credit(&done.peer, gained);
+        p.server.credit(&done.peer, gained);
         if mismatches > 0 {
             p.table.strike(Instant::now(), &done.peer, mismatches.min(u64::from(u32::MAX)) as u32);
         }
@@ -490,6 +491,7 @@ impl Loop<'_> {
         p.table.note_rtts(&p.fetcher.rtts());
         let stats = p.repairer.stats();
         let served = p.server.served();
+        let takers_deferred = p.server.takers_deferred();
         self.status.record_peers(p.table.status(now, &served), |r| {
             r.requests = stats.requests;
             r.symbols_requested = stats.esis_requested;
@@ -498,6 +500,7 @@ impl Loop<'_> {
             r.chunks_repaired = stats.repaired;
             r.origin_naks = stats.naks_sent;
             r.bytes_served = served.values().sum();
+            r.takers_deferred = takers_deferred;
         });
     }
 }

@@ -218,7 +218,22 @@ pub struct Server {
     partial: mpsc::Sender<PartialAsk>,
     upload: Mutex<Bucket>,
     served: Mutex<HashMap<NodeId, u64>>,
+    /// Verified bytes each peer served us: the other half of its score.
+    received: Mutex<HashMap<NodeId, u64>>,
+    /// Requests refused while the upload was busy, because the peer only takes.
+    takers_deferred: std::sync::atomic::AtomicU64,
     status: StatusBoard,
+}
+
+/// A peer that took more than this from us...
+const TAKER_GRACE: u64 = 4 << 20;
+/// ...and more than this many times what it gave, is served last when the
+/// upload is busy: asked to go elsewhere (refused as busy) rather than queued.
+const TAKER_RATIO: u64 = 4;
+
+/// The send/receive score: whether a peer only takes.
+fn takes_only(served_to: u64, received_from: u64) -> bool {
+    served_to > TAKER_GRACE && served_to > received_from.saturating_mul(TAKER_RATIO)
 }
 
 impl Server {
@@ -235,8 +250,38 @@ impl Server {
             partial,
             upload: Mutex::new(Bucket::new(upload_bytes_per_sec.max(1500.0))),
             served: Mutex::new(HashMap::new()),
+            received: Mutex::new(HashMap::new()),
+            takers_deferred: Default::default(),
             status,
         })
+    }
+
+    /// Verified bytes `peer` served us.
+    pub fn credit(&self, peer: &NodeId, bytes: u64) {
+        if let Ok(mut r) = self.received.lock() {
+            *r.entry(*peer).or_default() += bytes;
+        }
+    }
+
+    /// Requests refused while busy because the peer only takes.
+    pub fn takers_deferred(&self) -> u64 {
+        self.takers_deferred.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether to serve `peer` now: always when the upload has room; when it
+    /// is busy, only peers that also serve us wait their turn.
+    fn admit(&self, peer: &NodeId, bytes: usize) -> bool {
+        let busy = self.upload.lock().map(|mut b| !b.wait_for(bytes as f64).is_zero()).unwrap_or(false);
+        if !busy {
+            return true;
+        }
+        let to = self.served.lock().map(|s| s.get(peer).copied().unwrap_or(0)).unwrap_or(0);
+        let from = self.received.lock().map(|r| r.get(peer).copied().unwrap_or(0)).unwrap_or(0);
+        if takes_only(to, from) {
+            self.takers_deferred.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return false;
+        }
+        true
     }
 
     /// Bytes served, per peer.
@@ -343,7 +388,12 @@ async fn serve_stream(
     let Some(req) = ChunkRequest::from_messages(&messages) else {
         return Err(StreamError::Malformed("not a chunk request".into()));
     };
-    let result = if within_rate { server.answer(&req).await } else { Err(RefuseReason::OverLimit) };
+    let mut result = if within_rate { server.answer(&req).await } else { Err(RefuseReason::OverLimit) };
+    if let Ok(datagrams) = &result {
+        if !server.admit(&peer, datagrams.iter().map(Vec::len).sum()) {
+            result = Err(RefuseReason::Busy);
+        }
+    }
     let mut out = Vec::new();
     match &result {
         Ok(datagrams) => {
@@ -514,6 +564,14 @@ mod tests {
             );
         }
         (t, now)
+    }
+
+    #[test]
+    fn a_peer_that_only_takes_is_the_one_deferred() {
+        assert!(!takes_only(TAKER_GRACE, 0), "a new peer gets served");
+        assert!(takes_only(TAKER_GRACE + 1, 0), "then one that never serves is a taker");
+        assert!(!takes_only(40 << 20, 10 << 20), "one that serves a quarter of what it takes is not");
+        assert!(takes_only(40 << 20, (10 << 20) - 1));
     }
 
     #[test]

@@ -85,6 +85,9 @@ pub struct RepairCounters {
     pub bad_peer_messages: u64,
     /// Bytes served to peers.
     pub bytes_served: u64,
+    /// Requests refused as busy while the upload was at its cap, because the
+    /// peer takes far more than it serves us (the send/receive score).
+    pub takers_deferred: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]

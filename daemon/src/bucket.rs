@@ -19,6 +19,16 @@ impl Bucket {
         self.at = now;
     }
 
+    /// How long taking `n` tokens would wait, without taking them.
+    pub fn wait_for(&mut self, n: f64) -> Duration {
+        self.refill();
+        if self.tokens >= n {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64((n - self.tokens) / self.rate)
+        }
+    }
+
     /// Take `n` tokens; how long to wait first (zero when they are there).
     pub fn take(&mut self, n: f64) -> Duration {
         self.refill();
@@ -53,5 +63,14 @@ mod tests {
         let wait = b.take(500.0);
         // 500 tokens short, less what trickled in between the two calls.
         assert!(wait > Duration::ZERO && wait <= Duration::from_millis(500), "{wait:?}");
+    }
+
+    #[test]
+    fn asking_how_long_takes_nothing() {
+        let mut b = Bucket::new(1000.0);
+        assert_eq!(b.wait_for(1000.0), Duration::ZERO);
+        assert!(b.wait_for(1500.0) > Duration::ZERO);
+        assert_eq!(b.take(1000.0), Duration::ZERO, "the burst is still there");
+        assert!(b.wait_for(1.0) > Duration::ZERO);
     }
 }
