@@ -390,7 +390,6 @@ impl Loop<'_> {
         let gained = self.receiver.stats().symbol_bytes_accepted - before.0;
         let mismatches = self.receiver.drops().get(DropReason::DigestMismatch) - before.1;
         p.peer_bytes += gained;
-        p.table.credit(&done.peer, gained);
         p.server.credit(&done.peer, gained);
         if mismatches > 0 {
             p.table.strike(Instant::now(), &done.peer, mismatches.min(u64::from(u32::MAX)) as u32);
@@ -492,7 +491,7 @@ impl Loop<'_> {
         let stats = p.repairer.stats();
         let served = p.server.served();
         let takers_deferred = p.server.takers_deferred();
-        self.status.record_peers(p.table.status(now, &served), |r| {
+        self.status.record_peers(p.table.status(now, &p.server.received(), &served), |r| {
             r.requests = stats.requests;
             r.symbols_requested = stats.esis_requested;
             r.refused = stats.refusals;

@@ -60,7 +60,6 @@ struct PeerEntry {
     have: HashMap<ObjectId, ChunkBitmap>,
     strikes: u32,
     banned_until: Option<Instant>,
-    bytes_from: u64,
     /// QUIC's smoothed RTT on our connection to it; none before the first.
     rtt: Option<Duration>,
 }
@@ -98,7 +97,6 @@ impl PeerTable {
                 have: HashMap::new(),
                 strikes: 0,
                 banned_until: None,
-                bytes_from: 0,
                 rtt: None,
             }
         });
@@ -151,13 +149,6 @@ impl PeerTable {
         }
     }
 
-    /// Verified symbol bytes a peer served.
-    pub fn credit(&mut self, id: &NodeId, bytes: u64) {
-        if let Some(p) = self.peers.get_mut(id) {
-            p.bytes_from += bytes;
-        }
-    }
-
     /// Digest mismatches in what a peer served: strikes; true when it is banned now.
     pub fn strike(&mut self, now: Instant, id: &NodeId, n: u32) -> bool {
         let Some(p) = self.peers.get_mut(id) else { return false };
@@ -171,7 +162,14 @@ impl PeerTable {
         false
     }
 
-    pub fn status(&self, now: Instant, served: &HashMap<NodeId, u64>) -> Vec<PeerStatus> {
+    /// Each peer, with the bytes it served us and we served it
+    /// ([`Server::received`], [`Server::served`]).
+    pub fn status(
+        &self,
+        now: Instant,
+        received: &HashMap<NodeId, u64>,
+        served: &HashMap<NodeId, u64>,
+    ) -> Vec<PeerStatus> {
         let mut out: Vec<PeerStatus> = self
             .peers
             .iter()
@@ -179,7 +177,7 @@ impl PeerTable {
                 node_id: id.to_string(),
                 addr: p.addr.to_string(),
                 last_seen_ms: now.saturating_duration_since(p.last_seen).as_millis() as u64,
-                bytes_from: p.bytes_from,
+                bytes_from: received.get(id).copied().unwrap_or(0),
                 bytes_to: served.get(id).copied().unwrap_or(0),
                 strikes: p.strikes,
                 banned: p.banned(now),
@@ -256,7 +254,8 @@ impl Server {
         })
     }
 
-    /// Verified bytes `peer` served us.
+    /// Verified bytes `peer` served us: its credit in the send/receive score,
+    /// and its `bytes_from` in the status.
     pub fn credit(&self, peer: &NodeId, bytes: u64) {
         if let Ok(mut r) = self.received.lock() {
             *r.entry(*peer).or_default() += bytes;
@@ -268,9 +267,13 @@ impl Server {
         self.takers_deferred.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Whether to serve `peer` now: always when the upload has room; when it
-    /// is busy, only peers that also serve us wait their turn.
-    fn admit(&self, peer: &NodeId, bytes: usize) -> bool {
+    /// Whether to serve `req` from `peer` now: always when the upload has
+    /// room for its answer; when it is busy, only peers that also serve us
+    /// wait their turn. Decided before the answer is made.
+    fn admit(&self, peer: &NodeId, req: &ChunkRequest) -> bool {
+        // At most this: every answer datagram fits MAX_DATAGRAM.
+        let bytes = (req.esis.count() as usize + req.table.map_or(0, |p| 1 + p.count_ones() as usize))
+            * hubcast_protocol::wire::MAX_DATAGRAM;
         let busy = self.upload.lock().map(|mut b| !b.wait_for(bytes as f64).is_zero()).unwrap_or(false);
         if !busy {
             return true;
@@ -287,6 +290,11 @@ impl Server {
     /// Bytes served, per peer.
     pub fn served(&self) -> HashMap<NodeId, u64> {
         self.served.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Verified bytes received, per peer.
+    pub fn received(&self) -> HashMap<NodeId, u64> {
+        self.received.lock().map(|r| r.clone()).unwrap_or_default()
     }
 
     fn cached(&self, key: (ObjectId, u32)) -> Option<Arc<ChunkServer>> {
@@ -388,12 +396,13 @@ async fn serve_stream(
     let Some(req) = ChunkRequest::from_messages(&messages) else {
         return Err(StreamError::Malformed("not a chunk request".into()));
     };
-    let mut result = if within_rate { server.answer(&req).await } else { Err(RefuseReason::OverLimit) };
-    if let Ok(datagrams) = &result {
-        if !server.admit(&peer, datagrams.iter().map(Vec::len).sum()) {
-            result = Err(RefuseReason::Busy);
-        }
-    }
+    let result = if !within_rate {
+        Err(RefuseReason::OverLimit)
+    } else if !server.admit(&peer, &req) {
+        Err(RefuseReason::Busy)
+    } else {
+        server.answer(&req).await
+    };
     let mut out = Vec::new();
     match &result {
         Ok(datagrams) => {
@@ -575,6 +584,29 @@ mod tests {
     }
 
     #[test]
+    fn a_busy_server_defers_the_taker_and_serves_the_giver() {
+        let (store, _) = mpsc::channel(1);
+        let (partial, _) = mpsc::channel(1);
+        let server = Server::new(store, partial, 10_000.0, StatusBoard::default());
+        let (taker, giver) = (NodeId([1; 32]), NodeId([2; 32]));
+        for peer in [taker, giver] {
+            server.served.lock().unwrap().insert(peer, 8 << 20);
+        }
+        server.credit(&giver, 4 << 20);
+        let req = ChunkRequest {
+            object_id: ObjectId([9; 32]),
+            index: 0,
+            table: None,
+            esis: hubcast_protocol::peer_wire::EsiRanges::new(vec![(0, 4)]).unwrap(),
+        };
+        assert!(server.admit(&taker, &req), "room in the upload: everyone is served");
+        server.upload.lock().unwrap().take(10_000.0);
+        assert!(!server.admit(&taker, &req), "busy: the peer that only takes goes elsewhere");
+        assert!(server.admit(&giver, &req), "busy: the peer that serves us waits its turn");
+        assert_eq!(server.takers_deferred(), 1);
+    }
+
+    #[test]
     fn measured_rtts_reach_the_candidates_and_the_status() {
         let (mut t, now) = table_with(&[1, 2]);
         t.note_rtts(&HashMap::from([(NodeId([2; 32]), Duration::from_millis(7))]));
@@ -582,7 +614,7 @@ mod tests {
         let c = t.candidates(now, ObjectId([9; 32]), 1);
         assert_eq!(rtt(&c, 2), Some(Duration::from_millis(7)));
         assert_eq!(rtt(&c, 1), Some(Duration::ZERO), "not measured yet: asked first, then measured");
-        let status = t.status(now, &HashMap::new());
+        let status = t.status(now, &HashMap::new(), &HashMap::new());
         assert_eq!(status.iter().map(|p| p.rtt_ms).collect::<Vec<_>>(), [None, Some(7.0)]);
     }
 
@@ -606,6 +638,6 @@ mod tests {
         t.expire(later);
         assert!(t.addr(&NodeId([1; 32])).is_some() && t.addr(&NodeId([2; 32])).is_none());
         assert!(t.candidates(later, ObjectId([9; 32]), 1).is_empty());
-        assert!(t.status(later, &HashMap::new())[0].banned);
+        assert!(t.status(later, &HashMap::new(), &HashMap::new())[0].banned);
     }
 }

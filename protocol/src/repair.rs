@@ -61,10 +61,10 @@ pub struct RepairConfig {
     pub nak_backoff: Duration,
     /// Least time between two NAKs for one chunk. Default 2 s.
     pub nak_retry: Duration,
-    /// Chunks under repair at once (the rest wait their turn). Default 8.
-    /// Keep it well below the receiver's `max_active_chunks` (16): each chunk
-    /// under repair takes a slot there, and one evicted mid-repair loses the
-    /// symbols it had collected and is asked for again whole.
+    /// Chunks under repair at once (the rest wait their turn). Default half
+    /// the receiver's `max_active_chunks` (8 of 16): each chunk under repair
+    /// takes a slot there, and one evicted mid-repair loses the symbols it had
+    /// collected and is asked for again whole.
     pub max_chunks: usize,
 }
 
@@ -79,7 +79,7 @@ impl Default for RepairConfig {
             origin_after: Duration::from_secs(1),
             nak_backoff: Duration::from_millis(200),
             nak_retry: Duration::from_secs(2),
-            max_chunks: 8,
+            max_chunks: crate::receiver::ReceiverConfig::default().max_active_chunks / 2,
         }
     }
 }

@@ -44,6 +44,9 @@ pub struct ChunkServer {
     n_max: u32,
     /// The chunk, zero-padded to K symbols: source symbol `esi` is a slice of it.
     source: Vec<u8>,
+    /// The K source symbols' digests, made the first time a page of them is
+    /// asked for, once every page of source digests only matched the ticket.
+    source_digests: OnceLock<Result<Vec<u8>, ServeError>>,
     /// Every symbol up to N_max and the whole table, made the first time a
     /// repair ESI or a page that lists one is asked for.
     encoded: OnceLock<Result<EncodedChunk, ServeError>>,
@@ -83,6 +86,7 @@ impl ChunkServer {
             n_max,
             source,
             ticket: ticket_datagram,
+            source_digests: OnceLock::new(),
             encoded: OnceLock::new(),
         })
     }
@@ -115,31 +119,47 @@ impl ChunkServer {
             .map_err(|e| *e)
     }
 
+    /// The source symbols' digests, back to back; refused if a page of them
+    /// does not match the ticket.
+    fn source_digests(&self) -> Result<&[u8], ServeError> {
+        self.source_digests
+            .get_or_init(|| {
+                let symbols: Vec<&[u8]> = (0..self.k).map(|e| self.source_symbol(e)).collect();
+                let mut each = Vec::with_capacity(symbols.len());
+                symbol_digests(&self.chunk_hash, &symbols, &mut each);
+                let digests = each.concat();
+                let page_len = wire::DIGESTS_PER_PAGE * wire::DIGEST_LEN;
+                let whole_pages = self.k as usize / wire::DIGESTS_PER_PAGE;
+                for (page, hash) in digests.chunks(page_len).zip(&self.page_hashes).take(whole_pages) {
+                    if page_hash(page) != *hash {
+                        return Err(ServeError::Mismatch);
+                    }
+                }
+                Ok(digests)
+            })
+            .as_deref()
+            .map_err(|e| *e)
+    }
+
     /// Table page datagrams for the pages set in `pages` (bit g = page g).
-    /// A page of source digests only is computed from the chunk and checked
-    /// against its hash in the ticket.
+    /// A page of source digests only comes from the chunk's source symbols;
+    /// one that lists repair digests, from the full encoding.
     pub fn table_pages(&self, pages: u32) -> Result<Vec<Vec<u8>>, ServeError> {
         let count = self.page_hashes.len();
         if count < 32 && pages >> count != 0 {
             return Err(ServeError::PageOutOfRange);
         }
         let mut out = Vec::new();
-        let mut digests = Vec::new();
         for g in (0..count).filter(|g| pages & (1 << g) != 0) {
             let range = page_range(g, self.n_max);
-            let page: Vec<u8> = if range.end <= self.k {
-                let symbols: Vec<&[u8]> = range.clone().map(|e| self.source_symbol(e)).collect();
-                symbol_digests(&self.chunk_hash, &symbols, &mut digests);
-                let page = digests.concat();
-                if page_hash(&page) != self.page_hashes[g] {
-                    return Err(ServeError::Mismatch);
-                }
-                page
+            let page = if range.end <= self.k {
+                let digests = self.source_digests()?;
+                &digests[range.start as usize * wire::DIGEST_LEN..range.end as usize * wire::DIGEST_LEN]
             } else {
-                self.encoded()?.page(g).to_vec()
+                self.encoded()?.page(g)
             };
             let mut d = Vec::new();
-            wire::encode_table_page(&mut d, self.channel_tag, &self.object_id, self.index, g as u16, &page);
+            wire::encode_table_page(&mut d, self.channel_tag, &self.object_id, self.index, g as u16, page);
             out.push(d);
         }
         Ok(out)
