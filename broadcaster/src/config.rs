@@ -35,6 +35,10 @@ pub struct SeedConfig {
     /// Run the origin service (repair NAKs; the tracker) on this QUIC address.
     /// Default: none.
     pub tracker: Option<SocketAddr>,
+    /// The origin service's address as hubs reach it, named in every manifest.
+    /// Default: the `tracker` address, an unspecified IP (0.0.0.0) replaced by
+    /// the `iface` address.
+    pub tracker_public: Option<SocketAddr>,
     /// Cap on the origin's multicast repair, e.g. "20mbit". Default 20mbit.
     pub repair_rate: String,
     /// With the origin service, keep answering this long after the last round.
@@ -64,6 +68,7 @@ impl Default for SeedConfig {
             manifest_every: 256,
             expiry_secs: 86_400,
             tracker: None,
+            tracker_public: None,
             repair_rate: "20mbit".into(),
             linger_secs: 30,
             http: None,

@@ -73,6 +73,11 @@ struct SeedArgs {
     /// e.g. 0.0.0.0:7000. Prints the NODEID@ADDR hubs take as --tracker.
     #[arg(long)]
     tracker: Option<SocketAddr>,
+    /// With --tracker: the address hubs reach it at, named in every manifest
+    /// (hubs then need no --tracker). Default: the --tracker address, 0.0.0.0
+    /// replaced by the --iface address.
+    #[arg(long)]
+    tracker_public: Option<SocketAddr>,
     /// Cap on the origin's multicast repair, e.g. 20mbit.
     #[arg(long)]
     repair_rate: Option<String>,
@@ -102,6 +107,7 @@ impl SeedArgs {
             c.linger_secs = v;
         }
         c.tracker = self.tracker.or(c.tracker);
+        c.tracker_public = self.tracker_public.or(c.tracker_public);
         c.http = self.http.or(c.http);
         if !self.paths.is_empty() {
             c.paths = self.paths;

@@ -369,7 +369,7 @@ pub fn bind(
     let endpoint = NodeEndpoint::bind(addr, &node).map_err(OriginError::Quic)?;
     let local = endpoint.local_addr().map_err(|source| OriginError::Io { addr, source })?;
     let at = NodeAddr { id: node.id(), addr: local };
-    info!(tracker = %at, "origin service on: give hubs --tracker {at}");
+    info!(bound = %at, "origin service on");
     Ok((Arc::new(endpoint), at))
 }
 

@@ -9,7 +9,7 @@ use crate::ingest::{self, IngestError, SourceFile};
 use crate::origin::{self, Catalog, OriginError};
 use crate::status::StatusBoard;
 use crate::unix_now;
-use hubcast_keys::SignerKeys;
+use hubcast_keys::{NodeAddr, SignerKeys};
 use hubcast_protocol::sender::{Carousel, ObjectPlan, Pacer, PreparedChunk, Sender, Step};
 use hubcast_protocol::verify::Signer;
 use hubcast_protocol::wire::{self, Kind};
@@ -43,6 +43,10 @@ pub enum SeedError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "--tracker {0}: hubs cannot dial this address; give the one they reach as --tracker-public HOST:PORT"
+    )]
+    TrackerPublic(SocketAddr),
     #[error("the signing certificate is valid from {not_before} to {not_after} (unix seconds) and it is now {now}: hubs would drop everything; make new keys with `broadcaster keygen`")]
     CertificateNotValid { not_before: u64, not_after: u64, now: u64 },
     #[error("reading {path} while seeding (did it change or vanish?): {source}")]
@@ -96,6 +100,25 @@ impl Out {
     }
 }
 
+/// Where hubs reach the origin service: `--tracker-public`, else the bound
+/// address, an unspecified IP replaced by the multicast interface's.
+fn public_tracker(
+    bound: NodeAddr,
+    public: Option<SocketAddr>,
+    iface: &Interface,
+) -> Result<NodeAddr, SeedError> {
+    let addr = match (public, iface) {
+        (Some(p), _) => p,
+        (None, _) if !bound.addr.ip().is_unspecified() => bound.addr,
+        (None, Interface::V4(ip)) => SocketAddr::new((*ip).into(), bound.addr.port()),
+        (None, Interface::V6Index(_)) => return Err(SeedError::TrackerPublic(bound.addr)),
+    };
+    if addr.ip().is_unspecified() || addr.ip().is_multicast() || addr.port() == 0 {
+        return Err(SeedError::TrackerPublic(addr));
+    }
+    Ok(NodeAddr { id: bound.id, addr })
+}
+
 /// Seed `cfg.paths` until `cfg.rounds` rounds are done (0: until `cancel`).
 /// With `cfg.tracker`, the origin service answers repair requests meanwhile,
 /// and for `cfg.linger_secs` after the last round.
@@ -128,9 +151,21 @@ pub async fn seed(
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
     let expiry = unix_now() + cfg.expiry_secs;
+    // The origin service binds first: the manifests name it, for hubs not
+    // given --tracker.
+    let bound = cfg.tracker.map(|addr| origin::bind(addr, &cfg.keys)).transpose()?;
+    let public = match &bound {
+        Some((_, at)) => Some(public_tracker(*at, cfg.tracker_public, &mc.interface)?),
+        None => None,
+    };
     let plans: Vec<ObjectPlan> = files
         .iter()
-        .map(|f| ObjectPlan::new(f.name.clone(), f.id, f.size, cfg.chunk_size, cfg.symbol_size, seq, expiry))
+        .map(|f| {
+            let mut p =
+                ObjectPlan::new(f.name.clone(), f.id, f.size, cfg.chunk_size, cfg.symbol_size, seq, expiry);
+            p.manifest.tracker = public;
+            p
+        })
         .collect();
     let total: u64 = files.iter().map(|f| f.size).sum();
     let object_count = files.len();
@@ -141,9 +176,9 @@ pub async fn seed(
         (s.objects, s.object_bytes) = (object_count, total);
     });
     let service_stop = cancel.child_token();
-    let service = match cfg.tracker {
-        Some(addr) => {
-            let (endpoint, at) = origin::bind(addr, &cfg.keys)?;
+    let service = match (bound, public) {
+        (Some((endpoint, _)), Some(at)) => {
+            info!(tracker = %at, "origin service named in every manifest; hubs out of the multicast's reach take --tracker {at}");
             status.update(|s| s.origin_service = Some(at.to_string()));
             let catalog = Arc::new(Catalog::new(&plans, &files, cfg.expiry_secs));
             let service = origin::Service {
@@ -157,7 +192,7 @@ pub async fn seed(
             };
             Some(tokio::spawn(origin::run(service, service_stop.clone())))
         }
-        None => None,
+        _ => None,
     };
     info!(objects = files.len(), bytes = total, group = %cfg.group, iface = %mc.interface, rate_bytes_per_sec = rate,
         %fingerprint, "seeding");
@@ -347,5 +382,22 @@ mod tests {
         let err = seed(&cfg, keys, StatusBoard::default(), CancellationToken::new()).await.unwrap_err();
         assert!(matches!(err, SeedError::CertificateNotValid { .. }), "{err}");
         assert!(err.to_string().contains("broadcaster keygen"));
+    }
+
+    #[test]
+    fn the_manifests_name_an_address_hubs_can_dial() {
+        let id = hubcast_keys::NodeId([7; 32]);
+        let at = |a: &str| NodeAddr { id, addr: a.parse().unwrap() };
+        let v4 = Interface::V4("10.1.2.3".parse().unwrap());
+        let named = |bound, public: Option<&str>, iface| {
+            public_tracker(at(bound), public.map(|p| p.parse().unwrap()), iface).map(|t| t.addr.to_string())
+        };
+        assert_eq!(named("127.0.0.1:7000", None, &v4).unwrap(), "127.0.0.1:7000");
+        assert_eq!(named("0.0.0.0:7000", None, &v4).unwrap(), "10.1.2.3:7000");
+        assert_eq!(named("0.0.0.0:7000", Some("192.0.2.9:9"), &v4).unwrap(), "192.0.2.9:9");
+        assert_eq!(named("[::1]:7000", None, &Interface::V6Index(2)).unwrap(), "[::1]:7000");
+        let err = named("[::]:7000", None, &Interface::V6Index(2)).unwrap_err();
+        assert!(err.to_string().contains("--tracker-public"), "{err}");
+        assert!(named("0.0.0.0:7000", Some("239.1.1.1:9"), &v4).is_err());
     }
 }

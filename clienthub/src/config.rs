@@ -35,7 +35,8 @@ pub struct HubConfig {
     /// Cap on serving peers, in Mbit/s. Default 100.
     pub upload_rate: f64,
     /// The broadcaster's origin service, NODEID@HOST:PORT as `broadcaster seed
-    /// --tracker` prints it: where NAKs go when no peer can repair. Default: none.
+    /// --tracker` prints it: where the hub registers, and NAKs go when no peer
+    /// can repair. Default: the tracker the channel's signed manifests name.
     pub tracker: Option<String>,
 }
 

@@ -190,7 +190,10 @@ fn start_peers(
     let server = Server::new(store.clone(), partial_tx, upload, status.clone());
     tokio::spawn(crate::peers::serve(endpoint.clone(), server.clone(), cancel.clone()));
     info!(%quic, control = %control_cfg.group, upload_mbit = cfg.upload_rate,
-        origin = %origin.map_or("none (--tracker)".into(), |o| o.to_string()), "peer repair on");
+        origin = %origin.map_or("from the channel's manifests".into(), |o| o.to_string()), "peer repair on");
+    if let Some(o) = origin {
+        status.set_tracker(o.to_string(), "--tracker");
+    }
 
     let (done_tx, done_rx) = mpsc::channel(256);
     Ok(PeerSide {
@@ -210,6 +213,7 @@ fn start_peers(
         holdings,
         peer_bytes: 0,
         origin,
+        origin_from_flag: origin.is_some(),
         origin_bytes: 0,
         last_registered: None,
         last_nak_warning: None,
@@ -253,6 +257,8 @@ struct PeerSide {
     peer_bytes: u64,
     /// The origin service, where NAKs go.
     origin: Option<NodeAddr>,
+    /// `--tracker` named the origin: the manifests' tracker is not taken.
+    origin_from_flag: bool,
     /// Verified symbol bytes of the origin's multicast repair.
     origin_bytes: u64,
     /// When this hub last registered with the tracker (the origin service).
@@ -295,6 +301,9 @@ impl Loop<'_> {
             self.record();
             if let Some(p) = self.peers.as_mut() {
                 p.note(&event, &self.receiver);
+                if matches!(event, Event::Manifest(_)) {
+                    p.learn_tracker(self.receiver.tracker(), self.status);
+                }
             }
             if self.store.send(StoreJob::Event(event)).await.is_err() {
                 return false;
@@ -447,6 +456,8 @@ impl Loop<'_> {
     async fn announce(&mut self) {
         let Some(p) = self.peers.as_mut() else { return };
         p.announce_soon = false;
+        // A repeated manifest may name it without an event (a restarted hub).
+        p.learn_tracker(self.receiver.tracker(), self.status);
         let now = Instant::now();
         p.table.expire(now);
         let (table, origin) = (&p.table, p.origin.map(|o| o.id));
@@ -505,6 +516,16 @@ impl Loop<'_> {
 }
 
 impl PeerSide {
+    /// Take the tracker the channel's verified manifests name, unless
+    /// `--tracker` named one. Registers there at the next announcement.
+    fn learn_tracker(&mut self, named: Option<NodeAddr>, status: &StatusBoard) {
+        let Some(t) = named.filter(|t| !self.origin_from_flag && self.origin != Some(*t)) else { return };
+        info!(tracker = %t, "the channel's manifests name the tracker; registering there and sending NAKs there");
+        self.origin = Some(t);
+        self.last_registered = None;
+        status.set_tracker(t.to_string(), "manifest");
+    }
+
     /// Keep the holdings announced to peers in step with what completes.
     fn note(&mut self, event: &Event, receiver: &Receiver) {
         match event {

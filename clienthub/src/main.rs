@@ -70,7 +70,8 @@ struct RunArgs {
     #[arg(long)]
     no_peer_repair: bool,
     /// The broadcaster's origin service, NODEID@HOST:PORT as `broadcaster seed
-    /// --tracker` prints it: NAKs go there when no peer can repair a chunk.
+    /// --tracker` prints it: the hub registers there, and NAKs go there when no
+    /// peer can repair a chunk. Default: the one the channel's manifests name.
     #[arg(long)]
     tracker: Option<String>,
 }

@@ -90,6 +90,15 @@ pub struct RepairCounters {
     pub takers_deferred: u64,
 }
 
+/// The origin service (tracker and NAKs) this hub uses.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct TrackerRef {
+    /// `NODEID@HOST:PORT`.
+    pub addr: String,
+    /// Where the hub learned it: `--tracker` or `manifest`.
+    pub from: &'static str,
+}
+
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct HubStatus {
     /// This hub's node id: its identity among peers (from STORE/node.key).
@@ -105,6 +114,8 @@ pub struct HubStatus {
     /// Peers heard on the control group, with what went each way.
     pub peers: Vec<PeerStatus>,
     pub repair: RepairCounters,
+    /// Where NAKs go and the hub registers; none until known.
+    pub tracker: Option<TrackerRef>,
     pub store_errors: u64,
     /// The last store failure, e.g. a full disk, with what to do.
     pub last_store_error: Option<String>,
@@ -190,6 +201,10 @@ impl StatusBoard {
         let mut b = self.lock();
         b.status.peers = peers;
         repair(&mut b.status.repair);
+    }
+
+    pub fn set_tracker(&self, addr: String, from: &'static str) {
+        self.lock().status.tracker = Some(TrackerRef { addr, from });
     }
 
     pub fn peer_message_dropped(&self) {

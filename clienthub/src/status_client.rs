@@ -53,6 +53,12 @@ pub fn render(status: &serde_json::Value) -> String {
         u(&b["origin"]),
         u(&b["bridge"])
     );
+    let t = &status["tracker"];
+    let _ = match (t["addr"].as_str(), t["from"].as_str()) {
+        (Some(addr), Some("manifest")) => writeln!(out, "tracker {addr} (named by the channel's manifests)"),
+        (Some(addr), _) => writeln!(out, "tracker {addr} (--tracker)"),
+        _ => writeln!(out, "tracker: none known yet (no manifest named one; --tracker sets it)"),
+    };
     let d = &status["datagrams"];
     let _ = writeln!(
         out,

@@ -334,6 +334,8 @@ fn decode_manifest(object_id: ObjectId, v: &[u8]) -> Option<Manifest> {
         codec: *v.get(30)?,
         name: String::from_utf8(v.get(31..)?.to_vec()).ok()?,
         object_id,
+        // Learned afresh from the channel's manifests, not kept.
+        tracker: None,
     })
 }
 
@@ -360,6 +362,7 @@ mod tests {
             symbol_size: 64,
             codec: 1,
             name: "dir/ä.txt".into(),
+            tracker: None,
         };
         assert_eq!(decode_manifest(m.object_id, &encode_manifest(&m)), Some(m));
     }

@@ -35,7 +35,7 @@ use crate::sender::{chunk_count, chunk_range};
 use crate::verify::{VerifiedManifest, VerifiedTicket, Verifier, VerifyError};
 use crate::wire::{self, Datagram, Hash, SymbolPacket, TablePage, WireError, DIGEST_LEN};
 use crate::ObjectId;
-use hubcast_keys::{CertError, TrustAnchor};
+use hubcast_keys::{CertError, NodeAddr, TrustAnchor};
 use std::collections::{HashMap, HashSet, VecDeque};
 
 /// Limits of the receiver's memory.
@@ -354,6 +354,9 @@ pub struct Receiver {
     channel_tag: u64,
     manifests: HashMap<ObjectId, VerifiedManifest>,
     seq_by_name: HashMap<String, u64>,
+    /// The tracker named by the newest verified manifest that names one, with
+    /// that manifest's sequence number.
+    tracker: Option<(u64, NodeAddr)>,
     active: HashMap<ChunkKey, ActiveChunk>,
     complete: HashSet<ChunkKey>,
     pending: HashMap<ChunkKey, Pending>,
@@ -383,6 +386,7 @@ impl Receiver {
             verifier: Verifier::new(anchor),
             manifests: HashMap::new(),
             seq_by_name: HashMap::new(),
+            tracker: None,
             active: HashMap::new(),
             complete: HashSet::new(),
             pending: HashMap::new(),
@@ -446,6 +450,11 @@ impl Receiver {
             }
         }
         self.events.pop_front()
+    }
+
+    /// The channel's tracker as its newest verified manifest names it.
+    pub fn tracker(&self) -> Option<NodeAddr> {
+        self.tracker.map(|(_, t)| t)
     }
 
     pub fn drops(&self) -> &DropCounters {
@@ -660,10 +669,23 @@ impl Receiver {
                 if !self.from_peer {
                     self.note_object_end(m.body.object_id);
                 }
-                if self.manifests.get(&m.body.object_id).is_some_and(|known| known.seq >= m.body.seq) {
+                let known = self.manifests.get(&m.body.object_id).is_some_and(|k| k.seq >= m.body.seq);
+                // A repeat is verified again only when it names a newer tracker
+                // (a hub restarted with its manifests stored learns it so).
+                let new_tracker = m
+                    .body
+                    .tracker
+                    .is_some_and(|t| self.tracker.is_none_or(|(seq, known)| known != t && m.body.seq >= seq));
+                if known && !new_tracker {
                     return Err(DropReason::Duplicate);
                 }
                 let m = self.verifier.verify_manifest(m, unix_now)?;
+                if let Some(t) = m.tracker.filter(|_| self.tracker.is_none_or(|(seq, _)| m.seq >= seq)) {
+                    self.tracker = Some((m.seq, t));
+                }
+                if known {
+                    return Err(DropReason::Duplicate);
+                }
                 self.accept_manifest(m)
             }
             Datagram::Ticket(t) => {

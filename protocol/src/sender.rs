@@ -49,6 +49,7 @@ impl ObjectPlan {
                 symbol_size,
                 codec: CODEC_RAPTORQ_V2,
                 name,
+                tracker: None,
             },
         }
     }

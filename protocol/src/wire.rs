@@ -18,10 +18,14 @@
 //! 220   4  chunk size in bytes
 //! 224   2  symbol size T in bytes
 //! 226   1  codec: 1 = RaptorQ (RFC 6330, raptorq crate 2.0.x), one source block per chunk
-//! 227   1  flags, 0
+//! 227   1  flags: bit 0 = a tracker follows the name; other bits 0
 //! 228   2  name length n (1..=MAX_NAME_LEN)
 //! 230   n  name: UTF-8 relative path, '/' separated
-//! 230+n 64 Ed25519 signature by the certified key over bytes 0..230+n,
+//!          with flag bit 0, the channel's tracker (origin service), 50 bytes:
+//!  +0  32  its node id (the Ed25519 key its QUIC TLS proves)
+//! +32  16  IPv6 address (IPv4 as ::ffff:a.b.c.d)
+//! +48   2  UDP port
+//! ...  64  Ed25519 signature by the certified key over everything before it,
 //!          context "hubcast manifest v1"
 //!
 //! ticket (kind 2), one per chunk
@@ -54,7 +58,8 @@
 //! by [`crate::verify`]. Every bound is a named constant.
 
 use crate::ObjectId;
-use hubcast_keys::{Certificate, CERTIFICATE_LEN};
+use hubcast_keys::{Certificate, NodeAddr, NodeId, CERTIFICATE_LEN};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 pub const MAGIC: [u8; 2] = *b"HC";
 pub const VERSION: u8 = 1;
@@ -71,7 +76,12 @@ pub const MAX_SYMBOL_SIZE: u16 = (MAX_DATAGRAM - SYMBOL_HEADER_LEN) as u16 / 8 *
 pub const MAX_SOURCE_SYMBOLS: u32 = 2048;
 /// Largest chunk at the largest symbol size.
 pub const MAX_CHUNK_LEN: u32 = MAX_SOURCE_SYMBOLS * MAX_SYMBOL_SIZE as u32;
-pub const MAX_NAME_LEN: usize = 1024;
+/// Longest object name: a manifest with a tracker still fits one datagram.
+pub const MAX_NAME_LEN: usize = 1000;
+/// The tracker's bytes in a manifest: node id, IPv6 address, port.
+pub const TRACKER_LEN: usize = 32 + 16 + 2;
+/// Manifest flag: the tracker follows the name.
+const FLAG_TRACKER: u8 = 1;
 /// Bytes of one symbol digest.
 pub const DIGEST_LEN: usize = 12;
 /// Digests in one table page.
@@ -92,7 +102,7 @@ const TICKET_FIXED_LEN: usize = SIGNED_PREFIX_LEN + 4 + 4 + 2 + 32 + 2;
 const _: () = assert!(SYMBOL_HEADER_LEN + DEFAULT_SYMBOL_SIZE as usize == 1332);
 const _: () = assert!(SYMBOL_HEADER_LEN + MAX_SYMBOL_SIZE as usize <= MAX_DATAGRAM);
 const _: () = assert!(PAGE_HEADER_LEN + DIGESTS_PER_PAGE * DIGEST_LEN <= MAX_DATAGRAM);
-const _: () = assert!(MANIFEST_FIXED_LEN + MAX_NAME_LEN + SIGNATURE_LEN <= MAX_DATAGRAM);
+const _: () = assert!(MANIFEST_FIXED_LEN + MAX_NAME_LEN + TRACKER_LEN + SIGNATURE_LEN <= MAX_DATAGRAM);
 const _: () = assert!(TICKET_FIXED_LEN + 32 * MAX_TABLE_PAGES + SIGNATURE_LEN <= MAX_DATAGRAM);
 // The largest chunk's table still fits the ticket.
 const _: () = assert!(
@@ -156,6 +166,9 @@ pub struct Manifest {
     pub symbol_size: u16,
     pub codec: u8,
     pub name: String,
+    /// The channel's tracker (origin service), for hubs not given `--tracker`.
+    /// Signed with the rest, so a hub dials only the node the broadcaster named.
+    pub tracker: Option<NodeAddr>,
 }
 
 /// Per-chunk signed header: what the chunk hashes to and the commitment to its
@@ -366,12 +379,24 @@ fn decode_manifest(r: &mut Reader<'_>) -> Result<Signed<Manifest>, WireError> {
     let chunk_size = r.u32()?;
     let symbol_size = r.u16()?;
     let codec = r.u8()?;
-    let _flags = r.u8()?;
+    let flags = r.u8()?;
     let name_len = r.u16()? as usize;
-    if name_len == 0 || name_len > MAX_NAME_LEN {
+    if name_len == 0 || name_len > MAX_NAME_LEN || flags & !FLAG_TRACKER != 0 {
         return Err(WireError::OutOfRange);
     }
     let name = std::str::from_utf8(r.take(name_len)?).map_err(|_| WireError::OutOfRange)?;
+    let tracker = if flags & FLAG_TRACKER != 0 {
+        let id = NodeId(r.array()?);
+        let ip = Ipv6Addr::from(r.array::<16>()?);
+        let ip = ip.to_ipv4_mapped().map_or(IpAddr::V6(ip), IpAddr::V4);
+        let port = r.u16()?;
+        if ip.is_unspecified() || ip.is_multicast() || port == 0 {
+            return Err(WireError::OutOfRange);
+        }
+        Some(NodeAddr { id, addr: SocketAddr::new(ip, port) })
+    } else {
+        None
+    };
     if codec != CODEC_RAPTORQ_V2
         || !valid_symbol_size(symbol_size)
         || chunk_size == 0
@@ -380,8 +405,17 @@ fn decode_manifest(r: &mut Reader<'_>) -> Result<Signed<Manifest>, WireError> {
     {
         return Err(WireError::OutOfRange);
     }
-    let body =
-        Manifest { seq, expiry, object_id, size, chunk_size, symbol_size, codec, name: name.to_owned() };
+    let body = Manifest {
+        seq,
+        expiry,
+        object_id,
+        size,
+        chunk_size,
+        symbol_size,
+        codec,
+        name: name.to_owned(),
+        tracker,
+    };
     finish_signed(r, body, cert)
 }
 
@@ -424,16 +458,25 @@ fn put_signed_prefix(out: &mut Vec<u8>, cert: &Certificate, seq: u64, expiry: u6
 
 /// The bytes a manifest's signature covers (everything but the signature).
 pub fn manifest_signed_bytes(m: &Manifest, cert: &Certificate, channel_tag: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(MANIFEST_FIXED_LEN + m.name.len() + SIGNATURE_LEN);
+    let mut out = Vec::with_capacity(MANIFEST_FIXED_LEN + m.name.len() + TRACKER_LEN + SIGNATURE_LEN);
     put_header(&mut out, Kind::Manifest, channel_tag);
     put_signed_prefix(&mut out, cert, m.seq, m.expiry, &m.object_id);
     out.extend_from_slice(&m.size.to_be_bytes());
     out.extend_from_slice(&m.chunk_size.to_be_bytes());
     out.extend_from_slice(&m.symbol_size.to_be_bytes());
     out.push(m.codec);
-    out.push(0);
+    out.push(if m.tracker.is_some() { FLAG_TRACKER } else { 0 });
     out.extend_from_slice(&(m.name.len() as u16).to_be_bytes());
     out.extend_from_slice(m.name.as_bytes());
+    if let Some(t) = m.tracker {
+        out.extend_from_slice(&t.id.0);
+        let ip = match t.addr.ip() {
+            IpAddr::V4(a) => a.to_ipv6_mapped(),
+            IpAddr::V6(a) => a,
+        };
+        out.extend_from_slice(&ip.octets());
+        out.extend_from_slice(&t.addr.port().to_be_bytes());
+    }
     out
 }
 

@@ -1,7 +1,8 @@
 //! Origin repair and the tracker end to end: the broadcaster's carousel leaves out 10% of its
 //! symbols for every hub alike (more than its 5% FEC), so no peer holds what
 //! another lacks. Three hubs NAK the same chunks over real QUIC, and the origin
-//! resends each chunk once, on multicast, for all of them.
+//! resends each chunk once, on multicast, for all of them. Hubs 0 and 1 are
+//! given no `--tracker`: they learn it from the channel's signed manifests.
 
 use hubcast_keys::{NodeId, NodeKey};
 use hubcast_protocol::peer_wire::{self, ListedHub, PeerMessage};
@@ -28,7 +29,8 @@ fn three_hubs_missing_the_same_chunks_get_one_multicast_resend_each() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let tracker = format!("{}@{}", String::from_utf8(out.stdout).unwrap().trim(), free_udp_port());
 
-    let (_hubs, https) = start_hubs(t, &fingerprint, group, 3, |_| vec!["--tracker".into(), tracker.clone()]);
+    let flag = |i| if i == 2 { vec!["--tracker".into(), tracker.clone()] } else { vec![] };
+    let (_hubs, https) = start_hubs(t, &fingerprint, group, 3, flag);
     wait_for_peers(&https, 2, DEADLINE);
 
     eprintln!("hubs found each other after {:.1} s", start.elapsed().as_secs_f64());
@@ -53,6 +55,8 @@ fn three_hubs_missing_the_same_chunks_get_one_multicast_resend_each() {
         eprintln!("hub {i}: bytes {}, repair {}", s["bytes"], s["repair"]);
         assert!(u(&s["bytes"]["origin"]) > 0, "hub {i} got nothing from the origin: {}", s["bytes"]);
         assert_eq!(u(&s["drops"]["digest_mismatch"]), 0);
+        let from = if i == 2 { "--tracker" } else { "manifest" };
+        assert_eq!(s["tracker"], serde_json::json!({ "addr": tracker, "from": from }), "hub {i}");
     }
     let bc = status(bc_http).expect("broadcaster status");
     let o = &bc["origin_repair"];
