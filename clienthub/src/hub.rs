@@ -14,7 +14,7 @@ use crate::status::StatusBoard;
 use crate::store::{Store, StoreError};
 use hubcast_keys::{KeyFileError, NodeAddr, NodeId, TrustAnchor};
 use hubcast_protocol::announce::{Announcement, MAX_ANNOUNCE_LEN};
-use hubcast_protocol::peer_wire::{ChunkBitmap, MAX_NAKS_PER_STREAM};
+use hubcast_protocol::peer_wire::{ChunkBitmap, ListedHub, MAX_NAKS_PER_STREAM};
 use hubcast_protocol::receiver::{DropCounters, DropReason, Event, Receiver, ReceiverConfig};
 use hubcast_protocol::repair::{Nak, Outcome, RepairConfig, Repairer};
 use hubcast_protocol::serve::{answer_partial, ChunkRequest};
@@ -196,6 +196,7 @@ fn start_peers(
     }
 
     let (done_tx, done_rx) = mpsc::channel(256);
+    let (lookup_tx, lookup_rx) = mpsc::channel(64);
     Ok(PeerSide {
         repairer: Repairer::new(RepairConfig::default(), rand::random()),
         table: PeerTable::default(),
@@ -203,6 +204,8 @@ fn start_peers(
         server,
         done_tx,
         done_rx,
+        lookup_tx,
+        lookup_rx,
         partial_rx,
         control,
         control_out,
@@ -236,6 +239,13 @@ struct FetchDone {
     result: Result<Vec<Vec<u8>>, Outcome>,
 }
 
+/// The tracker's answer to a lookup: hubs holding the chunk complete.
+struct LookupDone {
+    object_id: ObjectId,
+    index: u32,
+    hubs: Result<Vec<ListedHub>, Outcome>,
+}
+
 /// Peer repair, when enabled: everything the receive loop needs for it.
 struct PeerSide {
     repairer: Repairer<NodeId>,
@@ -244,6 +254,8 @@ struct PeerSide {
     server: Arc<Server>,
     done_tx: mpsc::Sender<FetchDone>,
     done_rx: mpsc::Receiver<FetchDone>,
+    lookup_tx: mpsc::Sender<LookupDone>,
+    lookup_rx: mpsc::Receiver<LookupDone>,
     partial_rx: mpsc::Receiver<PartialAsk>,
     control: tokio::net::UdpSocket,
     control_out: tokio::net::UdpSocket,
@@ -276,6 +288,9 @@ const REPAIR_TICK: Duration = Duration::from_millis(50);
 const NAK_WARN_EVERY: Duration = Duration::from_secs(30);
 /// A hub registers with the tracker this often (it forgets hubs after 30 s).
 const REGISTER_EVERY: Duration = Duration::from_secs(10);
+/// Hubs one tracker lookup asks for: more than the peers a chunk's repair asks
+/// at once, so some are left when one fails.
+const LOOKUP_LIMIT: u8 = 8;
 /// Objects whose holdings one registration reports.
 const MAX_REPORTED_OBJECTS: usize = 64;
 /// A registration's bytes, within what the tracker reads of one stream (1 MiB).
@@ -374,7 +389,35 @@ impl Loop<'_> {
                 }
             }
         }
+        // Chunks no peer at hand holds: ask the tracker who does.
+        while let Some(l) = p.repairer.poll_lookup() {
+            let Some(tracker) = p.origin else { continue };
+            let (fetcher, done) = (p.fetcher.clone(), p.lookup_tx.clone());
+            tokio::spawn(async move {
+                let hubs = fetcher.holders(tracker, l.object_id, l.index, LOOKUP_LIMIT).await;
+                let _ = done.send(LookupDone { object_id: l.object_id, index: l.index, hubs }).await;
+            });
+        }
         while p.repairer.poll_repaired().is_some() {}
+    }
+
+    /// The tracker named hubs holding a chunk: they become candidates for it.
+    fn on_lookup_done(&mut self, done: LookupDone) {
+        let Some(p) = self.peers.as_mut() else { return };
+        let Ok(hubs) = done.hubs else {
+            debug!(object = %done.object_id, chunk = done.index, "tracker lookup failed; again later");
+            self.status.tracker_answer(None);
+            return;
+        };
+        let now = Instant::now();
+        let others: Vec<&ListedHub> = hubs.iter().filter(|h| h.node_id != p.node_id.0).collect();
+        for h in &others {
+            p.table.listed(now, NodeId(h.node_id), h.addr, done.object_id, done.index);
+        }
+        self.status.tracker_answer(Some(others.len()));
+        if !others.is_empty() {
+            self.plan_repair();
+        }
     }
 
     /// A peer's answer: check it like multicast, credit or strike the peer.
@@ -509,6 +552,7 @@ impl Loop<'_> {
             r.failed = stats.failures;
             r.chunks_repaired = stats.repaired;
             r.origin_naks = stats.naks_sent;
+            r.tracker_lookups = stats.lookups;
             r.bytes_served = served.values().sum();
             r.takers_deferred = takers_deferred;
         });
@@ -584,9 +628,11 @@ async fn receive_loop(
     let mut repair_tick = tokio::time::interval(REPAIR_TICK);
     let mut announce_tick = tokio::time::interval(crate::peers::ANNOUNCE_EVERY);
     loop {
-        let (done_rx, partial_rx, control) = match lp.peers.as_mut() {
-            Some(p) => (Some(&mut p.done_rx), Some(&mut p.partial_rx), Some(&p.control)),
-            None => (None, None, None),
+        let (done_rx, lookup_rx, partial_rx, control) = match lp.peers.as_mut() {
+            Some(p) => {
+                (Some(&mut p.done_rx), Some(&mut p.lookup_rx), Some(&mut p.partial_rx), Some(&p.control))
+            }
+            None => (None, None, None, None),
         };
         tokio::select! {
             r = socket.readable() => {
@@ -617,6 +663,7 @@ async fn receive_loop(
                     return Ok(());
                 }
             }
+            Some(done) = recv_opt(lookup_rx) => lp.on_lookup_done(done),
             Some(ask) = recv_opt(partial_rx) => lp.on_partial_ask(ask),
             r = readable_opt(control) => {
                 // Peers' announcements, and the origin's repair.

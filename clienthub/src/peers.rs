@@ -17,13 +17,13 @@ use crate::hub::StoreJob;
 use crate::status::{PeerStatus, StatusBoard};
 use hubcast_daemon::Bucket;
 use hubcast_keys::{NodeAddr, NodeId};
-use hubcast_protocol::peer_wire::{self, ChunkBitmap, PeerMessage, RefuseReason};
+use hubcast_protocol::peer_wire::{self, ChunkBitmap, ListedHub, PeerMessage, RefuseReason};
 use hubcast_protocol::repair::{Candidate, Nak, Outcome};
 use hubcast_protocol::serve::{answer_complete, ChunkRequest, ChunkServer};
 use hubcast_protocol::wire::MAX_DATAGRAM;
 use hubcast_protocol::ObjectId;
 use hubcast_transport::quic::{accept_each, NodeEndpoint};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -37,6 +37,8 @@ pub const ANNOUNCE_EVERY: Duration = Duration::from_secs(2);
 pub const PEER_EXPIRY: Duration = Duration::from_secs(10);
 /// Peers kept in the table.
 const MAX_PEERS: usize = 1024;
+/// Chunks the tracker listed one peer as holding, kept per peer.
+const MAX_LISTED_CHUNKS: usize = 4096;
 /// Digest mismatches that ban a peer, and for how long.
 pub const STRIKES_TO_BAN: u32 = 3;
 pub const BAN_FOR: Duration = Duration::from_secs(600);
@@ -53,11 +55,18 @@ const SERVE_CACHE: usize = 16;
 /// QUIC application close code for a peer that broke the protocol.
 const CLOSE_MALFORMED: u32 = 1;
 
-/// What a hub knows of a peer.
+/// What a hub knows of a peer: heard on the control group (this island), or
+/// listed by the tracker as holding chunks this hub lacks, or both.
 struct PeerEntry {
     addr: SocketAddr,
+    /// Its last announcement, or the tracker's last answer naming it.
     last_seen: Instant,
+    /// Its last announcement on our control group.
+    heard_at: Option<Instant>,
+    /// What its last announcement listed complete.
     have: HashMap<ObjectId, ChunkBitmap>,
+    /// Chunks the tracker listed it as holding complete.
+    listed: HashSet<(ObjectId, u32)>,
     strikes: u32,
     banned_until: Option<Instant>,
     /// QUIC's smoothed RTT on our connection to it; none before the first.
@@ -68,9 +77,26 @@ impl PeerEntry {
     fn banned(&self, now: Instant) -> bool {
         self.banned_until.is_some_and(|t| t > now)
     }
+
+    fn same_island(&self, now: Instant) -> bool {
+        self.heard_at.is_some_and(|t| now.saturating_duration_since(t) < PEER_EXPIRY)
+    }
+
+    fn new(now: Instant, addr: SocketAddr) -> PeerEntry {
+        PeerEntry {
+            addr,
+            last_seen: now,
+            heard_at: None,
+            have: HashMap::new(),
+            listed: HashSet::new(),
+            strikes: 0,
+            banned_until: None,
+            rtt: None,
+        }
+    }
 }
 
-/// Peers heard on the control group, bounded, expiring.
+/// Peers heard on the control group or listed by the tracker, bounded, expiring.
 #[derive(Default)]
 pub struct PeerTable {
     peers: HashMap<NodeId, PeerEntry>,
@@ -91,19 +117,33 @@ impl PeerTable {
         }
         let e = self.peers.entry(id).or_insert_with(|| {
             info!(peer = %id, %addr, "peer found");
-            PeerEntry {
-                addr,
-                last_seen: now,
-                have: HashMap::new(),
-                strikes: 0,
-                banned_until: None,
-                rtt: None,
-            }
+            PeerEntry::new(now, addr)
         });
         e.addr = addr;
         e.last_seen = now;
+        e.heard_at = Some(now);
         e.have = have.into_iter().collect();
         new
+    }
+
+    /// The tracker lists `id` at `addr` as holding a chunk complete. A peer
+    /// heard on this island keeps the address it announced.
+    pub fn listed(&mut self, now: Instant, id: NodeId, addr: SocketAddr, object_id: ObjectId, index: u32) {
+        if !self.peers.contains_key(&id) && self.peers.len() >= MAX_PEERS {
+            return;
+        }
+        let e = self.peers.entry(id).or_insert_with(|| {
+            info!(peer = %id, %addr, "peer found through the tracker");
+            PeerEntry::new(now, addr)
+        });
+        if !e.same_island(now) {
+            e.addr = addr;
+        }
+        e.last_seen = now;
+        if e.listed.len() >= MAX_LISTED_CHUNKS {
+            e.listed.clear();
+        }
+        e.listed.insert((object_id, index));
     }
 
     pub fn expire(&mut self, now: Instant) {
@@ -122,7 +162,7 @@ impl PeerTable {
     }
 
     /// Peers that may serve a chunk: every live, unbanned peer; those whose
-    /// announcement lists the chunk complete first.
+    /// announcement (or the tracker) lists the chunk complete first.
     pub fn candidates(&self, now: Instant, object_id: ObjectId, index: u32) -> Vec<Candidate<NodeId>> {
         self.peers
             .iter()
@@ -130,9 +170,10 @@ impl PeerTable {
             .filter(|(_, p)| now.saturating_duration_since(p.last_seen) < PEER_EXPIRY)
             .map(|(id, p)| Candidate {
                 peer: *id,
-                complete: p.have.get(&object_id).is_some_and(|b| b.get(index)),
+                complete: p.have.get(&object_id).is_some_and(|b| b.get(index))
+                    || p.listed.contains(&(object_id, index)),
                 // Heard on our control group: same island.
-                same_island: true,
+                same_island: p.same_island(now),
                 // Not yet measured sorts first: each peer gets measured once.
                 rtt: p.rtt.unwrap_or(Duration::ZERO),
                 strikes: p.strikes,
@@ -182,6 +223,7 @@ impl PeerTable {
                 strikes: p.strikes,
                 banned: p.banned(now),
                 rtt_ms: p.rtt.map(|r| r.as_secs_f64() * 1e3),
+                via: if p.same_island(now) { "island" } else { "tracker" },
             })
             .collect();
         out.sort_by(|a, b| a.node_id.cmp(&b.node_id));
@@ -530,6 +572,23 @@ impl Fetcher {
         });
         let messages = std::iter::once(PeerMessage::Register { bridge: false }).chain(maps);
         self.exchange(tracker.id, tracker.addr, messages, 64).await.map(|_| ())
+    }
+
+    /// Ask the tracker for up to `limit` hubs holding a chunk complete.
+    pub async fn holders(
+        &self,
+        tracker: NodeAddr,
+        object_id: ObjectId,
+        index: u32,
+        limit: u8,
+    ) -> Result<Vec<ListedHub>, Outcome> {
+        let ask = PeerMessage::HoldersRequest { object_id, chunk: Some(index), limit };
+        let limit_bytes = 8 + usize::from(limit) * (32 + 1 + 1 + 16 + 2);
+        match self.exchange(tracker.id, tracker.addr, [ask], limit_bytes).await?.as_slice() {
+            [PeerMessage::HubList(hubs)] => Ok(hubs.clone()),
+            [PeerMessage::Refuse { reason, .. }] => Err(Outcome::Refused(*reason)),
+            _ => Err(Outcome::Failed),
+        }
     }
 
     /// One request: the datagrams the peer sent, or how it ended. Nothing here

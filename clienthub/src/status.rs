@@ -65,6 +65,9 @@ pub struct PeerStatus {
     pub banned: bool,
     /// QUIC's smoothed RTT to it, once this hub has fetched from it.
     pub rtt_ms: Option<f64>,
+    /// How it was found: "island" (its announcements on our control group)
+    /// or "tracker" (listed as holding chunks this hub lacked).
+    pub via: &'static str,
 }
 
 /// Peer repair as the hub runs it.
@@ -81,6 +84,11 @@ pub struct RepairCounters {
     pub origin_naks: u64,
     /// NAKs the origin refused, or that could not reach it.
     pub origin_naks_failed: u64,
+    /// Chunks no peer at hand held complete, looked up at the tracker; those
+    /// lookups that failed; hubs the answers listed.
+    pub tracker_lookups: u64,
+    pub tracker_lookups_failed: u64,
+    pub tracker_listed: u64,
     /// Malformed peer requests dropped.
     pub bad_peer_messages: u64,
     /// Bytes served to peers.
@@ -195,6 +203,15 @@ impl StatusBoard {
 
     pub fn origin_nak_failed(&self, n: u64) {
         self.lock().status.repair.origin_naks_failed += n;
+    }
+
+    /// A tracker lookup ended: the hubs it listed, or none when it failed.
+    pub fn tracker_answer(&self, listed: Option<usize>) {
+        let mut b = self.lock();
+        match listed {
+            Some(n) => b.status.repair.tracker_listed += n as u64,
+            None => b.status.repair.tracker_lookups_failed += 1,
+        }
     }
 
     pub fn record_peers(&self, peers: Vec<PeerStatus>, repair: impl FnOnce(&mut RepairCounters)) {

@@ -86,8 +86,11 @@ pub fn render(status: &serde_json::Value) -> String {
     }
     let peers = status["peers"].as_array().map_or(&[][..], |p| p.as_slice());
     if !peers.is_empty() {
-        let _ =
-            writeln!(out, "{:<16} {:<22} {:>8} {:>12} {:>12}  state", "peer", "addr", "rtt", "from", "to");
+        let _ = writeln!(
+            out,
+            "{:<16} {:<22} {:<7} {:>8} {:>12} {:>12}  state",
+            "peer", "addr", "via", "rtt", "from", "to"
+        );
         for p in peers {
             let id = p["node_id"].as_str().unwrap_or("?");
             let rtt = p["rtt_ms"].as_f64().map_or("-".into(), |r| format!("{r:.1} ms"));
@@ -98,9 +101,10 @@ pub fn render(status: &serde_json::Value) -> String {
             };
             let _ = writeln!(
                 out,
-                "{:<16} {:<22} {:>8} {:>12} {:>12}  {}",
+                "{:<16} {:<22} {:<7} {:>8} {:>12} {:>12}  {}",
                 id.get(..16).unwrap_or(id),
                 p["addr"].as_str().unwrap_or("?"),
+                p["via"].as_str().unwrap_or("?"),
                 rtt,
                 u(&p["bytes_from"]),
                 u(&p["bytes_to"]),

@@ -24,6 +24,9 @@
 //! - **Again.** A request ends served (ESIs asked but not received are what that
 //!   peer lacks: they go to another peer), refused (the peer rests for the chunk;
 //!   "not held" is never a strike) or failed/timed out (the peer rests longer).
+//! - **Who else.** When no peer at hand holds the chunk complete, a lookup is
+//!   queued ([`Repairer::poll_lookup`]): the owner asks the tracker for hubs
+//!   that hold it, beyond this island, and offers them as candidates.
 //! - **Origin.** When no peer is left to ask and nothing is in flight for
 //!   `origin_after`, a NAK is scheduled after a random backoff, and suppressed if
 //!   the chunk gained symbols meanwhile (the origin's multicast repair for
@@ -66,6 +69,8 @@ pub struct RepairConfig {
     /// takes a slot there, and one evicted mid-repair loses the symbols it had
     /// collected and is asked for again whole.
     pub max_chunks: usize,
+    /// Least time between two tracker lookups for one chunk. Default 3 s.
+    pub lookup_every: Duration,
 }
 
 impl Default for RepairConfig {
@@ -80,6 +85,7 @@ impl Default for RepairConfig {
             nak_backoff: Duration::from_millis(200),
             nak_retry: Duration::from_secs(2),
             max_chunks: crate::receiver::ReceiverConfig::default().max_active_chunks / 2,
+            lookup_every: Duration::from_secs(3),
         }
     }
 }
@@ -127,6 +133,13 @@ pub struct Nak {
     pub missing: u32,
 }
 
+/// Ask the tracker which hubs hold this chunk complete.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lookup {
+    pub object_id: ObjectId,
+    pub index: u32,
+}
+
 /// A chunk that was under repair left the needs: it is complete (or dropped by
 /// the receiver; the owner can tell).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -148,6 +161,7 @@ pub struct RepairStats {
     pub timeouts: u64,
     pub naks_sent: u64,
     pub naks_suppressed: u64,
+    pub lookups: u64,
     pub repaired: u64,
 }
 
@@ -183,6 +197,8 @@ struct ChunkRepair<P> {
     /// A NAK waits until then; `held` when it was scheduled.
     nak_at: Option<(Instant, u32)>,
     nak_sent: Option<Instant>,
+    /// The last tracker lookup for the chunk.
+    looked_up: Option<Instant>,
     seen: u64,
 }
 
@@ -217,6 +233,7 @@ pub struct Repairer<P> {
     generation: u64,
     requests: VecDeque<Request<P>>,
     naks: VecDeque<Nak>,
+    lookups: VecDeque<Lookup>,
     repaired: VecDeque<Repaired>,
     stats: RepairStats,
 }
@@ -232,6 +249,7 @@ impl<P: Clone + PartialEq> Repairer<P> {
             generation: 0,
             requests: VecDeque::new(),
             naks: VecDeque::new(),
+            lookups: VecDeque::new(),
             repaired: VecDeque::new(),
             stats: RepairStats::default(),
         }
@@ -252,6 +270,10 @@ impl<P: Clone + PartialEq> Repairer<P> {
 
     pub fn poll_nak(&mut self) -> Option<Nak> {
         self.naks.pop_front()
+    }
+
+    pub fn poll_lookup(&mut self) -> Option<Lookup> {
+        self.lookups.pop_front()
     }
 
     pub fn poll_repaired(&mut self) -> Option<Repaired> {
@@ -296,6 +318,7 @@ impl<P: Clone + PartialEq> Repairer<P> {
                 stuck_since: None,
                 nak_at: None,
                 nak_sent: None,
+                looked_up: None,
                 seen: generation,
             });
             c.seen = generation;
@@ -400,7 +423,16 @@ impl<P: Clone + PartialEq> Repairer<P> {
         let wanted = (need.k + config.margin).saturating_sub(held + in_flight_count) as usize;
         c.resting.retain(|(_, until)| *until > now);
         let busy: Vec<&P> = self.asked.values().filter(|a| a.key == key).map(|a| &a.peer).collect();
-        let mut peers: Vec<Candidate<P>> = candidates(need)
+        let all = candidates(need);
+        let holder_known = all.iter().any(|p| p.complete);
+        if !holder_known
+            && c.looked_up.is_none_or(|t| now.saturating_duration_since(t) >= config.lookup_every)
+        {
+            c.looked_up = Some(now);
+            self.stats.lookups += 1;
+            self.lookups.push_back(Lookup { object_id: need.object_id, index: need.index });
+        }
+        let mut peers: Vec<Candidate<P>> = all
             .into_iter()
             .filter(|p| !busy.contains(&&p.peer) && !c.resting.iter().any(|(r, _)| *r == p.peer))
             .collect();
@@ -586,6 +618,32 @@ mod tests {
         let reqs = drain(&mut r);
         assert_eq!(esis(&reqs), (0..K).step_by(10).collect::<Vec<_>>(), "all K sources decode for sure");
         assert_eq!(reqs.len(), 2, "split across both peers");
+    }
+
+    #[test]
+    fn with_no_holder_at_hand_it_looks_the_chunk_up_once_per_interval_and_asks_whom_the_tracker_lists() {
+        let t0 = Instant::now();
+        let mut r = Repairer::new(RepairConfig::default(), 1);
+        let n = need(|e| e < 50, false);
+        // The only peer at hand lacks the chunk too (it rests after refusing).
+        let partial = vec![peer("partial", false, true, 1)];
+        r.handle_tick(t0, std::slice::from_ref(&n), |_| partial.clone());
+        let first = drain(&mut r);
+        r.handle_response(first[0].id, Outcome::Refused(RefuseReason::NotHeld));
+        let lookups: Vec<Lookup> = std::iter::from_fn(|| r.poll_lookup()).collect();
+        assert_eq!(lookups, [Lookup { object_id: n.object_id, index: 0 }], "no complete holder: look it up");
+        r.handle_tick(t0 + Duration::from_millis(100), std::slice::from_ref(&n), |_| partial.clone());
+        assert!(r.poll_lookup().is_none(), "not again before lookup_every");
+        // The tracker's answer: a hub on another island that holds it.
+        let listed = vec![peer("partial", false, true, 1), peer("far", true, false, 30)];
+        r.handle_tick(t0 + Duration::from_millis(200), std::slice::from_ref(&n), |_| listed.clone());
+        let reqs = drain(&mut r);
+        assert!(reqs.iter().any(|q| q.peer == "far"), "the listed holder is asked: {reqs:?}");
+        r.handle_tick(t0 + Duration::from_secs(4), std::slice::from_ref(&n), |_| listed.clone());
+        assert!(r.poll_lookup().is_none(), "a holder is known: no lookup");
+        r.handle_tick(t0 + Duration::from_secs(4), std::slice::from_ref(&n), |_| partial.clone());
+        assert!(r.poll_lookup().is_some(), "the holder left: look up again");
+        assert_eq!(r.stats().lookups, 2);
     }
 
     #[test]

@@ -24,6 +24,27 @@ pub fn bin_dir() -> &'static Path {
         let release = dir.file_name().is_some_and(|n| n == "release");
         let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
         let mut cmd = Command::new(env!("CARGO"));
+        // Without the variables cargo sets for this test: build scripts that
+        // watch them (ring watches CARGO_MANIFEST_DIR) would otherwise see a
+        // change, and the daemons would be rebuilt from ring up on every switch
+        // between `cargo test` and `cargo build`.
+        for (var, _) in std::env::vars_os() {
+            let var = var.to_string_lossy();
+            if var.starts_with("CARGO_PKG_")
+                || var.starts_with("CARGO_BIN_")
+                || var.starts_with("CARGO_MANIFEST_")
+                || [
+                    "CARGO_CRATE_NAME",
+                    "CARGO_PRIMARY_PACKAGE",
+                    "CARGO_TARGET_TMPDIR",
+                    "CARGO_RUSTC_CURRENT_DIR",
+                    "OUT_DIR",
+                ]
+                .contains(&var.as_ref())
+            {
+                cmd.env_remove(var.as_ref());
+            }
+        }
         cmd.args(["build", "--quiet", "--bins", "-p", "hubcast-broadcaster", "-p", "hubcast-clienthub"])
             .arg("--manifest-path")
             .arg(&manifest);
@@ -266,4 +287,29 @@ pub fn seed_args(keys: &Path, group: SocketAddr, rate: &str, rounds: u32, paths:
     ];
     a.extend(paths.iter().map(|p| p.display().to_string()));
     a
+}
+
+/// One tracker query over QUIC, as a newcomer hub would ask it, from a node
+/// key made for the occasion.
+pub fn ask_tracker(
+    tracker: hubcast_keys::NodeAddr,
+    query: hubcast_protocol::peer_wire::PeerMessage,
+) -> Vec<hubcast_protocol::peer_wire::ListedHub> {
+    use hubcast_protocol::peer_wire::{self, PeerMessage};
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+    rt.block_on(async {
+        let key = hubcast_keys::NodeKey::generate(&mut rand::rngs::OsRng);
+        let ep = hubcast_transport::quic::NodeEndpoint::bind("127.0.0.1:0".parse().unwrap(), &key).unwrap();
+        let conn = ep.connect(tracker.addr, tracker.id).unwrap().await.expect("connect to the tracker");
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        let mut out = Vec::new();
+        peer_wire::encode(&query, &mut out);
+        send.write_all(&out).await.unwrap();
+        send.finish().unwrap();
+        let body = recv.read_to_end(1 << 16).await.unwrap();
+        match peer_wire::decode_all(&body).unwrap().as_slice() {
+            [PeerMessage::HubList(hubs)] => hubs.clone(),
+            other => panic!("the tracker answered {other:?}"),
+        }
+    })
 }

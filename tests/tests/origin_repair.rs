@@ -4,10 +4,9 @@
 //! resends each chunk once, on multicast, for all of them. Hubs 0 and 1 are
 //! given no `--tracker`: they learn it from the channel's signed manifests.
 
-use hubcast_keys::{NodeId, NodeKey};
-use hubcast_protocol::peer_wire::{self, ListedHub, PeerMessage};
+use hubcast_keys::NodeId;
+use hubcast_protocol::peer_wire::PeerMessage;
 use hubcast_tests::*;
-use hubcast_transport::quic::NodeEndpoint;
 use serde_json::Value;
 use std::process::Command;
 use std::time::Duration;
@@ -80,12 +79,9 @@ fn three_hubs_missing_the_same_chunks_get_one_multicast_resend_each() {
     let tracker: hubcast_keys::NodeAddr = tracker.parse().unwrap();
     let object = hubcast_protocol::ObjectId::of(&pattern(3 << 20, 5));
     let hub_ids: Vec<String> = done.iter().map(|s| s["node_id"].as_str().unwrap().to_owned()).collect();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let holders = wait_for("the tracker to list every hub as holding chunk 2", DEADLINE, || {
-        let list = rt.block_on(ask_tracker(
-            tracker,
-            PeerMessage::HoldersRequest { object_id: object, chunk: Some(2), limit: 8 },
-        ));
+        let list =
+            ask_tracker(tracker, PeerMessage::HoldersRequest { object_id: object, chunk: Some(2), limit: 8 });
         (list.len() == 3).then_some(list)
     });
     let mut listed: Vec<String> = holders.iter().map(|h| NodeId(h.node_id).to_string()).collect();
@@ -94,27 +90,10 @@ fn three_hubs_missing_the_same_chunks_get_one_multicast_resend_each() {
     expect.sort();
     assert_eq!(listed, expect);
     assert!(holders.iter().all(|h| h.addr.ip().is_loopback() && !h.bridge));
-    let random = rt.block_on(ask_tracker(tracker, PeerMessage::RandomHubRequest));
+    let random = ask_tracker(tracker, PeerMessage::RandomHubRequest);
     assert_eq!(random.len(), 1);
     assert!(hub_ids.contains(&NodeId(random[0].node_id).to_string()));
     let t = &status(bc_http).unwrap()["tracker"];
     assert_eq!(u(&t["hubs"]), 3, "{t}");
     assert!(u(&t["reports"]) >= 3, "{t}");
-}
-
-/// One tracker query over QUIC, as a newcomer hub would ask it.
-async fn ask_tracker(tracker: hubcast_keys::NodeAddr, query: PeerMessage) -> Vec<ListedHub> {
-    let key = NodeKey::generate(&mut rand::rngs::OsRng);
-    let ep = NodeEndpoint::bind("127.0.0.1:0".parse().unwrap(), &key).unwrap();
-    let conn = ep.connect(tracker.addr, tracker.id).unwrap().await.unwrap();
-    let (mut send, mut recv) = conn.open_bi().await.unwrap();
-    let mut out = Vec::new();
-    peer_wire::encode(&query, &mut out);
-    send.write_all(&out).await.unwrap();
-    send.finish().unwrap();
-    let body = recv.read_to_end(1 << 16).await.unwrap();
-    match peer_wire::decode_all(&body).unwrap().as_slice() {
-        [PeerMessage::HubList(hubs)] => hubs.clone(),
-        other => panic!("the tracker answered {other:?}"),
-    }
 }
