@@ -757,17 +757,10 @@ fn store_worker(
         let event = match job {
             StoreJob::Event(e) => e,
             StoreJob::Read(r) => {
-                let chunk = match (
-                    w.store.read_chunk(&r.object_id, r.index),
-                    w.store.read_ticket(&r.object_id, r.index),
-                ) {
-                    (Ok(Some(data)), Ok(Some(ticket))) => Some((ticket, data)),
-                    (Err(e), _) | (_, Err(e)) => {
-                        w.fail(&e);
-                        None
-                    }
-                    _ => None,
-                };
+                let chunk = crate::peers::read_to_serve(w.store, &r.req).unwrap_or_else(|e| {
+                    w.fail(&e);
+                    None
+                });
                 let _ = r.reply.send(chunk);
                 continue;
             }

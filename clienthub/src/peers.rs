@@ -15,11 +15,12 @@
 
 use crate::hub::StoreJob;
 use crate::status::{PeerStatus, StatusBoard};
+use crate::store::{Store, StoreError};
 use hubcast_daemon::Bucket;
 use hubcast_keys::{NodeAddr, NodeId};
 use hubcast_protocol::peer_wire::{self, ChunkBitmap, ListedHub, PeerMessage, RefuseReason};
 use hubcast_protocol::repair::{Candidate, Nak, Outcome};
-use hubcast_protocol::serve::{answer_complete, ChunkRequest, ChunkServer};
+use hubcast_protocol::serve::{answer_complete, ChunkRequest, ChunkServer, KeptTable};
 use hubcast_protocol::wire::MAX_DATAGRAM;
 use hubcast_protocol::ObjectId;
 use hubcast_transport::quic::{accept_each, NodeEndpoint};
@@ -238,14 +239,38 @@ pub struct PartialAsk {
     pub reply: oneshot::Sender<Result<Vec<Vec<u8>>, RefuseReason>>,
 }
 
-/// A stored chunk and its ticket, read by the store worker.
-pub type StoredChunk = Option<(Vec<u8>, Vec<u8>)>;
-
-/// Ask the store worker for a chunk.
+/// Ask the store worker for what answers a request ([`read_to_serve`]).
 pub struct StoreRead {
-    pub object_id: ObjectId,
-    pub index: u32,
-    pub reply: oneshot::Sender<StoredChunk>,
+    pub req: ChunkRequest,
+    pub reply: oneshot::Sender<Option<FromStore>>,
+}
+
+/// What the store gives to answer a request.
+pub enum FromStore {
+    /// The answer itself, from just the symbols asked for: every one checked
+    /// against the digests kept with the chunk.
+    Answer(Vec<Vec<u8>>),
+    /// The whole chunk, checked against its hash, ready to serve (and cache).
+    Chunk(Box<ChunkServer>),
+}
+
+/// Run by the store worker: answer from the symbols asked for when the kept
+/// table covers them (a few lost symbols cost a few symbols' reads, not the
+/// chunk's), else the whole chunk. `None` when the chunk is not stored (or is
+/// damaged; the store then drops it).
+pub fn read_to_serve(store: &mut Store, req: &ChunkRequest) -> Result<Option<FromStore>, StoreError> {
+    let (id, index) = (&req.object_id, req.index);
+    let Some((ticket, pages)) = store.read_kept(id, index)? else { return Ok(None) };
+    let Ok(table) = KeptTable::new(ticket, pages) else { return Ok(None) };
+    if let Some(ranges) = table.ranges_for(req) {
+        // Unreadable or not matching its digests: the whole-chunk read below
+        // finds out what is wrong and drops the chunk if it is damaged.
+        if let Ok(Ok(datagrams)) = store.read_ranges(id, index, &ranges).map(|b| table.answer_from(req, &b)) {
+            return Ok(Some(FromStore::Answer(datagrams)));
+        }
+    }
+    let Some((data, hash)) = store.read_chunk_hashed(id, index)? else { return Ok(None) };
+    Ok(ChunkServer::from_stored(table, data, hash).ok().map(|s| FromStore::Chunk(Box::new(s))))
 }
 
 type ServerEntry = ((ObjectId, u32), Arc<ChunkServer>);
@@ -348,7 +373,18 @@ impl Server {
         let key = (req.object_id, req.index);
         let server = match self.cached(key) {
             Some(server) => Some(server),
-            None => self.load(req).await,
+            None => match self.load(req).await {
+                Some(FromStore::Answer(datagrams)) => return Ok(datagrams),
+                Some(FromStore::Chunk(server)) => {
+                    let server: Arc<ChunkServer> = Arc::from(server);
+                    if let Ok(mut cache) = self.cache.lock() {
+                        cache.push_front((key, server.clone()));
+                        cache.truncate(SERVE_CACHE);
+                    }
+                    Some(server)
+                }
+                None => None,
+            },
         };
         if let Some(server) = server {
             // Hashing a chunk, or encoding it for repair symbols, is CPU work:
@@ -365,19 +401,11 @@ impl Server {
         partial.await.unwrap_or(Err(RefuseReason::Busy))
     }
 
-    /// The chunk from the store, checked against its ticket, and cached.
-    async fn load(&self, req: &ChunkRequest) -> Option<Arc<ChunkServer>> {
+    /// What the store has to answer `req` ([`read_to_serve`]).
+    async fn load(&self, req: &ChunkRequest) -> Option<FromStore> {
         let (reply, stored) = oneshot::channel();
-        let read = StoreRead { object_id: req.object_id, index: req.index, reply };
-        self.store.send(StoreJob::Read(read)).await.ok()?;
-        let (ticket, data) = stored.await.ok()??;
-        let server = tokio::task::spawn_blocking(move || ChunkServer::new(ticket, data)).await.ok()?.ok()?;
-        let server = Arc::new(server);
-        if let Ok(mut cache) = self.cache.lock() {
-            cache.push_front(((req.object_id, req.index), server.clone()));
-            cache.truncate(SERVE_CACHE);
-        }
-        Some(server)
+        self.store.send(StoreJob::Read(StoreRead { req: req.clone(), reply })).await.ok()?;
+        stored.await.ok()?
     }
 }
 
@@ -448,8 +476,9 @@ async fn serve_stream(
     let mut out = Vec::new();
     match &result {
         Ok(datagrams) => {
+            out.reserve(datagrams.iter().map(|d| d.len() + 5).sum());
             for d in datagrams {
-                peer_wire::encode(&PeerMessage::Datagram(d.clone()), &mut out);
+                peer_wire::encode_datagram(d, &mut out);
             }
         }
         Err(reason) => {

@@ -35,6 +35,9 @@ const CHUNKS: TableDefinition<&[u8; 36], &[u8; 32]> = TableDefinition::new("chun
 /// Same key as CHUNKS: the signed ticket datagram the chunk was verified
 /// against, kept to serve the chunk to peers.
 const TICKETS: TableDefinition<&[u8; 36], &[u8]> = TableDefinition::new("tickets");
+/// Same key as CHUNKS: the digest table pages checked when the chunk was
+/// verified, each as page index (u16 BE), length (u16 BE), digests.
+const PAGES: TableDefinition<&[u8; 36], &[u8]> = TableDefinition::new("pages");
 /// Object id → the name it was exported under.
 const EXPORTED: TableDefinition<&[u8; 32], &str> = TableDefinition::new("exported");
 
@@ -72,6 +75,35 @@ pub(crate) fn io_at(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
 
 fn idx<E: std::fmt::Display>(e: E) -> StoreError {
     StoreError::Index(e.to_string())
+}
+
+/// A chunk's bytes with their BLAKE3 ([`Store::read_chunk_hashed`]).
+pub type HashedChunk = (Vec<u8>, [u8; 32]);
+
+/// A stored chunk's ticket datagram and kept table pages ([`Store::read_kept`]).
+pub type Kept = (Vec<u8>, Vec<(u16, Vec<u8>)>);
+
+fn encode_pages(pages: &[(u16, Vec<u8>)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(pages.iter().map(|(_, d)| 4 + d.len()).sum());
+    for (g, digests) in pages {
+        out.extend_from_slice(&g.to_be_bytes());
+        out.extend_from_slice(&(digests.len() as u16).to_be_bytes());
+        out.extend_from_slice(digests);
+    }
+    out
+}
+
+/// The pages [`encode_pages`] wrote; a damaged tail is left out (the server
+/// checks every page against the ticket anyway).
+fn decode_pages(mut bytes: &[u8]) -> Vec<(u16, Vec<u8>)> {
+    let mut pages = Vec::new();
+    while let [g0, g1, l0, l1, rest @ ..] = bytes {
+        let len = usize::from(u16::from_be_bytes([*l0, *l1]));
+        let Some(digests) = rest.get(..len) else { break };
+        pages.push((u16::from_be_bytes([*g0, *g1]), digests.to_vec()));
+        bytes = &rest[len..];
+    }
+    pages
 }
 
 fn chunk_key(id: &ObjectId, index: u32) -> [u8; 36] {
@@ -112,6 +144,7 @@ impl Store {
             w.open_table(MANIFESTS).map_err(idx)?;
             w.open_table(CHUNKS).map_err(idx)?;
             w.open_table(TICKETS).map_err(idx)?;
+            w.open_table(PAGES).map_err(idx)?;
             w.open_table(EXPORTED).map_err(idx)?;
             w.commit().map_err(idx)?;
         }
@@ -196,6 +229,7 @@ impl Store {
         let w = self.db.begin_write().map_err(idx)?;
         w.open_table(CHUNKS).map_err(idx)?.insert(&key, c.hash()).map_err(idx)?;
         w.open_table(TICKETS).map_err(idx)?.insert(&key, c.ticket()).map_err(idx)?;
+        w.open_table(PAGES).map_err(idx)?.insert(&key, encode_pages(c.pages()).as_slice()).map_err(idx)?;
         w.commit().map_err(idx)?;
         *self.counts.entry(c.object_id()).or_default() += 1;
         Ok(true)
@@ -204,6 +238,15 @@ impl Store {
     /// Read a stored chunk, checked against its hash. A damaged chunk is
     /// removed from the index and reported as [`StoreError::Corrupt`].
     pub fn read_chunk(&mut self, id: &ObjectId, index: u32) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.read_chunk_hashed(id, index)?.map(|(data, _)| data))
+    }
+
+    /// The chunk with its BLAKE3, as [`Store::read_chunk`] checks it.
+    pub fn read_chunk_hashed(
+        &mut self,
+        id: &ObjectId,
+        index: u32,
+    ) -> Result<Option<HashedChunk>, StoreError> {
         let hash = {
             let r = self.db.begin_read().map_err(idx)?;
             let t = r.open_table(CHUNKS).map_err(idx)?;
@@ -215,9 +258,11 @@ impl Store {
         let path = self.chunk_path(id, index);
         let data = fs::read(&path).map_err(io_at(&path))?;
         if blake3::hash(&data).as_bytes() != &hash {
+            let key = chunk_key(id, index);
             let w = self.db.begin_write().map_err(idx)?;
-            w.open_table(CHUNKS).map_err(idx)?.remove(&chunk_key(id, index)).map_err(idx)?;
-            w.open_table(TICKETS).map_err(idx)?.remove(&chunk_key(id, index)).map_err(idx)?;
+            w.open_table(CHUNKS).map_err(idx)?.remove(&key).map_err(idx)?;
+            w.open_table(TICKETS).map_err(idx)?.remove(&key).map_err(idx)?;
+            w.open_table(PAGES).map_err(idx)?.remove(&key).map_err(idx)?;
             w.commit().map_err(idx)?;
             if let Some(n) = self.counts.get_mut(id) {
                 *n = n.saturating_sub(1);
@@ -225,7 +270,7 @@ impl Store {
             let _ = fs::remove_file(&path);
             return Err(StoreError::Corrupt(*id, index));
         }
-        Ok(Some(data))
+        Ok(Some((data, hash)))
     }
 
     /// The ticket datagram a stored chunk was verified against.
@@ -233,6 +278,37 @@ impl Store {
         let r = self.db.begin_read().map_err(idx)?;
         let t = r.open_table(TICKETS).map_err(idx)?;
         Ok(t.get(&chunk_key(id, index)).map_err(idx)?.map(|v| v.value().to_vec()))
+    }
+
+    /// What serving a chunk to peers starts from: the ticket datagram it was
+    /// verified against and the table pages kept with it, (page index, digests).
+    pub fn read_kept(&self, id: &ObjectId, index: u32) -> Result<Option<Kept>, StoreError> {
+        let Some(ticket) = self.read_ticket(id, index)? else { return Ok(None) };
+        let r = self.db.begin_read().map_err(idx)?;
+        let t = r.open_table(PAGES).map_err(idx)?;
+        let pages = t.get(&chunk_key(id, index)).map_err(idx)?.map(|v| decode_pages(v.value()));
+        Ok(Some((ticket, pages.unwrap_or_default())))
+    }
+
+    /// Byte ranges of a stored chunk, unchecked: the caller checks what it
+    /// read (against the kept digests), and reads the chunk whole with
+    /// [`Store::read_chunk_hashed`] if that fails.
+    pub fn read_ranges(
+        &self,
+        id: &ObjectId,
+        index: u32,
+        ranges: &[std::ops::Range<u64>],
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        use std::os::unix::fs::FileExt;
+        let path = self.chunk_path(id, index);
+        let file = fs::File::open(&path).map_err(io_at(&path))?;
+        let mut out = Vec::with_capacity(ranges.len());
+        for r in ranges {
+            let mut buf = vec![0; r.end.saturating_sub(r.start) as usize];
+            file.read_exact_at(&mut buf, r.start).map_err(io_at(&path))?;
+            out.push(buf);
+        }
+        Ok(out)
     }
 
     pub fn put_manifest(&self, m: &VerifiedManifest) -> Result<(), StoreError> {

@@ -235,6 +235,14 @@ pub enum PeerWireError {
     NotCanonical,
 }
 
+/// Append a datagram as one frame: what `encode(&PeerMessage::Datagram(..))`
+/// writes, without owning the datagram first.
+pub fn encode_datagram(d: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(&(d.len() as u32 + 1).to_be_bytes());
+    out.push(6);
+    out.extend_from_slice(d);
+}
+
 /// Append `m` as one frame.
 pub fn encode(m: &PeerMessage, out: &mut Vec<u8>) {
     let start = out.len();
@@ -512,6 +520,11 @@ mod tests {
     fn round_trip(m: PeerMessage) {
         let mut buf = Vec::new();
         encode(&m, &mut buf);
+        if let PeerMessage::Datagram(d) = &m {
+            let mut direct = Vec::new();
+            encode_datagram(d, &mut direct);
+            assert_eq!(direct, buf, "encode_datagram writes what encode does");
+        }
         assert_eq!(decode_frame(&buf), Ok((m, buf.len())));
         // Every shorter prefix asks for more rather than failing.
         for cut in 0..buf.len() {

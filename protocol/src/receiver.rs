@@ -222,6 +222,8 @@ pub struct VerifiedChunk {
     hash: Hash,
     data: Vec<u8>,
     ticket: Vec<u8>,
+    /// The table pages the receiver held verified: (page index, digests).
+    pages: Vec<(u16, Vec<u8>)>,
 }
 
 impl VerifiedChunk {
@@ -241,6 +243,12 @@ impl VerifiedChunk {
     /// what a hub keeps to serve the chunk to peers.
     pub fn ticket(&self) -> &[u8] {
         &self.ticket
+    }
+    /// The digest table pages that were checked against the ticket while the
+    /// chunk was collected: kept beside it, a hub serves them without
+    /// re-hashing or re-encoding the chunk.
+    pub fn pages(&self) -> &[(u16, Vec<u8>)] {
+        &self.pages
     }
 }
 
@@ -918,7 +926,14 @@ impl Receiver {
         match decoder.add_and_decode(chunk.verified.drain(..)) {
             Some(data) => {
                 let hash = chunk.ticket.chunk_hash;
-                let ticket = self.active.remove(&key).map(|c| c.ticket_raw).unwrap_or_default();
+                let (ticket, pages) = match self.active.remove(&key) {
+                    Some(c) => {
+                        let pages = c.pages.into_iter().enumerate();
+                        let pages = pages.filter_map(|(g, p)| Some((g as u16, p?.into_vec()))).collect();
+                        (c.ticket_raw, pages)
+                    }
+                    None => Default::default(),
+                };
                 self.complete.insert(key);
                 self.stats.chunks_completed += 1;
                 self.events.push_back(Event::ChunkComplete(VerifiedChunk {
@@ -927,6 +942,7 @@ impl Receiver {
                     hash,
                     data,
                     ticket,
+                    pages,
                 }));
                 Ok(())
             }

@@ -8,7 +8,7 @@ mod support;
 use hubcast_protocol::peer_wire::EsiRanges;
 use hubcast_protocol::receiver::{Event, Receiver};
 use hubcast_protocol::repair::{Candidate, Outcome, RepairConfig, Repairer};
-use hubcast_protocol::serve::{answer, ChunkRequest, ChunkServer, ServeError};
+use hubcast_protocol::serve::{answer, ChunkRequest, ChunkServer, KeptTable, ServeError};
 use hubcast_protocol::wire::{self, Kind};
 use hubcast_protocol::ObjectId;
 use std::time::{Duration, Instant};
@@ -160,4 +160,72 @@ fn served_pages_and_symbols_are_the_broadcasters_datagrams() {
     let at_once: Set =
         server.symbols(&EsiRanges::new(vec![(0, count)]).unwrap()).unwrap().into_iter().collect();
     assert!(at_once == sent, "symbols served together differ from the broadcaster's");
+}
+
+#[test]
+fn a_kept_table_answers_source_symbols_from_their_bytes_alone_and_checks_each() {
+    // Odd-sized, so the last source symbol is padded; the receiver keeps the
+    // pages it checked, as a hub stores them beside the chunk.
+    let ch = channel(7);
+    let objects = [content("kept.bin", CHUNK as usize - 700, 6)];
+    let src = objects[0].bytes.clone();
+    let id = ObjectId::of(&src);
+    let stream = broadcast(&ch, &objects, CHUNK, T, 0.10, 1);
+    let mut rx = receiver(ch.anchor);
+    for d in &stream {
+        rx.handle_datagram(NOW, d);
+    }
+    rx.handle_idle();
+    let chunk = std::iter::from_fn(|| rx.poll_event())
+        .find_map(|e| match e {
+            Event::ChunkComplete(c) => Some(c),
+            _ => None,
+        })
+        .expect("decoded");
+    let n_pages = wire::page_count(wire::n_max(wire::source_symbols(src.len() as u32, T)));
+    assert!(!chunk.pages().is_empty() && chunk.pages().len() <= n_pages, "the pages checked are handed on");
+    let table = || KeptTable::new(chunk.ticket().to_vec(), chunk.pages().to_vec()).unwrap();
+    let full = ChunkServer::new(chunk.ticket().to_vec(), src.clone()).unwrap();
+    let k = wire::source_symbols(src.len() as u32, T);
+
+    // The last source symbols (the padded one too) with the ticket and their pages.
+    let last_page = (k as usize - 1) / wire::DIGESTS_PER_PAGE;
+    let req = ChunkRequest {
+        object_id: id,
+        index: 0,
+        table: Some(1 << last_page),
+        esis: EsiRanges::new(vec![(3, 2), (k - 5, 5)]).unwrap(),
+    };
+    let kept = table();
+    let ranges = kept.ranges_for(&req).expect("source symbols with kept pages");
+    let padding = u64::from(k) * 1280 - src.len() as u64;
+    assert!(padding > 0);
+    assert_eq!(
+        ranges.iter().map(|r| r.end - r.start).sum::<u64>(),
+        7 * 1280 - padding,
+        "the symbols' bytes only"
+    );
+    let bytes: Vec<Vec<u8>> = ranges.iter().map(|r| src[r.start as usize..r.end as usize].to_vec()).collect();
+    let answer = kept.answer_from(&req, &bytes).unwrap();
+    assert_eq!(
+        answer,
+        hubcast_protocol::serve::answer_complete(&req, &full).unwrap(),
+        "same datagrams as the chunk"
+    );
+
+    // A damaged byte on disk: refused, nothing served.
+    let mut damaged = bytes.clone();
+    damaged[1][7] ^= 1;
+    assert_eq!(kept.answer_from(&req, &damaged).err(), Some(ServeError::Mismatch));
+    // Repair ESIs need the chunk, and so does a page not kept.
+    let repair = ChunkRequest { table: None, esis: EsiRanges::new(vec![(k, 1)]).unwrap(), ..req.clone() };
+    assert_eq!(kept.ranges_for(&repair), None);
+    let no_pages = KeptTable::new(chunk.ticket().to_vec(), Vec::new()).unwrap();
+    assert_eq!(no_pages.ranges_for(&ChunkRequest { table: None, ..req.clone() }), None);
+    // A page that does not match the ticket is not kept.
+    let mut forged = chunk.pages().to_vec();
+    forged[0].1[0] ^= 1;
+    let forged = KeptTable::new(chunk.ticket().to_vec(), forged).unwrap();
+    let first = ChunkRequest { table: None, esis: EsiRanges::new(vec![(0, 1)]).unwrap(), ..req };
+    assert_eq!(forged.ranges_for(&first), None);
 }

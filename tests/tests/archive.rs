@@ -167,6 +167,34 @@ fn a_hub_killed_mid_transfer_resumes_without_fetching_stored_chunks_again() {
         let ticket = store.read_ticket(&id, i).unwrap().expect("ticket stored");
         assert!(hubcast_protocol::serve::ChunkServer::new(ticket, data.clone()).is_ok(), "chunk {i}");
     }
+
+    // The table pages are kept too: a request for a few source symbols is
+    // answered from those symbols' bytes, the same datagrams the whole chunk
+    // gives; a request for a repair symbol needs the chunk.
+    use hubcast_clienthub::peers::{read_to_serve, FromStore};
+    use hubcast_protocol::peer_wire::EsiRanges;
+    use hubcast_protocol::serve::{answer_complete, ChunkRequest};
+    let esis = |first, n| EsiRanges::new(vec![(first, n)]).unwrap();
+    let few = ChunkRequest { object_id: id, index: 1, table: Some(0b11), esis: esis(150, 20) };
+    let Some(FromStore::Answer(answer)) = read_to_serve(&mut store, &few).unwrap() else {
+        panic!("a few source symbols with kept pages: answered from their bytes")
+    };
+    let repair = ChunkRequest { esis: esis(1000, 1), ..few.clone() };
+    let Some(FromStore::Chunk(server)) = read_to_serve(&mut store, &repair).unwrap() else {
+        panic!("a repair symbol: the whole chunk")
+    };
+    assert_eq!(answer, answer_complete(&few, &server).unwrap());
+    // A damaged chunk on disk is never served: the symbols fail their
+    // digests, the whole-chunk read finds the damage, and the chunk is dropped.
+    let file = t.join("store/chunks").join(id.to_hex()).join("1");
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[150 * 1280 + 3] ^= 1;
+    std::fs::write(&file, &bytes).unwrap();
+    assert!(matches!(
+        read_to_serve(&mut store, &few),
+        Err(hubcast_clienthub::store::StoreError::Corrupt(_, 1))
+    ));
+    assert!(read_to_serve(&mut store, &few).unwrap().is_none(), "dropped: asked for again");
 }
 
 #[test]
