@@ -257,14 +257,15 @@ async fn repair(ch: &Channel, peers: &[Peer], heard: Heard, seed: u64) -> Repair
     }
 }
 
-type Answer = (u64, hubcast_protocol::ObjectId, u32, Result<Vec<Vec<u8>>, Outcome>);
+type Answer =
+    (u64, hubcast_protocol::ObjectId, u32, Result<hubcast_protocol::peer_wire::DatagramFrames, Outcome>);
 
 /// One peer's answer into the receiver, as the hub's `on_fetch_done` does.
 fn on_answer(answer: Answer, rx: &mut Receiver, repairer: &mut Repairer<NodeId>, repair_bytes: &mut u64) {
     let (id, object_id, index, result) = answer;
     let outcome = match result {
         Ok(datagrams) => {
-            for d in &datagrams {
+            for d in datagrams.iter() {
                 *repair_bytes += d.len() as u64;
                 rx.handle_repair_datagram(1, d);
             }

@@ -14,7 +14,7 @@ use crate::status::StatusBoard;
 use crate::store::{Store, StoreError};
 use hubcast_keys::{KeyFileError, NodeAddr, NodeId, TrustAnchor};
 use hubcast_protocol::announce::{Announcement, MAX_ANNOUNCE_LEN};
-use hubcast_protocol::peer_wire::{ChunkBitmap, ListedHub, MAX_NAKS_PER_STREAM};
+use hubcast_protocol::peer_wire::{ChunkBitmap, DatagramFrames, ListedHub, MAX_NAKS_PER_STREAM};
 use hubcast_protocol::receiver::{DropCounters, DropReason, Event, Receiver, ReceiverConfig};
 use hubcast_protocol::repair::{Nak, Outcome, RepairConfig, Repairer};
 use hubcast_protocol::serve::{answer_partial, ChunkRequest};
@@ -236,7 +236,7 @@ struct FetchDone {
     peer: NodeId,
     object_id: ObjectId,
     index: u32,
-    result: Result<Vec<Vec<u8>>, Outcome>,
+    result: Result<DatagramFrames, Outcome>,
 }
 
 /// The tracker's answer to a lookup: hubs holding the chunk complete.
@@ -430,7 +430,7 @@ impl Loop<'_> {
         let outcome = match &done.result {
             Ok(datagrams) => {
                 let now = unix_now();
-                for d in datagrams {
+                for d in datagrams.iter() {
                     self.receiver.handle_repair_datagram(now, d);
                 }
                 Outcome::Served

@@ -18,7 +18,9 @@ use crate::status::{PeerStatus, StatusBoard};
 use crate::store::{Store, StoreError};
 use hubcast_daemon::Bucket;
 use hubcast_keys::{NodeAddr, NodeId};
-use hubcast_protocol::peer_wire::{self, ChunkBitmap, ListedHub, PeerMessage, RefuseReason};
+use hubcast_protocol::peer_wire::{
+    self, Answer, ChunkBitmap, DatagramFrames, ListedHub, PeerMessage, RefuseReason,
+};
 use hubcast_protocol::repair::{Candidate, Nak, Outcome};
 use hubcast_protocol::serve::{answer_complete, ChunkRequest, ChunkServer, KeptTable};
 use hubcast_protocol::wire::MAX_DATAGRAM;
@@ -562,6 +564,18 @@ impl Fetcher {
         messages: impl IntoIterator<Item = PeerMessage>,
         limit: usize,
     ) -> Result<Vec<PeerMessage>, Outcome> {
+        let body = self.exchange_raw(peer, addr, messages, limit).await?;
+        peer_wire::decode_all(&body).map_err(|_| Outcome::Failed)
+    }
+
+    /// [`Fetcher::exchange`], the answer's bytes undecoded.
+    async fn exchange_raw(
+        &self,
+        peer: NodeId,
+        addr: SocketAddr,
+        messages: impl IntoIterator<Item = PeerMessage>,
+        limit: usize,
+    ) -> Result<Vec<u8>, Outcome> {
         let mut out = Vec::new();
         for m in messages {
             peer_wire::encode(&m, &mut out);
@@ -571,8 +585,7 @@ impl Fetcher {
             let (mut send, mut recv) = conn.open_bi().await.map_err(|_| Outcome::Failed)?;
             send.write_all(&out).await.map_err(|_| Outcome::Failed)?;
             send.finish().map_err(|_| Outcome::Failed)?;
-            let body = recv.read_to_end(limit).await.map_err(|_| Outcome::Failed)?;
-            peer_wire::decode_all(&body).map_err(|_| Outcome::Failed)
+            recv.read_to_end(limit).await.map_err(|_| Outcome::Failed)
         };
         tokio::time::timeout(FETCH_TIMEOUT, exchange).await.unwrap_or(Err(Outcome::Failed))
     }
@@ -627,19 +640,15 @@ impl Fetcher {
         peer: NodeId,
         addr: SocketAddr,
         req: &ChunkRequest,
-    ) -> Result<Vec<Vec<u8>>, Outcome> {
+    ) -> Result<DatagramFrames, Outcome> {
         // At most: the ticket, every page, the symbols asked for.
         let frames = req.esis.count() as usize + 1 + hubcast_protocol::wire::MAX_TABLE_PAGES;
-        let answers = self.exchange(peer, addr, req.to_messages(), frames * (MAX_DATAGRAM + 5)).await?;
-        let mut datagrams = Vec::new();
-        for m in answers {
-            match m {
-                PeerMessage::Datagram(d) => datagrams.push(d),
-                PeerMessage::Refuse { reason, .. } => return Err(Outcome::Refused(reason)),
-                _ => return Err(Outcome::Failed),
-            }
+        let body = self.exchange_raw(peer, addr, req.to_messages(), frames * (MAX_DATAGRAM + 5)).await?;
+        match peer_wire::decode_answer(body) {
+            Ok(Answer::Datagrams(d)) => Ok(d),
+            Ok(Answer::Other(PeerMessage::Refuse { reason, .. })) => Err(Outcome::Refused(reason)),
+            _ => Err(Outcome::Failed),
         }
-        Ok(datagrams)
     }
 }
 

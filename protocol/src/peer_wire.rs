@@ -380,6 +380,66 @@ pub fn decode_frame(buf: &[u8]) -> Result<(PeerMessage, usize), PeerWireError> {
     Ok((decode_body(frame)?, 4 + len))
 }
 
+/// A peer's answer stream of datagram frames, checked and split without
+/// copying: each datagram is a range of the stream's bytes.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct DatagramFrames {
+    body: Vec<u8>,
+    frames: Vec<std::ops::Range<usize>>,
+}
+
+impl DatagramFrames {
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        self.frames.iter().map(|r| &self.body[r.clone()])
+    }
+
+    pub fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+}
+
+/// What a finished answer stream holds: datagrams only, or else its first
+/// other message (a refusal, say).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Answer {
+    Datagrams(DatagramFrames),
+    Other(PeerMessage),
+}
+
+/// Split a finished answer stream, with the checks [`decode_frame`] makes,
+/// but leaving datagrams where they are.
+pub fn decode_answer(body: Vec<u8>) -> Result<Answer, PeerWireError> {
+    let mut frames = Vec::new();
+    let mut at = 0;
+    while at < body.len() {
+        let rest = &body[at..];
+        let is_datagram = rest.len() > 4 && rest[4] == 6;
+        let len = match rest.get(..4) {
+            Some(l) => u32::from_be_bytes([l[0], l[1], l[2], l[3]]) as usize,
+            None => return Err(PeerWireError::Incomplete(4)),
+        };
+        if !is_datagram || len > MAX_MESSAGE_LEN || rest.len() < 4 + len {
+            // Not a datagram, or bad: decode_frame says which.
+            return match decode_frame(rest)? {
+                // (A datagram frame that fits is taken above.)
+                (PeerMessage::Datagram(_), _) => Err(PeerWireError::OutOfRange),
+                (m, _) => Ok(Answer::Other(m)),
+            };
+        }
+        let d = at + 5..at + 4 + len;
+        if d.is_empty() || d.len() > wire::MAX_DATAGRAM {
+            return Err(PeerWireError::OutOfRange);
+        }
+        frames.push(d);
+        at += 4 + len;
+    }
+    Ok(Answer::Datagrams(DatagramFrames { body, frames }))
+}
+
 /// Every frame of a finished stream, in order.
 pub fn decode_all(mut buf: &[u8]) -> Result<Vec<PeerMessage>, PeerWireError> {
     let mut out = Vec::new();
@@ -530,6 +590,33 @@ mod tests {
         for cut in 0..buf.len() {
             assert!(matches!(decode_frame(&buf[..cut]), Err(PeerWireError::Incomplete(_))), "cut {cut}");
         }
+    }
+
+    #[test]
+    fn an_answer_splits_into_the_datagrams_decode_all_gives_without_copying_them() {
+        let datagrams = [vec![1u8; 40], vec![2; wire::MAX_DATAGRAM], vec![3]];
+        let mut body = Vec::new();
+        for d in &datagrams {
+            encode_datagram(d, &mut body);
+        }
+        let Ok(Answer::Datagrams(frames)) = decode_answer(body.clone()) else { panic!("datagrams") };
+        assert_eq!(frames.iter().map(<[u8]>::to_vec).collect::<Vec<_>>(), datagrams);
+        let refuse =
+            PeerMessage::Refuse { object_id: ObjectId([1; 32]), chunk: 2, reason: RefuseReason::Busy };
+        let mut refused = Vec::new();
+        encode(&refuse, &mut refused);
+        assert_eq!(decode_answer(refused), Ok(Answer::Other(refuse)));
+        let boundaries = [45, 45 + 5 + wire::MAX_DATAGRAM];
+        for cut in (1..body.len()).filter(|c| !boundaries.contains(c)) {
+            assert!(decode_answer(body[..cut].to_vec()).is_err(), "cut {cut}");
+        }
+        let mut empty = Vec::new();
+        encode_datagram(&[], &mut empty);
+        assert!(decode_answer(empty).is_err());
+        let mut too_long = Vec::new();
+        encode_datagram(&vec![0; wire::MAX_DATAGRAM + 1], &mut too_long);
+        assert!(decode_answer(too_long).is_err());
+        assert_eq!(decode_answer(Vec::new()), Ok(Answer::Datagrams(DatagramFrames::default())));
     }
 
     #[test]
