@@ -545,6 +545,7 @@ impl Loop<'_> {
         let stats = p.repairer.stats();
         let served = p.server.served();
         let takers_deferred = p.server.takers_deferred();
+        let (paced, paced_ms, upload_busy) = p.server.paced();
         self.status.record_peers(p.table.status(now, &p.server.received(), &served), |r| {
             r.requests = stats.requests;
             r.symbols_requested = stats.esis_requested;
@@ -555,6 +556,9 @@ impl Loop<'_> {
             r.tracker_lookups = stats.lookups;
             r.bytes_served = served.values().sum();
             r.takers_deferred = takers_deferred;
+            r.upload_paced = paced;
+            r.upload_paced_ms = paced_ms;
+            r.upload_busy = upload_busy;
         });
     }
 }

@@ -47,6 +47,9 @@ pub const STRIKES_TO_BAN: u32 = 3;
 pub const BAN_FOR: Duration = Duration::from_secs(600);
 /// One fetch, connection included.
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest an answer waits for the upload cap: well within the asker's
+/// [`FETCH_TIMEOUT`]. An answer that would wait longer is refused as busy.
+const MAX_PACED_WAIT: Duration = Duration::from_millis(800);
 /// Malformed requests from one connection before it is closed.
 pub const MAX_BAD_REQUESTS: u32 = 3;
 /// Requests per second one peer may make (a burst of as many is allowed).
@@ -289,6 +292,11 @@ pub struct Server {
     received: Mutex<HashMap<NodeId, u64>>,
     /// Requests refused while the upload was busy, because the peer only takes.
     takers_deferred: std::sync::atomic::AtomicU64,
+    /// Answers held back to keep within the upload cap, and for how long in all.
+    paced: std::sync::atomic::AtomicU64,
+    paced_micros: std::sync::atomic::AtomicU64,
+    /// Answers refused as busy because the cap would hold them too long.
+    upload_busy: std::sync::atomic::AtomicU64,
     status: StatusBoard,
 }
 
@@ -319,6 +327,9 @@ impl Server {
             served: Mutex::new(HashMap::new()),
             received: Mutex::new(HashMap::new()),
             takers_deferred: Default::default(),
+            paced: Default::default(),
+            paced_micros: Default::default(),
+            upload_busy: Default::default(),
             status,
         })
     }
@@ -334,6 +345,13 @@ impl Server {
     /// Requests refused while busy because the peer only takes.
     pub fn takers_deferred(&self) -> u64 {
         self.takers_deferred.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Answers held back by the upload cap, the time they waited in all (ms),
+    /// and answers refused as busy because the cap would hold them too long.
+    pub fn paced(&self) -> (u64, u64, u64) {
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        (load(&self.paced), load(&self.paced_micros) / 1000, load(&self.upload_busy))
     }
 
     /// Whether to serve `req` from `peer` now: always when the upload has
@@ -476,20 +494,41 @@ async fn serve_stream(
         server.answer(&req).await
     };
     let mut out = Vec::new();
-    match &result {
-        Ok(datagrams) => {
-            out.reserve(datagrams.iter().map(|d| d.len() + 5).sum());
-            for d in datagrams {
-                peer_wire::encode_datagram(d, &mut out);
-            }
-        }
-        Err(reason) => {
-            let refuse = PeerMessage::Refuse { object_id: req.object_id, chunk: req.index, reason: *reason };
-            peer_wire::encode(&refuse, &mut out);
+    if let Ok(datagrams) = &result {
+        out.reserve(datagrams.iter().map(|d| d.len() + 5).sum());
+        for d in datagrams {
+            peer_wire::encode_datagram(d, &mut out);
         }
     }
-    let wait = server.upload.lock().map(|mut b| b.take(out.len() as f64)).unwrap_or_default();
+    // Within the upload cap: wait for the tokens, unless answers already
+    // queued would hold this one past the asker's patience; then it is refused
+    // as busy and asks elsewhere, rather than getting bytes it no longer waits
+    // for. (An answer larger than a burst waits its own share regardless.)
+    let mut result = result;
+    let wait = match server.upload.lock() {
+        Ok(mut bucket) if result.is_ok() => {
+            let len = out.len() as f64;
+            let own = Duration::from_secs_f64(((len - bucket.rate()) / bucket.rate()).max(0.0));
+            if bucket.wait_for(len).saturating_sub(own) > MAX_PACED_WAIT {
+                server.upload_busy.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                result = Err(RefuseReason::Busy);
+                out.clear();
+                Duration::ZERO
+            } else {
+                bucket.take(out.len() as f64)
+            }
+        }
+        // A refusal is a few bytes, sent at once.
+        _ => Duration::ZERO,
+    };
+    if let Err(reason) = &result {
+        let refuse = PeerMessage::Refuse { object_id: req.object_id, chunk: req.index, reason: *reason };
+        peer_wire::encode(&refuse, &mut out);
+    }
     if !wait.is_zero() {
+        use std::sync::atomic::Ordering::Relaxed;
+        server.paced.fetch_add(1, Relaxed);
+        server.paced_micros.fetch_add(wait.as_micros().min(u128::from(u64::MAX)) as u64, Relaxed);
         tokio::time::sleep(wait).await;
     }
     send.write_all(&out).await.map_err(|_| StreamError::Io)?;

@@ -96,6 +96,13 @@ pub struct RepairCounters {
     /// Requests refused as busy while the upload was at its cap, because the
     /// peer takes far more than it serves us (the send/receive score).
     pub takers_deferred: u64,
+    /// Answers held back to stay within `--upload-rate`, and how long they
+    /// waited in all.
+    pub upload_paced: u64,
+    pub upload_paced_ms: u64,
+    /// Requests refused as busy because the cap would have held their answer
+    /// longer than the asker waits.
+    pub upload_busy: u64,
 }
 
 /// The origin service (tracker and NAKs) this hub uses.

@@ -19,6 +19,11 @@ impl Bucket {
         self.at = now;
     }
 
+    /// Tokens per second.
+    pub fn rate(&self) -> f64 {
+        self.rate
+    }
+
     /// How long taking `n` tokens would wait, without taking them.
     pub fn wait_for(&mut self, n: f64) -> Duration {
         self.refill();
