@@ -3,7 +3,9 @@
 //! splitter (`decode_answer`, which leaves datagrams in place) agrees with
 //! frame-by-frame decoding.
 #![no_main]
-use hubcast_protocol::peer_wire::{decode_all, decode_answer, decode_frame, encode, Answer, PeerMessage, PeerWireError};
+use hubcast_protocol::peer_wire::{
+    decode_all, decode_answer, decode_frame, encode, Answer, PeerMessage, PeerWireError,
+};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
