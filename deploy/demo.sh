@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # hubcast on one machine: a broadcaster seeds a sample folder over loopback
 # multicast to three hubs (one losing 20% of datagrams on purpose, repaired from its peers), shows them
-# complete, checks every copy against the source, and says where the copies are.
+# complete, checks every copy against the source, and says where the copies are. The broadcaster
+# also runs the tracker and origin repair on QUIC (127.0.0.1:$HUBCAST_DEMO_TRACKER_PORT, default
+# 18190); the hubs learn it from the signed manifests and register there.
 #
 # Usage: deploy/demo.sh            (work folder: $HUBCAST_DEMO_DIR, default /tmp/hubcast-demo)
 set -euo pipefail
@@ -11,6 +13,7 @@ work=${HUBCAST_DEMO_DIR:-/tmp/hubcast-demo}
 group=${HUBCAST_DEMO_GROUP:-239.255.42.1:5042}
 hubs=3
 base_port=${HUBCAST_DEMO_HTTP_BASE:-18180}
+tracker_port=${HUBCAST_DEMO_TRACKER_PORT:-18190}
 
 echo "== building (release)"
 cargo build --quiet --release --bins -p hubcast-broadcaster -p hubcast-clienthub --manifest-path "$here/Cargo.toml"
@@ -42,7 +45,8 @@ for i in $(seq 1 $hubs); do
 done
 sleep 1
 echo "== broadcasting to $group (hub $hubs drops 20% of what it receives: it repairs from the other hubs)"
-"$bin/broadcaster" seed --keys "$work/keys" --group "$group" --rate 200mbit "$work/sample" > "$work/broadcaster.log" 2>&1 &
+"$bin/broadcaster" seed --keys "$work/keys" --group "$group" --rate 200mbit \
+  --tracker "127.0.0.1:$tracker_port" "$work/sample" > "$work/broadcaster.log" 2>&1 &
 pids+=($!)
 
 deadline=$((SECONDS + 180))
