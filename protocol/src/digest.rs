@@ -28,6 +28,8 @@ const KEYED_HASH: u8 = 1 << 4;
 const BATCHED_SIZE: usize = 1280;
 const FIRST: usize = 1024;
 const SECOND: usize = BATCHED_SIZE - FIRST;
+/// Readable bytes kept after the last input of a `hash_many` call.
+const SLACK: usize = 64;
 
 fn truncate(h: &[u8]) -> SymbolDigest {
     let mut d = [0u8; DIGEST_LEN];
@@ -53,8 +55,18 @@ pub fn symbol_digests(chunk_hash: &Hash, symbols: &[&[u8]], out: &mut Vec<Symbol
     let platform = Platform::detect();
     let key = platform::words_from_le_bytes_32(chunk_hash);
     let n = symbols.len();
-    let firsts: Vec<&[u8; FIRST]> = symbols.iter().filter_map(|s| s[..FIRST].try_into().ok()).collect();
-    let seconds: Vec<&[u8; SECOND]> = symbols.iter().filter_map(|s| s[FIRST..].try_into().ok()).collect();
+    // blake3's AVX-512 hash_many reads up to 48 bytes past the end of an input
+    // (blake3's own callers always have more input after it). A symbol that
+    // ends its allocation next to an unmapped page would fault: every input
+    // goes into one buffer, with slack after the last.
+    let mut inputs = Vec::with_capacity(n * BATCHED_SIZE + SLACK);
+    for s in symbols {
+        inputs.extend_from_slice(s);
+    }
+    inputs.resize(n * BATCHED_SIZE + SLACK, 0);
+    let each = || inputs.chunks_exact(BATCHED_SIZE).take(n);
+    let firsts: Vec<&[u8; FIRST]> = each().filter_map(|s| s[..FIRST].try_into().ok()).collect();
+    let seconds: Vec<&[u8; SECOND]> = each().filter_map(|s| s[FIRST..].try_into().ok()).collect();
     let mut cv0 = vec![0u8; 32 * n];
     let mut cv1 = vec![0u8; 32 * n];
     let chunk_flags = (KEYED_HASH, CHUNK_START, CHUNK_END);
@@ -78,17 +90,14 @@ pub fn symbol_digests(chunk_hash: &Hash, symbols: &[&[u8]], out: &mut Vec<Symbol
         chunk_flags.2,
         &mut cv1,
     );
-    let parents: Vec<[u8; 64]> = cv0
-        .chunks_exact(32)
-        .zip(cv1.chunks_exact(32))
-        .map(|(a, b)| {
-            let mut p = [0u8; 64];
-            p[..32].copy_from_slice(a);
-            p[32..].copy_from_slice(b);
-            p
-        })
-        .collect();
-    let parent_refs: Vec<&[u8; 64]> = parents.iter().collect();
+    // The parent nodes, back to back, with the same slack.
+    let mut parents = vec![0u8; 64 * n + SLACK];
+    for ((p, a), b) in parents.chunks_exact_mut(64).zip(cv0.chunks_exact(32)).zip(cv1.chunks_exact(32)) {
+        p[..32].copy_from_slice(a);
+        p[32..].copy_from_slice(b);
+    }
+    let parent_refs: Vec<&[u8; 64]> =
+        parents.chunks_exact(64).take(n).filter_map(|p| p.try_into().ok()).collect();
     let mut roots = vec![0u8; 32 * n];
     platform.hash_many(&parent_refs, &key, 0, IncrementCounter::No, KEYED_HASH | PARENT, 0, ROOT, &mut roots);
     out.extend(roots.chunks_exact(32).map(truncate));
