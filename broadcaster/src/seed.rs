@@ -12,7 +12,7 @@ use crate::unix_now;
 use hubcast_keys::{NodeAddr, SignerKeys};
 use hubcast_protocol::sender::{Carousel, ObjectPlan, Pacer, PreparedChunk, Sender, Step};
 use hubcast_protocol::verify::Signer;
-use hubcast_protocol::wire::{self, Kind};
+use hubcast_protocol::wire::{self, Kind, Manifest};
 use hubcast_transport::{Interface, MulticastConfig, TransportError};
 use rand::Rng;
 use std::net::SocketAddr;
@@ -69,8 +69,9 @@ pub struct SeedReport {
 
 enum Batch {
     Datagrams(Vec<Vec<u8>>),
-    /// A fresh set of signed manifests for the interleave.
-    Manifests(Vec<Vec<u8>>),
+    /// Object `.0`'s manifest mixed in from now on (in order with the
+    /// datagrams: after everything handed in before it has been sent).
+    Manifest(usize, Vec<u8>),
     Failed(SeedError),
 }
 
@@ -247,7 +248,7 @@ pub async fn seed(
         tokio::select! {
             batch = rx.recv() => match batch {
                 Some(Batch::Datagrams(d)) => sender.handle_datagrams(d),
-                Some(Batch::Manifests(m)) => sender.set_manifests(m),
+                Some(Batch::Manifest(i, m)) => sender.handle_manifest(i, m),
                 Some(Batch::Failed(e)) => { failure = Some(e); break 'outer; }
                 None => break,
             },
@@ -314,23 +315,33 @@ fn produce(
     let tag = signer.channel_tag();
     let mut buf = Vec::new();
     let mut open: Option<(usize, std::fs::File)> = None;
+    let mut passed = vec![false; plans.len()];
     for step in Carousel::new(&plans.clone(), rounds) {
         if stop.is_cancelled() {
             return;
         }
         let batch = match step {
-            Step::Manifest { object } => {
+            Step::Manifest { object, end } => {
                 let now = unix_now();
                 if plans[object].manifest.expiry < now + cfg.expiry_secs / 2 {
-                    for p in plans.iter_mut() {
+                    for (i, p) in plans.iter_mut().enumerate() {
                         p.manifest.expiry = now + cfg.expiry_secs;
-                    }
-                    let fresh = plans.iter().map(|p| signer.manifest_datagram(&p.manifest)).collect();
-                    if tx.blocking_send(Batch::Manifests(fresh)).is_err() {
-                        return;
+                        let m = Manifest { round_end: passed[i], ..p.manifest.clone() };
+                        if tx.blocking_send(Batch::Manifest(i, signer.manifest_datagram(&m))).is_err() {
+                            return;
+                        }
                     }
                 }
-                Batch::Datagrams(vec![signer.manifest_datagram(&plans[object].manifest)])
+                // After its chunks, the object's manifest says the round has
+                // passed it, and so do its copies mixed in until its next round:
+                // a hub that joined later learns to repair it from peers.
+                passed[object] = end;
+                let d =
+                    signer.manifest_datagram(&Manifest { round_end: end, ..plans[object].manifest.clone() });
+                if tx.blocking_send(Batch::Datagrams(vec![d.clone()])).is_err() {
+                    return;
+                }
+                Batch::Manifest(object, d)
             }
             Step::Chunk { object, chunk, round } => {
                 let plan = &plans[object];

@@ -412,6 +412,7 @@ fn decode_manifest(object_id: ObjectId, v: &[u8]) -> Option<Manifest> {
         object_id,
         // Learned afresh from the channel's manifests, not kept.
         tracker: None,
+        round_end: false,
     })
 }
 
@@ -439,6 +440,7 @@ mod tests {
             codec: 1,
             name: "dir/ä.txt".into(),
             tracker: None,
+            round_end: false,
         };
         assert_eq!(decode_manifest(m.object_id, &encode_manifest(&m)), Some(m));
     }

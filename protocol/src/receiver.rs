@@ -606,6 +606,30 @@ impl Receiver {
         }
     }
 
+    /// Whether this hub lacks chunks of `id` and has no record of the
+    /// multicast sending it (an unknown object counts).
+    fn lacks_unseen(&self, id: ObjectId) -> bool {
+        if self.progress.iter().any(|(o, _)| *o == id) {
+            return false;
+        }
+        let Some(m) = self.manifests.get(&id) else { return true };
+        (0..chunk_count(m.size, m.chunk_size)).any(|i| !self.complete.contains(&(id, i)))
+    }
+
+    /// A verified manifest says the round has passed `id`: every chunk of it
+    /// this hub lacks is for repair now.
+    fn note_passed(&mut self, id: ObjectId) {
+        let Some(m) = self.manifests.get(&id) else { return };
+        let last = chunk_count(m.size, m.chunk_size).saturating_sub(1);
+        if let Some((_, p)) = self.progress.iter_mut().find(|(o, _)| *o == id) {
+            p.passed = true;
+            p.max_index = p.max_index.max(last);
+            return;
+        }
+        self.progress.push_front((id, Progress { max_index: last, passed: true }));
+        self.progress.truncate(RECENT_OBJECTS);
+    }
+
     fn note_progress(&mut self, (id, index): ChunkKey) {
         match self.progress.iter().position(|(o, _)| *o == id) {
             Some(0) => {}
@@ -674,27 +698,32 @@ impl Receiver {
         let (_, parsed) = wire::decode(datagram)?;
         match parsed {
             Datagram::Manifest(m) => {
+                let id = m.body.object_id;
                 if !self.from_peer {
-                    self.note_object_end(m.body.object_id);
+                    self.note_object_end(id);
                 }
-                let known = self.manifests.get(&m.body.object_id).is_some_and(|k| k.seq >= m.body.seq);
+                // The round has passed an object this hub never saw go by (it
+                // joined later): worth a signature check, to learn what to repair.
+                let passed_unseen = m.body.round_end && !self.from_peer && self.lacks_unseen(id);
+                let known = self.manifests.get(&id).is_some_and(|k| k.seq >= m.body.seq);
                 // A repeat is verified again only when it names a newer tracker
                 // (a hub restarted with its manifests stored learns it so).
                 let new_tracker = m
                     .body
                     .tracker
                     .is_some_and(|t| self.tracker.is_none_or(|(seq, known)| known != t && m.body.seq >= seq));
-                if known && !new_tracker {
+                if known && !new_tracker && !passed_unseen {
                     return Err(DropReason::Duplicate);
                 }
                 let m = self.verifier.verify_manifest(m, unix_now)?;
                 if let Some(t) = m.tracker.filter(|_| self.tracker.is_none_or(|(seq, _)| m.seq >= seq)) {
                     self.tracker = Some((m.seq, t));
                 }
-                if known {
-                    return Err(DropReason::Duplicate);
+                let accepted = if known { Err(DropReason::Duplicate) } else { self.accept_manifest(m) };
+                if passed_unseen {
+                    self.note_passed(id);
                 }
-                self.accept_manifest(m)
+                accepted
             }
             Datagram::Ticket(t) => {
                 let key = (t.body.object_id, t.body.chunk_index);

@@ -50,6 +50,7 @@ impl ObjectPlan {
                 codec: CODEC_RAPTORQ_V2,
                 name,
                 tracker: None,
+                round_end: false,
             },
         }
     }
@@ -77,8 +78,17 @@ pub fn chunk_range(size: u64, chunk_size: u32, index: u32) -> std::ops::Range<u6
 /// One step of the carousel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {
-    Manifest { object: usize },
-    Chunk { object: usize, chunk: u32, round: u32 },
+    /// An object's manifest: before its chunks, or after them (`end`: the
+    /// multicast has passed the object for this round).
+    Manifest {
+        object: usize,
+        end: bool,
+    },
+    Chunk {
+        object: usize,
+        chunk: u32,
+        round: u32,
+    },
 }
 
 /// The order of the carousel: `rounds` rounds (or forever), each object in turn.
@@ -119,7 +129,7 @@ impl Iterator for Carousel {
             match self.chunk {
                 None => {
                     self.chunk = Some(0);
-                    return Some(Step::Manifest { object });
+                    return Some(Step::Manifest { object, end: false });
                 }
                 Some(c) if c < self.chunks[object] => {
                     self.chunk = Some(c + 1);
@@ -127,7 +137,7 @@ impl Iterator for Carousel {
                 }
                 Some(c) if c == self.chunks[object] && c > 0 => {
                     self.chunk = Some(c + 1);
-                    return Some(Step::Manifest { object });
+                    return Some(Step::Manifest { object, end: true });
                 }
                 Some(_) => {
                     self.chunk = None;
@@ -298,6 +308,13 @@ pub struct SenderStats {
     pub manifests: u64,
 }
 
+/// What waits in the sender's queue: a datagram, or a change to the manifests
+/// mixed in, made when it reaches the front (in order with the datagrams).
+enum Queued {
+    Datagram(Vec<u8>),
+    Manifest(usize, Vec<u8>),
+}
+
 /// Queues and paces datagrams; interleaves manifests. See the module docs for the
 /// calling order.
 pub struct Sender {
@@ -305,7 +322,7 @@ pub struct Sender {
     manifest_every: u32,
     since_manifest: u32,
     next_manifest: usize,
-    queue: VecDeque<Vec<u8>>,
+    queue: VecDeque<Queued>,
     pacer: Pacer,
     wake_at: Option<Instant>,
     stats: SenderStats,
@@ -334,7 +351,14 @@ impl Sender {
     }
 
     pub fn handle_datagrams(&mut self, datagrams: impl IntoIterator<Item = Vec<u8>>) {
-        self.queue.extend(datagrams);
+        self.queue.extend(datagrams.into_iter().map(Queued::Datagram));
+    }
+
+    /// Mix in `datagram` as object `index`'s manifest from the moment every
+    /// datagram handed in before it has been sent (an object's copy that says
+    /// the round has passed it goes out only once it has).
+    pub fn handle_manifest(&mut self, index: usize, datagram: Vec<u8>) {
+        self.queue.push_back(Queued::Manifest(index, datagram));
     }
 
     /// Datagrams waiting to be sent.
@@ -344,11 +368,16 @@ impl Sender {
 
     /// The next datagram to send now, if the rate allows one.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Vec<u8>> {
-        if self.queue.is_empty() {
-            return None;
+        while let Some(Queued::Manifest(..)) = self.queue.front() {
+            if let Some(Queued::Manifest(index, d)) = self.queue.pop_front() {
+                if let Some(m) = self.manifests.get_mut(index) {
+                    *m = d;
+                }
+            }
         }
+        let Some(Queued::Datagram(front)) = self.queue.front() else { return None };
         let interleave = !self.manifests.is_empty() && self.since_manifest >= self.manifest_every;
-        let len = if interleave { self.manifests[self.next_manifest].len() } else { self.queue[0].len() };
+        let len = if interleave { self.manifests[self.next_manifest].len() } else { front.len() };
         if let Err(at) = self.pacer.try_take(now, len) {
             self.wake_at = Some(at);
             return None;
@@ -362,7 +391,10 @@ impl Sender {
             d
         } else {
             self.since_manifest += 1;
-            self.queue.pop_front()?
+            match self.queue.pop_front()? {
+                Queued::Datagram(d) => d,
+                Queued::Manifest(..) => return None,
+            }
         };
         self.stats.datagrams += 1;
         self.stats.bytes += d.len() as u64;
@@ -393,12 +425,12 @@ mod tests {
         let steps: Vec<Step> = Carousel::new(&objects, Some(2)).collect();
         let one_round = |r| {
             vec![
-                Step::Manifest { object: 0 },
+                Step::Manifest { object: 0, end: false },
                 Step::Chunk { object: 0, chunk: 0, round: r },
                 Step::Chunk { object: 0, chunk: 1, round: r },
                 Step::Chunk { object: 0, chunk: 2, round: r },
-                Step::Manifest { object: 0 },
-                Step::Manifest { object: 1 },
+                Step::Manifest { object: 0, end: true },
+                Step::Manifest { object: 1, end: false },
             ]
         };
         assert_eq!(steps, [one_round(0), one_round(1)].concat());
@@ -466,5 +498,18 @@ mod tests {
         // 330 ESIs: pages 0..3 are full runs of 100, page 3 a run of 30.
         assert_eq!(seen_pages.len(), 4);
         assert!(seen_pages.values().all(|n| *n == 3), "{seen_pages:?}");
+    }
+
+    #[test]
+    fn a_manifest_change_takes_effect_in_order_with_the_datagrams() {
+        let mut s = Sender::new(vec![b"old".to_vec()], 1, Pacer::new(u64::MAX / 2, 1 << 20));
+        s.handle_datagrams([b"d1".to_vec(), b"d2".to_vec()]);
+        s.handle_manifest(0, b"new".to_vec());
+        s.handle_datagrams([b"d3".to_vec()]);
+        let now = Instant::now();
+        let sent: Vec<Vec<u8>> = std::iter::from_fn(|| s.poll_transmit(now)).collect();
+        // One manifest after every datagram: the old one until d2 is out.
+        assert_eq!(sent, [&b"d1"[..], b"old", b"d2", b"new", b"d3"].map(<[u8]>::to_vec));
+        assert_eq!(s.queued(), 0);
     }
 }

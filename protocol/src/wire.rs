@@ -18,7 +18,8 @@
 //! 220   4  chunk size in bytes
 //! 224   2  symbol size T in bytes
 //! 226   1  codec: 1 = RaptorQ (RFC 6330, raptorq crate 2.0.x), one source block per chunk
-//! 227   1  flags: bit 0 = a tracker follows the name; other bits 0
+//! 227   1  flags: bit 0 = a tracker follows the name; bit 1 = round end (sent
+//!          after the object's last chunk this round); other bits 0
 //! 228   2  name length n (1..=MAX_NAME_LEN)
 //! 230   n  name: UTF-8 relative path, '/' separated
 //!          with flag bit 0, the channel's tracker (origin service), 50 bytes:
@@ -82,6 +83,8 @@ pub const MAX_NAME_LEN: usize = 1000;
 pub const TRACKER_LEN: usize = 32 + 16 + 2;
 /// Manifest flag: the tracker follows the name.
 const FLAG_TRACKER: u8 = 1;
+/// Manifest flag: sent after the object's last chunk of this carousel round.
+const FLAG_ROUND_END: u8 = 2;
 /// Bytes of one symbol digest.
 pub const DIGEST_LEN: usize = 12;
 /// Digests in one table page.
@@ -169,6 +172,10 @@ pub struct Manifest {
     /// The channel's tracker (origin service), for hubs not given `--tracker`.
     /// Signed with the rest, so a hub dials only the node the broadcaster named.
     pub tracker: Option<NodeAddr>,
+    /// This copy follows the object's last chunk of a carousel round: a hub
+    /// that lacks chunks of it knows the multicast has passed them all (a hub
+    /// that joined after the object went by learns what to repair).
+    pub round_end: bool,
 }
 
 /// Per-chunk signed header: what the chunk hashes to and the commitment to its
@@ -381,7 +388,7 @@ fn decode_manifest(r: &mut Reader<'_>) -> Result<Signed<Manifest>, WireError> {
     let codec = r.u8()?;
     let flags = r.u8()?;
     let name_len = r.u16()? as usize;
-    if name_len == 0 || name_len > MAX_NAME_LEN || flags & !FLAG_TRACKER != 0 {
+    if name_len == 0 || name_len > MAX_NAME_LEN || flags & !(FLAG_TRACKER | FLAG_ROUND_END) != 0 {
         return Err(WireError::OutOfRange);
     }
     let name = std::str::from_utf8(r.take(name_len)?).map_err(|_| WireError::OutOfRange)?;
@@ -415,6 +422,7 @@ fn decode_manifest(r: &mut Reader<'_>) -> Result<Signed<Manifest>, WireError> {
         codec,
         name: name.to_owned(),
         tracker,
+        round_end: flags & FLAG_ROUND_END != 0,
     };
     finish_signed(r, body, cert)
 }
@@ -465,7 +473,9 @@ pub fn manifest_signed_bytes(m: &Manifest, cert: &Certificate, channel_tag: u64)
     out.extend_from_slice(&m.chunk_size.to_be_bytes());
     out.extend_from_slice(&m.symbol_size.to_be_bytes());
     out.push(m.codec);
-    out.push(if m.tracker.is_some() { FLAG_TRACKER } else { 0 });
+    out.push(
+        if m.tracker.is_some() { FLAG_TRACKER } else { 0 } | if m.round_end { FLAG_ROUND_END } else { 0 },
+    );
     out.extend_from_slice(&(m.name.len() as u16).to_be_bytes());
     out.extend_from_slice(m.name.as_bytes());
     if let Some(t) = m.tracker {

@@ -85,7 +85,7 @@ fn a_forged_or_malformed_tracker_is_refused_and_not_adopted() {
     // The flag set but the tracker cut off; an unknown flag bit; port 0.
     let cut = [&good[..port_at - TRACKER_LEN + 2], &good[port_at + 2..]].concat();
     let mut flags = good.clone();
-    flags[227] |= 2;
+    flags[227] |= 4;
     let mut port0 = good.clone();
     port0[port_at..port_at + 2].copy_from_slice(&[0, 0]);
     assert!(matches!(decode(&cut), Err(WireError::Truncated | WireError::Oversized)));

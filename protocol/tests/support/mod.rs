@@ -5,6 +5,7 @@ use hubcast_keys::{ChannelKeys, Fingerprint, TrustAnchor};
 use hubcast_protocol::receiver::{Event, Receiver, ReceiverConfig};
 use hubcast_protocol::sender::{Carousel, ObjectPlan, PreparedChunk, Step};
 use hubcast_protocol::verify::Signer;
+use hubcast_protocol::wire::Manifest;
 use hubcast_protocol::ObjectId;
 use rand::SeedableRng;
 use std::collections::BTreeMap;
@@ -83,7 +84,10 @@ pub fn step_datagrams(
     overhead: f64,
 ) -> Vec<Vec<u8>> {
     match step {
-        Step::Manifest { object } => vec![ch.signer.manifest_datagram(&plans[object].manifest)],
+        Step::Manifest { object, end } => {
+            let m = Manifest { round_end: end, ..plans[object].manifest.clone() };
+            vec![ch.signer.manifest_datagram(&m)]
+        }
         Step::Chunk { object, chunk, round } => {
             let r = plans[object].chunk_range(chunk);
             let data = &objects[object].bytes[r.start as usize..r.end as usize];

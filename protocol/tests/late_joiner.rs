@@ -1,0 +1,59 @@
+//! A hub that joins after an object went by learns from the object's manifest
+//! (a copy marked "the round has passed it", sent after its last chunk and
+//! mixed in until its next round) that every chunk of it is for repair.
+
+mod support;
+
+use hubcast_protocol::receiver::Receiver;
+use hubcast_protocol::wire::Manifest;
+use support::*;
+
+const T: u16 = 1280;
+const CHUNK: u32 = 256 << 10;
+
+fn needs_of(rx: &Receiver, id: hubcast_protocol::ObjectId) -> Vec<u32> {
+    rx.needs(64).into_iter().filter(|n| n.object_id == id).map(|n| n.index).collect()
+}
+
+#[test]
+fn a_hub_that_joined_after_an_object_passed_lists_its_chunks_for_repair() {
+    let ch = channel(11);
+    let objects = [content("early.bin", 3 * CHUNK as usize, 1), content("later.bin", 2 * CHUNK as usize, 2)];
+    let plans = plans(&objects, CHUNK, T);
+    let (early, later) = (plans[0].manifest.object_id, plans[1].manifest.object_id);
+    let marked = |m: &Manifest, end| ch.signer.manifest_datagram(&Manifest { round_end: end, ..m.clone() });
+    // What a hub joining during the later object hears: the early object's
+    // mixed-in manifest, then the later object go by.
+    let mut later_stream = broadcast(&ch, &objects[1..], CHUNK, T, 0.1, 1);
+
+    let mut joined = receiver(ch.anchor);
+    joined.handle_datagram(NOW, &marked(&plans[0].manifest, true));
+    for d in later_stream.drain(..) {
+        joined.handle_datagram(NOW, &d);
+    }
+    assert_eq!(needs_of(&joined, early), [0, 1, 2], "every chunk of the object that passed");
+    assert!(joined
+        .needs(64)
+        .iter()
+        .filter(|n| n.object_id == early)
+        .all(|n| !n.window_open && !n.has_ticket));
+    assert!(needs_of(&joined, later).is_empty(), "the later object came whole");
+
+    // Before the round reaches it, the object's manifest is unmarked: nothing
+    // to repair yet, the multicast will bring it.
+    let mut early_joiner = receiver(ch.anchor);
+    early_joiner.handle_datagram(NOW, &marked(&plans[0].manifest, false));
+    assert!(needs_of(&early_joiner, early).is_empty());
+    // A hub that already holds the manifest learns it from the marked copy.
+    early_joiner.handle_datagram(NOW, &marked(&plans[0].manifest, true));
+    assert_eq!(needs_of(&early_joiner, early), [0, 1, 2]);
+
+    // A forged mark (the signature no longer covers it) is dropped.
+    let mut forged = marked(&plans[0].manifest, false);
+    forged[227] |= 2;
+    let mut fooled = receiver(ch.anchor);
+    fooled.handle_datagram(NOW, &marked(&plans[0].manifest, false));
+    fooled.handle_datagram(NOW, &forged);
+    assert!(needs_of(&fooled, early).is_empty(), "an unsigned mark starts no repair");
+    assert!(fooled.drops().harmful() > 0, "{:?}", fooled.drops());
+}
