@@ -109,6 +109,18 @@ pub struct PeerTable {
 }
 
 impl PeerTable {
+    /// The entry for `id`, made (and logged, with `how` it was found) if the
+    /// table has room; `None` when it is full.
+    fn entry(&mut self, now: Instant, id: NodeId, addr: SocketAddr, how: &str) -> Option<&mut PeerEntry> {
+        if !self.peers.contains_key(&id) && self.peers.len() >= MAX_PEERS {
+            return None;
+        }
+        Some(self.peers.entry(id).or_insert_with(|| {
+            info!(peer = %id, %addr, "peer found {how}");
+            PeerEntry::new(now, addr)
+        }))
+    }
+
     /// An announcement from `id` at `addr`; true when the peer is new.
     pub fn heard(
         &mut self,
@@ -118,13 +130,7 @@ impl PeerTable {
         have: Vec<(ObjectId, ChunkBitmap)>,
     ) -> bool {
         let new = !self.peers.contains_key(&id);
-        if new && self.peers.len() >= MAX_PEERS {
-            return false;
-        }
-        let e = self.peers.entry(id).or_insert_with(|| {
-            info!(peer = %id, %addr, "peer found");
-            PeerEntry::new(now, addr)
-        });
+        let Some(e) = self.entry(now, id, addr, "on this island") else { return false };
         e.addr = addr;
         e.last_seen = now;
         e.heard_at = Some(now);
@@ -135,13 +141,7 @@ impl PeerTable {
     /// The tracker lists `id` at `addr` as holding a chunk complete. A peer
     /// heard on this island keeps the address it announced.
     pub fn listed(&mut self, now: Instant, id: NodeId, addr: SocketAddr, object_id: ObjectId, index: u32) {
-        if !self.peers.contains_key(&id) && self.peers.len() >= MAX_PEERS {
-            return;
-        }
-        let e = self.peers.entry(id).or_insert_with(|| {
-            info!(peer = %id, %addr, "peer found through the tracker");
-            PeerEntry::new(now, addr)
-        });
+        let Some(e) = self.entry(now, id, addr, "through the tracker") else { return };
         if !e.same_island(now) {
             e.addr = addr;
         }

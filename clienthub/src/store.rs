@@ -283,10 +283,15 @@ impl Store {
     /// What serving a chunk to peers starts from: the ticket datagram it was
     /// verified against and the table pages kept with it, (page index, digests).
     pub fn read_kept(&self, id: &ObjectId, index: u32) -> Result<Option<Kept>, StoreError> {
-        let Some(ticket) = self.read_ticket(id, index)? else { return Ok(None) };
+        let key = chunk_key(id, index);
         let r = self.db.begin_read().map_err(idx)?;
-        let t = r.open_table(PAGES).map_err(idx)?;
-        let pages = t.get(&chunk_key(id, index)).map_err(idx)?.map(|v| decode_pages(v.value()));
+        let Some(ticket) =
+            r.open_table(TICKETS).map_err(idx)?.get(&key).map_err(idx)?.map(|v| v.value().to_vec())
+        else {
+            return Ok(None);
+        };
+        let pages =
+            r.open_table(PAGES).map_err(idx)?.get(&key).map_err(idx)?.map(|v| decode_pages(v.value()));
         Ok(Some((ticket, pages.unwrap_or_default())))
     }
 

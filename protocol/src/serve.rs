@@ -130,7 +130,8 @@ impl KeptTable {
         let mut digests = Vec::with_capacity(refs.len());
         symbol_digests(&self.chunk_hash, &refs, &mut digests);
         for (esi, digest) in req.esis.iter().zip(&digests) {
-            let page = self.pages[page_of(esi)].as_deref().ok_or(ServeError::PageOutOfRange)?;
+            let page =
+                self.pages.get(page_of(esi)).and_then(Option::as_deref).ok_or(ServeError::PageOutOfRange)?;
             let at = (esi as usize % wire::DIGESTS_PER_PAGE) * wire::DIGEST_LEN;
             if page.get(at..at + wire::DIGEST_LEN) != Some(&digest[..]) {
                 return Err(ServeError::Mismatch);
@@ -139,8 +140,8 @@ impl KeptTable {
         let mut out = Vec::new();
         if let Some(pages) = req.table {
             out.push(self.ticket.clone());
-            for g in (0..self.pages.len()).filter(|g| pages & (1 << g) != 0) {
-                let page = self.pages[g].as_deref().ok_or(ServeError::PageOutOfRange)?;
+            for (g, page) in self.pages.iter().enumerate().filter(|(g, _)| pages & (1 << g) != 0) {
+                let page = page.as_deref().ok_or(ServeError::PageOutOfRange)?;
                 out.push(self.page_datagram(g, page));
             }
         }

@@ -220,6 +220,13 @@ fn a_kept_table_answers_source_symbols_from_their_bytes_alone_and_checks_each() 
     // Repair ESIs need the chunk, and so does a page not kept.
     let repair = ChunkRequest { table: None, esis: EsiRanges::new(vec![(k, 1)]).unwrap(), ..req.clone() };
     assert_eq!(kept.ranges_for(&repair), None);
+    // Asked outright for an ESI beyond the table: a typed refusal, no panic.
+    let beyond = ChunkRequest {
+        table: None,
+        esis: EsiRanges::new(vec![(wire::n_max(k) + 500, 1)]).unwrap(),
+        ..req.clone()
+    };
+    assert_eq!(kept.answer_from(&beyond, &[vec![0; 1280]]).err(), Some(ServeError::PageOutOfRange));
     let no_pages = KeptTable::new(chunk.ticket().to_vec(), Vec::new()).unwrap();
     assert_eq!(no_pages.ranges_for(&ChunkRequest { table: None, ..req.clone() }), None);
     // A page that does not match the ticket is not kept.
