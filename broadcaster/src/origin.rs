@@ -289,6 +289,12 @@ async fn stream(
                 .unwrap_or_default();
             peer_wire::encode(&PeerMessage::HubList(found.iter().map(listed).collect()), &mut out);
         }
+        Some(PeerMessage::BridgesRequest { limit }) if messages.len() == 1 => {
+            let found = shared
+                .tracker(|t, rng| t.bridges(Instant::now(), Some(hub.id), (*limit).into(), rng))
+                .unwrap_or_default();
+            peer_wire::encode(&PeerMessage::HubList(found.iter().map(listed).collect()), &mut out);
+        }
         Some(PeerMessage::RandomHubRequest) if messages.len() == 1 => {
             let found = shared.tracker(|t, rng| t.random_hub(Instant::now(), Some(hub.id), rng)).flatten();
             peer_wire::encode(&PeerMessage::HubList(found.iter().map(listed).collect()), &mut out);

@@ -120,6 +120,9 @@ fn public_tracker(
     Ok(NodeAddr { id: bound.id, addr })
 }
 
+/// How often a lingering broadcaster sends a manifest, so the channel is heard.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
+
 /// Seed `cfg.paths` until `cfg.rounds` rounds are done (0: until `cancel`).
 /// With `cfg.tracker`, the origin service answers repair requests meanwhile,
 /// and for `cfg.linger_secs` after the last round.
@@ -199,6 +202,13 @@ pub async fn seed(
         %fingerprint, "seeding");
 
     let manifests = plans.iter().map(|p| signer.manifest_datagram(&p.manifest)).collect();
+    // While lingering, the channel stays audible: one round-end manifest a
+    // second, so hubs tell an idle channel from lost multicast (and a late
+    // joiner learns what went by).
+    let heartbeat: Vec<Vec<u8>> = plans
+        .iter()
+        .map(|p| signer.manifest_datagram(&Manifest { round_end: true, ..p.manifest.clone() }))
+        .collect();
     // Burst: 2 ms at the rate (tokio timers tick in milliseconds), at least 64 KiB.
     let burst = (rate as usize / 500).max(64 << 10);
     let mut sender = Sender::new(manifests, cfg.manifest_every, Pacer::new(rate, burst));
@@ -270,9 +280,17 @@ pub async fn seed(
     if let Some(service) = service {
         if failure.is_none() && !cancel.is_cancelled() && cfg.linger_secs > 0 {
             info!(secs = cfg.linger_secs, "last round sent; answering repair requests until stopped or for");
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(cfg.linger_secs)) => {}
-                _ = cancel.cancelled() => {}
+            let until = tokio::time::sleep(Duration::from_secs(cfg.linger_secs));
+            tokio::pin!(until);
+            let mut beat = tokio::time::interval(HEARTBEAT_EVERY);
+            for i in 0.. {
+                tokio::select! {
+                    _ = beat.tick() => if let Some(d) = heartbeat.get(i % heartbeat.len().max(1)) {
+                        out.send(d).await?;
+                    },
+                    _ = &mut until => break,
+                    _ = cancel.cancelled() => break,
+                }
             }
         }
         service_stop.cancel();

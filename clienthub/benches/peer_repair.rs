@@ -117,7 +117,7 @@ fn start_peer(ch: &Channel, cancel: &CancellationToken) -> Peer {
     });
     // Nothing partial here: a peer that lacks a chunk refuses.
     let (partial_tx, _) = mpsc::channel(1);
-    let server = Server::new(store_tx, partial_tx, 1e12, StatusBoard::default());
+    let server = Server::new(store_tx, partial_tx, 1e12, StatusBoard::default(), None);
     let key = NodeKey::generate(&mut rand::thread_rng());
     let endpoint = Arc::new(NodeEndpoint::bind("127.0.0.1:0".parse().expect("addr"), &key).expect("bind"));
     let addr = endpoint.local_addr().expect("local addr");

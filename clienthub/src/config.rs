@@ -38,6 +38,21 @@ pub struct HubConfig {
     /// --tracker` prints it: where the hub registers, and NAKs go when no peer
     /// can repair. Default: the tracker the channel's signed manifests name.
     pub tracker: Option<String>,
+    /// Serve the channel's feed to desert hubs while this hub hears the
+    /// multicast, and register with the tracker as a bridge. Default false.
+    pub bridge: bool,
+    /// Desert hubs a bridge feeds at once; more are refused as busy. Default 8.
+    pub bridge_fanout: usize,
+    /// A bridge's back buffer of recent chunks, in MiB: a hub that changes
+    /// bridge resumes within it. Default 64.
+    pub back_buffer_mib: u64,
+    /// Do not join the multicast group: take the feed from a bridge. Default false.
+    pub no_multicast: bool,
+    /// With no multicast heard for this long, take the feed from a bridge
+    /// (until the multicast returns). Default 5 s.
+    pub desert_after_secs: u64,
+    /// Bridges to subscribe to, NODEID@HOST:PORT, before those the tracker lists.
+    pub bridge_peers: Vec<String>,
 }
 
 impl Default for HubConfig {
@@ -57,6 +72,12 @@ impl Default for HubConfig {
             peer_listen: None,
             upload_rate: 100.0,
             tracker: None,
+            bridge: false,
+            bridge_fanout: 8,
+            back_buffer_mib: 64,
+            no_multicast: false,
+            desert_after_secs: 5,
+            bridge_peers: Vec::new(),
         }
     }
 }

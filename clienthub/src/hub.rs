@@ -8,6 +8,7 @@
 //!   exports objects when their last chunk lands;
 //! - the HTTP listener, when configured.
 
+use crate::bridge::{Feed, FeedEvent, FeedWant};
 use crate::config::HubConfig;
 use crate::peers::{Fetcher, PartialAsk, PeerTable, Server, StoreRead};
 use crate::status::StatusBoard;
@@ -28,7 +29,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -85,7 +86,8 @@ pub async fn run(cfg: HubConfig, status: StatusBoard, cancel: CancellationToken)
     let mut mc = MulticastConfig::new(cfg.group);
     mc.interface = cfg.iface.parse::<Interface>()?;
     mc.source = cfg.source;
-    let socket = hubcast_transport::multicast::receiver(&mc)?;
+    // A hub told there is no multicast takes the feed from a bridge from the start.
+    let socket = if cfg.no_multicast { None } else { Some(hubcast_transport::multicast::receiver(&mc)?) };
 
     let store_dir = cfg.store.clone();
     let (store, report) = tokio::task::spawn_blocking(move || Store::open(&store_dir))
@@ -148,8 +150,19 @@ pub async fn run(cfg: HubConfig, status: StatusBoard, cancel: CancellationToken)
         None
     };
 
-    let mut lp = Loop { cfg: &cfg, receiver, store: &tx, status: &status, received: 0, simulated: 0, peers };
-    let result = receive_loop(&mut lp, &socket, &mut unstored_rx, &cancel).await;
+    let mut lp = Loop {
+        cfg: &cfg,
+        receiver,
+        store: &tx,
+        status: &status,
+        received: 0,
+        simulated: 0,
+        peers,
+        started: Instant::now(),
+        last_multicast: None,
+        position: None,
+    };
+    let result = receive_loop(&mut lp, socket.as_ref(), &mut unstored_rx, &cancel).await;
     drop(lp);
     drop(tx);
     let _ = tokio::task::spawn_blocking(move || worker.join()).await;
@@ -187,7 +200,8 @@ fn start_peers(
     // Serving: stored chunks through the store worker, partial ones through the loop.
     let (partial_tx, partial_rx) = mpsc::channel(STORE_QUEUE);
     let upload = cfg.upload_rate * 1e6 / 8.0;
-    let server = Server::new(store.clone(), partial_tx, upload, status.clone());
+    let feed = cfg.bridge.then(|| Feed::new(cfg.back_buffer_mib << 20, cfg.bridge_fanout));
+    let server = Server::new(store.clone(), partial_tx, upload, status.clone(), feed.clone());
     tokio::spawn(crate::peers::serve(endpoint.clone(), server.clone(), cancel.clone()));
     info!(%quic, control = %control_cfg.group, upload_mbit = cfg.upload_rate,
         origin = %origin.map_or("from the channel's manifests".into(), |o| o.to_string()), "peer repair on");
@@ -195,9 +209,25 @@ fn start_peers(
         status.set_tracker(o.to_string(), "--tracker");
     }
 
+    // The desert side: a task that keeps a subscription to a bridge while the
+    // loop wants one.
+    let (want, want_rx) = watch::channel(FeedWant::default());
+    let (feed_tx, feed_rx) = mpsc::channel(64);
+    let fixed = cfg.bridge_peers.iter().filter_map(|b| b.parse::<NodeAddr>().ok()).collect();
+    tokio::spawn(crate::bridge::follow(endpoint.clone(), fixed, want_rx, feed_tx, cancel.clone()));
+    status.with_feed(|f| f.mode = if cfg.no_multicast { "searching" } else { "multicast" });
+
     let (done_tx, done_rx) = mpsc::channel(256);
     let (lookup_tx, lookup_rx) = mpsc::channel(64);
     Ok(PeerSide {
+        feed,
+        want,
+        feed_rx,
+        bridge_bytes: 0,
+        feeding: None,
+        bridge_strikes: HashMap::new(),
+        last_no_bridge_warning: None,
+        searching_since: None,
         repairer: Repairer::new(RepairConfig::default(), rand::random()),
         table: PeerTable::default(),
         fetcher: Fetcher::new(endpoint),
@@ -277,6 +307,19 @@ struct PeerSide {
     last_registered: Option<Instant>,
     last_nak_warning: Option<Instant>,
     announce_soon: bool,
+    /// The feed this hub serves as a bridge (`--bridge`).
+    feed: Option<Arc<Feed>>,
+    /// What the desert side's task should do, and what it reports.
+    want: watch::Sender<FeedWant>,
+    feed_rx: mpsc::Receiver<FeedEvent>,
+    /// Verified symbol bytes that came in bridge feeds.
+    bridge_bytes: u64,
+    /// The bridge feeding this hub now.
+    feeding: Option<NodeAddr>,
+    bridge_strikes: HashMap<NodeId, u32>,
+    last_no_bridge_warning: Option<Instant>,
+    /// Since when the feed task has found no bridge to ask.
+    searching_since: Option<Instant>,
 }
 
 /// Announcements and the origin's repair datagrams both fit.
@@ -305,6 +348,12 @@ struct Loop<'a> {
     received: u64,
     simulated: u64,
     peers: Option<PeerSide>,
+    started: Instant,
+    /// When a multicast datagram last arrived.
+    last_multicast: Option<Instant>,
+    /// The chunk the channel (multicast or feed) last brought: where a new
+    /// subscription to a bridge starts.
+    position: Option<(ObjectId, u32)>,
 }
 
 impl Loop<'_> {
@@ -314,14 +363,33 @@ impl Loop<'_> {
             // Counters first: a status that shows the object complete also
             // shows the bytes that completed it.
             self.record();
+            let mut fed_chunk = None;
             if let Some(p) = self.peers.as_mut() {
                 p.note(&event, &self.receiver);
                 if matches!(event, Event::Manifest(_)) {
                     p.learn_tracker(self.receiver.tracker(), self.status);
                 }
+                if let Some(feed) = p.feed.clone() {
+                    match &event {
+                        Event::Manifest(m) => {
+                            if let Some(d) = self.receiver.manifest_datagram(&m.object_id) {
+                                feed.manifest(m.object_id, d);
+                            }
+                        }
+                        Event::ChunkComplete(c) => {
+                            let geometry = wire::peek_ticket_geometry(c.ticket());
+                            fed_chunk = geometry.map(|(len, t)| (feed, c.object_id(), c.index(), len, t));
+                        }
+                    }
+                }
             }
             if self.store.send(StoreJob::Event(event)).await.is_err() {
                 return false;
+            }
+            // After the store job: a subscriber's read of it queues behind it.
+            if let Some((feed, object_id, index, len, t)) = fed_chunk {
+                let pages = wire::page_count(wire::n_max(wire::source_symbols(len, t)));
+                feed.chunk(object_id, index, len, t, pages);
             }
         }
         true
@@ -478,6 +546,130 @@ impl Loop<'_> {
         self.drain_events().await
     }
 
+    /// What the desert side's task reports: a subscription, the feed's
+    /// datagrams (checked here like multicast, counted as the bridge's), its end.
+    async fn on_feed_event(&mut self, event: FeedEvent) -> bool {
+        let Some(p) = self.peers.as_mut() else { return true };
+        let now = Instant::now();
+        match event {
+            FeedEvent::Subscribed(bridge) => {
+                info!(%bridge, resume = ?self.position, "taking the channel's feed from a bridge");
+                p.feeding = Some(bridge);
+                p.searching_since = None;
+                p.table.feeding(now, bridge.id, bridge.addr, true);
+                self.status.with_feed(|f| {
+                    f.mode = "bridge";
+                    f.bridge = Some(bridge.to_string());
+                    f.subscriptions += 1;
+                });
+            }
+            FeedEvent::Datagrams(bridge, datagrams) => {
+                let before = (self.receiver.stats().symbol_bytes_accepted, self.receiver.drops().clone());
+                let unix = unix_now();
+                for d in &datagrams {
+                    self.receiver.handle_datagram(unix, d);
+                }
+                let last = datagrams
+                    .iter()
+                    .rev()
+                    .find_map(|d| wire::decode_header(d).ok().and_then(|h| wire::peek_chunk(d, h.kind)));
+                self.position = last.or(self.position);
+                if !self.drain_events().await {
+                    return false;
+                }
+                let Some(p) = self.peers.as_mut() else { return true };
+                let gained = self.receiver.stats().symbol_bytes_accepted - before.0;
+                p.bridge_bytes += gained;
+                p.server.credit(&bridge, gained);
+                if let Some(b) = p.feeding.filter(|b| b.id == bridge) {
+                    p.table.feeding(now, b.id, b.addr, true);
+                }
+                self.status.record_bridge_bytes(p.bridge_bytes);
+                let strikes = crate::bridge::strikes(&before.1, self.receiver.drops());
+                if strikes > 0 {
+                    p.strike_bridge(bridge, strikes, self.status);
+                }
+            }
+            FeedEvent::Ended { bridge, why } => {
+                info!(%bridge, "the bridge's feed ended: {why}");
+                if p.feeding.is_some_and(|b| b.id == bridge) {
+                    p.feeding = None;
+                }
+                if let Some(addr) = p.table.addr(&bridge) {
+                    p.table.feeding(now, bridge, addr, false);
+                }
+                self.status.with_feed(|f| {
+                    f.ended += 1;
+                    f.bridge = None;
+                    if f.mode == "bridge" {
+                        f.mode = "searching";
+                    }
+                });
+            }
+            FeedEvent::Refused(bridge, reason) => {
+                info!(%bridge, ?reason, "a bridge refused the subscription; trying the next");
+                self.status.with_feed(|f| f.refused += 1);
+            }
+            FeedEvent::NoBridge => {
+                // Bridges register as they start hearing the channel: a few
+                // seconds without one is normal.
+                let since = *p.searching_since.get_or_insert(now);
+                let long =
+                    now.saturating_duration_since(since) >= Duration::from_secs(self.cfg.desert_after_secs);
+                if long && p.last_no_bridge_warning.is_none_or(|t| t.elapsed() >= NAK_WARN_EVERY) {
+                    p.last_no_bridge_warning = Some(now);
+                    warn!("no multicast on {} and no bridge to take the feed from: name one with --bridge-peer NODEID@HOST:PORT, or give --tracker (it lists bridges)",
+                        self.cfg.group);
+                }
+            }
+        }
+        true
+    }
+
+    /// Once a second: multicast or a bridge's feed. A hub that has heard no
+    /// multicast for `desert_after_secs` (or runs with `--no-multicast`) wants
+    /// a feed; one whose multicast returns leaves it. Only a hub that hears
+    /// the multicast itself serves a feed as a bridge.
+    fn update_feed_mode(&mut self) {
+        let Some(p) = self.peers.as_mut() else { return };
+        let after = Duration::from_secs(self.cfg.desert_after_secs);
+        let hearing = self.last_multicast.is_some_and(|t| t.elapsed() < after);
+        let on = self.cfg.no_multicast || (!hearing && self.started.elapsed() >= after);
+        if let Some(feed) = &p.feed {
+            if feed.set_live(hearing) {
+                // The tracker lists it as a bridge (or no longer) at once.
+                p.last_registered = None;
+                p.announce_soon = true;
+            }
+            self.status.set_bridge(feed.status());
+        }
+        let (tracker, resume) = (p.origin, self.position);
+        let (group, cfg) = (self.cfg.group, self.cfg);
+        p.want.send_if_modified(|w| {
+            if w.on != on && !cfg.no_multicast {
+                if on {
+                    warn!(
+                        "no multicast on {group} for {} s: taking the channel's feed from a bridge",
+                        after.as_secs()
+                    );
+                } else {
+                    info!("the multicast on {group} is back: leaving the bridge's feed");
+                }
+            }
+            let changed = (w.on, w.tracker, w.resume) != (on, tracker, resume);
+            (w.on, w.tracker, w.resume) = (on, tracker, resume);
+            changed
+        });
+        let feeding = p.feeding.is_some();
+        self.status.with_feed(|f| {
+            f.mode = match (on, feeding) {
+                (false, _) => "multicast",
+                (true, true) => "bridge",
+                (true, false) => "searching",
+            }
+        });
+    }
+
     fn on_partial_ask(&self, ask: PartialAsk) {
         let _ = ask.reply.send(answer_partial(&ask.req, &self.receiver));
     }
@@ -535,8 +727,9 @@ impl Loop<'_> {
                 })
                 .collect();
             let fetcher = p.fetcher.clone();
+            let bridge = p.feed.as_ref().is_some_and(|f| f.is_live());
             tokio::spawn(async move {
-                if fetcher.register(tracker, holdings).await.is_err() {
+                if fetcher.register(tracker, holdings, bridge).await.is_err() {
                     debug!(%tracker, "registering with the tracker failed; again in {} s", REGISTER_EVERY.as_secs());
                 }
             });
@@ -564,6 +757,21 @@ impl Loop<'_> {
 }
 
 impl PeerSide {
+    /// Datagrams from a bridge failed their checks: strikes; at
+    /// [`crate::peers::STRIKES_TO_BAN`] the hub leaves that bridge for good.
+    fn strike_bridge(&mut self, bridge: NodeId, n: u64, status: &StatusBoard) {
+        let total = self.bridge_strikes.entry(bridge).or_default();
+        *total = total.saturating_add(n.min(u64::from(u32::MAX)) as u32);
+        let ban = *total >= crate::peers::STRIKES_TO_BAN;
+        self.table.strike(Instant::now(), &bridge, n.min(u64::from(u32::MAX)) as u32);
+        status.with_feed(|f| f.strikes += n);
+        if ban && !self.want.borrow().banned.contains(&bridge) {
+            warn!(%bridge, strikes = *total, "a bridge sent datagrams that fail the broadcaster's signature; leaving it for another");
+            self.want.send_modify(|w| w.banned.push(bridge));
+            status.with_feed(|f| f.bridges_banned += 1);
+        }
+    }
+
     /// Take the tracker the channel's verified manifests name, unless
     /// `--tracker` named one. Registers there at the next announcement.
     fn learn_tracker(&mut self, named: Option<NodeAddr>, status: &StatusBoard) {
@@ -614,7 +822,7 @@ async fn readable_opt(socket: Option<&tokio::net::UdpSocket>) -> std::io::Result
 
 async fn receive_loop(
     lp: &mut Loop<'_>,
-    socket: &tokio::net::UdpSocket,
+    socket: Option<&tokio::net::UdpSocket>,
     unstored: &mut mpsc::Receiver<(ObjectId, u32)>,
     cancel: &CancellationToken,
 ) -> Result<(), HubError> {
@@ -632,15 +840,21 @@ async fn receive_loop(
     let mut repair_tick = tokio::time::interval(REPAIR_TICK);
     let mut announce_tick = tokio::time::interval(crate::peers::ANNOUNCE_EVERY);
     loop {
-        let (done_rx, lookup_rx, partial_rx, control) = match lp.peers.as_mut() {
-            Some(p) => {
-                (Some(&mut p.done_rx), Some(&mut p.lookup_rx), Some(&mut p.partial_rx), Some(&p.control))
-            }
-            None => (None, None, None, None),
+        let (done_rx, lookup_rx, partial_rx, control, feed_rx) = match lp.peers.as_mut() {
+            Some(p) => (
+                Some(&mut p.done_rx),
+                Some(&mut p.lookup_rx),
+                Some(&mut p.partial_rx),
+                Some(&p.control),
+                Some(&mut p.feed_rx),
+            ),
+            None => (None, None, None, None, None),
         };
         tokio::select! {
-            r = socket.readable() => {
+            r = readable_opt(socket) => {
                 r.map_err(|source| HubError::Recv { group: cfg.group, source })?;
+                let Some(socket) = socket else { continue };
+                let mut last = None;
                 let now = unix_now();
                 for _ in 0..RECV_BATCH {
                     let n = match socket.try_recv(&mut buf) {
@@ -654,6 +868,12 @@ async fn receive_loop(
                         continue;
                     }
                     lp.receiver.handle_datagram(now, &buf[..n]);
+                    last = Some(n);
+                }
+                if let Some(n) = last {
+                    let key = wire::decode_header(&buf[..n]).ok().and_then(|h| wire::peek_chunk(&buf[..n], h.kind));
+                    lp.position = key.or(lp.position);
+                    lp.last_multicast = Some(Instant::now());
                 }
                 // Events after the whole batch: the receiver checks digests many at a time.
                 if !lp.drain_events().await {
@@ -668,6 +888,11 @@ async fn receive_loop(
                 }
             }
             Some(done) = recv_opt(lookup_rx) => lp.on_lookup_done(done),
+            Some(event) = recv_opt(feed_rx) => {
+                if !lp.on_feed_event(event).await {
+                    return Ok(());
+                }
+            }
             Some(ask) = recv_opt(partial_rx) => lp.on_partial_ask(ask),
             r = readable_opt(control) => {
                 // Peers' announcements, and the origin's repair.
@@ -703,8 +928,10 @@ async fn receive_loop(
                     return Ok(());
                 }
                 lp.record();
+                lp.update_feed_mode();
+                let fed = lp.peers.as_ref().is_some_and(|p| p.feeding.is_some());
                 let silent = last_rx.elapsed();
-                if !warned_silence && silent >= Duration::from_secs(cfg.silence_warning_secs) {
+                if !warned_silence && !fed && !cfg.no_multicast && silent >= Duration::from_secs(cfg.silence_warning_secs) {
                     warned_silence = true;
                     warn!("no multicast received on {} for {} s: is the broadcaster running and the interface right? try --iface (now {})",
                         cfg.group, silent.as_secs(), cfg.iface);

@@ -4,6 +4,7 @@
 //!
 //! `main.rs` only parses the command line; everything runs from here.
 
+pub mod bridge;
 pub mod config;
 pub mod export;
 pub mod http;

@@ -74,6 +74,26 @@ struct RunArgs {
     /// peer can repair a chunk. Default: the one the channel's manifests name.
     #[arg(long)]
     tracker: Option<String>,
+    /// Feed desert hubs over QUIC while this hub hears the multicast, and
+    /// register with the tracker as a bridge.
+    #[arg(long)]
+    bridge: bool,
+    /// Desert hubs a bridge feeds at once. Default 8.
+    #[arg(long)]
+    bridge_fanout: Option<usize>,
+    /// A bridge's back buffer of recent chunks, in MiB. Default 64.
+    #[arg(long)]
+    back_buffer_mib: Option<u64>,
+    /// Do not join the multicast group; take the feed from a bridge.
+    #[arg(long)]
+    no_multicast: bool,
+    /// Seconds without multicast before taking the feed from a bridge. Default 5.
+    #[arg(long)]
+    desert_after: Option<u64>,
+    /// A bridge to subscribe to, NODEID@HOST:PORT (repeatable); tried before
+    /// the bridges the tracker lists.
+    #[arg(long)]
+    bridge_peer: Vec<String>,
 }
 
 impl RunArgs {
@@ -90,6 +110,22 @@ impl RunArgs {
             ($($f:ident),*) => { $( if self.$f.is_some() { c.$f = self.$f; } )* };
         }
         set_opt!(source, export, http, loss_seed, peer_listen, tracker);
+        set!(bridge_fanout, back_buffer_mib);
+        if let Some(s) = self.desert_after {
+            c.desert_after_secs = s;
+        }
+        c.bridge |= self.bridge;
+        c.no_multicast |= self.no_multicast;
+        c.bridge_peers.extend(self.bridge_peer);
+        for b in &c.bridge_peers {
+            b.parse::<hubcast_keys::NodeAddr>().map_err(|e| anyhow::anyhow!("--bridge-peer {e}"))?;
+        }
+        anyhow::ensure!(c.bridge_fanout > 0, "--bridge-fanout must be at least 1");
+        anyhow::ensure!(c.desert_after_secs > 0, "--desert-after must be at least 1 s");
+        anyhow::ensure!(
+            c.peer_repair || (!c.no_multicast && !c.bridge),
+            "--no-multicast and --bridge need the QUIC side: drop --no-peer-repair"
+        );
         if let Some(t) = &c.tracker {
             t.parse::<hubcast_keys::NodeAddr>().map_err(|e| anyhow::anyhow!("--tracker {e}"))?;
         }

@@ -75,6 +75,8 @@ struct PeerEntry {
     listed: HashSet<(ObjectId, u32)>,
     strikes: u32,
     banned_until: Option<Instant>,
+    /// The bridge feeding this hub: a candidate for every chunk.
+    feeds_us: bool,
     /// QUIC's smoothed RTT on our connection to it; none before the first.
     rtt: Option<Duration>,
 }
@@ -97,6 +99,7 @@ impl PeerEntry {
             listed: HashSet::new(),
             strikes: 0,
             banned_until: None,
+            feeds_us: false,
             rtt: None,
         }
     }
@@ -152,6 +155,17 @@ impl PeerTable {
         e.listed.insert((object_id, index));
     }
 
+    /// The bridge `id` at `addr` feeds this hub (`on`), or no longer does.
+    /// While it does, it is a candidate for every chunk.
+    pub fn feeding(&mut self, now: Instant, id: NodeId, addr: SocketAddr, on: bool) {
+        let Some(e) = self.entry(now, id, addr, "as a bridge") else { return };
+        if !e.same_island(now) {
+            e.addr = addr;
+        }
+        e.last_seen = now;
+        e.feeds_us = on;
+    }
+
     pub fn expire(&mut self, now: Instant) {
         self.peers.retain(|id, p| {
             // A banned peer stays listed (and banned) until its ban ends.
@@ -176,7 +190,8 @@ impl PeerTable {
             .filter(|(_, p)| now.saturating_duration_since(p.last_seen) < PEER_EXPIRY)
             .map(|(id, p)| Candidate {
                 peer: *id,
-                complete: p.have.get(&object_id).is_some_and(|b| b.get(index))
+                complete: p.feeds_us
+                    || p.have.get(&object_id).is_some_and(|b| b.get(index))
                     || p.listed.contains(&(object_id, index)),
                 // Heard on our control group: same island.
                 same_island: p.same_island(now),
@@ -229,7 +244,13 @@ impl PeerTable {
                 strikes: p.strikes,
                 banned: p.banned(now),
                 rtt_ms: p.rtt.map(|r| r.as_secs_f64() * 1e3),
-                via: if p.same_island(now) { "island" } else { "tracker" },
+                via: if p.same_island(now) {
+                    "island"
+                } else if p.feeds_us {
+                    "bridge"
+                } else {
+                    "tracker"
+                },
             })
             .collect();
         out.sort_by(|a, b| a.node_id.cmp(&b.node_id));
@@ -298,6 +319,8 @@ pub struct Server {
     /// Answers refused as busy because the cap would hold them too long.
     upload_busy: std::sync::atomic::AtomicU64,
     status: StatusBoard,
+    /// The channel's feed, when this hub is a bridge (`--bridge`).
+    feed: Option<Arc<crate::bridge::Feed>>,
 }
 
 /// A peer that took more than this from us...
@@ -318,6 +341,7 @@ impl Server {
         partial: mpsc::Sender<PartialAsk>,
         upload_bytes_per_sec: f64,
         status: StatusBoard,
+        feed: Option<Arc<crate::bridge::Feed>>,
     ) -> Arc<Server> {
         Arc::new(Server {
             cache: Mutex::new(VecDeque::new()),
@@ -331,6 +355,7 @@ impl Server {
             paced_micros: Default::default(),
             upload_busy: Default::default(),
             status,
+            feed,
         })
     }
 
@@ -389,7 +414,16 @@ impl Server {
         cache.iter().find(|(k, _)| *k == key).map(|(_, s)| s.clone())
     }
 
-    async fn answer(&self, req: &ChunkRequest) -> Result<Vec<Vec<u8>>, RefuseReason> {
+    /// Wait until `bytes` fit the upload cap, and take them. Feeds share the
+    /// cap with repair answers.
+    pub async fn pace(&self, bytes: usize) {
+        let wait = self.upload.lock().map(|mut b| b.take(bytes as f64)).unwrap_or_default();
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    pub(crate) async fn answer(&self, req: &ChunkRequest) -> Result<Vec<Vec<u8>>, RefuseReason> {
         let key = (req.object_id, req.index);
         let server = match self.cached(key) {
             Some(server) => Some(server),
@@ -483,6 +517,23 @@ async fn serve_stream(
         _ => return Err(StreamError::Io),
     };
     let messages = peer_wire::decode_all(&body).map_err(|e| StreamError::Malformed(e.to_string()))?;
+    if let [PeerMessage::Subscribe { resume }] = messages.as_slice() {
+        match &server.feed {
+            Some(feed) => crate::bridge::serve_subscription(send, feed, server, peer, *resume).await,
+            None => {
+                let mut out = Vec::new();
+                let refuse = PeerMessage::Refuse {
+                    object_id: ObjectId([0; 32]),
+                    chunk: 0,
+                    reason: RefuseReason::NotHeld,
+                };
+                peer_wire::encode(&refuse, &mut out);
+                send.write_all(&out).await.map_err(|_| StreamError::Io)?;
+                send.finish().map_err(|_| StreamError::Io)?;
+            }
+        }
+        return Ok(());
+    }
     let Some(req) = ChunkRequest::from_messages(&messages) else {
         return Err(StreamError::Malformed("not a chunk request".into()));
     };
@@ -645,13 +696,14 @@ impl Fetcher {
         &self,
         tracker: NodeAddr,
         holdings: Vec<(ObjectId, ChunkBitmap)>,
+        bridge: bool,
     ) -> Result<(), Outcome> {
         let maps = holdings.into_iter().map(|(object_id, complete)| PeerMessage::HaveMap {
             object_id,
             complete,
             partial: Vec::new(),
         });
-        let messages = std::iter::once(PeerMessage::Register { bridge: false }).chain(maps);
+        let messages = std::iter::once(PeerMessage::Register { bridge }).chain(maps);
         self.exchange(tracker.id, tracker.addr, messages, 64).await.map(|_| ())
     }
 
@@ -723,7 +775,7 @@ mod tests {
     fn a_busy_server_defers_the_taker_and_serves_the_giver() {
         let (store, _) = mpsc::channel(1);
         let (partial, _) = mpsc::channel(1);
-        let server = Server::new(store, partial, 10_000.0, StatusBoard::default());
+        let server = Server::new(store, partial, 10_000.0, StatusBoard::default(), None);
         let (taker, giver) = (NodeId([1; 32]), NodeId([2; 32]));
         for peer in [taker, giver] {
             server.served.lock().unwrap().insert(peer, 8 << 20);

@@ -114,6 +114,44 @@ pub struct TrackerRef {
     pub from: &'static str,
 }
 
+/// Serving the channel's feed to desert hubs (`--bridge`).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct BridgeStatus {
+    /// Serving now: the hub hears the origin's multicast itself.
+    pub live: bool,
+    pub subscribers: u64,
+    /// Subscriptions accepted since the start, and those refused because the
+    /// fan-out was full (`--bridge-fanout`) or the hub did not hear the channel.
+    pub subscriptions: u64,
+    pub refused_busy: u64,
+    pub refused_not_live: u64,
+    /// Feed bytes sent, and chunks a slow subscriber skipped (it repairs them).
+    pub fed_bytes: u64,
+    pub skipped_chunks: u64,
+    /// Chunks in the back buffer, and their bytes.
+    pub back_buffer_chunks: u64,
+    pub back_buffer_bytes: u64,
+}
+
+/// Where this hub's datagrams come from: the multicast, or a bridge's feed.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct FeedStatus {
+    /// `multicast`, `bridge` (subscribed), or `searching` (wants a bridge,
+    /// has none yet).
+    pub mode: &'static str,
+    /// The bridge feeding this hub, NODEID@HOST:PORT.
+    pub bridge: Option<String>,
+    /// Subscriptions made, and ended (bridge gone, refused, struck).
+    pub subscriptions: u64,
+    pub ended: u64,
+    /// Bridges that refused a subscription (fan-out full, or not live).
+    pub refused: u64,
+    /// Datagrams from bridges that failed their check: strikes.
+    pub strikes: u64,
+    /// Bridges left for good after too many strikes.
+    pub bridges_banned: u64,
+}
+
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct HubStatus {
     /// This hub's node id: its identity among peers (from STORE/node.key).
@@ -131,6 +169,10 @@ pub struct HubStatus {
     pub repair: RepairCounters,
     /// Where NAKs go and the hub registers; none until known.
     pub tracker: Option<TrackerRef>,
+    /// Where datagrams come from (multicast or a bridge).
+    pub feed: FeedStatus,
+    /// Serving desert hubs, with `--bridge`.
+    pub bridge: Option<BridgeStatus>,
     pub store_errors: u64,
     /// The last store failure, e.g. a full disk, with what to do.
     pub last_store_error: Option<String>,
@@ -185,9 +227,9 @@ impl StatusBoard {
         simulated_loss: u64,
     ) {
         let mut b = self.lock();
-        // Every verified symbol byte came by multicast unless a peer or the
-        // origin's repair sent it.
-        let other = b.status.bytes.peer + b.status.bytes.origin;
+        // Every verified symbol byte came by multicast unless a peer, the
+        // origin's repair or a bridge sent it.
+        let other = b.status.bytes.peer + b.status.bytes.origin + b.status.bytes.bridge;
         b.status.bytes.multicast = stats.symbol_bytes_accepted.saturating_sub(other);
         b.status.datagrams = DatagramCounters {
             received,
@@ -225,6 +267,19 @@ impl StatusBoard {
         let mut b = self.lock();
         b.status.peers = peers;
         repair(&mut b.status.repair);
+    }
+
+    /// Verified symbol bytes that came in bridge feeds (a running total).
+    pub fn record_bridge_bytes(&self, total: u64) {
+        self.lock().status.bytes.bridge = total;
+    }
+
+    pub fn with_feed(&self, f: impl FnOnce(&mut FeedStatus)) {
+        f(&mut self.lock().status.feed);
+    }
+
+    pub fn set_bridge(&self, bridge: BridgeStatus) {
+        self.lock().status.bridge = Some(bridge);
     }
 
     pub fn set_tracker(&self, addr: String, from: &'static str) {

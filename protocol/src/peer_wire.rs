@@ -30,6 +30,14 @@
 //! 10 RandomHubRequest (no body)
 //! 11 HubList      count (u8, <= MAX_HUB_LIST), count x (node id (32), flags (u8:
 //!                 bit 0 bridge), family (u8: 4 or 6), address (4 or 16), port u16)
+//! 12 BridgesRequest limit (u8, 1..=MAX_HUB_LIST): to the tracker, for hubs that
+//!                 serve the channel's feed
+//! 13 Subscribe    resume (u8: 0 from the back buffer's start, 1 after this chunk:
+//!                 object id (32), chunk (u32) follow). To a bridge, which answers
+//!                 Subscribed and then the feed as Datagram frames on the same
+//!                 stream, or Refuse (object id and chunk 0; busy: its fan-out is
+//!                 full; not held: it does not hear the channel now)
+//! 14 Subscribed   (no body)
 //! ```
 //!
 //! Decoding is streaming ([`decode_frame`] says how many bytes it needs), checks
@@ -204,6 +212,15 @@ pub enum PeerMessage {
     },
     RandomHubRequest,
     HubList(Vec<ListedHub>),
+    BridgesRequest {
+        limit: u8,
+    },
+    /// `resume`: the feed starts after this chunk, when the bridge still has
+    /// it; otherwise (and with `None`) at the start of its back buffer.
+    Subscribe {
+        resume: Option<(ObjectId, u32)>,
+    },
+    Subscribed,
 }
 
 /// A hub in a tracker's answer.
@@ -325,6 +342,22 @@ pub fn encode(m: &PeerMessage, out: &mut Vec<u8>) {
                 out.extend_from_slice(&h.addr.port().to_be_bytes());
             }
         }
+        PeerMessage::BridgesRequest { limit } => {
+            out.push(12);
+            out.push(*limit);
+        }
+        PeerMessage::Subscribe { resume } => {
+            out.push(13);
+            match resume {
+                None => out.push(0),
+                Some((object_id, chunk)) => {
+                    out.push(1);
+                    out.extend_from_slice(&object_id.0);
+                    out.extend_from_slice(&chunk.to_be_bytes());
+                }
+            }
+        }
+        PeerMessage::Subscribed => out.push(14),
     }
     let len = (out.len() - start - 4) as u32;
     out[start..start + 4].copy_from_slice(&len.to_be_bytes());
@@ -567,6 +600,19 @@ fn decode_body(frame: &[u8]) -> Result<PeerMessage, PeerWireError> {
             }
             PeerMessage::HubList(hubs)
         }
+        12 => {
+            let limit = r.array::<1>()?[0];
+            if limit == 0 || usize::from(limit) > MAX_HUB_LIST {
+                return Err(PeerWireError::OutOfRange);
+            }
+            PeerMessage::BridgesRequest { limit }
+        }
+        13 => match r.array::<1>()?[0] {
+            0 => PeerMessage::Subscribe { resume: None },
+            1 => PeerMessage::Subscribe { resume: Some((r.object()?, r.u32()?)) },
+            _ => return Err(PeerWireError::OutOfRange),
+        },
+        14 => PeerMessage::Subscribed,
         _ => return Err(PeerWireError::UnknownType),
     };
     r.end()?;
@@ -643,6 +689,22 @@ mod tests {
             ListedHub { node_id: [2; 32], bridge: true, addr: "[2001:db8::1]:7000".parse().unwrap() },
         ]));
         round_trip(PeerMessage::HubList(vec![]));
+        round_trip(PeerMessage::BridgesRequest { limit: 4 });
+        round_trip(PeerMessage::Subscribe { resume: None });
+        round_trip(PeerMessage::Subscribe { resume: Some((id, 41)) });
+        round_trip(PeerMessage::Subscribed);
+    }
+
+    #[test]
+    fn feed_messages_take_only_their_canonical_forms() {
+        // A subscription whose resume flag is neither 0 nor 1, or that says
+        // "from the start" and still carries a position.
+        for body in [vec![13, 2], [vec![13, 0], vec![0; 36]].concat(), vec![12, 0], vec![12, 33], vec![14, 0]]
+        {
+            let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+            frame.extend_from_slice(&body);
+            assert!(decode_frame(&frame).is_err(), "{body:?}");
+        }
     }
 
     #[test]

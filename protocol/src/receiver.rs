@@ -356,11 +356,18 @@ struct Pending {
     bytes: usize,
 }
 
+/// Objects whose manifest datagrams the receiver keeps ([`Receiver::manifest_datagram`]).
+pub const MAX_MANIFEST_DATAGRAMS: usize = 1024;
+
 pub struct Receiver {
     config: ReceiverConfig,
     verifier: Verifier,
     channel_tag: u64,
     manifests: HashMap<ObjectId, VerifiedManifest>,
+    /// The datagrams of recently accepted manifests, as received (signature
+    /// checked): what a bridge forwards. At most [`MAX_MANIFEST_DATAGRAMS`].
+    manifest_datagrams: HashMap<ObjectId, Vec<u8>>,
+    manifest_order: VecDeque<ObjectId>,
     seq_by_name: HashMap<String, u64>,
     /// The tracker named by the newest verified manifest that names one, with
     /// that manifest's sequence number.
@@ -393,6 +400,8 @@ impl Receiver {
             channel_tag: anchor.fingerprint.channel_tag(),
             verifier: Verifier::new(anchor),
             manifests: HashMap::new(),
+            manifest_datagrams: HashMap::new(),
+            manifest_order: VecDeque::new(),
             seq_by_name: HashMap::new(),
             tracker: None,
             active: HashMap::new(),
@@ -720,6 +729,9 @@ impl Receiver {
                     self.tracker = Some((m.seq, t));
                 }
                 let accepted = if known { Err(DropReason::Duplicate) } else { self.accept_manifest(m) };
+                if accepted.is_ok() {
+                    self.keep_manifest_datagram(id, datagram);
+                }
                 if passed_unseen {
                     self.note_passed(id);
                 }
@@ -745,6 +757,23 @@ impl Receiver {
             Datagram::TablePage(p) => self.handle_page(p),
             Datagram::Symbol(s) => self.handle_symbol(s),
         }
+    }
+
+    fn keep_manifest_datagram(&mut self, id: ObjectId, datagram: &[u8]) {
+        if self.manifest_datagrams.insert(id, datagram.to_vec()).is_none() {
+            self.manifest_order.push_back(id);
+        }
+        while self.manifest_order.len() > MAX_MANIFEST_DATAGRAMS {
+            if let Some(old) = self.manifest_order.pop_front() {
+                self.manifest_datagrams.remove(&old);
+            }
+        }
+    }
+
+    /// The datagram of an accepted manifest, as received: its signature was
+    /// checked. Kept for the [`MAX_MANIFEST_DATAGRAMS`] objects accepted last.
+    pub fn manifest_datagram(&self, id: &ObjectId) -> Option<&[u8]> {
+        self.manifest_datagrams.get(id).map(Vec::as_slice)
     }
 
     fn accept_manifest(&mut self, m: VerifiedManifest) -> Result<(), DropReason> {

@@ -181,6 +181,30 @@ impl<N: Copy + Eq + Hash> Tracker<N> {
             .collect()
     }
 
+    /// Up to `limit` live hubs registered as bridges, other than `asker`,
+    /// chosen at random: a desert hub's candidates for the channel's feed.
+    pub fn bridges(
+        &mut self,
+        now: Instant,
+        asker: Option<N>,
+        limit: usize,
+        rng: &mut impl Rng,
+    ) -> Vec<HubAddr<N>> {
+        self.stats.queries += 1;
+        self.expire(now);
+        let n = self.entries.len();
+        if n == 0 {
+            return Vec::new();
+        }
+        let start = rng.gen_range(0..n);
+        (0..n)
+            .map(|i| &self.entries[(start + i) % n])
+            .filter(|e| e.bridge && Some(e.node) != asker)
+            .take(limit)
+            .map(|e| HubAddr { node: e.node, addr: e.addr, bridge: true })
+            .collect()
+    }
+
     /// A random live hub other than `asker`.
     pub fn random_hub(&mut self, now: Instant, asker: Option<N>, rng: &mut impl Rng) -> Option<HubAddr<N>> {
         self.stats.queries += 1;
@@ -261,6 +285,16 @@ mod tests {
             assert_eq!(h.bridge, h.node == 4);
         }
         assert_eq!(t.report(now, 9, obj, bitmap(8, &[])), Err(TrackerError::NotRegistered));
+        // Bridges: only hubs registered as one, never the asker; a hub that
+        // registers again without the flag is no longer listed.
+        t.register(now, 5, addr(5), true).unwrap();
+        let mut bridges: Vec<u16> = t.bridges(now, None, 10, &mut rng).iter().map(|h| h.node).collect();
+        bridges.sort();
+        assert_eq!(bridges, [4, 5]);
+        assert!(t.bridges(now, Some(4), 10, &mut rng).iter().all(|h| h.node == 5 && h.bridge));
+        assert_eq!(t.bridges(now, None, 1, &mut rng).len(), 1, "limit");
+        t.register(now, 5, addr(5), false).unwrap();
+        assert!(t.bridges(now, Some(4), 10, &mut rng).is_empty());
     }
 
     #[test]

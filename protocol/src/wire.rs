@@ -323,6 +323,18 @@ pub fn peek_chunk(buf: &[u8], kind: Kind) -> Option<(ObjectId, u32)> {
     Some((ObjectId(id), u32::from_be_bytes(index)))
 }
 
+/// A ticket datagram's chunk length and symbol size, read from their fixed
+/// offsets (216 and 220) without parsing the certificate. `None` when it is
+/// not a ticket or too short. Trust them only as far as the ticket was checked.
+pub fn peek_ticket_geometry(buf: &[u8]) -> Option<(u32, u16)> {
+    if decode_header(buf).ok()?.kind != Kind::Ticket {
+        return None;
+    }
+    let len: [u8; 4] = buf.get(216..220)?.try_into().ok()?;
+    let t: [u8; 2] = buf.get(220..222)?.try_into().ok()?;
+    Some((u32::from_be_bytes(len), u16::from_be_bytes(t)))
+}
+
 /// Parse a whole datagram. Bounds are checked; nothing is verified.
 pub fn decode(buf: &[u8]) -> Result<(Header, Datagram<'_>), WireError> {
     let header = decode_header(buf)?;

@@ -243,6 +243,31 @@ impl NodeEndpoint {
     /// Connect to the node `expected` at `addr`. Fails unless the peer proves
     /// that node key.
     pub fn connect(&self, addr: SocketAddr, expected: NodeId) -> Result<quinn::Connecting, QuicError> {
+        self.connect_with(addr, expected, transport())
+    }
+
+    /// [`NodeEndpoint::connect`] for a long-lived connection whose loss must be
+    /// noticed fast: keep-alives every `idle / 3`, and the connection is lost
+    /// after `idle` without a packet from the peer.
+    pub fn connect_watchful(
+        &self,
+        addr: SocketAddr,
+        expected: NodeId,
+        idle: std::time::Duration,
+    ) -> Result<quinn::Connecting, QuicError> {
+        let mut t = transport_config();
+        t.keep_alive_interval(Some(idle / 3));
+        let idle = quinn::IdleTimeout::try_from(idle).map_err(|e| QuicError::Config(e.to_string()))?;
+        t.max_idle_timeout(Some(idle));
+        self.connect_with(addr, expected, Arc::new(t))
+    }
+
+    fn connect_with(
+        &self,
+        addr: SocketAddr,
+        expected: NodeId,
+        transport: Arc<quinn::TransportConfig>,
+    ) -> Result<quinn::Connecting, QuicError> {
         let provider = provider();
         let algs = provider.signature_verification_algorithms;
         let mut tls = rustls::ClientConfig::builder_with_provider(provider)
@@ -254,7 +279,7 @@ impl NodeEndpoint {
         let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
             .map_err(|e| QuicError::Config(e.to_string()))?;
         let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-        config.transport_config(transport());
+        config.transport_config(transport);
         self.endpoint
             .connect_with(config, addr, CERT_NAME)
             .map_err(|source| QuicError::Connect { addr, source })
@@ -304,6 +329,10 @@ where
 pub const MAX_STREAMS_PER_PEER: u32 = 32;
 
 fn transport() -> Arc<quinn::TransportConfig> {
+    Arc::new(transport_config())
+}
+
+fn transport_config() -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
     t.max_concurrent_bidi_streams(MAX_STREAMS_PER_PEER.into());
     t.max_concurrent_uni_streams(0u32.into());
@@ -313,7 +342,7 @@ fn transport() -> Arc<quinn::TransportConfig> {
     t.stream_receive_window((8u32 << 20).into());
     t.receive_window((16u32 << 20).into());
     t.send_window(16 << 20);
-    Arc::new(t)
+    t
 }
 
 /// The node id of the peer on an established connection.

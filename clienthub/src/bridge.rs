@@ -1,0 +1,650 @@
+//! Bridges and deserts: a hub that hears the channel's multicast feeds hubs
+//! that do not, over QUIC.
+//!
+//! Bridge side ([`Feed`], [`serve_subscription`]): every chunk the hub
+//! completes goes into a back buffer of recent chunks, by position. A
+//! subscriber gets, for each chunk from where it asked to start, the object's
+//! manifest as the broadcaster signed it (once per object), then the chunk's
+//! signed ticket, its table pages and its K source symbols, served from the
+//! store exactly as a peer-repair answer is. So the bridge forwards only what
+//! it has verified (the whole chunk hashed to the signed ticket), and the
+//! desert hub checks every datagram again. The feed is a reliable stream: the
+//! bytes sent are the chunk's, plus QUIC's retransmissions of what was lost.
+//!
+//! Desert side ([`follow`]): a task that, while the receive loop wants a feed,
+//! finds a bridge (`--bridge-peer`, then the tracker's list of bridges),
+//! subscribes, and hands the datagrams to the loop, which checks them like
+//! multicast. A refusal, a closed stream or too many strikes moves it to the
+//! next bridge, resuming at the chunk the hub had reached.
+
+use crate::peers::Server;
+use hubcast_keys::{NodeAddr, NodeId};
+use hubcast_protocol::peer_wire::{self, EsiRanges, PeerMessage, PeerWireError, RefuseReason};
+use hubcast_protocol::receiver::{DropCounters, DropReason};
+use hubcast_protocol::serve::ChunkRequest;
+use hubcast_protocol::ObjectId;
+use hubcast_transport::quic::NodeEndpoint;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch, Notify};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+/// A bridge that stops hearing the channel for this long ends its
+/// subscriptions, so its desert hubs move to a bridge that hears it.
+const NOT_LIVE_ENDS_AFTER: Duration = Duration::from_secs(3);
+/// Bridges asked of the tracker at once.
+const BRIDGES_ASKED: u8 = 8;
+/// A bridge that refused or failed is tried again after this long.
+const RETRY_BRIDGE_AFTER: Duration = Duration::from_secs(10);
+/// Feed bytes read from the stream at once.
+const READ_CHUNK: usize = 64 << 10;
+/// Subscribing (connection, request, answer) takes at most this long.
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(3);
+/// A bridge that sends no packet for this long (QUIC keep-alives go every
+/// third of it) is taken for dead, and the hub moves to another.
+const BRIDGE_SILENCE: Duration = Duration::from_secs(3);
+
+/// A chunk in the back buffer, with what a subscriber needs to ask the store.
+#[derive(Clone, Copy, Debug)]
+struct FeedChunk {
+    seq: u64,
+    object_id: ObjectId,
+    index: u32,
+    len: u32,
+    /// Source symbols, and table pages.
+    k: u32,
+    pages: u32,
+}
+
+/// The back buffer: recent chunks by position, bounded in bytes, with the
+/// signed manifests of their objects.
+struct Ring {
+    chunks: VecDeque<FeedChunk>,
+    bytes: u64,
+    cap: u64,
+    next_seq: u64,
+    /// Per object in the ring: its manifest datagram and its chunk count there.
+    manifests: HashMap<ObjectId, (Arc<[u8]>, usize)>,
+    /// Manifests heard for objects with no chunk in the ring yet.
+    waiting: HashMap<ObjectId, Arc<[u8]>>,
+}
+
+impl Ring {
+    fn push(&mut self, c: FeedChunk) {
+        while self.bytes + u64::from(c.len) > self.cap {
+            let Some(old) = self.chunks.pop_front() else { break };
+            self.bytes -= u64::from(old.len);
+            if let Some((_, n)) = self.manifests.get_mut(&old.object_id) {
+                *n -= 1;
+                if *n == 0 {
+                    self.manifests.remove(&old.object_id);
+                }
+            }
+        }
+        if let Some(m) = self.waiting.remove(&c.object_id) {
+            self.manifests.insert(c.object_id, (m, 0));
+        }
+        if let Some((_, n)) = self.manifests.get_mut(&c.object_id) {
+            *n += 1;
+        }
+        self.bytes += u64::from(c.len);
+        self.chunks.push_back(c);
+        self.next_seq = c.seq + 1;
+    }
+
+    /// The first chunk after position `seq`.
+    fn after(&self, seq: Option<u64>) -> Option<FeedChunk> {
+        let first = self.chunks.front()?.seq;
+        let at = seq.map_or(0, |s| (s + 1).saturating_sub(first));
+        self.chunks.get(usize::try_from(at).ok()?).copied()
+    }
+
+    /// Where a subscription that names `chunk` starts: just before that chunk
+    /// when the ring holds it; at the live end when the ring holds earlier
+    /// chunks of its object only (the bridge has not got there yet); otherwise
+    /// at the ring's start.
+    fn start_for(&self, chunk: Option<(ObjectId, u32)>) -> Option<u64> {
+        let before_front = self.chunks.front().and_then(|c| c.seq.checked_sub(1));
+        let Some((object_id, index)) = chunk else { return before_front };
+        let of_object: Vec<&FeedChunk> = self.chunks.iter().filter(|c| c.object_id == object_id).collect();
+        if let Some(c) = of_object.iter().find(|c| c.index == index) {
+            return c.seq.checked_sub(1);
+        }
+        if !of_object.is_empty() && of_object.iter().all(|c| c.index < index) {
+            return self.next_seq.checked_sub(1);
+        }
+        before_front
+    }
+}
+
+/// The channel's feed as a bridge serves it.
+pub struct Feed {
+    ring: Mutex<Ring>,
+    changed: Notify,
+    live: AtomicBool,
+    max_subscribers: u64,
+    subscribers: AtomicU64,
+    subscriptions: AtomicU64,
+    refused_busy: AtomicU64,
+    refused_not_live: AtomicU64,
+    fed_bytes: AtomicU64,
+    skipped_chunks: AtomicU64,
+}
+
+impl Feed {
+    /// A feed keeping `back_buffer` bytes of recent chunks, serving at most
+    /// `max_subscribers` desert hubs.
+    pub fn new(back_buffer: u64, max_subscribers: usize) -> Arc<Feed> {
+        Arc::new(Feed {
+            ring: Mutex::new(Ring {
+                chunks: VecDeque::new(),
+                bytes: 0,
+                cap: back_buffer,
+                next_seq: 0,
+                manifests: HashMap::new(),
+                waiting: HashMap::new(),
+            }),
+            changed: Notify::new(),
+            live: AtomicBool::new(false),
+            max_subscribers: max_subscribers as u64,
+            subscribers: AtomicU64::new(0),
+            subscriptions: AtomicU64::new(0),
+            refused_busy: AtomicU64::new(0),
+            refused_not_live: AtomicU64::new(0),
+            fed_bytes: AtomicU64::new(0),
+            skipped_chunks: AtomicU64::new(0),
+        })
+    }
+
+    fn ring(&self) -> std::sync::MutexGuard<'_, Ring> {
+        self.ring.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether the hub hears the origin's multicast now: only then does it
+    /// accept subscriptions (a hub fed by a bridge never feeds others, so
+    /// feeds cannot loop).
+    /// True when that changed it.
+    pub fn set_live(&self, live: bool) -> bool {
+        let changed = self.live.swap(live, Relaxed) != live;
+        if changed {
+            info!(
+                live,
+                "bridge: {}",
+                if live {
+                    "hearing the channel; serving feeds"
+                } else {
+                    "not hearing the channel; feeds stop"
+                }
+            );
+            self.changed.notify_waiters();
+        }
+        changed
+    }
+
+    pub fn is_live(&self) -> bool {
+        self.live.load(Relaxed)
+    }
+
+    /// A verified manifest datagram, forwarded before its object's first chunk.
+    pub fn manifest(&self, object_id: ObjectId, datagram: &[u8]) {
+        let mut ring = self.ring();
+        let datagram: Arc<[u8]> = datagram.into();
+        match ring.manifests.get_mut(&object_id) {
+            Some(entry) => entry.0 = datagram,
+            None => {
+                // Bounded like the receiver's own memory of manifests.
+                if ring.waiting.len() >= hubcast_protocol::receiver::MAX_MANIFEST_DATAGRAMS {
+                    ring.waiting.clear();
+                }
+                ring.waiting.insert(object_id, datagram);
+            }
+        }
+    }
+
+    /// A chunk this hub completed and stored: subscribers get it next.
+    /// `symbol_size` and `pages` are its ticket's.
+    pub fn chunk(&self, object_id: ObjectId, index: u32, len: u32, symbol_size: u16, pages: usize) {
+        let k = hubcast_protocol::wire::source_symbols(len, symbol_size);
+        let mut ring = self.ring();
+        let seq = ring.next_seq;
+        ring.push(FeedChunk { seq, object_id, index, len, k, pages: pages as u32 });
+        drop(ring);
+        self.changed.notify_waiters();
+    }
+
+    pub fn status(&self) -> crate::status::BridgeStatus {
+        let ring = self.ring();
+        crate::status::BridgeStatus {
+            live: self.is_live(),
+            subscribers: self.subscribers.load(Relaxed),
+            subscriptions: self.subscriptions.load(Relaxed),
+            refused_busy: self.refused_busy.load(Relaxed),
+            refused_not_live: self.refused_not_live.load(Relaxed),
+            fed_bytes: self.fed_bytes.load(Relaxed),
+            skipped_chunks: self.skipped_chunks.load(Relaxed),
+            back_buffer_chunks: ring.chunks.len() as u64,
+            back_buffer_bytes: ring.bytes,
+        }
+    }
+
+    /// A place among the subscribers, or `None` when the fan-out is full.
+    fn join(self: &Arc<Feed>) -> Option<Subscriber> {
+        let taken =
+            self.subscribers.fetch_update(Relaxed, Relaxed, |n| (n < self.max_subscribers).then_some(n + 1));
+        taken.ok().map(|_| Subscriber(self.clone()))
+    }
+}
+
+/// A place among a feed's subscribers, given back on drop.
+struct Subscriber(Arc<Feed>);
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.0.subscribers.fetch_sub(1, Relaxed);
+    }
+}
+
+fn refuse(reason: RefuseReason, out: &mut Vec<u8>) {
+    peer_wire::encode(&PeerMessage::Refuse { object_id: ObjectId([0; 32]), chunk: 0, reason }, out);
+}
+
+/// Serve one subscription on its stream until the subscriber goes, or this hub
+/// stops hearing the channel. Refused (typed) when the fan-out is full or the
+/// hub does not hear the channel now.
+pub async fn serve_subscription(
+    send: &mut quinn::SendStream,
+    feed: &Arc<Feed>,
+    server: &Server,
+    peer: NodeId,
+    resume: Option<(ObjectId, u32)>,
+) {
+    let mut out = Vec::new();
+    let place = if !feed.is_live() {
+        feed.refused_not_live.fetch_add(1, Relaxed);
+        refuse(RefuseReason::NotHeld, &mut out);
+        None
+    } else if let Some(place) = feed.join() {
+        Some(place)
+    } else {
+        feed.refused_busy.fetch_add(1, Relaxed);
+        refuse(RefuseReason::Busy, &mut out);
+        None
+    };
+    let Some(_place) = place else {
+        let _ = send.write_all(&out).await;
+        let _ = send.finish();
+        return;
+    };
+    feed.subscriptions.fetch_add(1, Relaxed);
+    info!(%peer, ?resume, "bridge: desert hub subscribed");
+    peer_wire::encode(&PeerMessage::Subscribed, &mut out);
+    if send.write_all(&out).await.is_err() {
+        return;
+    }
+    let mut at = feed.ring().start_for(resume);
+    let mut sent_manifests: HashSet<ObjectId> = HashSet::new();
+    let mut not_live_since: Option<Instant> = None;
+    loop {
+        // Registered before looking, so a chunk pushed in between wakes us.
+        let changed = feed.changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        let (next, manifest) = {
+            let ring = feed.ring();
+            let next = ring.after(at);
+            let manifest = next.and_then(|c| ring.manifests.get(&c.object_id).map(|(m, _)| m.clone()));
+            (next, manifest)
+        };
+        let Some(chunk) = next else {
+            if !feed.is_live() {
+                let since = *not_live_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= NOT_LIVE_ENDS_AFTER {
+                    info!(%peer, "bridge: ending a subscription, this hub no longer hears the channel");
+                    let mut out = Vec::new();
+                    refuse(RefuseReason::NotHeld, &mut out);
+                    let _ = send.write_all(&out).await;
+                    let _ = send.finish();
+                    return;
+                }
+            } else {
+                not_live_since = None;
+            }
+            tokio::select! {
+                _ = changed => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = send.stopped() => return,
+            }
+            continue;
+        };
+        // A subscriber slower than the back buffer skips what fell out of it;
+        // it repairs those chunks like any it missed.
+        if let Some(prev) = at {
+            feed.skipped_chunks.fetch_add(chunk.seq - prev - 1, Relaxed);
+        }
+        at = Some(chunk.seq);
+        let mut out = Vec::new();
+        if sent_manifests.insert(chunk.object_id) {
+            if let Some(m) = manifest {
+                peer_wire::encode_datagram(&m, &mut out);
+            }
+        }
+        let Some(esis) = EsiRanges::new(vec![(0, chunk.k as u16)]) else { continue };
+        let req = ChunkRequest {
+            object_id: chunk.object_id,
+            index: chunk.index,
+            table: Some(if chunk.pages >= 32 { u32::MAX } else { (1u32 << chunk.pages) - 1 }),
+            esis,
+        };
+        match server.answer(&req).await {
+            Ok(datagrams) => datagrams.iter().for_each(|d| peer_wire::encode_datagram(d, &mut out)),
+            Err(reason) => {
+                debug!(object = %chunk.object_id, chunk = chunk.index, ?reason, "bridge: chunk not served")
+            }
+        }
+        server.pace(out.len()).await;
+        if send.write_all(&out).await.is_err() {
+            return;
+        }
+        feed.fed_bytes.fetch_add(out.len() as u64, Relaxed);
+    }
+}
+
+/// Drops between two readings of the receiver's counters that count against
+/// the bridge whose datagrams were handled in between: everything that failed
+/// a check or broke the format. Duplicates, evictions and expiry are not its
+/// doing.
+pub fn strikes(before: &DropCounters, now: &DropCounters) -> u64 {
+    now.iter()
+        .zip(before.iter())
+        .filter(|((r, _), _)| {
+            !r.is_benign()
+                && !matches!(
+                    r,
+                    DropReason::PendingEvicted
+                        | DropReason::ActiveEvicted
+                        | DropReason::TooManyObjects
+                        | DropReason::Expired
+                        | DropReason::RolledBack
+                )
+        })
+        .map(|((_, n), (_, b))| n.saturating_sub(b))
+        .sum()
+}
+
+/// What the receive loop wants of the feed task.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FeedWant {
+    /// A feed is wanted (no multicast, or `--no-multicast`).
+    pub on: bool,
+    /// Where to ask for bridges, besides `--bridge-peer`.
+    pub tracker: Option<NodeAddr>,
+    /// The chunk the hub had reached: a new subscription starts there.
+    pub resume: Option<(ObjectId, u32)>,
+    /// Bridges never to use again (struck out).
+    pub banned: Vec<NodeId>,
+}
+
+/// What the feed task tells the receive loop.
+pub enum FeedEvent {
+    Subscribed(NodeAddr),
+    /// Datagrams from the bridge, unchecked.
+    Datagrams(NodeId, Vec<Vec<u8>>),
+    Ended {
+        bridge: NodeId,
+        why: String,
+    },
+    Refused(NodeId, RefuseReason),
+    /// No bridge could be asked: none named, none listed.
+    NoBridge,
+}
+
+/// While the loop wants a feed, keep one subscription to a bridge.
+pub async fn follow(
+    endpoint: Arc<NodeEndpoint>,
+    fixed: Vec<NodeAddr>,
+    mut want: watch::Receiver<FeedWant>,
+    events: mpsc::Sender<FeedEvent>,
+    cancel: CancellationToken,
+) {
+    let mut resting: HashMap<NodeId, Instant> = HashMap::new();
+    loop {
+        let w = want.borrow_and_update().clone();
+        if !w.on {
+            tokio::select! {
+                r = want.changed() => if r.is_err() { return },
+                _ = cancel.cancelled() => return,
+            }
+            continue;
+        }
+        resting.retain(|_, t| t.elapsed() < RETRY_BRIDGE_AFTER);
+        let mut candidates: Vec<NodeAddr> = fixed.clone();
+        if let Some(tracker) = w.tracker {
+            match ask_bridges(&endpoint, tracker).await {
+                Ok(listed) => {
+                    candidates.extend(listed.into_iter().filter(|b| !fixed.iter().any(|f| f.id == b.id)))
+                }
+                Err(e) => debug!(%tracker, "asking the tracker for bridges: {e}"),
+            }
+        }
+        candidates.retain(|b| {
+            b.id != endpoint.node_id() && !w.banned.contains(&b.id) && !resting.contains_key(&b.id)
+        });
+        if candidates.is_empty() {
+            let _ = events.send(FeedEvent::NoBridge).await;
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = cancel.cancelled() => return,
+            }
+            continue;
+        }
+        for bridge in candidates {
+            if !want.borrow().on || cancel.is_cancelled() {
+                break;
+            }
+            let resume = want.borrow().resume;
+            let (conn, recv) = match subscribe(&endpoint, bridge, resume).await {
+                Ok(s) => s,
+                Err(Subscribe::Refused(reason)) => {
+                    resting.insert(bridge.id, Instant::now());
+                    let _ = events.send(FeedEvent::Refused(bridge.id, reason)).await;
+                    continue;
+                }
+                Err(Subscribe::Failed(why)) => {
+                    resting.insert(bridge.id, Instant::now());
+                    debug!(%bridge, "subscribing: {why}");
+                    continue;
+                }
+            };
+            let _ = events.send(FeedEvent::Subscribed(bridge)).await;
+            let why = tokio::select! {
+                why = read_feed(bridge.id, recv, &events) => why,
+                _ = wait_off(&mut want, bridge.id) => "not wanted any more".to_string(),
+                _ = cancel.cancelled() => "shutting down".to_string(),
+            };
+            conn.close(0u32.into(), b"unsubscribed");
+            resting.insert(bridge.id, Instant::now());
+            let _ = events.send(FeedEvent::Ended { bridge: bridge.id, why }).await;
+            break;
+        }
+    }
+}
+
+/// Until the feed is not wanted, or this bridge is banned.
+async fn wait_off(want: &mut watch::Receiver<FeedWant>, bridge: NodeId) {
+    loop {
+        {
+            let w = want.borrow_and_update();
+            if !w.on || w.banned.contains(&bridge) {
+                return;
+            }
+        }
+        if want.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
+}
+
+async fn ask_bridges(endpoint: &NodeEndpoint, tracker: NodeAddr) -> Result<Vec<NodeAddr>, String> {
+    let ask = async {
+        let conn = endpoint
+            .connect(tracker.addr, tracker.id)
+            .map_err(|e| e.to_string())?
+            .await
+            .map_err(|e| e.to_string())?;
+        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+        let mut out = Vec::new();
+        peer_wire::encode(&PeerMessage::BridgesRequest { limit: BRIDGES_ASKED }, &mut out);
+        send.write_all(&out).await.map_err(|e| e.to_string())?;
+        send.finish().map_err(|e| e.to_string())?;
+        let body = recv.read_to_end(4096).await.map_err(|e| e.to_string())?;
+        conn.close(0u32.into(), b"");
+        match peer_wire::decode_all(&body).map_err(|e| e.to_string())?.as_slice() {
+            [PeerMessage::HubList(hubs)] => Ok(hubs
+                .iter()
+                .filter(|h| h.bridge)
+                .map(|h| NodeAddr { id: NodeId(h.node_id), addr: h.addr })
+                .collect()),
+            _ => Err("not a hub list".to_string()),
+        }
+    };
+    tokio::time::timeout(SUBSCRIBE_TIMEOUT, ask).await.unwrap_or_else(|_| Err("timed out".into()))
+}
+
+enum Subscribe {
+    Refused(RefuseReason),
+    Failed(String),
+}
+
+/// Connect and subscribe: the connection and the feed stream, once the bridge
+/// said Subscribed.
+async fn subscribe(
+    endpoint: &NodeEndpoint,
+    bridge: NodeAddr,
+    resume: Option<(ObjectId, u32)>,
+) -> Result<(quinn::Connection, quinn::RecvStream), Subscribe> {
+    let failed = |e: &dyn std::fmt::Display| Subscribe::Failed(e.to_string());
+    let go = async {
+        let connecting =
+            endpoint.connect_watchful(bridge.addr, bridge.id, BRIDGE_SILENCE).map_err(|e| failed(&e))?;
+        let conn = connecting.await.map_err(|e| failed(&e))?;
+        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| failed(&e))?;
+        let mut out = Vec::new();
+        peer_wire::encode(&PeerMessage::Subscribe { resume }, &mut out);
+        send.write_all(&out).await.map_err(|e| failed(&e))?;
+        send.finish().map_err(|e| failed(&e))?;
+        // The answer is one small frame.
+        let mut buf = Vec::new();
+        loop {
+            match peer_wire::decode_frame(&buf) {
+                Ok((PeerMessage::Subscribed, used)) if used == buf.len() => return Ok((conn, recv)),
+                Ok((PeerMessage::Refuse { reason, .. }, _)) => return Err(Subscribe::Refused(reason)),
+                Err(PeerWireError::Incomplete(n)) if n <= 64 => {
+                    let mut more = vec![0u8; n - buf.len()];
+                    recv.read_exact(&mut more).await.map_err(|e| failed(&e))?;
+                    buf.extend_from_slice(&more);
+                }
+                _ => return Err(Subscribe::Failed("not a subscription answer".into())),
+            }
+        }
+    };
+    tokio::time::timeout(SUBSCRIBE_TIMEOUT, go)
+        .await
+        .unwrap_or_else(|_| Err(Subscribe::Failed("timed out".into())))
+}
+
+/// Read the feed's frames and hand their datagrams on, until the stream ends
+/// or breaks. Returns why it ended.
+async fn read_feed(bridge: NodeId, mut recv: quinn::RecvStream, events: &mpsc::Sender<FeedEvent>) -> String {
+    let mut buf: Vec<u8> = Vec::new();
+    loop {
+        // A live bridge with nothing new is silent; a dead one is noticed by
+        // the connection (BRIDGE_SILENCE).
+        let chunk = match recv.read_chunk(READ_CHUNK, true).await {
+            Err(e) => return format!("feed broke: {e}"),
+            Ok(None) => return "the bridge ended the feed".into(),
+            Ok(Some(c)) => c,
+        };
+        buf.extend_from_slice(&chunk.bytes);
+        let mut datagrams = Vec::new();
+        let mut used = 0;
+        let ended = loop {
+            match peer_wire::decode_frame(&buf[used..]) {
+                Ok((PeerMessage::Datagram(d), n)) => {
+                    datagrams.push(d);
+                    used += n;
+                }
+                Ok((PeerMessage::Refuse { reason: RefuseReason::NotHeld, .. }, _)) => {
+                    break Some("the bridge no longer hears the channel".to_string())
+                }
+                Ok((other, _)) => break Some(format!("unexpected message in the feed: {other:?}")),
+                Err(PeerWireError::Incomplete(_)) => break None,
+                Err(e) => break Some(format!("malformed feed: {e}")),
+            }
+        };
+        buf.drain(..used);
+        if !datagrams.is_empty() && events.send(FeedEvent::Datagrams(bridge, datagrams)).await.is_err() {
+            return "the hub is stopping".into();
+        }
+        if let Some(why) = ended {
+            return why;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(seq: u64, object: u8, index: u32) -> FeedChunk {
+        FeedChunk { seq, object_id: ObjectId([object; 32]), index, len: 100, k: 1, pages: 1 }
+    }
+
+    fn ring(cap: u64) -> Ring {
+        Ring {
+            chunks: VecDeque::new(),
+            bytes: 0,
+            cap,
+            next_seq: 0,
+            manifests: HashMap::new(),
+            waiting: HashMap::new(),
+        }
+    }
+
+    #[test]
+    fn the_back_buffer_is_bounded_and_a_subscription_starts_where_it_asks() {
+        let mut r = ring(500);
+        r.waiting.insert(ObjectId([1; 32]), Arc::from(&b"m1"[..]));
+        for i in 0..8 {
+            r.push(chunk(i, 1, i as u32));
+        }
+        assert_eq!(r.chunks.len(), 5, "500 bytes hold five 100-byte chunks");
+        assert_eq!(r.chunks.front().map(|c| c.index), Some(3));
+        assert!(r.manifests.contains_key(&ObjectId([1; 32])), "its object still has chunks in the ring");
+        // From the start; from a chunk it holds; past what it has of an object
+        // (live end); an unknown chunk (the start).
+        assert_eq!(r.after(r.start_for(None)).map(|c| c.index), Some(3));
+        assert_eq!(r.after(r.start_for(Some((ObjectId([1; 32]), 5)))).map(|c| c.index), Some(5));
+        assert_eq!(r.after(r.start_for(Some((ObjectId([1; 32]), 9)))).map(|c| c.index), None);
+        assert_eq!(r.start_for(Some((ObjectId([1; 32]), 9))), Some(7));
+        assert_eq!(r.after(r.start_for(Some((ObjectId([2; 32]), 0)))).map(|c| c.index), Some(3));
+        // An object whose chunks all left the ring loses its manifest.
+        for i in 8..13 {
+            r.push(chunk(i, 2, i as u32));
+        }
+        assert!(!r.manifests.contains_key(&ObjectId([1; 32])));
+        assert_eq!(r.bytes, 500);
+    }
+
+    #[test]
+    fn the_fan_out_is_capped_and_a_place_is_given_back() {
+        let feed = Feed::new(1 << 20, 2);
+        let a = feed.join().expect("first");
+        let _b = feed.join().expect("second");
+        assert!(feed.join().is_none(), "full");
+        drop(a);
+        assert!(feed.join().is_some(), "a place freed");
+    }
+}

@@ -1,0 +1,114 @@
+//! Bridges and deserts end to end, on loopback: two bridge hubs hear the
+//! channel's multicast; two desert hubs (`--no-multicast`, on a group of their
+//! own so they hear no island either) take the channel's feed from them over
+//! QUIC. Bridge A takes one subscriber (`--bridge-fanout 1`), and both desert
+//! hubs name it first: one is refused busy and finds bridge B through the
+//! tracker. Then bridge A is killed mid-transfer; its desert hub moves to B,
+//! resumes where it was, and completes. Every copy is checked against the source.
+
+use hubcast_tests::*;
+use std::process::Command;
+use std::time::Duration;
+
+const DEADLINE: Duration = Duration::from_secs(180);
+const SIZE: usize = 24 << 20;
+
+#[test]
+fn desert_hubs_take_the_feed_from_bridges_and_move_when_one_is_full_or_killed() {
+    let start = std::time::Instant::now();
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let dir = t.join("sample");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("film-24MiB.bin"), pattern(SIZE, 4)).unwrap();
+    let keys = t.join("keys");
+    let fingerprint = keygen(&keys);
+    let (island, desert) = (unique_group(), unique_group());
+    let out = Command::new(bin("broadcaster")).args(["node-id", "--keys"]).arg(&keys).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let tracker = format!("{}@{}", String::from_utf8(out.stdout).unwrap().trim(), free_udp_port());
+    let (_, tracker_at) = tracker.split_once('@').unwrap();
+
+    // Two bridges on the island: A feeds one desert hub at most.
+    let bridge = |name: &str, fanout: &str| {
+        let (http, quic, d) = (free_port(), free_udp_port(), t.join(name));
+        let mut args = hub_args(&fingerprint, island, &d.join("store"), &d.join("out"), http);
+        args.extend(
+            ["--bridge", "--bridge-fanout", fanout, "--peer-listen", &quic.to_string()].map(String::from),
+        );
+        let daemon = Daemon::spawn(name, &bin("clienthub"), &args, t);
+        let id = wait_for("a bridge up", DEADLINE, || status(http))["node_id"].as_str().unwrap().to_owned();
+        (daemon, http, format!("{id}@{quic}"))
+    };
+    let (mut a, a_http, a_addr) = bridge("bridge-a", "1");
+    let (_b, b_http, _) = bridge("bridge-b", "8");
+
+    // The channel, slow enough that the kill lands mid-transfer.
+    let mut x = seed_args(&keys, island, "40mbit", 1, &[&dir]);
+    x.extend(["--tracker", tracker_at, "--linger", "600"].map(String::from));
+    let _x = Daemon::spawn("broadcaster", &bin("broadcaster"), &x, t);
+    for http in [a_http, b_http] {
+        wait_for("both bridges to hear the channel", DEADLINE, || {
+            status(http).filter(|s| s["bridge"]["live"] == true)
+        });
+    }
+
+    // Two desert hubs, each naming bridge A first and the tracker for more.
+    let deserts: Vec<_> = (0..2)
+        .map(|i| {
+            let (http, d) = (free_port(), t.join(format!("desert-{i}")));
+            let mut args = hub_args(&fingerprint, desert, &d.join("store"), &d.join("out"), http);
+            args.extend(
+                ["--no-multicast", "--bridge-peer", &a_addr, "--tracker", &tracker].map(String::from),
+            );
+            (Daemon::spawn(&format!("desert-{i}"), &bin("clienthub"), &args, t), http, d)
+        })
+        .collect();
+    let fed = |http| status(http).filter(|s| s["feed"]["mode"] == "bridge" && u(&s["bytes"]["bridge"]) > 0);
+    for (_, http, _) in &deserts {
+        wait_for("both desert hubs fed by a bridge", DEADLINE, || fed(*http));
+    }
+    let a_status = status(a_http).unwrap();
+    assert_eq!(u(&a_status["bridge"]["subscribers"]), 1, "fan-out 1: {}", a_status["bridge"]);
+    assert!(
+        u(&a_status["bridge"]["refused_busy"]) >= 1,
+        "the second desert hub was refused: {}",
+        a_status["bridge"]
+    );
+    let on_a = deserts
+        .iter()
+        .position(|(_, http, _)| status(*http).unwrap()["feed"]["bridge"].as_str() == Some(&a_addr))
+        .expect("one desert hub is on bridge A");
+    let other = &deserts[1 - on_a];
+    assert!(u(&status(other.1).unwrap()["feed"]["refused"]) >= 1, "the other was refused by A and moved on");
+
+    // Kill bridge A mid-transfer.
+    let before = status(deserts[on_a].1).unwrap();
+    assert!(!all_complete(&before, 1), "the kill must land mid-transfer: {}", before["objects"]);
+    eprintln!(
+        "killing bridge A after {:.1} s; its desert hub had {} bridge bytes",
+        start.elapsed().as_secs_f64(),
+        before["bytes"]["bridge"]
+    );
+    a.kill();
+
+    for (i, (_, http, d)) in deserts.iter().enumerate() {
+        let s = wait_for("desert hubs complete", DEADLINE, || status(*http).filter(|s| all_complete(s, 1)));
+        eprintln!(
+            "desert hub {i} complete after {:.1} s: bytes {} feed {}",
+            start.elapsed().as_secs_f64(),
+            s["bytes"],
+            s["feed"]
+        );
+        assert_eq!(tree_digest(&d.join("out/sample")), tree_digest(&dir), "desert hub {i}'s copy differs");
+        assert_eq!(u(&s["bytes"]["multicast"]), 0, "a desert hub hears no multicast: {}", s["bytes"]);
+        assert!(u(&s["bytes"]["bridge"]) >= SIZE as u64 / 2, "most of it came in a feed: {}", s["bytes"]);
+        assert_eq!(u(&s["feed"]["strikes"]), 0);
+    }
+    let moved = status(deserts[on_a].1).unwrap();
+    let feed = &moved["feed"];
+    assert!(u(&feed["subscriptions"]) >= 2 && u(&feed["ended"]) >= 1, "it moved to bridge B: {feed}");
+    assert_ne!(feed["bridge"].as_str(), Some(a_addr.as_str()));
+    let b_status = status(b_http).unwrap();
+    assert!(u(&b_status["bridge"]["subscriptions"]) >= 2, "B took both in the end: {}", b_status["bridge"]);
+}
