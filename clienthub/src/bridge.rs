@@ -37,8 +37,10 @@ use tracing::{debug, info};
 const NOT_LIVE_ENDS_AFTER: Duration = Duration::from_secs(3);
 /// Bridges asked of the tracker at once.
 const BRIDGES_ASKED: u8 = 8;
-/// A bridge that refused or failed is tried again after this long.
+/// A bridge that could not be reached, or whose feed ended, is tried again
+/// after this long; one that refused (busy, or not serving yet) sooner.
 const RETRY_BRIDGE_AFTER: Duration = Duration::from_secs(10);
+const RETRY_REFUSED_AFTER: Duration = Duration::from_secs(2);
 /// Feed bytes read from the stream at once.
 const READ_CHUNK: usize = 64 << 10;
 /// Subscribing (connection, request, answer) takes at most this long.
@@ -163,10 +165,10 @@ impl Feed {
         self.ring.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Whether the hub hears the origin's multicast now: only then does it
-    /// accept subscriptions (a hub fed by a bridge never feeds others, so
-    /// feeds cannot loop).
-    /// True when that changed it.
+    /// Whether the hub serves feeds: it has heard the channel's multicast and
+    /// is not fed by a bridge itself (so feeds cannot loop). A bridge that
+    /// stops hearing the channel still serves its back buffer until it takes
+    /// a feed itself. True when that changed it.
     pub fn set_live(&self, live: bool) -> bool {
         let changed = self.live.swap(live, Relaxed) != live;
         if changed {
@@ -409,6 +411,7 @@ pub async fn follow(
     events: mpsc::Sender<FeedEvent>,
     cancel: CancellationToken,
 ) {
+    // Bridges not to ask again until then.
     let mut resting: HashMap<NodeId, Instant> = HashMap::new();
     loop {
         let w = want.borrow_and_update().clone();
@@ -419,7 +422,8 @@ pub async fn follow(
             }
             continue;
         }
-        resting.retain(|_, t| t.elapsed() < RETRY_BRIDGE_AFTER);
+        let now = Instant::now();
+        resting.retain(|_, until| *until > now);
         let mut candidates: Vec<NodeAddr> = fixed.clone();
         if let Some(tracker) = w.tracker {
             match ask_bridges(&endpoint, tracker).await {
@@ -448,12 +452,12 @@ pub async fn follow(
             let (conn, recv) = match subscribe(&endpoint, bridge, resume).await {
                 Ok(s) => s,
                 Err(Subscribe::Refused(reason)) => {
-                    resting.insert(bridge.id, Instant::now());
+                    resting.insert(bridge.id, Instant::now() + RETRY_REFUSED_AFTER);
                     let _ = events.send(FeedEvent::Refused(bridge.id, reason)).await;
                     continue;
                 }
                 Err(Subscribe::Failed(why)) => {
-                    resting.insert(bridge.id, Instant::now());
+                    resting.insert(bridge.id, Instant::now() + RETRY_BRIDGE_AFTER);
                     debug!(%bridge, "subscribing: {why}");
                     continue;
                 }
@@ -465,7 +469,7 @@ pub async fn follow(
                 _ = cancel.cancelled() => "shutting down".to_string(),
             };
             conn.close(0u32.into(), b"unsubscribed");
-            resting.insert(bridge.id, Instant::now());
+            resting.insert(bridge.id, Instant::now() + RETRY_BRIDGE_AFTER);
             let _ = events.send(FeedEvent::Ended { bridge: bridge.id, why }).await;
             break;
         }

@@ -228,6 +228,7 @@ fn start_peers(
         bridge_strikes: HashMap::new(),
         last_no_bridge_warning: None,
         searching_since: None,
+        advertised: false,
         repairer: Repairer::new(RepairConfig::default(), rand::random()),
         table: PeerTable::default(),
         fetcher: Fetcher::new(endpoint),
@@ -320,6 +321,8 @@ struct PeerSide {
     last_no_bridge_warning: Option<Instant>,
     /// Since when the feed task has found no bridge to ask.
     searching_since: Option<Instant>,
+    /// Registered with the tracker as a bridge.
+    advertised: bool,
 }
 
 /// Announcements and the origin's repair datagrams both fit.
@@ -636,8 +639,12 @@ impl Loop<'_> {
         let hearing = self.last_multicast.is_some_and(|t| t.elapsed() < after);
         let on = self.cfg.no_multicast || (!hearing && self.started.elapsed() >= after);
         if let Some(feed) = &p.feed {
-            if feed.set_live(hearing) {
-                // The tracker lists it as a bridge (or no longer) at once.
+            // A hub fed by a bridge never feeds others: feeds cannot loop.
+            feed.set_live(p.feeding.is_none() && self.last_multicast.is_some());
+            // The tracker lists it as a bridge only while it hears the channel.
+            let advertise = feed.is_live() && hearing;
+            if advertise != p.advertised {
+                p.advertised = advertise;
                 p.last_registered = None;
                 p.announce_soon = true;
             }
@@ -727,7 +734,7 @@ impl Loop<'_> {
                 })
                 .collect();
             let fetcher = p.fetcher.clone();
-            let bridge = p.feed.as_ref().is_some_and(|f| f.is_live());
+            let bridge = p.advertised;
             tokio::spawn(async move {
                 if fetcher.register(tracker, holdings, bridge).await.is_err() {
                     debug!(%tracker, "registering with the tracker failed; again in {} s", REGISTER_EVERY.as_secs());
