@@ -53,6 +53,9 @@ pub struct HubConfig {
     pub desert_after_secs: u64,
     /// Bridges to subscribe to, NODEID@HOST:PORT, before those the tracker lists.
     pub bridge_peers: Vec<String>,
+    /// While fed by a bridge, send the feed out again as multicast on this
+    /// group and port, from the --iface interface. Default: none.
+    pub remulticast: Option<SocketAddr>,
 }
 
 impl Default for HubConfig {
@@ -78,6 +81,7 @@ impl Default for HubConfig {
             no_multicast: false,
             desert_after_secs: 5,
             bridge_peers: Vec::new(),
+            remulticast: None,
         }
     }
 }

@@ -27,6 +27,7 @@ use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
@@ -160,6 +161,7 @@ pub async fn run(cfg: HubConfig, status: StatusBoard, cancel: CancellationToken)
         peers,
         started: Instant::now(),
         last_multicast: None,
+        last_origin_multicast: None,
         position: None,
     };
     let result = receive_loop(&mut lp, socket.as_ref(), &mut unstored_rx, &cancel).await;
@@ -200,8 +202,30 @@ fn start_peers(
     // Serving: stored chunks through the store worker, partial ones through the loop.
     let (partial_tx, partial_rx) = mpsc::channel(STORE_QUEUE);
     let upload = cfg.upload_rate * 1e6 / 8.0;
-    let feed = cfg.bridge.then(|| Feed::new(cfg.back_buffer_mib << 20, cfg.bridge_fanout));
-    let server = Server::new(store.clone(), partial_tx, upload, status.clone(), feed.clone());
+    // Bridges serve subscriptions from the feed; --remulticast sends it on the LAN.
+    let feed = (cfg.bridge || cfg.remulticast.is_some())
+        .then(|| Feed::new(cfg.back_buffer_mib << 20, cfg.bridge_fanout));
+    let server =
+        Server::new(store.clone(), partial_tx, upload, status.clone(), feed.clone().filter(|_| cfg.bridge));
+    let remulticasting = Arc::new(AtomicBool::new(false));
+    let remulticast_bytes = Arc::new(AtomicU64::new(0));
+    if let (Some(group), Some(feed)) = (cfg.remulticast, &feed) {
+        let mut out = MulticastConfig::new(group);
+        out.interface = mc.interface;
+        let socket = hubcast_transport::multicast::sender(&out)?;
+        info!(%group, "while fed by a bridge, the feed goes out again as multicast on {group}");
+        let task = crate::bridge::remulticast(
+            feed.clone(),
+            server.clone(),
+            socket,
+            group,
+            remulticasting.clone(),
+            upload,
+            remulticast_bytes.clone(),
+            cancel.clone(),
+        );
+        tokio::spawn(task);
+    }
     tokio::spawn(crate::peers::serve(endpoint.clone(), server.clone(), cancel.clone()));
     info!(%quic, control = %control_cfg.group, upload_mbit = cfg.upload_rate,
         origin = %origin.map_or("from the channel's manifests".into(), |o| o.to_string()), "peer repair on");
@@ -229,6 +253,8 @@ fn start_peers(
         last_no_bridge_warning: None,
         searching_since: None,
         advertised: false,
+        remulticasting,
+        remulticast_bytes,
         repairer: Repairer::new(RepairConfig::default(), rand::random()),
         table: PeerTable::default(),
         fetcher: Fetcher::new(endpoint),
@@ -323,6 +349,10 @@ struct PeerSide {
     searching_since: Option<Instant>,
     /// Registered with the tracker as a bridge.
     advertised: bool,
+    /// `--remulticast` sends the feed on the LAN now (this hub is fed by a
+    /// bridge), and the bytes it sent.
+    remulticasting: Arc<AtomicBool>,
+    remulticast_bytes: Arc<AtomicU64>,
 }
 
 /// Announcements and the origin's repair datagrams both fit.
@@ -352,8 +382,11 @@ struct Loop<'a> {
     simulated: u64,
     peers: Option<PeerSide>,
     started: Instant,
-    /// When a multicast datagram last arrived.
+    /// When a multicast datagram last arrived (one this hub relayed itself
+    /// with --remulticast does not count).
     last_multicast: Option<Instant>,
+    /// When a multicast datagram the broadcaster sent (not relayed) last arrived.
+    last_origin_multicast: Option<Instant>,
     /// The chunk the channel (multicast or feed) last brought: where a new
     /// subscription to a bridge starts.
     position: Option<(ObjectId, u32)>,
@@ -559,6 +592,8 @@ impl Loop<'_> {
                 info!(%bridge, resume = ?self.position, "taking the channel's feed from a bridge");
                 p.feeding = Some(bridge);
                 p.searching_since = None;
+                // From its first chunk on, the feed goes out on the LAN too.
+                p.remulticasting.store(true, Ordering::Relaxed);
                 p.table.feeding(now, bridge.id, bridge.addr, true);
                 self.status.with_feed(|f| {
                     f.mode = "bridge";
@@ -597,6 +632,7 @@ impl Loop<'_> {
                 info!(%bridge, "the bridge's feed ended: {why}");
                 if p.feeding.is_some_and(|b| b.id == bridge) {
                     p.feeding = None;
+                    p.remulticasting.store(false, Ordering::Relaxed);
                 }
                 if let Some(addr) = p.table.addr(&bridge) {
                     p.table.feeding(now, bridge, addr, false);
@@ -638,11 +674,14 @@ impl Loop<'_> {
         let after = Duration::from_secs(self.cfg.desert_after_secs);
         let hearing = self.last_multicast.is_some_and(|t| t.elapsed() < after);
         let on = self.cfg.no_multicast || (!hearing && self.started.elapsed() >= after);
-        if let Some(feed) = &p.feed {
-            // A hub fed by a bridge never feeds others: feeds cannot loop.
-            feed.set_live(p.feeding.is_none() && self.last_multicast.is_some());
+        p.remulticasting.store(p.feeding.is_some(), Ordering::Relaxed);
+        if let Some(feed) = p.feed.as_ref().filter(|_| self.cfg.bridge) {
+            // A hub fed by a bridge, or that hears only relayed multicast,
+            // never feeds others: feeds cannot loop.
+            let origin_heard = self.last_origin_multicast.is_some_and(|t| t.elapsed() < after);
+            feed.set_live(p.feeding.is_none() && self.last_origin_multicast.is_some());
             // The tracker lists it as a bridge only while it hears the channel.
-            let advertise = feed.is_live() && hearing;
+            let advertise = feed.is_live() && origin_heard;
             if advertise != p.advertised {
                 p.advertised = advertise;
                 p.last_registered = None;
@@ -668,7 +707,9 @@ impl Loop<'_> {
             changed
         });
         let feeding = p.feeding.is_some();
+        let remulticast_bytes = p.remulticast_bytes.load(Ordering::Relaxed);
         self.status.with_feed(|f| {
+            f.remulticast_bytes = remulticast_bytes;
             f.mode = match (on, feeding) {
                 (false, _) => "multicast",
                 (true, true) => "bridge",
@@ -861,7 +902,7 @@ async fn receive_loop(
             r = readable_opt(socket) => {
                 r.map_err(|source| HubError::Recv { group: cfg.group, source })?;
                 let Some(socket) = socket else { continue };
-                let mut last = None;
+                let (mut last, mut origin, mut relayed) = (None, false, false);
                 let now = unix_now();
                 for _ in 0..RECV_BATCH {
                     let n = match socket.try_recv(&mut buf) {
@@ -875,11 +916,17 @@ async fn receive_loop(
                         continue;
                     }
                     lp.receiver.handle_datagram(now, &buf[..n]);
-                    last = Some(n);
+                    if let Ok(h) = wire::decode_header(&buf[..n]) {
+                        last = wire::peek_chunk(&buf[..n], h.kind).or(last);
+                        (origin, relayed) = (origin || !h.relayed, relayed || h.relayed);
+                    }
                 }
-                if let Some(n) = last {
-                    let key = wire::decode_header(&buf[..n]).ok().and_then(|h| wire::peek_chunk(&buf[..n], h.kind));
-                    lp.position = key.or(lp.position);
+                lp.position = last.or(lp.position);
+                if origin {
+                    lp.last_origin_multicast = Some(Instant::now());
+                }
+                // A --remulticast hub hears its own relay: that is no multicast.
+                if origin || (relayed && cfg.remulticast.is_none()) {
                     lp.last_multicast = Some(Instant::now());
                 }
                 // Events after the whole batch: the receiver checks digests many at a time.

@@ -94,6 +94,10 @@ struct RunArgs {
     /// the bridges the tracker lists.
     #[arg(long)]
     bridge_peer: Vec<String>,
+    /// While fed by a bridge, send the feed out again as multicast on this
+    /// GROUP:PORT from the --iface interface, so this LAN's hubs hear it.
+    #[arg(long)]
+    remulticast: Option<SocketAddr>,
 }
 
 impl RunArgs {
@@ -109,7 +113,7 @@ impl RunArgs {
         macro_rules! set_opt {
             ($($f:ident),*) => { $( if self.$f.is_some() { c.$f = self.$f; } )* };
         }
-        set_opt!(source, export, http, loss_seed, peer_listen, tracker);
+        set_opt!(source, export, http, loss_seed, peer_listen, tracker, remulticast);
         set!(bridge_fanout, back_buffer_mib);
         if let Some(s) = self.desert_after {
             c.desert_after_secs = s;
@@ -123,8 +127,8 @@ impl RunArgs {
         anyhow::ensure!(c.bridge_fanout > 0, "--bridge-fanout must be at least 1");
         anyhow::ensure!(c.desert_after_secs > 0, "--desert-after must be at least 1 s");
         anyhow::ensure!(
-            c.peer_repair || (!c.no_multicast && !c.bridge),
-            "--no-multicast and --bridge need the QUIC side: drop --no-peer-repair"
+            c.peer_repair || (!c.no_multicast && !c.bridge && c.remulticast.is_none()),
+            "--no-multicast, --bridge and --remulticast need the QUIC side: drop --no-peer-repair"
         );
         if let Some(t) = &c.tracker {
             t.parse::<hubcast_keys::NodeAddr>().map_err(|e| anyhow::anyhow!("--tracker {e}"))?;

@@ -150,6 +150,8 @@ pub struct FeedStatus {
     pub strikes: u64,
     /// Bridges left for good after too many strikes.
     pub bridges_banned: u64,
+    /// Bytes this hub sent again on its LAN with `--remulticast`.
+    pub remulticast_bytes: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]

@@ -6,7 +6,10 @@
 //! header (12 bytes)
 //!   0   2  magic "HC"
 //!   2   1  version = 1
-//!   3   1  kind: 1 manifest, 2 ticket, 3 table page, 4 symbol
+//!   3   1  kind: 1 manifest, 2 ticket, 3 table page, 4 symbol; high bit
+//!          (0x80): relayed, sent again by a hub (`--remulticast`), not by
+//!          the broadcaster. Outside every signature: a hint, which only
+//!          decides whether a hub that hears it may act as a bridge.
 //!   4   8  channel tag: first 8 bytes of the channel's root fingerprint
 //!
 //! manifest (kind 1)
@@ -156,6 +159,19 @@ pub enum WireError {
 pub struct Header {
     pub kind: Kind,
     pub channel_tag: u64,
+    /// Sent again by a hub, not by the broadcaster (kind's high bit).
+    pub relayed: bool,
+}
+
+/// The kind byte's high bit: the datagram was relayed by a hub.
+pub const RELAYED: u8 = 0x80;
+
+/// Mark a datagram as relayed by a hub (for `--remulticast`). Nothing signed
+/// changes.
+pub fn mark_relayed(datagram: &mut [u8]) {
+    if let Some(kind) = datagram.get_mut(3) {
+        *kind |= RELAYED;
+    }
 }
 
 /// Object metadata bound to the channel by a signature.
@@ -299,14 +315,16 @@ pub fn decode_header(buf: &[u8]) -> Result<Header, WireError> {
     if r.u8()? != VERSION {
         return Err(WireError::BadVersion);
     }
-    let kind = match r.u8()? {
+    let kind = r.u8()?;
+    let relayed = kind & RELAYED != 0;
+    let kind = match kind & !RELAYED {
         1 => Kind::Manifest,
         2 => Kind::Ticket,
         3 => Kind::TablePage,
         4 => Kind::Symbol,
         _ => return Err(WireError::BadKind),
     };
-    Ok(Header { kind, channel_tag: r.u64()? })
+    Ok(Header { kind, channel_tag: r.u64()?, relayed })
 }
 
 /// The chunk a ticket, table page or symbol datagram is for, read from its fixed
@@ -389,7 +407,10 @@ fn finish_signed<T>(r: &mut Reader<'_>, body: T, cert: Certificate) -> Result<Si
     if r.remaining() != 0 {
         return Err(WireError::Oversized);
     }
-    Ok(Signed { body, cert, signed_bytes: r.buf[..signed_len].to_vec(), signature })
+    let mut signed_bytes = r.buf[..signed_len].to_vec();
+    // The relay mark is outside the signature: signed as sent by the broadcaster.
+    signed_bytes[3] &= !RELAYED;
+    Ok(Signed { body, cert, signed_bytes, signature })
 }
 
 fn decode_manifest(r: &mut Reader<'_>) -> Result<Signed<Manifest>, WireError> {
@@ -577,7 +598,7 @@ mod tests {
         let mut out = Vec::new();
         encode_symbol(&mut out, 9, &id, 3, 17, &[1u8; 128]);
         let (h, d) = decode(&out).unwrap();
-        assert_eq!(h, Header { kind: Kind::Symbol, channel_tag: 9 });
+        assert_eq!(h, Header { kind: Kind::Symbol, channel_tag: 9, relayed: false });
         assert_eq!(
             d,
             Datagram::Symbol(SymbolPacket { object_id: id, chunk_index: 3, esi: 17, data: &[1u8; 128] })

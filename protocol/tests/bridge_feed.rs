@@ -72,8 +72,24 @@ fn a_desert_receiver_completes_every_chunk_from_the_bridge_feed_alone() {
     }
     let mut desert = receiver(ch.anchor);
     let mut got = Received::default();
-    receive(&mut desert, feed, &mut got);
+    receive(&mut desert, feed.clone(), &mut got);
     assert_eq!(got.manifests, ["feed.bin"]);
     assert_eq!(got.object(id, file.bytes.len(), CHUNK).as_deref(), Some(file.bytes.as_slice()));
     assert_eq!(desert.drops().harmful(), 0);
+
+    // The same feed sent again on a LAN (--remulticast), every datagram marked
+    // relayed: the mark is outside the signatures, and checks pass as before.
+    let relayed: Vec<Vec<u8>> = feed
+        .into_iter()
+        .map(|mut d| {
+            wire::mark_relayed(&mut d);
+            assert!(wire::decode_header(&d).unwrap().relayed);
+            d
+        })
+        .collect();
+    let mut lan = receiver(ch.anchor);
+    let mut got = Received::default();
+    receive(&mut lan, relayed, &mut got);
+    assert_eq!(got.object(id, file.bytes.len(), CHUNK).as_deref(), Some(file.bytes.as_slice()));
+    assert_eq!(lan.drops().harmful(), 0);
 }

@@ -197,3 +197,76 @@ fn a_bridge_feeding_corrupted_symbols_is_struck_out_and_the_desert_hub_moves_on(
     assert!(u(&s["drops"]["digest_mismatch"]) >= 3, "{}", s["drops"]);
     rt.shutdown_background();
 }
+
+/// A desert LAN becomes an island: hub R takes the feed from a bridge and sends
+/// it out again on its LAN's group (`--remulticast`), marked relayed. Hub H on
+/// that LAN names no bridge and no tracker: it completes from R's multicast,
+/// and (run with --bridge) never offers itself as a bridge, since what it hears
+/// is relayed.
+#[test]
+fn a_remulticasting_hub_turns_its_desert_lan_into_an_island() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let dir = t.join("sample");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("film-12MiB.bin"), pattern(12 << 20, 5)).unwrap();
+    let keys = t.join("keys");
+    let fingerprint = keygen(&keys);
+    let (island, lan) = (unique_group(), unique_group());
+
+    let (b_http, quic, d) = (free_port(), free_udp_port(), t.join("bridge"));
+    let mut args = hub_args(&fingerprint, island, &d.join("store"), &d.join("out"), b_http);
+    args.extend(["--bridge", "--peer-listen", &quic.to_string()].map(String::from));
+    let _bridge = Daemon::spawn("bridge", &bin("clienthub"), &args, t);
+    let id = wait_for("the bridge up", DEADLINE, || status(b_http))["node_id"].as_str().unwrap().to_owned();
+
+    let (r_http, r) = (free_port(), t.join("relay"));
+    let mut args = hub_args(&fingerprint, lan, &r.join("store"), &r.join("out"), r_http);
+    let relay_to = lan.to_string();
+    let bridge_at = format!("{id}@{quic}");
+    args.extend(
+        ["--desert-after", "2", "--bridge-peer", &bridge_at, "--remulticast", &relay_to].map(String::from),
+    );
+    let _relay = Daemon::spawn("relay", &bin("clienthub"), &args, t);
+    let (h_http, h) = (free_port(), t.join("lan-hub"));
+    let mut args = hub_args(&fingerprint, lan, &h.join("store"), &h.join("out"), h_http);
+    args.push("--bridge".into());
+    let _hub = Daemon::spawn("lan-hub", &bin("clienthub"), &args, t);
+    wait_for("the relay and the LAN hub up", DEADLINE, || status(r_http).and(status(h_http)));
+
+    let x = seed_args(&keys, island, "40mbit", 1, &[&dir]);
+    let _x = Daemon::spawn(
+        "broadcaster",
+        &bin("broadcaster"),
+        &[x, vec!["--linger".into(), "600".into()]].concat(),
+        t,
+    );
+    let source = tree_digest(&dir);
+    for (name, http, d) in [("relay", r_http, &r), ("LAN hub", h_http, &h)] {
+        let s = wait_for("both complete", DEADLINE, || status(http).filter(|s| all_complete(s, 1)));
+        eprintln!("{name}: bytes {} feed {}", s["bytes"], s["feed"]);
+        assert_eq!(tree_digest(&d.join("out/sample")), source, "the {name}'s copy differs");
+    }
+    // (Feed figures refresh every second.)
+    let r_status = wait_for("the relay's figures", DEADLINE, || {
+        status(r_http).filter(|s| u(&s["feed"]["remulticast_bytes"]) >= 12 << 20)
+    });
+    assert!(
+        u(&r_status["bytes"]["bridge"]) > 0,
+        "the relay took the feed from the bridge: {}",
+        r_status["bytes"]
+    );
+    assert!(u(&r_status["feed"]["remulticast_bytes"]) >= 12 << 20, "and sent it on: {}", r_status["feed"]);
+    let h_status = wait_for("the LAN hub's bridge figures", DEADLINE, || {
+        status(h_http).filter(|s| s["bridge"].is_object())
+    });
+    let bytes = &h_status["bytes"];
+    assert!(u(&bytes["multicast"]) >= (12 << 20) / 2, "the LAN hub heard the relay as multicast: {bytes}");
+    assert_eq!(u(&bytes["bridge"]), 0, "{bytes}");
+    assert_eq!(h_status["feed"]["mode"], "multicast", "{}", h_status["feed"]);
+    assert_eq!(
+        h_status["bridge"]["live"], false,
+        "relayed multicast never makes a bridge: {}",
+        h_status["bridge"]
+    );
+}
