@@ -253,6 +253,7 @@ fn start_peers(
         last_no_bridge_warning: None,
         searching_since: None,
         advertised: false,
+        naks_withheld: 0,
         remulticasting,
         remulticast_bytes,
         repairer: Repairer::new(RepairConfig::default(), rand::random()),
@@ -349,6 +350,8 @@ struct PeerSide {
     searching_since: Option<Instant>,
     /// Registered with the tracker as a bridge.
     advertised: bool,
+    /// NAKs not sent: this hub did not hear the origin's multicast.
+    naks_withheld: u64,
     /// `--remulticast` sends the feed on the LAN now (this hub is fed by a
     /// bridge), and the bytes it sent.
     remulticasting: Arc<AtomicBool>,
@@ -361,6 +364,8 @@ const CONTROL_BUF: usize =
 
 /// How often the repairer looks at what is missing.
 const REPAIR_TICK: Duration = Duration::from_millis(50);
+/// Multicast or bridge is decided every this many repair ticks (250 ms).
+const FEED_MODE_EVERY_TICKS: u32 = 5;
 const NAK_WARN_EVERY: Duration = Duration::from_secs(30);
 /// A hub registers with the tracker this often (it forgets hubs after 30 s).
 const REGISTER_EVERY: Duration = Duration::from_secs(10);
@@ -467,7 +472,16 @@ impl Loop<'_> {
                     .await;
             });
         }
-        let naks: Vec<Nak> = std::iter::from_fn(|| p.repairer.poll_nak()).collect();
+        let mut naks: Vec<Nak> = std::iter::from_fn(|| p.repairer.poll_nak()).collect();
+        // The origin repairs by multicast on the island it sends to: a hub
+        // that does not hear the origin's multicast now (a desert hub, one fed
+        // by a bridge or a relay) would never hear the answer. It repairs from
+        // peers and its bridge only.
+        let after = Duration::from_secs(self.cfg.desert_after_secs);
+        if self.last_origin_multicast.is_none_or(|t| t.elapsed() >= after) {
+            p.naks_withheld += naks.len() as u64;
+            naks.clear();
+        }
         match (p.origin, naks.first()) {
             (_, None) => {}
             (Some(origin), Some(_)) => {
@@ -793,7 +807,8 @@ impl Loop<'_> {
             r.refused = stats.refusals;
             r.failed = stats.failures;
             r.chunks_repaired = stats.repaired;
-            r.origin_naks = stats.naks_sent;
+            r.origin_naks = stats.naks_sent - p.naks_withheld.min(stats.naks_sent);
+            r.origin_naks_withheld = p.naks_withheld;
             r.tracker_lookups = stats.lookups;
             r.bytes_served = served.values().sum();
             r.takers_deferred = takers_deferred;
@@ -887,6 +902,7 @@ async fn receive_loop(
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut repair_tick = tokio::time::interval(REPAIR_TICK);
     let mut announce_tick = tokio::time::interval(crate::peers::ANNOUNCE_EVERY);
+    let mut feed_ticks = 0u32;
     loop {
         let (done_rx, lookup_rx, partial_rx, control, feed_rx) = match lp.peers.as_mut() {
             Some(p) => (
@@ -970,6 +986,10 @@ async fn receive_loop(
             }
             _ = repair_tick.tick() => {
                 lp.plan_repair();
+                feed_ticks += 1;
+                if feed_ticks % FEED_MODE_EVERY_TICKS == 0 {
+                    lp.update_feed_mode();
+                }
                 if lp.peers.as_ref().is_some_and(|p| p.announce_soon) {
                     lp.announce().await;
                 }
@@ -982,7 +1002,6 @@ async fn receive_loop(
                     return Ok(());
                 }
                 lp.record();
-                lp.update_feed_mode();
                 let fed = lp.peers.as_ref().is_some_and(|p| p.feeding.is_some());
                 let silent = last_rx.elapsed();
                 if !warned_silence && !fed && !cfg.no_multicast && silent >= Duration::from_secs(cfg.silence_warning_secs) {

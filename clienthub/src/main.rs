@@ -87,7 +87,7 @@ struct RunArgs {
     /// Do not join the multicast group; take the feed from a bridge.
     #[arg(long)]
     no_multicast: bool,
-    /// Seconds without multicast before taking the feed from a bridge. Default 5.
+    /// Seconds without multicast before taking the feed from a bridge. Default 4.
     #[arg(long)]
     desert_after: Option<u64>,
     /// A bridge to subscribe to, NODEID@HOST:PORT (repeatable); tried before

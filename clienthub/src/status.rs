@@ -84,6 +84,9 @@ pub struct RepairCounters {
     pub origin_naks: u64,
     /// NAKs the origin refused, or that could not reach it.
     pub origin_naks_failed: u64,
+    /// NAKs not sent because this hub did not hear the origin's multicast
+    /// (where the origin's repair goes): it repairs from peers and bridges.
+    pub origin_naks_withheld: u64,
     /// Chunks no peer at hand held complete, looked up at the tracker; those
     /// lookups that failed; hubs the answers listed.
     pub tracker_lookups: u64,

@@ -10,7 +10,10 @@
 //!   was lost asks again after its own retry delay, which is longer.
 //! - **Fresh.** A resend carries ESIs counted down from N_max − 1, below those of
 //!   earlier resends of the chunk, so they are new to every hub whatever each one
-//!   lost, and a hub that lost symbols of one resend gains from the next.
+//!   lost, and a hub that lost symbols of one resend gains from the next. Past
+//!   the repair ESIs the count goes on down through the source ESIs (a hub that
+//!   lost what it had collected of a chunk, evicted, needs up to K), and wraps
+//!   at N_max only then.
 //! - **Bounded.** At most [`OriginConfig::max_pending`] chunks wait; NAKs beyond
 //!   get [`NakVerdict::Full`] (the hub hears "over a limit" and waits for the
 //!   carousel). Chunks resent are remembered for [`OriginConfig::remember`], at
@@ -97,7 +100,6 @@ pub struct OriginStats {
 struct Pending {
     since: Instant,
     missing: u32,
-    k: u32,
     n_max: u32,
     naks: u32,
 }
@@ -166,7 +168,7 @@ impl OriginRepair {
             self.stats.refused_full += 1;
             return NakVerdict::Full;
         }
-        self.pending.insert(key, Pending { since: now, missing, k, n_max, naks: 1 });
+        self.pending.insert(key, Pending { since: now, missing, n_max, naks: 1 });
         self.order.push_back(key);
         NakVerdict::Queued
     }
@@ -188,11 +190,13 @@ impl OriginRepair {
         self.order.pop_front();
         let p = self.pending.remove(&key)?;
         // The multicast rounds send from ESI 0 up; fresh symbols come down from
-        // the top, below the earlier resends, wrapping before they reach K.
-        let count = (p.missing + self.config.extra).min(p.n_max - p.k).max(1);
+        // the top, below the earlier resends: the repair ESIs, then the source
+        // ESIs, wrapping at N_max. (Wrapping at K instead repeated the same
+        // repair ESIs forever to a hub that needed more than N_max − K.)
+        let count = (p.missing + self.config.extra).min(p.n_max).max(1);
         let previous = self.sent.get(&key).map(|s| s.used);
         let mut used = previous.unwrap_or(0);
-        if used + count > p.n_max - p.k {
+        if used + count > p.n_max {
             used = 0;
         }
         let top = p.n_max - used; // exclusive
@@ -257,7 +261,7 @@ mod tests {
     }
 
     #[test]
-    fn a_later_ask_gets_fresh_symbols_below_the_earlier_ones_and_wraps_before_k() {
+    fn a_later_ask_gets_fresh_symbols_below_the_earlier_ones_then_source_symbols_then_wraps() {
         let mut o = OriginRepair::new(OriginConfig::default());
         let t0 = Instant::now();
         o.handle_nak(t0, id(1), 0, 20, K, N_MAX);
@@ -271,8 +275,28 @@ mod tests {
         // Asking for more than the holdoff's resend carried is not late.
         o.handle_nak(t1 + Duration::from_secs(2), id(1), 0, 40, K, N_MAX);
         let third = o.poll_resend(t1 + Duration::from_secs(3)).unwrap();
-        assert!(third.esis.iter().all(|e| (K..N_MAX).contains(e)), "{:?}", third.esis);
-        assert_eq!(third.esis.last(), Some(&(N_MAX - 1)), "66 repair ESIs: 21 + 21 + 41 wraps");
+        // 66 repair ESIs: 21 + 21 + 41 goes on into the source ESIs.
+        assert_eq!(third.esis, (N_MAX - 83..N_MAX - 42).collect::<Vec<_>>());
+        assert!(third.esis.iter().any(|e| *e < K), "{:?}", third.esis);
+        // A hub that lost a whole chunk (evicted) asks for K: what is left
+        // below does not hold it, so the count wraps to the top.
+        o.handle_nak(t1 + Duration::from_secs(5), id(1), 0, K, K, N_MAX);
+        let fourth = o.poll_resend(t1 + Duration::from_secs(6)).unwrap();
+        assert_eq!(fourth.esis, (N_MAX - K - 1..N_MAX).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn resends_of_one_chunk_bring_a_hub_that_lost_it_every_esi_before_repeating_one() {
+        let mut o = OriginRepair::new(OriginConfig::default());
+        let t0 = Instant::now();
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..4u32 {
+            let t = t0 + Duration::from_secs(3 * u64::from(i));
+            o.handle_nak(t, id(1), 0, 40, K, N_MAX);
+            let r = o.poll_resend(t + Duration::from_secs(1)).unwrap();
+            assert!(r.esis.iter().all(|e| seen.insert(*e)), "resend {i} repeats an ESI: {:?}", r.esis);
+        }
+        assert_eq!(seen.len(), 4 * 41);
     }
 
     #[test]
@@ -295,11 +319,11 @@ mod tests {
     }
 
     #[test]
-    fn an_absurd_ask_is_capped_at_the_repair_symbols_a_chunk_has() {
+    fn an_absurd_ask_is_capped_at_k_plus_the_extra() {
         let mut o = OriginRepair::new(OriginConfig::default());
         let t0 = Instant::now();
         o.handle_nak(t0, id(1), 0, u32::MAX, K, N_MAX);
         let r = o.poll_resend(t0 + Duration::from_secs(1)).unwrap();
-        assert_eq!(r.esis, (K..N_MAX).collect::<Vec<_>>());
+        assert_eq!(r.esis, (N_MAX - K - 1..N_MAX).collect::<Vec<_>>());
     }
 }

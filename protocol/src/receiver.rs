@@ -615,10 +615,12 @@ impl Receiver {
         }
     }
 
-    /// Whether this hub lacks chunks of `id` and has no record of the
-    /// multicast sending it (an unknown object counts).
-    fn lacks_unseen(&self, id: ObjectId) -> bool {
-        if self.progress.iter().any(|(o, _)| *o == id) {
+    /// Whether this hub lacks chunks of `id` and has not seen the multicast
+    /// pass all of it: it joined late, or it lost the multicast for a while
+    /// (a bridge's feed, which took over, stopped short of the end). An
+    /// unknown object counts.
+    fn lacks_unpassed(&self, id: ObjectId) -> bool {
+        if self.progress.iter().any(|(o, p)| *o == id && p.passed) {
             return false;
         }
         let Some(m) = self.manifests.get(&id) else { return true };
@@ -711,9 +713,10 @@ impl Receiver {
                 if !self.from_peer {
                     self.note_object_end(id);
                 }
-                // The round has passed an object this hub never saw go by (it
-                // joined later): worth a signature check, to learn what to repair.
-                let passed_unseen = m.body.round_end && !self.from_peer && self.lacks_unseen(id);
+                // The round has passed an object this hub did not see all of go
+                // by (it joined later, or lost the multicast for a while): worth
+                // a signature check, to learn what to repair.
+                let passed_unseen = m.body.round_end && !self.from_peer && self.lacks_unpassed(id);
                 let known = self.manifests.get(&id).is_some_and(|k| k.seq >= m.body.seq);
                 // A repeat is verified again only when it names a newer tracker
                 // (a hub restarted with its manifests stored learns it so).

@@ -57,3 +57,40 @@ fn a_hub_that_joined_after_an_object_passed_lists_its_chunks_for_repair() {
     assert!(needs_of(&fooled, early).is_empty(), "an unsigned mark starts no repair");
     assert!(fooled.drops().harmful() > 0, "{:?}", fooled.drops());
 }
+
+/// A hub that heard the first chunks of an object, then lost the multicast (and
+/// a bridge's feed that took over stopped short of the end), learns from the
+/// marked copy that the rest went by too: those chunks are for repair.
+#[test]
+fn a_hub_that_lost_the_multicast_midway_lists_the_rest_for_repair_at_the_marked_copy() {
+    let ch = channel(12);
+    let objects = [content("film.bin", 5 * CHUNK as usize, 3)];
+    let plans = plans(&objects, CHUNK, T);
+    let id = plans[0].manifest.object_id;
+    let stream = broadcast(&ch, &objects, CHUNK, T, 0.1, 1);
+    // Everything up to chunk 2's first datagrams; nothing after.
+    let cut = stream
+        .iter()
+        .position(|d| {
+            hubcast_protocol::wire::decode_header(d)
+                .ok()
+                .and_then(|h| hubcast_protocol::wire::peek_chunk(d, h.kind))
+                == Some((id, 2))
+        })
+        .unwrap();
+    let mut rx = receiver(ch.anchor);
+    for d in &stream[..cut + 1] {
+        rx.handle_datagram(NOW, d);
+    }
+    let mut got = Received::default();
+    drain(&mut rx, &mut got);
+    assert!(
+        needs_of(&rx, id).iter().all(|i| *i <= 2),
+        "before the mark only what went by: {:?}",
+        needs_of(&rx, id)
+    );
+    let marked = ch.signer.manifest_datagram(&Manifest { round_end: true, ..plans[0].manifest.clone() });
+    rx.handle_datagram(NOW, &marked);
+    let needs = needs_of(&rx, id);
+    assert!([3, 4].iter().all(|i| needs.contains(i)), "the chunks it never heard: {needs:?}");
+}
