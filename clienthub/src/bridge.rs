@@ -36,6 +36,10 @@ use tracing::{debug, info};
 /// A bridge that stops hearing the channel for this long ends its
 /// subscriptions, so its desert hubs move to a bridge that hears it.
 const NOT_LIVE_ENDS_AFTER: Duration = Duration::from_secs(3);
+/// A subscriber that takes none of a chunk for this long is dropped.
+const STALLED_SUBSCRIBER: Duration = Duration::from_secs(10);
+/// Bridges left for good (struck out) that a hub remembers.
+pub const MAX_BANNED_BRIDGES: usize = 64;
 /// Bridges asked of the tracker at once.
 const BRIDGES_ASKED: u8 = 8;
 /// A bridge that could not be reached, or whose feed ended, is tried again
@@ -135,6 +139,7 @@ pub struct Feed {
     refused_not_live: AtomicU64,
     fed_bytes: AtomicU64,
     skipped_chunks: AtomicU64,
+    stalled: AtomicU64,
 }
 
 impl Feed {
@@ -159,6 +164,7 @@ impl Feed {
             refused_not_live: AtomicU64::new(0),
             fed_bytes: AtomicU64::new(0),
             skipped_chunks: AtomicU64::new(0),
+            stalled: AtomicU64::new(0),
         })
     }
 
@@ -228,6 +234,7 @@ impl Feed {
             refused_not_live: self.refused_not_live.load(Relaxed),
             fed_bytes: self.fed_bytes.load(Relaxed),
             skipped_chunks: self.skipped_chunks.load(Relaxed),
+            stalled_subscribers: self.stalled.load(Relaxed),
             back_buffer_chunks: ring.chunks.len() as u64,
             back_buffer_bytes: ring.bytes,
         }
@@ -348,8 +355,17 @@ pub async fn serve_subscription(
             }
         }
         server.pace(out.len()).await;
-        if send.write_all(&out).await.is_err() {
-            return;
+        // A subscriber that stops reading (flow control gives no credit) must
+        // not hold its place in the fan-out for ever.
+        match tokio::time::timeout(STALLED_SUBSCRIBER, send.write_all(&out)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return,
+            Err(_) => {
+                feed.stalled.fetch_add(1, Relaxed);
+                info!(%peer, "bridge: ending a subscription that took nothing for {} s", STALLED_SUBSCRIBER.as_secs());
+                let _ = send.reset(0u32.into());
+                return;
+            }
         }
         feed.fed_bytes.fetch_add(out.len() as u64, Relaxed);
     }

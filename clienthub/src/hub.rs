@@ -830,7 +830,12 @@ impl PeerSide {
         status.with_feed(|f| f.strikes += n);
         if ban && !self.want.borrow().banned.contains(&bridge) {
             warn!(%bridge, strikes = *total, "a bridge sent datagrams that fail the broadcaster's signature; leaving it for another");
-            self.want.send_modify(|w| w.banned.push(bridge));
+            self.want.send_modify(|w| {
+                if w.banned.len() >= crate::bridge::MAX_BANNED_BRIDGES {
+                    w.banned.remove(0);
+                }
+                w.banned.push(bridge);
+            });
             status.with_feed(|f| f.bridges_banned += 1);
         }
     }

@@ -131,6 +131,8 @@ pub struct BridgeStatus {
     /// Feed bytes sent, and chunks a slow subscriber skipped (it repairs them).
     pub fed_bytes: u64,
     pub skipped_chunks: u64,
+    /// Subscribers dropped because they took nothing for 10 s.
+    pub stalled_subscribers: u64,
     /// Chunks in the back buffer, and their bytes.
     pub back_buffer_chunks: u64,
     pub back_buffer_bytes: u64,

@@ -270,3 +270,75 @@ fn a_remulticasting_hub_turns_its_desert_lan_into_an_island() {
         h_status["bridge"]
     );
 }
+
+/// Subscribe to `bridge` from a fresh node key; the answer's first frame.
+async fn subscribe_raw(
+    bridge: hubcast_keys::NodeAddr,
+) -> (quinn::Connection, quinn::RecvStream, hubcast_protocol::peer_wire::PeerMessage) {
+    use hubcast_protocol::peer_wire::{self, PeerMessage};
+    let key = NodeKey::generate(&mut rand::rngs::OsRng);
+    let endpoint = NodeEndpoint::bind("127.0.0.1:0".parse().unwrap(), &key).unwrap();
+    let conn = endpoint.connect(bridge.addr, bridge.id).unwrap().await.unwrap();
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    let mut out = Vec::new();
+    peer_wire::encode(&PeerMessage::Subscribe { resume: None }, &mut out);
+    send.write_all(&out).await.unwrap();
+    send.finish().unwrap();
+    let mut head = [0u8; 5];
+    recv.read_exact(&mut head).await.unwrap();
+    let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+    let mut frame = head.to_vec();
+    frame.resize(4 + len, 0);
+    recv.read_exact(&mut frame[5..]).await.unwrap();
+    let (m, _) = peer_wire::decode_frame(&frame).unwrap();
+    (conn, recv, m)
+}
+
+/// A subscriber that stops reading must not hold a bridge's only place: once
+/// flow control stops the feed for 10 s, the bridge drops it, and the next
+/// subscriber is taken.
+#[test]
+fn a_subscriber_that_stops_reading_loses_its_place() {
+    use hubcast_protocol::peer_wire::{PeerMessage, RefuseReason};
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let dir = t.join("sample");
+    std::fs::create_dir_all(&dir).unwrap();
+    // More than the feed stream's 8 MiB flow-control window.
+    std::fs::write(dir.join("film-24MiB.bin"), pattern(24 << 20, 2)).unwrap();
+    let keys = t.join("keys");
+    let fingerprint = keygen(&keys);
+    let island = unique_group();
+    let (http, quic, d) = (free_port(), free_udp_port(), t.join("bridge"));
+    let mut args = hub_args(&fingerprint, island, &d.join("store"), &d.join("out"), http);
+    args.extend(["--bridge", "--bridge-fanout", "1", "--peer-listen", &quic.to_string()].map(String::from));
+    let _bridge = Daemon::spawn("bridge", &bin("clienthub"), &args, t);
+    let id = wait_for("the bridge up", DEADLINE, || status(http))["node_id"].as_str().unwrap().to_owned();
+    let bridge: hubcast_keys::NodeAddr = format!("{id}@{quic}").parse().unwrap();
+    let x = seed_args(&keys, island, "200mbit", 1, &[&dir]);
+    let _x = Daemon::spawn(
+        "broadcaster",
+        &bin("broadcaster"),
+        &[x, vec!["--linger".into(), "600".into()]].concat(),
+        t,
+    );
+    wait_for("the bridge complete", DEADLINE, || status(http).filter(|s| all_complete(s, 1)));
+
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    // The first subscriber reads the answer and nothing more.
+    let (_idle_conn, _idle_recv, first) = rt.block_on(subscribe_raw(bridge));
+    assert_eq!(first, PeerMessage::Subscribed);
+    let (_c, _r, second) = rt.block_on(subscribe_raw(bridge));
+    assert!(
+        matches!(second, PeerMessage::Refuse { reason: RefuseReason::Busy, .. }),
+        "fan-out 1 is taken: {second:?}"
+    );
+    let s = wait_for("the bridge to drop the idle subscriber", DEADLINE, || {
+        status(http)
+            .filter(|s| u(&s["bridge"]["stalled_subscribers"]) >= 1 && u(&s["bridge"]["subscribers"]) == 0)
+    });
+    eprintln!("bridge: {}", s["bridge"]);
+    let (_c, _r, third) = rt.block_on(subscribe_raw(bridge));
+    assert_eq!(third, PeerMessage::Subscribed, "its place was given back");
+    rt.shutdown_background();
+}
