@@ -59,6 +59,45 @@ pub fn render(status: &serde_json::Value) -> String {
         (Some(addr), _) => writeln!(out, "tracker {addr} (--tracker)"),
         _ => writeln!(out, "tracker: none known yet (no manifest named one; --tracker sets it)"),
     };
+    let f = &status["feed"];
+    let _ = match (f["mode"].as_str(), f["bridge"].as_str()) {
+        (Some("bridge"), Some(bridge)) => writeln!(out, "feed: from bridge {bridge} (no multicast heard)"),
+        (Some("searching"), _) => {
+            writeln!(
+                out,
+                "feed: no multicast heard, looking for a bridge (--bridge-peer, or the tracker's list)"
+            )
+        }
+        _ => writeln!(out, "feed: multicast"),
+    };
+    if u(&f["subscriptions"]) + u(&f["refused"]) + u(&f["strikes"]) + u(&f["remulticast_bytes"]) > 0 {
+        let _ = writeln!(
+            out,
+            "      subscriptions {}  ended {}  refused {}  strikes {}  bridges left {}  relayed on the LAN {} B",
+            u(&f["subscriptions"]),
+            u(&f["ended"]),
+            u(&f["refused"]),
+            u(&f["strikes"]),
+            u(&f["bridges_banned"]),
+            u(&f["remulticast_bytes"])
+        );
+    }
+    let br = &status["bridge"];
+    if br.is_object() {
+        let _ = writeln!(
+            out,
+            "bridge: {}  subscribers {}  fed {} B  refused busy {}  back buffer {} chunks",
+            if br["live"] == true {
+                "serving"
+            } else {
+                "not serving (fed by a bridge, or never heard the channel)"
+            },
+            u(&br["subscribers"]),
+            u(&br["fed_bytes"]),
+            u(&br["refused_busy"]),
+            u(&br["back_buffer_chunks"])
+        );
+    }
     let d = &status["datagrams"];
     let _ = writeln!(
         out,
@@ -123,4 +162,23 @@ pub fn render(status: &serde_json::Value) -> String {
         let _ = writeln!(out, "dropped: {}", harmful.join(" "));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_view_says_where_the_feed_comes_from_and_what_a_bridge_serves() {
+        let mut s = serde_json::to_value(crate::status::HubStatus::default()).unwrap();
+        assert!(render(&s).contains("feed: multicast"));
+        s["feed"]["mode"] = "bridge".into();
+        s["feed"]["bridge"] = "ab12@10.0.0.1:4433".into();
+        s["feed"]["subscriptions"] = 2.into();
+        s["bridge"] = serde_json::json!({"live": true, "subscribers": 3, "fed_bytes": 99, "refused_busy": 1, "back_buffer_chunks": 7});
+        let text = render(&s);
+        assert!(text.contains("feed: from bridge ab12@10.0.0.1:4433"), "{text}");
+        assert!(text.contains("subscriptions 2"), "{text}");
+        assert!(text.contains("bridge: serving  subscribers 3  fed 99 B"), "{text}");
+    }
 }
