@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # hubcast on one machine: a broadcaster seeds a sample folder over loopback
-# multicast to three hubs (one losing 20% of datagrams on purpose, repaired from its peers), shows them
-# complete, checks every copy against the source, and says where the copies are. The broadcaster
-# also runs the tracker and origin repair on QUIC (127.0.0.1:$HUBCAST_DEMO_TRACKER_PORT, default
-# 18190); the hubs learn it from the signed manifests and register there.
+# multicast to three hubs (one losing 20% of datagrams on purpose, repaired from its peers), and a
+# fourth hub in a "desert" (--no-multicast) takes the channel from hub 1, a bridge, over QUIC. It
+# shows them complete, checks every copy against the source, and says where the copies are. The
+# broadcaster also runs the tracker and origin repair on QUIC (127.0.0.1:$HUBCAST_DEMO_TRACKER_PORT,
+# default 18190); the island hubs learn it from the signed manifests, the desert hub is told it.
 #
 # Usage: deploy/demo.sh            (work folder: $HUBCAST_DEMO_DIR, default /tmp/hubcast-demo)
 set -euo pipefail
@@ -11,7 +12,8 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 work=${HUBCAST_DEMO_DIR:-/tmp/hubcast-demo}
 group=${HUBCAST_DEMO_GROUP:-239.255.42.1:5042}
-hubs=3
+hubs=4
+desert_group=${HUBCAST_DEMO_DESERT_GROUP:-239.255.42.2:5044}
 base_port=${HUBCAST_DEMO_HTTP_BASE:-18180}
 tracker_port=${HUBCAST_DEMO_TRACKER_PORT:-18190}
 
@@ -35,16 +37,22 @@ printf 'hubcast demo: this folder travelled by signed multicast.\n' > "$work/sam
 head -c 1000 /dev/urandom > "$work/sample/nested/deeper/small.bin"
 head -c $((20 * 1024 * 1024)) /dev/urandom > "$work/sample/nested/video-20MiB.bin"
 
+tracker="$("$bin/broadcaster" node-id --keys "$work/keys")@127.0.0.1:$tracker_port"
 for i in $(seq 1 $hubs); do
   extra=()
-  [ "$i" = "$hubs" ] && extra=(--simulate-loss 0.2)
-  "$bin/clienthub" run --trust "$fingerprint" --group "$group" --store "$work/hub-$i/store" \
+  hub_group=$group
+  [ "$i" = 1 ] && extra=(--bridge)
+  [ "$i" = 3 ] && extra=(--simulate-loss 0.2)
+  # Hub 4 hears no multicast (and no island): it subscribes to a bridge the tracker lists.
+  [ "$i" = 4 ] && extra=(--no-multicast --tracker "$tracker") && hub_group=$desert_group
+  "$bin/clienthub" run --trust "$fingerprint" --group "$hub_group" --store "$work/hub-$i/store" \
     --export "$work/hub-$i/files" --http "127.0.0.1:$((base_port + i))" "${extra[@]}" \
     2> "$work/hub-$i.log" &
   pids+=($!)
 done
 sleep 1
-echo "== broadcasting to $group (hub $hubs drops 20% of what it receives: it repairs from the other hubs)"
+echo "== broadcasting to $group (hub 3 drops 20% of what it receives: it repairs from the other hubs;"
+echo "   hub 4, in a desert, takes the channel from hub 1, a bridge)"
 "$bin/broadcaster" seed --keys "$work/keys" --group "$group" --rate 200mbit \
   --tracker "127.0.0.1:$tracker_port" "$work/sample" > "$work/broadcaster.log" 2>&1 &
 pids+=($!)

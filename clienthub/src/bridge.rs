@@ -213,6 +213,16 @@ impl Feed {
         }
     }
 
+    /// An object with no chunks (an empty file): subscribers get its manifest
+    /// (given first with [`Feed::manifest`]) as an entry of its own.
+    pub fn empty_object(&self, object_id: ObjectId) {
+        let mut ring = self.ring();
+        let seq = ring.next_seq;
+        ring.push(FeedChunk { seq, object_id, index: 0, len: 0, k: 0, pages: 0 });
+        drop(ring);
+        self.changed.notify_waiters();
+    }
+
     /// A chunk this hub completed and stored: subscribers get it next.
     /// `symbol_size` and `pages` are its ticket's.
     pub fn chunk(&self, object_id: ObjectId, index: u32, len: u32, symbol_size: u16, pages: usize) {
@@ -341,17 +351,13 @@ pub async fn serve_subscription(
                 peer_wire::encode_datagram(&m, &mut out);
             }
         }
-        let Some(esis) = EsiRanges::new(vec![(0, chunk.k as u16)]) else { continue };
-        let req = ChunkRequest {
-            object_id: chunk.object_id,
-            index: chunk.index,
-            table: Some(all_pages(chunk.pages)),
-            esis,
-        };
-        match server.answer(&req).await {
-            Ok(datagrams) => datagrams.iter().for_each(|d| peer_wire::encode_datagram(d, &mut out)),
-            Err(reason) => {
-                debug!(object = %chunk.object_id, chunk = chunk.index, ?reason, "bridge: chunk not served")
+        // An empty object's entry carries its manifest only.
+        if let Some(req) = chunk_request(&chunk, chunk.k) {
+            match server.answer(&req).await {
+                Ok(datagrams) => datagrams.iter().for_each(|d| peer_wire::encode_datagram(d, &mut out)),
+                Err(reason) => {
+                    debug!(object = %chunk.object_id, chunk = chunk.index, ?reason, "bridge: chunk not served")
+                }
             }
         }
         server.pace(out.len()).await;
@@ -428,17 +434,12 @@ pub async fn remulticast(
             last_object = Some(chunk.object_id);
         }
         let repair = (f64::from(chunk.k) * REMULTICAST_FEC).ceil() as u32;
-        let Some(esis) = EsiRanges::new(vec![(0, (chunk.k + repair) as u16)]) else { continue };
-        let req = ChunkRequest {
-            object_id: chunk.object_id,
-            index: chunk.index,
-            table: Some(all_pages(chunk.pages)),
-            esis,
-        };
-        match server.answer(&req).await {
-            Ok(d) => datagrams.extend(d),
-            Err(reason) => {
-                debug!(object = %chunk.object_id, chunk = chunk.index, ?reason, "remulticast: chunk not read")
+        if let Some(req) = chunk_request(&chunk, chunk.k + repair).filter(|_| chunk.k > 0) {
+            match server.answer(&req).await {
+                Ok(d) => datagrams.extend(d),
+                Err(reason) => {
+                    debug!(object = %chunk.object_id, chunk = chunk.index, ?reason, "remulticast: chunk not read")
+                }
             }
         }
         for mut d in datagrams {
@@ -459,6 +460,18 @@ pub async fn remulticast(
             }
         }
     }
+}
+
+/// The request for a chunk's ticket, all its table pages and ESIs 0..`esis`;
+/// `None` for an empty object's entry (no chunk).
+fn chunk_request(chunk: &FeedChunk, esis: u32) -> Option<ChunkRequest> {
+    let esis = EsiRanges::new(vec![(0, u16::try_from(esis).ok()?)])?;
+    Some(ChunkRequest {
+        object_id: chunk.object_id,
+        index: chunk.index,
+        table: Some(all_pages(chunk.pages)),
+        esis,
+    })
 }
 
 fn all_pages(pages: u32) -> u32 {

@@ -415,6 +415,9 @@ impl Loop<'_> {
                         Event::Manifest(m) => {
                             if let Some(d) = self.receiver.manifest_datagram(&m.object_id) {
                                 feed.manifest(m.object_id, d);
+                                if m.size == 0 {
+                                    feed.empty_object(m.object_id);
+                                }
                             }
                         }
                         Event::ChunkComplete(c) => {
