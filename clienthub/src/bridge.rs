@@ -109,6 +109,13 @@ impl Ring {
         self.chunks.get(usize::try_from(at).ok()?).copied()
     }
 
+    /// [`Ring::after`], with the manifest datagram of that chunk's object.
+    fn after_with_manifest(&self, seq: Option<u64>) -> (Option<FeedChunk>, Option<Arc<[u8]>>) {
+        let next = self.after(seq);
+        let manifest = next.and_then(|c| self.manifests.get(&c.object_id).map(|(m, _)| m.clone()));
+        (next, manifest)
+    }
+
     /// Where a subscription that names `chunk` starts: just before that chunk
     /// when the ring holds it; at the live end when the ring holds earlier
     /// chunks of its object only (the bridge has not got there yet); otherwise
@@ -312,12 +319,7 @@ pub async fn serve_subscription(
         let changed = feed.changed.notified();
         tokio::pin!(changed);
         changed.as_mut().enable();
-        let (next, manifest) = {
-            let ring = feed.ring();
-            let next = ring.after(at);
-            let manifest = next.and_then(|c| ring.manifests.get(&c.object_id).map(|(m, _)| m.clone()));
-            (next, manifest)
-        };
+        let (next, manifest) = feed.ring().after_with_manifest(at);
         let Some(chunk) = next else {
             if !feed.is_live() {
                 let since = *not_live_since.get_or_insert_with(Instant::now);
@@ -411,12 +413,7 @@ pub async fn remulticast(
         let changed = feed.changed.notified();
         tokio::pin!(changed);
         changed.as_mut().enable();
-        let (next, manifest) = {
-            let ring = feed.ring();
-            let next = ring.after(at);
-            let manifest = next.and_then(|c| ring.manifests.get(&c.object_id).map(|(m, _)| m.clone()));
-            (next, manifest)
-        };
+        let (next, manifest) = feed.ring().after_with_manifest(at);
         let Some(chunk) = next else {
             tokio::select! {
                 _ = changed => {}

@@ -164,18 +164,31 @@ impl<N: Copy + Eq + Hash> Tracker<N> {
         limit: usize,
         rng: &mut impl Rng,
     ) -> Vec<HubAddr<N>> {
+        let holds =
+            |e: &Entry<N>| e.holdings.get(&object).is_some_and(|b| chunk.map_or(b.count() > 0, |c| b.get(c)));
+        self.pick(now, asker, limit, rng, holds)
+    }
+
+    /// Up to `limit` live hubs that pass `keep`, other than `asker`, chosen at
+    /// random: one pass from a random start, a random subset without sorting.
+    fn pick(
+        &mut self,
+        now: Instant,
+        asker: Option<N>,
+        limit: usize,
+        rng: &mut impl Rng,
+        keep: impl Fn(&Entry<N>) -> bool,
+    ) -> Vec<HubAddr<N>> {
         self.stats.queries += 1;
         self.expire(now);
         let n = self.entries.len();
         if n == 0 {
             return Vec::new();
         }
-        // One pass from a random start: a random subset without sorting.
         let start = rng.gen_range(0..n);
         (0..n)
             .map(|i| &self.entries[(start + i) % n])
-            .filter(|e| Some(e.node) != asker)
-            .filter(|e| e.holdings.get(&object).is_some_and(|b| chunk.map_or(b.count() > 0, |c| b.get(c))))
+            .filter(|e| Some(e.node) != asker && keep(e))
             .take(limit)
             .map(|e| HubAddr { node: e.node, addr: e.addr, bridge: e.bridge })
             .collect()
@@ -190,19 +203,7 @@ impl<N: Copy + Eq + Hash> Tracker<N> {
         limit: usize,
         rng: &mut impl Rng,
     ) -> Vec<HubAddr<N>> {
-        self.stats.queries += 1;
-        self.expire(now);
-        let n = self.entries.len();
-        if n == 0 {
-            return Vec::new();
-        }
-        let start = rng.gen_range(0..n);
-        (0..n)
-            .map(|i| &self.entries[(start + i) % n])
-            .filter(|e| e.bridge && Some(e.node) != asker)
-            .take(limit)
-            .map(|e| HubAddr { node: e.node, addr: e.addr, bridge: true })
-            .collect()
+        self.pick(now, asker, limit, rng, |e| e.bridge)
     }
 
     /// A random live hub other than `asker`.
