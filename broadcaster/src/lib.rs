@@ -7,6 +7,7 @@ pub mod config;
 pub mod ingest;
 pub mod origin;
 pub mod seed;
+pub mod segment;
 pub mod status;
 
 pub use config::{parse_rate, SeedConfig};
