@@ -33,13 +33,15 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
-/// A bridge that stops hearing the channel for this long ends its
-/// subscriptions, so its desert hubs move to a bridge that hears it.
+/// A bridge that stops serving feeds (a bridge now feeds it) ends its
+/// subscriptions after this long, so its desert hubs move to another.
 const NOT_LIVE_ENDS_AFTER: Duration = Duration::from_secs(3);
 /// A subscriber that takes none of a chunk for this long is dropped.
 const STALLED_SUBSCRIBER: Duration = Duration::from_secs(10);
 /// Bridges left for good (struck out) that a hub remembers.
 pub const MAX_BANNED_BRIDGES: usize = 64;
+/// Chunk answers a feed keeps for its subscribers to share (about 1 MiB each).
+const RECENT_ANSWERS: usize = 4;
 /// Bridges asked of the tracker at once.
 const BRIDGES_ASKED: u8 = 8;
 /// A bridge that could not be reached, or whose feed ended, is tried again
@@ -66,6 +68,10 @@ struct FeedChunk {
     pages: u32,
 }
 
+/// A chunk's feed answer, by (object, chunk, ESIs asked): its datagrams.
+type AnswerKey = (ObjectId, u32, u32);
+type Answer = Arc<Vec<Vec<u8>>>;
+
 /// The back buffer: recent chunks by position, bounded in bytes, with the
 /// signed manifests of their objects.
 struct Ring {
@@ -80,7 +86,9 @@ struct Ring {
 }
 
 impl Ring {
-    fn push(&mut self, c: FeedChunk) {
+    /// Add `c` at the next position (its `seq` is set here).
+    fn push(&mut self, mut c: FeedChunk) {
+        c.seq = self.next_seq;
         while self.bytes + u64::from(c.len) > self.cap {
             let Some(old) = self.chunks.pop_front() else { break };
             self.bytes -= u64::from(old.len);
@@ -147,6 +155,8 @@ pub struct Feed {
     fed_bytes: AtomicU64,
     skipped_chunks: AtomicU64,
     stalled: AtomicU64,
+    /// The last answers read, by (object, chunk, ESIs asked).
+    recent: Mutex<VecDeque<(AnswerKey, Answer)>>,
 }
 
 impl Feed {
@@ -172,6 +182,7 @@ impl Feed {
             fed_bytes: AtomicU64::new(0),
             skipped_chunks: AtomicU64::new(0),
             stalled: AtomicU64::new(0),
+            recent: Mutex::new(VecDeque::new()),
         })
     }
 
@@ -189,11 +200,7 @@ impl Feed {
             info!(
                 live,
                 "bridge: {}",
-                if live {
-                    "hearing the channel; serving feeds"
-                } else {
-                    "not hearing the channel; feeds stop"
-                }
+                if live { "serving feeds" } else { "feeds stop (a bridge feeds this hub)" }
             );
             self.changed.notify_waiters();
         }
@@ -223,22 +230,45 @@ impl Feed {
     /// An object with no chunks (an empty file): subscribers get its manifest
     /// (given first with [`Feed::manifest`]) as an entry of its own.
     pub fn empty_object(&self, object_id: ObjectId) {
-        let mut ring = self.ring();
-        let seq = ring.next_seq;
-        ring.push(FeedChunk { seq, object_id, index: 0, len: 0, k: 0, pages: 0 });
-        drop(ring);
+        self.push(FeedChunk { seq: 0, object_id, index: 0, len: 0, k: 0, pages: 0 });
+    }
+
+    /// A chunk this hub completed and stored, `len` bytes in symbols of
+    /// `symbol_size` (its ticket's): subscribers get it next.
+    pub fn chunk(&self, object_id: ObjectId, index: u32, len: u32, symbol_size: u16) {
+        let k = wire::source_symbols(len, symbol_size);
+        let pages = wire::page_count(wire::n_max(k)) as u32;
+        self.push(FeedChunk { seq: 0, object_id, index, len, k, pages });
+    }
+
+    fn push(&self, c: FeedChunk) {
+        self.ring().push(c);
         self.changed.notify_waiters();
     }
 
-    /// A chunk this hub completed and stored: subscribers get it next.
-    /// `symbol_size` and `pages` are its ticket's.
-    pub fn chunk(&self, object_id: ObjectId, index: u32, len: u32, symbol_size: u16, pages: usize) {
-        let k = hubcast_protocol::wire::source_symbols(len, symbol_size);
-        let mut ring = self.ring();
-        let seq = ring.next_seq;
-        ring.push(FeedChunk { seq, object_id, index, len, k, pages: pages as u32 });
-        drop(ring);
-        self.changed.notify_waiters();
+    /// The feed's datagrams for `req`, read (and checked against the kept
+    /// digests) once for all the subscribers near the live edge, which ask
+    /// for the same chunks within moments of each other.
+    async fn answer(&self, server: &Server, req: &ChunkRequest) -> Option<Answer> {
+        let key: AnswerKey = (req.object_id, req.index, req.esis.count());
+        let cached = {
+            let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+            recent.iter().find(|(k, _)| *k == key).map(|(_, a)| a.clone())
+        };
+        if cached.is_some() {
+            return cached;
+        }
+        let answer = match server.answer(req).await {
+            Ok(datagrams) => Arc::new(datagrams),
+            Err(reason) => {
+                debug!(object = %req.object_id, chunk = req.index, ?reason, "bridge: chunk not served");
+                return None;
+            }
+        };
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        recent.push_front((key, answer.clone()));
+        recent.truncate(RECENT_ANSWERS);
+        Some(answer)
     }
 
     pub fn status(&self) -> crate::status::BridgeStatus {
@@ -274,13 +304,14 @@ impl Drop for Subscriber {
     }
 }
 
-fn refuse(reason: RefuseReason, out: &mut Vec<u8>) {
+/// A subscription's refusal: object id and chunk zero.
+pub(crate) fn refuse(reason: RefuseReason, out: &mut Vec<u8>) {
     peer_wire::encode(&PeerMessage::Refuse { object_id: ObjectId([0; 32]), chunk: 0, reason }, out);
 }
 
 /// Serve one subscription on its stream until the subscriber goes, or this hub
-/// stops hearing the channel. Refused (typed) when the fan-out is full or the
-/// hub does not hear the channel now.
+/// stops serving feeds. Refused (typed) when the fan-out is full or the hub
+/// does not serve feeds now.
 pub async fn serve_subscription(
     send: &mut quinn::SendStream,
     feed: &Arc<Feed>,
@@ -324,7 +355,7 @@ pub async fn serve_subscription(
             if !feed.is_live() {
                 let since = *not_live_since.get_or_insert_with(Instant::now);
                 if since.elapsed() >= NOT_LIVE_ENDS_AFTER {
-                    info!(%peer, "bridge: ending a subscription, this hub no longer hears the channel");
+                    info!(%peer, "bridge: ending a subscription, this hub no longer serves feeds");
                     let mut out = Vec::new();
                     refuse(RefuseReason::NotHeld, &mut out);
                     let _ = send.write_all(&out).await;
@@ -355,11 +386,8 @@ pub async fn serve_subscription(
         }
         // An empty object's entry carries its manifest only.
         if let Some(req) = chunk_request(&chunk, chunk.k) {
-            match server.answer(&req).await {
-                Ok(datagrams) => datagrams.iter().for_each(|d| peer_wire::encode_datagram(d, &mut out)),
-                Err(reason) => {
-                    debug!(object = %chunk.object_id, chunk = chunk.index, ?reason, "bridge: chunk not served")
-                }
+            if let Some(datagrams) = feed.answer(server, &req).await {
+                datagrams.iter().for_each(|d| peer_wire::encode_datagram(d, &mut out));
             }
         }
         server.pace(out.len()).await;
@@ -431,12 +459,9 @@ pub async fn remulticast(
             last_object = Some(chunk.object_id);
         }
         let repair = (f64::from(chunk.k) * REMULTICAST_FEC).ceil() as u32;
-        if let Some(req) = chunk_request(&chunk, chunk.k + repair).filter(|_| chunk.k > 0) {
-            match server.answer(&req).await {
-                Ok(d) => datagrams.extend(d),
-                Err(reason) => {
-                    debug!(object = %chunk.object_id, chunk = chunk.index, ?reason, "remulticast: chunk not read")
-                }
+        if let Some(req) = chunk_request(&chunk, chunk.k + repair) {
+            if let Some(d) = feed.answer(&server, &req).await {
+                datagrams.extend(d.iter().cloned());
             }
         }
         for mut d in datagrams {
@@ -462,6 +487,9 @@ pub async fn remulticast(
 /// The request for a chunk's ticket, all its table pages and ESIs 0..`esis`;
 /// `None` for an empty object's entry (no chunk).
 fn chunk_request(chunk: &FeedChunk, esis: u32) -> Option<ChunkRequest> {
+    if chunk.k == 0 {
+        return None;
+    }
     let esis = EsiRanges::new(vec![(0, u16::try_from(esis).ok()?)])?;
     Some(ChunkRequest {
         object_id: chunk.object_id,
@@ -706,7 +734,7 @@ async fn read_feed(bridge: NodeId, mut recv: quinn::RecvStream, events: &mpsc::S
                     used += n;
                 }
                 Ok((PeerMessage::Refuse { reason: RefuseReason::NotHeld, .. }, _)) => {
-                    break Some("the bridge no longer hears the channel".to_string())
+                    break Some("the bridge no longer serves feeds".to_string())
                 }
                 Ok((other, _)) => break Some(format!("unexpected message in the feed: {other:?}")),
                 Err(PeerWireError::Incomplete(_)) => break None,

@@ -335,7 +335,8 @@ struct PeerSide {
     last_registered: Option<Instant>,
     last_nak_warning: Option<Instant>,
     announce_soon: bool,
-    /// The feed this hub serves as a bridge (`--bridge`).
+    /// The chunks this hub completes, for `--bridge` subscribers and for
+    /// `--remulticast`.
     feed: Option<Arc<Feed>>,
     /// What the desert side's task should do, and what it reports.
     want: watch::Sender<FeedWant>,
@@ -432,8 +433,7 @@ impl Loop<'_> {
             }
             // After the store job: a subscriber's read of it queues behind it.
             if let Some((feed, object_id, index, len, t)) = fed_chunk {
-                let pages = wire::page_count(wire::n_max(wire::source_symbols(len, t)));
-                feed.chunk(object_id, index, len, t, pages);
+                feed.chunk(object_id, index, len, t);
             }
         }
         true
@@ -682,7 +682,7 @@ impl Loop<'_> {
         true
     }
 
-    /// Once a second: multicast or a bridge's feed. A hub that has heard no
+    /// Every 250 ms: multicast or a bridge's feed. A hub that has heard no
     /// multicast for `desert_after_secs` (or runs with `--no-multicast`) wants
     /// a feed; one whose multicast returns leaves it. Only a hub that hears
     /// the multicast itself serves a feed as a bridge.
@@ -691,7 +691,6 @@ impl Loop<'_> {
         let after = Duration::from_secs(self.cfg.desert_after_secs);
         let hearing = self.last_multicast.is_some_and(|t| t.elapsed() < after);
         let on = self.cfg.no_multicast || (!hearing && self.started.elapsed() >= after);
-        p.remulticasting.store(p.feeding.is_some(), Ordering::Relaxed);
         if let Some(feed) = p.feed.as_ref().filter(|_| self.cfg.bridge) {
             // A hub fed by a bridge, or that hears only relayed multicast,
             // never feeds others: feeds cannot loop.

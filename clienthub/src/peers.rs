@@ -522,12 +522,7 @@ async fn serve_stream(
             Some(feed) => crate::bridge::serve_subscription(send, feed, server, peer, *resume).await,
             None => {
                 let mut out = Vec::new();
-                let refuse = PeerMessage::Refuse {
-                    object_id: ObjectId([0; 32]),
-                    chunk: 0,
-                    reason: RefuseReason::NotHeld,
-                };
-                peer_wire::encode(&refuse, &mut out);
+                crate::bridge::refuse(RefuseReason::NotHeld, &mut out);
                 send.write_all(&out).await.map_err(|_| StreamError::Io)?;
                 send.finish().map_err(|_| StreamError::Io)?;
             }
