@@ -92,6 +92,29 @@ pub enum ConfigError {
     NoPaths,
     #[error("--simulate-loss {0}: must be from 0 up to (not including) 1")]
     BadLoss(f64),
+    #[error("--input `{0}`: give a file, `-` for stdin, or udp://ADDR:PORT")]
+    BadInput(String),
+    #[error("--name `{0}`: a channel name is 1 to 64 ASCII letters, digits, '-', '_' or '.', not starting with '.'")]
+    BadChannelName(String),
+    #[error("duration `{0}`: give a number with a unit, ms or s (e.g. 1s, 500ms)")]
+    BadDuration(String),
+    #[error("--segment `{0}`: must be from 100ms to 30s")]
+    BadSegment(String),
+}
+
+/// Parse a duration such as `1s`, `2.5s` or `500ms`.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, ConfigError> {
+    let t = s.trim().to_ascii_lowercase();
+    let (number, scale) = match t.strip_suffix("ms") {
+        Some(n) => (n, 1e-3),
+        None => (t.strip_suffix('s').ok_or_else(|| ConfigError::BadDuration(s.into()))?, 1.0),
+    };
+    match number.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 && v * scale < 86_400.0 => {
+            Ok(std::time::Duration::from_secs_f64(v * scale))
+        }
+        _ => Err(ConfigError::BadDuration(s.into())),
+    }
 }
 
 impl SeedConfig {
@@ -144,6 +167,17 @@ pub fn parse_rate(s: &str) -> Result<u64, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_parse_in_seconds_and_milliseconds() {
+        use std::time::Duration;
+        assert_eq!(parse_duration("1s"), Ok(Duration::from_secs(1)));
+        assert_eq!(parse_duration("2.5s"), Ok(Duration::from_millis(2500)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        for bad in ["1", "s", "-1s", "1h", "NaNs", "1e9s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn rates_parse_in_bits_and_bytes() {

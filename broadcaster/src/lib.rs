@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod ingest;
+pub mod live;
 pub mod origin;
 pub mod seed;
 pub mod segment;
@@ -15,5 +16,13 @@ pub use seed::{seed, SeedReport};
 
 /// Wall-clock seconds since the Unix epoch.
 pub fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    unix_ms() / 1000
+}
+
+/// Wall-clock milliseconds since the Unix epoch.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }

@@ -1,6 +1,7 @@
 //! `broadcaster`: make channel keys, and seed files and folders over multicast.
 
 use clap::{Parser, Subcommand};
+use hubcast_broadcaster::live::LiveConfig;
 use hubcast_broadcaster::status::{self, StatusBoard};
 use hubcast_broadcaster::{unix_now, SeedConfig};
 use hubcast_keys::{ChannelKeys, SignerKeys};
@@ -31,6 +32,9 @@ enum Command {
     },
     /// Send files and folders in a carousel until stopped or for --rounds rounds.
     Seed(Box<SeedArgs>),
+    /// Send a live MPEG-TS stream as signed segments, until the input ends or
+    /// the broadcaster is stopped. Hubs serve it at /live/NAME/index.m3u8.
+    Live(Box<LiveArgs>),
     /// Print the node id of the origin service (making its key, node.key in the
     /// key directory, if there is none), for hubs' --tracker NODEID@HOST:PORT.
     NodeId {
@@ -96,6 +100,97 @@ struct SeedArgs {
     paths: Vec<PathBuf>,
 }
 
+#[derive(clap::Args)]
+struct LiveArgs {
+    /// TOML file with settings (see docs/OPERATIONS.md); flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Key directory from `broadcaster keygen`.
+    #[arg(long)]
+    keys: Option<PathBuf>,
+    /// Multicast group and port, e.g. 239.255.0.1:5000.
+    #[arg(long)]
+    group: Option<SocketAddr>,
+    /// Interface to send on: its IPv4 address, or an IPv6 index/name. Default 127.0.0.1.
+    #[arg(long)]
+    iface: Option<String>,
+    /// MPEG-TS source: a file (played in real time), `-` for stdin (already
+    /// real time, e.g. from `ffmpeg -re`), or udp://ADDR:PORT.
+    #[arg(long)]
+    input: Option<String>,
+    /// Channel name: hubs serve it at /live/NAME/index.m3u8.
+    #[arg(long)]
+    name: Option<String>,
+    /// Target segment duration, e.g. 1s (cut at the next keyframe after it).
+    #[arg(long)]
+    segment: Option<String>,
+    /// Playout deadline after a segment is cut, e.g. 3s: hubs give up on it after.
+    #[arg(long)]
+    deadline: Option<String>,
+    /// Segments announced and repairable at once.
+    #[arg(long)]
+    window: Option<u32>,
+    /// Play a file input again from the start when it ends.
+    #[arg(long = "loop")]
+    loop_input: bool,
+    /// Send rate, e.g. 100mbit.
+    #[arg(long)]
+    rate: Option<String>,
+    /// Repair symbols sent with each segment as a share of the source symbols.
+    #[arg(long)]
+    fec_overhead: Option<f64>,
+    /// Chunk size in bytes.
+    #[arg(long)]
+    chunk_size: Option<u32>,
+    /// Multicast TTL / hop limit.
+    #[arg(long)]
+    ttl: Option<u32>,
+    /// Run the origin service (repair requests; tracker) on this QUIC address.
+    #[arg(long)]
+    tracker: Option<SocketAddr>,
+    /// With --tracker: the address hubs reach it at, named in every manifest.
+    #[arg(long)]
+    tracker_public: Option<SocketAddr>,
+    /// Cap on the origin's multicast repair, e.g. 20mbit.
+    #[arg(long)]
+    repair_rate: Option<String>,
+    /// Local HTTP listener for /api/status, e.g. 127.0.0.1:8090.
+    #[arg(long)]
+    http: Option<SocketAddr>,
+    /// Testing aid: leave out this share of the symbols, as if every hub lost them.
+    #[arg(long)]
+    simulate_loss: Option<f64>,
+}
+
+impl LiveArgs {
+    fn into_config(self) -> anyhow::Result<LiveConfig> {
+        let mut c: LiveConfig = hubcast_daemon::load_settings(self.config.as_deref())?;
+        macro_rules! set {
+            ($($f:ident),*) => { $( if let Some(v) = self.$f { c.$f = v; } )* };
+        }
+        set!(keys, group, iface, input, name, segment, deadline, window, rate, fec_overhead, chunk_size, ttl);
+        set!(repair_rate, simulate_loss);
+        c.loop_input |= self.loop_input;
+        c.tracker = self.tracker.or(c.tracker);
+        c.tracker_public = self.tracker_public.or(c.tracker_public);
+        c.http = self.http.or(c.http);
+        Ok(c)
+    }
+}
+
+/// Serve the broadcaster's status on `addr`, if given.
+async fn serve_status(
+    addr: Option<SocketAddr>,
+    status: &StatusBoard,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    let Some(addr) = addr else { return Ok(None) };
+    let listener = hubcast_transport::tcp::listen(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("--http {addr}: {e} (is the port in use? pick another)"))?;
+    Ok(Some(tokio::spawn(status::serve(listener, status.clone(), cancel.clone()))))
+}
+
 impl SeedArgs {
     fn into_config(self) -> anyhow::Result<SeedConfig> {
         let mut c: SeedConfig = hubcast_daemon::load_settings(self.config.as_deref())?;
@@ -139,15 +234,7 @@ async fn run() -> anyhow::Result<()> {
             let keys = SignerKeys::load(&cfg.keys)?;
             let cancel = hubcast_daemon::cancel_on_signal();
             let status = StatusBoard::default();
-            let http = match cfg.http {
-                Some(addr) => {
-                    let listener = hubcast_transport::tcp::listen(addr).await.map_err(|e| {
-                        anyhow::anyhow!("--http {addr}: {e} (is the port in use? pick another)")
-                    })?;
-                    Some(tokio::spawn(status::serve(listener, status.clone(), cancel.clone())))
-                }
-                None => None,
-            };
+            let http = serve_status(cfg.http, &status, &cancel).await?;
             let r = hubcast_broadcaster::seed(&cfg, keys, status, cancel.clone()).await;
             cancel.cancel();
             if let Some(h) = http {
@@ -163,6 +250,27 @@ async fn run() -> anyhow::Result<()> {
                 r.bytes,
                 secs,
                 r.bytes as f64 * 8.0 / secs / 1e6
+            );
+        }
+        Command::Live(args) => {
+            let cfg = args.into_config()?;
+            let keys = SignerKeys::load(&cfg.keys)?;
+            let cancel = hubcast_daemon::cancel_on_signal();
+            let status = StatusBoard::default();
+            let http = serve_status(cfg.http, &status, &cancel).await?;
+            let r = hubcast_broadcaster::live::live(&cfg, keys, status, cancel.clone()).await;
+            cancel.cancel();
+            if let Some(h) = http {
+                let _ = h.await;
+            }
+            let r = r?;
+            println!(
+                "sent {} segments ({} bytes) as {} datagrams, {} bytes, in {:.1} s",
+                r.segments,
+                r.segment_bytes,
+                r.datagrams,
+                r.bytes,
+                r.elapsed.as_secs_f64()
             );
         }
     }

@@ -46,9 +46,18 @@ const NAK_QUEUE: usize = 4096;
 /// Resends being read and coded at once.
 const PREPARING: usize = 2;
 
-/// What the origin can resend: every object's plan and file.
+/// Where the origin reads an object it resends.
+#[derive(Clone)]
+enum Source {
+    File(PathBuf),
+    /// A live segment, held while it is in the live window.
+    Memory(Arc<Vec<u8>>),
+}
+
+/// What the origin can resend: every archive object's plan and file, and the
+/// live segments still in the window (added and retired as the stream goes).
 pub struct Catalog {
-    objects: HashMap<ObjectId, (ObjectPlan, PathBuf)>,
+    objects: Mutex<HashMap<ObjectId, (ObjectPlan, Source)>>,
     expiry_secs: u64,
 }
 
@@ -57,15 +66,31 @@ impl Catalog {
         let objects = plans
             .iter()
             .zip(files)
-            .map(|(p, f)| (p.manifest.object_id, (p.clone(), f.path.clone())))
+            .map(|(p, f)| (p.manifest.object_id, (p.clone(), Source::File(f.path.clone()))))
             .collect();
-        Catalog { objects, expiry_secs }
+        Catalog { objects: Mutex::new(objects), expiry_secs }
     }
 
-    /// K and N_max of a chunk a hub may NAK.
+    /// A live segment hubs may NAK until it is retired (or its deadline passes).
+    pub fn add_segment(&self, plan: ObjectPlan, bytes: Arc<Vec<u8>>) {
+        self.lock().insert(plan.manifest.object_id, (plan, Source::Memory(bytes)));
+    }
+
+    pub fn retire(&self, id: &ObjectId) {
+        self.lock().remove(id);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectId, (ObjectPlan, Source)>> {
+        self.objects.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// K and N_max of a chunk a hub may NAK. Not a live segment past its
+    /// deadline: no resend could be played.
     fn chunk(&self, object_id: &ObjectId, index: u32) -> Option<(u32, u32)> {
-        let (plan, _) = self.objects.get(object_id)?;
-        if index >= plan.chunk_count() {
+        let objects = self.lock();
+        let (plan, _) = objects.get(object_id)?;
+        let late = plan.manifest.live.is_some_and(|l| l.deadline_ms <= crate::unix_ms());
+        if index >= plan.chunk_count() || late {
             return None;
         }
         let range = plan.chunk_range(index);
@@ -75,15 +100,21 @@ impl Catalog {
 
     /// Read, code and sign a chunk again, and lay out the resend's datagrams.
     fn resend_datagrams(&self, signer: &Signer, r: &Resend) -> std::io::Result<Vec<Vec<u8>>> {
-        let Some((plan, path)) = self.objects.get(&r.object_id) else { return Ok(Vec::new()) };
+        let Some((plan, source)) = self.lock().get(&r.object_id).cloned() else { return Ok(Vec::new()) };
         let range = plan.chunk_range(r.index);
-        let mut buf = vec![0; (range.end - range.start) as usize];
-        std::fs::File::open(path)?.read_exact_at(&mut buf, range.start)?;
         let mut manifest = plan.manifest.clone();
-        let now = crate::unix_now();
-        if manifest.expiry < now + self.expiry_secs / 2 {
-            manifest.expiry = now + self.expiry_secs; // as the carousel re-signs
-        }
+        let buf = match &source {
+            Source::File(path) => {
+                let mut buf = vec![0; (range.end - range.start) as usize];
+                std::fs::File::open(path)?.read_exact_at(&mut buf, range.start)?;
+                let now = crate::unix_now();
+                if manifest.expiry < now + self.expiry_secs / 2 {
+                    manifest.expiry = now + self.expiry_secs; // as the carousel re-signs
+                }
+                buf
+            }
+            Source::Memory(bytes) => bytes[range.start as usize..range.end as usize].to_vec(),
+        };
         let chunk = PreparedChunk::prepare(signer, &manifest, r.index, &buf);
         Ok(chunk.datagrams(signer.channel_tag(), &r.esis))
     }

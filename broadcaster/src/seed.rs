@@ -76,7 +76,7 @@ enum Batch {
 }
 
 /// The multicast socket, with the testing aid `--simulate-loss`.
-struct Out {
+pub(crate) struct Out {
     socket: Arc<tokio::net::UdpSocket>,
     group: SocketAddr,
     loss: f64,
@@ -85,7 +85,21 @@ struct Out {
 }
 
 impl Out {
-    async fn send(&mut self, d: &[u8]) -> Result<(), SeedError> {
+    pub(crate) fn new(socket: Arc<tokio::net::UdpSocket>, group: SocketAddr, loss: f64) -> Out {
+        Out { socket, group, loss, rng: rand::thread_rng(), simulated_drops: 0 }
+    }
+
+    /// The sender's counters on the status board.
+    pub(crate) fn publish(&self, status: &StatusBoard, sender: &Sender, done: bool) {
+        let s = sender.stats();
+        status.update(|st| {
+            let c = &mut st.carousel;
+            (c.datagrams, c.bytes, c.simulated_drops, c.done) =
+                (s.datagrams, s.bytes, self.simulated_drops, done);
+        });
+    }
+
+    pub(crate) async fn send(&mut self, d: &[u8]) -> Result<(), SeedError> {
         let lose = self.loss > 0.0
             && wire::decode_header(d).is_ok_and(|h| h.kind == Kind::Symbol)
             && self.rng.gen_bool(self.loss);
@@ -103,7 +117,7 @@ impl Out {
 
 /// Where hubs reach the origin service: `--tracker-public`, else the bound
 /// address, an unspecified IP replaced by the multicast interface's.
-fn public_tracker(
+pub(crate) fn public_tracker(
     bound: NodeAddr,
     public: Option<SocketAddr>,
     iface: &Interface,
@@ -120,6 +134,22 @@ fn public_tracker(
     Ok(NodeAddr { id: bound.id, addr })
 }
 
+/// Refuse to send what hubs would drop; warn when the certificate runs out soon.
+pub(crate) fn check_certificate(keys: &SignerKeys) -> Result<(), SeedError> {
+    let now = unix_now();
+    if keys.cert.check_validity(now).is_err() {
+        let c = &keys.cert;
+        return Err(SeedError::CertificateNotValid { not_before: c.not_before, not_after: c.not_after, now });
+    }
+    if keys.cert.not_after.saturating_sub(now) < 3 * 86_400 {
+        warn!(
+            expires_in_secs = keys.cert.not_after - now,
+            "the signing certificate expires soon; make new keys"
+        );
+    }
+    Ok(())
+}
+
 /// How often a lingering broadcaster sends a manifest, so the channel is heard.
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 
@@ -133,17 +163,7 @@ pub async fn seed(
     cancel: CancellationToken,
 ) -> Result<SeedReport, SeedError> {
     let rate = cfg.validate()?;
-    let now = unix_now();
-    if keys.cert.check_validity(now).is_err() {
-        let c = &keys.cert;
-        return Err(SeedError::CertificateNotValid { not_before: c.not_before, not_after: c.not_after, now });
-    }
-    if keys.cert.not_after.saturating_sub(now) < 3 * 86_400 {
-        warn!(
-            expires_in_secs = keys.cert.not_after - now,
-            "the signing certificate expires soon; make new keys"
-        );
-    }
+    check_certificate(&keys)?;
     let files = ingest::collect(&cfg.paths)?;
     let mut mc = MulticastConfig::new(cfg.group);
     mc.interface = cfg.iface.parse::<Interface>()?;
@@ -224,13 +244,7 @@ pub async fn seed(
             .map_err(|source| SeedError::Read { path: "producer thread".into(), source })?
     };
 
-    let mut out = Out {
-        socket,
-        group: cfg.group,
-        loss: cfg.simulate_loss,
-        rng: rand::thread_rng(),
-        simulated_drops: 0,
-    };
+    let mut out = Out::new(socket, cfg.group, cfg.simulate_loss);
     let started = Instant::now();
     let mut last_progress = started;
     let mut failure = None;
@@ -238,7 +252,7 @@ pub async fn seed(
         while let Some(d) = sender.poll_transmit(Instant::now()) {
             out.send(&d).await?;
         }
-        publish(&status, &sender, &out, false);
+        out.publish(&status, &sender, false);
         if last_progress.elapsed() >= PROGRESS_EVERY {
             last_progress = Instant::now();
             let s = sender.stats();
@@ -275,7 +289,7 @@ pub async fn seed(
             }
         }
     }
-    publish(&status, &sender, &out, failure.is_none() && !cancel.is_cancelled());
+    out.publish(&status, &sender, failure.is_none() && !cancel.is_cancelled());
     drop(rx);
     if let Some(service) = service {
         if failure.is_none() && !cancel.is_cancelled() && cfg.linger_secs > 0 {
@@ -309,14 +323,6 @@ pub async fn seed(
         bytes: s.bytes,
         elapsed: started.elapsed(),
     })
-}
-
-fn publish(status: &StatusBoard, sender: &Sender, out: &Out, done: bool) {
-    let s = sender.stats();
-    status.update(|st| {
-        let c = &mut st.carousel;
-        (c.datagrams, c.bytes, c.simulated_drops, c.done) = (s.datagrams, s.bytes, out.simulated_drops, done);
-    });
 }
 
 /// Producer thread: walk the carousel, read and prepare each chunk, hand the

@@ -57,6 +57,10 @@ pub struct HubConfig {
     /// While fed by a bridge, send the feed out again as multicast on this
     /// group and port, from the --iface interface. Default: none.
     pub remulticast: Option<SocketAddr>,
+    /// Media seconds of each live channel kept behind its newest segment:
+    /// what /live/NAME/index.m3u8 lists and a late player can rewind to.
+    /// Default 30.
+    pub live_buffer_secs: u64,
 }
 
 impl Default for HubConfig {
@@ -83,6 +87,7 @@ impl Default for HubConfig {
             desert_after_secs: 4,
             bridge_peers: Vec::new(),
             remulticast: None,
+            live_buffer_secs: 30,
         }
     }
 }

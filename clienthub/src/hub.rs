@@ -10,6 +10,7 @@
 
 use crate::bridge::{Feed, FeedEvent, FeedWant};
 use crate::config::HubConfig;
+use crate::live::LiveBoard;
 use crate::peers::{Fetcher, PartialAsk, PeerTable, Server, StoreRead};
 use crate::status::StatusBoard;
 use crate::store::{Store, StoreError};
@@ -19,6 +20,7 @@ use hubcast_protocol::peer_wire::{ChunkBitmap, DatagramFrames, ListedHub, MAX_NA
 use hubcast_protocol::receiver::{DropCounters, DropReason, Event, Receiver, ReceiverConfig};
 use hubcast_protocol::repair::{Nak, Outcome, RepairConfig, Repairer};
 use hubcast_protocol::serve::{answer_partial, ChunkRequest};
+use hubcast_protocol::verify::VerifiedManifest;
 use hubcast_protocol::wire::{self, Manifest};
 use hubcast_protocol::ObjectId;
 use hubcast_transport::quic::NodeEndpoint;
@@ -75,7 +77,15 @@ pub enum HubError {
 }
 
 pub fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    unix_ms() / 1000
+}
+
+/// Wall-clock milliseconds since the Unix epoch.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// Run a hub until `cancel`. Status is published on `status` as it goes.
@@ -101,7 +111,10 @@ pub async fn run(cfg: HubConfig, status: StatusBoard, cancel: CancellationToken)
         c.stored = report.chunks;
     });
     let mut receiver = Receiver::new(anchor, ReceiverConfig::default());
-    let manifests = store.manifests()?;
+    let live = LiveBoard::new(cfg.live_buffer_secs);
+    let (store, manifests) = tokio::task::spawn_blocking(move || drop_stale_segments(store))
+        .await
+        .map_err(|e| StoreError::Io { path: cfg.store.clone(), source: std::io::Error::other(e) })??;
     for m in &manifests {
         receiver.remember_manifest(m.clone());
     }
@@ -117,7 +130,8 @@ pub async fn run(cfg: HubConfig, status: StatusBoard, cancel: CancellationToken)
                 .await
                 .map_err(|source| HubError::Http { addr, source })?;
             info!(%addr, "status on http://{addr}/api/status");
-            Some(tokio::spawn(crate::http::serve(listener, status.clone(), cancel.clone())))
+            let state = crate::http::AppState { status: status.clone(), live: live.clone() };
+            Some(tokio::spawn(crate::http::serve(listener, state, cancel.clone())))
         }
         None => None,
     };
@@ -129,9 +143,10 @@ pub async fn run(cfg: HubConfig, status: StatusBoard, cancel: CancellationToken)
         let status = status.clone();
         let export = cfg.export.clone();
         let manifests = manifests.iter().map(|m| (m.object_id, (**m).clone())).collect();
+        let live = live.clone();
         std::thread::Builder::new()
             .name("store".into())
-            .spawn(move || store_worker(store, rx, unstored_tx, status, export, manifests))
+            .spawn(move || store_worker(store, rx, unstored_tx, status, export, manifests, live))
             .map_err(|source| HubError::Store(StoreError::Io { path: "store thread".into(), source }))?
     };
 
@@ -163,6 +178,7 @@ pub async fn run(cfg: HubConfig, status: StatusBoard, cancel: CancellationToken)
         last_multicast: None,
         last_origin_multicast: None,
         position: None,
+        live,
     };
     let result = receive_loop(&mut lp, socket.as_ref(), &mut unstored_rx, &cancel).await;
     drop(lp);
@@ -282,10 +298,12 @@ fn start_peers(
     })
 }
 
-/// Jobs for the store worker: events to store, and reads for serving peers.
+/// Jobs for the store worker: events to store, reads for serving peers, and
+/// live segments that left the back buffer.
 pub enum StoreJob {
     Event(Event),
     Read(StoreRead),
+    Retire(Vec<ObjectId>),
 }
 
 /// A repair request that ended, back from its fetch task.
@@ -396,6 +414,7 @@ struct Loop<'a> {
     /// The chunk the channel (multicast or feed) last brought: where a new
     /// subscription to a bridge starts.
     position: Option<(ObjectId, u32)>,
+    live: LiveBoard,
 }
 
 impl Loop<'_> {
@@ -446,6 +465,25 @@ impl Loop<'_> {
             self.received,
             self.simulated,
         );
+    }
+
+    /// The wall clock for live segments: the receiver stops collecting those
+    /// past their deadline, the board decides them, and the segments that
+    /// left the back buffer leave the store and the holdings announced.
+    async fn live_tick(&mut self) -> bool {
+        let now = unix_ms();
+        self.receiver.handle_time(now);
+        self.live.tick(now);
+        let retired = self.live.take_retired();
+        if retired.is_empty() {
+            return true;
+        }
+        if let Some(p) = self.peers.as_mut() {
+            for id in &retired {
+                p.holdings.remove(id);
+            }
+        }
+        self.store.send(StoreJob::Retire(retired)).await.is_ok()
     }
 
     /// Plan repair with what is missing now and start the requests.
@@ -765,12 +803,15 @@ impl Loop<'_> {
             channel_tag: p.channel_tag,
             node_id: p.node_id.0,
             quic_port: p.quic_port,
-            objects: p
-                .holdings
-                .iter()
-                .filter(|(_, b)| b.count() > 0)
-                .map(|(id, b)| (*id, b.clone()))
-                .collect(),
+            // Live segments first: an announcement holds what fits, and
+            // their repair has a deadline.
+            objects: {
+                let held = p.holdings.iter().filter(|(_, b)| b.count() > 0);
+                let (mut objects, archive): (Vec<_>, Vec<_>) =
+                    held.map(|(id, b)| (*id, b.clone())).partition(|(id, _)| self.live.is_segment(id));
+                objects.extend(archive);
+                objects
+            },
         };
         let (datagram, _) = a.encode();
         if let Err(e) = p.control_out.send_to(&datagram, p.control_group).await {
@@ -992,6 +1033,9 @@ async fn receive_loop(
                 }
             }
             _ = repair_tick.tick() => {
+                if !lp.live_tick().await {
+                    return Ok(());
+                }
                 lp.plan_repair();
                 feed_ticks += 1;
                 if feed_ticks % FEED_MODE_EVERY_TICKS == 0 {
@@ -1045,6 +1089,26 @@ fn report_drops(before: &DropCounters, now: &DropCounters) {
     }
 }
 
+/// Open-time cleanup: live segments whose deadline passed longer ago than
+/// any back buffer keeps are dropped from the store. Returns the manifests
+/// left.
+fn drop_stale_segments(mut store: Store) -> Result<(Store, Vec<VerifiedManifest>), StoreError> {
+    let now = unix_ms();
+    let mut kept = Vec::new();
+    for m in store.manifests()? {
+        match m.live {
+            Some(l) if l.deadline_ms.saturating_add(STALE_SEGMENT_MS) < now => {
+                store.remove_object(&m.object_id)?
+            }
+            _ => kept.push(m),
+        }
+    }
+    Ok((store, kept))
+}
+
+/// A live segment this long past its deadline is of no use after a restart.
+const STALE_SEGMENT_MS: u64 = 60_000;
+
 fn store_worker(
     mut store: Store,
     mut rx: mpsc::Receiver<StoreJob>,
@@ -1052,16 +1116,20 @@ fn store_worker(
     status: StatusBoard,
     export: Option<PathBuf>,
     mut manifests: HashMap<ObjectId, Manifest>,
+    live: LiveBoard,
 ) {
     let mut w = StoreWorker {
         store: &mut store,
         status: &status,
         export: export.map(crate::export::Exporter::new),
+        live,
         last_warn: None,
         suppressed: 0,
     };
     for m in manifests.values() {
-        w.publish(m);
+        if !w.live.on_manifest(m) {
+            w.publish(m);
+        }
         w.finish_if_complete(m);
     }
     while let Some(job) = rx.blocking_recv() {
@@ -1075,6 +1143,15 @@ fn store_worker(
                 let _ = r.reply.send(chunk);
                 continue;
             }
+            StoreJob::Retire(ids) => {
+                for id in ids {
+                    if let Err(e) = w.store.remove_object(&id) {
+                        w.fail(&e);
+                    }
+                    manifests.remove(&id);
+                }
+                continue;
+            }
         };
         match event {
             Event::Manifest(m) => {
@@ -1082,7 +1159,12 @@ fn store_worker(
                     w.fail(&e);
                 }
                 let m: Manifest = (*m).clone();
-                w.publish(&m);
+                if w.live.on_manifest(&m) {
+                    // Its chunks may have come first, counted as an object.
+                    w.status.remove_object(&m.object_id);
+                } else {
+                    w.publish(&m);
+                }
                 w.finish_if_complete(&m);
                 manifests.insert(m.object_id, m);
             }
@@ -1093,8 +1175,8 @@ fn store_worker(
                             s.stored_this_run += 1;
                             s.stored += 1;
                         });
-                        if let (Some(exporter), Some(m)) = (w.export.as_mut(), manifests.get(&c.object_id()))
-                        {
+                        let m = manifests.get(&c.object_id()).filter(|m| m.live.is_none());
+                        if let (Some(exporter), Some(m)) = (w.export.as_mut(), m) {
                             if let Err(e) = exporter.chunk_stored(m, c.index(), c.data()) {
                                 w.fail(&e);
                             }
@@ -1108,8 +1190,10 @@ fn store_worker(
                         let _ = unstored.try_send((c.object_id(), c.index()));
                     }
                 }
-                let n = w.store.chunk_count(&c.object_id());
-                w.status.update_object(c.object_id(), |o| o.chunks_stored = n);
+                if !w.live.is_segment(&c.object_id()) {
+                    let n = w.store.chunk_count(&c.object_id());
+                    w.status.update_object(c.object_id(), |o| o.chunks_stored = n);
+                }
                 if let Some(m) = manifests.get(&c.object_id()) {
                     w.finish_if_complete(m);
                 }
@@ -1122,6 +1206,7 @@ struct StoreWorker<'a> {
     store: &'a mut Store,
     status: &'a StatusBoard,
     export: Option<crate::export::Exporter>,
+    live: LiveBoard,
     last_warn: Option<Instant>,
     suppressed: u64,
 }
@@ -1143,6 +1228,27 @@ impl StoreWorker<'_> {
         self.suppressed = 0;
     }
 
+    /// A live segment's chunks are all stored: read them back, check the
+    /// whole against its id (the BLAKE3 of the segment), and make it playable.
+    fn finish_segment(&mut self, m: &Manifest) {
+        if !self.live.is_segment(&m.object_id) {
+            return;
+        }
+        let mut bytes = Vec::with_capacity(m.size as usize);
+        for index in 0..hubcast_protocol::sender::chunk_count(m.size, m.chunk_size) {
+            match self.store.read_chunk(&m.object_id, index) {
+                Ok(Some(chunk)) => bytes.extend_from_slice(&chunk),
+                Ok(None) => return,
+                Err(e) => return self.fail(&e),
+            }
+        }
+        if ObjectId::of(&bytes) != m.object_id {
+            warn!(channel = %m.name, "a live segment's chunks do not hash to its id; not played");
+            return;
+        }
+        self.live.on_complete(&m.object_id, bytes, unix_ms());
+    }
+
     fn publish(&self, m: &Manifest) {
         let chunks = hubcast_protocol::sender::chunk_count(m.size, m.chunk_size);
         let stored = self.store.chunk_count(&m.object_id);
@@ -1156,6 +1262,10 @@ impl StoreWorker<'_> {
 
     fn finish_if_complete(&mut self, m: &Manifest) {
         if !self.store.is_complete(m) {
+            return;
+        }
+        if m.live.is_some() {
+            self.finish_segment(m);
             return;
         }
         let mut exported = None;

@@ -9,6 +9,7 @@ pub mod config;
 pub mod export;
 pub mod http;
 pub mod hub;
+pub mod live;
 pub mod peers;
 pub mod status;
 pub mod status_client;

@@ -98,6 +98,9 @@ struct RunArgs {
     /// GROUP:PORT from the --iface interface, so this LAN's hubs hear it.
     #[arg(long)]
     remulticast: Option<SocketAddr>,
+    /// Media seconds of each live channel kept for players. Default 30.
+    #[arg(long)]
+    live_buffer_secs: Option<u64>,
 }
 
 impl RunArgs {
@@ -114,7 +117,7 @@ impl RunArgs {
             ($($f:ident),*) => { $( if self.$f.is_some() { c.$f = self.$f; } )* };
         }
         set_opt!(source, export, http, loss_seed, peer_listen, tracker, remulticast);
-        set!(bridge_fanout, back_buffer_mib);
+        set!(bridge_fanout, back_buffer_mib, live_buffer_secs);
         if let Some(s) = self.desert_after {
             c.desert_after_secs = s;
         }

@@ -180,6 +180,8 @@ pub struct HubStatus {
     pub feed: FeedStatus,
     /// Serving desert hubs, with `--bridge`.
     pub bridge: Option<BridgeStatus>,
+    /// Live channels: segments on time, late and missed, and latency.
+    pub live: Vec<crate::live::LiveChannelStatus>,
     pub store_errors: u64,
     /// The last store failure, e.g. a full disk, with what to do.
     pub last_store_error: Option<String>,
@@ -195,6 +197,10 @@ pub struct StatusBoard {
 struct Board {
     status: HubStatus,
     objects: BTreeMap<ObjectId, ObjectStatus>,
+    /// Verified symbol bytes from every path: the multicast's share is what
+    /// the others did not bring, worked out when read (the others' totals
+    /// are recorded a moment after the receiver's).
+    symbol_bytes_accepted: u64,
 }
 
 impl StatusBoard {
@@ -216,6 +222,11 @@ impl StatusBoard {
         f(o);
     }
 
+    /// Forget an object (a live segment, shown under `live` instead).
+    pub fn remove_object(&self, id: &ObjectId) {
+        self.lock().objects.remove(id);
+    }
+
     pub fn with_chunks(&self, f: impl FnOnce(&mut ChunkCounters)) {
         f(&mut self.lock().status.chunks);
     }
@@ -234,10 +245,7 @@ impl StatusBoard {
         simulated_loss: u64,
     ) {
         let mut b = self.lock();
-        // Every verified symbol byte came by multicast unless a peer, the
-        // origin's repair or a bridge sent it.
-        let other = b.status.bytes.peer + b.status.bytes.origin + b.status.bytes.bridge;
-        b.status.bytes.multicast = stats.symbol_bytes_accepted.saturating_sub(other);
+        b.symbol_bytes_accepted = stats.symbol_bytes_accepted;
         b.status.datagrams = DatagramCounters {
             received,
             simulated_loss,
@@ -301,6 +309,10 @@ impl StatusBoard {
         let b = self.lock();
         let mut s = b.status.clone();
         s.objects = b.objects.values().cloned().collect();
+        // Every verified symbol byte came by multicast unless a peer, the
+        // origin's repair or a bridge sent it.
+        let other = s.bytes.peer + s.bytes.origin + s.bytes.bridge;
+        s.bytes.multicast = b.symbol_bytes_accepted.saturating_sub(other);
         s
     }
 }

@@ -106,6 +106,22 @@ pub fn render(status: &serde_json::Value) -> String {
         u(&d["simulated_loss"]),
         u(&d["symbols_accepted"])
     );
+    for c in status["live"].as_array().into_iter().flatten() {
+        let ms = |v: &serde_json::Value| v.as_u64().map_or("-".into(), |n| format!("{n} ms"));
+        let _ = writeln!(
+            out,
+            "live {}: segment {}  ready {} ({:.0} s)  on time {}  late {}  missed {}  latency p50 {} p99 {}",
+            c["name"].as_str().unwrap_or("?"),
+            u(&c["newest_seq"]),
+            u(&c["segments_ready"]),
+            c["buffered_secs"].as_f64().unwrap_or(0.0),
+            u(&c["on_time"]),
+            u(&c["late"]),
+            u(&c["missed"]),
+            ms(&c["latency_p50_ms"]),
+            ms(&c["latency_p99_ms"]),
+        );
+    }
     let _ = writeln!(out, "{:<40} {:>12} {:>11}  state", "object", "bytes", "chunks");
     for o in status["objects"].as_array().into_iter().flatten() {
         let state = match (o["complete"].as_bool(), o["exported"].as_str()) {
@@ -180,5 +196,9 @@ mod tests {
         assert!(text.contains("feed: from bridge ab12@10.0.0.1:4433"), "{text}");
         assert!(text.contains("subscriptions 2"), "{text}");
         assert!(text.contains("bridge: serving  subscribers 3  fed 99 B"), "{text}");
+        s["live"] = serde_json::json!([{"name": "news", "newest_seq": 41, "segments_ready": 30, "buffered_secs": 30.0,
+            "on_time": 40, "late": 1, "missed": 0, "latency_p50_ms": 4, "latency_p99_ms": null}]);
+        let text = render(&s);
+        assert!(text.contains("live news: segment 41  ready 30 (30 s)  on time 40  late 1  missed 0  latency p50 4 ms p99 -"), "{text}");
     }
 }

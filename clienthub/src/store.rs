@@ -21,7 +21,7 @@
 use hubcast_protocol::receiver::VerifiedChunk;
 use hubcast_protocol::sender::chunk_count;
 use hubcast_protocol::verify::VerifiedManifest;
-use hubcast_protocol::wire::Manifest;
+use hubcast_protocol::wire::{LiveSegment, Manifest};
 use hubcast_protocol::ObjectId;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use std::collections::HashMap;
@@ -338,6 +338,36 @@ impl Store {
         Ok(out)
     }
 
+    /// Drop an object: its manifest, its chunks and their files (a live
+    /// segment that left the back buffer). The index goes first, so a crash
+    /// midway leaves only files the next open removes as orphans.
+    pub fn remove_object(&mut self, id: &ObjectId) -> Result<(), StoreError> {
+        let from = chunk_key(id, 0);
+        let to = chunk_key(id, u32::MAX);
+        let w = self.db.begin_write().map_err(idx)?;
+        w.open_table(MANIFESTS).map_err(idx)?.remove(&id.0).map_err(idx)?;
+        w.open_table(EXPORTED).map_err(idx)?.remove(&id.0).map_err(idx)?;
+        w.open_table(CHUNKS)
+            .map_err(idx)?
+            .retain_in::<&[u8; 36], _>(&from..=&to, |_, _| false)
+            .map_err(idx)?;
+        w.open_table(TICKETS)
+            .map_err(idx)?
+            .retain_in::<&[u8; 36], _>(&from..=&to, |_, _| false)
+            .map_err(idx)?;
+        w.open_table(PAGES)
+            .map_err(idx)?
+            .retain_in::<&[u8; 36], _>(&from..=&to, |_, _| false)
+            .map_err(idx)?;
+        w.commit().map_err(idx)?;
+        self.counts.remove(id);
+        let dir = self.dir.join("chunks").join(id.to_hex());
+        match fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_at(&dir)(e)),
+            _ => Ok(()),
+        }
+    }
+
     /// Does the store hold every chunk of this object?
     pub fn is_complete(&self, m: &Manifest) -> bool {
         self.chunk_count(&m.object_id) >= chunk_count(m.size, m.chunk_size)
@@ -392,8 +422,21 @@ pub fn safe_relative_path(name: &str) -> Option<PathBuf> {
     Some(out)
 }
 
+/// A live segment's entry starts with this byte and its live block (an
+/// archive entry starts with its sequence number, a unix-ms time: first byte 0).
+const LIVE_ENTRY: u8 = 0xff;
+const LIVE_ENTRY_LEN: usize = 1 + 8 + 8 + 8 + 4 + 1;
+
 fn encode_manifest(m: &Manifest) -> Vec<u8> {
-    let mut v = Vec::with_capacity(31 + m.name.len());
+    let mut v = Vec::with_capacity(LIVE_ENTRY_LEN + 31 + m.name.len());
+    if let Some(l) = m.live {
+        v.push(LIVE_ENTRY);
+        v.extend_from_slice(&l.seq.to_be_bytes());
+        v.extend_from_slice(&l.ingest_ms.to_be_bytes());
+        v.extend_from_slice(&l.deadline_ms.to_be_bytes());
+        v.extend_from_slice(&l.duration_us.to_be_bytes());
+        v.push(l.discontinuity.into());
+    }
     v.extend_from_slice(&m.seq.to_be_bytes());
     v.extend_from_slice(&m.expiry.to_be_bytes());
     v.extend_from_slice(&m.size.to_be_bytes());
@@ -405,6 +448,20 @@ fn encode_manifest(m: &Manifest) -> Vec<u8> {
 }
 
 fn decode_manifest(object_id: ObjectId, v: &[u8]) -> Option<Manifest> {
+    let (live, v) = match v.split_first() {
+        Some((&LIVE_ENTRY, rest)) => {
+            let u64_at = |at: usize| Some(u64::from_be_bytes(rest.get(at..at + 8)?.try_into().ok()?));
+            let live = LiveSegment {
+                seq: u64_at(0)?,
+                ingest_ms: u64_at(8)?,
+                deadline_ms: u64_at(16)?,
+                duration_us: u32::from_be_bytes(rest.get(24..28)?.try_into().ok()?),
+                discontinuity: *rest.get(28)? != 0,
+            };
+            (Some(live), rest.get(LIVE_ENTRY_LEN - 1..)?)
+        }
+        _ => (None, v),
+    };
     let u64_at = |at: usize| Some(u64::from_be_bytes(v.get(at..at + 8)?.try_into().ok()?));
     Some(Manifest {
         seq: u64_at(0)?,
@@ -418,6 +475,7 @@ fn decode_manifest(object_id: ObjectId, v: &[u8]) -> Option<Manifest> {
         // Learned afresh from the channel's manifests, not kept.
         tracker: None,
         round_end: false,
+        live,
     })
 }
 
@@ -446,7 +504,11 @@ mod tests {
             name: "dir/ä.txt".into(),
             tracker: None,
             round_end: false,
+            live: None,
         };
+        assert_eq!(decode_manifest(m.object_id, &encode_manifest(&m)), Some(m.clone()));
+        let live = LiveSegment { seq: 7, ingest_ms: 8, deadline_ms: 9, duration_us: 10, discontinuity: true };
+        let m = Manifest { name: "news".into(), live: Some(live), ..m };
         assert_eq!(decode_manifest(m.object_id, &encode_manifest(&m)), Some(m));
     }
 }

@@ -33,7 +33,9 @@ use crate::fec::{page_hash, page_of, page_range, ChunkDecoder};
 use crate::peer_wire::EsiRanges;
 use crate::sender::{chunk_count, chunk_range};
 use crate::verify::{VerifiedManifest, VerifiedTicket, Verifier, VerifyError};
-use crate::wire::{self, Datagram, Hash, SymbolPacket, TablePage, WireError, DIGEST_LEN};
+use crate::wire::{
+    self, Datagram, Hash, LiveSegment, Manifest, SymbolPacket, TablePage, WireError, DIGEST_LEN,
+};
 use crate::ObjectId;
 use hubcast_keys::{CertError, NodeAddr, TrustAnchor};
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -49,13 +51,25 @@ pub struct ReceiverConfig {
     pub max_pending_bytes: usize,
     /// Objects whose manifests are remembered. Default 100 000.
     pub max_objects: usize,
+    /// Segments of a live channel remembered, counting back from the newest.
+    /// Older ones are forgotten, and a manifest for one is refused as rolled
+    /// back. Default 120.
+    pub live_window: u64,
 }
 
 impl Default for ReceiverConfig {
     fn default() -> Self {
-        ReceiverConfig { max_active_chunks: 16, max_pending_bytes: 8 << 20, max_objects: 100_000 }
+        ReceiverConfig {
+            max_active_chunks: 16,
+            max_pending_bytes: 8 << 20,
+            max_objects: 100_000,
+            live_window: 120,
+        }
     }
 }
+
+/// Live channels one receiver follows at once.
+pub const MAX_LIVE_CHANNELS: usize = 16;
 
 /// Why a datagram was not used. Each has a counter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -100,10 +114,12 @@ pub enum DropReason {
     Duplicate,
     /// For a chunk already complete (benign).
     AlreadyComplete,
+    /// A live segment's manifest or data past its playout deadline.
+    Late,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 24] = [
+    pub const ALL: [DropReason; 25] = [
         DropReason::Truncated,
         DropReason::Oversized,
         DropReason::BadMagic,
@@ -128,6 +144,7 @@ impl DropReason {
         DropReason::TooManyObjects,
         DropReason::Duplicate,
         DropReason::AlreadyComplete,
+        DropReason::Late,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -156,6 +173,7 @@ impl DropReason {
             DropReason::TooManyObjects => "too_many_objects",
             DropReason::Duplicate => "duplicate",
             DropReason::AlreadyComplete => "already_complete",
+            DropReason::Late => "late",
         }
     }
 
@@ -301,6 +319,8 @@ pub struct ChunkNeed {
     pub has_ticket: bool,
     /// The multicast is still sending this chunk: what is missing may yet come.
     pub window_open: bool,
+    /// A live segment's playout deadline, unix ms: no use after it.
+    pub deadline_ms: Option<u64>,
 }
 
 impl ChunkNeed {
@@ -346,6 +366,9 @@ struct ActiveChunk {
     decoder: Option<ChunkDecoder>,
     /// Verified symbol count at the last failed decode, so we try again only with more.
     tried_at: usize,
+    /// Source symbols (ESI < K) held, checked or not: with all K, decoding is
+    /// a copy, done at once (a bridge's feed sends just those).
+    sources_held: u32,
     last_used: u64,
 }
 
@@ -358,6 +381,14 @@ struct Pending {
 
 /// Objects whose manifest datagrams the receiver keeps ([`Receiver::manifest_datagram`]).
 pub const MAX_MANIFEST_DATAGRAMS: usize = 1024;
+
+/// The segments of one live channel the receiver remembers.
+#[derive(Default)]
+struct LiveChannel {
+    newest: u64,
+    /// By segment sequence: the object and its playout deadline.
+    segments: std::collections::BTreeMap<u64, (ObjectId, u64)>,
+}
 
 pub struct Receiver {
     config: ReceiverConfig,
@@ -387,6 +418,11 @@ pub struct Receiver {
     progress: VecDeque<(ObjectId, Progress)>,
     /// The datagram being handled came from a peer, not the multicast.
     from_peer: bool,
+    /// Wall-clock time, unix ms: the latest of [`Receiver::handle_time`] and
+    /// the seconds given with datagrams. Live deadlines are checked against it.
+    now_ms: u64,
+    /// Live channels by name: the segments remembered.
+    live: HashMap<String, LiveChannel>,
     use_clock: u64,
     events: VecDeque<Event>,
     drops: DropCounters,
@@ -414,6 +450,8 @@ impl Receiver {
             current: None,
             progress: VecDeque::new(),
             from_peer: false,
+            now_ms: 0,
+            live: HashMap::new(),
             use_clock: 0,
             events: VecDeque::new(),
             drops: DropCounters::default(),
@@ -453,8 +491,46 @@ impl Receiver {
 
     /// Remember a manifest the store already holds (a restart), without an event.
     pub fn remember_manifest(&mut self, m: VerifiedManifest) {
-        self.seq_by_name.insert(m.name.clone(), m.seq);
+        match m.live {
+            Some(live) => {
+                let ch = self.live.entry(m.name.clone()).or_default();
+                ch.segments.insert(live.seq, (m.object_id, live.deadline_ms));
+                ch.newest = ch.newest.max(live.seq);
+            }
+            None => {
+                self.seq_by_name.insert(m.name.clone(), m.seq);
+            }
+        }
         self.manifests.insert(m.object_id, m);
+    }
+
+    /// The wall clock, unix ms. Chunks of live segments whose playout
+    /// deadline has passed stop being collected (and repaired).
+    pub fn handle_time(&mut self, unix_ms: u64) {
+        self.now_ms = self.now_ms.max(unix_ms);
+        let late: Vec<ChunkKey> =
+            self.active.keys().filter(|(id, _)| self.past_deadline(id)).copied().collect();
+        for key in late {
+            self.active.remove(&key);
+        }
+    }
+
+    /// Whether `id` is a live segment whose playout deadline has passed.
+    fn past_deadline(&self, id: &ObjectId) -> bool {
+        self.manifests.get(id).and_then(|m| m.live).is_some_and(|l| l.deadline_ms < self.now_ms)
+    }
+
+    /// Forget an object altogether: a live segment that left the window.
+    fn forget_object(&mut self, id: ObjectId) {
+        if let Some(m) = self.manifests.remove(&id) {
+            for index in 0..chunk_count(m.size, m.chunk_size) {
+                self.complete.remove(&(id, index));
+                self.active.remove(&(id, index));
+            }
+        }
+        self.manifest_datagrams.remove(&id);
+        self.manifest_order.retain(|o| *o != id);
+        self.progress.retain(|(o, _)| *o != id);
     }
 
     /// The next event. When none is queued, checks the candidates held so far
@@ -501,7 +577,7 @@ impl Receiver {
         let mut out: Vec<ChunkNeed> = self
             .active
             .iter()
-            .filter(|(_, c)| c.held() + c.candidates.len() < c.target())
+            .filter(|((id, _), c)| c.held() + c.candidates.len() < c.target() && !self.past_deadline(id))
             .map(|(key, c)| ChunkNeed {
                 object_id: key.0,
                 index: key.1,
@@ -517,12 +593,16 @@ impl Receiver {
                     .fold(0u32, |m, (g, _)| m | 1 << g),
                 has_ticket: true,
                 window_open: self.window_open(*key),
+                deadline_ms: self.manifests.get(&key.0).and_then(|m| m.live).map(|l| l.deadline_ms),
             })
             .collect();
         out.sort_by_key(|n| (n.object_id, n.index));
         let mut absent = Vec::new();
         for (id, progress) in &self.progress {
             let Some(m) = self.manifests.get(id) else { continue };
+            if self.past_deadline(id) {
+                continue;
+            }
             let chunks = chunk_count(m.size, m.chunk_size);
             let passed_to = if progress.passed { chunks } else { progress.max_index.min(chunks) };
             for index in 0..passed_to {
@@ -546,10 +626,13 @@ impl Receiver {
                     pages: 0,
                     has_ticket: false,
                     window_open: false,
+                    deadline_ms: m.live.map(|l| l.deadline_ms),
                 });
             }
         }
         out.extend(absent);
+        // Live segments first, the nearest deadline first (a stable sort).
+        out.sort_by_key(|n| n.deadline_ms.unwrap_or(u64::MAX));
         out
     }
 
@@ -665,6 +748,7 @@ impl Receiver {
     /// Take one datagram. `unix_now` is wall-clock seconds, for expiry checks.
     pub fn handle_datagram(&mut self, unix_now: u64, datagram: &[u8]) {
         self.stats.datagrams += 1;
+        self.now_ms = self.now_ms.max(unix_now.saturating_mul(1000));
         if let Err(reason) = self.handle(unix_now, datagram) {
             self.drops.add(reason);
         }
@@ -696,6 +780,9 @@ impl Receiver {
                 self.note_progress(key);
             }
         }
+        if key.is_some_and(|(id, _)| self.past_deadline(&id)) {
+            return Err(DropReason::Late);
+        }
         // Tickets repeat three times a round: skip the repeats before parsing (a
         // ticket's certificate costs two curve-point decompressions to parse).
         if let (wire::Kind::Ticket, Some(key)) = (header.kind, key) {
@@ -726,6 +813,11 @@ impl Receiver {
                     .is_some_and(|t| self.tracker.is_none_or(|(seq, known)| known != t && m.body.seq >= seq));
                 if known && !new_tracker && !passed_unseen {
                     return Err(DropReason::Duplicate);
+                }
+                // A live segment past its deadline: refused before spending a
+                // signature check on it (a replay, or simply too late).
+                if m.body.live.is_some_and(|l| l.deadline_ms < self.now_ms) {
+                    return Err(DropReason::Late);
                 }
                 let m = self.verifier.verify_manifest(m, unix_now)?;
                 if let Some(t) = m.tracker.filter(|_| self.tracker.is_none_or(|(seq, _)| m.seq >= seq)) {
@@ -780,15 +872,62 @@ impl Receiver {
     }
 
     fn accept_manifest(&mut self, m: VerifiedManifest) -> Result<(), DropReason> {
-        if self.seq_by_name.get(&m.name).is_some_and(|seq| *seq > m.seq) {
+        if m.live.is_none() && self.seq_by_name.get(&m.name).is_some_and(|seq| *seq > m.seq) {
             return Err(DropReason::RolledBack);
         }
         if !self.manifests.contains_key(&m.object_id) && self.manifests.len() >= self.config.max_objects {
             return Err(DropReason::TooManyObjects);
         }
-        self.seq_by_name.insert(m.name.clone(), m.seq);
+        match m.live {
+            Some(live) => self.accept_live(&m, live)?,
+            None => {
+                self.seq_by_name.insert(m.name.clone(), m.seq);
+            }
+        }
         self.manifests.insert(m.object_id, m.clone());
         self.events.push_back(Event::Manifest(m));
+        Ok(())
+    }
+
+    /// A live segment's place in its channel. Refused: past its deadline
+    /// (late), older than the window (rolled back), a place another segment
+    /// holds, or a deadline out of step with its neighbours' (inconsistent).
+    /// Segments that fall out of the window are forgotten.
+    fn accept_live(&mut self, m: &Manifest, live: LiveSegment) -> Result<(), DropReason> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        if live.deadline_ms < self.now_ms {
+            return Err(DropReason::Late);
+        }
+        if !self.live.contains_key(&m.name) && self.live.len() >= MAX_LIVE_CHANNELS {
+            return Err(DropReason::TooManyObjects);
+        }
+        let window = self.config.live_window.max(1);
+        let ch = self.live.entry(m.name.clone()).or_default();
+        if live.seq.saturating_add(window) <= ch.newest {
+            return Err(DropReason::RolledBack);
+        }
+        if ch.segments.get(&live.seq).is_some_and(|(id, _)| *id != m.object_id) {
+            return Err(DropReason::Inconsistent);
+        }
+        let before = ch.segments.range(..live.seq).next_back().map(|(_, s)| s.1);
+        let after = ch.segments.range((Excluded(live.seq), Unbounded)).next().map(|(_, s)| s.1);
+        if before.is_some_and(|d| d > live.deadline_ms) || after.is_some_and(|d| d < live.deadline_ms) {
+            return Err(DropReason::Inconsistent);
+        }
+        ch.segments.insert(live.seq, (m.object_id, live.deadline_ms));
+        ch.newest = ch.newest.max(live.seq);
+        let keep_from = ch.newest.saturating_sub(window - 1);
+        let kept = ch.segments.split_off(&keep_from);
+        let gone = std::mem::replace(&mut ch.segments, kept);
+        // Equal bytes (a looped input) are one object at several places.
+        let stale: Vec<ObjectId> = gone
+            .into_values()
+            .map(|(id, _)| id)
+            .filter(|id| ch.segments.values().all(|(k, _)| k != id))
+            .collect();
+        for id in stale {
+            self.forget_object(id);
+        }
         Ok(())
     }
 
@@ -821,6 +960,7 @@ impl Receiver {
                 verified: Vec::with_capacity(k as usize + DECODE_MARGIN),
                 decoder: None,
                 tried_at: 0,
+                sources_held: 0,
                 last_used: self.use_clock,
                 ticket: t,
                 ticket_raw: raw,
@@ -925,12 +1065,16 @@ impl Receiver {
         // A candidate: held, not yet trusted. `have` is set now so a duplicate in
         // the same batch is refused; a failed check clears it.
         chunk.have[s.esi as usize] = true;
+        chunk.sources_held += u32::from(s.esi < chunk.k);
         chunk.candidates.push((s.esi, s.data.to_vec()));
         let waiting = chunk.candidates.len();
         if waiting == 1 {
             self.unverified.push(key);
         }
-        if waiting >= VERIFY_BATCH || chunk.held() + waiting >= chunk.k as usize + DECODE_MARGIN {
+        if waiting >= VERIFY_BATCH
+            || chunk.held() + waiting >= chunk.k as usize + DECODE_MARGIN
+            || chunk.sources_held == chunk.k
+        {
             self.verify_candidates(key)?;
         }
         Ok(())
@@ -962,6 +1106,7 @@ impl Receiver {
                 good += 1;
             } else {
                 chunk.have[esi as usize] = false;
+                chunk.sources_held -= u32::from(esi < chunk.k);
                 self.drops.add(DropReason::DigestMismatch);
             }
         }
@@ -970,7 +1115,8 @@ impl Receiver {
         self.stats.symbols_accepted += good as u64;
         self.stats.symbol_bytes_accepted += (good * t) as u64;
         let held = chunk.held();
-        if held >= chunk.k as usize + DECODE_MARGIN && held > chunk.tried_at {
+        let systematic = chunk.sources_held == chunk.k && chunk.candidates.is_empty();
+        if (held >= chunk.k as usize + DECODE_MARGIN || systematic) && held > chunk.tried_at {
             self.try_decode(key)?;
         }
         Ok(())

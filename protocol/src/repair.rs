@@ -569,6 +569,7 @@ mod tests {
             pages: u32::MAX,
             has_ticket: true,
             window_open,
+            deadline_ms: None,
         }
     }
 

@@ -51,6 +51,7 @@ impl ObjectPlan {
                 name,
                 tracker: None,
                 round_end: false,
+                live: None,
             },
         }
     }

@@ -22,13 +22,23 @@
 //! 224   2  symbol size T in bytes
 //! 226   1  codec: 1 = RaptorQ (RFC 6330, raptorq crate 2.0.x), one source block per chunk
 //! 227   1  flags: bit 0 = a tracker follows the name; bit 1 = round end (sent
-//!          after the object's last chunk this round); other bits 0
-//! 228   2  name length n (1..=MAX_NAME_LEN)
-//! 230   n  name: UTF-8 relative path, '/' separated
+//!          after the object's last chunk this round); bit 2 = a live segment
+//!          (the live block follows); other bits 0
+//! 228   2  name length n (1..=MAX_NAME_LEN; a live segment's: 1..=MAX_CHANNEL_NAME_LEN)
+//! 230   n  name: UTF-8 relative path, '/' separated; a live segment's is its
+//!          channel's name (ASCII letters, digits, '-', '_', '.')
 //!          with flag bit 0, the channel's tracker (origin service), 50 bytes:
 //!  +0  32  its node id (the Ed25519 key its QUIC TLS proves)
 //! +32  16  IPv6 address (IPv4 as ::ffff:a.b.c.d)
 //! +48   2  UDP port
+//!          with flag bit 2, the live block, 29 bytes:
+//!  +0   8  segment sequence number in the channel (consecutive)
+//!  +8   8  ingest time: when the broadcaster cut the segment, unix ms
+//! +16   8  playout deadline, unix ms (after the ingest time): a hub holding
+//!          the segment by then plays it on time; past it, hubs give up on it
+//! +24   4  media duration, µs (1..=MAX_SEGMENT_US)
+//! +28   1  live flags: bit 0 = discontinuity (the stream restarted before
+//!          this segment); other bits 0
 //! ...  64  Ed25519 signature by the certified key over everything before it,
 //!          context "hubcast manifest v1"
 //!
@@ -88,6 +98,16 @@ pub const TRACKER_LEN: usize = 32 + 16 + 2;
 const FLAG_TRACKER: u8 = 1;
 /// Manifest flag: sent after the object's last chunk of this carousel round.
 const FLAG_ROUND_END: u8 = 2;
+/// Manifest flag: a live segment; the live block follows.
+const FLAG_LIVE: u8 = 4;
+/// The live block's bytes in a manifest.
+pub const LIVE_LEN: usize = 8 + 8 + 8 + 4 + 1;
+/// Longest live channel name.
+pub const MAX_CHANNEL_NAME_LEN: usize = 64;
+/// Longest live segment: one minute.
+pub const MAX_SEGMENT_US: u32 = 60_000_000;
+/// Live flag: the stream restarted before this segment.
+const LIVE_DISCONTINUITY: u8 = 1;
 /// Bytes of one symbol digest.
 pub const DIGEST_LEN: usize = 12;
 /// Digests in one table page.
@@ -109,6 +129,9 @@ const _: () = assert!(SYMBOL_HEADER_LEN + DEFAULT_SYMBOL_SIZE as usize == 1332);
 const _: () = assert!(SYMBOL_HEADER_LEN + MAX_SYMBOL_SIZE as usize <= MAX_DATAGRAM);
 const _: () = assert!(PAGE_HEADER_LEN + DIGESTS_PER_PAGE * DIGEST_LEN <= MAX_DATAGRAM);
 const _: () = assert!(MANIFEST_FIXED_LEN + MAX_NAME_LEN + TRACKER_LEN + SIGNATURE_LEN <= MAX_DATAGRAM);
+const _: () = assert!(
+    MANIFEST_FIXED_LEN + MAX_CHANNEL_NAME_LEN + TRACKER_LEN + LIVE_LEN + SIGNATURE_LEN <= MAX_DATAGRAM
+);
 const _: () = assert!(TICKET_FIXED_LEN + 32 * MAX_TABLE_PAGES + SIGNATURE_LEN <= MAX_DATAGRAM);
 // The largest chunk's table still fits the ticket.
 const _: () = assert!(
@@ -192,6 +215,32 @@ pub struct Manifest {
     /// that lacks chunks of it knows the multicast has passed them all (a hub
     /// that joined after the object went by learns what to repair).
     pub round_end: bool,
+    /// For a segment of a live channel (`name` is the channel's): where it
+    /// stands in the stream and when it must be played.
+    pub live: Option<LiveSegment>,
+}
+
+/// What a live segment's manifest says beyond an archive object's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LiveSegment {
+    /// Position in the channel: consecutive from the stream's first segment.
+    pub seq: u64,
+    /// When the broadcaster cut the segment, unix ms.
+    pub ingest_ms: u64,
+    /// Playout deadline, unix ms: held by then, the segment plays on time;
+    /// past it, hubs stop collecting and repairing it.
+    pub deadline_ms: u64,
+    /// Media duration, µs.
+    pub duration_us: u32,
+    /// The stream restarted before this segment (timestamps jump).
+    pub discontinuity: bool,
+}
+
+/// Whether `name` may name a live channel: it becomes a URL path element.
+pub fn valid_channel_name(name: &str) -> bool {
+    (1..=MAX_CHANNEL_NAME_LEN).contains(&name.len())
+        && !name.starts_with('.')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 /// Per-chunk signed header: what the chunk hashes to and the commitment to its
@@ -421,7 +470,7 @@ fn decode_manifest(r: &mut Reader<'_>) -> Result<Signed<Manifest>, WireError> {
     let codec = r.u8()?;
     let flags = r.u8()?;
     let name_len = r.u16()? as usize;
-    if name_len == 0 || name_len > MAX_NAME_LEN || flags & !(FLAG_TRACKER | FLAG_ROUND_END) != 0 {
+    if name_len == 0 || name_len > MAX_NAME_LEN || flags & !(FLAG_TRACKER | FLAG_ROUND_END | FLAG_LIVE) != 0 {
         return Err(WireError::OutOfRange);
     }
     let name = std::str::from_utf8(r.take(name_len)?).map_err(|_| WireError::OutOfRange)?;
@@ -434,6 +483,28 @@ fn decode_manifest(r: &mut Reader<'_>) -> Result<Signed<Manifest>, WireError> {
             return Err(WireError::OutOfRange);
         }
         Some(NodeAddr { id, addr: SocketAddr::new(ip, port) })
+    } else {
+        None
+    };
+    let live = if flags & FLAG_LIVE != 0 {
+        let live = LiveSegment {
+            seq: r.u64()?,
+            ingest_ms: r.u64()?,
+            deadline_ms: r.u64()?,
+            duration_us: r.u32()?,
+            discontinuity: match r.u8()? {
+                0 => false,
+                LIVE_DISCONTINUITY => true,
+                _ => return Err(WireError::OutOfRange),
+            },
+        };
+        if !valid_channel_name(name)
+            || live.deadline_ms <= live.ingest_ms
+            || !(1..=MAX_SEGMENT_US).contains(&live.duration_us)
+        {
+            return Err(WireError::OutOfRange);
+        }
+        Some(live)
     } else {
         None
     };
@@ -456,6 +527,7 @@ fn decode_manifest(r: &mut Reader<'_>) -> Result<Signed<Manifest>, WireError> {
         name: name.to_owned(),
         tracker,
         round_end: flags & FLAG_ROUND_END != 0,
+        live,
     };
     finish_signed(r, body, cert)
 }
@@ -499,7 +571,8 @@ fn put_signed_prefix(out: &mut Vec<u8>, cert: &Certificate, seq: u64, expiry: u6
 
 /// The bytes a manifest's signature covers (everything but the signature).
 pub fn manifest_signed_bytes(m: &Manifest, cert: &Certificate, channel_tag: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(MANIFEST_FIXED_LEN + m.name.len() + TRACKER_LEN + SIGNATURE_LEN);
+    let mut out =
+        Vec::with_capacity(MANIFEST_FIXED_LEN + m.name.len() + TRACKER_LEN + LIVE_LEN + SIGNATURE_LEN);
     put_header(&mut out, Kind::Manifest, channel_tag);
     put_signed_prefix(&mut out, cert, m.seq, m.expiry, &m.object_id);
     out.extend_from_slice(&m.size.to_be_bytes());
@@ -507,7 +580,9 @@ pub fn manifest_signed_bytes(m: &Manifest, cert: &Certificate, channel_tag: u64)
     out.extend_from_slice(&m.symbol_size.to_be_bytes());
     out.push(m.codec);
     out.push(
-        if m.tracker.is_some() { FLAG_TRACKER } else { 0 } | if m.round_end { FLAG_ROUND_END } else { 0 },
+        if m.tracker.is_some() { FLAG_TRACKER } else { 0 }
+            | if m.round_end { FLAG_ROUND_END } else { 0 }
+            | if m.live.is_some() { FLAG_LIVE } else { 0 },
     );
     out.extend_from_slice(&(m.name.len() as u16).to_be_bytes());
     out.extend_from_slice(m.name.as_bytes());
@@ -519,6 +594,13 @@ pub fn manifest_signed_bytes(m: &Manifest, cert: &Certificate, channel_tag: u64)
         };
         out.extend_from_slice(&ip.octets());
         out.extend_from_slice(&t.addr.port().to_be_bytes());
+    }
+    if let Some(l) = m.live {
+        out.extend_from_slice(&l.seq.to_be_bytes());
+        out.extend_from_slice(&l.ingest_ms.to_be_bytes());
+        out.extend_from_slice(&l.deadline_ms.to_be_bytes());
+        out.extend_from_slice(&l.duration_us.to_be_bytes());
+        out.push(if l.discontinuity { LIVE_DISCONTINUITY } else { 0 });
     }
     out
 }

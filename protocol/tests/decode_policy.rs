@@ -1,5 +1,7 @@
 //! When the receiver decodes: at K + DECODE_MARGIN verified symbols while they
-//! keep coming (raptorq's fast path), or with at least K as soon as they stop.
+//! keep coming (raptorq's fast path), or with at least K as soon as they stop,
+//! or at once when it holds all K source symbols (a copy). The first three
+//! tests leave out source symbol 0, so only the first two rules apply.
 
 mod support;
 
@@ -42,6 +44,7 @@ fn completed(rx: &mut Receiver) -> usize {
 fn a_chunk_decodes_once_at_k_plus_margin_while_symbols_keep_coming() {
     let ch = channel(1);
     let (control, symbols) = chunk_parts(&ch, 0);
+    let symbols = &symbols[1..];
     let k = source_symbols(CHUNK, T) as usize;
     let mut rx = receiver(ch.anchor);
     for d in &control {
@@ -60,6 +63,7 @@ fn a_chunk_decodes_once_at_k_plus_margin_while_symbols_keep_coming() {
 fn a_chunk_with_fewer_symbols_decodes_when_the_network_goes_quiet() {
     let ch = channel(1);
     let (control, symbols) = chunk_parts(&ch, 0);
+    let symbols = &symbols[1..];
     let k = source_symbols(CHUNK, T) as usize;
     let mut rx = receiver(ch.anchor);
     for d in control.iter().chain(&symbols[..k + 2]) {
@@ -74,6 +78,7 @@ fn a_chunk_with_fewer_symbols_decodes_when_the_network_goes_quiet() {
 fn a_chunk_decodes_when_the_next_chunk_starts() {
     let ch = channel(1);
     let (control, symbols) = chunk_parts(&ch, 0);
+    let symbols = &symbols[1..];
     let (next_control, _) = chunk_parts(&ch, 1);
     let k = source_symbols(CHUNK, T) as usize;
     let mut rx = receiver(ch.anchor);
@@ -83,4 +88,19 @@ fn a_chunk_decodes_when_the_next_chunk_starts() {
     assert_eq!(completed(&mut rx), 0);
     rx.handle_datagram(NOW, &next_control[0]);
     assert_eq!(completed(&mut rx), 1);
+}
+
+#[test]
+fn a_chunk_decodes_as_soon_as_it_holds_every_source_symbol() {
+    let ch = channel(1);
+    let (control, symbols) = chunk_parts(&ch, 0);
+    let k = source_symbols(CHUNK, T) as usize;
+    let mut rx = receiver(ch.anchor);
+    for d in control.iter().chain(&symbols[..k - 1]) {
+        rx.handle_datagram(NOW, d);
+    }
+    assert_eq!(completed(&mut rx), 0);
+    rx.handle_datagram(NOW, &symbols[k - 1]);
+    assert_eq!(completed(&mut rx), 1, "no wait for more symbols or for quiet");
+    assert_eq!(rx.stats().decode_attempts, 1);
 }
