@@ -9,6 +9,8 @@
 pub mod announce;
 pub mod digest;
 pub mod fec;
+pub mod forest;
+pub mod forest_sim;
 pub mod origin;
 pub mod peer_wire;
 pub mod receiver;

@@ -1,0 +1,859 @@
+//! The P2PCast stripe forest, sans IO: how desert hubs pass a live channel on
+//! to each other so that every hub sends about as much as it receives.
+//!
+//! The channel is cut into f stripes (stripe i: the symbols with ESI ≡ i mod
+//! f), and each stripe flows down a tree of its own, from the root (the
+//! source: a bridge) to every hub. A hub is *interior* in exactly one tree,
+//! its proper tree, where it has up to `fanout` children, and a leaf in all
+//! the others. So a hub uploads about f stripes (f children × one stripe) and
+//! downloads f (one per tree), and no hub is an ancestor of another in two
+//! trees: one failure costs each hub at most one stripe, and RaptorQ decodes
+//! from the other f − 1 while the tree is repaired.
+//!
+//! The operations follow the P2PCast paper, with its RPC names:
+//!
+//! - **Join.** The tracker gives a new hub its proper tree (the one with the
+//!   fewest interior hubs) and a random hub to contact. For each tree the hub
+//!   sends `Search` there. A search climbs to an interior node of that tree.
+//!   A leaf's search is adopted by the first interior node with a free slot;
+//!   failing that it goes up to the root and down towards the subtree with
+//!   free slots. An interior hub's search goes up to the root and down, and is
+//!   placed as high as possible, so the interior nodes form a balanced tree:
+//!   - the root, or an *incomplete* node (one with a free slot), takes it on
+//!     as a child (`Direct`; the paper's only-child and incomplete-node cases);
+//!   - a *complete* node with a leaf child gives the newcomer that leaf's
+//!     place, and the leaf becomes its first child (`Substitute`: the leaf
+//!     subcase);
+//!   - a complete node whose children are all interior passes the search down
+//!     to the child with the fewest interior nodes below it (the
+//!     incomplete-node subcase, one level down).
+//!   - When a tree has no free slot left for a leaf (a churn burst took
+//!     several of its interior hubs), a leaf of that tree takes the newcomer
+//!     on: it becomes the *special node*, interior in two trees, until those
+//!     children leave.
+//! - **Leave or failure.** A parent's children notice it is gone. Each parent
+//!   names an *heir* to its children (the interior child with the lowest id,
+//!   in `Update`). The heir fills the bubble: it asks the grandparent to take
+//!   it in the dead node's place (`Replace`). The other orphans ask the heir
+//!   to take them on (`TakeOn`). The heir now has too many children and sheds
+//!   the surplus, leaf children first. Each shed child searches down from the
+//!   heir, so it ripples down to the next-to-last level. Orphans of a parent
+//!   with no interior child ask the grandparent, which takes one into the
+//!   freed slot and sends the others down. The cost is proportional to the
+//!   tree's height.
+//! - **Update.** Upward, each node reports its subtree's interior count and
+//!   free slots, which steers searches. Downward, it tells its children their
+//!   grandparent and their heir.
+//!
+//! Messages from a peer that does not hold the place it claims (an update from
+//! a node that is not a child, a replacement for a node that was not one) get
+//! a typed [`Refusal`] and change nothing.
+//!
+//! Calling order: `handle_*` with each input, then `poll_transmit` until
+//! `None`. `handle_timeout` every second or so: an orphan that got no new
+//! parent within [`ORPHAN_RETRY`] searches again from the root.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// A stripe tree's index, 0..f.
+pub type Tree = u8;
+
+/// Most stripes a forest has.
+pub const MAX_STRIPES: u8 = 16;
+/// An orphan that has no new parent this long after losing one searches
+/// again, from the root.
+pub const ORPHAN_RETRY: Duration = Duration::from_secs(2);
+/// Children a node remembers losing (with the heir that filled each bubble),
+/// for orphans that ask after the loss was noticed.
+const DEPARTED_KEPT: usize = 8;
+
+/// Why a forest message was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Refusal {
+    /// A tree index beyond the forest's stripes.
+    BadTree,
+    /// The sender claims to be a child here, and is not.
+    NotAChild,
+    /// The sender claims to be the parent here, and is not.
+    NotYourParent,
+    /// No room, and no place below to send the search.
+    Full,
+    /// A search for the hub itself, or a place that would make a loop.
+    Loop,
+}
+
+/// What an `Update` says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UpdateInfo<P> {
+    /// To a parent: this subtree's interior count, free slots (below each
+    /// node's fanout) and spare slots (the slack beyond it). With
+    /// `attached: false`, the sender has left for another parent.
+    Up { interior: u32, free: u32, spare: u32, attached: bool },
+    /// To a child: its grandparent, and its heir (the sibling that takes
+    /// the parent's place if the parent fails).
+    Down { grandparent: Option<P>, heir: Option<P> },
+}
+
+/// The forest's messages: the P2PCast paper's RPCs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Msg<P> {
+    /// Find `joiner` a parent in `tree`. `interior`: it is the joiner's proper
+    /// tree. `down`: the search has reached the root and descends.
+    Search {
+        tree: Tree,
+        joiner: P,
+        interior: bool,
+        down: bool,
+    },
+    /// Take `child` on as a child in `tree`: an orphan to its heir, or a
+    /// newcomer to the leaf that becomes the special node.
+    TakeOn {
+        tree: Tree,
+        child: P,
+        interior: bool,
+    },
+    /// You take `leaf`'s place as `parent`'s child; `leaf` is your child now.
+    Substitute {
+        tree: Tree,
+        parent: P,
+        grandparent: Option<P>,
+        leaf: P,
+    },
+    /// Your parent in `tree` is `parent` now.
+    Direct {
+        tree: Tree,
+        parent: P,
+        grandparent: Option<P>,
+    },
+    /// My parent `dead` is gone: take me in its place (the heir), or find me
+    /// one (an orphan with no heir).
+    Replace {
+        tree: Tree,
+        dead: P,
+        interior: bool,
+    },
+    Update {
+        tree: Tree,
+        info: UpdateInfo<P>,
+    },
+    Refuse {
+        tree: Tree,
+        why: Refusal,
+    },
+}
+
+impl<P> Msg<P> {
+    pub fn tree(&self) -> Tree {
+        match self {
+            Msg::Search { tree, .. }
+            | Msg::TakeOn { tree, .. }
+            | Msg::Substitute { tree, .. }
+            | Msg::Direct { tree, .. }
+            | Msg::Replace { tree, .. }
+            | Msg::Update { tree, .. }
+            | Msg::Refuse { tree, .. } => *tree,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ForestConfig {
+    /// Stripes, f (2..=MAX_STRIPES).
+    pub stripes: u8,
+    /// Children an interior hub takes in its proper tree before searches
+    /// look elsewhere. Default f: a hub then sends f stripes and receives f.
+    pub fanout: u8,
+    /// Children beyond `fanout` it takes when no other place is free.
+    /// Default 1: the tree's spare room, at most one stripe more sent than
+    /// received. Without it every join takes the last free slots of the
+    /// trees it is a leaf in, and searches running at once find none.
+    pub slack: u8,
+    /// Children of the root in each tree.
+    pub root_fanout: u8,
+}
+
+impl ForestConfig {
+    pub fn new(stripes: u8) -> ForestConfig {
+        let stripes = stripes.clamp(2, MAX_STRIPES);
+        ForestConfig { stripes, fanout: stripes, slack: 0, root_fanout: stripes }
+    }
+
+    /// Most children of an interior hub.
+    pub fn max_children(&self) -> u8 {
+        self.fanout + self.slack
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Child<P> {
+    pub id: P,
+    /// Interior in this tree (its proper tree).
+    pub interior: bool,
+    sub_interior: u32,
+    sub_free: u32,
+    sub_spare: u32,
+    /// Not yet confirmed by the child's first update: placed when. A child
+    /// that never confirms (it failed, or took another place) is dropped
+    /// after ORPHAN_RETRY.
+    unconfirmed_since: Option<Instant>,
+}
+
+/// One node's view of one tree.
+#[derive(Clone, Debug)]
+struct TreeView<P> {
+    parent: Option<P>,
+    grandparent: Option<P>,
+    heir: Option<P>,
+    children: Vec<Child<P>>,
+    /// A leaf of this tree that took children on (the special node).
+    special: bool,
+    /// Children lost lately, and the heir that took each one's place.
+    departed: VecDeque<(P, Option<P>)>,
+    /// Since when this node has had no parent here.
+    orphaned_since: Option<Instant>,
+    /// What was last reported up, to send only changes.
+    reported: Option<(u32, u32, u32)>,
+    /// The heir last announced to the children.
+    announced_heir: Option<P>,
+    /// The parent that said this node was not its child: told again when
+    /// this node settles elsewhere, in case the refusal crossed a placement.
+    refused_by: Option<P>,
+}
+
+impl<P> Default for TreeView<P> {
+    fn default() -> Self {
+        TreeView {
+            parent: None,
+            grandparent: None,
+            heir: None,
+            children: Vec::new(),
+            special: false,
+            departed: VecDeque::new(),
+            orphaned_since: None,
+            reported: None,
+            announced_heir: None,
+            refused_by: None,
+        }
+    }
+}
+
+/// Counters of one node.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ForestStats {
+    pub sent: u64,
+    pub refused: u64,
+    /// Messages refused by this node, by the sender's fault.
+    pub refusals_sent: u64,
+    pub retries: u64,
+}
+
+/// One hub's (or the root's) part in the forest.
+pub struct ForestNode<P> {
+    me: P,
+    root: P,
+    cfg: ForestConfig,
+    is_root: bool,
+    proper: Tree,
+    trees: Vec<TreeView<P>>,
+    out: VecDeque<(P, Msg<P>)>,
+    stats: ForestStats,
+    /// The time of the input being handled.
+    now: Option<Instant>,
+}
+
+impl<P: Copy + Eq + Ord + std::fmt::Debug> ForestNode<P> {
+    /// The root of every tree: the source.
+    pub fn new_root(me: P, cfg: ForestConfig) -> Self {
+        let mut n = ForestNode::new(me, me, 0, cfg);
+        n.is_root = true;
+        n
+    }
+
+    /// A hub whose proper tree is `proper` (given by the tracker).
+    pub fn new(me: P, root: P, proper: Tree, cfg: ForestConfig) -> Self {
+        ForestNode {
+            me,
+            root,
+            cfg,
+            is_root: false,
+            proper: proper % cfg.stripes,
+            trees: (0..cfg.stripes).map(|_| TreeView::default()).collect(),
+            out: VecDeque::new(),
+            stats: ForestStats::default(),
+            now: None,
+        }
+    }
+
+    pub fn id(&self) -> P {
+        self.me
+    }
+
+    pub fn proper(&self) -> Tree {
+        self.proper
+    }
+
+    pub fn stats(&self) -> ForestStats {
+        self.stats
+    }
+
+    pub fn parent(&self, t: Tree) -> Option<P> {
+        self.trees.get(t as usize)?.parent
+    }
+
+    pub fn children(&self, t: Tree) -> &[Child<P>] {
+        self.trees.get(t as usize).map_or(&[], |v| v.children.as_slice())
+    }
+
+    /// A leaf of `t` with children there: the special node.
+    pub fn is_special(&self, t: Tree) -> bool {
+        self.trees.get(t as usize).is_some_and(|v| v.special)
+    }
+
+    /// Join: search a place in every tree, starting at `contact` (a random
+    /// hub the tracker named; the root when there is none).
+    pub fn join(&mut self, now: Instant, contact: P) {
+        self.now = Some(now);
+        for t in 0..self.cfg.stripes {
+            self.trees[t as usize].orphaned_since = Some(now);
+            let search = Msg::Search { tree: t, joiner: self.me, interior: t == self.proper, down: false };
+            self.send(contact, search);
+        }
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<(P, Msg<P>)> {
+        self.out.pop_front()
+    }
+
+    fn send(&mut self, to: P, msg: Msg<P>) {
+        self.stats.sent += 1;
+        self.out.push_back((to, msg));
+    }
+
+    fn refuse(&mut self, to: P, tree: Tree, why: Refusal) {
+        self.stats.refusals_sent += 1;
+        self.send(to, Msg::Refuse { tree, why });
+    }
+
+    /// Children this node may have in `t`.
+    fn cap(&self, t: Tree) -> usize {
+        let v = &self.trees[t as usize];
+        if self.is_root {
+            self.cfg.root_fanout as usize
+        } else if t == self.proper || v.special {
+            self.cfg.max_children() as usize
+        } else {
+            0
+        }
+    }
+
+    /// Children this node takes in `t` before searches look elsewhere.
+    fn soft_cap(&self, t: Tree) -> usize {
+        match self.cap(t) {
+            0 => 0,
+            _ if self.is_root => self.cfg.root_fanout as usize,
+            _ => self.cfg.fanout as usize,
+        }
+    }
+
+    /// The parent of `t` failed (its heartbeats stopped).
+    pub fn handle_parent_lost(&mut self, now: Instant, t: Tree, dead: P) {
+        self.now = Some(now);
+        let Some(v) = self.trees.get_mut(t as usize) else { return };
+        if v.parent != Some(dead) {
+            return;
+        }
+        v.parent = None;
+        v.orphaned_since = Some(now);
+        let (heir, grandparent) = (v.heir.filter(|h| *h != dead), v.grandparent.filter(|g| *g != dead));
+        let interior = t == self.proper;
+        match (heir, grandparent) {
+            (Some(h), Some(g)) if h == self.me => self.send(g, Msg::Replace { tree: t, dead, interior }),
+            (Some(h), _) if h != self.me => self.send(h, Msg::TakeOn { tree: t, child: self.me, interior }),
+            (None, Some(g)) => self.send(g, Msg::Replace { tree: t, dead, interior }),
+            _ => self.send(self.root, Msg::Search { tree: t, joiner: self.me, interior, down: true }),
+        }
+    }
+
+    /// A child of `t` failed.
+    pub fn handle_child_lost(&mut self, now: Instant, t: Tree, dead: P) {
+        self.now = Some(now);
+        let Some(v) = self.trees.get_mut(t as usize) else { return };
+        let before = v.children.len();
+        v.children.retain(|c| c.id != dead);
+        if v.children.len() != before {
+            Self::note_departed(v, dead, None);
+            self.changed(t);
+        }
+    }
+
+    fn note_departed(v: &mut TreeView<P>, dead: P, heir: Option<P>) {
+        match v.departed.iter_mut().find(|(d, _)| *d == dead) {
+            Some(entry) => entry.1 = entry.1.or(heir),
+            None => {
+                v.departed.push_back((dead, heir));
+                if v.departed.len() > DEPARTED_KEPT {
+                    v.departed.pop_front();
+                }
+            }
+        }
+    }
+
+    /// Whether [`ForestNode::handle_timeout`] has work ahead: an orphan
+    /// tree, or a child placed that has not confirmed.
+    pub fn wants_timeout(&self) -> bool {
+        self.trees.iter().any(|v| {
+            (v.parent.is_none() && !self.is_root) || v.children.iter().any(|c| c.unconfirmed_since.is_some())
+        })
+    }
+
+    /// Orphans that waited too long search again from the root; children
+    /// that never confirmed their place are dropped.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = Some(now);
+        for t in 0..self.cfg.stripes {
+            let v = &mut self.trees[t as usize];
+            let stale = |c: &Child<P>| {
+                c.unconfirmed_since.is_some_and(|s| now.saturating_duration_since(s) >= ORPHAN_RETRY)
+            };
+            let dropped: Vec<P> = v.children.iter().filter(|c| stale(c)).map(|c| c.id).collect();
+            if !dropped.is_empty() {
+                v.children.retain(|c| !stale(c));
+                for id in dropped {
+                    // In case it is there after all: it searches again.
+                    self.refuse(id, t, Refusal::NotAChild);
+                }
+                self.changed(t);
+            }
+        }
+        if self.is_root {
+            return;
+        }
+        for t in 0..self.cfg.stripes {
+            let v = &mut self.trees[t as usize];
+            if v.parent.is_none()
+                && v.orphaned_since.is_some_and(|s| now.saturating_duration_since(s) >= ORPHAN_RETRY)
+            {
+                v.orphaned_since = Some(now);
+                self.stats.retries += 1;
+                let interior = t == self.proper;
+                self.send(self.root, Msg::Search { tree: t, joiner: self.me, interior, down: true });
+            }
+        }
+    }
+
+    pub fn handle_message(&mut self, now: Instant, from: P, msg: Msg<P>) {
+        self.now = Some(now);
+        let t = msg.tree();
+        if t >= self.cfg.stripes {
+            if !matches!(msg, Msg::Refuse { .. }) {
+                self.refuse(from, t, Refusal::BadTree);
+            }
+            return;
+        }
+        match msg {
+            Msg::Search { joiner, interior, down, .. } => self.search(t, joiner, interior, down),
+            Msg::TakeOn { child, interior, .. } => self.take_on(t, child, interior),
+            Msg::Substitute { parent, grandparent, leaf, .. } => {
+                if self.attach(now, t, from, parent, grandparent) {
+                    // It may have children already (placed before, then again
+                    // by a retried search): over capacity, one is shed.
+                    self.adopt(t, leaf, false);
+                    self.shed(t);
+                }
+            }
+            Msg::Direct { parent, grandparent, .. } => {
+                self.attach(now, t, from, parent, grandparent);
+            }
+            Msg::Replace { dead, interior, .. } => self.replace(t, from, dead, interior),
+            Msg::Update { info: UpdateInfo::Up { interior, free, spare, attached }, .. } => {
+                let v = &mut self.trees[t as usize];
+                match v.children.iter_mut().find(|c| c.id == from) {
+                    Some(c) if attached => {
+                        (c.sub_interior, c.sub_free, c.sub_spare) = (interior, free, spare);
+                        c.unconfirmed_since = None;
+                        self.changed(t);
+                    }
+                    Some(_) => {
+                        v.children.retain(|c| c.id != from);
+                        self.changed(t);
+                    }
+                    None if attached => self.refuse(from, t, Refusal::NotAChild),
+                    None => {}
+                }
+            }
+            Msg::Update { info: UpdateInfo::Down { grandparent, heir }, .. } => {
+                let v = &mut self.trees[t as usize];
+                if v.parent != Some(from) {
+                    self.refuse(from, t, Refusal::NotYourParent);
+                    return;
+                }
+                (v.grandparent, v.heir) = (grandparent, heir);
+            }
+            Msg::Refuse { why, .. } => {
+                self.stats.refused += 1;
+                let v = &mut self.trees[t as usize];
+                // Dropped by the parent (shed, or a stale place), or no room
+                // found: search again from the root after ORPHAN_RETRY.
+                let dropped = why == Refusal::NotAChild && v.parent == Some(from);
+                if dropped {
+                    v.refused_by = Some(from);
+                }
+                if dropped || (why == Refusal::Full && v.parent.is_none()) {
+                    v.parent = None;
+                    v.orphaned_since = Some(now);
+                }
+            }
+        }
+    }
+
+    /// `parent` has placed this node under it in `t`: said by `parent`
+    /// itself, or by the present parent handing this node over.
+    fn attach(&mut self, now: Instant, t: Tree, from: P, parent: P, grandparent: Option<P>) -> bool {
+        let handover = self.trees[t as usize].parent == Some(from);
+        if (from != parent && !handover) || parent == self.me || self.is_root {
+            self.refuse(from, t, Refusal::Loop);
+            return false;
+        }
+        let _ = now;
+        let v = &mut self.trees[t as usize];
+        let old = v.parent.replace(parent);
+        let refused_by = v.refused_by.take();
+        v.grandparent = grandparent;
+        v.orphaned_since = None;
+        v.reported = None;
+        let mut left: Vec<P> = old.into_iter().chain(refused_by).filter(|o| *o != parent).collect();
+        left.dedup();
+        for old in left {
+            // Placed twice (a retry crossed a late answer): leave the other.
+            let info = UpdateInfo::Up { interior: 0, free: 0, spare: 0, attached: false };
+            self.send(old, Msg::Update { tree: t, info });
+        }
+        // The children's grandparent changed; the new parent wants the counts.
+        self.announce_down(t, true);
+        self.report_up(t);
+        true
+    }
+
+    fn search(&mut self, t: Tree, joiner: P, interior: bool, down: bool) {
+        if joiner == self.me {
+            return;
+        }
+        let v = &self.trees[t as usize];
+        // Already a child here (a retried search): confirm the place.
+        if v.children.iter().any(|c| c.id == joiner) {
+            let grandparent = v.parent;
+            self.send(joiner, Msg::Direct { tree: t, parent: self.me, grandparent });
+            return;
+        }
+        let cap = self.cap(t);
+        let spare = cap > v.children.len();
+        let free = self.soft_cap(t) > v.children.len();
+        if !self.is_root && !down {
+            // Climbing: a leaf joiner takes the first free slot; everything
+            // else goes on up to the root.
+            if free && !interior {
+                return self.adopt(t, joiner, interior);
+            }
+            let next = v.parent.or(v.grandparent).unwrap_or(self.root);
+            return self.send(next, Msg::Search { tree: t, joiner, interior, down: next == self.root });
+        }
+        if cap == 0 {
+            // A search sent down to a leaf: the tree is out of room here.
+            return self.take_on(t, joiner, interior);
+        }
+        let leaf = v.children.iter().position(|c| !c.interior);
+        let below_free = v.children.iter().any(|c| c.sub_free > 0 && c.id != joiner);
+        let best_interior = v
+            .children
+            .iter()
+            .filter(|c| c.interior && c.id != joiner)
+            .min_by_key(|c| (c.sub_interior, c.id))
+            .map(|c| c.id);
+        let most_free = v
+            .children
+            .iter()
+            .filter(|c| c.id != joiner)
+            .filter(|c| c.sub_free > 0 || c.sub_spare > 0)
+            .max_by_key(|c| (c.sub_free, c.sub_spare))
+            .map(|c| c.id);
+        if interior {
+            if let (false, Some(at)) = (free, leaf) {
+                return self.substitute(t, at, joiner);
+            }
+            if free {
+                return self.adopt(t, joiner, interior);
+            }
+            match best_interior {
+                Some(c) => self.pass_down(t, c, joiner, interior),
+                None if spare => self.adopt(t, joiner, interior),
+                None if !self.is_root => self.bounce(t, joiner, interior),
+                None => self.refuse(joiner, t, Refusal::Full),
+            }
+        } else if free {
+            self.adopt(t, joiner, interior)
+        } else if let Some(c) = most_free.filter(|_| !spare || below_free) {
+            self.pass_down(t, c, joiner, interior)
+        } else if spare {
+            self.adopt(t, joiner, interior)
+        } else if !self.is_root && v.parent.is_some() {
+            // Sent down on counts that were out of date (places taken by
+            // searches that climbed in from below): back up, with the counts
+            // corrected.
+            self.bounce(t, joiner, interior)
+        } else if let Some(at) = leaf {
+            // No free slot anywhere below: a leaf child becomes the special node.
+            let leaf = v.children[at].id;
+            self.send(leaf, Msg::TakeOn { tree: t, child: joiner, interior })
+        } else {
+            self.refuse(joiner, t, Refusal::Full)
+        }
+    }
+
+    /// A search sent down here found no room: report the true counts up and
+    /// send the search back up, to be sent down elsewhere.
+    fn bounce(&mut self, t: Tree, joiner: P, interior: bool) {
+        let v = &mut self.trees[t as usize];
+        v.reported = None;
+        let next = v.parent.unwrap_or(self.root);
+        self.report_up(t);
+        self.send(next, Msg::Search { tree: t, joiner, interior, down: false });
+    }
+
+    /// Send a search down to child `c`, counting the place it will take there
+    /// at once: searches that follow before `c`'s next update go elsewhere.
+    fn pass_down(&mut self, t: Tree, c: P, joiner: P, interior: bool) {
+        if let Some(child) = self.trees[t as usize].children.iter_mut().find(|x| x.id == c) {
+            if interior {
+                child.sub_interior += 1;
+            } else if child.sub_free > 0 {
+                child.sub_free -= 1;
+            } else {
+                child.sub_spare = child.sub_spare.saturating_sub(1);
+            }
+        }
+        self.send(c, Msg::Search { tree: t, joiner, interior, down: true });
+    }
+
+    /// `child` asks to be taken on (an orphan at its heir, or a newcomer at a
+    /// leaf that becomes special). Over capacity, the surplus is shed down.
+    fn take_on(&mut self, t: Tree, child: P, interior: bool) {
+        if child == self.me || self.trees[t as usize].parent == Some(child) {
+            return self.refuse(child, t, Refusal::Loop);
+        }
+        if self.cap(t) == 0 {
+            if interior {
+                // An interior joiner never hangs below a leaf: back to the root.
+                return self.send(self.root, Msg::Search { tree: t, joiner: child, interior, down: true });
+            }
+            self.trees[t as usize].special = true;
+        }
+        self.adopt(t, child, interior);
+        self.shed(t);
+    }
+
+    /// Over capacity (an heir that took its siblings on): shed children,
+    /// leaves first, each searching down from here.
+    fn shed(&mut self, t: Tree) {
+        while self.trees[t as usize].children.len() > self.cap(t) {
+            let v = &mut self.trees[t as usize];
+            let at = v.children.iter().position(|c| !c.interior).unwrap_or(v.children.len() - 1);
+            let c = v.children.remove(at);
+            self.changed(t);
+            // It is no longer a child here: it searches again if the search
+            // made for it now finds it no place.
+            self.refuse(c.id, t, Refusal::NotAChild);
+            self.search(t, c.id, c.interior, true);
+        }
+    }
+
+    fn adopt(&mut self, t: Tree, id: P, interior: bool) {
+        let now = self.now;
+        let v = &mut self.trees[t as usize];
+        if !v.children.iter().any(|c| c.id == id) {
+            let (free, spare) =
+                if interior { (self.cfg.fanout as u32, self.cfg.slack as u32) } else { (0, 0) };
+            v.children.push(Child {
+                id,
+                interior,
+                sub_interior: u32::from(interior),
+                sub_free: free,
+                sub_spare: spare,
+                unconfirmed_since: now,
+            });
+        }
+        let grandparent = v.parent;
+        self.send(id, Msg::Direct { tree: t, parent: self.me, grandparent });
+        self.changed(t);
+        // The new child learns its heir even when the heir did not change.
+        let heir = self.trees[t as usize].heir;
+        self.send(id, Msg::Update { tree: t, info: UpdateInfo::Down { grandparent, heir } });
+    }
+
+    fn substitute(&mut self, t: Tree, at: usize, joiner: P) {
+        let v = &mut self.trees[t as usize];
+        let leaf = v.children[at].id;
+        v.children[at] = Child {
+            id: joiner,
+            interior: true,
+            sub_interior: 1,
+            sub_free: self.cfg.fanout as u32 - 1,
+            sub_spare: self.cfg.slack as u32,
+            unconfirmed_since: self.now,
+        };
+        let grandparent = v.parent;
+        self.send(joiner, Msg::Substitute { tree: t, parent: self.me, grandparent, leaf });
+        // The leaf hears it from here too: were the joiner to fail before
+        // taking it on, the leaf still knows where it hangs, and repairs.
+        self.send(leaf, Msg::Direct { tree: t, parent: joiner, grandparent: Some(self.me) });
+        self.changed(t);
+        let heir = self.trees[t as usize].heir;
+        self.send(joiner, Msg::Update { tree: t, info: UpdateInfo::Down { grandparent, heir } });
+    }
+
+    /// `from` says its parent `dead` (a child of this node) is gone.
+    fn replace(&mut self, t: Tree, from: P, dead: P, interior: bool) {
+        let v = &mut self.trees[t as usize];
+        let departed = v.departed.iter().find(|(d, _)| *d == dead).copied();
+        if let Some((_, Some(heir))) = departed.filter(|(_, h)| *h != Some(from)) {
+            return self.send(heir, Msg::TakeOn { tree: t, child: from, interior });
+        }
+        let was_child = v.children.iter().any(|c| c.id == dead);
+        if !was_child && departed.is_none() {
+            // Not a place this node gave: the claim is refused, and the
+            // orphan is searched a place as a newcomer.
+            self.refuse(from, t, Refusal::NotAChild);
+            return self.search(t, from, interior, true);
+        }
+        v.children.retain(|c| c.id != dead);
+        Self::note_departed(v, dead, interior.then_some(from));
+        if self.cap(t) > self.trees[t as usize].children.len() {
+            self.adopt(t, from, interior);
+        } else {
+            self.changed(t);
+            self.search(t, from, interior, true);
+        }
+    }
+
+    /// Children of `t` changed: tell the parent the new counts and the
+    /// children a new heir.
+    fn changed(&mut self, t: Tree) {
+        let v = &mut self.trees[t as usize];
+        if v.special && v.children.is_empty() {
+            v.special = false;
+        }
+        v.heir = v.children.iter().filter(|c| c.interior).map(|c| c.id).min();
+        self.announce_down(t, false);
+        self.report_up(t);
+    }
+
+    fn announce_down(&mut self, t: Tree, always: bool) {
+        let v = &mut self.trees[t as usize];
+        if !always && v.announced_heir == v.heir {
+            return;
+        }
+        v.announced_heir = v.heir;
+        let (grandparent, heir) = (v.parent, v.heir);
+        let kids: Vec<P> = v.children.iter().map(|c| c.id).collect();
+        for k in kids {
+            self.send(k, Msg::Update { tree: t, info: UpdateInfo::Down { grandparent, heir } });
+        }
+    }
+
+    fn report_up(&mut self, t: Tree) {
+        let (soft, cap) = (self.soft_cap(t), self.cap(t));
+        let v = &mut self.trees[t as usize];
+        let Some(parent) = v.parent else { return };
+        let n = v.children.len();
+        let interior = u32::from(t == self.proper && !self.is_root)
+            + v.children.iter().map(|c| c.sub_interior).sum::<u32>();
+        let free = soft.saturating_sub(n) as u32 + v.children.iter().map(|c| c.sub_free).sum::<u32>();
+        let spare =
+            (cap.saturating_sub(n.max(soft))) as u32 + v.children.iter().map(|c| c.sub_spare).sum::<u32>();
+        if v.reported == Some((interior, free, spare)) {
+            return;
+        }
+        v.reported = Some((interior, free, spare));
+        self.send(
+            parent,
+            Msg::Update { tree: t, info: UpdateInfo::Up { interior, free, spare, attached: true } },
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusals(n: &mut ForestNode<u32>) -> Vec<(u32, Refusal)> {
+        std::iter::from_fn(|| n.poll_transmit())
+            .filter_map(|(to, m)| match m {
+                Msg::Refuse { why, .. } => Some((to, why)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_hub_claiming_a_place_it_does_not_hold_gets_a_typed_refusal_and_changes_nothing() {
+        let now = Instant::now();
+        let cfg = ForestConfig::new(4);
+        let mut root = ForestNode::new_root(0u32, cfg);
+        root.handle_message(now, 7, Msg::Search { tree: 0, joiner: 7, interior: true, down: false });
+        assert_eq!(root.children(0).len(), 1);
+        let _ = refusals(&mut root);
+
+        let up = UpdateInfo::Up { interior: 9, free: 9, spare: 9, attached: true };
+        root.handle_message(now, 8, Msg::Update { tree: 0, info: up });
+        root.handle_message(now, 8, Msg::Replace { tree: 1, dead: 5, interior: true });
+        root.handle_message(now, 8, Msg::Search { tree: 9, joiner: 8, interior: false, down: true });
+        let got = refusals(&mut root);
+        assert!(got.contains(&(8, Refusal::NotAChild)), "{got:?}");
+        assert!(got.contains(&(8, Refusal::BadTree)), "{got:?}");
+        assert_eq!(root.children(0).iter().map(|c| c.id).collect::<Vec<_>>(), [7]);
+
+        let mut hub = ForestNode::new(7u32, 0, 0, cfg);
+        hub.handle_message(now, 0, Msg::Direct { tree: 0, parent: 0, grandparent: None });
+        assert_eq!(hub.parent(0), Some(0));
+        let _ = refusals(&mut hub);
+        // Another hub says it is the parent, or directs it elsewhere.
+        hub.handle_message(
+            now,
+            3,
+            Msg::Update { tree: 0, info: UpdateInfo::Down { grandparent: None, heir: Some(3) } },
+        );
+        hub.handle_message(now, 3, Msg::Direct { tree: 0, parent: 4, grandparent: None });
+        let got = refusals(&mut hub);
+        assert!(got.contains(&(3, Refusal::NotYourParent)) && got.contains(&(3, Refusal::Loop)), "{got:?}");
+        assert_eq!(hub.parent(0), Some(0));
+    }
+
+    #[test]
+    fn an_heir_fills_the_bubble_and_its_siblings_hang_below_it() {
+        let now = Instant::now();
+        let cfg = ForestConfig::new(2);
+        // Parent 1 (proper tree 0) under the root, with children 2 and 3
+        // (both interior in tree 0); the heir is 2.
+        let mut root = ForestNode::new_root(0u32, cfg);
+        root.handle_message(now, 1, Msg::Search { tree: 0, joiner: 1, interior: true, down: true });
+        let mut two = ForestNode::new(2u32, 0, 0, cfg);
+        two.handle_message(now, 1, Msg::Direct { tree: 0, parent: 1, grandparent: Some(0) });
+        two.handle_message(
+            now,
+            1,
+            Msg::Update { tree: 0, info: UpdateInfo::Down { grandparent: Some(0), heir: Some(2) } },
+        );
+        while two.poll_transmit().is_some() {}
+        // 1 fails: 2 asks the root to take it in 1's place.
+        root.handle_child_lost(now, 0, 1);
+        two.handle_parent_lost(now, 0, 1);
+        let (to, msg) = two.poll_transmit().unwrap();
+        assert_eq!((to, &msg), (0, &Msg::Replace { tree: 0, dead: 1, interior: true }));
+        root.handle_message(now, 2, msg);
+        assert_eq!(root.children(0).iter().map(|c| c.id).collect::<Vec<_>>(), [2]);
+        // 3 asks late, at the root: sent on to the heir.
+        root.handle_message(now, 3, Msg::Replace { tree: 0, dead: 1, interior: true });
+        let sent: Vec<_> = std::iter::from_fn(|| root.poll_transmit()).collect();
+        assert!(sent.contains(&(2, Msg::TakeOn { tree: 0, child: 3, interior: true })), "{sent:?}");
+    }
+}

@@ -1,0 +1,505 @@
+//! The stripe forest ([`crate::forest`]) over a simulated network: what
+//! `hubcast-sim forest` runs. Deterministic for a seed.
+//!
+//! The run: `hubs` hubs join one after another (every `join_every`), each
+//! given its proper tree by a tracker (the tree with the fewest interior hubs)
+//! and a random hub to contact. Then, over `churn_secs`, `churn × hubs` hubs
+//! fail at random moments and as many new hubs join. A failure is noticed by
+//! the failed hub's parents and children `detect` later (missed heartbeats).
+//! Messages take `latency` plus up to `jitter`; those sent to a failed hub
+//! are lost. After the churn the forest settles for `settle_secs`, and then
+//! its shape is checked.
+//!
+//! Every message carries the cause it descends from (a join or a failure), so
+//! the messages a failure cost are counted exactly. Once a second the run
+//! counts the hubs that get fewer than f − 1 stripes (one or more ancestors
+//! dead or a parent missing in two trees): the stall seconds.
+
+use crate::forest::{ForestConfig, ForestNode, Msg, Tree};
+use crate::sim::{Link, Network};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Debug)]
+pub struct ForestSimConfig {
+    pub hubs: usize,
+    pub stripes: u8,
+    /// Share of `hubs` that fail during the churn (as many join).
+    pub churn: f64,
+    pub seed: u64,
+    pub join_every: Duration,
+    pub churn_secs: u64,
+    pub settle_secs: u64,
+    /// From a failure to its parents and children noticing it.
+    pub detect: Duration,
+    pub latency: Duration,
+    pub jitter: Duration,
+}
+
+impl ForestSimConfig {
+    pub fn new(hubs: usize, stripes: u8, churn: f64, seed: u64) -> Self {
+        ForestSimConfig {
+            hubs,
+            stripes,
+            churn,
+            seed,
+            join_every: Duration::from_millis(2),
+            churn_secs: 600,
+            settle_secs: 30,
+            detect: Duration::from_secs(1),
+            latency: Duration::from_millis(20),
+            jitter: Duration::from_millis(30),
+        }
+    }
+}
+
+/// What a run measured.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ForestSimReport {
+    /// Hubs alive at the end.
+    pub hubs: usize,
+    pub stripes: u8,
+    /// The deepest hub of any tree (the root's children are at depth 1).
+    pub max_height: u32,
+    /// Broken invariants at the end: a hub without a parent that lists it in
+    /// some tree, a loop, children beyond capacity, or children in a second
+    /// tree outside the special node.
+    pub invariant_violations: u64,
+    /// Largest |stripes sent − stripes received| of a hub.
+    pub upload_download_max_gap_stripes: u32,
+    /// Hubs whose gap is more than one stripe.
+    pub hubs_gap_over_one: u64,
+    pub failures: u64,
+    pub joins: u64,
+    pub messages_per_failure_p50: u64,
+    pub messages_per_failure_p99: u64,
+    pub messages_per_join_p50: u64,
+    /// Hub-seconds with fewer than f − 1 stripes, sampled once a second.
+    pub stall_seconds_total: u64,
+    /// Hub-seconds with fewer than f stripes (one missing: decodable).
+    pub degraded_seconds_total: u64,
+    /// Nodes interior in a second tree at the end.
+    pub special_nodes: u64,
+    pub messages_total: u64,
+}
+
+#[derive(Clone)]
+enum Ev {
+    Msg { from: u32, msg: Msg<u32>, cause: u32 },
+    Join,
+    Fail,
+    ParentLost { tree: Tree, dead: u32, cause: u32 },
+    ChildLost { tree: Tree, dead: u32, cause: u32 },
+    Timer,
+    Sample,
+}
+
+/// Causes: joins are numbered from 0, failures from FAILURE_CAUSE.
+const FAILURE_CAUSE: u32 = 1 << 31;
+/// The event queue's address for events that belong to no node.
+const SIM: usize = usize::MAX;
+
+struct Sim {
+    cfg: ForestSimConfig,
+    fc: ForestConfig,
+    net: Network<Ev>,
+    rng: ChaCha8Rng,
+    t0: Instant,
+    nodes: Vec<ForestNode<u32>>,
+    alive: Vec<bool>,
+    alive_list: Vec<u32>,
+    /// Claims: for each node, the (tree, child) pairs naming it as parent.
+    claims: Vec<Vec<(Tree, u32)>>,
+    /// Interior hubs per tree (alive), for the tracker's choice.
+    interior: Vec<u64>,
+    /// Messages sent per cause.
+    join_msgs: Vec<u64>,
+    failure_msgs: Vec<u64>,
+    /// The failure that orphaned a node last, for its retries.
+    orphan_cause: Vec<u32>,
+    timer_set: Vec<bool>,
+    link: Link,
+    report: ForestSimReport,
+}
+
+impl Sim {
+    fn now(&self) -> Instant {
+        self.t0 + self.net.now()
+    }
+
+    fn spawn(&mut self) -> u32 {
+        let id = self.nodes.len() as u32;
+        let proper = (0..self.fc.stripes).min_by_key(|t| (self.interior[*t as usize], *t)).unwrap_or(0);
+        self.interior[proper as usize] += 1;
+        self.nodes.push(ForestNode::new(id, 0, proper, self.fc));
+        self.alive.push(true);
+        self.alive_list.push(id);
+        self.claims.push(Vec::new());
+        self.orphan_cause.push(id);
+        self.timer_set.push(false);
+        self.join_msgs.push(0);
+        id
+    }
+
+    fn join(&mut self) {
+        let id = self.spawn();
+        let contact = if self.alive_list.len() > 2 {
+            loop {
+                let c = self.alive_list[self.rng.gen_range(1..self.alive_list.len())];
+                if c != id {
+                    break c;
+                }
+            }
+        } else {
+            0
+        };
+        let now = self.now();
+        self.nodes[id as usize].join(now, contact);
+        self.report.joins += 1;
+        self.flush(id, id);
+        self.arm_timer(id);
+    }
+
+    fn fail(&mut self) {
+        if self.alive_list.len() <= 2 {
+            return;
+        }
+        let at = self.rng.gen_range(1..self.alive_list.len());
+        let dead = self.alive_list[at];
+        self.alive[dead as usize] = false;
+        self.alive_list.swap_remove(at);
+        self.interior[self.nodes[dead as usize].proper() as usize] -= 1;
+        let cause = FAILURE_CAUSE + self.failure_msgs.len() as u32;
+        self.failure_msgs.push(0);
+        self.report.failures += 1;
+        let detect = self.cfg.detect;
+        for (tree, child) in self.claims[dead as usize].clone() {
+            self.net.unicast(
+                child as usize,
+                Ev::ParentLost { tree, dead, cause },
+                Link { latency: detect, ..self.link },
+            );
+        }
+        for tree in 0..self.fc.stripes {
+            if let Some(p) = self.nodes[dead as usize].parent(tree) {
+                self.net.unicast(
+                    p as usize,
+                    Ev::ChildLost { tree, dead, cause },
+                    Link { latency: detect, ..self.link },
+                );
+            }
+        }
+    }
+
+    /// Send what node `id` has queued, each message under `cause`, and keep
+    /// the claims index in step with its parents.
+    fn flush(&mut self, id: u32, cause: u32) {
+        while let Some((to, msg)) = self.nodes[id as usize].poll_transmit() {
+            self.count(cause);
+            if (to as usize) < self.nodes.len() && self.alive[to as usize] {
+                self.net.unicast(to as usize, Ev::Msg { from: id, msg, cause }, self.link);
+            }
+        }
+    }
+
+    fn count(&mut self, cause: u32) {
+        self.report.messages_total += 1;
+        if cause >= FAILURE_CAUSE {
+            self.failure_msgs[(cause - FAILURE_CAUSE) as usize] += 1;
+        } else if let Some(n) = self.join_msgs.get_mut(cause as usize) {
+            *n += 1;
+        }
+    }
+
+    /// Run `f` at node `id`, then send its messages and update the claims.
+    fn at(&mut self, id: u32, cause: u32, f: impl FnOnce(&mut ForestNode<u32>, Instant)) {
+        if !self.alive[id as usize] {
+            return;
+        }
+        let before: Vec<Option<u32>> =
+            (0..self.fc.stripes).map(|t| self.nodes[id as usize].parent(t)).collect();
+        let now = self.now();
+        f(&mut self.nodes[id as usize], now);
+        for t in 0..self.fc.stripes {
+            let after = self.nodes[id as usize].parent(t);
+            if after != before[t as usize] {
+                if let Some(old) = before[t as usize] {
+                    self.claims[old as usize].retain(|c| *c != (t, id));
+                }
+                if let Some(new) = after {
+                    self.claims[new as usize].push((t, id));
+                    if !self.alive[new as usize] {
+                        // Placed by a message the parent sent just before it
+                        // failed: its heartbeats never come.
+                        let (tree, dead, link) = (t, new, Link { latency: self.cfg.detect, ..self.link });
+                        self.net.unicast(id as usize, Ev::ParentLost { tree, dead, cause }, link);
+                    }
+                }
+                if after.is_none() {
+                    self.orphan_cause[id as usize] = cause;
+                }
+            }
+        }
+        if self.nodes[id as usize].wants_timeout() {
+            self.arm_timer(id);
+        }
+        self.flush(id, cause);
+    }
+
+    fn arm_timer(&mut self, id: u32) {
+        if !self.timer_set[id as usize] {
+            self.timer_set[id as usize] = true;
+            let link = Link { latency: crate::forest::ORPHAN_RETRY, ..Link::PERFECT };
+            self.net.unicast(id as usize, Ev::Timer, link);
+        }
+    }
+
+    fn on_timer(&mut self, id: u32) {
+        self.timer_set[id as usize] = false;
+        if !self.alive[id as usize] {
+            return;
+        }
+        let cause = self.orphan_cause[id as usize];
+        self.at(id, cause, |n, now| n.handle_timeout(now));
+    }
+
+    /// For each tree, each node's depth if it reaches the root by parents
+    /// that are alive, else `None`.
+    fn depths(&self, t: Tree) -> Vec<Option<u32>> {
+        const UNKNOWN: u32 = u32::MAX;
+        const NONE: u32 = u32::MAX - 1;
+        let n = self.nodes.len();
+        let mut depth = vec![UNKNOWN; n];
+        depth[0] = 0;
+        let mut path = Vec::new();
+        for start in 0..n {
+            if depth[start] != UNKNOWN || !self.alive[start] {
+                continue;
+            }
+            let mut at = start;
+            let found = loop {
+                if depth[at] != UNKNOWN {
+                    break depth[at];
+                }
+                if path.len() > n {
+                    break NONE; // a loop
+                }
+                path.push(at);
+                match self.nodes[at].parent(t) {
+                    Some(p) if self.alive[p as usize] => at = p as usize,
+                    _ => break NONE,
+                }
+            };
+            for (i, node) in path.drain(..).rev().enumerate() {
+                depth[node] = if found == NONE { NONE } else { found + 1 + i as u32 };
+            }
+        }
+        depth.into_iter().map(|d| (d < NONE).then_some(d)).collect()
+    }
+
+    fn sample(&mut self) {
+        let mut connected = vec![0u8; self.nodes.len()];
+        for t in 0..self.fc.stripes {
+            for (i, d) in self.depths(t).into_iter().enumerate() {
+                connected[i] += u8::from(d.is_some());
+            }
+        }
+        let f = self.fc.stripes;
+        for &id in &self.alive_list[1..] {
+            let c = connected[id as usize];
+            if c + 1 < f {
+                self.report.stall_seconds_total += 1;
+            } else if c < f {
+                self.report.degraded_seconds_total += 1;
+            }
+        }
+    }
+
+    fn check(&mut self) {
+        let f = self.fc.stripes;
+        let mut violations = 0u64;
+        let mut uploads = vec![0u32; self.nodes.len()];
+        for t in 0..f {
+            let depths = self.depths(t);
+            for &id in &self.alive_list {
+                let node = &self.nodes[id as usize];
+                if id != 0 {
+                    match (depths[id as usize], node.parent(t)) {
+                        (Some(d), Some(p)) => {
+                            self.report.max_height = self.report.max_height.max(d);
+                            if !self.nodes[p as usize].children(t).iter().any(|c| c.id == id) {
+                                violations += 1; // the parent does not list it
+                                dump(format_args!("t{t} {id}: parent {p} does not list it"));
+                            }
+                        }
+                        (d, p) => {
+                            violations += 1; // detached, or a loop
+                            dump(format_args!("t{t} {id}: detached: depth {d:?} parent {p:?}"));
+                        }
+                    }
+                }
+                let kids = node.children(t);
+                uploads[id as usize] += kids.len() as u32;
+                let cap = if id == 0 { self.fc.root_fanout } else { self.fc.max_children() };
+                if kids.len() > cap as usize {
+                    violations += 1;
+                    dump(format_args!(
+                        "t{t} {id}: {} children, proper {}, special {}",
+                        kids.len(),
+                        node.proper(),
+                        node.is_special(t)
+                    ));
+                }
+                let own = id == 0 || t == node.proper();
+                if !kids.is_empty() && !own {
+                    if node.is_special(t) {
+                        self.report.special_nodes += 1;
+                    } else {
+                        violations += 1;
+                        dump(format_args!("t{t} {id}: children in a leaf tree"));
+                    }
+                }
+                for c in kids {
+                    if self.nodes[c.id as usize].parent(t) != Some(id) || !self.alive[c.id as usize] {
+                        violations += 1; // a child that is not there
+                        dump(format_args!(
+                            "t{t} {id}: child {} claims {:?}",
+                            c.id,
+                            self.nodes[c.id as usize].parent(t)
+                        ));
+                    }
+                }
+            }
+        }
+        let mut gaps: Vec<u32> =
+            self.alive_list[1..].iter().map(|&id| uploads[id as usize].abs_diff(f as u32)).collect();
+        gaps.sort_unstable();
+        self.report.upload_download_max_gap_stripes = gaps.last().copied().unwrap_or(0);
+        self.report.hubs_gap_over_one = gaps.iter().filter(|g| **g > 1).count() as u64;
+        self.report.invariant_violations = violations;
+        self.report.hubs = self.alive_list.len() - 1;
+    }
+}
+
+/// With FOREST_DUMP set, each broken invariant is printed (for debugging).
+fn dump(a: std::fmt::Arguments<'_>) {
+    if std::env::var_os("FOREST_DUMP").is_some() {
+        eprintln!("{a}");
+    }
+}
+
+fn percentile(v: &mut [u64], p: f64) -> u64 {
+    v.sort_unstable();
+    v.get(((v.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(0)
+}
+
+/// Run one simulation.
+pub fn run(cfg: &ForestSimConfig) -> ForestSimReport {
+    let fc = ForestConfig::new(cfg.stripes);
+    let mut sim = Sim {
+        cfg: cfg.clone(),
+        fc,
+        net: Network::new(cfg.seed),
+        rng: ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x5EED),
+        t0: Instant::now(),
+        nodes: vec![ForestNode::new_root(0, fc)],
+        alive: vec![true],
+        alive_list: vec![0],
+        claims: vec![Vec::new()],
+        interior: vec![0; fc.stripes as usize],
+        join_msgs: vec![0],
+        failure_msgs: Vec::new(),
+        orphan_cause: vec![0],
+        timer_set: vec![false],
+        link: Link { loss: 0.0, latency: cfg.latency, jitter: cfg.jitter },
+        report: ForestSimReport { stripes: fc.stripes, ..Default::default() },
+    };
+    let at = |d: Duration| Link { latency: d, ..Link::PERFECT };
+    // The build: one join every `join_every`.
+    for i in 0..cfg.hubs {
+        sim.net.unicast(SIM, Ev::Join, at(cfg.join_every * i as u32));
+    }
+    let build = cfg.join_every * cfg.hubs as u32 + Duration::from_secs(5);
+    // The churn: failures and joins at random moments.
+    let events = (cfg.churn * cfg.hubs as f64).round() as u64;
+    let mut times: Vec<(Duration, bool)> = (0..events)
+        .flat_map(|_| [false, true])
+        .map(|join| {
+            (build + Duration::from_secs_f64(sim.rng.gen_range(0.0..cfg.churn_secs.max(1) as f64)), join)
+        })
+        .collect();
+    times.shuffle(&mut sim.rng);
+    for (when, join) in times {
+        sim.net.unicast(SIM, if join { Ev::Join } else { Ev::Fail }, at(when));
+    }
+    let end = build + Duration::from_secs(cfg.churn_secs + cfg.settle_secs);
+    let mut s = build;
+    while s < end {
+        sim.net.unicast(SIM, Ev::Sample, at(s));
+        s += Duration::from_secs(1);
+    }
+    while let Some(d) = sim.net.poll_delivery() {
+        if d.at > end {
+            break;
+        }
+        let to = d.to as u32;
+        match d.msg {
+            Ev::Join => sim.join(),
+            Ev::Fail => sim.fail(),
+            Ev::Sample => sim.sample(),
+            Ev::Timer => sim.on_timer(to),
+            Ev::Msg { from, msg, cause } => sim.at(to, cause, |n, now| n.handle_message(now, from, msg)),
+            Ev::ParentLost { tree, dead, cause } => {
+                sim.at(to, cause, |n, now| n.handle_parent_lost(now, tree, dead))
+            }
+            Ev::ChildLost { tree, dead, cause } => {
+                sim.at(to, cause, |n, now| n.handle_child_lost(now, tree, dead))
+            }
+        }
+    }
+    sim.check();
+    let mut per_failure = sim.failure_msgs.clone();
+    let mut per_join: Vec<u64> = sim.join_msgs[1..].to_vec();
+    sim.report.messages_per_failure_p50 = percentile(&mut per_failure, 0.5);
+    sim.report.messages_per_failure_p99 = percentile(&mut per_failure, 0.99);
+    sim.report.messages_per_join_p50 = percentile(&mut per_join, 0.5);
+    sim.report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn small(hubs: usize, stripes: u8, churn: f64, seed: u64) -> ForestSimReport {
+        let mut cfg = ForestSimConfig::new(hubs, stripes, churn, seed);
+        cfg.churn_secs = 60;
+        run(&cfg)
+    }
+
+    #[test]
+    fn a_forest_without_churn_is_balanced_and_every_hub_gives_what_it_takes() {
+        let r = small(500, 4, 0.0, 1);
+        assert_eq!(r.invariant_violations, 0, "{r:?}");
+        assert_eq!(r.hubs, 500);
+        let bound = 2.0 * (500f64).ln() / 4f64.ln() + 2.0;
+        assert!(f64::from(r.max_height) <= bound, "{r:?}");
+        assert_eq!(r.stall_seconds_total, 0);
+        assert!(r.hubs_gap_over_one <= 4 * 2, "{r:?}");
+    }
+
+    #[test]
+    fn churn_keeps_the_invariants_and_a_failure_costs_messages_in_proportion_to_height() {
+        let r = small(1000, 4, 0.3, 2);
+        assert_eq!(r.invariant_violations, 0, "{r:?}");
+        assert_eq!(r.failures, 300);
+        assert!(r.messages_per_failure_p99 <= 40 * u64::from(r.max_height), "{r:?}");
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_run() {
+        assert_eq!(small(200, 3, 0.2, 9), small(200, 3, 0.2, 9));
+        assert_ne!(small(200, 3, 0.2, 9), small(200, 3, 0.2, 10));
+    }
+}
