@@ -19,10 +19,4 @@ pub fn unix_now() -> u64 {
     unix_ms() / 1000
 }
 
-/// Wall-clock milliseconds since the Unix epoch.
-pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub use hubcast_daemon::unix_ms;

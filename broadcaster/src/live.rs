@@ -273,9 +273,7 @@ pub async fn live(
     let mut report = LiveReport::default();
     let mut failure = None;
     loop {
-        while let Some(d) = sender.poll_transmit(Instant::now()) {
-            out.send(&d).await?;
-        }
+        out.send_ready(&mut sender).await?;
         out.publish(&status, &sender, false);
         if let Some(at) = sender.poll_timeout().filter(|_| sender.queued() > 0) {
             tokio::select! {
@@ -297,12 +295,7 @@ pub async fn live(
             _ = cancel.cancelled() => break,
         }
     }
-    while !cancel.is_cancelled() && sender.queued() > 0 {
-        match sender.poll_transmit(Instant::now()) {
-            Some(d) => out.send(&d).await?,
-            None => tokio::time::sleep_until(sender.poll_timeout().unwrap_or_else(Instant::now).into()).await,
-        }
-    }
+    out.drain(&mut sender, &cancel).await?;
     out.publish(&status, &sender, failure.is_none());
     let stopped = cancel.is_cancelled();
     drop(rx);

@@ -44,8 +44,9 @@ enum Command {
     },
 }
 
+/// Flags `seed` and `live` share: where and how the channel is sent.
 #[derive(clap::Args)]
-struct SeedArgs {
+struct SendArgs {
     /// TOML file with settings (see docs/OPERATIONS.md); flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -61,12 +62,9 @@ struct SeedArgs {
     /// Send rate, e.g. 200mbit.
     #[arg(long)]
     rate: Option<String>,
-    /// Repair symbols per round as a share of the source symbols, e.g. 0.1.
+    /// Repair symbols sent as a share of the source symbols, e.g. 0.1.
     #[arg(long)]
     fec_overhead: Option<f64>,
-    /// Carousel rounds; 0 or absent: until stopped.
-    #[arg(long)]
-    rounds: Option<u32>,
     /// Chunk size in bytes.
     #[arg(long)]
     chunk_size: Option<u32>,
@@ -85,35 +83,51 @@ struct SeedArgs {
     /// Cap on the origin's multicast repair, e.g. 20mbit.
     #[arg(long)]
     repair_rate: Option<String>,
+    /// Local HTTP listener for /api/status, e.g. 127.0.0.1:8090.
+    #[arg(long)]
+    http: Option<SocketAddr>,
+    /// Testing aid: leave out this share of the symbols, as if every hub lost them.
+    #[arg(long)]
+    simulate_loss: Option<f64>,
+}
+
+/// Each flag given overrides its setting.
+macro_rules! overlay {
+    ($c:ident, $a:expr; $($f:ident),*) => { $( if let Some(v) = $a.$f { $c.$f = v; } )* };
+}
+
+/// The settings file (or the defaults) with the shared flags laid over it.
+macro_rules! send_config {
+    ($args:expr, $ty:ty) => {{
+        let a: SendArgs = $args;
+        let mut c: $ty = hubcast_daemon::load_settings(a.config.as_deref())?;
+        overlay!(c, a; keys, group, iface, rate, fec_overhead, chunk_size, ttl, repair_rate, simulate_loss);
+        c.tracker = a.tracker.or(c.tracker);
+        c.tracker_public = a.tracker_public.or(c.tracker_public);
+        c.http = a.http.or(c.http);
+        c
+    }};
+}
+
+#[derive(clap::Args)]
+struct SeedArgs {
+    #[command(flatten)]
+    send: SendArgs,
+    /// Carousel rounds; 0 or absent: until stopped.
+    #[arg(long)]
+    rounds: Option<u32>,
     /// With --tracker: keep answering repair requests this many seconds after
     /// the last round.
     #[arg(long)]
     linger: Option<u64>,
-    /// Local HTTP listener for /api/status, e.g. 127.0.0.1:8090.
-    #[arg(long)]
-    http: Option<SocketAddr>,
-    /// Testing aid: leave out this share of the carousel's symbols, as if every
-    /// hub lost them.
-    #[arg(long)]
-    simulate_loss: Option<f64>,
     /// Files and folders to seed.
     paths: Vec<PathBuf>,
 }
 
 #[derive(clap::Args)]
 struct LiveArgs {
-    /// TOML file with settings (see docs/OPERATIONS.md); flags override it.
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// Key directory from `broadcaster keygen`.
-    #[arg(long)]
-    keys: Option<PathBuf>,
-    /// Multicast group and port, e.g. 239.255.0.1:5000.
-    #[arg(long)]
-    group: Option<SocketAddr>,
-    /// Interface to send on: its IPv4 address, or an IPv6 index/name. Default 127.0.0.1.
-    #[arg(long)]
-    iface: Option<String>,
+    #[command(flatten)]
+    send: SendArgs,
     /// MPEG-TS source: a file (played in real time), `-` for stdin (already
     /// real time, e.g. from `ffmpeg -re`), or udp://ADDR:PORT.
     #[arg(long)]
@@ -133,47 +147,13 @@ struct LiveArgs {
     /// Play a file input again from the start when it ends.
     #[arg(long = "loop")]
     loop_input: bool,
-    /// Send rate, e.g. 100mbit.
-    #[arg(long)]
-    rate: Option<String>,
-    /// Repair symbols sent with each segment as a share of the source symbols.
-    #[arg(long)]
-    fec_overhead: Option<f64>,
-    /// Chunk size in bytes.
-    #[arg(long)]
-    chunk_size: Option<u32>,
-    /// Multicast TTL / hop limit.
-    #[arg(long)]
-    ttl: Option<u32>,
-    /// Run the origin service (repair requests; tracker) on this QUIC address.
-    #[arg(long)]
-    tracker: Option<SocketAddr>,
-    /// With --tracker: the address hubs reach it at, named in every manifest.
-    #[arg(long)]
-    tracker_public: Option<SocketAddr>,
-    /// Cap on the origin's multicast repair, e.g. 20mbit.
-    #[arg(long)]
-    repair_rate: Option<String>,
-    /// Local HTTP listener for /api/status, e.g. 127.0.0.1:8090.
-    #[arg(long)]
-    http: Option<SocketAddr>,
-    /// Testing aid: leave out this share of the symbols, as if every hub lost them.
-    #[arg(long)]
-    simulate_loss: Option<f64>,
 }
 
 impl LiveArgs {
     fn into_config(self) -> anyhow::Result<LiveConfig> {
-        let mut c: LiveConfig = hubcast_daemon::load_settings(self.config.as_deref())?;
-        macro_rules! set {
-            ($($f:ident),*) => { $( if let Some(v) = self.$f { c.$f = v; } )* };
-        }
-        set!(keys, group, iface, input, name, segment, deadline, window, rate, fec_overhead, chunk_size, ttl);
-        set!(repair_rate, simulate_loss);
+        let mut c = send_config!(self.send, LiveConfig);
+        overlay!(c, self; input, name, segment, deadline, window);
         c.loop_input |= self.loop_input;
-        c.tracker = self.tracker.or(c.tracker);
-        c.tracker_public = self.tracker_public.or(c.tracker_public);
-        c.http = self.http.or(c.http);
         Ok(c)
     }
 }
@@ -193,17 +173,11 @@ async fn serve_status(
 
 impl SeedArgs {
     fn into_config(self) -> anyhow::Result<SeedConfig> {
-        let mut c: SeedConfig = hubcast_daemon::load_settings(self.config.as_deref())?;
-        macro_rules! set {
-            ($($f:ident),*) => { $( if let Some(v) = self.$f { c.$f = v; } )* };
-        }
-        set!(keys, group, iface, rate, fec_overhead, rounds, chunk_size, ttl, repair_rate, simulate_loss);
+        let mut c = send_config!(self.send, SeedConfig);
+        overlay!(c, self; rounds);
         if let Some(v) = self.linger {
             c.linger_secs = v;
         }
-        c.tracker = self.tracker.or(c.tracker);
-        c.tracker_public = self.tracker_public.or(c.tracker_public);
-        c.http = self.http.or(c.http);
         if !self.paths.is_empty() {
             c.paths = self.paths;
         }

@@ -99,6 +99,31 @@ impl Out {
         });
     }
 
+    /// Send every datagram the sender's pacing allows now.
+    pub(crate) async fn send_ready(&mut self, sender: &mut Sender) -> Result<(), SeedError> {
+        while let Some(d) = sender.poll_transmit(Instant::now()) {
+            self.send(&d).await?;
+        }
+        Ok(())
+    }
+
+    /// Send what is queued, at the paced rate, unless told to stop.
+    pub(crate) async fn drain(
+        &mut self,
+        sender: &mut Sender,
+        cancel: &CancellationToken,
+    ) -> Result<(), SeedError> {
+        while !cancel.is_cancelled() && sender.queued() > 0 {
+            match sender.poll_transmit(Instant::now()) {
+                Some(d) => self.send(&d).await?,
+                None => {
+                    tokio::time::sleep_until(sender.poll_timeout().unwrap_or_else(Instant::now).into()).await
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub(crate) async fn send(&mut self, d: &[u8]) -> Result<(), SeedError> {
         let lose = self.loss > 0.0
             && wire::decode_header(d).is_ok_and(|h| h.kind == Kind::Symbol)
@@ -249,9 +274,7 @@ pub async fn seed(
     let mut last_progress = started;
     let mut failure = None;
     'outer: loop {
-        while let Some(d) = sender.poll_transmit(Instant::now()) {
-            out.send(&d).await?;
-        }
+        out.send_ready(&mut sender).await?;
         out.publish(&status, &sender, false);
         if last_progress.elapsed() >= PROGRESS_EVERY {
             last_progress = Instant::now();
@@ -279,16 +302,7 @@ pub async fn seed(
             _ = cancel.cancelled() => break,
         }
     }
-    // Drain what is queued unless we were told to stop.
-    while !cancel.is_cancelled() && sender.queued() > 0 {
-        match sender.poll_transmit(Instant::now()) {
-            Some(d) => out.send(&d).await?,
-            None => {
-                let at = sender.poll_timeout().unwrap_or_else(Instant::now);
-                tokio::time::sleep_until(at.into()).await;
-            }
-        }
-    }
+    out.drain(&mut sender, &cancel).await?;
     out.publish(&status, &sender, failure.is_none() && !cancel.is_cancelled());
     drop(rx);
     if let Some(service) = service {

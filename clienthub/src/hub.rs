@@ -80,13 +80,7 @@ pub fn unix_now() -> u64 {
     unix_ms() / 1000
 }
 
-/// Wall-clock milliseconds since the Unix epoch.
-pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub use hubcast_daemon::unix_ms;
 
 /// Run a hub until `cancel`. Status is published on `status` as it goes.
 pub async fn run(cfg: HubConfig, status: StatusBoard, cancel: CancellationToken) -> Result<(), HubError> {

@@ -8,6 +8,14 @@ use serde::de::DeserializeOwned;
 use std::path::{Path, PathBuf};
 
 /// Log to stderr through `tracing`; `RUST_LOG` sets the filter (default `info`).
+/// Wall-clock milliseconds since the Unix epoch (0 before it).
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 pub fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(
