@@ -164,10 +164,10 @@ pub struct ForestConfig {
     /// Children an interior hub takes in its proper tree before searches
     /// look elsewhere. Default f: a hub then sends f stripes and receives f.
     pub fanout: u8,
-    /// Children beyond `fanout` it takes when no other place is free.
-    /// Default 1: the tree's spare room, at most one stripe more sent than
-    /// received. Without it every join takes the last free slots of the
-    /// trees it is a leaf in, and searches running at once find none.
+    /// Children beyond `fanout` it takes when no place below is free.
+    /// Default 1: a tree's room for churn (a failed interior hub takes f
+    /// places with it until a newcomer brings them back), at the price of
+    /// some hubs sending one stripe more and others fewer (docs/DECISIONS.md).
     pub slack: u8,
     /// Children of the root in each tree.
     pub root_fanout: u8,
@@ -176,7 +176,7 @@ pub struct ForestConfig {
 impl ForestConfig {
     pub fn new(stripes: u8) -> ForestConfig {
         let stripes = stripes.clamp(2, MAX_STRIPES);
-        ForestConfig { stripes, fanout: stripes, slack: 0, root_fanout: stripes }
+        ForestConfig { stripes, fanout: stripes, slack: 1, root_fanout: stripes }
     }
 
     /// Most children of an interior hub.

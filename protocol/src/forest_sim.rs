@@ -486,7 +486,11 @@ mod tests {
         let bound = 2.0 * (500f64).ln() / 4f64.ln() + 2.0;
         assert!(f64::from(r.max_height) <= bound, "{r:?}");
         assert_eq!(r.stall_seconds_total, 0);
-        assert!(r.hubs_gap_over_one <= 4 * 2, "{r:?}");
+        assert_eq!(r.special_nodes, 0);
+        // Most hubs send within one stripe of what they receive; the rest
+        // are the last interior hubs placed, not yet given all their children.
+        assert!(r.upload_download_max_gap_stripes < 4, "{r:?}");
+        assert!(r.hubs_gap_over_one * 4 <= 500, "{r:?}");
     }
 
     #[test]
