@@ -352,6 +352,8 @@ impl<P: Copy + Eq + Ord + std::fmt::Debug> ForestNode<P> {
         match self.cap(t) {
             0 => 0,
             _ if self.is_root => self.cfg.root_fanout as usize,
+            // A special node takes no one it is not asked to take.
+            _ if t != self.proper => 0,
             _ => self.cfg.fanout as usize,
         }
     }
@@ -403,7 +405,9 @@ impl<P: Copy + Eq + Ord + std::fmt::Debug> ForestNode<P> {
     /// tree, or a child placed that has not confirmed.
     pub fn wants_timeout(&self) -> bool {
         self.trees.iter().any(|v| {
-            (v.parent.is_none() && !self.is_root) || v.children.iter().any(|c| c.unconfirmed_since.is_some())
+            (v.parent.is_none() && !self.is_root)
+                || v.special
+                || v.children.iter().any(|c| c.unconfirmed_since.is_some())
         })
     }
 
@@ -428,6 +432,15 @@ impl<P: Copy + Eq + Ord + std::fmt::Debug> ForestNode<P> {
         }
         if self.is_root {
             return;
+        }
+        // The forest repairs around a special node: one of its children at a
+        // time searches a proper place from the root. Once it has one it
+        // leaves, and the node is a plain leaf again when the last has.
+        for t in 0..self.cfg.stripes {
+            let v = &self.trees[t as usize];
+            if let (true, Some(c)) = (v.special, v.children.first().copied()) {
+                self.send(self.root, Msg::Search { tree: t, joiner: c.id, interior: c.interior, down: true });
+            }
         }
         for t in 0..self.cfg.stripes {
             let v = &mut self.trees[t as usize];
@@ -510,8 +523,12 @@ impl<P: Copy + Eq + Ord + std::fmt::Debug> ForestNode<P> {
     /// `parent` has placed this node under it in `t`: said by `parent`
     /// itself, or by the present parent handing this node over.
     fn attach(&mut self, now: Instant, t: Tree, from: P, parent: P, grandparent: Option<P>) -> bool {
-        let handover = self.trees[t as usize].parent == Some(from);
-        if (from != parent && !handover) || parent == self.me || self.is_root {
+        let v = &self.trees[t as usize];
+        let handover = v.parent == Some(from);
+        // A parent that hangs below this node (news that crossed on the way)
+        // would close a loop: refused; the place times out at the parent.
+        let below = v.children.iter().any(|c| c.id == parent);
+        if (from != parent && !handover) || parent == self.me || self.is_root || below {
             self.refuse(from, t, Refusal::Loop);
             return false;
         }
@@ -721,9 +738,11 @@ impl<P: Copy + Eq + Ord + std::fmt::Debug> ForestNode<P> {
         let was_child = v.children.iter().any(|c| c.id == dead);
         if !was_child && departed.is_none() {
             // Not a place this node gave: the claim is refused, and the
-            // orphan is searched a place as a newcomer.
+            // orphan searches from the root, as a newcomer. (Not from here:
+            // on stale news this node may hang below the orphan now, and a
+            // place found here would close a loop.)
             self.refuse(from, t, Refusal::NotAChild);
-            return self.search(t, from, interior, true);
+            return self.send(self.root, Msg::Search { tree: t, joiner: from, interior, down: true });
         }
         v.children.retain(|c| c.id != dead);
         Self::note_departed(v, dead, interior.then_some(from));
@@ -768,8 +787,8 @@ impl<P: Copy + Eq + Ord + std::fmt::Debug> ForestNode<P> {
         let interior = u32::from(t == self.proper && !self.is_root)
             + v.children.iter().map(|c| c.sub_interior).sum::<u32>();
         let free = soft.saturating_sub(n) as u32 + v.children.iter().map(|c| c.sub_free).sum::<u32>();
-        let spare =
-            (cap.saturating_sub(n.max(soft))) as u32 + v.children.iter().map(|c| c.sub_spare).sum::<u32>();
+        let own_spare = if v.special { 0 } else { cap.saturating_sub(n.max(soft)) as u32 };
+        let spare = own_spare + v.children.iter().map(|c| c.sub_spare).sum::<u32>();
         if v.reported == Some((interior, free, spare)) {
             return;
         }

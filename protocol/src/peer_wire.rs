@@ -38,12 +38,28 @@
 //!                 stream, or Refuse (object id and chunk 0; busy: its fan-out is
 //!                 full; not held: it does not hear the channel now)
 //! 14 Subscribed   (no body)
+//! 15 Forest       a stripe-forest message (crate::forest): kind (u8), tree
+//!                 (u8, < forest::MAX_STRIPES), then by kind, where a peer is
+//!                 node id (32), family (u8: 4 or 6), address (4 or 16), port
+//!                 (u16), and an optional peer is present (u8: 0 or 1) and
+//!                 then a peer:
+//!                 1 Search      joiner (peer), flags (u8: bit 0 interior, bit 1 down)
+//!                 2 TakeOn      child (peer), flags (u8: bit 0 interior)
+//!                 3 Substitute  parent (peer), grandparent (optional), leaf (peer)
+//!                 4 Direct      parent (peer), grandparent (optional)
+//!                 5 Replace     dead (peer), flags (u8: bit 0 interior)
+//!                 6 UpdateUp    interior (u32), free (u32), spare (u32), attached (u8: 0 or 1)
+//!                 7 UpdateDown  grandparent (optional), heir (optional)
+//!                 8 Refuse      reason (u8: 1 bad tree, 2 not a child, 3 not your
+//!                               parent, 4 full, 5 loop)
+//!                 Unknown kinds and flag bits are refused (out of range).
 //! ```
 //!
 //! Decoding is streaming ([`decode_frame`] says how many bytes it needs), checks
 //! every bound before it allocates, and accepts only the canonical encoding, so a
 //! message has exactly one byte form.
 
+use crate::forest;
 use crate::wire::{self, MAX_SOURCE_SYMBOLS};
 use crate::ObjectId;
 
@@ -221,6 +237,14 @@ pub enum PeerMessage {
         resume: Option<(ObjectId, u32)>,
     },
     Subscribed,
+    Forest(forest::Msg<ForestPeer>),
+}
+
+/// A hub in the stripe forest: who it is and where it listens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ForestPeer {
+    pub node_id: [u8; 32],
+    pub addr: std::net::SocketAddr,
 }
 
 /// A hub in a tracker's answer.
@@ -358,9 +382,141 @@ pub fn encode(m: &PeerMessage, out: &mut Vec<u8>) {
             }
         }
         PeerMessage::Subscribed => out.push(14),
+        PeerMessage::Forest(m) => {
+            out.push(15);
+            encode_forest(m, out);
+        }
     }
     let len = (out.len() - start - 4) as u32;
     out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+}
+
+fn put_peer(p: &ForestPeer, out: &mut Vec<u8>) {
+    out.extend_from_slice(&p.node_id);
+    match p.addr.ip() {
+        std::net::IpAddr::V4(ip) => {
+            out.push(4);
+            out.extend_from_slice(&ip.octets());
+        }
+        std::net::IpAddr::V6(ip) => {
+            out.push(6);
+            out.extend_from_slice(&ip.octets());
+        }
+    }
+    out.extend_from_slice(&p.addr.port().to_be_bytes());
+}
+
+fn put_opt_peer(p: &Option<ForestPeer>, out: &mut Vec<u8>) {
+    match p {
+        Some(p) => {
+            out.push(1);
+            put_peer(p, out);
+        }
+        None => out.push(0),
+    }
+}
+
+fn encode_forest(m: &forest::Msg<ForestPeer>, out: &mut Vec<u8>) {
+    use forest::{Msg, UpdateInfo};
+    let (kind, tree) = match m {
+        Msg::Search { .. } => (1, m.tree()),
+        Msg::TakeOn { .. } => (2, m.tree()),
+        Msg::Substitute { .. } => (3, m.tree()),
+        Msg::Direct { .. } => (4, m.tree()),
+        Msg::Replace { .. } => (5, m.tree()),
+        Msg::Update { info: UpdateInfo::Up { .. }, .. } => (6, m.tree()),
+        Msg::Update { info: UpdateInfo::Down { .. }, .. } => (7, m.tree()),
+        Msg::Refuse { .. } => (8, m.tree()),
+    };
+    out.push(kind);
+    out.push(tree);
+    match m {
+        Msg::Search { joiner, interior, down, .. } => {
+            put_peer(joiner, out);
+            out.push(u8::from(*interior) | u8::from(*down) << 1);
+        }
+        Msg::TakeOn { child, interior, .. } => {
+            put_peer(child, out);
+            out.push(u8::from(*interior));
+        }
+        Msg::Substitute { parent, grandparent, leaf, .. } => {
+            put_peer(parent, out);
+            put_opt_peer(grandparent, out);
+            put_peer(leaf, out);
+        }
+        Msg::Direct { parent, grandparent, .. } => {
+            put_peer(parent, out);
+            put_opt_peer(grandparent, out);
+        }
+        Msg::Replace { dead, interior, .. } => {
+            put_peer(dead, out);
+            out.push(u8::from(*interior));
+        }
+        Msg::Update { info: UpdateInfo::Up { interior, free, spare, attached }, .. } => {
+            for n in [interior, free, spare] {
+                out.extend_from_slice(&n.to_be_bytes());
+            }
+            out.push(u8::from(*attached));
+        }
+        Msg::Update { info: UpdateInfo::Down { grandparent, heir }, .. } => {
+            put_opt_peer(grandparent, out);
+            put_opt_peer(heir, out);
+        }
+        Msg::Refuse { why, .. } => out.push(match why {
+            forest::Refusal::BadTree => 1,
+            forest::Refusal::NotAChild => 2,
+            forest::Refusal::NotYourParent => 3,
+            forest::Refusal::Full => 4,
+            forest::Refusal::Loop => 5,
+        }),
+    }
+}
+
+fn decode_forest(r: &mut Reader<'_>) -> Result<forest::Msg<ForestPeer>, PeerWireError> {
+    use forest::{Msg, Refusal, UpdateInfo};
+    let [kind, tree] = r.array::<2>()?;
+    if tree >= forest::MAX_STRIPES {
+        return Err(PeerWireError::OutOfRange);
+    }
+    // A flags byte with only the bits `allowed` set.
+    let flags = |r: &mut Reader<'_>, allowed: u8| match r.array::<1>()?[0] {
+        f if f & !allowed == 0 => Ok(f),
+        _ => Err(PeerWireError::OutOfRange),
+    };
+    Ok(match kind {
+        1 => {
+            let joiner = r.peer()?;
+            let f = flags(r, 0b11)?;
+            Msg::Search { tree, joiner, interior: f & 1 != 0, down: f & 2 != 0 }
+        }
+        2 => {
+            let child = r.peer()?;
+            Msg::TakeOn { tree, child, interior: flags(r, 1)? != 0 }
+        }
+        3 => Msg::Substitute { tree, parent: r.peer()?, grandparent: r.opt_peer()?, leaf: r.peer()? },
+        4 => Msg::Direct { tree, parent: r.peer()?, grandparent: r.opt_peer()? },
+        5 => {
+            let dead = r.peer()?;
+            Msg::Replace { tree, dead, interior: flags(r, 1)? != 0 }
+        }
+        6 => {
+            let (interior, free, spare) = (r.u32()?, r.u32()?, r.u32()?);
+            Msg::Update { tree, info: UpdateInfo::Up { interior, free, spare, attached: flags(r, 1)? != 0 } }
+        }
+        7 => Msg::Update { tree, info: UpdateInfo::Down { grandparent: r.opt_peer()?, heir: r.opt_peer()? } },
+        8 => {
+            let why = match r.array::<1>()?[0] {
+                1 => Refusal::BadTree,
+                2 => Refusal::NotAChild,
+                3 => Refusal::NotYourParent,
+                4 => Refusal::Full,
+                5 => Refusal::Loop,
+                _ => return Err(PeerWireError::OutOfRange),
+            };
+            Msg::Refuse { tree, why }
+        }
+        _ => return Err(PeerWireError::OutOfRange),
+    })
 }
 
 struct Reader<'a>(&'a [u8]);
@@ -387,6 +543,22 @@ impl<'a> Reader<'a> {
     }
     fn object(&mut self) -> Result<ObjectId, PeerWireError> {
         Ok(ObjectId(self.array()?))
+    }
+    fn peer(&mut self) -> Result<ForestPeer, PeerWireError> {
+        let node_id = self.array::<32>()?;
+        let ip = match self.array::<1>()?[0] {
+            4 => std::net::IpAddr::from(self.array::<4>()?),
+            6 => std::net::IpAddr::from(self.array::<16>()?),
+            _ => return Err(PeerWireError::OutOfRange),
+        };
+        Ok(ForestPeer { node_id, addr: std::net::SocketAddr::new(ip, self.u16()?) })
+    }
+    fn opt_peer(&mut self) -> Result<Option<ForestPeer>, PeerWireError> {
+        match self.array::<1>()?[0] {
+            0 => Ok(None),
+            1 => Ok(Some(self.peer()?)),
+            _ => Err(PeerWireError::OutOfRange),
+        }
     }
     fn end(&self) -> Result<(), PeerWireError> {
         if self.0.is_empty() {
@@ -613,6 +785,7 @@ fn decode_body(frame: &[u8]) -> Result<PeerMessage, PeerWireError> {
             _ => return Err(PeerWireError::OutOfRange),
         },
         14 => PeerMessage::Subscribed,
+        15 => PeerMessage::Forest(decode_forest(&mut r)?),
         _ => return Err(PeerWireError::UnknownType),
     };
     r.end()?;
@@ -693,6 +866,44 @@ mod tests {
         round_trip(PeerMessage::Subscribe { resume: None });
         round_trip(PeerMessage::Subscribe { resume: Some((id, 41)) });
         round_trip(PeerMessage::Subscribed);
+    }
+
+    #[test]
+    fn every_forest_message_round_trips_and_malformed_ones_are_refused_typed() {
+        use crate::forest::{Msg, Refusal, UpdateInfo};
+        let a = ForestPeer { node_id: [1; 32], addr: "10.0.0.1:4433".parse().unwrap() };
+        let b = ForestPeer { node_id: [2; 32], addr: "[2001:db8::2]:7000".parse().unwrap() };
+        let all = [
+            Msg::Search { tree: 3, joiner: a, interior: true, down: false },
+            Msg::Search { tree: 0, joiner: b, interior: false, down: true },
+            Msg::TakeOn { tree: 1, child: a, interior: true },
+            Msg::Substitute { tree: 2, parent: a, grandparent: Some(b), leaf: b },
+            Msg::Substitute { tree: 2, parent: a, grandparent: None, leaf: b },
+            Msg::Direct { tree: 15, parent: b, grandparent: None },
+            Msg::Replace { tree: 0, dead: b, interior: false },
+            Msg::Update { tree: 1, info: UpdateInfo::Up { interior: 7, free: 0, spare: 1, attached: true } },
+            Msg::Update { tree: 1, info: UpdateInfo::Down { grandparent: Some(a), heir: None } },
+            Msg::Refuse { tree: 2, why: Refusal::NotAChild },
+            Msg::Refuse { tree: 2, why: Refusal::Loop },
+        ];
+        for m in all {
+            round_trip(PeerMessage::Forest(m));
+        }
+        let mut buf = Vec::new();
+        encode(
+            &PeerMessage::Forest(Msg::Search { tree: 1, joiner: a, interior: true, down: true }),
+            &mut buf,
+        );
+        let body = 4 + 1; // the frame's length and type
+        let bad = |at: usize, v: u8| {
+            let mut b = buf.clone();
+            b[at] = v;
+            decode_frame(&b)
+        };
+        assert_eq!(bad(body, 9), Err(PeerWireError::OutOfRange), "an unknown kind");
+        assert_eq!(bad(body + 1, 16), Err(PeerWireError::OutOfRange), "a tree beyond MAX_STRIPES");
+        assert_eq!(bad(body + 2 + 32, 5), Err(PeerWireError::OutOfRange), "an address family");
+        assert_eq!(bad(buf.len() - 1, 4), Err(PeerWireError::OutOfRange), "an unknown flag bit");
     }
 
     #[test]
