@@ -311,21 +311,26 @@ pub(crate) fn refuse(reason: RefuseReason, out: &mut Vec<u8>) {
 
 /// Serve one subscription on its stream until the subscriber goes, or this hub
 /// stops serving feeds. Refused (typed) when the fan-out is full or the hub
-/// does not serve feeds now.
+/// does not serve feeds now. With `stripe` (tree, stripes), a stripe-forest
+/// child's subscription: only that stripe of each chunk, and no fan-out or
+/// bridge checks (the forest decided the place; the caller checked it).
 pub async fn serve_subscription(
     send: &mut quinn::SendStream,
     feed: &Arc<Feed>,
     server: &Server,
     peer: NodeId,
     resume: Option<(ObjectId, u32)>,
+    stripe: Option<(u8, u8)>,
 ) {
     let mut out = Vec::new();
-    let place = if !feed.is_live() {
+    let place = if stripe.is_some() {
+        Some(None)
+    } else if !feed.is_live() {
         feed.refused_not_live.fetch_add(1, Relaxed);
         refuse(RefuseReason::NotHeld, &mut out);
         None
     } else if let Some(place) = feed.join() {
-        Some(place)
+        Some(Some(place))
     } else {
         feed.refused_busy.fetch_add(1, Relaxed);
         refuse(RefuseReason::Busy, &mut out);
@@ -352,7 +357,7 @@ pub async fn serve_subscription(
         changed.as_mut().enable();
         let (next, manifest) = feed.ring().after_with_manifest(at);
         let Some(chunk) = next else {
-            if !feed.is_live() {
+            if !feed.is_live() && stripe.is_none() {
                 let since = *not_live_since.get_or_insert_with(Instant::now);
                 if since.elapsed() >= NOT_LIVE_ENDS_AFTER {
                     info!(%peer, "bridge: ending a subscription, this hub no longer serves feeds");
@@ -385,7 +390,11 @@ pub async fn serve_subscription(
             }
         }
         // An empty object's entry carries its manifest only.
-        if let Some(req) = chunk_request(&chunk, chunk.k) {
+        let requests = match stripe {
+            Some((tree, stripes)) => stripe_requests(&chunk, tree, stripes),
+            None => chunk_request(&chunk, chunk.k).into_iter().collect(),
+        };
+        for req in requests {
             if let Some(datagrams) = feed.answer(server, &req).await {
                 datagrams.iter().for_each(|d| peer_wire::encode_datagram(d, &mut out));
             }
@@ -497,6 +506,31 @@ fn chunk_request(chunk: &FeedChunk, esis: u32) -> Option<ChunkRequest> {
         table: Some(all_pages(chunk.pages)),
         esis,
     })
+}
+
+/// The requests for stripe `tree` of `stripes` of a chunk: ESIs tree,
+/// tree + stripes, … (below N_max), enough that any `stripes − 1` stripes
+/// together hold K + 2 symbols. The first carries the ticket and the table.
+fn stripe_requests(chunk: &FeedChunk, tree: u8, stripes: u8) -> Vec<ChunkRequest> {
+    if chunk.k == 0 || stripes < 2 {
+        return Vec::new();
+    }
+    let f = u32::from(stripes);
+    let per_stripe = (chunk.k + 2).div_ceil(f - 1);
+    let n_max = hubcast_protocol::wire::n_max(chunk.k);
+    let esis: Vec<u32> =
+        (0..per_stripe).map(|j| u32::from(tree) + j * f).take_while(|e| *e < n_max).collect();
+    esis.chunks(peer_wire::MAX_RANGES)
+        .enumerate()
+        .filter_map(|(i, batch)| {
+            Some(ChunkRequest {
+                object_id: chunk.object_id,
+                index: chunk.index,
+                table: (i == 0).then(|| all_pages(chunk.pages)),
+                esis: EsiRanges::new(batch.iter().map(|e| (*e, 1)).collect())?,
+            })
+        })
+        .collect()
 }
 
 fn all_pages(pages: u32) -> u32 {
@@ -670,7 +704,7 @@ async fn ask_bridges(endpoint: &NodeEndpoint, tracker: NodeAddr) -> Result<Vec<N
     tokio::time::timeout(SUBSCRIBE_TIMEOUT, ask).await.unwrap_or_else(|_| Err("timed out".into()))
 }
 
-enum Subscribe {
+pub(crate) enum Subscribe {
     Refused(RefuseReason),
     Failed(String),
 }
@@ -682,6 +716,16 @@ async fn subscribe(
     bridge: NodeAddr,
     resume: Option<(ObjectId, u32)>,
 ) -> Result<(quinn::Connection, quinn::RecvStream), Subscribe> {
+    subscribe_with(endpoint, bridge, PeerMessage::Subscribe { resume }).await
+}
+
+/// Open a feed stream to `bridge` with `request` (a Subscribe, or a stripe
+/// forest's Stripe) and read its answer.
+pub(crate) async fn subscribe_with(
+    endpoint: &NodeEndpoint,
+    bridge: NodeAddr,
+    request: PeerMessage,
+) -> Result<(quinn::Connection, quinn::RecvStream), Subscribe> {
     let failed = |e: &dyn std::fmt::Display| Subscribe::Failed(e.to_string());
     let go = async {
         let connecting =
@@ -689,7 +733,7 @@ async fn subscribe(
         let conn = connecting.await.map_err(|e| failed(&e))?;
         let (mut send, mut recv) = conn.open_bi().await.map_err(|e| failed(&e))?;
         let mut out = Vec::new();
-        peer_wire::encode(&PeerMessage::Subscribe { resume }, &mut out);
+        peer_wire::encode(&request, &mut out);
         send.write_all(&out).await.map_err(|e| failed(&e))?;
         send.finish().map_err(|e| failed(&e))?;
         // The answer is one small frame.
@@ -714,7 +758,11 @@ async fn subscribe(
 
 /// Read the feed's frames and hand their datagrams on, until the stream ends
 /// or breaks. Returns why it ended.
-async fn read_feed(bridge: NodeId, mut recv: quinn::RecvStream, events: &mpsc::Sender<FeedEvent>) -> String {
+pub(crate) async fn read_feed(
+    bridge: NodeId,
+    mut recv: quinn::RecvStream,
+    events: &mpsc::Sender<FeedEvent>,
+) -> String {
     let mut buf: Vec<u8> = Vec::new();
     loop {
         // A live bridge with nothing new is silent; a dead one is noticed by

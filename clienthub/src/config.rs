@@ -61,6 +61,11 @@ pub struct HubConfig {
     /// what /live/NAME/index.m3u8 lists and a late player can rewind to.
     /// Default 30.
     pub live_buffer_secs: u64,
+    /// Stripes of the stripe forest (3..=16), 0 for none. A `--bridge` hub
+    /// with stripes is the root of every tree; a desert hub with stripes
+    /// joins the forest at its first `--bridge-peer` instead of taking a
+    /// bridge's whole feed. Default 0.
+    pub stripes: u8,
 }
 
 impl Default for HubConfig {
@@ -88,6 +93,7 @@ impl Default for HubConfig {
             bridge_peers: Vec::new(),
             remulticast: None,
             live_buffer_secs: 30,
+            stripes: 0,
         }
     }
 }

@@ -213,10 +213,15 @@ fn start_peers(
     let (partial_tx, partial_rx) = mpsc::channel(STORE_QUEUE);
     let upload = cfg.upload_rate * 1e6 / 8.0;
     // Bridges serve subscriptions from the feed; --remulticast sends it on the LAN.
-    let feed = (cfg.bridge || cfg.remulticast.is_some())
+    let feed = (cfg.bridge || cfg.remulticast.is_some() || cfg.stripes > 0)
         .then(|| Feed::new(cfg.back_buffer_mib << 20, cfg.bridge_fanout));
-    let server =
-        Server::new(store.clone(), partial_tx, upload, status.clone(), feed.clone().filter(|_| cfg.bridge));
+    let server = Server::new(
+        store.clone(),
+        partial_tx,
+        upload,
+        status.clone(),
+        feed.clone().filter(|_| cfg.bridge || cfg.stripes > 0),
+    );
     let remulticasting = Arc::new(AtomicBool::new(false));
     let remulticast_bytes = Arc::new(AtomicU64::new(0));
     if let (Some(group), Some(feed)) = (cfg.remulticast, &feed) {
@@ -247,9 +252,38 @@ fn start_peers(
     // loop wants one.
     let (want, want_rx) = watch::channel(FeedWant::default());
     let (feed_tx, feed_rx) = mpsc::channel(64);
-    let fixed = cfg.bridge_peers.iter().filter_map(|b| b.parse::<NodeAddr>().ok()).collect();
-    tokio::spawn(crate::bridge::follow(endpoint.clone(), fixed, want_rx, feed_tx, cancel.clone()));
-    status.with_feed(|f| f.mode = if cfg.no_multicast { "searching" } else { "multicast" });
+    let fixed: Vec<NodeAddr> = cfg.bridge_peers.iter().filter_map(|b| b.parse::<NodeAddr>().ok()).collect();
+    let fetcher = Fetcher::new(endpoint.clone());
+    if cfg.stripes > 0 {
+        // The stripe forest: a bridge is its root; a desert hub joins it at
+        // its first --bridge-peer, and takes its stripes instead of a feed.
+        let me_addr = match (quic.ip().is_unspecified(), mc.interface) {
+            (true, Interface::V4(ip)) => SocketAddr::new(ip.into(), quic.port()),
+            _ => quic,
+        };
+        let peer = |a: &NodeAddr| hubcast_protocol::peer_wire::ForestPeer { node_id: a.id.0, addr: a.addr };
+        let root = if cfg.bridge { None } else { fixed.first().map(peer) };
+        let forest = crate::forest::Forest {
+            endpoint: endpoint.clone(),
+            fetcher: fetcher.clone(),
+            me: hubcast_protocol::peer_wire::ForestPeer { node_id: node.id().0, addr: me_addr },
+            root,
+            stripes: cfg.stripes,
+            events: feed_tx.clone(),
+            status: status.clone(),
+        };
+        server.set_forest(crate::forest::start(forest, cancel.clone()));
+    }
+    if cfg.stripes == 0 || cfg.bridge {
+        tokio::spawn(crate::bridge::follow(endpoint.clone(), fixed, want_rx, feed_tx, cancel.clone()));
+    }
+    status.with_feed(|f| {
+        f.mode = match (cfg.no_multicast, cfg.stripes > 0 && !cfg.bridge) {
+            (_, true) => "forest",
+            (true, false) => "searching",
+            (false, false) => "multicast",
+        }
+    });
 
     let (done_tx, done_rx) = mpsc::channel(256);
     let (lookup_tx, lookup_rx) = mpsc::channel(64);
@@ -268,7 +302,7 @@ fn start_peers(
         remulticast_bytes,
         repairer: Repairer::new(RepairConfig::default(), rand::random()),
         table: PeerTable::default(),
-        fetcher: Fetcher::new(endpoint),
+        fetcher,
         server,
         done_tx,
         done_rx,
@@ -756,12 +790,14 @@ impl Loop<'_> {
         });
         let feeding = p.feeding.is_some();
         let remulticast_bytes = p.remulticast_bytes.load(Ordering::Relaxed);
+        let forest = self.cfg.stripes > 0 && !self.cfg.bridge;
         self.status.with_feed(|f| {
             f.remulticast_bytes = remulticast_bytes;
-            f.mode = match (on, feeding) {
-                (false, _) => "multicast",
-                (true, true) => "bridge",
-                (true, false) => "searching",
+            f.mode = match (on, feeding, forest) {
+                (false, _, _) => "multicast",
+                (true, _, true) => "forest",
+                (true, true, false) => "bridge",
+                (true, false, false) => "searching",
             }
         });
     }

@@ -7,6 +7,7 @@
 pub mod bridge;
 pub mod config;
 pub mod export;
+pub mod forest;
 pub mod http;
 pub mod hub;
 pub mod live;

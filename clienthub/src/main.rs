@@ -101,6 +101,11 @@ struct RunArgs {
     /// Media seconds of each live channel kept for players. Default 30.
     #[arg(long)]
     live_buffer_secs: Option<u64>,
+    /// Stripe forest: 3-16 stripes. On a --bridge hub, it is the root; on a
+    /// desert hub, it joins the forest at its first --bridge-peer and takes
+    /// one stripe from each of its parents.
+    #[arg(long)]
+    stripes: Option<u8>,
 }
 
 impl RunArgs {
@@ -117,7 +122,7 @@ impl RunArgs {
             ($($f:ident),*) => { $( if self.$f.is_some() { c.$f = self.$f; } )* };
         }
         set_opt!(source, export, http, loss_seed, peer_listen, tracker, remulticast);
-        set!(bridge_fanout, back_buffer_mib, live_buffer_secs);
+        set!(bridge_fanout, back_buffer_mib, live_buffer_secs, stripes);
         if let Some(s) = self.desert_after {
             c.desert_after_secs = s;
         }
@@ -128,6 +133,14 @@ impl RunArgs {
             b.parse::<hubcast_keys::NodeAddr>().map_err(|e| anyhow::anyhow!("--bridge-peer {e}"))?;
         }
         anyhow::ensure!(c.bridge_fanout > 0, "--bridge-fanout must be at least 1");
+        anyhow::ensure!(
+            c.stripes == 0 || (3..=hubcast_protocol::forest::MAX_STRIPES).contains(&c.stripes),
+            "--stripes must be 0 (no forest) or 3 to 16: any stripes − 1 of them must carry a chunk, within the digest table's N_max"
+        );
+        anyhow::ensure!(
+            c.stripes == 0 || c.bridge || !c.bridge_peers.is_empty(),
+            "--stripes on a desert hub needs the forest's root: --bridge-peer NODEID@HOST:PORT of a --bridge hub with --stripes"
+        );
         anyhow::ensure!(c.desert_after_secs > 0, "--desert-after must be at least 1 s");
         anyhow::ensure!(
             c.peer_repair || (!c.no_multicast && !c.bridge && c.remulticast.is_none()),

@@ -319,8 +319,11 @@ pub struct Server {
     /// Answers refused as busy because the cap would hold them too long.
     upload_busy: std::sync::atomic::AtomicU64,
     status: StatusBoard,
-    /// The channel's feed, when this hub is a bridge (`--bridge`).
+    /// The channel's feed, when this hub is a bridge (`--bridge`) or in a
+    /// stripe forest (`--stripes`).
     feed: Option<Arc<crate::bridge::Feed>>,
+    /// The stripe forest, when this hub is in one.
+    forest: std::sync::OnceLock<Arc<crate::forest::ForestLink>>,
 }
 
 /// A peer that took more than this from us...
@@ -356,7 +359,14 @@ impl Server {
             upload_busy: Default::default(),
             status,
             feed,
+            forest: std::sync::OnceLock::new(),
         })
+    }
+
+    /// This hub is in a stripe forest: forest messages and stripe
+    /// subscriptions go there.
+    pub fn set_forest(&self, link: Arc<crate::forest::ForestLink>) {
+        let _ = self.forest.set(link);
     }
 
     /// Verified bytes `peer` served us: its credit in the send/receive score,
@@ -471,12 +481,13 @@ pub async fn serve(endpoint: Arc<NodeEndpoint>, server: Arc<Server>, cancel: Can
 async fn serve_connection(conn: quinn::Connection, peer: NodeId, server: Arc<Server>) {
     let bad = Arc::new(std::sync::atomic::AtomicU32::new(0));
     let rate = Arc::new(Mutex::new(Bucket::new(REQUESTS_PER_SEC)));
+    let from = conn.remote_address();
     while let Ok((send, recv)) = conn.accept_bi().await {
         let (conn, server, bad, rate) = (conn.clone(), server.clone(), bad.clone(), rate.clone());
         tokio::spawn(async move {
             let within_rate = rate.lock().map(|mut r| r.try_take()).unwrap_or(false);
             let mut send = send;
-            let served = serve_stream(&mut send, recv, peer, &server, within_rate).await;
+            let served = serve_stream(&mut send, recv, (peer, from), &server, within_rate).await;
             if let Err(StreamError::Malformed(_)) = &served {
                 let _ = send.reset(CLOSE_MALFORMED.into());
             }
@@ -505,7 +516,7 @@ enum StreamError {
 async fn serve_stream(
     send: &mut quinn::SendStream,
     mut recv: quinn::RecvStream,
-    peer: NodeId,
+    (peer, from): (NodeId, SocketAddr),
     server: &Server,
     within_rate: bool,
 ) -> Result<(), StreamError> {
@@ -517,9 +528,35 @@ async fn serve_stream(
         _ => return Err(StreamError::Io),
     };
     let messages = peer_wire::decode_all(&body).map_err(|e| StreamError::Malformed(e.to_string()))?;
+    if let [PeerMessage::Forest(m)] = messages.as_slice() {
+        let peer = hubcast_protocol::peer_wire::ForestPeer { node_id: peer.0, addr: from };
+        match server.forest.get() {
+            Some(forest) => forest.deliver(peer, m.clone()),
+            None => debug!(peer = %NodeId(peer.node_id), "a forest message, and this hub is in no forest"),
+        }
+        send.finish().map_err(|_| StreamError::Io)?;
+        return Ok(());
+    }
+    if let [PeerMessage::Stripe { tree, stripes, resume }] = messages.as_slice() {
+        let child_here = server.forest.get().filter(|f| f.stripes() == *stripes && f.is_child(*tree, &peer));
+        match (child_here, &server.feed) {
+            (Some(forest), Some(feed)) => {
+                let stripe = Some((*tree, *stripes));
+                crate::bridge::serve_subscription(send, feed, server, peer, *resume, stripe).await;
+                forest.child_gone(*tree, peer);
+            }
+            _ => {
+                let mut out = Vec::new();
+                crate::bridge::refuse(RefuseReason::NotHeld, &mut out);
+                send.write_all(&out).await.map_err(|_| StreamError::Io)?;
+                send.finish().map_err(|_| StreamError::Io)?;
+            }
+        }
+        return Ok(());
+    }
     if let [PeerMessage::Subscribe { resume }] = messages.as_slice() {
         match &server.feed {
-            Some(feed) => crate::bridge::serve_subscription(send, feed, server, peer, *resume).await,
+            Some(feed) => crate::bridge::serve_subscription(send, feed, server, peer, *resume, None).await,
             None => {
                 let mut out = Vec::new();
                 crate::bridge::refuse(RefuseReason::NotHeld, &mut out);
@@ -673,6 +710,11 @@ impl Fetcher {
             recv.read_to_end(limit).await.map_err(|_| Outcome::Failed)
         };
         tokio::time::timeout(FETCH_TIMEOUT, exchange).await.unwrap_or(Err(Outcome::Failed))
+    }
+
+    /// One message to `peer` that expects no answer (a forest message).
+    pub async fn tell(&self, peer: NodeId, addr: SocketAddr, message: PeerMessage) -> Result<(), Outcome> {
+        self.exchange_raw(peer, addr, [message], 0).await.map(|_| ())
     }
 
     /// Send NAKs to the origin; returns how many it refused.

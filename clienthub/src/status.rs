@@ -141,8 +141,8 @@ pub struct BridgeStatus {
 /// Where this hub's datagrams come from: the multicast, or a bridge's feed.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct FeedStatus {
-    /// `multicast`, `bridge` (subscribed), or `searching` (wants a bridge,
-    /// has none yet).
+    /// `multicast`, `bridge` (subscribed), `searching` (wants a bridge,
+    /// has none yet), or `forest` (takes stripes from its parents there).
     pub mode: &'static str,
     /// The bridge feeding this hub, NODEID@HOST:PORT.
     pub bridge: Option<String>,
@@ -157,6 +157,22 @@ pub struct FeedStatus {
     pub bridges_banned: u64,
     /// Bytes this hub sent again on its LAN with `--remulticast`.
     pub remulticast_bytes: u64,
+    /// In a stripe forest (`--stripes`): its place there.
+    pub forest: Option<ForestStatus>,
+}
+
+/// A hub's place in the stripe forest.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ForestStatus {
+    pub stripes: u8,
+    /// The tree this hub is interior in (the root: none).
+    pub proper: Option<u8>,
+    /// Per tree, the parent's node id (none: looking for one).
+    pub parents: Vec<Option<String>>,
+    /// Per tree, the children's node ids.
+    pub children: Vec<Vec<String>>,
+    /// Parents lost (each repaired by the forest).
+    pub parents_lost: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]

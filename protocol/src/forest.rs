@@ -141,6 +141,15 @@ pub enum Msg<P> {
         tree: Tree,
         why: Refusal,
     },
+    /// To the root, first: which tree is mine? (The tracker's part, where the
+    /// root plays it.)
+    Join,
+    /// The root's answer: `tree` is the joiner's proper tree; it searches a
+    /// place in every tree, starting at `contact`.
+    Welcome {
+        tree: Tree,
+        contact: P,
+    },
 }
 
 impl<P> Msg<P> {
@@ -152,7 +161,9 @@ impl<P> Msg<P> {
             | Msg::Direct { tree, .. }
             | Msg::Replace { tree, .. }
             | Msg::Update { tree, .. }
-            | Msg::Refuse { tree, .. } => *tree,
+            | Msg::Refuse { tree, .. }
+            | Msg::Welcome { tree, .. } => *tree,
+            Msg::Join => 0,
         }
     }
 }
@@ -260,6 +271,8 @@ pub struct ForestNode<P> {
     stats: ForestStats,
     /// The time of the input being handled.
     now: Option<Instant>,
+    /// At the root: proper trees handed out, per tree.
+    assigned: Vec<u32>,
 }
 
 impl<P: Copy + Eq + Ord + std::fmt::Debug> ForestNode<P> {
@@ -282,6 +295,7 @@ impl<P: Copy + Eq + Ord + std::fmt::Debug> ForestNode<P> {
             out: VecDeque::new(),
             stats: ForestStats::default(),
             now: None,
+            assigned: vec![0; cfg.stripes as usize],
         }
     }
 
@@ -503,6 +517,20 @@ impl<P: Copy + Eq + Ord + std::fmt::Debug> ForestNode<P> {
                 }
                 (v.grandparent, v.heir) = (grandparent, heir);
             }
+            Msg::Join if self.is_root => {
+                // The tree with the fewest hubs given it so far; a child of
+                // the root (any tree) to start the searches at.
+                let tree =
+                    (0..self.cfg.stripes).min_by_key(|t| (self.assigned[*t as usize], *t)).unwrap_or(0);
+                self.assigned[tree as usize] += 1;
+                let kids: Vec<P> = self.trees.iter().flat_map(|v| v.children.iter().map(|c| c.id)).collect();
+                let pick = self.assigned.iter().sum::<u32>() as usize;
+                let contact = kids.get(pick % kids.len().max(1)).copied().unwrap_or(self.me);
+                self.send(from, Msg::Welcome { tree, contact });
+            }
+            Msg::Join => self.refuse(from, t, Refusal::NotYourParent),
+            // A welcome is for the hub's owner, before its node exists.
+            Msg::Welcome { .. } => {}
             Msg::Refuse { why, .. } => {
                 self.stats.refused += 1;
                 let v = &mut self.trees[t as usize];

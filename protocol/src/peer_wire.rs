@@ -52,7 +52,14 @@
 //!                 7 UpdateDown  grandparent (optional), heir (optional)
 //!                 8 Refuse      reason (u8: 1 bad tree, 2 not a child, 3 not your
 //!                               parent, 4 full, 5 loop)
+//!                 9 Join        (tree 0, no more): to the root, for a proper tree
+//!                 10 Welcome    contact (peer): the root's answer; tree is the proper tree
 //!                 Unknown kinds and flag bits are refused (out of range).
+//! 16 Stripe       tree (u8), stripes (u8, 2..=forest::MAX_STRIPES, tree < stripes),
+//!                 resume as in Subscribe: to a parent in the stripe forest, which
+//!                 answers Subscribed and then, per chunk, the ticket, the table
+//!                 pages and the chunk's stripe `tree` (ESIs ≡ tree mod stripes),
+//!                 or Refuse (not held: not its child in that tree)
 //! ```
 //!
 //! Decoding is streaming ([`decode_frame`] says how many bytes it needs), checks
@@ -238,13 +245,42 @@ pub enum PeerMessage {
     },
     Subscribed,
     Forest(forest::Msg<ForestPeer>),
+    Stripe {
+        tree: u8,
+        stripes: u8,
+        resume: Option<(ObjectId, u32)>,
+    },
 }
 
-/// A hub in the stripe forest: who it is and where it listens.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// A hub in the stripe forest: who it is and where it listens. Compared by
+/// node id alone (the identity its QUIC handshake proves); the address is
+/// where to reach it.
+#[derive(Clone, Copy, Debug)]
 pub struct ForestPeer {
     pub node_id: [u8; 32],
     pub addr: std::net::SocketAddr,
+}
+
+impl PartialEq for ForestPeer {
+    fn eq(&self, o: &Self) -> bool {
+        self.node_id == o.node_id
+    }
+}
+impl Eq for ForestPeer {}
+impl PartialOrd for ForestPeer {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for ForestPeer {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        self.node_id.cmp(&o.node_id)
+    }
+}
+impl std::hash::Hash for ForestPeer {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.node_id.hash(h);
+    }
 }
 
 /// A hub in a tracker's answer.
@@ -372,23 +408,34 @@ pub fn encode(m: &PeerMessage, out: &mut Vec<u8>) {
         }
         PeerMessage::Subscribe { resume } => {
             out.push(13);
-            match resume {
-                None => out.push(0),
-                Some((object_id, chunk)) => {
-                    out.push(1);
-                    out.extend_from_slice(&object_id.0);
-                    out.extend_from_slice(&chunk.to_be_bytes());
-                }
-            }
+            put_resume(resume, out);
         }
         PeerMessage::Subscribed => out.push(14),
         PeerMessage::Forest(m) => {
             out.push(15);
             encode_forest(m, out);
         }
+        PeerMessage::Stripe { tree, stripes, resume } => {
+            out.push(16);
+            out.push(*tree);
+            out.push(*stripes);
+            put_resume(resume, out);
+        }
     }
     let len = (out.len() - start - 4) as u32;
     out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+}
+
+/// A feed's start: flag 0, or flag 1 with the object and chunk.
+fn put_resume(resume: &Option<(ObjectId, u32)>, out: &mut Vec<u8>) {
+    match resume {
+        None => out.push(0),
+        Some((object_id, chunk)) => {
+            out.push(1);
+            out.extend_from_slice(&object_id.0);
+            out.extend_from_slice(&chunk.to_be_bytes());
+        }
+    }
 }
 
 fn put_peer(p: &ForestPeer, out: &mut Vec<u8>) {
@@ -427,6 +474,8 @@ fn encode_forest(m: &forest::Msg<ForestPeer>, out: &mut Vec<u8>) {
         Msg::Update { info: UpdateInfo::Up { .. }, .. } => (6, m.tree()),
         Msg::Update { info: UpdateInfo::Down { .. }, .. } => (7, m.tree()),
         Msg::Refuse { .. } => (8, m.tree()),
+        Msg::Join => (9, 0),
+        Msg::Welcome { .. } => (10, m.tree()),
     };
     out.push(kind);
     out.push(tree);
@@ -469,6 +518,8 @@ fn encode_forest(m: &forest::Msg<ForestPeer>, out: &mut Vec<u8>) {
             forest::Refusal::Full => 4,
             forest::Refusal::Loop => 5,
         }),
+        Msg::Join => {}
+        Msg::Welcome { contact, .. } => put_peer(contact, out),
     }
 }
 
@@ -515,6 +566,8 @@ fn decode_forest(r: &mut Reader<'_>) -> Result<forest::Msg<ForestPeer>, PeerWire
             };
             Msg::Refuse { tree, why }
         }
+        9 if tree == 0 => Msg::Join,
+        10 => Msg::Welcome { tree, contact: r.peer()? },
         _ => return Err(PeerWireError::OutOfRange),
     })
 }
@@ -552,6 +605,13 @@ impl<'a> Reader<'a> {
             _ => return Err(PeerWireError::OutOfRange),
         };
         Ok(ForestPeer { node_id, addr: std::net::SocketAddr::new(ip, self.u16()?) })
+    }
+    fn resume(&mut self) -> Result<Option<(ObjectId, u32)>, PeerWireError> {
+        match self.array::<1>()?[0] {
+            0 => Ok(None),
+            1 => Ok(Some((self.object()?, self.u32()?))),
+            _ => Err(PeerWireError::OutOfRange),
+        }
     }
     fn opt_peer(&mut self) -> Result<Option<ForestPeer>, PeerWireError> {
         match self.array::<1>()?[0] {
@@ -779,13 +839,16 @@ fn decode_body(frame: &[u8]) -> Result<PeerMessage, PeerWireError> {
             }
             PeerMessage::BridgesRequest { limit }
         }
-        13 => match r.array::<1>()?[0] {
-            0 => PeerMessage::Subscribe { resume: None },
-            1 => PeerMessage::Subscribe { resume: Some((r.object()?, r.u32()?)) },
-            _ => return Err(PeerWireError::OutOfRange),
-        },
+        13 => PeerMessage::Subscribe { resume: r.resume()? },
         14 => PeerMessage::Subscribed,
         15 => PeerMessage::Forest(decode_forest(&mut r)?),
+        16 => {
+            let [tree, stripes] = r.array::<2>()?;
+            if !(2..=forest::MAX_STRIPES).contains(&stripes) || tree >= stripes {
+                return Err(PeerWireError::OutOfRange);
+            }
+            PeerMessage::Stripe { tree, stripes, resume: r.resume()? }
+        }
         _ => return Err(PeerWireError::UnknownType),
     };
     r.end()?;
@@ -885,7 +948,14 @@ mod tests {
             Msg::Update { tree: 1, info: UpdateInfo::Down { grandparent: Some(a), heir: None } },
             Msg::Refuse { tree: 2, why: Refusal::NotAChild },
             Msg::Refuse { tree: 2, why: Refusal::Loop },
+            Msg::Join,
+            Msg::Welcome { tree: 1, contact: b },
         ];
+        round_trip(PeerMessage::Stripe { tree: 2, stripes: 3, resume: None });
+        round_trip(PeerMessage::Stripe { tree: 0, stripes: 4, resume: Some((ObjectId([7; 32]), 9)) });
+        let mut s = Vec::new();
+        encode(&PeerMessage::Stripe { tree: 3, stripes: 3, resume: None }, &mut s);
+        assert_eq!(decode_frame(&s), Err(PeerWireError::OutOfRange), "a stripe beyond the count");
         for m in all {
             round_trip(PeerMessage::Forest(m));
         }

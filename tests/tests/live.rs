@@ -71,6 +71,56 @@ fn live_status(http: SocketAddr) -> Option<Value> {
     status(http)?["live"].as_array()?.first().cloned()
 }
 
+/// `broadcaster live` playing `input` as channel "news" on `group`.
+fn start_live(t: &Path, keys: &Path, group: SocketAddr, input: &Path) -> Daemon {
+    let args = [
+        "live",
+        "--keys",
+        &keys.display().to_string(),
+        "--group",
+        &group.to_string(),
+        "--input",
+        &input.display().to_string(),
+        "--name",
+        "news",
+        "--segment",
+        "1s",
+        "--rate",
+        "50mbit",
+        "--tracker",
+        &free_udp_port().to_string(),
+    ];
+    Daemon::spawn("broadcaster", &bin("broadcaster"), &args.map(String::from), t)
+}
+
+/// Wait for the broadcaster to end with its input; the segments it sent.
+fn segments_sent(live: &mut Daemon) -> usize {
+    let exit = live.wait_exit(DEADLINE).expect("the broadcaster ends with its input");
+    assert!(exit.success(), "{}", live.log_text());
+    let sent = live.log_text();
+    sent.lines()
+        .find_map(|l| l.strip_prefix("sent ")?.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("the broadcaster reports what it sent: {sent}"))
+}
+
+/// The hub lists every segment, with no gap; fetched with curl in playlist
+/// order they are the source byte for byte; none was missed. Its live status.
+fn plays_every_segment(http: SocketAddr, segments: usize, source: &[u8]) -> Value {
+    let (seqs, gap) = wait_for("every segment in the playlist", DEADLINE, || {
+        playlist(http).filter(|(s, _)| s.len() >= segments)
+    });
+    assert!(!gap, "hub {http} marks a gap");
+    let mut played = Vec::new();
+    for seq in &seqs {
+        played
+            .extend(curl(&format!("http://{http}/live/news/{seq}.ts")).expect("a listed segment is served"));
+    }
+    assert!(played == source, "hub {http}: {} bytes served for a {}-byte stream", played.len(), source.len());
+    let s = live_status(http).unwrap();
+    assert_eq!(s["missed"], 0, "hub {http}: {s}");
+    s
+}
+
 #[test]
 fn island_and_desert_hubs_play_the_live_channel_and_serve_it_byte_for_byte() {
     let tmp = tempfile::tempdir().unwrap();
@@ -103,29 +153,7 @@ fn island_and_desert_hubs_play_the_live_channel_and_serve_it_byte_for_byte() {
         wait_for("every hub up", DEADLINE, || status(http));
     }
 
-    let mut live = Daemon::spawn(
-        "broadcaster",
-        &bin("broadcaster"),
-        &[
-            "live",
-            "--keys",
-            &keys.display().to_string(),
-            "--group",
-            &island.to_string(),
-            "--input",
-            &input.display().to_string(),
-            "--name",
-            "news",
-            "--segment",
-            "1s",
-            "--rate",
-            "50mbit",
-            "--tracker",
-            &free_udp_port().to_string(),
-        ]
-        .map(String::from),
-        t,
-    );
+    let mut live = start_live(t, &keys, island, &input);
 
     // While it plays: ffprobe finds the stream on every hub, and a later
     // look starts later in the stream (the playlist moves on).
@@ -146,34 +174,11 @@ fn island_and_desert_hubs_play_the_live_channel_and_serve_it_byte_for_byte() {
         assert!(later > first, "hub {http}: the stream started at {first} s, then at {later} s");
     }
 
-    let exit = live.wait_exit(DEADLINE).expect("the broadcaster ends with its input");
-    assert!(exit.success(), "{}", live.log_text());
-    let sent = live.log_text();
-    let segments: usize = sent
-        .lines()
-        .find_map(|l| l.strip_prefix("sent ")?.split_whitespace().next()?.parse().ok())
-        .unwrap_or_else(|| panic!("the broadcaster reports what it sent: {sent}"));
+    let segments = segments_sent(&mut live);
     assert!(segments >= STREAM_SECS as usize - 1, "{segments} segments for {STREAM_SECS} s");
 
     for http in hubs {
-        let (seqs, gap) = wait_for("every segment in the playlist", DEADLINE, || {
-            playlist(http).filter(|(s, _)| s.len() >= segments)
-        });
-        assert!(!gap, "hub {http} marks a gap");
-        let mut played = Vec::new();
-        for seq in &seqs {
-            played.extend(
-                curl(&format!("http://{http}/live/news/{seq}.ts")).expect("a listed segment is served"),
-            );
-        }
-        assert!(
-            played == source,
-            "hub {http}: {} bytes served for a {}-byte stream",
-            played.len(),
-            source.len()
-        );
-        let s = live_status(http).unwrap();
-        assert_eq!(s["missed"], 0, "hub {http}: {s}");
+        let s = plays_every_segment(http, segments, &source);
         assert_eq!(u(&s["on_time"]) + u(&s["late"]), segments as u64, "hub {http}: {s}");
         eprintln!("hub {http}: {s}");
     }
@@ -182,4 +187,94 @@ fn island_and_desert_hubs_play_the_live_channel_and_serve_it_byte_for_byte() {
     let desert = status(desert_http).unwrap();
     assert_eq!(desert["bytes"]["multicast"], 0);
     assert!(u(&desert["bytes"]["bridge"]) > 0, "{desert}");
+}
+
+/// A hub's place in the stripe forest, from its status: proper tree, parents.
+fn forest(http: SocketAddr) -> Option<(Option<u64>, Vec<Option<String>>)> {
+    let f = status(http)?["feed"]["forest"].clone();
+    let parents = f["parents"].as_array()?.iter().map(|p| p.as_str().map(String::from)).collect();
+    Some((f["proper"].as_u64(), parents))
+}
+
+/// The stripe forest end to end: a bridge is the root of three stripe trees,
+/// and four desert hubs join it. Each takes one stripe from each of its
+/// parents, so some take stripes from several hubs. While the channel plays,
+/// a desert hub that is another's parent is killed. The orphan decodes from its
+/// other two stripes while its tree is repaired. Every hub still alive plays
+/// every segment, byte for byte, and none was missed.
+#[test]
+fn desert_hubs_in_a_stripe_forest_survive_a_parent_failure_without_a_missed_segment() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let input = t.join("in.ts");
+    make_stream(&input, 20);
+    let source = std::fs::read(&input).unwrap();
+    let keys = t.join("keys");
+    let fingerprint = keygen(&keys);
+    let island = unique_group();
+
+    let (root_http, root_quic) = (free_port(), free_udp_port());
+    let mut args = hub_args(&fingerprint, island, &t.join("root"), &t.join("root-out"), root_http);
+    args.extend(["--bridge", "--stripes", "3", "--peer-listen", &root_quic.to_string()].map(String::from));
+    let _root = Daemon::spawn("hub-root", &bin("clienthub"), &args, t);
+    let root_id =
+        wait_for("the root up", DEADLINE, || status(root_http))["node_id"].as_str().unwrap().to_owned();
+
+    let mut deserts = Vec::new();
+    for i in 0..4 {
+        let (http, quic) = (free_port(), free_udp_port());
+        let name = format!("desert-{i}");
+        let mut args =
+            hub_args(&fingerprint, unique_group(), &t.join(&name), &t.join(format!("{name}-out")), http);
+        args.extend(
+            ["--no-multicast", "--stripes", "3", "--peer-listen", &quic.to_string(), "--bridge-peer"]
+                .map(String::from),
+        );
+        args.push(format!("{root_id}@{root_quic}"));
+        let daemon = Daemon::spawn(&name, &bin("clienthub"), &args, t);
+        let id =
+            wait_for("a desert hub up", DEADLINE, || status(http))["node_id"].as_str().unwrap().to_owned();
+        // One at a time: each has all three parents before the next joins.
+        wait_for("a desert hub placed in every tree", DEADLINE, || {
+            forest(http).filter(|(proper, parents)| proper.is_some() && parents.iter().all(Option::is_some))
+        });
+        deserts.push((Some(daemon), http, id));
+    }
+
+    let mut live = start_live(t, &keys, island, &input);
+
+    // A desert hub with a desert hub among its parents: its parents differ.
+    let ids: Vec<String> = deserts.iter().map(|(_, _, id)| id.clone()).collect();
+    let (orphan, victim) = wait_for("a desert hub fed by another", DEADLINE, || {
+        deserts.iter().enumerate().find_map(|(i, (_, http, _))| {
+            let (_, parents) = forest(*http)?;
+            let distinct: std::collections::HashSet<&String> = parents.iter().flatten().collect();
+            let victim = parents.iter().flatten().find_map(|p| ids.iter().position(|id| id == p))?;
+            (distinct.len() >= 2).then_some((i, victim))
+        })
+    });
+    let orphan_http = deserts[orphan].1;
+    wait_for("a few segments at the orphan-to-be", DEADLINE, || {
+        live_status(orphan_http).filter(|s| u(&s["segments_ready"]) >= 3)
+    });
+    let (codecs, _) = wait_for("ffprobe to read a forest hub's playlist", DEADLINE, || {
+        probe(orphan_http).filter(|(c, _)| c.len() == 2)
+    });
+    assert_eq!(codecs, ["aac", "h264"]);
+    deserts[victim].0.take().expect("alive").kill();
+    eprintln!("killed desert-{victim}, a parent of desert-{orphan}");
+
+    let segments = segments_sent(&mut live);
+
+    for (i, (daemon, http, _)) in deserts.iter().enumerate() {
+        if daemon.is_none() {
+            continue;
+        }
+        let s = plays_every_segment(*http, segments, &source);
+        let st = status(*http).unwrap();
+        assert_eq!(st["bytes"]["multicast"], 0);
+        eprintln!("desert-{i}: {s} forest {}", st["feed"]["forest"]);
+    }
+    let orphaned = status(orphan_http).unwrap();
+    assert!(u(&orphaned["feed"]["forest"]["parents_lost"]) >= 1, "{}", orphaned["feed"]["forest"]);
 }

@@ -1,0 +1,274 @@
+//! The stripe forest at a hub (`--stripes F`): the forest protocol
+//! ([`hubcast_protocol::forest`]) over QUIC, and the stripes it carries.
+//!
+//! A bridge with `--stripes` is the root of every tree. A desert hub with
+//! `--stripes` asks the root (its first `--bridge-peer`) for its proper tree
+//! (`Join`, `Welcome`), then searches a place in each tree. For each tree
+//! where it has a parent it subscribes to that stripe there (peer message
+//! `Stripe`). The datagrams go to the hub's loop as a bridge's feed does, and
+//! are checked the same way against the broadcaster's signature. A stripe
+//! that ends tells the forest its parent is gone. The hub serves its own
+//! children's stripe subscriptions out of its feed (peers.rs): the chunks it
+//! has verified and stored, so it can serve its stripe even while its own
+//! parent in that tree is being replaced.
+
+use crate::bridge::{read_feed, subscribe_with, FeedEvent, Subscribe};
+use crate::peers::Fetcher;
+use crate::status::{ForestStatus, StatusBoard};
+use hubcast_keys::{NodeAddr, NodeId};
+use hubcast_protocol::forest::{ForestConfig, ForestNode, Msg, Tree};
+use hubcast_protocol::peer_wire::{ForestPeer, PeerMessage};
+use hubcast_transport::quic::NodeEndpoint;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// Forest inputs waiting for the forest task; more are dropped (a peer
+/// flooding forest messages costs itself only).
+const INBOUND_QUEUE: usize = 1024;
+/// How often the forest's timers run.
+const TICK: Duration = Duration::from_millis(500);
+/// How long a joiner waits for the root's welcome before asking again.
+const WELCOME_WAIT: Duration = Duration::from_secs(2);
+/// Refusals of a stripe subscription before the parent counts as gone (the
+/// parent may not have taken in the place it gave yet).
+const STRIPE_REFUSALS: u32 = 3;
+
+/// What the forest task is told.
+enum Inbound {
+    Msg(ForestPeer, Msg<ForestPeer>),
+    ChildGone(Tree, NodeId),
+    StripeEnded(Tree, ForestPeer, String),
+}
+
+/// What the serving side shares with the forest task.
+pub struct ForestLink {
+    stripes: u8,
+    inbound: mpsc::Sender<Inbound>,
+    /// (tree, child): who may subscribe to which stripe here.
+    children: Mutex<HashSet<(Tree, [u8; 32])>>,
+}
+
+impl ForestLink {
+    pub fn stripes(&self) -> u8 {
+        self.stripes
+    }
+
+    /// A forest message from `from` (the identity its QUIC handshake proved).
+    pub fn deliver(&self, from: ForestPeer, msg: Msg<ForestPeer>) {
+        if self.inbound.try_send(Inbound::Msg(from, msg)).is_err() {
+            debug!(peer = %NodeId(from.node_id), "forest message dropped: the forest task is behind");
+        }
+    }
+
+    pub fn is_child(&self, tree: Tree, peer: &NodeId) -> bool {
+        self.children.lock().is_ok_and(|c| c.contains(&(tree, peer.0)))
+    }
+
+    /// A child's stripe subscription ended: it is gone (or left).
+    pub fn child_gone(&self, tree: Tree, peer: NodeId) {
+        let _ = self.inbound.try_send(Inbound::ChildGone(tree, peer));
+    }
+}
+
+/// The forest's side of the hub.
+pub struct Forest {
+    pub endpoint: Arc<NodeEndpoint>,
+    pub fetcher: Arc<Fetcher>,
+    pub me: ForestPeer,
+    /// The root to join; `None`: this hub is the root.
+    pub root: Option<ForestPeer>,
+    pub stripes: u8,
+    /// Where stripe datagrams go: the hub loop's feed events.
+    pub events: mpsc::Sender<FeedEvent>,
+    pub status: StatusBoard,
+}
+
+/// Start the forest task; the link goes to the server.
+pub fn start(forest: Forest, cancel: CancellationToken) -> Arc<ForestLink> {
+    let (tx, rx) = mpsc::channel(INBOUND_QUEUE);
+    let link =
+        Arc::new(ForestLink { stripes: forest.stripes, inbound: tx.clone(), children: Mutex::default() });
+    tokio::spawn(run(forest, link.clone(), tx, rx, cancel));
+    link
+}
+
+async fn run(
+    f: Forest,
+    link: Arc<ForestLink>,
+    tx: mpsc::Sender<Inbound>,
+    mut rx: mpsc::Receiver<Inbound>,
+    cancel: CancellationToken,
+) {
+    let cfg = ForestConfig::new(f.stripes);
+    let mut node = match f.root {
+        None => {
+            info!(stripes = f.stripes, "stripe forest: this hub is the root of every tree");
+            ForestNode::new_root(f.me, cfg)
+        }
+        Some(root) => {
+            let Some((tree, contact)) = welcome(&f, root, &mut rx, &cancel).await else { return };
+            info!(stripes = f.stripes, proper = tree, %contact.addr, "stripe forest: joining, interior in tree {tree}");
+            let mut n = ForestNode::new(f.me, root, tree, cfg);
+            n.join(Instant::now(), contact);
+            n
+        }
+    };
+    let mut stripes: Vec<Option<(ForestPeer, JoinHandle<()>)>> = (0..f.stripes).map(|_| None).collect();
+    let mut tick = tokio::time::interval(TICK);
+    let mut parents_lost = 0;
+    loop {
+        step(&f, &link, &tx, &mut node, &mut stripes);
+        publish(&f, &node, parents_lost);
+        let now = Instant::now();
+        tokio::select! {
+            ev = rx.recv() => match ev {
+                Some(Inbound::Msg(from, m)) => node.handle_message(now, from, m),
+                Some(Inbound::ChildGone(tree, id)) => {
+                    let gone = ForestPeer { node_id: id.0, addr: f.me.addr };
+                    node.handle_child_lost(now, tree, gone);
+                }
+                Some(Inbound::StripeEnded(tree, parent, why)) => {
+                    if node.parent(tree) == Some(parent) {
+                        info!(tree, parent = %NodeId(parent.node_id), %why, "stripe forest: a parent is gone; repairing");
+                        stripes[tree as usize] = None;
+                        parents_lost += 1;
+                        node.handle_parent_lost(now, tree, parent);
+                    }
+                }
+                None => break,
+            },
+            _ = tick.tick() => node.handle_timeout(now),
+            _ = cancel.cancelled() => break,
+        }
+    }
+    for (_, task) in stripes.into_iter().flatten() {
+        task.abort();
+    }
+}
+
+/// Ask the root for a proper tree until it answers.
+async fn welcome(
+    f: &Forest,
+    root: ForestPeer,
+    rx: &mut mpsc::Receiver<Inbound>,
+    cancel: &CancellationToken,
+) -> Option<(Tree, ForestPeer)> {
+    loop {
+        tell(f, root, Msg::Join);
+        let deadline = tokio::time::sleep(WELCOME_WAIT);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                ev = rx.recv() => match ev? {
+                    Inbound::Msg(from, Msg::Welcome { tree, contact }) if from == root && tree < f.stripes => {
+                        return Some((tree, contact));
+                    }
+                    _ => {}
+                },
+                _ = &mut deadline => break,
+                _ = cancel.cancelled() => return None,
+            }
+        }
+        debug!(root = %root.addr, "stripe forest: no welcome from the root yet; asking again");
+    }
+}
+
+/// After each input: send what the node queued, publish its children, and
+/// keep one stripe subscription per tree, to its parent there.
+fn step(
+    f: &Forest,
+    link: &ForestLink,
+    tx: &mpsc::Sender<Inbound>,
+    node: &mut ForestNode<ForestPeer>,
+    stripes: &mut [Option<(ForestPeer, JoinHandle<()>)>],
+) {
+    // Children first: one placed here subscribes as soon as it hears of it.
+    if let Ok(mut c) = link.children.lock() {
+        c.clear();
+        for t in 0..f.stripes {
+            c.extend(node.children(t).iter().map(|k| (t, k.id.node_id)));
+        }
+    }
+    while let Some((to, m)) = node.poll_transmit() {
+        tell(f, to, m);
+    }
+    for t in 0..f.stripes {
+        let want = node.parent(t);
+        let have = stripes[t as usize].as_ref().map(|(p, _)| *p);
+        if want == have {
+            continue;
+        }
+        if let Some((_, task)) = stripes[t as usize].take() {
+            task.abort();
+        }
+        if let Some(parent) = want {
+            let task = tokio::spawn(follow_stripe(
+                f.endpoint.clone(),
+                parent,
+                t,
+                f.stripes,
+                f.events.clone(),
+                tx.clone(),
+            ));
+            stripes[t as usize] = Some((parent, task));
+        }
+    }
+}
+
+fn publish(f: &Forest, node: &ForestNode<ForestPeer>, parents_lost: u64) {
+    let id = |p: &ForestPeer| NodeId(p.node_id).to_string();
+    let s = ForestStatus {
+        stripes: f.stripes,
+        proper: f.root.map(|_| node.proper()),
+        parents: (0..f.stripes).map(|t| node.parent(t).as_ref().map(id)).collect(),
+        children: (0..f.stripes).map(|t| node.children(t).iter().map(|c| id(&c.id)).collect()).collect(),
+        parents_lost,
+    };
+    f.status.with_feed(|feed| feed.forest = Some(s));
+}
+
+fn tell(f: &Forest, to: ForestPeer, m: Msg<ForestPeer>) {
+    let fetcher = f.fetcher.clone();
+    tokio::spawn(async move {
+        if fetcher.tell(NodeId(to.node_id), to.addr, PeerMessage::Forest(m)).await.is_err() {
+            debug!(to = %to.addr, "stripe forest: a message was not delivered");
+        }
+    });
+}
+
+/// Take stripe `tree` from `parent` until it ends; then say so.
+async fn follow_stripe(
+    endpoint: Arc<NodeEndpoint>,
+    parent: ForestPeer,
+    tree: Tree,
+    stripes: u8,
+    events: mpsc::Sender<FeedEvent>,
+    inbound: mpsc::Sender<Inbound>,
+) {
+    let at = NodeAddr { id: NodeId(parent.node_id), addr: parent.addr };
+    let mut refusals = 0;
+    let why = loop {
+        let request = PeerMessage::Stripe { tree, stripes, resume: None };
+        match subscribe_with(&endpoint, at, request).await {
+            Ok((_conn, recv)) => {
+                debug!(tree, parent = %at, "stripe forest: taking a stripe");
+                break read_feed(at.id, recv, &events).await;
+            }
+            Err(Subscribe::Refused(r)) if refusals + 1 < STRIPE_REFUSALS => {
+                refusals += 1;
+                debug!(tree, parent = %at, ?r, "stripe forest: subscription refused; again");
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            Err(Subscribe::Refused(r)) => break format!("the parent refused the stripe ({r:?})"),
+            Err(Subscribe::Failed(e)) => break e,
+        }
+    };
+    if inbound.send(Inbound::StripeEnded(tree, parent, why)).await.is_err() {
+        warn!("stripe forest: the forest task is gone");
+    }
+}
