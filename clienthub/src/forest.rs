@@ -18,11 +18,12 @@ use crate::status::{ForestStatus, StatusBoard};
 use hubcast_keys::{NodeAddr, NodeId};
 use hubcast_protocol::forest::{ForestConfig, ForestNode, Msg, Tree};
 use hubcast_protocol::peer_wire::{ForestPeer, PeerMessage};
+use hubcast_protocol::ObjectId;
 use hubcast_transport::quic::NodeEndpoint;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -86,6 +87,10 @@ pub struct Forest {
     /// Where stripe datagrams go: the hub loop's feed events.
     pub events: mpsc::Sender<FeedEvent>,
     pub status: StatusBoard,
+    /// The chunk the hub reached last: where a new stripe starts (the
+    /// parent's back buffer permitting), so a hub that changes parent goes
+    /// on where it was, with no gap and no repeat.
+    pub position: watch::Receiver<Option<(ObjectId, u32)>>,
 }
 
 /// Start the forest task; the link goes to the server.
@@ -207,9 +212,10 @@ fn step(
             task.abort();
         }
         if let Some(parent) = want {
+            let resume = *f.position.borrow();
             let task = tokio::spawn(follow_stripe(
                 f.endpoint.clone(),
-                parent,
+                (parent, resume),
                 t,
                 f.stripes,
                 f.events.clone(),
@@ -244,7 +250,7 @@ fn tell(f: &Forest, to: ForestPeer, m: Msg<ForestPeer>) {
 /// Take stripe `tree` from `parent` until it ends; then say so.
 async fn follow_stripe(
     endpoint: Arc<NodeEndpoint>,
-    parent: ForestPeer,
+    (parent, resume): (ForestPeer, Option<(ObjectId, u32)>),
     tree: Tree,
     stripes: u8,
     events: mpsc::Sender<FeedEvent>,
@@ -253,7 +259,7 @@ async fn follow_stripe(
     let at = NodeAddr { id: NodeId(parent.node_id), addr: parent.addr };
     let mut refusals = 0;
     let why = loop {
-        let request = PeerMessage::Stripe { tree, stripes, resume: None };
+        let request = PeerMessage::Stripe { tree, stripes, resume };
         match subscribe_with(&endpoint, at, request).await {
             Ok((_conn, recv)) => {
                 debug!(tree, parent = %at, "stripe forest: taking a stripe");

@@ -254,6 +254,7 @@ fn start_peers(
     let (feed_tx, feed_rx) = mpsc::channel(64);
     let fixed: Vec<NodeAddr> = cfg.bridge_peers.iter().filter_map(|b| b.parse::<NodeAddr>().ok()).collect();
     let fetcher = Fetcher::new(endpoint.clone());
+    let (position, position_rx) = watch::channel(None);
     if cfg.stripes > 0 {
         // The stripe forest: a bridge is its root; a desert hub joins it at
         // its first --bridge-peer, and takes its stripes instead of a feed.
@@ -271,6 +272,7 @@ fn start_peers(
             stripes: cfg.stripes,
             events: feed_tx.clone(),
             status: status.clone(),
+            position: position_rx,
         };
         server.set_forest(crate::forest::start(forest, cancel.clone()));
     }
@@ -300,6 +302,7 @@ fn start_peers(
         naks_withheld: 0,
         remulticasting,
         remulticast_bytes,
+        position,
         repairer: Repairer::new(RepairConfig::default(), rand::random()),
         table: PeerTable::default(),
         fetcher,
@@ -403,6 +406,9 @@ struct PeerSide {
     /// bridge), and the bytes it sent.
     remulticasting: Arc<AtomicBool>,
     remulticast_bytes: Arc<AtomicU64>,
+    /// The chunk the channel last brought, for the forest's stripe
+    /// subscriptions to resume from.
+    position: watch::Sender<Option<(ObjectId, u32)>>,
 }
 
 /// Announcements and the origin's repair datagrams both fit.
@@ -687,14 +693,29 @@ impl Loop<'_> {
             FeedEvent::Datagrams(bridge, datagrams) => {
                 let before = (self.receiver.stats().symbol_bytes_accepted, self.receiver.drops().clone());
                 let unix = unix_now();
+                let mut touched = Vec::new();
                 for d in &datagrams {
                     self.receiver.handle_datagram(unix, d);
+                    let key = wire::decode_header(d).ok().and_then(|h| wire::peek_chunk(d, h.kind));
+                    if key.is_some() && touched.last() != Some(&key) {
+                        touched.push(key);
+                    }
+                }
+                // A feed (or a stripe) brings a chunk's symbols together: a
+                // chunk holding K of them decodes now, not when the next
+                // chunk or the idle tick comes (a live segment's last chunk
+                // would wait for the next segment).
+                for (object_id, index) in touched.into_iter().flatten() {
+                    self.receiver.settle_chunk(object_id, index);
                 }
                 let last = datagrams
                     .iter()
                     .rev()
                     .find_map(|d| wire::decode_header(d).ok().and_then(|h| wire::peek_chunk(d, h.kind)));
                 self.position = last.or(self.position);
+                if let Some(p) = self.peers.as_ref() {
+                    p.position.send_replace(self.position);
+                }
                 if !self.drain_events().await {
                     return false;
                 }
@@ -1016,6 +1037,9 @@ async fn receive_loop(
                     }
                 }
                 lp.position = last.or(lp.position);
+                if let Some(p) = lp.peers.as_ref() {
+                    p.position.send_replace(lp.position);
+                }
                 if origin {
                     lp.last_origin_multicast = Some(Instant::now());
                 }
