@@ -88,8 +88,10 @@ pub enum Refusal {
 pub enum UpdateInfo<P> {
     /// To a parent: this subtree's interior count, free slots (below each
     /// node's fanout) and spare slots (the slack beyond it). With
-    /// `attached: false`, the sender has left for another parent.
-    Up { interior: u32, free: u32, spare: u32, attached: bool },
+    /// `attached: false`, the sender has left for another parent. `epoch`
+    /// counts the sender's placements in this tree: a notice older than
+    /// the last one heard from it is stale (notices may cross on the way).
+    Up { interior: u32, free: u32, spare: u32, attached: bool, epoch: u32 },
     /// To a child: its grandparent, and its heir (the sibling that takes
     /// the parent's place if the parent fails).
     Down { grandparent: Option<P>, heir: Option<P> },
@@ -182,12 +184,16 @@ pub struct ForestConfig {
     pub slack: u8,
     /// Children of the root in each tree.
     pub root_fanout: u8,
+    /// Move spare children down to free slots below. Fewer hubs more than a
+    /// stripe apart, for more messages and stalls under churn; off by
+    /// default (docs/DECISIONS.md, measured with `hubcast-sim --push-down`).
+    pub push_down: bool,
 }
 
 impl ForestConfig {
     pub fn new(stripes: u8) -> ForestConfig {
         let stripes = stripes.clamp(2, MAX_STRIPES);
-        ForestConfig { stripes, fanout: stripes, slack: 1, root_fanout: stripes }
+        ForestConfig { stripes, fanout: stripes, slack: 1, root_fanout: stripes, push_down: false }
     }
 
     /// Most children of an interior hub.
@@ -208,6 +214,8 @@ pub struct Child<P> {
     /// that never confirms (it failed, or took another place) is dropped
     /// after ORPHAN_RETRY.
     unconfirmed_since: Option<Instant>,
+    /// The child's placement epoch in its last update.
+    epoch: u32,
 }
 
 /// One node's view of one tree.
@@ -230,6 +238,14 @@ struct TreeView<P> {
     /// The parent that said this node was not its child: told again when
     /// this node settles elsewhere, in case the refusal crossed a placement.
     refused_by: Option<P>,
+    /// A spare child being moved down to a free slot, and since when: it
+    /// stays a child here until it has settled there (and says so).
+    moving: Option<(P, Instant)>,
+    /// This node's placements in this tree, counted.
+    epoch: u32,
+    /// Children that left lately, with the epoch of their leave: one that
+    /// comes back with a later epoch (its notices crossed) is a child again.
+    left: VecDeque<(P, u32)>,
 }
 
 impl<P> Default for TreeView<P> {
@@ -245,6 +261,9 @@ impl<P> Default for TreeView<P> {
             reported: None,
             announced_heir: None,
             refused_by: None,
+            moving: None,
+            epoch: 0,
+            left: VecDeque::new(),
         }
     }
 }
@@ -493,21 +512,8 @@ impl<P: Copy + Eq + Ord + std::fmt::Debug> ForestNode<P> {
                 self.attach(now, t, from, parent, grandparent);
             }
             Msg::Replace { dead, interior, .. } => self.replace(t, from, dead, interior),
-            Msg::Update { info: UpdateInfo::Up { interior, free, spare, attached }, .. } => {
-                let v = &mut self.trees[t as usize];
-                match v.children.iter_mut().find(|c| c.id == from) {
-                    Some(c) if attached => {
-                        (c.sub_interior, c.sub_free, c.sub_spare) = (interior, free, spare);
-                        c.unconfirmed_since = None;
-                        self.changed(t);
-                    }
-                    Some(_) => {
-                        v.children.retain(|c| c.id != from);
-                        self.changed(t);
-                    }
-                    None if attached => self.refuse(from, t, Refusal::NotAChild),
-                    None => {}
-                }
+            Msg::Update { info: UpdateInfo::Up { interior, free, spare, attached, epoch }, .. } => {
+                self.child_update(t, from, (interior, free, spare), attached, epoch);
             }
             Msg::Update { info: UpdateInfo::Down { grandparent, heir }, .. } => {
                 let v = &mut self.trees[t as usize];
@@ -548,6 +554,62 @@ impl<P: Copy + Eq + Ord + std::fmt::Debug> ForestNode<P> {
         }
     }
 
+    /// A child's update: its counts, or its leave. Stale ones (an epoch older
+    /// than the last heard) change nothing.
+    fn child_update(
+        &mut self,
+        t: Tree,
+        from: P,
+        (interior, free, spare): (u32, u32, u32),
+        attached: bool,
+        epoch: u32,
+    ) {
+        let cap = self.cap(t);
+        let v = &mut self.trees[t as usize];
+        match v.children.iter_mut().find(|c| c.id == from) {
+            Some(c) if epoch < c.epoch => {}
+            Some(c) if attached => {
+                (c.sub_interior, c.sub_free, c.sub_spare, c.epoch) = (interior, free, spare, epoch);
+                c.unconfirmed_since = None;
+                self.changed(t);
+            }
+            Some(_) => {
+                v.children.retain(|c| c.id != from);
+                // One entry per hub: its latest leave.
+                v.left.retain(|(id, _)| *id != from);
+                v.left.push_back((from, epoch));
+                if v.left.len() > DEPARTED_KEPT {
+                    v.left.pop_front();
+                }
+                self.changed(t);
+            }
+            None if attached => {
+                // Back with a later placement than its leave (the two crossed):
+                // a child again, room permitting. Otherwise not a child here.
+                let back = v.left.iter().position(|(id, e)| *id == from && *e < epoch);
+                match back {
+                    Some(at) if v.children.len() < cap => {
+                        v.left.remove(at);
+                        v.children.push(Child {
+                            id: from,
+                            // Its subtree's interior count counts itself.
+                            interior: interior > 0,
+                            sub_interior: interior,
+                            sub_free: free,
+                            sub_spare: spare,
+                            unconfirmed_since: None,
+                            epoch,
+                        });
+                        self.changed(t);
+                    }
+                    _ if v.left.iter().any(|(id, e)| *id == from && *e >= epoch) => {}
+                    _ => self.refuse(from, t, Refusal::NotAChild),
+                }
+            }
+            None => {}
+        }
+    }
+
     /// `parent` has placed this node under it in `t`: said by `parent`
     /// itself, or by the present parent handing this node over.
     fn attach(&mut self, now: Instant, t: Tree, from: P, parent: P, grandparent: Option<P>) -> bool {
@@ -563,6 +625,10 @@ impl<P: Copy + Eq + Ord + std::fmt::Debug> ForestNode<P> {
         let _ = now;
         let v = &mut self.trees[t as usize];
         let old = v.parent.replace(parent);
+        if old != Some(parent) {
+            v.epoch += 1;
+        }
+        let epoch = v.epoch;
         let refused_by = v.refused_by.take();
         v.grandparent = grandparent;
         v.orphaned_since = None;
@@ -571,7 +637,7 @@ impl<P: Copy + Eq + Ord + std::fmt::Debug> ForestNode<P> {
         left.dedup();
         for old in left {
             // Placed twice (a retry crossed a late answer): leave the other.
-            let info = UpdateInfo::Up { interior: 0, free: 0, spare: 0, attached: false };
+            let info = UpdateInfo::Up { interior: 0, free: 0, spare: 0, attached: false, epoch };
             self.send(old, Msg::Update { tree: t, info });
         }
         // The children's grandparent changed; the new parent wants the counts.
@@ -725,6 +791,7 @@ impl<P: Copy + Eq + Ord + std::fmt::Debug> ForestNode<P> {
                 sub_free: free,
                 sub_spare: spare,
                 unconfirmed_since: now,
+                epoch: 0,
             });
         }
         let grandparent = v.parent;
@@ -745,6 +812,7 @@ impl<P: Copy + Eq + Ord + std::fmt::Debug> ForestNode<P> {
             sub_free: self.cfg.fanout as u32 - 1,
             sub_spare: self.cfg.slack as u32,
             unconfirmed_since: self.now,
+            epoch: 0,
         };
         let grandparent = v.parent;
         self.send(joiner, Msg::Substitute { tree: t, parent: self.me, grandparent, leaf });
@@ -792,6 +860,40 @@ impl<P: Copy + Eq + Ord + std::fmt::Debug> ForestNode<P> {
         v.heir = v.children.iter().filter(|c| c.interior).map(|c| c.id).min();
         self.announce_down(t, false);
         self.report_up(t);
+        if self.cfg.push_down {
+            self.push_down(t);
+        }
+    }
+
+    /// A node holding a spare child (more than its fanout) while a subtree
+    /// below reports a free slot has a leaf child search a place there: the
+    /// spare is room for churn, and each one in use leaves another node short
+    /// of children. The leaf stays a child here until it has settled below
+    /// and said so (its leave notice), so nothing is lost if the search is.
+    fn push_down(&mut self, t: Tree) {
+        let soft = self.soft_cap(t);
+        let now = self.now;
+        let v = &mut self.trees[t as usize];
+        if self.is_root || v.children.len() <= soft {
+            return;
+        }
+        // One at a time; a move that has not finished in ORPHAN_RETRY is given up.
+        if let Some((leaf, since)) = v.moving {
+            let stale = now.is_some_and(|n| n.saturating_duration_since(since) >= ORPHAN_RETRY);
+            if v.children.iter().any(|c| c.id == leaf) && !stale {
+                return;
+            }
+            v.moving = None;
+        }
+        let below = v.children.iter().filter(|c| c.interior && c.sub_free > 0).max_by_key(|c| c.sub_free);
+        let (Some(below), Some(leaf)) =
+            (below.map(|c| c.id), v.children.iter().find(|c| !c.interior).map(|c| c.id))
+        else {
+            return;
+        };
+        let Some(now) = now else { return };
+        v.moving = Some((leaf, now));
+        self.pass_down(t, below, leaf, false);
     }
 
     fn announce_down(&mut self, t: Tree, always: bool) {
@@ -821,9 +923,10 @@ impl<P: Copy + Eq + Ord + std::fmt::Debug> ForestNode<P> {
             return;
         }
         v.reported = Some((interior, free, spare));
+        let epoch = v.epoch;
         self.send(
             parent,
-            Msg::Update { tree: t, info: UpdateInfo::Up { interior, free, spare, attached: true } },
+            Msg::Update { tree: t, info: UpdateInfo::Up { interior, free, spare, attached: true, epoch } },
         );
     }
 }
@@ -850,7 +953,7 @@ mod tests {
         assert_eq!(root.children(0).len(), 1);
         let _ = refusals(&mut root);
 
-        let up = UpdateInfo::Up { interior: 9, free: 9, spare: 9, attached: true };
+        let up = UpdateInfo::Up { interior: 9, free: 9, spare: 9, attached: true, epoch: 1 };
         root.handle_message(now, 8, Msg::Update { tree: 0, info: up });
         root.handle_message(now, 8, Msg::Replace { tree: 1, dead: 5, interior: true });
         root.handle_message(now, 8, Msg::Search { tree: 9, joiner: 8, interior: false, down: true });
@@ -873,6 +976,30 @@ mod tests {
         let got = refusals(&mut hub);
         assert!(got.contains(&(3, Refusal::NotYourParent)) && got.contains(&(3, Refusal::Loop)), "{got:?}");
         assert_eq!(hub.parent(0), Some(0));
+    }
+
+    #[test]
+    fn notices_that_cross_on_the_way_are_ordered_by_epoch() {
+        let now = Instant::now();
+        let cfg = ForestConfig::new(4);
+        let mut root = ForestNode::new_root(0u32, cfg);
+        root.handle_message(now, 7, Msg::Search { tree: 1, joiner: 7, interior: false, down: true });
+        let up = |attached, epoch| Msg::Update {
+            tree: 1,
+            info: UpdateInfo::Up { interior: 0, free: 0, spare: 0, attached, epoch },
+        };
+        root.handle_message(now, 7, up(true, 1));
+        // It left at epoch 2; its update of epoch 1, overtaken, changes nothing.
+        root.handle_message(now, 7, up(false, 2));
+        root.handle_message(now, 7, up(true, 1));
+        assert!(root.children(1).is_empty());
+        assert!(refusals(&mut root).is_empty(), "a stale update is no claim to refuse");
+        // Back at epoch 3 (placed here again; the leave crossed it): a child.
+        root.handle_message(now, 7, up(true, 3));
+        assert_eq!(root.children(1).iter().map(|c| c.id).collect::<Vec<_>>(), [7]);
+        // A late leave from epoch 2 does not take it away.
+        root.handle_message(now, 7, up(false, 2));
+        assert_eq!(root.children(1).len(), 1);
     }
 
     #[test]

@@ -36,6 +36,8 @@ pub struct ForestSimConfig {
     pub detect: Duration,
     pub latency: Duration,
     pub jitter: Duration,
+    /// ForestConfig::push_down.
+    pub push_down: bool,
 }
 
 impl ForestSimConfig {
@@ -51,6 +53,7 @@ impl ForestSimConfig {
             detect: Duration::from_secs(1),
             latency: Duration::from_millis(20),
             jitter: Duration::from_millis(30),
+            push_down: false,
         }
     }
 }
@@ -397,7 +400,7 @@ fn percentile(v: &mut [u64], p: f64) -> u64 {
 
 /// Run one simulation.
 pub fn run(cfg: &ForestSimConfig) -> ForestSimReport {
-    let fc = ForestConfig::new(cfg.stripes);
+    let fc = ForestConfig { push_down: cfg.push_down, ..ForestConfig::new(cfg.stripes) };
     let mut sim = Sim {
         cfg: cfg.clone(),
         fc,
@@ -440,6 +443,8 @@ pub fn run(cfg: &ForestSimConfig) -> ForestSimReport {
         sim.net.unicast(SIM, Ev::Sample, at(s));
         s += Duration::from_secs(1);
     }
+    // FOREST_TRACE=ID prints every message to or from hub ID (for debugging).
+    let trace: Option<u32> = std::env::var("FOREST_TRACE").ok().and_then(|v| v.parse().ok());
     while let Some(d) = sim.net.poll_delivery() {
         if d.at > end {
             break;
@@ -450,7 +455,12 @@ pub fn run(cfg: &ForestSimConfig) -> ForestSimReport {
             Ev::Fail => sim.fail(),
             Ev::Sample => sim.sample(),
             Ev::Timer => sim.on_timer(to),
-            Ev::Msg { from, msg, cause } => sim.at(to, cause, |n, now| n.handle_message(now, from, msg)),
+            Ev::Msg { from, msg, cause } => {
+                if trace == Some(to) || trace == Some(from) {
+                    eprintln!("{:?} {from} -> {to}: {msg:?}", d.at);
+                }
+                sim.at(to, cause, |n, now| n.handle_message(now, from, msg))
+            }
             Ev::ParentLost { tree, dead, cause } => {
                 sim.at(to, cause, |n, now| n.handle_parent_lost(now, tree, dead))
             }

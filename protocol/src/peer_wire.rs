@@ -48,7 +48,8 @@
 //!                 3 Substitute  parent (peer), grandparent (optional), leaf (peer)
 //!                 4 Direct      parent (peer), grandparent (optional)
 //!                 5 Replace     dead (peer), flags (u8: bit 0 interior)
-//!                 6 UpdateUp    interior (u32), free (u32), spare (u32), attached (u8: 0 or 1)
+//!                 6 UpdateUp    interior (u32), free (u32), spare (u32), attached (u8: 0
+//!                               or 1), epoch (u32: the sender's placements in the tree)
 //!                 7 UpdateDown  grandparent (optional), heir (optional)
 //!                 8 Refuse      reason (u8: 1 bad tree, 2 not a child, 3 not your
 //!                               parent, 4 full, 5 loop)
@@ -501,11 +502,12 @@ fn encode_forest(m: &forest::Msg<ForestPeer>, out: &mut Vec<u8>) {
             put_peer(dead, out);
             out.push(u8::from(*interior));
         }
-        Msg::Update { info: UpdateInfo::Up { interior, free, spare, attached }, .. } => {
+        Msg::Update { info: UpdateInfo::Up { interior, free, spare, attached, epoch }, .. } => {
             for n in [interior, free, spare] {
                 out.extend_from_slice(&n.to_be_bytes());
             }
             out.push(u8::from(*attached));
+            out.extend_from_slice(&epoch.to_be_bytes());
         }
         Msg::Update { info: UpdateInfo::Down { grandparent, heir }, .. } => {
             put_opt_peer(grandparent, out);
@@ -552,7 +554,8 @@ fn decode_forest(r: &mut Reader<'_>) -> Result<forest::Msg<ForestPeer>, PeerWire
         }
         6 => {
             let (interior, free, spare) = (r.u32()?, r.u32()?, r.u32()?);
-            Msg::Update { tree, info: UpdateInfo::Up { interior, free, spare, attached: flags(r, 1)? != 0 } }
+            let attached = flags(r, 1)? != 0;
+            Msg::Update { tree, info: UpdateInfo::Up { interior, free, spare, attached, epoch: r.u32()? } }
         }
         7 => Msg::Update { tree, info: UpdateInfo::Down { grandparent: r.opt_peer()?, heir: r.opt_peer()? } },
         8 => {
@@ -944,7 +947,10 @@ mod tests {
             Msg::Substitute { tree: 2, parent: a, grandparent: None, leaf: b },
             Msg::Direct { tree: 15, parent: b, grandparent: None },
             Msg::Replace { tree: 0, dead: b, interior: false },
-            Msg::Update { tree: 1, info: UpdateInfo::Up { interior: 7, free: 0, spare: 1, attached: true } },
+            Msg::Update {
+                tree: 1,
+                info: UpdateInfo::Up { interior: 7, free: 0, spare: 1, attached: true, epoch: 3 },
+            },
             Msg::Update { tree: 1, info: UpdateInfo::Down { grandparent: Some(a), heir: None } },
             Msg::Refuse { tree: 2, why: Refusal::NotAChild },
             Msg::Refuse { tree: 2, why: Refusal::Loop },
