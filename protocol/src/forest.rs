@@ -290,8 +290,10 @@ pub struct ForestNode<P> {
     stats: ForestStats,
     /// The time of the input being handled.
     now: Option<Instant>,
-    /// At the root: proper trees handed out, per tree.
-    assigned: Vec<u32>,
+    /// At the root, per tree: proper trees handed out and not yet seen in
+    /// the tree's counts, and the interior count last seen.
+    pending: Vec<u32>,
+    seen: Vec<u32>,
 }
 
 impl<P: Copy + Eq + Ord + std::fmt::Debug> ForestNode<P> {
@@ -314,7 +316,8 @@ impl<P: Copy + Eq + Ord + std::fmt::Debug> ForestNode<P> {
             out: VecDeque::new(),
             stats: ForestStats::default(),
             now: None,
-            assigned: vec![0; cfg.stripes as usize],
+            pending: vec![0; cfg.stripes as usize],
+            seen: vec![0; cfg.stripes as usize],
         }
     }
 
@@ -524,13 +527,10 @@ impl<P: Copy + Eq + Ord + std::fmt::Debug> ForestNode<P> {
                 (v.grandparent, v.heir) = (grandparent, heir);
             }
             Msg::Join if self.is_root => {
-                // The tree with the fewest hubs given it so far; a child of
-                // the root (any tree) to start the searches at.
-                let tree =
-                    (0..self.cfg.stripes).min_by_key(|t| (self.assigned[*t as usize], *t)).unwrap_or(0);
-                self.assigned[tree as usize] += 1;
+                let tree = self.assign_tree();
+                // A child of the root (any tree) to start the searches at.
                 let kids: Vec<P> = self.trees.iter().flat_map(|v| v.children.iter().map(|c| c.id)).collect();
-                let pick = self.assigned.iter().sum::<u32>() as usize;
+                let pick = self.pending.iter().chain(&self.seen).sum::<u32>() as usize;
                 let contact = kids.get(pick % kids.len().max(1)).copied().unwrap_or(self.me);
                 self.send(from, Msg::Welcome { tree, contact });
             }
@@ -552,6 +552,22 @@ impl<P: Copy + Eq + Ord + std::fmt::Debug> ForestNode<P> {
                 }
             }
         }
+    }
+
+    /// At the root: the proper tree for a joiner, the one with the fewest
+    /// interior hubs. The count is what the tree's updates report (so
+    /// failed hubs leave it), plus the joiners sent there and not yet seen.
+    fn assign_tree(&mut self) -> Tree {
+        for t in 0..self.cfg.stripes as usize {
+            let now: u32 = self.trees[t].children.iter().map(|c| c.sub_interior).sum();
+            let grew = now.saturating_sub(self.seen[t]);
+            self.pending[t] = self.pending[t].saturating_sub(grew);
+            self.seen[t] = now;
+        }
+        let score = |t: Tree| self.seen[t as usize] + self.pending[t as usize];
+        let tree = (0..self.cfg.stripes).min_by_key(|t| (score(*t), *t)).unwrap_or(0);
+        self.pending[tree as usize] += 1;
+        tree
     }
 
     /// A child's update: its counts, or its leave. Stale ones (an epoch older
@@ -976,6 +992,38 @@ mod tests {
         let got = refusals(&mut hub);
         assert!(got.contains(&(3, Refusal::NotYourParent)) && got.contains(&(3, Refusal::Loop)), "{got:?}");
         assert_eq!(hub.parent(0), Some(0));
+    }
+
+    #[test]
+    fn the_root_gives_out_the_tree_with_the_fewest_interior_hubs_as_its_updates_count_them() {
+        let now = Instant::now();
+        let cfg = ForestConfig::new(3);
+        let mut root = ForestNode::new_root(0u32, cfg);
+        let welcome = |root: &mut ForestNode<u32>, hub: u32| {
+            root.handle_message(now, hub, Msg::Join);
+            std::iter::from_fn(|| root.poll_transmit())
+                .find_map(|(to, m)| match m {
+                    Msg::Welcome { tree, .. } if to == hub => Some(tree),
+                    _ => None,
+                })
+                .expect("a welcome")
+        };
+        assert_eq!(
+            [1, 2, 3].map(|h| welcome(&mut root, h)),
+            [0, 1, 2],
+            "round robin while nothing is counted"
+        );
+        // Tree 0's hub arrives and reports; trees 1 and 2 report two interior
+        // hubs each (one placed, one more below): tree 0 is the emptiest.
+        for (tree, hub, interior) in [(0, 1, 1), (1, 2, 2), (2, 3, 2)] {
+            root.handle_message(now, hub, Msg::Search { tree, joiner: hub, interior: true, down: true });
+            let up = UpdateInfo::Up { interior, free: 4, spare: 1, attached: true, epoch: 1 };
+            root.handle_message(now, hub, Msg::Update { tree, info: up });
+        }
+        assert_eq!(welcome(&mut root, 4), 0);
+        // Tree 1's hubs fail: its updates stop counting them.
+        root.handle_child_lost(now, 1, 2);
+        assert_eq!(welcome(&mut root, 5), 1);
     }
 
     #[test]
