@@ -195,7 +195,7 @@ impl LiveBoard {
             for (seq, s) in ch.segments.iter().rev() {
                 behind += u64::from(s.live.duration_us);
                 if behind > self.buffer_us {
-                    keep_from = Some(*seq + 1);
+                    keep_from = Some(seq.saturating_add(1));
                     break;
                 }
             }
@@ -293,7 +293,7 @@ impl LiveBoard {
             None => ch.segments.iter().rev().find_map(|(q, s)| ready(s).map(|b| (*q, b))),
             Some(after) => ch
                 .segments
-                .range(after + 1..)
+                .range((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded))
                 .take_while(|(_, s)| !matches!(s.state, State::Pending))
                 .find_map(|(q, s)| ready(s).map(|b| (*q, b))),
         }
