@@ -364,6 +364,20 @@ mod tests {
     }
 
     #[test]
+    fn the_end_of_the_sequence_space_does_not_panic() {
+        let board = LiveBoard::new(1);
+        for seq in [u64::MAX - 1, u64::MAX] {
+            let mut m = manifest(seq, 10_000, false);
+            m.object_id = ObjectId([seq as u8 ^ 0x55; 32]);
+            board.on_manifest(&m);
+            board.on_complete(&m.object_id, vec![1], 9_000);
+        }
+        board.tick(9_500);
+        assert_eq!(board.next_segment("news", Some(u64::MAX)), None);
+        assert!(board.playlist("news").unwrap().contains(&format!("{}.ts", u64::MAX)));
+    }
+
+    #[test]
     fn a_sequence_without_a_manifest_is_missed_once_the_next_is_due_and_old_segments_retire() {
         let board = LiveBoard::new(4);
         board.on_manifest(&manifest(1, 2000, false));
