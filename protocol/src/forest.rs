@@ -504,7 +504,7 @@ impl<P: Copy + Eq + Ord + std::fmt::Debug> ForestNode<P> {
             Msg::Search { joiner, interior, down, .. } => self.search(t, joiner, interior, down),
             Msg::TakeOn { child, interior, .. } => self.take_on(t, child, interior),
             Msg::Substitute { parent, grandparent, leaf, .. } => {
-                if self.attach(now, t, from, parent, grandparent) {
+                if self.attach(t, from, parent, grandparent) {
                     // It may have children already (placed before, then again
                     // by a retried search): over capacity, one is shed.
                     self.adopt(t, leaf, false);
@@ -512,7 +512,7 @@ impl<P: Copy + Eq + Ord + std::fmt::Debug> ForestNode<P> {
                 }
             }
             Msg::Direct { parent, grandparent, .. } => {
-                self.attach(now, t, from, parent, grandparent);
+                self.attach(t, from, parent, grandparent);
             }
             Msg::Replace { dead, interior, .. } => self.replace(t, from, dead, interior),
             Msg::Update { info: UpdateInfo::Up { interior, free, spare, attached, epoch }, .. } => {
@@ -628,7 +628,7 @@ impl<P: Copy + Eq + Ord + std::fmt::Debug> ForestNode<P> {
 
     /// `parent` has placed this node under it in `t`: said by `parent`
     /// itself, or by the present parent handing this node over.
-    fn attach(&mut self, now: Instant, t: Tree, from: P, parent: P, grandparent: Option<P>) -> bool {
+    fn attach(&mut self, t: Tree, from: P, parent: P, grandparent: Option<P>) -> bool {
         let v = &self.trees[t as usize];
         let handover = v.parent == Some(from);
         // A parent that hangs below this node (news that crossed on the way)
@@ -638,7 +638,6 @@ impl<P: Copy + Eq + Ord + std::fmt::Debug> ForestNode<P> {
             self.refuse(from, t, Refusal::Loop);
             return false;
         }
-        let _ = now;
         let v = &mut self.trees[t as usize];
         let old = v.parent.replace(parent);
         if old != Some(parent) {

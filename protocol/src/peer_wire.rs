@@ -390,17 +390,7 @@ pub fn encode(m: &PeerMessage, out: &mut Vec<u8>) {
             for h in hubs.iter().take(MAX_HUB_LIST) {
                 out.extend_from_slice(&h.node_id);
                 out.push(u8::from(h.bridge));
-                match h.addr.ip() {
-                    std::net::IpAddr::V4(ip) => {
-                        out.push(4);
-                        out.extend_from_slice(&ip.octets());
-                    }
-                    std::net::IpAddr::V6(ip) => {
-                        out.push(6);
-                        out.extend_from_slice(&ip.octets());
-                    }
-                }
-                out.extend_from_slice(&h.addr.port().to_be_bytes());
+                put_addr(&h.addr, out);
             }
         }
         PeerMessage::BridgesRequest { limit } => {
@@ -439,9 +429,9 @@ fn put_resume(resume: &Option<(ObjectId, u32)>, out: &mut Vec<u8>) {
     }
 }
 
-fn put_peer(p: &ForestPeer, out: &mut Vec<u8>) {
-    out.extend_from_slice(&p.node_id);
-    match p.addr.ip() {
+/// Family (4 or 6), address, port: as hub lists and forest peers carry it.
+fn put_addr(addr: &std::net::SocketAddr, out: &mut Vec<u8>) {
+    match addr.ip() {
         std::net::IpAddr::V4(ip) => {
             out.push(4);
             out.extend_from_slice(&ip.octets());
@@ -451,7 +441,12 @@ fn put_peer(p: &ForestPeer, out: &mut Vec<u8>) {
             out.extend_from_slice(&ip.octets());
         }
     }
-    out.extend_from_slice(&p.addr.port().to_be_bytes());
+    out.extend_from_slice(&addr.port().to_be_bytes());
+}
+
+fn put_peer(p: &ForestPeer, out: &mut Vec<u8>) {
+    out.extend_from_slice(&p.node_id);
+    put_addr(&p.addr, out);
 }
 
 fn put_opt_peer(p: &Option<ForestPeer>, out: &mut Vec<u8>) {
@@ -600,14 +595,16 @@ impl<'a> Reader<'a> {
     fn object(&mut self) -> Result<ObjectId, PeerWireError> {
         Ok(ObjectId(self.array()?))
     }
-    fn peer(&mut self) -> Result<ForestPeer, PeerWireError> {
-        let node_id = self.array::<32>()?;
+    fn addr(&mut self) -> Result<std::net::SocketAddr, PeerWireError> {
         let ip = match self.array::<1>()?[0] {
             4 => std::net::IpAddr::from(self.array::<4>()?),
             6 => std::net::IpAddr::from(self.array::<16>()?),
             _ => return Err(PeerWireError::OutOfRange),
         };
-        Ok(ForestPeer { node_id, addr: std::net::SocketAddr::new(ip, self.u16()?) })
+        Ok(std::net::SocketAddr::new(ip, self.u16()?))
+    }
+    fn peer(&mut self) -> Result<ForestPeer, PeerWireError> {
+        Ok(ForestPeer { node_id: self.array::<32>()?, addr: self.addr()? })
     }
     fn resume(&mut self) -> Result<Option<(ObjectId, u32)>, PeerWireError> {
         match self.array::<1>()?[0] {
@@ -825,12 +822,7 @@ fn decode_body(frame: &[u8]) -> Result<PeerMessage, PeerWireError> {
                     1 => true,
                     _ => return Err(PeerWireError::OutOfRange),
                 };
-                let ip = match r.array::<1>()?[0] {
-                    4 => std::net::IpAddr::from(r.array::<4>()?),
-                    6 => std::net::IpAddr::from(r.array::<16>()?),
-                    _ => return Err(PeerWireError::OutOfRange),
-                };
-                let addr = std::net::SocketAddr::new(ip, r.u16()?);
+                let addr = r.addr()?;
                 hubs.push(ListedHub { node_id, bridge, addr });
             }
             PeerMessage::HubList(hubs)
