@@ -35,12 +35,16 @@
 //!   names an *heir* to its children (the interior child with the lowest id,
 //!   in `Update`). The heir fills the bubble: it asks the grandparent to take
 //!   it in the dead node's place (`Replace`). The other orphans ask the heir
-//!   to take them on (`TakeOn`). The heir now has too many children and sheds
-//!   the surplus, leaf children first. Each shed child searches down from the
-//!   heir, so it ripples down to the next-to-last level. Orphans of a parent
-//!   with no interior child ask the grandparent, which takes one into the
-//!   freed slot and sends the others down. The cost is proportional to the
-//!   tree's height.
+//!   to take them on (`TakeOn`, naming the dead parent: an heir that has
+//!   moved on since refuses, and the orphan asks the grandparent). The heir
+//!   now has too many children. Leaf children search a place down from it.
+//!   Interior ones ripple: the heir moved up a level and its older children
+//!   with it, so it hands them, one at a time, to the oldest of them, where
+//!   they are back at their depth; that one does the same, down to the
+//!   next-to-last level, where the surplus is leaves. No subtree sinks.
+//!   Orphans of a parent with no interior child ask the grandparent, which
+//!   takes one into the freed slot and sends the others down. The cost is
+//!   proportional to the tree's height.
 //! - **Update.** Upward, each node reports its subtree's interior count and
 //!   free slots, which steers searches. Downward, it tells its children their
 //!   grandparent and their heir.
@@ -81,6 +85,8 @@ pub enum Refusal {
     Full,
     /// A search for the hub itself, or a place that would make a loop.
     Loop,
+    /// An orphan's heir that is not one: `dead` was not its parent.
+    NotHeir,
 }
 
 /// What an `Update` says.
@@ -91,7 +97,11 @@ pub enum UpdateInfo<P> {
     /// `attached: false`, the sender has left for another parent. `epoch`
     /// counts the sender's placements in this tree: a notice older than
     /// the last one heard from it is stale (notices may cross on the way).
-    Up { interior: u32, free: u32, spare: u32, attached: bool, epoch: u32 },
+    /// `room`: levels below the sender to the nearest node that can take an
+    /// interior joiner (0: the sender can, with a free slot or a leaf
+    /// child); interior searches go towards the least, so the interior
+    /// hubs stay a balanced tree.
+    Up { interior: u32, free: u32, spare: u32, room: u32, attached: bool, epoch: u32 },
     /// To a child: its grandparent, and its heir (the sibling that takes
     /// the parent's place if the parent fails).
     Down { grandparent: Option<P>, heir: Option<P> },
@@ -108,12 +118,16 @@ pub enum Msg<P> {
         interior: bool,
         down: bool,
     },
-    /// Take `child` on as a child in `tree`: an orphan to its heir, or a
-    /// newcomer to the leaf that becomes the special node.
+    /// Take `child` on as a child in `tree`. With `dead`: an orphan of
+    /// `dead` to its heir, which takes it only if `dead` was its parent too
+    /// (a stale heir would make a loop). Without: from the receiver's own
+    /// parent, handing a child down one level, or a newcomer to the leaf
+    /// that becomes the special node.
     TakeOn {
         tree: Tree,
         child: P,
         interior: bool,
+        dead: Option<P>,
     },
     /// You take `leaf`'s place as `parent`'s child; `leaf` is your child now.
     Substitute {
@@ -210,6 +224,7 @@ pub struct Child<P> {
     sub_interior: u32,
     sub_free: u32,
     sub_spare: u32,
+    sub_room: u32,
     /// Not yet confirmed by the child's first update: placed when. A child
     /// that never confirms (it failed, or took another place) is dropped
     /// after ORPHAN_RETRY.
@@ -218,12 +233,49 @@ pub struct Child<P> {
     epoch: u32,
 }
 
+impl<P> Child<P> {
+    fn new(id: P, interior: bool, counts: Counts, unconfirmed_since: Option<Instant>, epoch: u32) -> Self {
+        let mut c = Child {
+            id,
+            interior,
+            sub_interior: 0,
+            sub_free: 0,
+            sub_spare: 0,
+            sub_room: 0,
+            unconfirmed_since,
+            epoch,
+        };
+        c.set_counts(counts);
+        c
+    }
+
+    fn set_counts(&mut self, c: Counts) {
+        (self.sub_interior, self.sub_free, self.sub_spare, self.sub_room) =
+            (c.interior, c.free, c.spare, c.room);
+    }
+}
+
+/// What a node reports up about its subtree (UpdateInfo::Up).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Counts {
+    interior: u32,
+    free: u32,
+    spare: u32,
+    room: u32,
+}
+
 /// One node's view of one tree.
 #[derive(Clone, Debug)]
 struct TreeView<P> {
     parent: Option<P>,
     grandparent: Option<P>,
+    /// The sibling that takes the parent's place if the parent fails (the
+    /// parent says which).
     heir: Option<P>,
+    /// The parent this node lost last.
+    lost: Option<P>,
+    /// The child that takes this node's place if it fails: its children's heir.
+    successor: Option<P>,
     children: Vec<Child<P>>,
     /// A leaf of this tree that took children on (the special node).
     special: bool,
@@ -232,9 +284,9 @@ struct TreeView<P> {
     /// Since when this node has had no parent here.
     orphaned_since: Option<Instant>,
     /// What was last reported up, to send only changes.
-    reported: Option<(u32, u32, u32)>,
-    /// The heir last announced to the children.
-    announced_heir: Option<P>,
+    reported: Option<Counts>,
+    /// The successor last announced to the children.
+    announced: Option<P>,
     /// The parent that said this node was not its child: told again when
     /// this node settles elsewhere, in case the refusal crossed a placement.
     refused_by: Option<P>,
@@ -246,6 +298,9 @@ struct TreeView<P> {
     /// Children that left lately, with the epoch of their leave: one that
     /// comes back with a later epoch (its notices crossed) is a child again.
     left: VecDeque<(P, u32)>,
+    /// Children handed down a level (the ripple), and when: each is told to
+    /// search anew if it has not moved in ORPHAN_RETRY.
+    handed: VecDeque<(P, Instant)>,
 }
 
 impl<P> Default for TreeView<P> {
@@ -254,16 +309,19 @@ impl<P> Default for TreeView<P> {
             parent: None,
             grandparent: None,
             heir: None,
+            successor: None,
+            lost: None,
             children: Vec::new(),
             special: false,
             departed: VecDeque::new(),
             orphaned_since: None,
             reported: None,
-            announced_heir: None,
+            announced: None,
             refused_by: None,
             moving: None,
             epoch: 0,
             left: VecDeque::new(),
+            handed: VecDeque::new(),
         }
     }
 }
@@ -402,12 +460,15 @@ impl<P: Copy + Eq + Ord + std::fmt::Debug> ForestNode<P> {
             return;
         }
         v.parent = None;
+        v.lost = Some(dead);
         v.orphaned_since = Some(now);
         let (heir, grandparent) = (v.heir.filter(|h| *h != dead), v.grandparent.filter(|g| *g != dead));
         let interior = t == self.proper;
         match (heir, grandparent) {
             (Some(h), Some(g)) if h == self.me => self.send(g, Msg::Replace { tree: t, dead, interior }),
-            (Some(h), _) if h != self.me => self.send(h, Msg::TakeOn { tree: t, child: self.me, interior }),
+            (Some(h), _) if h != self.me => {
+                self.send(h, Msg::TakeOn { tree: t, child: self.me, interior, dead: Some(dead) })
+            }
             (None, Some(g)) => self.send(g, Msg::Replace { tree: t, dead, interior }),
             _ => self.send(self.root, Msg::Search { tree: t, joiner: self.me, interior, down: true }),
         }
@@ -422,6 +483,16 @@ impl<P: Copy + Eq + Ord + std::fmt::Debug> ForestNode<P> {
         if v.children.len() != before {
             Self::note_departed(v, dead, None);
             self.changed(t);
+        }
+    }
+
+    /// A child left (its leave's epoch): its older notices are stale.
+    fn note_left(v: &mut TreeView<P>, id: P, epoch: u32) {
+        // One entry per hub: its latest leave.
+        v.left.retain(|(x, _)| *x != id);
+        v.left.push_back((id, epoch));
+        if v.left.len() > DEPARTED_KEPT {
+            v.left.pop_front();
         }
     }
 
@@ -444,6 +515,7 @@ impl<P: Copy + Eq + Ord + std::fmt::Debug> ForestNode<P> {
             (v.parent.is_none() && !self.is_root)
                 || v.special
                 || v.children.iter().any(|c| c.unconfirmed_since.is_some())
+                || !v.handed.is_empty()
         })
     }
 
@@ -464,6 +536,13 @@ impl<P: Copy + Eq + Ord + std::fmt::Debug> ForestNode<P> {
                     self.refuse(id, t, Refusal::NotAChild);
                 }
                 self.changed(t);
+            }
+            while let Some(&(id, since)) = self.trees[t as usize].handed.front() {
+                if now.saturating_duration_since(since) < ORPHAN_RETRY {
+                    break;
+                }
+                self.trees[t as usize].handed.pop_front();
+                self.refuse(id, t, Refusal::NotAChild);
             }
         }
         if self.is_root {
@@ -502,7 +581,7 @@ impl<P: Copy + Eq + Ord + std::fmt::Debug> ForestNode<P> {
         }
         match msg {
             Msg::Search { joiner, interior, down, .. } => self.search(t, joiner, interior, down),
-            Msg::TakeOn { child, interior, .. } => self.take_on(t, child, interior),
+            Msg::TakeOn { child, interior, dead, .. } => self.take_on_asked(t, from, child, interior, dead),
             Msg::Substitute { parent, grandparent, leaf, .. } => {
                 if self.attach(t, from, parent, grandparent) {
                     // It may have children already (placed before, then again
@@ -515,8 +594,8 @@ impl<P: Copy + Eq + Ord + std::fmt::Debug> ForestNode<P> {
                 self.attach(t, from, parent, grandparent);
             }
             Msg::Replace { dead, interior, .. } => self.replace(t, from, dead, interior),
-            Msg::Update { info: UpdateInfo::Up { interior, free, spare, attached, epoch }, .. } => {
-                self.child_update(t, from, (interior, free, spare), attached, epoch);
+            Msg::Update { info: UpdateInfo::Up { interior, free, spare, room, attached, epoch }, .. } => {
+                self.child_update(t, from, Counts { interior, free, spare, room }, attached, epoch);
             }
             Msg::Update { info: UpdateInfo::Down { grandparent, heir }, .. } => {
                 let v = &mut self.trees[t as usize];
@@ -550,6 +629,13 @@ impl<P: Copy + Eq + Ord + std::fmt::Debug> ForestNode<P> {
                     v.parent = None;
                     v.orphaned_since = Some(now);
                 }
+                // The heir named was stale: the grandparent finds a place.
+                let lost = v.lost.filter(|_| why == Refusal::NotHeir && v.parent.is_none());
+                if let (Some(dead), Some(g)) = (lost, v.grandparent.filter(|g| Some(*g) != v.lost)) {
+                    v.lost = None;
+                    let interior = t == self.proper;
+                    self.send(g, Msg::Replace { tree: t, dead, interior });
+                }
             }
         }
     }
@@ -572,31 +658,20 @@ impl<P: Copy + Eq + Ord + std::fmt::Debug> ForestNode<P> {
 
     /// A child's update: its counts, or its leave. Stale ones (an epoch older
     /// than the last heard) change nothing.
-    fn child_update(
-        &mut self,
-        t: Tree,
-        from: P,
-        (interior, free, spare): (u32, u32, u32),
-        attached: bool,
-        epoch: u32,
-    ) {
+    fn child_update(&mut self, t: Tree, from: P, counts: Counts, attached: bool, epoch: u32) {
         let cap = self.cap(t);
         let v = &mut self.trees[t as usize];
         match v.children.iter_mut().find(|c| c.id == from) {
             Some(c) if epoch < c.epoch => {}
             Some(c) if attached => {
-                (c.sub_interior, c.sub_free, c.sub_spare, c.epoch) = (interior, free, spare, epoch);
+                c.set_counts(counts);
+                c.epoch = epoch;
                 c.unconfirmed_since = None;
                 self.changed(t);
             }
             Some(_) => {
                 v.children.retain(|c| c.id != from);
-                // One entry per hub: its latest leave.
-                v.left.retain(|(id, _)| *id != from);
-                v.left.push_back((from, epoch));
-                if v.left.len() > DEPARTED_KEPT {
-                    v.left.pop_front();
-                }
+                Self::note_left(v, from, epoch);
                 self.changed(t);
             }
             None if attached => {
@@ -606,23 +681,17 @@ impl<P: Copy + Eq + Ord + std::fmt::Debug> ForestNode<P> {
                 match back {
                     Some(at) if v.children.len() < cap => {
                         v.left.remove(at);
-                        v.children.push(Child {
-                            id: from,
-                            // Its subtree's interior count counts itself.
-                            interior: interior > 0,
-                            sub_interior: interior,
-                            sub_free: free,
-                            sub_spare: spare,
-                            unconfirmed_since: None,
-                            epoch,
-                        });
+                        // Its subtree's interior count counts itself.
+                        let interior = counts.interior > 0;
+                        v.children.push(Child::new(from, interior, counts, None, epoch));
                         self.changed(t);
                     }
                     _ if v.left.iter().any(|(id, e)| *id == from && *e >= epoch) => {}
                     _ => self.refuse(from, t, Refusal::NotAChild),
                 }
             }
-            None => {}
+            // Moved on from here: handed down, it has arrived.
+            None => v.handed.retain(|(id, _)| *id != from),
         }
     }
 
@@ -652,7 +721,7 @@ impl<P: Copy + Eq + Ord + std::fmt::Debug> ForestNode<P> {
         left.dedup();
         for old in left {
             // Placed twice (a retry crossed a late answer): leave the other.
-            let info = UpdateInfo::Up { interior: 0, free: 0, spare: 0, attached: false, epoch };
+            let info = UpdateInfo::Up { interior: 0, free: 0, spare: 0, room: 0, attached: false, epoch };
             self.send(old, Msg::Update { tree: t, info });
         }
         // The children's grandparent changed; the new parent wants the counts.
@@ -694,7 +763,7 @@ impl<P: Copy + Eq + Ord + std::fmt::Debug> ForestNode<P> {
             .children
             .iter()
             .filter(|c| c.interior && c.id != joiner)
-            .min_by_key(|c| (c.sub_interior, c.id))
+            .min_by_key(|c| (c.sub_room, c.sub_interior, c.id))
             .map(|c| c.id);
         let most_free = v
             .children
@@ -730,7 +799,7 @@ impl<P: Copy + Eq + Ord + std::fmt::Debug> ForestNode<P> {
         } else if let Some(at) = leaf {
             // No free slot anywhere below: a leaf child becomes the special node.
             let leaf = v.children[at].id;
-            self.send(leaf, Msg::TakeOn { tree: t, child: joiner, interior })
+            self.send(leaf, Msg::TakeOn { tree: t, child: joiner, interior, dead: None })
         } else {
             self.refuse(joiner, t, Refusal::Full)
         }
@@ -763,6 +832,20 @@ impl<P: Copy + Eq + Ord + std::fmt::Debug> ForestNode<P> {
 
     /// `child` asks to be taken on (an orphan at its heir, or a newcomer at a
     /// leaf that becomes special). Over capacity, the surplus is shed down.
+    /// A `TakeOn` received: taken only from an orphan's sibling (it may
+    /// not have noticed the loss yet) or the heir that noticed it, or from
+    /// this node's parent.
+    fn take_on_asked(&mut self, t: Tree, from: P, child: P, interior: bool, dead: Option<P>) {
+        let v = &self.trees[t as usize];
+        match dead {
+            Some(dead) if v.parent != Some(dead) && v.lost != Some(dead) => {
+                self.refuse(child, t, Refusal::NotHeir)
+            }
+            None if v.parent != Some(from) => self.refuse(from, t, Refusal::NotYourParent),
+            _ => self.take_on(t, child, interior),
+        }
+    }
+
     fn take_on(&mut self, t: Tree, child: P, interior: bool) {
         if child == self.me || self.trees[t as usize].parent == Some(child) {
             return self.refuse(child, t, Refusal::Loop);
@@ -778,18 +861,42 @@ impl<P: Copy + Eq + Ord + std::fmt::Debug> ForestNode<P> {
         self.shed(t);
     }
 
-    /// Over capacity (an heir that took its siblings on): shed children,
-    /// leaves first, each searching down from here.
+    /// Over capacity (an heir that took its siblings on): shed leaves
+    /// first, each searching down from here. Then the ripple: this node has
+    /// moved up a level (into its dead parent's place, or under a node that
+    /// did), and its older children with it; handed down, one at a time,
+    /// under the oldest of them, they are back at their depth, and the
+    /// surplus goes on down the same way until it meets leaves. Subtrees
+    /// never sink, so the interior hubs stay a balanced tree.
     fn shed(&mut self, t: Tree) {
         while self.trees[t as usize].children.len() > self.cap(t) {
+            let now = self.now;
             let v = &mut self.trees[t as usize];
-            let at = v.children.iter().position(|c| !c.interior).unwrap_or(v.children.len() - 1);
-            let c = v.children.remove(at);
+            if let Some(at) = v.children.iter().position(|c| !c.interior) {
+                let c = v.children.remove(at);
+                self.changed(t);
+                // It is no longer a child here: it searches again if the
+                // search made for it now finds it no place.
+                self.refuse(c.id, t, Refusal::NotAChild);
+                self.search(t, c.id, c.interior, true);
+                continue;
+            }
+            let mut interior = v.children.iter().filter(|c| c.interior);
+            let (Some(under), Some(c)) = (interior.next().map(|c| c.id), interior.next().copied()) else {
+                return;
+            };
+            v.children.retain(|x| x.id != c.id);
+            // Still its parent until it says it has moved (its stale updates
+            // are no claim); told to search anew if the move never happens.
+            Self::note_left(v, c.id, c.epoch);
+            if let Some(now) = now {
+                v.handed.push_back((c.id, now));
+            }
+            if let Some(s) = v.children.iter_mut().find(|x| x.id == under) {
+                s.sub_interior += c.sub_interior;
+            }
             self.changed(t);
-            // It is no longer a child here: it searches again if the search
-            // made for it now finds it no place.
-            self.refuse(c.id, t, Refusal::NotAChild);
-            self.search(t, c.id, c.interior, true);
+            self.send(under, Msg::TakeOn { tree: t, child: c.id, interior: true, dead: None });
         }
     }
 
@@ -797,45 +904,34 @@ impl<P: Copy + Eq + Ord + std::fmt::Debug> ForestNode<P> {
         let now = self.now;
         let v = &mut self.trees[t as usize];
         if !v.children.iter().any(|c| c.id == id) {
-            let (free, spare) =
-                if interior { (self.cfg.fanout as u32, self.cfg.slack as u32) } else { (0, 0) };
-            v.children.push(Child {
-                id,
-                interior,
-                sub_interior: u32::from(interior),
-                sub_free: free,
-                sub_spare: spare,
-                unconfirmed_since: now,
-                epoch: 0,
-            });
+            let counts = if interior {
+                Counts { interior: 1, free: self.cfg.fanout as u32, spare: self.cfg.slack as u32, room: 0 }
+            } else {
+                Counts::default()
+            };
+            v.children.push(Child::new(id, interior, counts, now, 0));
         }
         let grandparent = v.parent;
         self.send(id, Msg::Direct { tree: t, parent: self.me, grandparent });
         self.changed(t);
         // The new child learns its heir even when the heir did not change.
-        let heir = self.trees[t as usize].heir;
+        let heir = self.trees[t as usize].successor;
         self.send(id, Msg::Update { tree: t, info: UpdateInfo::Down { grandparent, heir } });
     }
 
     fn substitute(&mut self, t: Tree, at: usize, joiner: P) {
         let v = &mut self.trees[t as usize];
         let leaf = v.children[at].id;
-        v.children[at] = Child {
-            id: joiner,
-            interior: true,
-            sub_interior: 1,
-            sub_free: self.cfg.fanout as u32 - 1,
-            sub_spare: self.cfg.slack as u32,
-            unconfirmed_since: self.now,
-            epoch: 0,
-        };
+        let counts =
+            Counts { interior: 1, free: self.cfg.fanout as u32 - 1, spare: self.cfg.slack as u32, room: 0 };
+        v.children[at] = Child::new(joiner, true, counts, self.now, 0);
         let grandparent = v.parent;
         self.send(joiner, Msg::Substitute { tree: t, parent: self.me, grandparent, leaf });
         // The leaf hears it from here too: were the joiner to fail before
         // taking it on, the leaf still knows where it hangs, and repairs.
         self.send(leaf, Msg::Direct { tree: t, parent: joiner, grandparent: Some(self.me) });
         self.changed(t);
-        let heir = self.trees[t as usize].heir;
+        let heir = self.trees[t as usize].successor;
         self.send(joiner, Msg::Update { tree: t, info: UpdateInfo::Down { grandparent, heir } });
     }
 
@@ -844,7 +940,7 @@ impl<P: Copy + Eq + Ord + std::fmt::Debug> ForestNode<P> {
         let v = &mut self.trees[t as usize];
         let departed = v.departed.iter().find(|(d, _)| *d == dead).copied();
         if let Some((_, Some(heir))) = departed.filter(|(_, h)| *h != Some(from)) {
-            return self.send(heir, Msg::TakeOn { tree: t, child: from, interior });
+            return self.send(heir, Msg::TakeOn { tree: t, child: from, interior, dead: Some(dead) });
         }
         let was_child = v.children.iter().any(|c| c.id == dead);
         if !was_child && departed.is_none() {
@@ -872,7 +968,7 @@ impl<P: Copy + Eq + Ord + std::fmt::Debug> ForestNode<P> {
         if v.special && v.children.is_empty() {
             v.special = false;
         }
-        v.heir = v.children.iter().filter(|c| c.interior).map(|c| c.id).min();
+        v.successor = v.children.iter().filter(|c| c.interior).map(|c| c.id).min();
         self.announce_down(t, false);
         self.report_up(t);
         if self.cfg.push_down {
@@ -913,11 +1009,11 @@ impl<P: Copy + Eq + Ord + std::fmt::Debug> ForestNode<P> {
 
     fn announce_down(&mut self, t: Tree, always: bool) {
         let v = &mut self.trees[t as usize];
-        if !always && v.announced_heir == v.heir {
+        if !always && v.announced == v.successor {
             return;
         }
-        v.announced_heir = v.heir;
-        let (grandparent, heir) = (v.parent, v.heir);
+        v.announced = v.successor;
+        let (grandparent, heir) = (v.parent, v.successor);
         let kids: Vec<P> = v.children.iter().map(|c| c.id).collect();
         for k in kids {
             self.send(k, Msg::Update { tree: t, info: UpdateInfo::Down { grandparent, heir } });
@@ -934,15 +1030,25 @@ impl<P: Copy + Eq + Ord + std::fmt::Debug> ForestNode<P> {
         let free = soft.saturating_sub(n) as u32 + v.children.iter().map(|c| c.sub_free).sum::<u32>();
         let own_spare = if v.special { 0 } else { cap.saturating_sub(n.max(soft)) as u32 };
         let spare = own_spare + v.children.iter().map(|c| c.sub_spare).sum::<u32>();
-        if v.reported == Some((interior, free, spare)) {
+        let takes_interior = n < soft || v.children.iter().any(|c| !c.interior);
+        let room = match takes_interior {
+            true => 0,
+            false => v
+                .children
+                .iter()
+                .filter(|c| c.interior)
+                .map(|c| c.sub_room.saturating_add(1))
+                .min()
+                .unwrap_or(0),
+        };
+        let counts = Counts { interior, free, spare, room };
+        if v.reported == Some(counts) {
             return;
         }
-        v.reported = Some((interior, free, spare));
+        v.reported = Some(counts);
         let epoch = v.epoch;
-        self.send(
-            parent,
-            Msg::Update { tree: t, info: UpdateInfo::Up { interior, free, spare, attached: true, epoch } },
-        );
+        let info = UpdateInfo::Up { interior, free, spare, room, attached: true, epoch };
+        self.send(parent, Msg::Update { tree: t, info });
     }
 }
 
@@ -968,7 +1074,7 @@ mod tests {
         assert_eq!(root.children(0).len(), 1);
         let _ = refusals(&mut root);
 
-        let up = UpdateInfo::Up { interior: 9, free: 9, spare: 9, attached: true, epoch: 1 };
+        let up = UpdateInfo::Up { interior: 9, free: 9, spare: 9, room: 0, attached: true, epoch: 1 };
         root.handle_message(now, 8, Msg::Update { tree: 0, info: up });
         root.handle_message(now, 8, Msg::Replace { tree: 1, dead: 5, interior: true });
         root.handle_message(now, 8, Msg::Search { tree: 9, joiner: 8, interior: false, down: true });
@@ -1016,7 +1122,7 @@ mod tests {
         // hubs each (one placed, one more below): tree 0 is the emptiest.
         for (tree, hub, interior) in [(0, 1, 1), (1, 2, 2), (2, 3, 2)] {
             root.handle_message(now, hub, Msg::Search { tree, joiner: hub, interior: true, down: true });
-            let up = UpdateInfo::Up { interior, free: 4, spare: 1, attached: true, epoch: 1 };
+            let up = UpdateInfo::Up { interior, free: 4, spare: 1, room: 0, attached: true, epoch: 1 };
             root.handle_message(now, hub, Msg::Update { tree, info: up });
         }
         assert_eq!(welcome(&mut root, 4), 0);
@@ -1033,7 +1139,7 @@ mod tests {
         root.handle_message(now, 7, Msg::Search { tree: 1, joiner: 7, interior: false, down: true });
         let up = |attached, epoch| Msg::Update {
             tree: 1,
-            info: UpdateInfo::Up { interior: 0, free: 0, spare: 0, attached, epoch },
+            info: UpdateInfo::Up { interior: 0, free: 0, spare: 0, room: 0, attached, epoch },
         };
         root.handle_message(now, 7, up(true, 1));
         // It left at epoch 2; its update of epoch 1, overtaken, changes nothing.
@@ -1075,6 +1181,89 @@ mod tests {
         // 3 asks late, at the root: sent on to the heir.
         root.handle_message(now, 3, Msg::Replace { tree: 0, dead: 1, interior: true });
         let sent: Vec<_> = std::iter::from_fn(|| root.poll_transmit()).collect();
-        assert!(sent.contains(&(2, Msg::TakeOn { tree: 0, child: 3, interior: true })), "{sent:?}");
+        assert!(
+            sent.contains(&(2, Msg::TakeOn { tree: 0, child: 3, interior: true, dead: Some(1) })),
+            "{sent:?}"
+        );
+    }
+
+    fn drain(n: &mut ForestNode<u32>) -> Vec<(u32, Msg<u32>)> {
+        std::iter::from_fn(|| n.poll_transmit()).collect()
+    }
+
+    fn place(n: &mut ForestNode<u32>, now: Instant, parent: u32, grandparent: u32, heir: u32) {
+        n.handle_message(now, parent, Msg::Direct { tree: 0, parent, grandparent: Some(grandparent) });
+        let down = UpdateInfo::Down { grandparent: Some(grandparent), heir: Some(heir) };
+        n.handle_message(now, parent, Msg::Update { tree: 0, info: down });
+    }
+
+    #[test]
+    fn an_orphan_asks_the_heir_its_parent_named_and_a_stale_heir_sends_it_to_the_grandparent() {
+        let now = Instant::now();
+        let cfg = ForestConfig::new(4);
+        // Hub 5 hangs below 1 (below the root, 0); 1 named 3 the heir.
+        let mut orphan = ForestNode::new(5u32, 0, 0, cfg);
+        place(&mut orphan, now, 1, 0, 3);
+        // 5 takes an interior child of its own, 9: 9 is 5's successor, and
+        // not the heir of 1's children.
+        orphan.handle_message(now, 9, Msg::Search { tree: 0, joiner: 9, interior: true, down: true });
+        assert_eq!(orphan.children(0).len(), 1);
+        drain(&mut orphan);
+        orphan.handle_parent_lost(now, 0, 1);
+        let sent = drain(&mut orphan);
+        assert_eq!(sent, [(3, Msg::TakeOn { tree: 0, child: 5, interior: true, dead: Some(1) })]);
+
+        // 3 has moved on since (it hangs below 7): taking 5 on could close a
+        // loop, so it refuses, and takes no one.
+        let mut stale = ForestNode::new(3u32, 0, 0, cfg);
+        place(&mut stale, now, 7, 0, 3);
+        drain(&mut stale);
+        stale.handle_message(now, 5, sent[0].1.clone());
+        // Nor does a hub that is not its parent hand it children.
+        stale.handle_message(now, 8, Msg::TakeOn { tree: 0, child: 6, interior: false, dead: None });
+        assert_eq!(refusals(&mut stale), [(5, Refusal::NotHeir), (8, Refusal::NotYourParent)]);
+        assert!(stale.children(0).is_empty());
+
+        // The orphan asks its grandparent for 1's place instead.
+        orphan.handle_message(now, 3, Msg::Refuse { tree: 0, why: Refusal::NotHeir });
+        assert_eq!(drain(&mut orphan), [(0, Msg::Replace { tree: 0, dead: 1, interior: true })]);
+    }
+
+    #[test]
+    fn an_heir_over_capacity_hands_its_older_interior_children_down_under_the_oldest() {
+        let now = Instant::now();
+        // Fanout 2, slack 1: three children at most.
+        let cfg = ForestConfig::new(2);
+        let mut heir = ForestNode::new(2u32, 0, 0, cfg);
+        place(&mut heir, now, 1, 0, 2);
+        for c in [10, 11, 12] {
+            heir.handle_message(now, 1, Msg::TakeOn { tree: 0, child: c, interior: true, dead: None });
+            let up = UpdateInfo::Up { interior: 1, free: 2, spare: 1, room: 0, attached: true, epoch: 1 };
+            heir.handle_message(now, c, Msg::Update { tree: 0, info: up });
+        }
+        assert_eq!(heir.children(0).len(), 3);
+        // 1 fails; its heir asks the root for the place, and a sibling, 3,
+        // asks the heir to take it on: four children, one too many.
+        heir.handle_parent_lost(now, 0, 1);
+        heir.handle_message(now, 0, Msg::Direct { tree: 0, parent: 0, grandparent: None });
+        drain(&mut heir);
+        heir.handle_message(now, 3, Msg::TakeOn { tree: 0, child: 3, interior: true, dead: Some(1) });
+        let sent = drain(&mut heir);
+        // 11 goes back to its depth, under 10 (both moved up with the heir);
+        // it is not dropped, so it never goes without a parent.
+        assert!(
+            sent.contains(&(10, Msg::TakeOn { tree: 0, child: 11, interior: true, dead: None })),
+            "{sent:?}"
+        );
+        assert!(!sent.iter().any(|(to, m)| *to == 11 && matches!(m, Msg::Refuse { .. })), "{sent:?}");
+        let kids: Vec<u32> = heir.children(0).iter().map(|c| c.id).collect();
+        assert_eq!(kids, [10, 12, 3]);
+        // Its update from before the move is no claim to refuse.
+        let up = UpdateInfo::Up { interior: 1, free: 2, spare: 1, room: 0, attached: true, epoch: 1 };
+        heir.handle_message(now, 11, Msg::Update { tree: 0, info: up });
+        assert!(refusals(&mut heir).is_empty());
+        // Were the move never to happen, 11 is told to search anew.
+        heir.handle_timeout(now + ORPHAN_RETRY);
+        assert!(refusals(&mut heir).contains(&(11, Refusal::NotAChild)));
     }
 }

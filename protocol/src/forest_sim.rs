@@ -339,7 +339,18 @@ impl Sim {
                         }
                         (d, p) => {
                             violations += 1; // detached, or a loop
-                            dump(format_args!("t{t} {id}: detached: depth {d:?} parent {p:?}"));
+                                             // Its parents up to the first repeat, which shows a loop.
+                            let mut chain = vec![id];
+                            while let Some(up) = self.nodes[chain[chain.len() - 1] as usize].parent(t) {
+                                let seen = chain.contains(&up);
+                                chain.push(up);
+                                if seen || chain.len() > 32 {
+                                    break;
+                                }
+                            }
+                            dump(format_args!(
+                                "t{t} {id}: detached: depth {d:?} parent {p:?} chain {chain:?}"
+                            ));
                         }
                     }
                 }
@@ -376,6 +387,9 @@ impl Sim {
                 }
             }
         }
+        if std::env::var_os("FOREST_SHAPE").is_some() {
+            self.print_shape();
+        }
         let mut gaps: Vec<u32> =
             self.alive_list[1..].iter().map(|&id| uploads[id as usize].abs_diff(f as u32)).collect();
         gaps.sort_unstable();
@@ -383,6 +397,33 @@ impl Sim {
         self.report.hubs_gap_over_one = gaps.iter().filter(|g| **g > 1).count() as u64;
         self.report.invariant_violations = violations;
         self.report.hubs = self.alive_list.len() - 1;
+    }
+}
+
+/// With FOREST_SHAPE set, the forest's shape at the end is printed: hubs by
+/// children in their proper tree, and interior and leaf places by depth.
+impl Sim {
+    fn print_shape(&self) {
+        let f = self.fc.stripes;
+        let mut kids = [0u32; 8];
+        let mut idepth = [0u32; 40];
+        let mut ldepth = [0u32; 40];
+        for t in 0..f {
+            let depths = self.depths(t);
+            for &id in &self.alive_list[1..] {
+                let node = &self.nodes[id as usize];
+                let d = depths[id as usize].unwrap_or(39).min(39) as usize;
+                if node.proper() == t {
+                    kids[node.children(t).len().min(7)] += 1;
+                    idepth[d] += 1;
+                } else {
+                    ldepth[d] += 1;
+                }
+            }
+        }
+        eprintln!("children in proper tree: {kids:?}");
+        eprintln!("interior depth: {:?}", &idepth[..25]);
+        eprintln!("leaf depth: {:?}", &ldepth[..25]);
     }
 }
 

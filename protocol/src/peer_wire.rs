@@ -44,15 +44,18 @@
 //!                 (u16), and an optional peer is present (u8: 0 or 1) and
 //!                 then a peer:
 //!                 1 Search      joiner (peer), flags (u8: bit 0 interior, bit 1 down)
-//!                 2 TakeOn      child (peer), flags (u8: bit 0 interior)
+//!                 2 TakeOn      child (peer), flags (u8: bit 0 interior), dead
+//!                               (optional: the parent an orphan lost)
 //!                 3 Substitute  parent (peer), grandparent (optional), leaf (peer)
 //!                 4 Direct      parent (peer), grandparent (optional)
 //!                 5 Replace     dead (peer), flags (u8: bit 0 interior)
-//!                 6 UpdateUp    interior (u32), free (u32), spare (u32), attached (u8: 0
-//!                               or 1), epoch (u32: the sender's placements in the tree)
+//!                 6 UpdateUp    interior (u32), free (u32), spare (u32), room (u32:
+//!                               levels down to a place for an interior hub),
+//!                               attached (u8: 0 or 1), epoch (u32: the sender's
+//!                               placements in the tree)
 //!                 7 UpdateDown  grandparent (optional), heir (optional)
 //!                 8 Refuse      reason (u8: 1 bad tree, 2 not a child, 3 not your
-//!                               parent, 4 full, 5 loop)
+//!                               parent, 4 full, 5 loop, 6 not the heir)
 //!                 9 Join        (tree 0, no more): to the root, for a proper tree
 //!                 10 Welcome    contact (peer): the root's answer; tree is the proper tree
 //!                 Unknown kinds and flag bits are refused (out of range).
@@ -480,9 +483,10 @@ fn encode_forest(m: &forest::Msg<ForestPeer>, out: &mut Vec<u8>) {
             put_peer(joiner, out);
             out.push(u8::from(*interior) | u8::from(*down) << 1);
         }
-        Msg::TakeOn { child, interior, .. } => {
+        Msg::TakeOn { child, interior, dead, .. } => {
             put_peer(child, out);
             out.push(u8::from(*interior));
+            put_opt_peer(dead, out);
         }
         Msg::Substitute { parent, grandparent, leaf, .. } => {
             put_peer(parent, out);
@@ -497,8 +501,8 @@ fn encode_forest(m: &forest::Msg<ForestPeer>, out: &mut Vec<u8>) {
             put_peer(dead, out);
             out.push(u8::from(*interior));
         }
-        Msg::Update { info: UpdateInfo::Up { interior, free, spare, attached, epoch }, .. } => {
-            for n in [interior, free, spare] {
+        Msg::Update { info: UpdateInfo::Up { interior, free, spare, room, attached, epoch }, .. } => {
+            for n in [interior, free, spare, room] {
                 out.extend_from_slice(&n.to_be_bytes());
             }
             out.push(u8::from(*attached));
@@ -514,6 +518,7 @@ fn encode_forest(m: &forest::Msg<ForestPeer>, out: &mut Vec<u8>) {
             forest::Refusal::NotYourParent => 3,
             forest::Refusal::Full => 4,
             forest::Refusal::Loop => 5,
+            forest::Refusal::NotHeir => 6,
         }),
         Msg::Join => {}
         Msg::Welcome { contact, .. } => put_peer(contact, out),
@@ -539,7 +544,8 @@ fn decode_forest(r: &mut Reader<'_>) -> Result<forest::Msg<ForestPeer>, PeerWire
         }
         2 => {
             let child = r.peer()?;
-            Msg::TakeOn { tree, child, interior: flags(r, 1)? != 0 }
+            let interior = flags(r, 1)? != 0;
+            Msg::TakeOn { tree, child, interior, dead: r.opt_peer()? }
         }
         3 => Msg::Substitute { tree, parent: r.peer()?, grandparent: r.opt_peer()?, leaf: r.peer()? },
         4 => Msg::Direct { tree, parent: r.peer()?, grandparent: r.opt_peer()? },
@@ -548,9 +554,12 @@ fn decode_forest(r: &mut Reader<'_>) -> Result<forest::Msg<ForestPeer>, PeerWire
             Msg::Replace { tree, dead, interior: flags(r, 1)? != 0 }
         }
         6 => {
-            let (interior, free, spare) = (r.u32()?, r.u32()?, r.u32()?);
+            let (interior, free, spare, room) = (r.u32()?, r.u32()?, r.u32()?, r.u32()?);
             let attached = flags(r, 1)? != 0;
-            Msg::Update { tree, info: UpdateInfo::Up { interior, free, spare, attached, epoch: r.u32()? } }
+            Msg::Update {
+                tree,
+                info: UpdateInfo::Up { interior, free, spare, room, attached, epoch: r.u32()? },
+            }
         }
         7 => Msg::Update { tree, info: UpdateInfo::Down { grandparent: r.opt_peer()?, heir: r.opt_peer()? } },
         8 => {
@@ -560,6 +569,7 @@ fn decode_forest(r: &mut Reader<'_>) -> Result<forest::Msg<ForestPeer>, PeerWire
                 3 => Refusal::NotYourParent,
                 4 => Refusal::Full,
                 5 => Refusal::Loop,
+                6 => Refusal::NotHeir,
                 _ => return Err(PeerWireError::OutOfRange),
             };
             Msg::Refuse { tree, why }
@@ -934,14 +944,15 @@ mod tests {
         let all = [
             Msg::Search { tree: 3, joiner: a, interior: true, down: false },
             Msg::Search { tree: 0, joiner: b, interior: false, down: true },
-            Msg::TakeOn { tree: 1, child: a, interior: true },
+            Msg::TakeOn { tree: 1, child: a, interior: true, dead: Some(b) },
+            Msg::TakeOn { tree: 1, child: b, interior: false, dead: None },
             Msg::Substitute { tree: 2, parent: a, grandparent: Some(b), leaf: b },
             Msg::Substitute { tree: 2, parent: a, grandparent: None, leaf: b },
             Msg::Direct { tree: 15, parent: b, grandparent: None },
             Msg::Replace { tree: 0, dead: b, interior: false },
             Msg::Update {
                 tree: 1,
-                info: UpdateInfo::Up { interior: 7, free: 0, spare: 1, attached: true, epoch: 3 },
+                info: UpdateInfo::Up { interior: 7, free: 0, spare: 1, room: 2, attached: true, epoch: 3 },
             },
             Msg::Update { tree: 1, info: UpdateInfo::Down { grandparent: Some(a), heir: None } },
             Msg::Refuse { tree: 2, why: Refusal::NotAChild },
