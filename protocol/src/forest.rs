@@ -25,8 +25,8 @@
 //!     place, and the leaf becomes its first child (`Substitute`: the leaf
 //!     subcase);
 //!   - a complete node whose children are all interior passes the search down
-//!     to the child with the fewest interior nodes below it (the
-//!     incomplete-node subcase, one level down).
+//!     to the child with the nearest such place below it, then the fewest
+//!     interior nodes (the incomplete-node subcase, one level down).
 //!   - When a tree has no free slot left for a leaf (a churn burst took
 //!     several of its interior hubs), a leaf of that tree takes the newcomer
 //!     on: it becomes the *special node*, interior in two trees, until those
@@ -45,9 +45,14 @@
 //!   Orphans of a parent with no interior child ask the grandparent, which
 //!   takes one into the freed slot and sends the others down. The cost is
 //!   proportional to the tree's height.
-//! - **Update.** Upward, each node reports its subtree's interior count and
-//!   free slots, which steers searches. Downward, it tells its children their
-//!   grandparent and their heir.
+//! - **Update.** Upward, each node reports its subtree's interior count, free
+//!   slots, the nearest place for an interior hub, and the leaves it can
+//!   spare, which steer searches and wants. Downward, it tells its children
+//!   their grandparent and their heir.
+//! - **Want and Give** (not the paper's). A hub two or more children short of
+//!   its fanout for ORPHAN_RETRY asks up its tree for leaves; the want
+//!   descends to a subtree that can spare one, and a node there gives a leaf
+//!   child away. So every hub sends within one stripe of what it receives.
 //!
 //! Messages from a peer that does not hold the place it claims (an update from
 //! a node that is not a child, a replacement for a node that was not one) get
@@ -100,8 +105,9 @@ pub enum UpdateInfo<P> {
     /// `room`: levels below the sender to the nearest node that can take an
     /// interior joiner (0: the sender can, with a free slot or a leaf
     /// child); interior searches go towards the least, so the interior
-    /// hubs stay a balanced tree.
-    Up { interior: u32, free: u32, spare: u32, room: u32, attached: bool, epoch: u32 },
+    /// hubs stay a balanced tree. `give`: leaf children this subtree's
+    /// nodes can give away and keep fanout − 1 (`Want` goes there).
+    Up { interior: u32, free: u32, spare: u32, room: u32, give: u32, attached: bool, epoch: u32 },
     /// To a child: its grandparent, and its heir (the sibling that takes
     /// the parent's place if the parent fails).
     Down { grandparent: Option<P>, heir: Option<P> },
@@ -157,6 +163,21 @@ pub enum Msg<P> {
         tree: Tree,
         why: Refusal,
     },
+    /// `needy`, interior here, is two or more children short of its fanout
+    /// (it would send two stripes fewer than it takes): a node with a leaf
+    /// child to spare gives it one. The want climbs until a subtree reports
+    /// leaves to spare, then descends there (`down`).
+    Want {
+        tree: Tree,
+        needy: P,
+        down: bool,
+    },
+    /// The answer to a `Want`: take `leaf`, the sender's leaf child, as
+    /// yours. It stays the sender's until it says it has moved.
+    Give {
+        tree: Tree,
+        leaf: P,
+    },
     /// To the root, first: which tree is mine? (The tracker's part, where the
     /// root plays it.)
     Join,
@@ -178,7 +199,9 @@ impl<P> Msg<P> {
             | Msg::Replace { tree, .. }
             | Msg::Update { tree, .. }
             | Msg::Refuse { tree, .. }
-            | Msg::Welcome { tree, .. } => *tree,
+            | Msg::Welcome { tree, .. }
+            | Msg::Want { tree, .. }
+            | Msg::Give { tree, .. } => *tree,
             Msg::Join => 0,
         }
     }
@@ -198,16 +221,12 @@ pub struct ForestConfig {
     pub slack: u8,
     /// Children of the root in each tree.
     pub root_fanout: u8,
-    /// Move spare children down to free slots below. Fewer hubs more than a
-    /// stripe apart, for more messages and stalls under churn; off by
-    /// default (docs/DECISIONS.md, measured with `hubcast-sim --push-down`).
-    pub push_down: bool,
 }
 
 impl ForestConfig {
     pub fn new(stripes: u8) -> ForestConfig {
         let stripes = stripes.clamp(2, MAX_STRIPES);
-        ForestConfig { stripes, fanout: stripes, slack: 1, root_fanout: stripes, push_down: false }
+        ForestConfig { stripes, fanout: stripes, slack: 1, root_fanout: stripes }
     }
 
     /// Most children of an interior hub.
@@ -225,6 +244,7 @@ pub struct Child<P> {
     sub_free: u32,
     sub_spare: u32,
     sub_room: u32,
+    sub_give: u32,
     /// Not yet confirmed by the child's first update: placed when. A child
     /// that never confirms (it failed, or took another place) is dropped
     /// after ORPHAN_RETRY.
@@ -242,6 +262,7 @@ impl<P> Child<P> {
             sub_free: 0,
             sub_spare: 0,
             sub_room: 0,
+            sub_give: 0,
             unconfirmed_since,
             epoch,
         };
@@ -250,8 +271,8 @@ impl<P> Child<P> {
     }
 
     fn set_counts(&mut self, c: Counts) {
-        (self.sub_interior, self.sub_free, self.sub_spare, self.sub_room) =
-            (c.interior, c.free, c.spare, c.room);
+        (self.sub_interior, self.sub_free, self.sub_spare) = (c.interior, c.free, c.spare);
+        (self.sub_room, self.sub_give) = (c.room, c.give);
     }
 }
 
@@ -262,6 +283,7 @@ struct Counts {
     free: u32,
     spare: u32,
     room: u32,
+    give: u32,
 }
 
 /// One node's view of one tree.
@@ -290,9 +312,12 @@ struct TreeView<P> {
     /// The parent that said this node was not its child: told again when
     /// this node settles elsewhere, in case the refusal crossed a placement.
     refused_by: Option<P>,
-    /// A spare child being moved down to a free slot, and since when: it
-    /// stays a child here until it has settled there (and says so).
+    /// A leaf child given away (`Give`), and since when: it stays a child
+    /// here until it has settled there (and says so), or ORPHAN_RETRY.
     moving: Option<(P, Instant)>,
+    /// Since when this node has been short of children (needy), or when it
+    /// last asked for them (`Want`).
+    wanted: Option<Instant>,
     /// This node's placements in this tree, counted.
     epoch: u32,
     /// Children that left lately, with the epoch of their leave: one that
@@ -319,6 +344,7 @@ impl<P> Default for TreeView<P> {
             announced: None,
             refused_by: None,
             moving: None,
+            wanted: None,
             epoch: 0,
             left: VecDeque::new(),
             handed: VecDeque::new(),
@@ -516,7 +542,8 @@ impl<P: Copy + Eq + Ord + std::fmt::Debug> ForestNode<P> {
                 || v.special
                 || v.children.iter().any(|c| c.unconfirmed_since.is_some())
                 || !v.handed.is_empty()
-        })
+                || v.moving.is_some()
+        }) || self.needy(self.proper)
     }
 
     /// Orphans that waited too long search again from the root; children
@@ -547,6 +574,30 @@ impl<P: Copy + Eq + Ord + std::fmt::Debug> ForestNode<P> {
         }
         if self.is_root {
             return;
+        }
+        for t in 0..self.cfg.stripes {
+            let v = &mut self.trees[t as usize];
+            // A leaf given away that never moved is this node's to give again.
+            let stale = |since: Instant| now.saturating_duration_since(since) >= ORPHAN_RETRY;
+            if v.moving.is_some_and(|(leaf, since)| stale(since) || !v.children.iter().any(|c| c.id == leaf))
+            {
+                v.moving = None;
+                self.report_up(t);
+            }
+        }
+        // Short of children for ORPHAN_RETRY: ask for leaves, and again
+        // each ORPHAN_RETRY while short.
+        let t = self.proper;
+        let needy = self.needy(t);
+        let v = &mut self.trees[t as usize];
+        match v.wanted {
+            _ if !needy => v.wanted = None,
+            None => v.wanted = Some(now),
+            Some(since) if now.saturating_duration_since(since) >= ORPHAN_RETRY => {
+                v.wanted = Some(now);
+                self.want(t, self.me, self.me, false);
+            }
+            Some(_) => {}
         }
         // The forest repairs around a special node: one of its children at a
         // time searches a proper place from the root. Once it has one it
@@ -594,8 +645,11 @@ impl<P: Copy + Eq + Ord + std::fmt::Debug> ForestNode<P> {
                 self.attach(t, from, parent, grandparent);
             }
             Msg::Replace { dead, interior, .. } => self.replace(t, from, dead, interior),
-            Msg::Update { info: UpdateInfo::Up { interior, free, spare, room, attached, epoch }, .. } => {
-                self.child_update(t, from, Counts { interior, free, spare, room }, attached, epoch);
+            Msg::Update {
+                info: UpdateInfo::Up { interior, free, spare, room, give, attached, epoch },
+                ..
+            } => {
+                self.child_update(t, from, Counts { interior, free, spare, room, give }, attached, epoch);
             }
             Msg::Update { info: UpdateInfo::Down { grandparent, heir }, .. } => {
                 let v = &mut self.trees[t as usize];
@@ -605,6 +659,8 @@ impl<P: Copy + Eq + Ord + std::fmt::Debug> ForestNode<P> {
                 }
                 (v.grandparent, v.heir) = (grandparent, heir);
             }
+            Msg::Want { needy, down, .. } => self.want(t, from, needy, down),
+            Msg::Give { leaf, .. } => self.given(t, from, leaf),
             Msg::Join if self.is_root => {
                 let tree = self.assign_tree();
                 // A child of the root (any tree) to start the searches at.
@@ -624,6 +680,10 @@ impl<P: Copy + Eq + Ord + std::fmt::Debug> ForestNode<P> {
                 let dropped = why == Refusal::NotAChild && v.parent == Some(from);
                 if dropped {
                     v.refused_by = Some(from);
+                }
+                if why == Refusal::Full {
+                    // A leaf given to a hub no longer short stays here.
+                    v.moving = None;
                 }
                 if dropped || (why == Refusal::Full && v.parent.is_none()) {
                     v.parent = None;
@@ -721,7 +781,8 @@ impl<P: Copy + Eq + Ord + std::fmt::Debug> ForestNode<P> {
         left.dedup();
         for old in left {
             // Placed twice (a retry crossed a late answer): leave the other.
-            let info = UpdateInfo::Up { interior: 0, free: 0, spare: 0, room: 0, attached: false, epoch };
+            let info =
+                UpdateInfo::Up { interior: 0, free: 0, spare: 0, room: 0, give: 0, attached: false, epoch };
             self.send(old, Msg::Update { tree: t, info });
         }
         // The children's grandparent changed; the new parent wants the counts.
@@ -905,7 +966,12 @@ impl<P: Copy + Eq + Ord + std::fmt::Debug> ForestNode<P> {
         let v = &mut self.trees[t as usize];
         if !v.children.iter().any(|c| c.id == id) {
             let counts = if interior {
-                Counts { interior: 1, free: self.cfg.fanout as u32, spare: self.cfg.slack as u32, room: 0 }
+                Counts {
+                    interior: 1,
+                    free: self.cfg.fanout as u32,
+                    spare: self.cfg.slack as u32,
+                    ..Counts::default()
+                }
             } else {
                 Counts::default()
             };
@@ -922,8 +988,12 @@ impl<P: Copy + Eq + Ord + std::fmt::Debug> ForestNode<P> {
     fn substitute(&mut self, t: Tree, at: usize, joiner: P) {
         let v = &mut self.trees[t as usize];
         let leaf = v.children[at].id;
-        let counts =
-            Counts { interior: 1, free: self.cfg.fanout as u32 - 1, spare: self.cfg.slack as u32, room: 0 };
+        let counts = Counts {
+            interior: 1,
+            free: self.cfg.fanout as u32 - 1,
+            spare: self.cfg.slack as u32,
+            ..Counts::default()
+        };
         v.children[at] = Child::new(joiner, true, counts, self.now, 0);
         let grandparent = v.parent;
         self.send(joiner, Msg::Substitute { tree: t, parent: self.me, grandparent, leaf });
@@ -971,40 +1041,74 @@ impl<P: Copy + Eq + Ord + std::fmt::Debug> ForestNode<P> {
         v.successor = v.children.iter().filter(|c| c.interior).map(|c| c.id).min();
         self.announce_down(t, false);
         self.report_up(t);
-        if self.cfg.push_down {
-            self.push_down(t);
+    }
+
+    /// Leaf children this node can give away and keep fanout − 1 (none
+    /// while a leaf it gave has not moved yet).
+    fn givable(&self, t: Tree) -> u32 {
+        let v = &self.trees[t as usize];
+        let fanout = self.cfg.fanout as usize;
+        if self.is_root || t != self.proper || v.moving.is_some() {
+            return 0;
+        }
+        let leaves = v.children.iter().filter(|c| !c.interior).count();
+        (v.children.len() + 1).saturating_sub(fanout).min(leaves) as u32
+    }
+
+    /// Interior here, placed, and two or more children short of its fanout:
+    /// it would send two stripes fewer than it takes.
+    fn needy(&self, t: Tree) -> bool {
+        let v = &self.trees[t as usize];
+        !self.is_root
+            && t == self.proper
+            && v.parent.is_some()
+            && v.children.len() + 2 <= self.cfg.fanout as usize
+    }
+
+    /// A `Want` for `needy`, from `from`: give it a leaf from here, or pass
+    /// the want to the subtree with the most leaves to spare, or up.
+    fn want(&mut self, t: Tree, from: P, needy: P, down: bool) {
+        if needy != self.me && self.givable(t) > 0 {
+            let v = &mut self.trees[t as usize];
+            if let (Some(leaf), Some(now)) = (v.children.iter().find(|c| !c.interior).map(|c| c.id), self.now)
+            {
+                v.moving = Some((leaf, now));
+                self.send(needy, Msg::Give { tree: t, leaf });
+                self.report_up(t);
+                return;
+            }
+        }
+        let v = &mut self.trees[t as usize];
+        let below = v
+            .children
+            .iter_mut()
+            .filter(|c| c.sub_give > 0 && c.id != from && c.id != needy)
+            .max_by_key(|c| (c.sub_give, c.id));
+        match (below, v.parent) {
+            (Some(c), _) => {
+                // Counted at once, as a search passed down is.
+                c.sub_give -= 1;
+                let to = c.id;
+                self.send(to, Msg::Want { tree: t, needy, down: true });
+            }
+            (None, Some(parent)) if !down => self.send(parent, Msg::Want { tree: t, needy, down: false }),
+            // Nothing to spare: the needy node asks again later.
+            _ => {}
         }
     }
 
-    /// A node holding a spare child (more than its fanout) while a subtree
-    /// below reports a free slot has a leaf child search a place there: the
-    /// spare is room for churn, and each one in use leaves another node short
-    /// of children. The leaf stays a child here until it has settled below
-    /// and said so (its leave notice), so nothing is lost if the search is.
-    fn push_down(&mut self, t: Tree) {
-        let soft = self.soft_cap(t);
-        let now = self.now;
-        let v = &mut self.trees[t as usize];
-        if self.is_root || v.children.len() <= soft {
-            return;
+    /// A leaf given in answer to this node's `Want`: taken while it is short.
+    fn given(&mut self, t: Tree, from: P, leaf: P) {
+        let v = &self.trees[t as usize];
+        let short = t == self.proper && !self.is_root && v.children.len() < self.soft_cap(t);
+        if !short || leaf == self.me || v.parent == Some(leaf) || v.children.iter().any(|c| c.id == leaf) {
+            return self.refuse(from, t, Refusal::Full);
         }
-        // One at a time; a move that has not finished in ORPHAN_RETRY is given up.
-        if let Some((leaf, since)) = v.moving {
-            let stale = now.is_some_and(|n| n.saturating_duration_since(since) >= ORPHAN_RETRY);
-            if v.children.iter().any(|c| c.id == leaf) && !stale {
-                return;
-            }
-            v.moving = None;
+        self.adopt(t, leaf, false);
+        if self.needy(t) {
+            self.trees[t as usize].wanted = self.now;
+            self.want(t, self.me, self.me, false);
         }
-        let below = v.children.iter().filter(|c| c.interior && c.sub_free > 0).max_by_key(|c| c.sub_free);
-        let (Some(below), Some(leaf)) =
-            (below.map(|c| c.id), v.children.iter().find(|c| !c.interior).map(|c| c.id))
-        else {
-            return;
-        };
-        let Some(now) = now else { return };
-        v.moving = Some((leaf, now));
-        self.pass_down(t, below, leaf, false);
     }
 
     fn announce_down(&mut self, t: Tree, always: bool) {
@@ -1021,7 +1125,7 @@ impl<P: Copy + Eq + Ord + std::fmt::Debug> ForestNode<P> {
     }
 
     fn report_up(&mut self, t: Tree) {
-        let (soft, cap) = (self.soft_cap(t), self.cap(t));
+        let (soft, cap, own_give) = (self.soft_cap(t), self.cap(t), self.givable(t));
         let v = &mut self.trees[t as usize];
         let Some(parent) = v.parent else { return };
         let n = v.children.len();
@@ -1041,13 +1145,14 @@ impl<P: Copy + Eq + Ord + std::fmt::Debug> ForestNode<P> {
                 .min()
                 .unwrap_or(0),
         };
-        let counts = Counts { interior, free, spare, room };
+        let give = own_give + v.children.iter().map(|c| c.sub_give).sum::<u32>();
+        let counts = Counts { interior, free, spare, room, give };
         if v.reported == Some(counts) {
             return;
         }
         v.reported = Some(counts);
         let epoch = v.epoch;
-        let info = UpdateInfo::Up { interior, free, spare, room, attached: true, epoch };
+        let info = UpdateInfo::Up { interior, free, spare, room, give, attached: true, epoch };
         self.send(parent, Msg::Update { tree: t, info });
     }
 }
@@ -1074,7 +1179,8 @@ mod tests {
         assert_eq!(root.children(0).len(), 1);
         let _ = refusals(&mut root);
 
-        let up = UpdateInfo::Up { interior: 9, free: 9, spare: 9, room: 0, attached: true, epoch: 1 };
+        let up =
+            UpdateInfo::Up { interior: 9, free: 9, spare: 9, room: 0, give: 0, attached: true, epoch: 1 };
         root.handle_message(now, 8, Msg::Update { tree: 0, info: up });
         root.handle_message(now, 8, Msg::Replace { tree: 1, dead: 5, interior: true });
         root.handle_message(now, 8, Msg::Search { tree: 9, joiner: 8, interior: false, down: true });
@@ -1122,7 +1228,8 @@ mod tests {
         // hubs each (one placed, one more below): tree 0 is the emptiest.
         for (tree, hub, interior) in [(0, 1, 1), (1, 2, 2), (2, 3, 2)] {
             root.handle_message(now, hub, Msg::Search { tree, joiner: hub, interior: true, down: true });
-            let up = UpdateInfo::Up { interior, free: 4, spare: 1, room: 0, attached: true, epoch: 1 };
+            let up =
+                UpdateInfo::Up { interior, free: 4, spare: 1, room: 0, give: 0, attached: true, epoch: 1 };
             root.handle_message(now, hub, Msg::Update { tree, info: up });
         }
         assert_eq!(welcome(&mut root, 4), 0);
@@ -1139,7 +1246,7 @@ mod tests {
         root.handle_message(now, 7, Msg::Search { tree: 1, joiner: 7, interior: false, down: true });
         let up = |attached, epoch| Msg::Update {
             tree: 1,
-            info: UpdateInfo::Up { interior: 0, free: 0, spare: 0, room: 0, attached, epoch },
+            info: UpdateInfo::Up { interior: 0, free: 0, spare: 0, room: 0, give: 0, attached, epoch },
         };
         root.handle_message(now, 7, up(true, 1));
         // It left at epoch 2; its update of epoch 1, overtaken, changes nothing.
@@ -1238,7 +1345,8 @@ mod tests {
         place(&mut heir, now, 1, 0, 2);
         for c in [10, 11, 12] {
             heir.handle_message(now, 1, Msg::TakeOn { tree: 0, child: c, interior: true, dead: None });
-            let up = UpdateInfo::Up { interior: 1, free: 2, spare: 1, room: 0, attached: true, epoch: 1 };
+            let up =
+                UpdateInfo::Up { interior: 1, free: 2, spare: 1, room: 0, give: 0, attached: true, epoch: 1 };
             heir.handle_message(now, c, Msg::Update { tree: 0, info: up });
         }
         assert_eq!(heir.children(0).len(), 3);
@@ -1259,11 +1367,72 @@ mod tests {
         let kids: Vec<u32> = heir.children(0).iter().map(|c| c.id).collect();
         assert_eq!(kids, [10, 12, 3]);
         // Its update from before the move is no claim to refuse.
-        let up = UpdateInfo::Up { interior: 1, free: 2, spare: 1, room: 0, attached: true, epoch: 1 };
+        let up =
+            UpdateInfo::Up { interior: 1, free: 2, spare: 1, room: 0, give: 0, attached: true, epoch: 1 };
         heir.handle_message(now, 11, Msg::Update { tree: 0, info: up });
         assert!(refusals(&mut heir).is_empty());
         // Were the move never to happen, 11 is told to search anew.
         heir.handle_timeout(now + ORPHAN_RETRY);
         assert!(refusals(&mut heir).contains(&(11, Refusal::NotAChild)));
+    }
+
+    #[test]
+    fn a_hub_short_of_children_asks_for_leaves_and_one_with_a_leaf_to_spare_gives_it() {
+        let now = Instant::now();
+        let cfg = ForestConfig::new(4);
+        // A leaf child, placed and confirmed.
+        let leaf = |n: &mut ForestNode<u32>, c: u32| {
+            n.handle_message(now, c, Msg::Search { tree: 0, joiner: c, interior: false, down: true });
+            let up =
+                UpdateInfo::Up { interior: 0, free: 0, spare: 0, room: 0, give: 0, attached: true, epoch: 1 };
+            n.handle_message(now, c, Msg::Update { tree: 0, info: up });
+        };
+        // Hub 5, interior in tree 0 below 1, has one child of four: it would
+        // send one stripe and take four.
+        let mut needy = ForestNode::new(5u32, 0, 0, cfg);
+        place(&mut needy, now, 1, 0, 5);
+        leaf(&mut needy, 20);
+        drain(&mut needy);
+        // A hub just short waits a while (newcomers may fill the places)...
+        needy.handle_timeout(now);
+        assert!(drain(&mut needy).is_empty());
+        // ...then asks, up its tree.
+        needy.handle_timeout(now + ORPHAN_RETRY);
+        assert_eq!(drain(&mut needy), [(1, Msg::Want { tree: 0, needy: 5, down: false })]);
+
+        // Hub 7 has four leaf children: it can spare one, and says so up.
+        let mut donor = ForestNode::new(7u32, 0, 0, cfg);
+        place(&mut donor, now, 1, 0, 7);
+        for c in 30..34 {
+            leaf(&mut donor, c);
+        }
+        let mut reported = drain(&mut donor).into_iter().filter_map(|(to, m)| match m {
+            Msg::Update { info: UpdateInfo::Up { give, .. }, .. } if to == 1 => Some(give),
+            _ => None,
+        });
+        assert_eq!(reported.next_back(), Some(1));
+        donor.handle_message(now, 1, Msg::Want { tree: 0, needy: 5, down: true });
+        let sent = drain(&mut donor);
+        assert!(sent.contains(&(5, Msg::Give { tree: 0, leaf: 30 })), "{sent:?}");
+        // Until that leaf has moved it spares no other, and keeps it listed.
+        donor.handle_message(now, 1, Msg::Want { tree: 0, needy: 9, down: true });
+        assert!(!drain(&mut donor).iter().any(|(_, m)| matches!(m, Msg::Give { .. })));
+        assert_eq!(donor.children(0).len(), 4);
+
+        // The needy hub takes the leaf on, and, two short still, asks again.
+        needy.handle_message(now, 7, Msg::Give { tree: 0, leaf: 30 });
+        let sent = drain(&mut needy);
+        assert!(sent.contains(&(30, Msg::Direct { tree: 0, parent: 5, grandparent: Some(1) })), "{sent:?}");
+        assert!(sent.contains(&(1, Msg::Want { tree: 0, needy: 5, down: false })), "{sent:?}");
+        assert_eq!(needy.children(0).len(), 2);
+        // The leaf says it has left the donor.
+        let leave =
+            UpdateInfo::Up { interior: 0, free: 0, spare: 0, room: 0, give: 0, attached: false, epoch: 2 };
+        donor.handle_message(now, 30, Msg::Update { tree: 0, info: leave });
+        assert_eq!(donor.children(0).len(), 3);
+        // A hub that is not short takes no gift.
+        donor.handle_message(now, 5, Msg::Give { tree: 0, leaf: 40 });
+        donor.handle_message(now, 5, Msg::Give { tree: 0, leaf: 41 });
+        assert_eq!(refusals(&mut donor), [(5, Refusal::Full)]);
     }
 }

@@ -36,8 +36,6 @@ pub struct ForestSimConfig {
     pub detect: Duration,
     pub latency: Duration,
     pub jitter: Duration,
-    /// ForestConfig::push_down.
-    pub push_down: bool,
 }
 
 impl ForestSimConfig {
@@ -53,7 +51,6 @@ impl ForestSimConfig {
             detect: Duration::from_secs(1),
             latency: Duration::from_millis(20),
             jitter: Duration::from_millis(30),
-            push_down: false,
         }
     }
 }
@@ -441,7 +438,7 @@ fn percentile(v: &mut [u64], p: f64) -> u64 {
 
 /// Run one simulation.
 pub fn run(cfg: &ForestSimConfig) -> ForestSimReport {
-    let fc = ForestConfig { push_down: cfg.push_down, ..ForestConfig::new(cfg.stripes) };
+    let fc = ForestConfig::new(cfg.stripes);
     let mut sim = Sim {
         cfg: cfg.clone(),
         fc,
@@ -538,10 +535,9 @@ mod tests {
         assert!(f64::from(r.max_height) <= bound, "{r:?}");
         assert_eq!(r.stall_seconds_total, 0);
         assert_eq!(r.special_nodes, 0);
-        // Most hubs send within one stripe of what they receive; the rest
-        // are the last interior hubs placed, not yet given all their children.
-        assert!(r.upload_download_max_gap_stripes < 4, "{r:?}");
-        assert!(r.hubs_gap_over_one * 4 <= 500, "{r:?}");
+        // Every hub sends within one stripe of what it receives: the last
+        // interior hubs placed asked for leaves (Want) and got them.
+        assert_eq!(r.upload_download_max_gap_stripes, 1, "{r:?}");
     }
 
     #[test]
@@ -549,6 +545,7 @@ mod tests {
         let r = small(1000, 4, 0.3, 2);
         assert_eq!(r.invariant_violations, 0, "{r:?}");
         assert_eq!(r.failures, 300);
+        assert!(r.upload_download_max_gap_stripes <= 1, "{r:?}");
         let per_tree = u64::from(r.max_height) + 4 + 1;
         assert!(r.messages_per_failure_p99 <= 5 * 4 * per_tree, "{r:?}");
     }

@@ -50,14 +50,17 @@
 //!                 4 Direct      parent (peer), grandparent (optional)
 //!                 5 Replace     dead (peer), flags (u8: bit 0 interior)
 //!                 6 UpdateUp    interior (u32), free (u32), spare (u32), room (u32:
-//!                               levels down to a place for an interior hub),
-//!                               attached (u8: 0 or 1), epoch (u32: the sender's
-//!                               placements in the tree)
+//!                               levels down to a place for an interior hub), give
+//!                               (u32: leaves its subtree can spare), attached (u8:
+//!                               0 or 1), epoch (u32: the sender's placements in
+//!                               the tree)
 //!                 7 UpdateDown  grandparent (optional), heir (optional)
 //!                 8 Refuse      reason (u8: 1 bad tree, 2 not a child, 3 not your
 //!                               parent, 4 full, 5 loop, 6 not the heir)
 //!                 9 Join        (tree 0, no more): to the root, for a proper tree
 //!                 10 Welcome    contact (peer): the root's answer; tree is the proper tree
+//!                 11 Want       needy (peer), flags (u8: bit 0 down)
+//!                 12 Give       leaf (peer)
 //!                 Unknown kinds and flag bits are refused (out of range).
 //! 16 Stripe       tree (u8), stripes (u8, 2..=forest::MAX_STRIPES, tree < stripes),
 //!                 resume as in Subscribe: to a parent in the stripe forest, which
@@ -475,6 +478,8 @@ fn encode_forest(m: &forest::Msg<ForestPeer>, out: &mut Vec<u8>) {
         Msg::Refuse { .. } => (8, m.tree()),
         Msg::Join => (9, 0),
         Msg::Welcome { .. } => (10, m.tree()),
+        Msg::Want { .. } => (11, m.tree()),
+        Msg::Give { .. } => (12, m.tree()),
     };
     out.push(kind);
     out.push(tree);
@@ -501,8 +506,10 @@ fn encode_forest(m: &forest::Msg<ForestPeer>, out: &mut Vec<u8>) {
             put_peer(dead, out);
             out.push(u8::from(*interior));
         }
-        Msg::Update { info: UpdateInfo::Up { interior, free, spare, room, attached, epoch }, .. } => {
-            for n in [interior, free, spare, room] {
+        Msg::Update {
+            info: UpdateInfo::Up { interior, free, spare, room, give, attached, epoch }, ..
+        } => {
+            for n in [interior, free, spare, room, give] {
                 out.extend_from_slice(&n.to_be_bytes());
             }
             out.push(u8::from(*attached));
@@ -522,6 +529,11 @@ fn encode_forest(m: &forest::Msg<ForestPeer>, out: &mut Vec<u8>) {
         }),
         Msg::Join => {}
         Msg::Welcome { contact, .. } => put_peer(contact, out),
+        Msg::Want { needy, down, .. } => {
+            put_peer(needy, out);
+            out.push(u8::from(*down));
+        }
+        Msg::Give { leaf, .. } => put_peer(leaf, out),
     }
 }
 
@@ -554,12 +566,11 @@ fn decode_forest(r: &mut Reader<'_>) -> Result<forest::Msg<ForestPeer>, PeerWire
             Msg::Replace { tree, dead, interior: flags(r, 1)? != 0 }
         }
         6 => {
-            let (interior, free, spare, room) = (r.u32()?, r.u32()?, r.u32()?, r.u32()?);
+            let (interior, free, spare) = (r.u32()?, r.u32()?, r.u32()?);
+            let (room, give) = (r.u32()?, r.u32()?);
             let attached = flags(r, 1)? != 0;
-            Msg::Update {
-                tree,
-                info: UpdateInfo::Up { interior, free, spare, room, attached, epoch: r.u32()? },
-            }
+            let epoch = r.u32()?;
+            Msg::Update { tree, info: UpdateInfo::Up { interior, free, spare, room, give, attached, epoch } }
         }
         7 => Msg::Update { tree, info: UpdateInfo::Down { grandparent: r.opt_peer()?, heir: r.opt_peer()? } },
         8 => {
@@ -576,6 +587,11 @@ fn decode_forest(r: &mut Reader<'_>) -> Result<forest::Msg<ForestPeer>, PeerWire
         }
         9 if tree == 0 => Msg::Join,
         10 => Msg::Welcome { tree, contact: r.peer()? },
+        11 => {
+            let needy = r.peer()?;
+            Msg::Want { tree, needy, down: flags(r, 1)? != 0 }
+        }
+        12 => Msg::Give { tree, leaf: r.peer()? },
         _ => return Err(PeerWireError::OutOfRange),
     })
 }
@@ -946,13 +962,23 @@ mod tests {
             Msg::Search { tree: 0, joiner: b, interior: false, down: true },
             Msg::TakeOn { tree: 1, child: a, interior: true, dead: Some(b) },
             Msg::TakeOn { tree: 1, child: b, interior: false, dead: None },
+            Msg::Want { tree: 2, needy: a, down: true },
+            Msg::Give { tree: 3, leaf: b },
             Msg::Substitute { tree: 2, parent: a, grandparent: Some(b), leaf: b },
             Msg::Substitute { tree: 2, parent: a, grandparent: None, leaf: b },
             Msg::Direct { tree: 15, parent: b, grandparent: None },
             Msg::Replace { tree: 0, dead: b, interior: false },
             Msg::Update {
                 tree: 1,
-                info: UpdateInfo::Up { interior: 7, free: 0, spare: 1, room: 2, attached: true, epoch: 3 },
+                info: UpdateInfo::Up {
+                    interior: 7,
+                    free: 0,
+                    spare: 1,
+                    room: 2,
+                    give: 5,
+                    attached: true,
+                    epoch: 3,
+                },
             },
             Msg::Update { tree: 1, info: UpdateInfo::Down { grandparent: Some(a), heir: None } },
             Msg::Refuse { tree: 2, why: Refusal::NotAChild },

@@ -2,7 +2,8 @@
 //! stripes, 30% of them failing over ten simulated minutes (and as many
 //! joining). Its invariants hold at the end, and a failure costs messages in
 //! proportion to the trees' height, and the trees stay within two levels of
-//! the height the same hubs reach without churn.
+//! the height the same hubs reach without churn. Every hub sends within one
+//! stripe of what it receives.
 
 use hubcast_protocol::forest_sim::{run, ForestSimConfig};
 
@@ -19,6 +20,8 @@ fn ten_thousand_hubs_with_churn_keep_every_invariant() {
     assert!(r.messages_per_failure_p50 <= 2 * 4 * per_tree, "{r:?}");
     assert!(r.messages_per_failure_p99 <= 5 * 4 * per_tree, "{r:?}");
     assert_eq!(r.special_nodes, 0, "{r:?}");
+    // Upload equals download, one stripe at most apart, for every hub.
+    assert!(r.upload_download_max_gap_stripes <= 1, "{r:?}");
     assert!(f64::from(r.max_height) <= 2.0 * (10_000f64).ln() / 4f64.ln() + 2.0, "{r:?}");
     // Repairs hand subtrees back to their depth (the ripple): none sinks.
     let built = run(&ForestSimConfig::new(10_000, 4, 0.0, 1));

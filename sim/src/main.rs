@@ -32,15 +32,12 @@ enum Command {
         /// Length of the churn period, simulated seconds.
         #[arg(long, default_value_t = 600)]
         churn_secs: u64,
-        /// Hubs move spare children down to free slots (see docs/DECISIONS.md).
-        #[arg(long)]
-        push_down: bool,
     },
 }
 
 fn main() {
     match Cli::parse().command {
-        Command::Forest { hubs, stripes, churn, seed, churn_secs, push_down } => {
+        Command::Forest { hubs, stripes, churn, seed, churn_secs } => {
             if !(2..=hubcast_protocol::forest::MAX_STRIPES).contains(&stripes)
                 || !(0.0..=1.0).contains(&churn)
             {
@@ -49,7 +46,6 @@ fn main() {
             }
             let mut cfg = ForestSimConfig::new(hubs, stripes, churn, seed);
             cfg.churn_secs = churn_secs;
-            cfg.push_down = push_down;
             let started = Instant::now();
             let r = forest_sim::run(&cfg);
             println!(
