@@ -66,18 +66,28 @@ struct FeedChunk {
     /// Source symbols, and table pages.
     k: u32,
     pages: u32,
+    /// When this hub completed it.
+    at: Instant,
 }
 
 /// A chunk's feed answer, by (object, chunk, ESIs asked): its datagrams.
 type AnswerKey = (ObjectId, u32, u32);
 type Answer = Arc<Vec<Vec<u8>>>;
 
-/// The back buffer: recent chunks by position, bounded in bytes, with the
-/// signed manifests of their objects.
+/// How much of the channel a feed keeps: the chunks completed in the last
+/// `secs`, within `bytes`.
+#[derive(Clone, Copy, Debug)]
+pub struct BackBuffer {
+    pub secs: Duration,
+    pub bytes: u64,
+}
+
+/// The back buffer: recent chunks by position, bounded in age and bytes,
+/// with the signed manifests of their objects.
 struct Ring {
     chunks: VecDeque<FeedChunk>,
     bytes: u64,
-    cap: u64,
+    keep: BackBuffer,
     next_seq: u64,
     /// Per object in the ring: its manifest datagram and its chunk count there.
     manifests: HashMap<ObjectId, (Arc<[u8]>, usize)>,
@@ -89,7 +99,8 @@ impl Ring {
     /// Add `c` at the next position (its `seq` is set here).
     fn push(&mut self, mut c: FeedChunk) {
         c.seq = self.next_seq;
-        while self.bytes + u64::from(c.len) > self.cap {
+        let too_old = |o: &FeedChunk| c.at.saturating_duration_since(o.at) > self.keep.secs;
+        while self.bytes + u64::from(c.len) > self.keep.bytes || self.chunks.front().is_some_and(too_old) {
             let Some(old) = self.chunks.pop_front() else { break };
             self.bytes -= u64::from(old.len);
             if let Some((_, n)) = self.manifests.get_mut(&old.object_id) {
@@ -160,14 +171,14 @@ pub struct Feed {
 }
 
 impl Feed {
-    /// A feed keeping `back_buffer` bytes of recent chunks, serving at most
+    /// A feed keeping `keep` of recent chunks, serving at most
     /// `max_subscribers` desert hubs.
-    pub fn new(back_buffer: u64, max_subscribers: usize) -> Arc<Feed> {
+    pub fn new(keep: BackBuffer, max_subscribers: usize) -> Arc<Feed> {
         Arc::new(Feed {
             ring: Mutex::new(Ring {
                 chunks: VecDeque::new(),
                 bytes: 0,
-                cap: back_buffer,
+                keep,
                 next_seq: 0,
                 manifests: HashMap::new(),
                 waiting: HashMap::new(),
@@ -230,7 +241,7 @@ impl Feed {
     /// An object with no chunks (an empty file): subscribers get its manifest
     /// (given first with [`Feed::manifest`]) as an entry of its own.
     pub fn empty_object(&self, object_id: ObjectId) {
-        self.push(FeedChunk { seq: 0, object_id, index: 0, len: 0, k: 0, pages: 0 });
+        self.push(FeedChunk { seq: 0, object_id, index: 0, len: 0, k: 0, pages: 0, at: Instant::now() });
     }
 
     /// A chunk this hub completed and stored, `len` bytes in symbols of
@@ -238,7 +249,7 @@ impl Feed {
     pub fn chunk(&self, object_id: ObjectId, index: u32, len: u32, symbol_size: u16) {
         let k = wire::source_symbols(len, symbol_size);
         let pages = wire::page_count(wire::n_max(k)) as u32;
-        self.push(FeedChunk { seq: 0, object_id, index, len, k, pages });
+        self.push(FeedChunk { seq: 0, object_id, index, len, k, pages, at: Instant::now() });
     }
 
     fn push(&self, c: FeedChunk) {
@@ -804,14 +815,15 @@ mod tests {
     use super::*;
 
     fn chunk(seq: u64, object: u8, index: u32) -> FeedChunk {
-        FeedChunk { seq, object_id: ObjectId([object; 32]), index, len: 100, k: 1, pages: 1 }
+        let at = Instant::now();
+        FeedChunk { seq, object_id: ObjectId([object; 32]), index, len: 100, k: 1, pages: 1, at }
     }
 
-    fn ring(cap: u64) -> Ring {
+    fn ring(bytes: u64) -> Ring {
         Ring {
             chunks: VecDeque::new(),
             bytes: 0,
-            cap,
+            keep: BackBuffer { secs: Duration::from_secs(3600), bytes },
             next_seq: 0,
             manifests: HashMap::new(),
             waiting: HashMap::new(),
@@ -844,8 +856,24 @@ mod tests {
     }
 
     #[test]
+    fn the_back_buffer_keeps_the_last_seconds_of_the_channel() {
+        let mut r = ring(1 << 20);
+        r.keep.secs = Duration::from_secs(30);
+        let t0 = Instant::now();
+        // One chunk every 10 s: at 40 s, the chunk of 0 s is older than 30 s.
+        for i in 0..5u32 {
+            r.push(FeedChunk { at: t0 + Duration::from_secs(10 * u64::from(i)), ..chunk(0, 1, i) });
+        }
+        let kept: Vec<u32> = r.chunks.iter().map(|c| c.index).collect();
+        assert_eq!(kept, [1, 2, 3, 4]);
+        assert_eq!(r.bytes, 400);
+        // A subscription asking for the chunk that left starts at the oldest kept.
+        assert_eq!(r.after(r.start_for(Some((ObjectId([1; 32]), 0)))).map(|c| c.index), Some(1));
+    }
+
+    #[test]
     fn the_fan_out_is_capped_and_a_place_is_given_back() {
-        let feed = Feed::new(1 << 20, 2);
+        let feed = Feed::new(BackBuffer { secs: Duration::from_secs(30), bytes: 1 << 20 }, 2);
         let a = feed.join().expect("first");
         let _b = feed.join().expect("second");
         assert!(feed.join().is_none(), "full");

@@ -1,9 +1,11 @@
 //! `clienthub run` settings: TOML file (`--config`) with documented defaults,
 //! each overridden by its command-line flag.
 
+use crate::bridge::BackBuffer;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -43,8 +45,12 @@ pub struct HubConfig {
     pub bridge: bool,
     /// Desert hubs a bridge feeds at once; more are refused as busy. Default 8.
     pub bridge_fanout: usize,
-    /// A bridge's back buffer of recent chunks, in MiB: a hub that changes
-    /// bridge resumes within it. Default 64.
+    /// A bridge's (or a stripe parent's) back buffer: the chunks it
+    /// completed in the last `back_buffer_secs`. A hub that changes bridge
+    /// or parent resumes within it. Default 30.
+    pub back_buffer_secs: u64,
+    /// The back buffer's ceiling, in MiB (memory and store bytes it keeps
+    /// serving). Default 64.
     pub back_buffer_mib: u64,
     /// Do not join the multicast group: take the feed from a bridge. Default false.
     pub no_multicast: bool,
@@ -87,6 +93,7 @@ impl Default for HubConfig {
             tracker: None,
             bridge: false,
             bridge_fanout: 8,
+            back_buffer_secs: 30,
             back_buffer_mib: 64,
             no_multicast: false,
             desert_after_secs: 4,
@@ -94,6 +101,15 @@ impl Default for HubConfig {
             remulticast: None,
             live_buffer_secs: 30,
             stripes: 0,
+        }
+    }
+}
+
+impl HubConfig {
+    pub fn back_buffer(&self) -> BackBuffer {
+        BackBuffer {
+            secs: Duration::from_secs(self.back_buffer_secs),
+            bytes: self.back_buffer_mib.saturating_mul(1 << 20),
         }
     }
 }

@@ -214,7 +214,7 @@ fn start_peers(
     let upload = cfg.upload_rate * 1e6 / 8.0;
     // Bridges serve subscriptions from the feed; --remulticast sends it on the LAN.
     let feed = (cfg.bridge || cfg.remulticast.is_some() || cfg.stripes > 0)
-        .then(|| Feed::new(cfg.back_buffer_mib << 20, cfg.bridge_fanout));
+        .then(|| Feed::new(cfg.back_buffer(), cfg.bridge_fanout));
     let server = Server::new(
         store.clone(),
         partial_tx,

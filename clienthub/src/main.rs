@@ -81,7 +81,11 @@ struct RunArgs {
     /// Desert hubs a bridge feeds at once. Default 8.
     #[arg(long)]
     bridge_fanout: Option<usize>,
-    /// A bridge's back buffer of recent chunks, in MiB. Default 64.
+    /// Seconds of the channel a bridge (or stripe parent) keeps for hubs
+    /// that change bridge or parent to resume within. Default 30.
+    #[arg(long)]
+    back_buffer_secs: Option<u64>,
+    /// The back buffer's ceiling, in MiB. Default 64.
     #[arg(long)]
     back_buffer_mib: Option<u64>,
     /// Do not join the multicast group; take the feed from a bridge.
@@ -122,7 +126,7 @@ impl RunArgs {
             ($($f:ident),*) => { $( if self.$f.is_some() { c.$f = self.$f; } )* };
         }
         set_opt!(source, export, http, loss_seed, peer_listen, tracker, remulticast);
-        set!(bridge_fanout, back_buffer_mib, live_buffer_secs, stripes);
+        set!(bridge_fanout, back_buffer_secs, back_buffer_mib, live_buffer_secs, stripes);
         if let Some(s) = self.desert_after {
             c.desert_after_secs = s;
         }
