@@ -98,6 +98,7 @@ enum Ev {
 
 /// Causes: joins are numbered from 0, failures from FAILURE_CAUSE.
 const FAILURE_CAUSE: u32 = 1 << 31;
+const NO_PARENT: u32 = u32::MAX;
 /// The event queue's address for events that belong to no node.
 const SIM: usize = usize::MAX;
 
@@ -112,6 +113,9 @@ struct Sim {
     alive_list: Vec<u32>,
     /// Claims: for each node, the (tree, child) pairs naming it as parent.
     claims: Vec<Vec<(Tree, u32)>>,
+    /// Per tree, each node's parent (NO_PARENT: none): the nodes' own view,
+    /// kept in step by `at`, compact for the depth walks.
+    parents: Vec<Vec<u32>>,
     /// Interior hubs per tree (alive), for the tracker's choice.
     interior: Vec<u64>,
     /// Messages sent per cause.
@@ -137,6 +141,9 @@ impl Sim {
         self.alive.push(true);
         self.alive_list.push(id);
         self.claims.push(Vec::new());
+        for p in &mut self.parents {
+            p.push(NO_PARENT);
+        }
         self.orphan_cause.push(id);
         self.timer_set.push(false);
         self.join_msgs.push(0);
@@ -225,6 +232,7 @@ impl Sim {
         for t in 0..self.fc.stripes {
             let after = self.nodes[id as usize].parent(t);
             if after != before[t as usize] {
+                self.parents[t as usize][id as usize] = after.unwrap_or(NO_PARENT);
                 if let Some(old) = before[t as usize] {
                     self.claims[old as usize].retain(|c| *c != (t, id));
                 }
@@ -287,8 +295,8 @@ impl Sim {
                     break NONE; // a loop
                 }
                 path.push(at);
-                match self.nodes[at].parent(t) {
-                    Some(p) if self.alive[p as usize] => at = p as usize,
+                match self.parents[t as usize][at] {
+                    p if p != NO_PARENT && self.alive[p as usize] => at = p as usize,
                     _ => break NONE,
                 }
             };
@@ -449,6 +457,7 @@ pub fn run(cfg: &ForestSimConfig) -> ForestSimReport {
         alive: vec![true],
         alive_list: vec![0],
         claims: vec![Vec::new()],
+        parents: vec![vec![NO_PARENT]; fc.stripes as usize],
         interior: vec![0; fc.stripes as usize],
         join_msgs: vec![0],
         failure_msgs: Vec::new(),
