@@ -19,7 +19,7 @@ use hubcast_keys::{NodeAddr, NodeId};
 use hubcast_protocol::origin::{NakVerdict, OriginConfig, OriginRepair, Resend};
 use hubcast_protocol::peer_wire::{self, ListedHub, PeerMessage, RefuseReason, MAX_NAKS_PER_STREAM};
 use hubcast_protocol::sender::{ObjectPlan, Pacer, PreparedChunk};
-use hubcast_protocol::tracker::{HubAddr, Tracker, TrackerConfig};
+use hubcast_protocol::tracker::{HubAddr, Role, Tracker, TrackerConfig};
 use hubcast_protocol::verify::Signer;
 use hubcast_protocol::{wire, ObjectId};
 use hubcast_transport::quic::{accept_each, NodeEndpoint};
@@ -311,7 +311,9 @@ async fn stream(
     let mut out = Vec::new();
     match messages.first() {
         Some(PeerMessage::Nak { .. }) => naks(&messages, hub, shared, &mut out)?,
-        Some(PeerMessage::Register { bridge }) => register(*bridge, &messages[1..], hub, shared)?,
+        Some(PeerMessage::Register { bridge, forest }) => {
+            register(Role { bridge: *bridge, forest: *forest }, &messages[1..], hub, shared)?
+        }
         Some(PeerMessage::HoldersRequest { object_id, chunk, limit }) if messages.len() == 1 => {
             let found = shared
                 .tracker(|t, rng| {
@@ -326,8 +328,8 @@ async fn stream(
                 .unwrap_or_default();
             peer_wire::encode(&PeerMessage::HubList(found.iter().map(listed).collect()), &mut out);
         }
-        Some(PeerMessage::RandomHubRequest) if messages.len() == 1 => {
-            let found = shared.tracker(|t, rng| t.random_hub(Instant::now(), Some(hub.id), rng)).flatten();
+        Some(PeerMessage::ForestHubRequest) if messages.len() == 1 => {
+            let found = shared.tracker(|t, rng| t.forest_hub(Instant::now(), Some(hub.id), rng)).flatten();
             peer_wire::encode(&PeerMessage::HubList(found.iter().map(listed).collect()), &mut out);
         }
         _ => return Err(Some("not a NAK, registration or query".into())),
@@ -374,12 +376,12 @@ fn naks(
 
 /// A registration: the hub is alive at its connection's address, and holds
 /// what its have-maps say.
-fn register(bridge: bool, maps: &[PeerMessage], hub: &Hub, shared: &Shared) -> Result<(), Option<String>> {
+fn register(role: Role, maps: &[PeerMessage], hub: &Hub, shared: &Shared) -> Result<(), Option<String>> {
     let now = Instant::now();
     shared
         .tracker(|t, _| {
             // Full, too many objects: counted by the tracker; the hub retries.
-            if t.register(now, hub.id, hub.addr, bridge).is_err() {
+            if t.register(now, hub.id, hub.addr, role).is_err() {
                 return Ok(());
             }
             for m in maps {

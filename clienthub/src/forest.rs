@@ -3,8 +3,10 @@
 //!
 //! A bridge with `--stripes` is the root of every tree. A desert hub with
 //! `--stripes` asks the root (its first `--bridge-peer`) for its proper tree
-//! (`Join`, `Welcome`), then searches a place in each tree. For each tree
-//! where it has a parent it subscribes to that stripe there (peer message
+//! (`Join`, `Welcome`), then searches a place in each tree, starting at a
+//! random forest hub the tracker names (hubs of the forest register with the
+//! tracker as such), or at the root's pick when it knows no tracker. For each
+//! tree where it has a parent it subscribes to that stripe there (peer message
 //! `Stripe`). The datagrams go to the hub's loop as a bridge's feed does, and
 //! are checked the same way against the broadcaster's signature. A stripe
 //! that ends tells the forest its parent is gone. The hub serves its own
@@ -33,6 +35,8 @@ use tracing::{debug, info, warn};
 const INBOUND_QUEUE: usize = 1024;
 /// How often the forest's timers run.
 const TICK: Duration = Duration::from_millis(500);
+/// How long a joiner waits for the tracker to name a forest hub.
+const TRACKER_WAIT: Duration = Duration::from_secs(3);
 /// How long a joiner waits for the root's welcome before asking again.
 const WELCOME_WAIT: Duration = Duration::from_secs(2);
 /// Refusals of a stripe subscription before the parent counts as gone (the
@@ -91,6 +95,8 @@ pub struct Forest {
     /// parent's back buffer permitting), so a hub that changes parent goes
     /// on where it was, with no gap and no repeat.
     pub position: watch::Receiver<Option<(ObjectId, u32)>>,
+    /// The tracker, once known: a joiner starts at a hub it names.
+    pub tracker: watch::Receiver<Option<NodeAddr>>,
 }
 
 /// Start the forest task; the link goes to the server.
@@ -110,14 +116,23 @@ async fn run(
     cancel: CancellationToken,
 ) {
     let cfg = ForestConfig::new(f.stripes);
+    let mut joined = None;
     let mut node = match f.root {
         None => {
             info!(stripes = f.stripes, "stripe forest: this hub is the root of every tree");
             ForestNode::new_root(f.me, cfg)
         }
         Some(root) => {
-            let Some((tree, contact)) = welcome(&f, root, &mut rx, &cancel).await else { return };
-            info!(stripes = f.stripes, proper = tree, %contact.addr, "stripe forest: joining, interior in tree {tree}");
+            let Some((tree, root_pick)) = welcome(&f, root, &mut rx, &cancel).await else { return };
+            // A random hub of the forest, as the tracker names it; the root's
+            // pick when no tracker is known or it names none.
+            let (contact, via) = match tracker_pick(&f).await {
+                Some(c) => (c, "tracker"),
+                None => (root_pick, "root"),
+            };
+            info!(stripes = f.stripes, proper = tree, contact = %contact.addr, via,
+                "stripe forest: joining, interior in tree {tree}");
+            joined = Some((via, contact));
             let mut n = ForestNode::new(f.me, root, tree, cfg);
             n.join(Instant::now(), contact);
             n
@@ -128,7 +143,7 @@ async fn run(
     let mut parents_lost = 0;
     loop {
         step(&f, &link, &tx, &mut node, &mut stripes);
-        publish(&f, &node, parents_lost);
+        publish(&f, &node, parents_lost, joined);
         let now = Instant::now();
         tokio::select! {
             ev = rx.recv() => match ev {
@@ -153,6 +168,20 @@ async fn run(
     }
     for (_, task) in stripes.into_iter().flatten() {
         task.abort();
+    }
+}
+
+/// A random hub of the forest from the tracker's registry, if a tracker is
+/// known and names one (not this hub).
+async fn tracker_pick(f: &Forest) -> Option<ForestPeer> {
+    let tracker = (*f.tracker.borrow())?;
+    match tokio::time::timeout(TRACKER_WAIT, f.fetcher.forest_hub(tracker)).await {
+        Ok(Ok(Some(h))) if h.node_id != f.me.node_id => Some(ForestPeer { node_id: h.node_id, addr: h.addr }),
+        Ok(Ok(_)) => None,
+        _ => {
+            debug!(%tracker, "stripe forest: the tracker did not answer; joining through the root's pick");
+            None
+        }
     }
 }
 
@@ -226,7 +255,7 @@ fn step(
     }
 }
 
-fn publish(f: &Forest, node: &ForestNode<ForestPeer>, parents_lost: u64) {
+fn publish(f: &Forest, node: &ForestNode<ForestPeer>, parents_lost: u64, joined: Option<(&str, ForestPeer)>) {
     let id = |p: &ForestPeer| NodeId(p.node_id).to_string();
     let s = ForestStatus {
         stripes: f.stripes,
@@ -234,6 +263,8 @@ fn publish(f: &Forest, node: &ForestNode<ForestPeer>, parents_lost: u64) {
         parents: (0..f.stripes).map(|t| node.parent(t).as_ref().map(id)).collect(),
         children: (0..f.stripes).map(|t| node.children(t).iter().map(|c| id(&c.id)).collect()).collect(),
         parents_lost,
+        joined_via: joined.map(|(via, _)| via.to_owned()),
+        contact: joined.map(|(_, c)| id(&c)),
     };
     f.status.with_feed(|feed| feed.forest = Some(s));
 }

@@ -255,6 +255,9 @@ fn start_peers(
     let fixed: Vec<NodeAddr> = cfg.bridge_peers.iter().filter_map(|b| b.parse::<NodeAddr>().ok()).collect();
     let fetcher = Fetcher::new(endpoint.clone());
     let (position, position_rx) = watch::channel(None);
+    // The tracker as known now (--tracker) and later (the manifests): a
+    // forest hub joins through a hub it names.
+    let (tracker, tracker_rx) = watch::channel(origin);
     if cfg.stripes > 0 {
         // The stripe forest: a bridge is its root; a desert hub joins it at
         // its first --bridge-peer, and takes its stripes instead of a feed.
@@ -273,6 +276,7 @@ fn start_peers(
             events: feed_tx.clone(),
             status: status.clone(),
             position: position_rx,
+            tracker: tracker_rx,
         };
         server.set_forest(crate::forest::start(forest, cancel.clone()));
     }
@@ -299,6 +303,8 @@ fn start_peers(
         last_no_bridge_warning: None,
         searching_since: None,
         advertised: false,
+        in_forest: cfg.stripes > 0,
+        tracker,
         naks_withheld: 0,
         remulticasting,
         remulticast_bytes,
@@ -400,6 +406,10 @@ struct PeerSide {
     searching_since: Option<Instant>,
     /// Registered with the tracker as a bridge.
     advertised: bool,
+    /// Registers with the tracker as a hub of the stripe forest.
+    in_forest: bool,
+    /// The tracker, for the forest task.
+    tracker: watch::Sender<Option<NodeAddr>>,
     /// NAKs not sent: this hub did not hear the origin's multicast.
     naks_withheld: u64,
     /// `--remulticast` sends the feed on the LAN now (this hub is fed by a
@@ -883,9 +893,9 @@ impl Loop<'_> {
                 })
                 .collect();
             let fetcher = p.fetcher.clone();
-            let bridge = p.advertised;
+            let role = (p.advertised, p.in_forest);
             tokio::spawn(async move {
-                if fetcher.register(tracker, holdings, bridge).await.is_err() {
+                if fetcher.register(tracker, holdings, role).await.is_err() {
                     debug!(%tracker, "registering with the tracker failed; again in {} s", REGISTER_EVERY.as_secs());
                 }
             });
@@ -940,6 +950,7 @@ impl PeerSide {
         let Some(t) = named.filter(|t| !self.origin_from_flag && self.origin != Some(*t)) else { return };
         info!(tracker = %t, "the channel's manifests name the tracker; registering there and sending NAKs there");
         self.origin = Some(t);
+        self.tracker.send_replace(Some(t));
         self.last_registered = None;
         status.set_tracker(t.to_string(), "manifest");
     }

@@ -728,19 +728,20 @@ impl Fetcher {
         Ok(answers.iter().filter(|m| matches!(m, PeerMessage::Refuse { .. })).count() as u64)
     }
 
-    /// Register with the tracker, with what this hub holds complete.
+    /// Register with the tracker, with what this hub holds complete, and
+    /// whether it is a bridge and in the stripe forest.
     pub async fn register(
         &self,
         tracker: NodeAddr,
         holdings: Vec<(ObjectId, ChunkBitmap)>,
-        bridge: bool,
+        (bridge, forest): (bool, bool),
     ) -> Result<(), Outcome> {
         let maps = holdings.into_iter().map(|(object_id, complete)| PeerMessage::HaveMap {
             object_id,
             complete,
             partial: Vec::new(),
         });
-        let messages = std::iter::once(PeerMessage::Register { bridge }).chain(maps);
+        let messages = std::iter::once(PeerMessage::Register { bridge, forest }).chain(maps);
         self.exchange(tracker.id, tracker.addr, messages, 64).await.map(|_| ())
     }
 
@@ -757,6 +758,19 @@ impl Fetcher {
         match self.exchange(tracker.id, tracker.addr, [ask], limit_bytes).await?.as_slice() {
             [PeerMessage::HubList(hubs)] => Ok(hubs.clone()),
             [PeerMessage::Refuse { reason, .. }] => Err(Outcome::Refused(*reason)),
+            _ => Err(Outcome::Failed),
+        }
+    }
+
+    /// Ask the tracker for a random hub of the stripe forest (not this one).
+    pub async fn forest_hub(&self, tracker: NodeAddr) -> Result<Option<ListedHub>, Outcome> {
+        let limit_bytes = 8 + 32 + 1 + 1 + 16 + 2;
+        match self
+            .exchange(tracker.id, tracker.addr, [PeerMessage::ForestHubRequest], limit_bytes)
+            .await?
+            .as_slice()
+        {
+            [PeerMessage::HubList(hubs)] => Ok(hubs.first().copied()),
             _ => Err(Outcome::Failed),
         }
     }

@@ -173,6 +173,12 @@ pub struct ForestStatus {
     pub children: Vec<Vec<String>>,
     /// Parents lost (each repaired by the forest).
     pub parents_lost: u64,
+    /// Where the hub started its searches: a random forest hub the tracker
+    /// named ("tracker"), or the root's pick ("root": no tracker known, or
+    /// none in the forest yet). The root itself: none.
+    pub joined_via: Option<String>,
+    /// That hub's node id.
+    pub contact: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]

@@ -12,9 +12,9 @@
 //!
 //! The operations follow the P2PCast paper, with its RPC names:
 //!
-//! - **Join.** The tracker gives a new hub its proper tree (the one with the
-//!   fewest interior hubs) and a random hub to contact. For each tree the hub
-//!   sends `Search` there. A search climbs to an interior node of that tree.
+//! - **Join.** The root gives a new hub its proper tree (the one with the
+//!   fewest interior hubs: `Join`, `Welcome`), and the tracker names a random
+//!   hub of the forest to contact. For each tree the hub sends `Search` there. A search climbs to an interior node of that tree.
 //!   A leaf's search is adopted by the first interior node with a free slot;
 //!   failing that it goes up to the root and down towards the subtree with
 //!   free slots. An interior hub's search goes up to the root and down, and is
@@ -178,11 +178,12 @@ pub enum Msg<P> {
         tree: Tree,
         leaf: P,
     },
-    /// To the root, first: which tree is mine? (The tracker's part, where the
-    /// root plays it.)
+    /// To the root, first: which tree is mine? The root sees every tree's
+    /// interior count in its updates, so it plays this part of the tracker.
     Join,
     /// The root's answer: `tree` is the joiner's proper tree; it searches a
-    /// place in every tree, starting at `contact`.
+    /// place in every tree, starting at `contact` (one of the root's
+    /// children), or at the random forest hub the tracker names.
     Welcome {
         tree: Tree,
         contact: P,

@@ -22,12 +22,14 @@
 //! 6 Datagram      a wire v1 ticket, table page or symbol datagram (1..=MAX_DATAGRAM)
 //! 7 Nak           object id (32), chunk (u32), symbols missing (u16, 1..=MAX_ESIS_PER_REQUEST):
 //!                 a hub to the origin, when no peer could serve the chunk
-//! 8 Register      flags (u8: bit 0 bridge, others 0). To the tracker: this hub is
+//! 8 Register      flags (u8: bit 0 bridge, bit 1 in the stripe forest, others 0).
+//!                 To the tracker: this hub is
 //!                 alive at the connection's source address; HaveMaps (2, no
 //!                 partial entries) may follow on the stream as its holdings
 //! 9 HoldersRequest object id (32), chunk (u32; u32::MAX: any chunk), limit (u8,
 //!                 1..=MAX_HUB_LIST)
-//! 10 RandomHubRequest (no body)
+//! 10 ForestHubRequest (no body): to the tracker, for a random live hub of the
+//!                 stripe forest, other than the asker (a HubList of 0 or 1)
 //! 11 HubList      count (u8, <= MAX_HUB_LIST), count x (node id (32), flags (u8:
 //!                 bit 0 bridge), family (u8: 4 or 6), address (4 or 16), port u16)
 //! 12 BridgesRequest limit (u8, 1..=MAX_HUB_LIST): to the tracker, for hubs that
@@ -233,6 +235,8 @@ pub enum PeerMessage {
     },
     Register {
         bridge: bool,
+        /// In the channel's stripe forest (`--stripes`).
+        forest: bool,
     },
     /// `chunk: None` asks for holders of any chunk of the object.
     HoldersRequest {
@@ -240,7 +244,7 @@ pub enum PeerMessage {
         chunk: Option<u32>,
         limit: u8,
     },
-    RandomHubRequest,
+    ForestHubRequest,
     HubList(Vec<ListedHub>),
     BridgesRequest {
         limit: u8,
@@ -379,9 +383,9 @@ pub fn encode(m: &PeerMessage, out: &mut Vec<u8>) {
             out.extend_from_slice(&chunk.to_be_bytes());
             out.extend_from_slice(&missing.to_be_bytes());
         }
-        PeerMessage::Register { bridge } => {
+        PeerMessage::Register { bridge, forest } => {
             out.push(8);
-            out.push(u8::from(*bridge));
+            out.push(u8::from(*bridge) | u8::from(*forest) << 1);
         }
         PeerMessage::HoldersRequest { object_id, chunk, limit } => {
             out.push(9);
@@ -389,7 +393,7 @@ pub fn encode(m: &PeerMessage, out: &mut Vec<u8>) {
             out.extend_from_slice(&chunk.unwrap_or(u32::MAX).to_be_bytes());
             out.push(*limit);
         }
-        PeerMessage::RandomHubRequest => out.push(10),
+        PeerMessage::ForestHubRequest => out.push(10),
         PeerMessage::HubList(hubs) => {
             out.push(11);
             out.push(hubs.len().min(MAX_HUB_LIST) as u8);
@@ -821,8 +825,7 @@ fn decode_body(frame: &[u8]) -> Result<PeerMessage, PeerWireError> {
             PeerMessage::Nak { object_id, chunk, missing }
         }
         8 => match r.array::<1>()?[0] {
-            0 => PeerMessage::Register { bridge: false },
-            1 => PeerMessage::Register { bridge: true },
+            f if f & !0b11 == 0 => PeerMessage::Register { bridge: f & 1 != 0, forest: f & 2 != 0 },
             _ => return Err(PeerWireError::OutOfRange),
         },
         9 => {
@@ -834,7 +837,7 @@ fn decode_body(frame: &[u8]) -> Result<PeerMessage, PeerWireError> {
             }
             PeerMessage::HoldersRequest { object_id, chunk: (chunk != u32::MAX).then_some(chunk), limit }
         }
-        10 => PeerMessage::RandomHubRequest,
+        10 => PeerMessage::ForestHubRequest,
         11 => {
             let count = usize::from(r.array::<1>()?[0]);
             if count > MAX_HUB_LIST {
@@ -937,10 +940,11 @@ mod tests {
         round_trip(PeerMessage::Refuse { object_id: id, chunk: 1, reason: RefuseReason::NotHeld });
         round_trip(PeerMessage::Datagram(vec![1, 2, 3]));
         round_trip(PeerMessage::Nak { object_id: id, chunk: 9, missing: 17 });
-        round_trip(PeerMessage::Register { bridge: true });
+        round_trip(PeerMessage::Register { bridge: true, forest: false });
+        round_trip(PeerMessage::Register { bridge: false, forest: true });
         round_trip(PeerMessage::HoldersRequest { object_id: id, chunk: Some(3), limit: 8 });
         round_trip(PeerMessage::HoldersRequest { object_id: id, chunk: None, limit: 1 });
-        round_trip(PeerMessage::RandomHubRequest);
+        round_trip(PeerMessage::ForestHubRequest);
         round_trip(PeerMessage::HubList(vec![
             ListedHub { node_id: [1; 32], bridge: false, addr: "10.0.0.1:4433".parse().unwrap() },
             ListedHub { node_id: [2; 32], bridge: true, addr: "[2001:db8::1]:7000".parse().unwrap() },

@@ -1,7 +1,8 @@
 //! The tracker, sans IO: which hubs exist, where they listen, and which chunks
 //! they hold complete. Hubs register (and refresh) every few seconds and report
 //! their holdings; askers get hubs holding a chunk, as a p2pd server answers
-//! host lists, or a random live hub (the desert forest joins through one).
+//! host lists, bridges, or a random live hub of the stripe forest (a desert
+//! hub joins the forest through one).
 //!
 //! Bounded: at most [`TrackerConfig::max_hubs`] hubs, each with at most
 //! [`TrackerConfig::max_objects_per_hub`] objects' bitmaps; a hub not heard for
@@ -42,10 +43,19 @@ pub enum TrackerError {
     TooManyObjects,
 }
 
+/// What a hub registers as.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Role {
+    /// It serves the channel's feed to desert hubs.
+    pub bridge: bool,
+    /// It is in the channel's stripe forest: its root, or a desert hub there.
+    pub forest: bool,
+}
+
 struct Entry<N> {
     node: N,
     addr: SocketAddr,
-    bridge: bool,
+    role: Role,
     last_seen: Instant,
     holdings: HashMap<ObjectId, ChunkBitmap>,
 }
@@ -108,12 +118,12 @@ impl<N: Copy + Eq + Hash> Tracker<N> {
         now: Instant,
         node: N,
         addr: SocketAddr,
-        bridge: bool,
+        role: Role,
     ) -> Result<(), TrackerError> {
         self.stats.registrations += 1;
         if let Some(&i) = self.index.get(&node) {
             let e = &mut self.entries[i];
-            (e.addr, e.bridge, e.last_seen) = (addr, bridge, now);
+            (e.addr, e.role, e.last_seen) = (addr, role, now);
             return Ok(());
         }
         if self.entries.len() >= self.config.max_hubs {
@@ -125,7 +135,7 @@ impl<N: Copy + Eq + Hash> Tracker<N> {
             return Err(TrackerError::Full);
         }
         self.index.insert(node, self.entries.len());
-        self.entries.push(Entry { node, addr, bridge, last_seen: now, holdings: HashMap::new() });
+        self.entries.push(Entry { node, addr, role, last_seen: now, holdings: HashMap::new() });
         Ok(())
     }
 
@@ -190,7 +200,7 @@ impl<N: Copy + Eq + Hash> Tracker<N> {
             .map(|i| &self.entries[(start + i) % n])
             .filter(|e| Some(e.node) != asker && keep(e))
             .take(limit)
-            .map(|e| HubAddr { node: e.node, addr: e.addr, bridge: e.bridge })
+            .map(|e| HubAddr { node: e.node, addr: e.addr, bridge: e.role.bridge })
             .collect()
     }
 
@@ -203,25 +213,13 @@ impl<N: Copy + Eq + Hash> Tracker<N> {
         limit: usize,
         rng: &mut impl Rng,
     ) -> Vec<HubAddr<N>> {
-        self.pick(now, asker, limit, rng, |e| e.bridge)
+        self.pick(now, asker, limit, rng, |e| e.role.bridge)
     }
 
-    /// A random live hub other than `asker`.
-    pub fn random_hub(&mut self, now: Instant, asker: Option<N>, rng: &mut impl Rng) -> Option<HubAddr<N>> {
-        self.stats.queries += 1;
-        self.expire(now);
-        let others = self.entries.len() - usize::from(asker.is_some_and(|a| self.index.contains_key(&a)));
-        if others == 0 {
-            return None;
-        }
-        let mut pick = rng.gen_range(0..others);
-        if let Some(&skip) = asker.and_then(|a| self.index.get(&a)) {
-            if pick >= skip {
-                pick += 1;
-            }
-        }
-        let e = &self.entries[pick];
-        Some(HubAddr { node: e.node, addr: e.addr, bridge: e.bridge })
+    /// A random live hub of the stripe forest other than `asker`: where a
+    /// desert hub joining the forest starts its searches.
+    pub fn forest_hub(&mut self, now: Instant, asker: Option<N>, rng: &mut impl Rng) -> Option<HubAddr<N>> {
+        self.pick(now, asker, 1, rng, |e| e.role.forest).pop()
     }
 
     /// Forget hubs not heard for the expiry.
@@ -268,7 +266,7 @@ mod tests {
         let now = Instant::now();
         let obj = ObjectId([1; 32]);
         for n in 1..=4u16 {
-            t.register(now, n, addr(n), n == 4).unwrap();
+            t.register(now, n, addr(n), Role { bridge: n == 4, forest: n != 2 }).unwrap();
         }
         t.report(now, 1, obj, bitmap(8, &[0, 1])).unwrap();
         t.report(now, 2, obj, bitmap(8, &[1])).unwrap();
@@ -280,45 +278,50 @@ mod tests {
         let of_chunk0 = t.holders(now, obj, Some(0), Some(1), 10, &mut rng);
         assert!(of_chunk0.is_empty(), "the asker is left out");
         assert_eq!(t.holders(now, obj, None, None, 1, &mut rng).len(), 1, "limit");
+        // A forest hub: never the asker, never a hub outside the forest.
+        let mut seen = std::collections::HashSet::new();
         for _ in 0..50 {
-            let h = t.random_hub(now, Some(3), &mut rng).unwrap();
-            assert_ne!(h.node, 3);
+            let h = t.forest_hub(now, Some(3), &mut rng).unwrap();
+            assert!(h.node == 1 || h.node == 4, "{h:?}");
             assert_eq!(h.bridge, h.node == 4);
+            seen.insert(h.node);
         }
+        assert_eq!(seen.len(), 2, "either, at random");
         assert_eq!(t.report(now, 9, obj, bitmap(8, &[])), Err(TrackerError::NotRegistered));
         // Bridges: only hubs registered as one, never the asker; a hub that
         // registers again without the flag is no longer listed.
-        t.register(now, 5, addr(5), true).unwrap();
+        t.register(now, 5, addr(5), Role { bridge: true, forest: false }).unwrap();
         let mut bridges: Vec<u16> = t.bridges(now, None, 10, &mut rng).iter().map(|h| h.node).collect();
         bridges.sort();
         assert_eq!(bridges, [4, 5]);
         assert!(t.bridges(now, Some(4), 10, &mut rng).iter().all(|h| h.node == 5 && h.bridge));
         assert_eq!(t.bridges(now, None, 1, &mut rng).len(), 1, "limit");
-        t.register(now, 5, addr(5), false).unwrap();
+        t.register(now, 5, addr(5), Role::default()).unwrap();
         assert!(t.bridges(now, Some(4), 10, &mut rng).is_empty());
     }
 
     #[test]
     fn state_is_bounded_and_silent_hubs_expire() {
+        const FOREST: Role = Role { bridge: false, forest: true };
         let config = TrackerConfig { max_hubs: 3, max_objects_per_hub: 1, ..TrackerConfig::default() };
         let mut t = Tracker::new(config);
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
         let t0 = Instant::now();
         for n in 1..=3u16 {
-            t.register(t0, n, addr(n), false).unwrap();
+            t.register(t0, n, addr(n), FOREST).unwrap();
         }
-        assert_eq!(t.register(t0, 4, addr(4), false), Err(TrackerError::Full));
+        assert_eq!(t.register(t0, 4, addr(4), FOREST), Err(TrackerError::Full));
         t.report(t0, 1, ObjectId([1; 32]), bitmap(1, &[0])).unwrap();
         assert_eq!(t.report(t0, 1, ObjectId([2; 32]), bitmap(1, &[0])), Err(TrackerError::TooManyObjects));
         // Hub 2 keeps refreshing; the others fall silent.
         let t1 = t0 + Duration::from_secs(20);
-        t.register(t1, 2, addr(2), false).unwrap();
+        t.register(t1, 2, addr(2), FOREST).unwrap();
         let t2 = t0 + Duration::from_secs(31);
-        assert_eq!(t.random_hub(t2, None, &mut rng).map(|h| h.node), Some(2));
+        assert_eq!(t.forest_hub(t2, None, &mut rng).map(|h| h.node), Some(2));
         assert_eq!(t.len(), 1);
         assert_eq!(t.stats().expired, 2);
-        t.register(t2, 4, addr(4), false).unwrap();
-        assert_eq!(t.random_hub(t2, Some(2), &mut rng).map(|h| h.node), Some(4), "room again");
-        assert!(t.random_hub(t2, Some(9), &mut rng).is_some(), "an unknown asker");
+        t.register(t2, 4, addr(4), FOREST).unwrap();
+        assert_eq!(t.forest_hub(t2, Some(2), &mut rng).map(|h| h.node), Some(4), "room again");
+        assert!(t.forest_hub(t2, Some(9), &mut rng).is_some(), "an unknown asker");
     }
 }

@@ -278,3 +278,72 @@ fn desert_hubs_in_a_stripe_forest_survive_a_parent_failure_without_a_missed_segm
     let orphaned = status(orphan_http).unwrap();
     assert!(u(&orphaned["feed"]["forest"]["parents_lost"]) >= 1, "{}", orphaned["feed"]["forest"]);
 }
+
+/// Joining the forest: each desert hub asks the root for its proper tree,
+/// then starts its searches at a random hub of the forest that the tracker
+/// names (the broadcaster's origin service, here with no media flowing). The
+/// root and every desert hub register with the tracker as forest hubs, so a
+/// later joiner may start at the root or at an earlier desert hub. Every
+/// joiner ends with a parent in every tree.
+#[test]
+fn desert_hubs_join_the_forest_through_a_hub_the_tracker_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let keys = t.join("keys");
+    let fingerprint = keygen(&keys);
+    let out = Command::new(bin("broadcaster")).args(["node-id", "--keys"]).arg(&keys).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let tracker_port = free_udp_port();
+    let tracker = format!("{}@{tracker_port}", String::from_utf8(out.stdout).unwrap().trim());
+    // The tracker runs while the broadcaster waits for its input.
+    let idle_input = format!("udp://{}", free_udp_port());
+    let (keys_arg, group, port) =
+        (keys.display().to_string(), unique_group().to_string(), tracker_port.to_string());
+    let args = ["live", "--keys", &keys_arg, "--group", &group, "--input", &idle_input, "--name", "news"];
+    let args: Vec<String> = args.into_iter().chain(["--tracker", &port]).map(String::from).collect();
+    let _broadcaster = Daemon::spawn("broadcaster", &bin("broadcaster"), &args, t);
+
+    let hub = |name: &str, http: SocketAddr, quic: SocketAddr, extra: &[&str]| {
+        let mut args =
+            hub_args(&fingerprint, unique_group(), &t.join(name), &t.join(format!("{name}-out")), http);
+        args.extend(
+            ["--stripes", "3", "--peer-listen", &quic.to_string(), "--tracker", &tracker].map(String::from),
+        );
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let daemon = Daemon::spawn(name, &bin("clienthub"), &args, t);
+        let id = wait_for("a hub up", DEADLINE, || status(http))["node_id"].as_str().unwrap().to_owned();
+        (daemon, id)
+    };
+    let (root_http, root_quic) = (free_port(), free_udp_port());
+    let (_root, root_id) = hub("root", root_http, root_quic, &["--bridge"]);
+    let tracker_addr: hubcast_keys::NodeAddr = tracker.parse().unwrap();
+    wait_for("the root registered as a forest hub", DEADLINE, || {
+        let named = ask_tracker(tracker_addr, hubcast_protocol::peer_wire::PeerMessage::ForestHubRequest);
+        named.iter().any(|h| hubcast_keys::NodeId(h.node_id).to_string() == root_id).then_some(())
+    });
+
+    let mut members = vec![root_id.clone()];
+    let mut hubs = Vec::new();
+    for i in 0..3 {
+        let (http, quic) = (free_port(), free_udp_port());
+        let name = format!("desert-{i}");
+        let bridge_peer = format!("{root_id}@{root_quic}");
+        let (daemon, id) = hub(&name, http, quic, &["--no-multicast", "--bridge-peer", &bridge_peer]);
+        let f = wait_for("a desert hub placed in every tree", DEADLINE, || {
+            let f = status(http)?["feed"]["forest"].clone();
+            let placed = f["parents"].as_array()?.iter().all(|p| p.is_string());
+            (placed && f["proper"].is_u64()).then_some(f)
+        });
+        eprintln!("{name}: {f}");
+        assert_eq!(f["joined_via"], "tracker", "{f}");
+        let contact = f["contact"].as_str().unwrap().to_owned();
+        assert!(members.contains(&contact), "the contact {contact} is a forest hub: {members:?}");
+        // Registered before the next one joins, so the tracker can name it.
+        wait_for("the tracker to name the desert hub", DEADLINE, || {
+            let named = ask_tracker(tracker_addr, hubcast_protocol::peer_wire::PeerMessage::ForestHubRequest);
+            named.iter().any(|h| hubcast_keys::NodeId(h.node_id).to_string() == id).then_some(())
+        });
+        members.push(id);
+        hubs.push(daemon);
+    }
+}
