@@ -52,26 +52,59 @@ pub fn symbol_digests(chunk_hash: &Hash, symbols: &[&[u8]], out: &mut Vec<Symbol
         out.extend(symbols.iter().map(|s| symbol_digest(chunk_hash, s)));
         return;
     }
-    let platform = Platform::detect();
-    let key = platform::words_from_le_bytes_32(chunk_hash);
-    let n = symbols.len();
     // blake3's AVX-512 hash_many reads up to 48 bytes past the end of an input
-    // (blake3's own callers always have more input after it). A symbol that
-    // ends its allocation next to an unmapped page would fault: every input
-    // goes into one buffer, with slack after the last.
-    let mut inputs = Vec::with_capacity(n * BATCHED_SIZE + SLACK);
+    // (blake3's own callers always have more input after it). A symbol's
+    // first 1024 bytes have its last 256 after them, so they are hashed in
+    // place. Its last 256 bytes may end its allocation next to an unmapped
+    // page: they go into one buffer, with slack after the last (a fifth of
+    // the bytes; copying whole symbols cost the sender a third of its speed).
+    let n = symbols.len();
+    let firsts: Vec<&[u8; FIRST]> = symbols.iter().filter_map(|s| s[..FIRST].try_into().ok()).collect();
+    let mut tails = Vec::with_capacity(n * SECOND + SLACK);
     for s in symbols {
-        inputs.extend_from_slice(s);
+        tails.extend_from_slice(&s[FIRST..]);
     }
-    inputs.resize(n * BATCHED_SIZE + SLACK, 0);
-    let each = || inputs.chunks_exact(BATCHED_SIZE).take(n);
+    tails.resize(n * SECOND + SLACK, 0);
+    let seconds: Vec<&[u8; SECOND]> =
+        tails.chunks_exact(SECOND).take(n).filter_map(|s| s.try_into().ok()).collect();
+    batched_digests(chunk_hash, &firsts, &seconds, out);
+}
+
+/// Readable bytes [`contiguous_digests`] wants after the last symbol.
+pub const CONTIGUOUS_SLACK: usize = SLACK;
+
+/// Digests of the `symbols.len() / t` symbols of `t` bytes laid end to end in
+/// `symbols`, which has [`CONTIGUOUS_SLACK`] more bytes after the last: the
+/// sender's whole encoded chunk, hashed without a copy.
+pub fn contiguous_digests(chunk_hash: &Hash, symbols: &[u8], t: usize, out: &mut Vec<SymbolDigest>) {
+    out.clear();
+    let n = symbols.len().saturating_sub(SLACK) / t.max(1);
+    let each = || symbols.chunks_exact(t).take(n);
+    if t != BATCHED_SIZE || n < 2 {
+        out.extend(each().map(|s| symbol_digest(chunk_hash, s)));
+        return;
+    }
     let firsts: Vec<&[u8; FIRST]> = each().filter_map(|s| s[..FIRST].try_into().ok()).collect();
     let seconds: Vec<&[u8; SECOND]> = each().filter_map(|s| s[FIRST..].try_into().ok()).collect();
+    batched_digests(chunk_hash, &firsts, &seconds, out);
+}
+
+/// The batched BLAKE3 of 1280-byte symbols given as their two chunks, each
+/// with at least SLACK readable bytes after it.
+fn batched_digests(
+    chunk_hash: &Hash,
+    firsts: &[&[u8; FIRST]],
+    seconds: &[&[u8; SECOND]],
+    out: &mut Vec<SymbolDigest>,
+) {
+    let platform = Platform::detect();
+    let key = platform::words_from_le_bytes_32(chunk_hash);
+    let n = firsts.len();
     let mut cv0 = vec![0u8; 32 * n];
     let mut cv1 = vec![0u8; 32 * n];
     let chunk_flags = (KEYED_HASH, CHUNK_START, CHUNK_END);
     platform.hash_many(
-        &firsts,
+        firsts,
         &key,
         0,
         IncrementCounter::No,
@@ -81,7 +114,7 @@ pub fn symbol_digests(chunk_hash: &Hash, symbols: &[&[u8]], out: &mut Vec<Symbol
         &mut cv0,
     );
     platform.hash_many(
-        &seconds,
+        seconds,
         &key,
         1,
         IncrementCounter::No,
@@ -118,6 +151,24 @@ mod tests {
             let expect: Vec<SymbolDigest> =
                 symbols.iter().map(|s| truncate(blake3::keyed_hash(&key, s).as_bytes())).collect();
             assert_eq!(out, expect, "{count} symbols");
+        }
+    }
+
+    #[test]
+    fn contiguous_symbols_with_slack_hash_as_each_one_alone() {
+        let key = *blake3::hash(b"chunk").as_bytes();
+        for (t, count) in
+            [(BATCHED_SIZE, 1usize), (BATCHED_SIZE, 2), (BATCHED_SIZE, 17), (BATCHED_SIZE, 100), (128, 5)]
+        {
+            let mut data: Vec<u8> = (0..count * t).map(|i| (i * 131 % 251) as u8).collect();
+            data.resize(count * t + CONTIGUOUS_SLACK, 0);
+            let mut out = Vec::new();
+            contiguous_digests(&key, &data, t, &mut out);
+            let expect: Vec<SymbolDigest> = data[..count * t]
+                .chunks(t)
+                .map(|s| truncate(blake3::keyed_hash(&key, s).as_bytes()))
+                .collect();
+            assert_eq!(out, expect, "{count} symbols of {t}");
         }
     }
 

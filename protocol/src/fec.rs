@@ -10,7 +10,7 @@
 //! pass only symbols whose digests matched a table committed to by a verified
 //! ticket, so every length and ESI it sees has been checked against signed values.
 
-use crate::digest::symbol_digests;
+use crate::digest::{contiguous_digests, CONTIGUOUS_SLACK};
 use crate::wire::{n_max, page_count, source_symbols, Hash, DIGESTS_PER_PAGE, DIGEST_LEN};
 use raptorq::{
     EncodingPacket, ObjectTransmissionInformation, PayloadId, SourceBlockDecoder, SourceBlockEncoder,
@@ -61,7 +61,7 @@ impl EncodedChunk {
         let k = source_symbols(chunk_len, t);
         let n_max = n_max(k);
         let ts = t as usize;
-        let mut symbols = Vec::with_capacity(n_max as usize * ts);
+        let mut symbols = Vec::with_capacity(n_max as usize * ts + CONTIGUOUS_SLACK);
         symbols.extend_from_slice(data);
         symbols.resize(k as usize * ts, 0);
         let encoder = SourceBlockEncoder::new(0, &oti(k, t), &symbols);
@@ -69,9 +69,13 @@ impl EncodedChunk {
             symbols.extend_from_slice(p.data());
         }
         let chunk_hash = *blake3::hash(data).as_bytes();
-        let refs: Vec<&[u8]> = symbols.chunks_exact(ts).collect();
-        let mut each = Vec::with_capacity(refs.len());
-        symbol_digests(&chunk_hash, &refs, &mut each);
+        // Hashed in place: the slack the batched digests read past the last
+        // symbol, then cut off again (the capacity stays).
+        let end = symbols.len();
+        symbols.resize(end + CONTIGUOUS_SLACK, 0);
+        let mut each = Vec::with_capacity(n_max as usize);
+        contiguous_digests(&chunk_hash, &symbols, ts, &mut each);
+        symbols.truncate(end);
         let digests: Vec<u8> = each.concat();
         let page_hashes = digests.chunks(DIGESTS_PER_PAGE * DIGEST_LEN).map(page_hash).collect();
         debug_assert_eq!(page_count(n_max), digests.len().div_ceil(DIGESTS_PER_PAGE * DIGEST_LEN));
