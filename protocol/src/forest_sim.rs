@@ -78,6 +78,9 @@ pub struct ForestSimReport {
     pub messages_per_join_p50: u64,
     /// Hub-seconds with fewer than f − 1 stripes, sampled once a second.
     pub stall_seconds_total: u64,
+    /// The longest a hub stayed stalled, in consecutive samples: stalls
+    /// should last only while a parent is replaced.
+    pub longest_stall_seconds: u64,
     /// Hub-seconds with fewer than f stripes (one missing: decodable).
     pub degraded_seconds_total: u64,
     /// Nodes interior in a second tree at the end.
@@ -124,6 +127,8 @@ struct Sim {
     /// The failure that orphaned a node last, for its retries.
     orphan_cause: Vec<u32>,
     timer_set: Vec<bool>,
+    /// Per node, the samples in a row it has been stalled.
+    stalled_for: Vec<u64>,
     link: Link,
     report: ForestSimReport,
 }
@@ -146,6 +151,7 @@ impl Sim {
         }
         self.orphan_cause.push(id);
         self.timer_set.push(false);
+        self.stalled_for.push(0);
         self.join_msgs.push(0);
         id
     }
@@ -317,10 +323,16 @@ impl Sim {
         let f = self.fc.stripes;
         for &id in &self.alive_list[1..] {
             let c = connected[id as usize];
+            let streak = &mut self.stalled_for[id as usize];
             if c + 1 < f {
                 self.report.stall_seconds_total += 1;
-            } else if c < f {
-                self.report.degraded_seconds_total += 1;
+                *streak += 1;
+                self.report.longest_stall_seconds = self.report.longest_stall_seconds.max(*streak);
+            } else {
+                *streak = 0;
+                if c < f {
+                    self.report.degraded_seconds_total += 1;
+                }
             }
         }
     }
@@ -463,6 +475,7 @@ pub fn run(cfg: &ForestSimConfig) -> ForestSimReport {
         failure_msgs: Vec::new(),
         orphan_cause: vec![0],
         timer_set: vec![false],
+        stalled_for: vec![0],
         link: Link { loss: 0.0, latency: cfg.latency, jitter: cfg.jitter },
         report: ForestSimReport { stripes: fc.stripes, ..Default::default() },
     };

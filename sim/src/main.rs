@@ -52,7 +52,7 @@ fn main() {
                 "{{\"hubs\":{},\"stripes\":{},\"churn\":{},\"seed\":{},\"max_height\":{},\"height_bound\":{:.1},\
                  \"invariant_violations\":{},\"upload_download_max_gap_stripes\":{},\"hubs_gap_over_one\":{},\
                  \"failures\":{},\"joins\":{},\"messages_per_failure_p50\":{},\"messages_per_failure_p99\":{},\
-                 \"messages_per_join_p50\":{},\"stall_seconds_total\":{},\"degraded_seconds_total\":{},\
+                 \"messages_per_join_p50\":{},\"stall_seconds_total\":{},\"longest_stall_seconds\":{},\"degraded_seconds_total\":{},\
                  \"special_nodes\":{},\"messages_total\":{},\"wall_seconds\":{:.2}}}",
                 r.hubs,
                 r.stripes,
@@ -69,6 +69,7 @@ fn main() {
                 r.messages_per_failure_p99,
                 r.messages_per_join_p50,
                 r.stall_seconds_total,
+                r.longest_stall_seconds,
                 r.degraded_seconds_total,
                 r.special_nodes,
                 r.messages_total,
