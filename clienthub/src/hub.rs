@@ -326,7 +326,6 @@ fn start_peers(
         channel_tag,
         holdings,
         peer_bytes: 0,
-        origin,
         origin_from_flag: origin.is_some(),
         origin_bytes: 0,
         last_registered: None,
@@ -380,8 +379,6 @@ struct PeerSide {
     holdings: BTreeMap<ObjectId, ChunkBitmap>,
     /// Verified symbol bytes peers served.
     peer_bytes: u64,
-    /// The origin service, where NAKs go.
-    origin: Option<NodeAddr>,
     /// `--tracker` named the origin: the manifests' tracker is not taken.
     origin_from_flag: bool,
     /// Verified symbol bytes of the origin's multicast repair.
@@ -408,7 +405,8 @@ struct PeerSide {
     advertised: bool,
     /// Registers with the tracker as a hub of the stripe forest.
     in_forest: bool,
-    /// The tracker, for the forest task.
+    /// The origin service (tracker, and where NAKs go), as known now: from
+    /// `--tracker`, or later the manifests. The forest task watches it.
     tracker: watch::Sender<Option<NodeAddr>>,
     /// NAKs not sent: this hub did not hear the origin's multicast.
     naks_withheld: u64,
@@ -567,7 +565,7 @@ impl Loop<'_> {
             p.naks_withheld += naks.len() as u64;
             naks.clear();
         }
-        match (p.origin, naks.first()) {
+        match (p.origin(), naks.first()) {
             (_, None) => {}
             (Some(origin), Some(_)) => {
                 for batch in naks.chunks(MAX_NAKS_PER_STREAM) {
@@ -594,7 +592,7 @@ impl Loop<'_> {
         }
         // Chunks no peer at hand holds: ask the tracker who does.
         while let Some(l) = p.repairer.poll_lookup() {
-            let Some(tracker) = p.origin else { continue };
+            let Some(tracker) = p.origin() else { continue };
             let (fetcher, done) = (p.fetcher.clone(), p.lookup_tx.clone());
             tokio::spawn(async move {
                 let hubs = fetcher.holders(tracker, l.object_id, l.index, LOOKUP_LIMIT).await;
@@ -802,7 +800,7 @@ impl Loop<'_> {
             }
             self.status.set_bridge(feed.status());
         }
-        let (tracker, resume) = (p.origin, self.position);
+        let (tracker, resume) = (p.origin(), self.position);
         let (group, cfg) = (self.cfg.group, self.cfg);
         p.want.send_if_modified(|w| {
             if w.on != on && !cfg.no_multicast {
@@ -858,7 +856,7 @@ impl Loop<'_> {
         p.learn_tracker(self.receiver.tracker(), self.status);
         let now = Instant::now();
         p.table.expire(now);
-        let (table, origin) = (&p.table, p.origin.map(|o| o.id));
+        let (table, origin) = (&p.table, p.origin().map(|o| o.id));
         p.fetcher.retain(|id| table.addr(id).is_some() || Some(*id) == origin);
         let a = Announcement {
             channel_tag: p.channel_tag,
@@ -879,7 +877,7 @@ impl Loop<'_> {
             debug!("announcing on {}: {e}", p.control_group);
         }
         if let Some(tracker) =
-            p.origin.filter(|_| p.last_registered.is_none_or(|t| t.elapsed() >= REGISTER_EVERY))
+            p.origin().filter(|_| p.last_registered.is_none_or(|t| t.elapsed() >= REGISTER_EVERY))
         {
             p.last_registered = Some(now);
             let mut bytes = 0;
@@ -944,12 +942,16 @@ impl PeerSide {
         }
     }
 
+    /// The origin service, where NAKs go and the hub registers.
+    fn origin(&self) -> Option<NodeAddr> {
+        *self.tracker.borrow()
+    }
+
     /// Take the tracker the channel's verified manifests name, unless
     /// `--tracker` named one. Registers there at the next announcement.
     fn learn_tracker(&mut self, named: Option<NodeAddr>, status: &StatusBoard) {
-        let Some(t) = named.filter(|t| !self.origin_from_flag && self.origin != Some(*t)) else { return };
+        let Some(t) = named.filter(|t| !self.origin_from_flag && self.origin() != Some(*t)) else { return };
         info!(tracker = %t, "the channel's manifests name the tracker; registering there and sending NAKs there");
-        self.origin = Some(t);
         self.tracker.send_replace(Some(t));
         self.last_registered = None;
         status.set_tracker(t.to_string(), "manifest");

@@ -513,6 +513,14 @@ enum StreamError {
     Io,
 }
 
+/// A feed or stripe subscription this hub does not serve: refused, not held.
+async fn refuse_not_held(send: &mut quinn::SendStream) -> Result<(), StreamError> {
+    let mut out = Vec::new();
+    crate::bridge::refuse(RefuseReason::NotHeld, &mut out);
+    send.write_all(&out).await.map_err(|_| StreamError::Io)?;
+    send.finish().map_err(|_| StreamError::Io)
+}
+
 async fn serve_stream(
     send: &mut quinn::SendStream,
     mut recv: quinn::RecvStream,
@@ -545,24 +553,14 @@ async fn serve_stream(
                 crate::bridge::serve_subscription(send, feed, server, peer, *resume, stripe).await;
                 forest.child_gone(*tree, peer);
             }
-            _ => {
-                let mut out = Vec::new();
-                crate::bridge::refuse(RefuseReason::NotHeld, &mut out);
-                send.write_all(&out).await.map_err(|_| StreamError::Io)?;
-                send.finish().map_err(|_| StreamError::Io)?;
-            }
+            _ => refuse_not_held(send).await?,
         }
         return Ok(());
     }
     if let [PeerMessage::Subscribe { resume }] = messages.as_slice() {
         match &server.feed {
             Some(feed) => crate::bridge::serve_subscription(send, feed, server, peer, *resume, None).await,
-            None => {
-                let mut out = Vec::new();
-                crate::bridge::refuse(RefuseReason::NotHeld, &mut out);
-                send.write_all(&out).await.map_err(|_| StreamError::Io)?;
-                send.finish().map_err(|_| StreamError::Io)?;
-            }
+            None => refuse_not_held(send).await?,
         }
         return Ok(());
     }

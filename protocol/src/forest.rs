@@ -77,6 +77,13 @@ pub const ORPHAN_RETRY: Duration = Duration::from_secs(2);
 /// for orphans that ask after the loss was noticed.
 const DEPARTED_KEPT: usize = 8;
 
+/// Whether ORPHAN_RETRY has passed since `since`: the one wait of the
+/// forest's timers (an orphan's retry, an unconfirmed child, a handed or
+/// given child that has not moved, a hub short of children).
+fn overdue(now: Instant, since: Instant) -> bool {
+    now.saturating_duration_since(since) >= ORPHAN_RETRY
+}
+
 /// Why a forest message was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Refusal {
@@ -389,7 +396,7 @@ impl<P: Copy + Eq + Ord + std::fmt::Debug> ForestNode<P> {
         n
     }
 
-    /// A hub whose proper tree is `proper` (given by the tracker).
+    /// A hub whose proper tree is `proper` (given by the root's `Welcome`).
     pub fn new(me: P, root: P, proper: Tree, cfg: ForestConfig) -> Self {
         ForestNode {
             me,
@@ -432,7 +439,7 @@ impl<P: Copy + Eq + Ord + std::fmt::Debug> ForestNode<P> {
     }
 
     /// Join: search a place in every tree, starting at `contact` (a random
-    /// hub the tracker named; the root when there is none).
+    /// forest hub the tracker named; the root's pick when there is none).
     pub fn join(&mut self, now: Instant, contact: P) {
         self.now = Some(now);
         for t in 0..self.cfg.stripes {
@@ -536,7 +543,8 @@ impl<P: Copy + Eq + Ord + std::fmt::Debug> ForestNode<P> {
     }
 
     /// Whether [`ForestNode::handle_timeout`] has work ahead: an orphan
-    /// tree, or a child placed that has not confirmed.
+    /// tree, a special node, a child placed, handed or given that has not
+    /// confirmed or moved, or a hub short of children.
     pub fn wants_timeout(&self) -> bool {
         self.trees.iter().any(|v| {
             (v.parent.is_none() && !self.is_root)
@@ -547,15 +555,16 @@ impl<P: Copy + Eq + Ord + std::fmt::Debug> ForestNode<P> {
         }) || self.needy(self.proper)
     }
 
-    /// Orphans that waited too long search again from the root; children
-    /// that never confirmed their place are dropped.
+    /// Every ORPHAN_RETRY or so: children that never confirmed their place
+    /// are dropped, and handed ones that never moved told to search anew; a
+    /// leaf given that never moved can be given again; a hub short of
+    /// children asks for leaves; a special node has a child search a proper
+    /// place; orphans that waited too long search again from the root.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.now = Some(now);
         for t in 0..self.cfg.stripes {
             let v = &mut self.trees[t as usize];
-            let stale = |c: &Child<P>| {
-                c.unconfirmed_since.is_some_and(|s| now.saturating_duration_since(s) >= ORPHAN_RETRY)
-            };
+            let stale = |c: &Child<P>| c.unconfirmed_since.is_some_and(|s| overdue(now, s));
             let dropped: Vec<P> = v.children.iter().filter(|c| stale(c)).map(|c| c.id).collect();
             if !dropped.is_empty() {
                 v.children.retain(|c| !stale(c));
@@ -566,7 +575,7 @@ impl<P: Copy + Eq + Ord + std::fmt::Debug> ForestNode<P> {
                 self.changed(t);
             }
             while let Some(&(id, since)) = self.trees[t as usize].handed.front() {
-                if now.saturating_duration_since(since) < ORPHAN_RETRY {
+                if !overdue(now, since) {
                     break;
                 }
                 self.trees[t as usize].handed.pop_front();
@@ -579,8 +588,8 @@ impl<P: Copy + Eq + Ord + std::fmt::Debug> ForestNode<P> {
         for t in 0..self.cfg.stripes {
             let v = &mut self.trees[t as usize];
             // A leaf given away that never moved is this node's to give again.
-            let stale = |since: Instant| now.saturating_duration_since(since) >= ORPHAN_RETRY;
-            if v.moving.is_some_and(|(leaf, since)| stale(since) || !v.children.iter().any(|c| c.id == leaf))
+            if v.moving
+                .is_some_and(|(leaf, since)| overdue(now, since) || !v.children.iter().any(|c| c.id == leaf))
             {
                 v.moving = None;
                 self.report_up(t);
@@ -594,7 +603,7 @@ impl<P: Copy + Eq + Ord + std::fmt::Debug> ForestNode<P> {
         match v.wanted {
             _ if !needy => v.wanted = None,
             None => v.wanted = Some(now),
-            Some(since) if now.saturating_duration_since(since) >= ORPHAN_RETRY => {
+            Some(since) if overdue(now, since) => {
                 v.wanted = Some(now);
                 self.want(t, self.me, self.me, false);
             }
@@ -611,9 +620,7 @@ impl<P: Copy + Eq + Ord + std::fmt::Debug> ForestNode<P> {
         }
         for t in 0..self.cfg.stripes {
             let v = &mut self.trees[t as usize];
-            if v.parent.is_none()
-                && v.orphaned_since.is_some_and(|s| now.saturating_duration_since(s) >= ORPHAN_RETRY)
-            {
+            if v.parent.is_none() && v.orphaned_since.is_some_and(|s| overdue(now, s)) {
                 v.orphaned_since = Some(now);
                 self.stats.retries += 1;
                 let interior = t == self.proper;

@@ -260,7 +260,8 @@ mod tests {
     }
 
     #[test]
-    fn holders_of_a_chunk_are_the_hubs_that_reported_it_and_a_random_hub_is_never_the_asker() {
+    fn holders_of_a_chunk_are_the_hubs_that_reported_it_and_a_forest_hub_is_in_the_forest_and_never_the_asker(
+    ) {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
         let mut t = Tracker::new(TrackerConfig::default());
         let now = Instant::now();
