@@ -35,6 +35,8 @@ mkdir -p "$work/sample/nested/deeper"
 printf 'hubcast demo: this folder travelled by signed multicast.\n' > "$work/sample/README.txt"
 : > "$work/sample/empty.txt"
 head -c 1000 /dev/urandom > "$work/sample/nested/deeper/small.bin"
+# The same content under a second name, with a space: every path arrives.
+cp "$work/sample/nested/deeper/small.bin" "$work/sample/copy of small.bin"
 head -c $((20 * 1024 * 1024)) /dev/urandom > "$work/sample/nested/video-20MiB.bin"
 
 tracker="$("$bin/broadcaster" node-id --keys "$work/keys")@127.0.0.1:$tracker_port"
@@ -53,14 +55,14 @@ done
 sleep 1
 echo "== broadcasting to $group (hub 3 drops 20% of what it receives: it repairs from the other hubs;"
 echo "   hub 4, in a desert, takes the channel from hub 1, a bridge)"
-"$bin/broadcaster" seed --keys "$work/keys" --group "$group" --rate 200mbit \
+"$bin/broadcaster" seed --keys "$work/keys" --group "$group" --rate 200Mbit \
   --tracker "127.0.0.1:$tracker_port" "$work/sample" > "$work/broadcaster.log" 2>&1 &
 pids+=($!)
 
 deadline=$((SECONDS + 180))
 for i in $(seq 1 $hubs); do
   until "$bin/clienthub" status --json --http "127.0.0.1:$((base_port + i))" 2>/dev/null \
-      | python3 -c 'import json,sys; s=json.load(sys.stdin); o=s["objects"]; sys.exit(0 if len(o)==4 and all(x["complete"] for x in o) else 1)'; do
+      | python3 -c 'import json,sys; s=json.load(sys.stdin); o=s["objects"]; sys.exit(0 if len(o)==5 and all(x["complete"] for x in o) else 1)'; do
     if [ $SECONDS -gt $deadline ]; then echo "hub $i did not complete; see $work/hub-$i.log"; exit 1; fi
     sleep 0.5
   done
@@ -73,6 +75,21 @@ done
 
 echo "== checking every copy against the source"
 for i in $(seq 1 $hubs); do
-  diff -r "$work/sample" "$work/hub-$i/files/sample" && echo "   hub $i: identical: $work/hub-$i/files/sample"
+  if ! diff -r "$work/sample" "$work/hub-$i/files/sample"; then
+    echo "hub $i's copy differs from the source; see $work/hub-$i.log"; exit 1
+  fi
+  echo "   hub $i: identical: $work/hub-$i/files/sample"
 done
+
+# What the README promises of this run: the lossy hub repaired from its peers,
+# not the origin (whose repair was on), and the desert hub was fed by the bridge.
+check() { # HUB PYTHON-EXPRESSION-OVER-b WHAT
+  "$bin/clienthub" status --json --http "127.0.0.1:$((base_port + $1))" | python3 -c "
+import json, sys
+b = json.load(sys.stdin)['bytes']
+sys.exit(0 if ($2) else 1)" || { echo "hub $1: expected $3"; exit 1; }
+}
+check 3 "b['peer'] > 0 and b['origin'] == 0" "peer > 0 and origin 0 (repaired from its peers)"
+check 4 "b['bridge'] > 0 and b['multicast'] == 0" "bridge > 0 and multicast 0 (fed by hub 1)"
+echo "   hub 3 repaired from its peers with origin 0; hub 4 was fed by the bridge"
 echo "== done. Logs: $work/*.log"

@@ -1,6 +1,7 @@
 //! `broadcaster seed` settings: TOML file (`--config`) with documented defaults,
 //! each overridden by its command-line flag.
 
+use hubcast_daemon::units::{deserialize_u32_size, Rate};
 use hubcast_protocol::wire;
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -12,19 +13,25 @@ use std::path::PathBuf;
 pub struct SeedConfig {
     /// Key directory written by `broadcaster keygen`. Default `keys`.
     pub keys: PathBuf,
+    /// Where the broadcaster keeps what it makes itself (the origin
+    /// service's node.key). Default: the key directory. Give a writable
+    /// folder when the keys are read-only (the systemd unit does).
+    pub state_dir: Option<PathBuf>,
     /// Multicast group and port. Default 239.255.0.1:5000.
     pub group: SocketAddr,
     /// Interface: IPv4 address, or index/name for IPv6. Default 127.0.0.1 (this host only).
     pub iface: String,
     /// IPv4 TTL or IPv6 hop limit. Default 1: this link only.
     pub ttl: u32,
-    /// Send rate, e.g. "200mbit", "1gbit", "50mbyte". Default 200mbit.
-    pub rate: String,
+    /// Send rate, e.g. "200Mbit", "1Gbps", "25MB/s" (docs/OPERATIONS.md
+    /// lists the units). Default 200Mbit.
+    pub rate: Rate,
     /// Repair symbols per round as a share of K. Default 0.1.
     pub fec_overhead: f64,
     /// Carousel rounds; 0 means until stopped. Default 0.
     pub rounds: u32,
-    /// Chunk size in bytes. Default 1 MiB.
+    /// Chunk size, bytes or with a unit ("1MiB"). Default 1 MiB.
+    #[serde(deserialize_with = "deserialize_u32_size")]
     pub chunk_size: u32,
     /// Symbol size in bytes. Default 1280 (fits a 1400-byte MTU with headers).
     pub symbol_size: u16,
@@ -39,8 +46,8 @@ pub struct SeedConfig {
     /// Default: the `tracker` address, an unspecified IP (0.0.0.0) replaced by
     /// the `iface` address.
     pub tracker_public: Option<SocketAddr>,
-    /// Cap on the origin's multicast repair, e.g. "20mbit". Default 20mbit.
-    pub repair_rate: String,
+    /// Cap on the origin's multicast repair, e.g. "20Mbit". Default 20Mbit.
+    pub repair_rate: Rate,
     /// With the origin service, keep answering this long after the last round.
     /// Default 30 s.
     pub linger_secs: u64,
@@ -57,10 +64,11 @@ impl Default for SeedConfig {
     fn default() -> Self {
         SeedConfig {
             keys: PathBuf::from("keys"),
+            state_dir: None,
             group: SocketAddr::from(([239, 255, 0, 1], 5000)),
             iface: "127.0.0.1".into(),
             ttl: 1,
-            rate: "200mbit".into(),
+            rate: Rate::from_bits_per_sec(200_000_000),
             fec_overhead: 0.1,
             rounds: 0,
             chunk_size: 1 << 20,
@@ -69,7 +77,7 @@ impl Default for SeedConfig {
             expiry_secs: 86_400,
             tracker: None,
             tracker_public: None,
-            repair_rate: "20mbit".into(),
+            repair_rate: Rate::from_bits_per_sec(20_000_000),
             linger_secs: 30,
             http: None,
             simulate_loss: 0.0,
@@ -80,8 +88,6 @@ impl Default for SeedConfig {
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ConfigError {
-    #[error("rate `{0}`: give a number with a unit: kbit, mbit, gbit, kbyte, mbyte, gbyte (e.g. 200mbit)")]
-    BadRate(String),
     #[error("--fec-overhead {0}: must be between 0 and 1 (0.1 sends 10% repair symbols)")]
     BadOverhead(f64),
     #[error("--symbol-size {0}: must be a multiple of 8 from {min} to {max}", min = wire::MIN_SYMBOL_SIZE, max = wire::MAX_SYMBOL_SIZE)]
@@ -137,31 +143,15 @@ impl SeedConfig {
         if !(0.0..1.0).contains(&self.simulate_loss) {
             return Err(ConfigError::BadLoss(self.simulate_loss));
         }
-        parse_rate(&self.repair_rate)?;
-        parse_rate(&self.rate)
+        Ok(self.rate.bytes_per_sec())
     }
 }
 
-/// Parse a rate such as `200mbit` or `25mbyte` into bytes per second.
-pub fn parse_rate(s: &str) -> Result<u64, ConfigError> {
-    let t = s.trim().to_ascii_lowercase();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num.parse().map_err(|_| ConfigError::BadRate(s.into()))?;
-    let bits = match unit.trim().trim_end_matches("/s").trim_end_matches("ps") {
-        "kbit" | "k" => 1e3,
-        "mbit" | "m" => 1e6,
-        "gbit" | "g" => 1e9,
-        "kbyte" | "kb" => 8e3,
-        "mbyte" | "mb" => 8e6,
-        "gbyte" | "gb" => 8e9,
-        _ => return Err(ConfigError::BadRate(s.into())),
-    };
-    let bytes = n * bits / 8.0;
-    if !(bytes >= 1.0 && bytes.is_finite()) {
-        return Err(ConfigError::BadRate(s.into()));
+impl SeedConfig {
+    /// Where node.key is kept.
+    pub fn state_dir(&self) -> &std::path::Path {
+        self.state_dir.as_deref().unwrap_or(&self.keys)
     }
-    Ok(bytes as u64)
 }
 
 #[cfg(test)]
@@ -180,20 +170,13 @@ mod tests {
     }
 
     #[test]
-    fn rates_parse_in_bits_and_bytes() {
-        assert_eq!(parse_rate("200mbit"), Ok(25_000_000));
-        assert_eq!(parse_rate("1gbit"), Ok(125_000_000));
-        assert_eq!(parse_rate("50MByte"), Ok(50_000_000));
-        assert_eq!(parse_rate("1.5mbit"), Ok(187_500));
-        assert!(parse_rate("fast").is_err());
-        assert!(parse_rate("0mbit").is_err());
-    }
-
-    #[test]
     fn toml_overrides_defaults_and_unknown_keys_are_refused() {
-        let c: SeedConfig = toml::from_str("rate = \"1gbit\"\nrounds = 3\n").unwrap();
+        let c: SeedConfig =
+            toml::from_str("rate = \"1gbit\"\nrounds = 3\nchunk_size = \"512KiB\"\n").unwrap();
         assert_eq!(c.rounds, 3);
-        assert_eq!(c.chunk_size, 1 << 20);
+        assert_eq!(c.rate.bits_per_sec(), 1_000_000_000);
+        assert_eq!(c.chunk_size, 512 << 10);
+        assert!(toml::from_str::<SeedConfig>("rate = \"200Mb\"").is_err(), "ambiguous");
         assert!(toml::from_str::<SeedConfig>("rat = \"1gbit\"").is_err());
     }
 

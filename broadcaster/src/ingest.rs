@@ -3,7 +3,9 @@
 //! A file is one object named by its file name. A folder contributes every file
 //! below it, named by its path relative to the folder's parent, with `/`
 //! separators (`seed photos/` yields `photos/2024/a.jpg`). Symlinks are not
-//! followed. Each object's id is the BLAKE3 of its content, read once here.
+//! followed. Each file is read once here for its content hash; its object id
+//! binds that hash to its name ([`ObjectId::archive`]), so every path is an
+//! object of its own even where contents are equal.
 
 use hubcast_protocol::ObjectId;
 use std::fs;
@@ -92,7 +94,8 @@ fn describe(path: &Path, base: &Path) -> Result<SourceFile, IngestError> {
     let mut file = fs::File::open(path).map_err(io_err(path))?;
     let mut hasher = blake3::Hasher::new();
     let size = io::copy(&mut file, &mut hasher).map_err(io_err(path))?;
-    Ok(SourceFile { path: path.to_owned(), name, size, id: ObjectId(*hasher.finalize().as_bytes()) })
+    let id = ObjectId::archive(&name, hasher.finalize().as_bytes());
+    Ok(SourceFile { path: path.to_owned(), name, size, id })
 }
 
 #[cfg(test)]
@@ -111,7 +114,25 @@ mod tests {
         let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
         assert_eq!(names, ["lone.txt", "sample/empty.txt", "sample/nested/deeper/x.bin"]);
         assert_eq!(files[2].size, 3);
-        assert_eq!(files[2].id, ObjectId::of(b"xyz"));
+        let xyz = *blake3::hash(b"xyz").as_bytes();
+        assert_eq!(files[2].id, ObjectId::archive("sample/nested/deeper/x.bin", &xyz));
         assert!(matches!(collect(&[root.clone(), root]), Err(IngestError::DuplicateName(..))));
+    }
+
+    #[test]
+    fn equal_contents_under_two_names_are_two_objects_and_a_reseed_keeps_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("dup");
+        fs::create_dir_all(root.join("sub")).unwrap();
+        for name in ["a", "b", "e1", "e2", "sub/a"] {
+            let content: &[u8] = if name.starts_with('e') { b"" } else { b"same" };
+            fs::write(root.join(name), content).unwrap();
+        }
+        let files = collect(std::slice::from_ref(&root)).unwrap();
+        let mut ids: Vec<ObjectId> = files.iter().map(|f| f.id).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), 5, "every path is its own object");
+        assert_eq!(collect(&[root]).unwrap(), files, "a second walk gives the same ids");
     }
 }

@@ -11,7 +11,7 @@ pub mod seed;
 pub mod segment;
 pub mod status;
 
-pub use config::{parse_rate, SeedConfig};
+pub use config::SeedConfig;
 pub use seed::{seed, SeedReport};
 
 /// Wall-clock seconds since the Unix epoch.

@@ -10,12 +10,13 @@
 //! stream, and its repair window). The origin service (`--tracker`) answers
 //! NAKs for segments in the window whose deadline has not passed.
 
-use crate::config::{parse_rate, ConfigError};
+use crate::config::ConfigError;
 use crate::origin::{self, Catalog};
 use crate::seed::{public_tracker, Out, SeedError};
 use crate::segment::{Segment, Segmenter, PCR_HZ};
 use crate::status::StatusBoard;
 use crate::unix_ms;
+use hubcast_daemon::units::{deserialize_u32_size, Rate};
 use hubcast_keys::{NodeAddr, SignerKeys};
 use hubcast_protocol::sender::{ObjectPlan, Pacer, PreparedChunk, Sender};
 use hubcast_protocol::verify::Signer;
@@ -39,6 +40,10 @@ use tracing::{info, warn};
 pub struct LiveConfig {
     /// Key directory written by `broadcaster keygen`. Default `keys`.
     pub keys: PathBuf,
+    /// Where the broadcaster keeps what it makes itself (the origin
+    /// service's node.key). Default: the key directory. Give a writable
+    /// folder when the keys are read-only (the systemd unit does).
+    pub state_dir: Option<PathBuf>,
     /// Multicast group and port. Default 239.255.0.1:5000.
     pub group: SocketAddr,
     /// Interface: IPv4 address, or index/name for IPv6. Default 127.0.0.1.
@@ -61,11 +66,12 @@ pub struct LiveConfig {
     /// Play a file input again from its start at its end. Default false.
     #[serde(rename = "loop")]
     pub loop_input: bool,
-    /// Send rate, e.g. "50mbit": how fast one segment goes out. Default 100mbit.
-    pub rate: String,
+    /// Send rate, e.g. "50Mbit": how fast one segment goes out. Default 100Mbit.
+    pub rate: Rate,
     /// Repair symbols sent with each segment, as a share of K. Default 0.1.
     pub fec_overhead: f64,
-    /// Chunk size in bytes. Default 1 MiB.
+    /// Chunk size, bytes or with a unit ("1MiB"). Default 1 MiB.
+    #[serde(deserialize_with = "deserialize_u32_size")]
     pub chunk_size: u32,
     /// Symbol size in bytes. Default 1280.
     pub symbol_size: u16,
@@ -75,8 +81,8 @@ pub struct LiveConfig {
     pub tracker: Option<SocketAddr>,
     /// The origin service's address as hubs reach it, named in every manifest.
     pub tracker_public: Option<SocketAddr>,
-    /// Cap on the origin's multicast repair. Default 20mbit.
-    pub repair_rate: String,
+    /// Cap on the origin's multicast repair. Default 20Mbit.
+    pub repair_rate: Rate,
     /// Local HTTP listener for `/api/status`. Default: none.
     pub http: Option<SocketAddr>,
     /// Testing aid: leave out this share of the symbol datagrams. Default 0.
@@ -87,6 +93,7 @@ impl Default for LiveConfig {
     fn default() -> Self {
         LiveConfig {
             keys: PathBuf::from("keys"),
+            state_dir: None,
             group: SocketAddr::from(([239, 255, 0, 1], 5000)),
             iface: "127.0.0.1".into(),
             ttl: 1,
@@ -96,14 +103,14 @@ impl Default for LiveConfig {
             deadline: "3s".into(),
             window: 10,
             loop_input: false,
-            rate: "100mbit".into(),
+            rate: Rate::from_bits_per_sec(100_000_000),
             fec_overhead: 0.1,
             chunk_size: 1 << 20,
             symbol_size: wire::DEFAULT_SYMBOL_SIZE,
             manifest_every: 16,
             tracker: None,
             tracker_public: None,
-            repair_rate: "20mbit".into(),
+            repair_rate: Rate::from_bits_per_sec(20_000_000),
             http: None,
             simulate_loss: 0.0,
         }
@@ -166,8 +173,8 @@ impl LiveConfig {
             return Err(ConfigError::BadSegment(self.segment.clone()));
         }
         Ok(Checked {
-            rate: parse_rate(&self.rate)?,
-            repair_rate: parse_rate(&self.repair_rate)?,
+            rate: self.rate.bytes_per_sec(),
+            repair_rate: self.repair_rate.bytes_per_sec(),
             segment,
             deadline,
             input: self.input.parse()?,
@@ -227,7 +234,7 @@ pub async fn live(
     let mut tracker = None;
     let service = match cfg.tracker {
         Some(addr) => {
-            let (endpoint, bound) = origin::bind(addr, &cfg.keys)?;
+            let (endpoint, bound) = origin::bind(addr, cfg.state_dir())?;
             let at = public_tracker(bound, cfg.tracker_public, &mc.interface)?;
             info!(tracker = %at, "origin service named in every manifest");
             status.update(|s| s.origin_service = Some(at.to_string()));
@@ -520,5 +527,12 @@ impl Read for UdpInput {
         buf[..n].copy_from_slice(&self.pending[..n]);
         self.pending.drain(..n);
         Ok(n)
+    }
+}
+
+impl LiveConfig {
+    /// Where node.key is kept.
+    pub fn state_dir(&self) -> &std::path::Path {
+        self.state_dir.as_deref().unwrap_or(&self.keys)
     }
 }

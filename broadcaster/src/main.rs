@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 use hubcast_broadcaster::live::LiveConfig;
 use hubcast_broadcaster::status::{self, StatusBoard};
 use hubcast_broadcaster::{unix_now, SeedConfig};
+use hubcast_daemon::units::{Rate, Size};
 use hubcast_keys::{ChannelKeys, SignerKeys};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,6 +14,9 @@ use std::path::PathBuf;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines as text (coloured only on a terminal) or as JSON objects.
+    #[arg(long, global = true, value_enum, default_value_t)]
+    log_format: hubcast_daemon::LogFormat,
 }
 
 #[derive(Subcommand)]
@@ -23,8 +27,8 @@ enum Command {
         /// Directory for the key files (created if missing).
         #[arg(long)]
         dir: PathBuf,
-        /// Days the signing key's certificate is valid.
-        #[arg(long, default_value_t = 30)]
+        /// Days the signing key's certificate is valid (1 to 3650).
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3650))]
         validity_days: u64,
         /// Replace keys already in the directory.
         #[arg(long)]
@@ -41,6 +45,9 @@ enum Command {
         /// Key directory from `broadcaster keygen`.
         #[arg(long)]
         keys: PathBuf,
+        /// Where node.key is kept, as `seed --state-dir`. [default: --keys]
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
     },
 }
 
@@ -50,29 +57,38 @@ struct SendArgs {
     /// TOML file with settings (see docs/OPERATIONS.md); flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Key directory from `broadcaster keygen`.
+    /// Key directory from `broadcaster keygen`. [default: keys]
     #[arg(long)]
     keys: Option<PathBuf>,
-    /// Multicast group and port, e.g. 239.255.0.1:5000.
+    /// Where the broadcaster keeps what it makes (node.key of the origin
+    /// service); give a writable folder when the keys are read-only.
+    /// [default: the --keys directory]
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Multicast group and port. [default: 239.255.0.1:5000]
     #[arg(long)]
     group: Option<SocketAddr>,
-    /// Interface to send on: its IPv4 address, or an IPv6 index/name. Default 127.0.0.1.
+    /// Interface to send on: its IPv4 address for an IPv4 group, its name or
+    /// index for an IPv6 group. [default: 127.0.0.1, this host only]
     #[arg(long)]
     iface: Option<String>,
-    /// Send rate, e.g. 200mbit.
+    /// Send rate: 200Mbit (or Mbps, megabits per second), 25MB/s (megabytes
+    /// per second); docs/OPERATIONS.md lists every unit. [default: 200Mbit
+    /// for seed, 100Mbit for live]
     #[arg(long)]
-    rate: Option<String>,
-    /// Repair symbols sent as a share of the source symbols, e.g. 0.1.
+    rate: Option<Rate>,
+    /// Repair symbols sent as a share of the source symbols. [default: 0.1]
     #[arg(long)]
     fec_overhead: Option<f64>,
-    /// Chunk size in bytes.
+    /// Chunk size: bytes, or with a unit (512KiB, 1MiB). [default: 1MiB]
     #[arg(long)]
-    chunk_size: Option<u32>,
-    /// Multicast TTL / hop limit.
+    chunk_size: Option<Size>,
+    /// Multicast TTL / hop limit. [default: 1, this link only]
     #[arg(long)]
     ttl: Option<u32>,
     /// Run the origin service (repair requests; tracker) on this QUIC address,
     /// e.g. 0.0.0.0:7000. Prints the NODEID@ADDR hubs take as --tracker.
+    /// [default: none]
     #[arg(long)]
     tracker: Option<SocketAddr>,
     /// With --tracker: the address hubs reach it at, named in every manifest
@@ -80,13 +96,14 @@ struct SendArgs {
     /// replaced by the --iface address.
     #[arg(long)]
     tracker_public: Option<SocketAddr>,
-    /// Cap on the origin's multicast repair, e.g. 20mbit.
+    /// Cap on the origin's multicast repair. [default: 20Mbit]
     #[arg(long)]
-    repair_rate: Option<String>,
-    /// Local HTTP listener for /api/status, e.g. 127.0.0.1:8090.
+    repair_rate: Option<Rate>,
+    /// Local HTTP listener for /api/status, e.g. 127.0.0.1:8090. [default: none]
     #[arg(long)]
     http: Option<SocketAddr>,
-    /// Testing aid: leave out this share of the symbols, as if every hub lost them.
+    /// Testing aid: leave out this share of the symbols, as if every hub
+    /// lost them. [default: 0]
     #[arg(long)]
     simulate_loss: Option<f64>,
 }
@@ -101,8 +118,12 @@ macro_rules! send_config {
     ($args:expr, $ty:ty) => {{
         let a: SendArgs = $args;
         let mut c: $ty = hubcast_daemon::load_settings(a.config.as_deref())?;
-        overlay!(c, a; keys, group, iface, rate, fec_overhead, chunk_size, ttl, repair_rate, simulate_loss);
+        overlay!(c, a; keys, group, iface, rate, fec_overhead, ttl, repair_rate, simulate_loss);
+        if let Some(size) = a.chunk_size {
+            c.chunk_size = u32::try_from(size.0).unwrap_or(u32::MAX);
+        }
         c.tracker = a.tracker.or(c.tracker);
+        c.state_dir = a.state_dir.or(c.state_dir);
         c.tracker_public = a.tracker_public.or(c.tracker_public);
         c.http = a.http.or(c.http);
         c
@@ -113,11 +134,11 @@ macro_rules! send_config {
 struct SeedArgs {
     #[command(flatten)]
     send: SendArgs,
-    /// Carousel rounds; 0 or absent: until stopped.
+    /// Carousel rounds; 0: until stopped. [default: 0]
     #[arg(long)]
     rounds: Option<u32>,
     /// With --tracker: keep answering repair requests this many seconds after
-    /// the last round.
+    /// the last round. [default: 30]
     #[arg(long)]
     linger: Option<u64>,
     /// Files and folders to seed.
@@ -129,19 +150,20 @@ struct LiveArgs {
     #[command(flatten)]
     send: SendArgs,
     /// MPEG-TS source: a file (played in real time), `-` for stdin (already
-    /// real time, e.g. from `ffmpeg -re`), or udp://ADDR:PORT.
+    /// real time, e.g. from `ffmpeg -re`), or udp://ADDR:PORT. [default: -]
     #[arg(long)]
     input: Option<String>,
-    /// Channel name: hubs serve it at /live/NAME/index.m3u8.
+    /// Channel name: hubs serve it at /live/NAME/index.m3u8. [default: live]
     #[arg(long)]
     name: Option<String>,
-    /// Target segment duration, e.g. 1s (cut at the next keyframe after it).
+    /// Target segment duration (cut at the next keyframe after it). [default: 1s]
     #[arg(long)]
     segment: Option<String>,
-    /// Playout deadline after a segment is cut, e.g. 3s: hubs give up on it after.
+    /// Playout deadline after a segment is cut: hubs give up on it after.
+    /// [default: 3s]
     #[arg(long)]
     deadline: Option<String>,
-    /// Segments announced and repairable at once.
+    /// Segments announced and repairable at once. [default: 10]
     #[arg(long)]
     window: Option<u32>,
     /// Play a file input again from the start when it ends.
@@ -187,11 +209,12 @@ impl SeedArgs {
 
 #[tokio::main]
 async fn main() {
-    hubcast_daemon::run_main(run()).await;
+    let cli = Cli::parse();
+    hubcast_daemon::run_main(cli.log_format, run(cli)).await;
 }
 
-async fn run() -> anyhow::Result<()> {
-    match Cli::parse().command {
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
         Command::Keygen { dir, validity_days, force } => {
             let keys = ChannelKeys::generate(&mut rand::rngs::OsRng, unix_now(), validity_days * 86_400);
             keys.write(&dir, force)?;
@@ -200,8 +223,9 @@ async fn run() -> anyhow::Result<()> {
             println!("keep root.key offline; give hubs root.pub or the fingerprint below as --trust");
             println!("{fp}");
         }
-        Command::NodeId { keys } => {
-            println!("{}", hubcast_keys::NodeKey::load_or_create(&keys)?.id());
+        Command::NodeId { keys, state_dir } => {
+            let dir = state_dir.unwrap_or(keys);
+            println!("{}", hubcast_keys::NodeKey::load_or_create(&dir)?.id());
         }
         Command::Seed(args) => {
             let cfg = args.into_config()?;

@@ -402,9 +402,9 @@ fn register(role: Role, maps: &[PeerMessage], hub: &Hub, shared: &Shared) -> Res
 /// the key directory). Returns it with the address hubs give as `--tracker`.
 pub fn bind(
     addr: SocketAddr,
-    keys_dir: &std::path::Path,
+    state_dir: &std::path::Path,
 ) -> Result<(Arc<NodeEndpoint>, NodeAddr), OriginError> {
-    let node = hubcast_keys::NodeKey::load_or_create(keys_dir).map_err(OriginError::NodeKey)?;
+    let node = hubcast_keys::NodeKey::load_or_create(state_dir).map_err(OriginError::NodeKey)?;
     let endpoint = NodeEndpoint::bind(addr, &node).map_err(OriginError::Quic)?;
     let local = endpoint.local_addr().map_err(|source| OriginError::Io { addr, source })?;
     let at = NodeAddr { id: node.id(), addr: local };
@@ -414,7 +414,7 @@ pub fn bind(
 
 #[derive(Debug, thiserror::Error)]
 pub enum OriginError {
-    #[error("the broadcaster's node key (node.key in the key directory): {0}")]
+    #[error("the origin service's node key: {0}: give --state-dir a folder the broadcaster can write (the systemd unit gives /var/lib/hubcast-broadcaster), or make the key once at install time with `broadcaster node-id --keys DIR --state-dir DIR`")]
     NodeKey(hubcast_keys::KeyFileError),
     #[error("--tracker: {0}")]
     Quic(hubcast_transport::quic::QuicError),

@@ -4,7 +4,7 @@
 //! The producer works ahead by at most [`BATCHES_AHEAD`] chunks, so memory stays
 //! bounded (about 1.5 × chunk size each) whatever is being seeded.
 
-use crate::config::{parse_rate, ConfigError, SeedConfig};
+use crate::config::{ConfigError, SeedConfig};
 use crate::ingest::{self, IngestError, SourceFile};
 use crate::origin::{self, Catalog, OriginError};
 use crate::status::StatusBoard;
@@ -47,7 +47,7 @@ pub enum SeedError {
         "--tracker {0}: hubs cannot dial this address; give the one they reach as --tracker-public HOST:PORT"
     )]
     TrackerPublic(SocketAddr),
-    #[error("the signing certificate is valid from {not_before} to {not_after} (unix seconds) and it is now {now}: hubs would drop everything; make new keys with `broadcaster keygen`")]
+    #[error("the signing certificate is valid from {} to {} and it is now {}: hubs would drop everything; make new keys with `broadcaster keygen`", utc(*.not_before), utc(*.not_after), utc(*.now))]
     CertificateNotValid { not_before: u64, not_after: u64, now: u64 },
     #[error("reading {path} while seeding (did it change or vanish?): {source}")]
     Read {
@@ -159,6 +159,12 @@ pub(crate) fn public_tracker(
     Ok(NodeAddr { id: bound.id, addr })
 }
 
+/// Unix seconds as an RFC 3339 UTC time, for people.
+fn utc(unix: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix))
+        .to_string()
+}
+
 /// Refuse to send what hubs would drop; warn when the certificate runs out soon.
 pub(crate) fn check_certificate(keys: &SignerKeys) -> Result<(), SeedError> {
     let now = unix_now();
@@ -202,7 +208,7 @@ pub async fn seed(
     let expiry = unix_now() + cfg.expiry_secs;
     // The origin service binds first: the manifests name it, for hubs not
     // given --tracker.
-    let bound = cfg.tracker.map(|addr| origin::bind(addr, &cfg.keys)).transpose()?;
+    let bound = cfg.tracker.map(|addr| origin::bind(addr, cfg.state_dir())).transpose()?;
     let public = match &bound {
         Some((_, at)) => Some(public_tracker(*at, cfg.tracker_public, &mc.interface)?),
         None => None,
@@ -236,14 +242,14 @@ pub async fn seed(
                 signer: signer.clone(),
                 socket: socket.clone(),
                 control_group: SocketAddr::new(cfg.group.ip(), cfg.group.port().wrapping_add(1)),
-                repair_rate: parse_rate(&cfg.repair_rate)?,
+                repair_rate: cfg.repair_rate.bytes_per_sec(),
                 status: status.clone(),
             };
             Some(tokio::spawn(origin::run(service, service_stop.clone())))
         }
         _ => None,
     };
-    info!(objects = files.len(), bytes = total, group = %cfg.group, iface = %mc.interface, rate_bytes_per_sec = rate,
+    info!(objects = files.len(), bytes = total, group = %cfg.group, iface = %mc.interface, rate = %cfg.rate, rate_bytes_per_sec = rate,
         %fingerprint, "seeding");
 
     let manifests = plans.iter().map(|p| signer.manifest_datagram(&p.manifest)).collect();
@@ -431,6 +437,8 @@ mod tests {
         let err = seed(&cfg, keys, StatusBoard::default(), CancellationToken::new()).await.unwrap_err();
         assert!(matches!(err, SeedError::CertificateNotValid { .. }), "{err}");
         assert!(err.to_string().contains("broadcaster keygen"));
+        // A time people read, not unix seconds.
+        assert!(err.to_string().contains("1970-01-01T00:16:50Z"), "{err}");
     }
 
     #[test]

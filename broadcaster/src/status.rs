@@ -85,10 +85,9 @@ impl StatusBoard {
 
 pub async fn serve(listener: tokio::net::TcpListener, status: StatusBoard, cancel: CancellationToken) {
     let app = Router::new().route("/api/status", get(api_status)).with_state(status);
-    let shutdown = async move { cancel.cancelled().await };
-    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
-        tracing::warn!("HTTP listener stopped: {e}");
-    }
+    // Slow and idle clients are bounded as on a hub (hubcast_daemon::http_server).
+    let limits = hubcast_daemon::http_server::HttpLimits::default();
+    hubcast_daemon::http_server::serve(listener, app, limits, Default::default(), cancel).await;
 }
 
 async fn api_status(State(s): State<StatusBoard>) -> Json<BroadcasterStatus> {

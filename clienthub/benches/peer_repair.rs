@@ -21,9 +21,9 @@
 //!   repair bytes (everything peers sent) ÷ missing bytes ((K − held) × T per
 //!   chunk when the multicast passed), and the time to complete.
 
-use hubcast_clienthub::hub::StoreJob;
 use hubcast_clienthub::peers::{Fetcher, Server};
 use hubcast_clienthub::store::Store;
+use hubcast_clienthub::store_worker::StoreJob;
 use hubcast_clienthub::StatusBoard;
 use hubcast_keys::{ChannelKeys, Fingerprint, NodeId, NodeKey, SignerKeys, TrustAnchor};
 use hubcast_protocol::receiver::{Event, Receiver, ReceiverConfig};

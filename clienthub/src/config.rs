@@ -2,6 +2,8 @@
 //! each overridden by its command-line flag.
 
 use crate::bridge::BackBuffer;
+use hubcast_daemon::units::Rate;
+use hubcast_transport::quic::AcceptLimits;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -34,8 +36,9 @@ pub struct HubConfig {
     pub peer_repair: bool,
     /// QUIC address peers connect to. Default: the --iface address, any port.
     pub peer_listen: Option<SocketAddr>,
-    /// Cap on serving peers, in Mbit/s. Default 100.
-    pub upload_rate: f64,
+    /// Cap on serving peers and feeds, e.g. "100Mbit" (docs/OPERATIONS.md
+    /// lists the units). Default 100Mbit.
+    pub upload_rate: Rate,
     /// The broadcaster's origin service, NODEID@HOST:PORT as `broadcaster seed
     /// --tracker` prints it: where the hub registers, and NAKs go when no peer
     /// can repair. Default: the tracker the channel's signed manifests name.
@@ -72,6 +75,20 @@ pub struct HubConfig {
     /// joins the forest at its first `--bridge-peer` instead of taking a
     /// bridge's whole feed. Default 0.
     pub stripes: u8,
+    /// The background scrub reads stored chunks at most this fast to check
+    /// their hashes. Default "8MiB/s".
+    pub scrub_rate: Rate,
+    /// A scrub pass over the whole store starts at most this often, the first
+    /// at start. Default 86400 (daily).
+    pub scrub_every_secs: u64,
+    /// QUIC handshakes in progress at once (peers, bridges, forest); past it
+    /// unvalidated addresses get a Retry and validated ones are refused.
+    /// Default 256.
+    pub quic_max_handshakes: usize,
+    /// QUIC handshakes in progress from one IP address. Default 16.
+    pub quic_max_handshakes_per_ip: usize,
+    /// QUIC connections established at once. Default 1024.
+    pub quic_max_connections: usize,
 }
 
 impl Default for HubConfig {
@@ -89,7 +106,7 @@ impl Default for HubConfig {
             silence_warning_secs: 10,
             peer_repair: true,
             peer_listen: None,
-            upload_rate: 100.0,
+            upload_rate: Rate::from_bits_per_sec(100_000_000),
             tracker: None,
             bridge: false,
             bridge_fanout: 8,
@@ -101,11 +118,26 @@ impl Default for HubConfig {
             remulticast: None,
             live_buffer_secs: 30,
             stripes: 0,
+            scrub_rate: Rate::from_bits_per_sec(8 * 8 * (1 << 20)),
+            scrub_every_secs: 86_400,
+            quic_max_handshakes: AcceptLimits::default().max_handshakes,
+            quic_max_handshakes_per_ip: AcceptLimits::default().max_handshakes_per_ip,
+            quic_max_connections: AcceptLimits::default().max_connections,
         }
     }
 }
 
 impl HubConfig {
+    /// The QUIC accept bounds these settings give.
+    pub fn quic_limits(&self) -> AcceptLimits {
+        AcceptLimits {
+            max_handshakes: self.quic_max_handshakes.max(1),
+            max_handshakes_per_ip: self.quic_max_handshakes_per_ip.max(1),
+            max_connections: self.quic_max_connections.max(1),
+            ..AcceptLimits::default()
+        }
+    }
+
     pub fn back_buffer(&self) -> BackBuffer {
         BackBuffer {
             secs: Duration::from_secs(self.back_buffer_secs),

@@ -4,10 +4,11 @@
 //! soon as it is stored, so finishing an object costs little more than an fsync
 //! and a rename: any chunk not written that way (stored before a restart, or
 //! before the manifest was known) is copied in from the store, the whole file is
-//! read back and must hash to the object id, and only then is it renamed into
+//! read back and must hash, with its name, to the object id
+//! ([`ObjectId::archive`]), and only then is it renamed into
 //! place. A crash leaves at most a `.part` file, which is rewritten next time.
 
-use crate::store::{io_at, safe_relative_path, Store, StoreError};
+use crate::store::{export_at, safe_relative_path, LostWhy, Store, StoreError};
 use hubcast_protocol::sender::{chunk_count, chunk_range};
 use hubcast_protocol::wire::Manifest;
 use hubcast_protocol::ObjectId;
@@ -32,11 +33,19 @@ pub struct Exporter {
     dir: PathBuf,
     parts: HashMap<ObjectId, Part>,
     clock: u64,
+    /// Testing aid: pause this long between the rename into place and the
+    /// index's record of it, so a test can kill the hub in that window.
+    stall_after_rename: Option<std::time::Duration>,
 }
+
+/// The testing aid's switch: milliseconds to pause after each export's rename.
+pub const STALL_ENV: &str = "HUBCAST_TEST_EXPORT_STALL_MS";
 
 impl Exporter {
     pub fn new(dir: PathBuf) -> Self {
-        Exporter { dir, parts: HashMap::new(), clock: 0 }
+        let stall =
+            std::env::var(STALL_ENV).ok().and_then(|v| v.parse().ok()).map(std::time::Duration::from_millis);
+        Exporter { dir, parts: HashMap::new(), clock: 0, stall_after_rename: stall }
     }
 
     pub fn dir(&self) -> &Path {
@@ -48,9 +57,9 @@ impl Exporter {
             let rel = safe_relative_path(&m.name).ok_or_else(|| StoreError::UnsafeName(m.name.clone()))?;
             let target = self.dir.join(rel);
             let parent = target.parent().unwrap_or(&self.dir).to_owned();
-            fs::create_dir_all(&parent).map_err(io_at(&parent))?;
+            fs::create_dir_all(&parent).map_err(export_at(&parent))?;
             let tmp = parent.join(format!(".hubcast-{}.part", m.object_id.to_hex()));
-            let file = fs::File::create(&tmp).map_err(io_at(&tmp))?;
+            let file = fs::File::create(&tmp).map_err(export_at(&tmp))?;
             if self.parts.len() >= MAX_OPEN_PARTS {
                 if let Some(oldest) = self.parts.iter().min_by_key(|(_, p)| p.opened).map(|(id, _)| *id) {
                     self.parts.remove(&oldest);
@@ -70,13 +79,13 @@ impl Exporter {
             return Err(StoreError::ExportMismatch(m.name.clone()));
         }
         let part = self.part(m)?;
-        part.file.write_all_at(data, range.start).map_err(io_at(&part.tmp))?;
+        part.file.write_all_at(data, range.start).map_err(export_at(&part.tmp))?;
         part.written[index as usize] = true;
         Ok(())
     }
 
     /// Every chunk of `m` is stored: complete the `.part` file from the store,
-    /// check it hashes to the object id, fsync, rename into place.
+    /// check it hashes, with its name, to the object id, fsync, rename into place.
     pub fn finish(&mut self, store: &mut Store, m: &Manifest) -> Result<PathBuf, StoreError> {
         self.part(m)?;
         let part = self.parts.remove(&m.object_id).ok_or(StoreError::ExportMismatch(m.name.clone()))?;
@@ -85,9 +94,13 @@ impl Exporter {
             let _ = fs::remove_file(&part.tmp);
         }
         result?;
-        fs::rename(&part.tmp, &part.target).map_err(io_at(&part.target))?;
+        fs::rename(&part.tmp, &part.target).map_err(export_at(&part.target))?;
+        if let Some(stall) = self.stall_after_rename {
+            tracing::warn!(name = %m.name, "testing aid ({STALL_ENV}): pausing after the export's rename");
+            std::thread::sleep(stall);
+        }
         if let Some(parent) = part.target.parent() {
-            fs::File::open(parent).and_then(|d| d.sync_all()).map_err(io_at(parent))?;
+            fs::File::open(parent).and_then(|d| d.sync_all()).map_err(export_at(parent))?;
         }
         store.mark_exported(&m.object_id, &m.name)?;
         Ok(part.target)
@@ -96,23 +109,25 @@ impl Exporter {
     fn complete_part(part: &Part, store: &mut Store, m: &Manifest) -> Result<(), StoreError> {
         for (i, written) in part.written.iter().enumerate() {
             if !written {
-                let data = store
-                    .read_chunk(&m.object_id, i as u32)?
-                    .ok_or(StoreError::Corrupt(m.object_id, i as u32))?;
+                let data = store.read_chunk(&m.object_id, i as u32)?.ok_or(StoreError::Lost {
+                    id: m.object_id,
+                    index: i as u32,
+                    why: LostWhy::Missing,
+                })?;
                 let range = chunk_range(m.size, m.chunk_size, i as u32);
                 if data.len() as u64 != range.end - range.start {
                     return Err(StoreError::ExportMismatch(m.name.clone()));
                 }
-                part.file.write_all_at(&data, range.start).map_err(io_at(&part.tmp))?;
+                part.file.write_all_at(&data, range.start).map_err(export_at(&part.tmp))?;
             }
         }
-        part.file.set_len(m.size).map_err(io_at(&part.tmp))?;
-        part.file.sync_all().map_err(io_at(&part.tmp))?;
+        part.file.set_len(m.size).map_err(export_at(&part.tmp))?;
+        part.file.sync_all().map_err(export_at(&part.tmp))?;
         // Read back what is on disk: the file must be exactly the object.
         let mut hasher = blake3::Hasher::new();
-        let mut f = fs::File::open(&part.tmp).map_err(io_at(&part.tmp))?;
-        std::io::copy(&mut f, &mut hasher).map_err(io_at(&part.tmp))?;
-        if hasher.finalize().as_bytes() != &m.object_id.0 {
+        let mut f = fs::File::open(&part.tmp).map_err(export_at(&part.tmp))?;
+        std::io::copy(&mut f, &mut hasher).map_err(export_at(&part.tmp))?;
+        if ObjectId::archive(&m.name, hasher.finalize().as_bytes()) != m.object_id {
             return Err(StoreError::ExportMismatch(m.name.clone()));
         }
         Ok(())

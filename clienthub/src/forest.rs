@@ -23,6 +23,7 @@ use hubcast_protocol::peer_wire::{ForestPeer, PeerMessage};
 use hubcast_protocol::ObjectId;
 use hubcast_transport::quic::NodeEndpoint;
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
@@ -42,6 +43,45 @@ const WELCOME_WAIT: Duration = Duration::from_secs(2);
 /// Refusals of a stripe subscription before the parent counts as gone (the
 /// parent may not have taken in the place it gave yet).
 const STRIPE_REFUSALS: u32 = 3;
+/// A stripe that brought nothing for this long, while another brought data
+/// within [`FLOWING`], is starved: the tree above is broken in a way no notice
+/// told (lost messages can close a loop; issue 20's simulation). The hub
+/// leaves that parent and searches from the root (`handle_starved`). Above
+/// the 5 s the longest notice-driven repair takes.
+const STARVED: Duration = Duration::from_secs(10);
+const FLOWING: Duration = Duration::from_secs(2);
+
+/// The trees whose stripe is starved at `now`: `heard[t]` is when stripe t
+/// last brought data (or was subscribed), `None` with no parent there.
+fn starved(heard: &[Option<Duration>], now: Duration) -> Vec<Tree> {
+    let flowing = heard.iter().flatten().any(|h| now.saturating_sub(*h) < FLOWING);
+    if !flowing {
+        return Vec::new(); // the channel is quiet, not this stripe
+    }
+    (0..heard.len() as Tree)
+        .filter(|t| heard[*t as usize].is_some_and(|h| now.saturating_sub(h) >= STARVED))
+        .collect()
+}
+
+/// When each stripe last brought data, as time since the forest started.
+struct Heard {
+    start: Instant,
+    ms: Vec<AtomicU64>,
+}
+
+impl Heard {
+    fn now(&self) -> Duration {
+        self.start.elapsed()
+    }
+    fn note(&self, t: Tree) {
+        if let Some(m) = self.ms.get(t as usize) {
+            m.store(self.now().as_millis() as u64, Relaxed);
+        }
+    }
+    fn get(&self, t: Tree) -> Duration {
+        Duration::from_millis(self.ms.get(t as usize).map_or(0, |m| m.load(Relaxed)))
+    }
+}
 
 /// What the forest task is told.
 enum Inbound {
@@ -139,10 +179,12 @@ async fn run(
         }
     };
     let mut stripes: Vec<Option<(ForestPeer, JoinHandle<()>)>> = (0..f.stripes).map(|_| None).collect();
+    let heard =
+        Arc::new(Heard { start: Instant::now(), ms: (0..f.stripes).map(|_| AtomicU64::new(0)).collect() });
     let mut tick = tokio::time::interval(TICK);
     let mut parents_lost = 0;
     loop {
-        step(&f, &link, &tx, &mut node, &mut stripes);
+        step(&f, &link, &tx, &mut node, &mut stripes, &heard);
         publish(&f, &node, parents_lost, joined);
         let now = Instant::now();
         tokio::select! {
@@ -162,7 +204,20 @@ async fn run(
                 }
                 None => break,
             },
-            _ = tick.tick() => node.handle_timeout(now),
+            _ = tick.tick() => {
+                node.handle_timeout(now);
+                let last: Vec<Option<Duration>> =
+                    (0..f.stripes).map(|t| stripes[t as usize].as_ref().map(|_| heard.get(t))).collect();
+                for t in starved(&last, heard.now()) {
+                    warn!(tree = t, parent = ?node.parent(t).map(|p| NodeId(p.node_id)),
+                        "stripe forest: nothing on this stripe for {} s while others flow; searching a place from the root",
+                        STARVED.as_secs());
+                    if let Some((_, task)) = stripes[t as usize].take() {
+                        task.abort();
+                    }
+                    node.handle_starved(now, t);
+                }
+            }
             _ = cancel.cancelled() => break,
         }
     }
@@ -220,6 +275,7 @@ fn step(
     tx: &mpsc::Sender<Inbound>,
     node: &mut ForestNode<ForestPeer>,
     stripes: &mut [Option<(ForestPeer, JoinHandle<()>)>],
+    heard: &Arc<Heard>,
 ) {
     // Children first: one placed here subscribes as soon as it hears of it.
     if let Ok(mut c) = link.children.lock() {
@@ -242,12 +298,13 @@ fn step(
         }
         if let Some(parent) = want {
             let resume = *f.position.borrow();
+            heard.note(t); // a new subscription gets STARVED to bring data
             let task = tokio::spawn(follow_stripe(
                 f.endpoint.clone(),
                 (parent, resume),
                 t,
                 f.stripes,
-                f.events.clone(),
+                (f.events.clone(), heard.clone()),
                 tx.clone(),
             ));
             stripes[t as usize] = Some((parent, task));
@@ -284,7 +341,7 @@ async fn follow_stripe(
     (parent, resume): (ForestPeer, Option<(ObjectId, u32)>),
     tree: Tree,
     stripes: u8,
-    events: mpsc::Sender<FeedEvent>,
+    (events, heard): (mpsc::Sender<FeedEvent>, Arc<Heard>),
     inbound: mpsc::Sender<Inbound>,
 ) {
     let at = NodeAddr { id: NodeId(parent.node_id), addr: parent.addr };
@@ -294,7 +351,7 @@ async fn follow_stripe(
         match subscribe_with(&endpoint, at, request).await {
             Ok((_conn, recv)) => {
                 debug!(tree, parent = %at, "stripe forest: taking a stripe");
-                break read_feed(at.id, recv, &events).await;
+                break read_feed(at.id, recv, &events, &|| heard.note(tree)).await;
             }
             Err(Subscribe::Refused(r)) if refusals + 1 < STRIPE_REFUSALS => {
                 refusals += 1;
@@ -307,5 +364,25 @@ async fn follow_stripe(
     };
     if inbound.send(Inbound::StripeEnded(tree, parent, why)).await.is_err() {
         warn!("stripe forest: the forest task is gone");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn a_stripe_silent_while_others_flow_is_starved_and_a_quiet_channel_is_not() {
+        let now = 100 * S;
+        // Tree 1 silent for 10 s while tree 0 brought data a second ago.
+        assert_eq!(starved(&[Some(now - S), Some(now - 10 * S), Some(now - S)], now), [1]);
+        // 9 s is within a repair's time.
+        assert!(starved(&[Some(now - S), Some(now - 9 * S)], now).is_empty());
+        // Every stripe silent: the channel is quiet (no live stream), not broken.
+        assert!(starved(&[Some(now - 30 * S), Some(now - 30 * S)], now).is_empty());
+        // No parent in a tree: nothing to leave there.
+        assert_eq!(starved(&[Some(now), None, Some(now - 20 * S)], now), [2]);
     }
 }

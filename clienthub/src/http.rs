@@ -12,6 +12,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use hubcast_daemon::http_server::HttpLimits;
 use std::fmt::Write;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -21,6 +22,8 @@ use tokio_util::sync::CancellationToken;
 pub struct AppState {
     pub status: StatusBoard,
     pub live: LiveBoard,
+    /// The listener's own counters (connections), for `/metrics`.
+    pub http: std::sync::Arc<hubcast_daemon::http_server::HttpCounters>,
 }
 
 impl AppState {
@@ -34,7 +37,11 @@ impl AppState {
 /// A progressive reader that gets no new segment for this long is ended.
 const LIVE_IDLE: Duration = Duration::from_secs(30);
 
+/// Serve until `cancel`, within [`HttpLimits`]' bounds: a slow or idle
+/// client is closed after the header timeout, and a flood of connections
+/// pushes out the oldest, so the status keeps answering.
 pub async fn serve(listener: tokio::net::TcpListener, state: AppState, cancel: CancellationToken) {
+    let state_counters = state.http.clone();
     let app = Router::new()
         .route("/", get(page))
         .route("/api/status", get(api_status))
@@ -42,10 +49,8 @@ pub async fn serve(listener: tokio::net::TcpListener, state: AppState, cancel: C
         .route("/live/{name}/{file}", get(live_file))
         .route("/live/{file}", get(live_stream))
         .with_state(state);
-    let shutdown = async move { cancel.cancelled().await };
-    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
-        tracing::warn!("HTTP listener stopped: {e}");
-    }
+    let counters = state_counters.clone();
+    hubcast_daemon::http_server::serve(listener, app, HttpLimits::default(), counters, cancel).await;
 }
 
 async fn api_status(State(s): State<AppState>) -> Json<HubStatus> {
@@ -53,7 +58,19 @@ async fn api_status(State(s): State<AppState>) -> Json<HubStatus> {
 }
 
 async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], render_metrics(&s.snapshot()))
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut text = render_metrics(&s.snapshot());
+    let h = &s.http;
+    let _ = write!(
+        text,
+        "# TYPE hubcast_http_connections_total counter\nhubcast_http_connections_total {}\n\
+         # TYPE hubcast_http_connections_open gauge\nhubcast_http_connections_open {}\n\
+         # TYPE hubcast_http_connections_evicted_total counter\nhubcast_http_connections_evicted_total {}\n",
+        h.accepted.load(Relaxed),
+        h.open(),
+        h.evicted.load(Relaxed)
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
 fn not_found(what: String) -> Response {
@@ -176,39 +193,69 @@ pub fn render_metrics(s: &HubStatus) -> String {
     out
 }
 
+/// Seconds between the status page's refreshes.
+const PAGE_REFRESH_SECS: u32 = 2;
+
+/// The status page: what the hub holds and how far each object is, by
+/// which path; it reloads itself every [`PAGE_REFRESH_SECS`].
 async fn page(State(s): State<AppState>) -> Html<String> {
+    use crate::status::{human_bytes, human_secs};
     let s = s.snapshot();
     let mut rows = String::new();
     for c in &s.live {
         let name = escape(&c.name);
         let _ = write!(
             rows,
-            "<tr><td>live: <a href=\"/live/{name}/index.m3u8\">{name}</a></td><td>{:.0} s</td><td>{} ready</td><td>on time {}, late {}, missed {}</td></tr>",
+            "<tr class=live><td>live: <a href=\"/live/{name}/index.m3u8\">{name}</a> \
+             (<a href=\"/live/{name}.ts\">stream</a>)</td><td colspan=4>{:.0} s buffered, {} segments ready</td>\
+             <td>on time {}, late {}, missed {}</td><td>playing</td></tr>",
             c.buffered_secs, c.segments_ready, c.on_time, c.late, c.missed
         );
     }
     for o in &s.objects {
+        let by = &o.completed_by;
+        let state = match (&o.exported, o.complete) {
+            (Some(path), true) => format!("complete: {}", escape(path)),
+            (None, true) => "complete".into(),
+            _ => "receiving".into(),
+        };
         let _ = write!(
             rows,
-            "<tr><td>{}</td><td>{}</td><td>{}/{}</td><td>{}</td></tr>",
+            "<tr class=object><td>{}</td><td><progress max=100 value={:.1}></progress> <span class=percent>{:.1}%</span></td>\
+             <td>{} of {}</td><td class=rate>{}/s</td><td class=eta>{}</td>\
+             <td>multicast {}, peer {}, origin {}, bridge {}</td><td class=state>{state}</td></tr>",
             escape(&o.name),
-            o.size,
-            o.chunks_stored,
-            o.chunks,
-            if o.complete { "complete" } else { "receiving" }
+            o.percent,
+            o.percent,
+            human_bytes(o.bytes_stored),
+            human_bytes(o.size),
+            human_bytes(o.rate_bytes_per_sec),
+            o.eta_secs.map_or("-".into(), human_secs),
+            by.multicast,
+            by.peer,
+            by.origin,
+            by.bridge,
         );
     }
+    let b = &s.bytes;
     Html(format!(
-        "<!doctype html><meta charset=utf-8><title>hubcast hub</title>\
-         <h1>hubcast hub</h1><p>channel {} on {}</p>\
-         <p>verified bytes: multicast {}, peer {}, origin {}, bridge {}</p>\
-         <table border=1 cellpadding=4><tr><th>object</th><th>bytes</th><th>chunks</th><th>state</th></tr>{}</table>",
+        "<!doctype html><html lang=en><meta charset=utf-8>\
+         <meta http-equiv=refresh content={PAGE_REFRESH_SECS}>\
+         <title>hubcast hub</title>\
+         <style>body{{font-family:sans-serif;margin:1.5em}}table{{border-collapse:collapse}}\
+         td,th{{border:1px solid #bbb;padding:.3em .6em;text-align:left}}progress{{width:8em}}</style>\
+         <h1>hubcast hub</h1>\
+         <p>channel <code>{}</code> on {}, up {}. <a href=/api/status>status (JSON)</a> · <a href=/metrics>metrics</a></p>\
+         <p>verified bytes by path: multicast {}, peer {}, origin {}, bridge {}</p>\
+         <table><tr><th>object</th><th>progress</th><th>stored</th><th>rate</th><th>time left</th>\
+         <th>chunks completed by</th><th>state</th></tr>{}</table>",
         escape(&s.channel),
         escape(&s.group),
-        s.bytes.multicast,
-        s.bytes.peer,
-        s.bytes.origin,
-        s.bytes.bridge,
+        human_secs(s.uptime_ms / 1000),
+        human_bytes(b.multicast),
+        human_bytes(b.peer),
+        human_bytes(b.origin),
+        human_bytes(b.bridge),
         rows
     ))
 }

@@ -15,6 +15,8 @@ pub mod peers;
 pub mod status;
 pub mod status_client;
 pub mod store;
+pub mod store_worker;
+pub mod watch;
 
 pub use config::HubConfig;
 pub use hub::{run, HubError};

@@ -11,20 +11,38 @@ use std::path::PathBuf;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines as text (coloured only on a terminal) or as JSON objects.
+    #[arg(long, global = true, value_enum, default_value_t)]
+    log_format: hubcast_daemon::LogFormat,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Join the channel and keep verified copies of what it sends.
     Run(Box<RunArgs>),
+    /// Check a stopped hub's store: drop missing and damaged chunks from the
+    /// index (the hub fetches them again from peers when it starts), move
+    /// entries the hub did not write to quarantine/, and say what it did.
+    Fsck {
+        /// The store directory (the hub's --store).
+        #[arg(long)]
+        store: PathBuf,
+    },
     /// Show a running hub's status.
     Status {
-        /// The hub's --http address.
+        /// The hub's --http address: host:port, a host (port 8080), or a URL.
         #[arg(long, default_value = "127.0.0.1:8080")]
-        http: SocketAddr,
+        http: String,
         /// Print the raw JSON.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "watch")]
         json: bool,
+        /// Redraw every --interval seconds until Ctrl-C: progress bars on a
+        /// terminal, the plain status again elsewhere.
+        #[arg(long)]
+        watch: bool,
+        /// Seconds between redraws with --watch. [default: 1]
+        #[arg(long, default_value_t = 1.0, requires = "watch")]
+        interval: f64,
     },
 }
 
@@ -33,65 +51,70 @@ struct RunArgs {
     /// TOML file with settings (see docs/OPERATIONS.md); flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// The channel's fingerprint, or the path of its root.pub.
-    #[arg(long)]
+    /// The channel's fingerprint, or the path of its root.pub. Required,
+    /// here or as `trust` in --config.
+    #[arg(long, value_name = "FINGERPRINT|FILE")]
     trust: Option<String>,
-    /// Multicast group and port, e.g. 239.255.0.1:5000.
+    /// Multicast group and port. [default: 239.255.0.1:5000]
     #[arg(long)]
     group: Option<SocketAddr>,
-    /// Interface to join on: its IPv4 address, or an IPv6 index/name. Default 127.0.0.1.
+    /// Interface to join on: its IPv4 address for an IPv4 group, its name or
+    /// index for an IPv6 group. [default: 127.0.0.1, this host only]
     #[arg(long)]
     iface: Option<String>,
-    /// Accept only this sender (source-specific multicast).
+    /// Accept only this sender (source-specific multicast). [default: any]
     #[arg(long)]
     source: Option<std::net::IpAddr>,
-    /// Store directory.
+    /// Store directory. [default: hubcast-store, in the working directory]
     #[arg(long)]
     store: Option<PathBuf>,
-    /// Export completed objects here, under their names.
+    /// Export completed objects here, under their names. [default: none]
     #[arg(long)]
     export: Option<PathBuf>,
-    /// Local HTTP listener for /api/status and /metrics, e.g. 127.0.0.1:8080.
+    /// Local HTTP listener for the status page, /api/status and /metrics,
+    /// e.g. 127.0.0.1:8080. [default: none]
     #[arg(long)]
     http: Option<SocketAddr>,
-    /// Testing aid: drop this share of received datagrams at random (e.g. 0.05).
+    /// Testing aid: drop this share of received datagrams at random (e.g.
+    /// 0.05). [default: 0]
     #[arg(long)]
     simulate_loss: Option<f64>,
-    /// Seed for --simulate-loss.
+    /// Seed for --simulate-loss. [default: random]
     #[arg(long)]
     loss_seed: Option<u64>,
-    /// QUIC address for peer repair. Default: the --iface address, any port.
+    /// QUIC address for peer repair. [default: the --iface address, any port]
     #[arg(long)]
     peer_listen: Option<SocketAddr>,
-    /// Cap on what this hub serves to peers, in Mbit/s. Default 100.
+    /// Cap on what this hub serves to peers and feeds: 100Mbit (or Mbps),
+    /// 12MB/s; docs/OPERATIONS.md lists every unit. [default: 100Mbit]
     #[arg(long)]
-    upload_rate: Option<f64>,
+    upload_rate: Option<hubcast_daemon::units::Rate>,
     /// Do not repair from (or serve) peer hubs.
     #[arg(long)]
     no_peer_repair: bool,
     /// The broadcaster's origin service, NODEID@HOST:PORT as `broadcaster seed
     /// --tracker` prints it: the hub registers there, and NAKs go there when no
-    /// peer can repair a chunk. Default: the one the channel's manifests name.
+    /// peer can repair a chunk. [default: the one the channel's manifests name]
     #[arg(long)]
     tracker: Option<String>,
     /// Feed desert hubs over QUIC while this hub hears the multicast, and
     /// register with the tracker as a bridge.
     #[arg(long)]
     bridge: bool,
-    /// Desert hubs a bridge feeds at once. Default 8.
+    /// Desert hubs a bridge feeds at once. [default: 8]
     #[arg(long)]
     bridge_fanout: Option<usize>,
     /// Seconds of the channel a bridge (or stripe parent) keeps for hubs
-    /// that change bridge or parent to resume within. Default 30.
+    /// that change bridge or parent to resume within. [default: 30]
     #[arg(long)]
     back_buffer_secs: Option<u64>,
-    /// The back buffer's ceiling, in MiB. Default 64.
+    /// The back buffer's ceiling, in MiB. [default: 64]
     #[arg(long)]
     back_buffer_mib: Option<u64>,
     /// Do not join the multicast group; take the feed from a bridge.
     #[arg(long)]
     no_multicast: bool,
-    /// Seconds without multicast before taking the feed from a bridge. Default 4.
+    /// Seconds without multicast before taking the feed from a bridge. [default: 4]
     #[arg(long)]
     desert_after: Option<u64>,
     /// A bridge to subscribe to, NODEID@HOST:PORT (repeatable); tried before
@@ -100,16 +123,25 @@ struct RunArgs {
     bridge_peer: Vec<String>,
     /// While fed by a bridge, send the feed out again as multicast on this
     /// GROUP:PORT from the --iface interface, so this LAN's hubs hear it.
+    /// [default: none]
     #[arg(long)]
     remulticast: Option<SocketAddr>,
-    /// Media seconds of each live channel kept for players. Default 30.
+    /// Media seconds of each live channel kept for players. [default: 30]
     #[arg(long)]
     live_buffer_secs: Option<u64>,
     /// Stripe forest: 3-16 stripes. On a --bridge hub, it is the root; on a
     /// desert hub, it joins the forest at its first --bridge-peer and takes
-    /// one stripe from each of its parents.
+    /// one stripe from each of its parents. [default: 0, no forest]
     #[arg(long)]
     stripes: Option<u8>,
+    /// How fast the background scrub reads stored chunks to check their
+    /// hashes (units as for rates, e.g. 8MiB/s). [default: 8MiB/s]
+    #[arg(long)]
+    scrub_rate: Option<hubcast_daemon::units::Rate>,
+    /// Seconds between the starts of scrub passes over the whole store; the
+    /// first pass runs at start. [default: 86400]
+    #[arg(long)]
+    scrub_every: Option<u64>,
 }
 
 impl RunArgs {
@@ -126,7 +158,10 @@ impl RunArgs {
             ($($f:ident),*) => { $( if self.$f.is_some() { c.$f = self.$f; } )* };
         }
         set_opt!(source, export, http, loss_seed, peer_listen, tracker, remulticast);
-        set!(bridge_fanout, back_buffer_secs, back_buffer_mib, live_buffer_secs, stripes);
+        set!(bridge_fanout, back_buffer_secs, back_buffer_mib, live_buffer_secs, stripes, scrub_rate);
+        if let Some(s) = self.scrub_every {
+            c.scrub_every_secs = s;
+        }
         if let Some(s) = self.desert_after {
             c.desert_after_secs = s;
         }
@@ -153,7 +188,6 @@ impl RunArgs {
         if let Some(t) = &c.tracker {
             t.parse::<hubcast_keys::NodeAddr>().map_err(|e| anyhow::anyhow!("--tracker {e}"))?;
         }
-        anyhow::ensure!(c.upload_rate > 0.0, "--upload-rate must be above 0 (Mbit/s)");
         anyhow::ensure!(
             !c.trust.is_empty(),
             "--trust is required: the channel's fingerprint or root.pub file"
@@ -164,17 +198,42 @@ impl RunArgs {
 
 #[tokio::main]
 async fn main() {
-    hubcast_daemon::run_main(run()).await;
+    let cli = Cli::parse();
+    hubcast_daemon::run_main(cli.log_format, run(cli)).await;
 }
 
-async fn run() -> anyhow::Result<()> {
-    match Cli::parse().command {
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
         Command::Run(args) => {
             let cfg = (*args).into_config()?;
             let cancel = hubcast_daemon::cancel_on_signal();
             hubcast_clienthub::run(cfg, StatusBoard::default(), cancel).await?;
         }
-        Command::Status { http, json } => {
+        Command::Fsck { store } => {
+            let r = tokio::task::spawn_blocking(move || hubcast_clienthub::store::fsck(&store)).await??;
+            let o = &r.open;
+            println!(
+                "checked {} chunks ({} bytes) of {} objects against their hashes",
+                r.checked, r.bytes, o.manifests
+            );
+            println!("missing on disk, dropped: {}", o.missing.len());
+            println!("damaged, dropped: {}", r.damaged.len());
+            println!("unfinished writes removed: {}", o.orphans_removed);
+            for (from, to) in &o.quarantined {
+                println!("not the hub's, moved aside: {} -> {}", from.display(), to.display());
+            }
+            let lost = o.lost.len() + r.damaged.len();
+            println!("chunks the hub will fetch again from peers at its next start: {lost}");
+        }
+        Command::Status { http, json, watch, interval } => {
+            let http =
+                tokio::task::spawn_blocking(move || hubcast_clienthub::status_client::resolve_target(&http))
+                    .await??;
+            if watch {
+                anyhow::ensure!(interval >= 0.1 && interval.is_finite(), "--interval must be at least 0.1 s");
+                let every = std::time::Duration::from_secs_f64(interval);
+                tokio::task::spawn_blocking(move || hubcast_clienthub::watch::watch(http, every)).await?;
+            }
             let body = tokio::task::spawn_blocking(move || {
                 hubcast_clienthub::status_client::get(http, "/api/status")
             })

@@ -1,7 +1,7 @@
-//! Peer repair in the hub: the peer table fed by announcements, serving peers
-//! over QUIC, and fetching from them.
+//! Peer repair in the hub: serving peers over QUIC, and fetching from them.
 //!
-//! The receive loop owns the receiver, the repairer and the peer table. What
+//! The receive loop owns the receiver, the repairer and the peer table
+//! (`hubcast_protocol::peers`, with its one strike ledger). What
 //! waits on the network runs in tasks:
 //! - [`serve`] accepts peers; each stream is one request, answered from a
 //!   decoded chunk (cache, else the store) or, for a chunk still being collected,
@@ -13,38 +13,29 @@
 //! each), a per-connection request rate, one upload rate for all peers
 //! (`--upload-rate`), and a peer that sends malformed requests is disconnected.
 
-use crate::hub::StoreJob;
-use crate::status::{PeerStatus, StatusBoard};
+use crate::status::StatusBoard;
 use crate::store::{Store, StoreError};
+use crate::store_worker::StoreJob;
 use hubcast_daemon::Bucket;
 use hubcast_keys::{NodeAddr, NodeId};
 use hubcast_protocol::peer_wire::{
     self, Answer, ChunkBitmap, DatagramFrames, ListedHub, PeerMessage, RefuseReason,
 };
-use hubcast_protocol::repair::{Candidate, Nak, Outcome};
+use hubcast_protocol::repair::{Nak, Outcome};
 use hubcast_protocol::serve::{answer_complete, ChunkRequest, ChunkServer, KeptTable};
 use hubcast_protocol::wire::MAX_DATAGRAM;
 use hubcast_protocol::ObjectId;
 use hubcast_transport::quic::{accept_each, NodeEndpoint};
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 /// How often a hub announces itself on the control group.
 pub const ANNOUNCE_EVERY: Duration = Duration::from_secs(2);
-/// A peer not heard from for this long leaves the table.
-pub const PEER_EXPIRY: Duration = Duration::from_secs(10);
-/// Peers kept in the table.
-const MAX_PEERS: usize = 1024;
-/// Chunks the tracker listed one peer as holding, kept per peer.
-const MAX_LISTED_CHUNKS: usize = 4096;
-/// Digest mismatches that ban a peer, and for how long.
-pub const STRIKES_TO_BAN: u32 = 3;
-pub const BAN_FOR: Duration = Duration::from_secs(600);
 /// One fetch, connection included.
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest an answer waits for the upload cap: well within the asker's
@@ -60,203 +51,6 @@ const MAX_REQUEST_BYTES: usize = 4096;
 const SERVE_CACHE: usize = 16;
 /// QUIC application close code for a peer that broke the protocol.
 const CLOSE_MALFORMED: u32 = 1;
-
-/// What a hub knows of a peer: heard on the control group (this island), or
-/// listed by the tracker as holding chunks this hub lacks, or both.
-struct PeerEntry {
-    addr: SocketAddr,
-    /// Its last announcement, or the tracker's last answer naming it.
-    last_seen: Instant,
-    /// Its last announcement on our control group.
-    heard_at: Option<Instant>,
-    /// What its last announcement listed complete.
-    have: HashMap<ObjectId, ChunkBitmap>,
-    /// Chunks the tracker listed it as holding complete.
-    listed: HashSet<(ObjectId, u32)>,
-    strikes: u32,
-    banned_until: Option<Instant>,
-    /// The bridge feeding this hub: a candidate for every chunk.
-    feeds_us: bool,
-    /// QUIC's smoothed RTT on our connection to it; none before the first.
-    rtt: Option<Duration>,
-}
-
-impl PeerEntry {
-    fn banned(&self, now: Instant) -> bool {
-        self.banned_until.is_some_and(|t| t > now)
-    }
-
-    fn same_island(&self, now: Instant) -> bool {
-        self.heard_at.is_some_and(|t| now.saturating_duration_since(t) < PEER_EXPIRY)
-    }
-
-    fn new(now: Instant, addr: SocketAddr) -> PeerEntry {
-        PeerEntry {
-            addr,
-            last_seen: now,
-            heard_at: None,
-            have: HashMap::new(),
-            listed: HashSet::new(),
-            strikes: 0,
-            banned_until: None,
-            feeds_us: false,
-            rtt: None,
-        }
-    }
-}
-
-/// Peers heard on the control group or listed by the tracker, bounded, expiring.
-#[derive(Default)]
-pub struct PeerTable {
-    peers: HashMap<NodeId, PeerEntry>,
-}
-
-impl PeerTable {
-    /// The entry for `id`, made (and logged, with `how` it was found) if the
-    /// table has room; `None` when it is full.
-    fn entry(&mut self, now: Instant, id: NodeId, addr: SocketAddr, how: &str) -> Option<&mut PeerEntry> {
-        if !self.peers.contains_key(&id) && self.peers.len() >= MAX_PEERS {
-            return None;
-        }
-        Some(self.peers.entry(id).or_insert_with(|| {
-            info!(peer = %id, %addr, "peer found {how}");
-            PeerEntry::new(now, addr)
-        }))
-    }
-
-    /// An announcement from `id` at `addr`; true when the peer is new.
-    pub fn heard(
-        &mut self,
-        now: Instant,
-        id: NodeId,
-        addr: SocketAddr,
-        have: Vec<(ObjectId, ChunkBitmap)>,
-    ) -> bool {
-        let new = !self.peers.contains_key(&id);
-        let Some(e) = self.entry(now, id, addr, "on this island") else { return false };
-        e.addr = addr;
-        e.last_seen = now;
-        e.heard_at = Some(now);
-        e.have = have.into_iter().collect();
-        new
-    }
-
-    /// The tracker lists `id` at `addr` as holding a chunk complete. A peer
-    /// heard on this island keeps the address it announced.
-    pub fn listed(&mut self, now: Instant, id: NodeId, addr: SocketAddr, object_id: ObjectId, index: u32) {
-        let Some(e) = self.entry(now, id, addr, "through the tracker") else { return };
-        if !e.same_island(now) {
-            e.addr = addr;
-        }
-        e.last_seen = now;
-        if e.listed.len() >= MAX_LISTED_CHUNKS {
-            e.listed.clear();
-        }
-        e.listed.insert((object_id, index));
-    }
-
-    /// The bridge `id` at `addr` feeds this hub (`on`), or no longer does.
-    /// While it does, it is a candidate for every chunk.
-    pub fn feeding(&mut self, now: Instant, id: NodeId, addr: SocketAddr, on: bool) {
-        let Some(e) = self.entry(now, id, addr, "as a bridge") else { return };
-        if !e.same_island(now) {
-            e.addr = addr;
-        }
-        e.last_seen = now;
-        e.feeds_us = on;
-    }
-
-    pub fn expire(&mut self, now: Instant) {
-        self.peers.retain(|id, p| {
-            // A banned peer stays listed (and banned) until its ban ends.
-            let alive = now.saturating_duration_since(p.last_seen) < PEER_EXPIRY || p.banned(now);
-            if !alive {
-                info!(peer = %id, "peer gone (no announcement for {} s)", PEER_EXPIRY.as_secs());
-            }
-            alive
-        });
-    }
-
-    pub fn addr(&self, id: &NodeId) -> Option<SocketAddr> {
-        self.peers.get(id).map(|p| p.addr)
-    }
-
-    /// Peers that may serve a chunk: every live, unbanned peer; those whose
-    /// announcement (or the tracker) lists the chunk complete first.
-    pub fn candidates(&self, now: Instant, object_id: ObjectId, index: u32) -> Vec<Candidate<NodeId>> {
-        self.peers
-            .iter()
-            .filter(|(_, p)| !p.banned(now))
-            .filter(|(_, p)| now.saturating_duration_since(p.last_seen) < PEER_EXPIRY)
-            .map(|(id, p)| Candidate {
-                peer: *id,
-                complete: p.feeds_us
-                    || p.have.get(&object_id).is_some_and(|b| b.get(index))
-                    || p.listed.contains(&(object_id, index)),
-                // Heard on our control group: same island.
-                same_island: p.same_island(now),
-                // Not yet measured sorts first: each peer gets measured once.
-                rtt: p.rtt.unwrap_or(Duration::ZERO),
-                strikes: p.strikes,
-            })
-            .collect()
-    }
-
-    /// RTTs measured on the connections to peers ([`Fetcher::rtts`]).
-    pub fn note_rtts(&mut self, rtts: &HashMap<NodeId, Duration>) {
-        for (id, rtt) in rtts {
-            if let Some(p) = self.peers.get_mut(id) {
-                p.rtt = Some(*rtt);
-            }
-        }
-    }
-
-    /// Digest mismatches in what a peer served: strikes; true when it is banned now.
-    pub fn strike(&mut self, now: Instant, id: &NodeId, n: u32) -> bool {
-        let Some(p) = self.peers.get_mut(id) else { return false };
-        p.strikes += n;
-        if p.strikes >= STRIKES_TO_BAN && !p.banned(now) {
-            p.banned_until = Some(now + BAN_FOR);
-            warn!(peer = %id, strikes = p.strikes, "peer banned for {} s: it served symbols that fail their digests",
-                BAN_FOR.as_secs());
-            return true;
-        }
-        false
-    }
-
-    /// Each peer, with the bytes it served us and we served it
-    /// ([`Server::received`], [`Server::served`]).
-    pub fn status(
-        &self,
-        now: Instant,
-        received: &HashMap<NodeId, u64>,
-        served: &HashMap<NodeId, u64>,
-    ) -> Vec<PeerStatus> {
-        let mut out: Vec<PeerStatus> = self
-            .peers
-            .iter()
-            .map(|(id, p)| PeerStatus {
-                node_id: id.to_string(),
-                addr: p.addr.to_string(),
-                last_seen_ms: now.saturating_duration_since(p.last_seen).as_millis() as u64,
-                bytes_from: received.get(id).copied().unwrap_or(0),
-                bytes_to: served.get(id).copied().unwrap_or(0),
-                strikes: p.strikes,
-                banned: p.banned(now),
-                rtt_ms: p.rtt.map(|r| r.as_secs_f64() * 1e3),
-                via: if p.same_island(now) {
-                    "island"
-                } else if p.feeds_us {
-                    "bridge"
-                } else {
-                    "tracker"
-                },
-            })
-            .collect();
-        out.sort_by(|a, b| a.node_id.cmp(&b.node_id));
-        out
-    }
-}
 
 /// A peer's request for a chunk the hub is still collecting: the receive loop
 /// answers it from the symbols it holds verified.
@@ -796,22 +590,6 @@ impl Fetcher {
 mod tests {
     use super::*;
 
-    fn table_with(ids: &[u8]) -> (PeerTable, Instant) {
-        let now = Instant::now();
-        let mut t = PeerTable::default();
-        for id in ids {
-            let mut have = ChunkBitmap::new(4);
-            have.set(1);
-            t.heard(
-                now,
-                NodeId([*id; 32]),
-                SocketAddr::from(([127, 0, 0, 1], 4000 + u16::from(*id))),
-                vec![(ObjectId([9; 32]), have)],
-            );
-        }
-        (t, now)
-    }
-
     #[test]
     fn a_peer_that_only_takes_is_the_one_deferred() {
         assert!(!takes_only(TAKER_GRACE, 0), "a new peer gets served");
@@ -841,40 +619,5 @@ mod tests {
         assert!(!server.admit(&taker, &req), "busy: the peer that only takes goes elsewhere");
         assert!(server.admit(&giver, &req), "busy: the peer that serves us waits its turn");
         assert_eq!(server.takers_deferred(), 1);
-    }
-
-    #[test]
-    fn measured_rtts_reach_the_candidates_and_the_status() {
-        let (mut t, now) = table_with(&[1, 2]);
-        t.note_rtts(&HashMap::from([(NodeId([2; 32]), Duration::from_millis(7))]));
-        let rtt = |c: &[Candidate<NodeId>], id: u8| c.iter().find(|c| c.peer.0[0] == id).map(|c| c.rtt);
-        let c = t.candidates(now, ObjectId([9; 32]), 1);
-        assert_eq!(rtt(&c, 2), Some(Duration::from_millis(7)));
-        assert_eq!(rtt(&c, 1), Some(Duration::ZERO), "not measured yet: asked first, then measured");
-        let status = t.status(now, &HashMap::new(), &HashMap::new());
-        assert_eq!(status.iter().map(|p| p.rtt_ms).collect::<Vec<_>>(), [None, Some(7.0)]);
-    }
-
-    #[test]
-    fn strikes_ban_a_peer_and_banned_or_silent_peers_are_not_candidates() {
-        let (mut t, now) = table_with(&[1, 2]);
-        let ids = |c: Vec<Candidate<NodeId>>| {
-            let mut v: Vec<u8> = c.iter().map(|c| c.peer.0[0]).collect();
-            v.sort();
-            v
-        };
-        assert_eq!(ids(t.candidates(now, ObjectId([9; 32]), 1)), [1, 2]);
-        let c = t.candidates(now, ObjectId([9; 32]), 1);
-        assert!(c.iter().all(|c| c.complete), "the announcement lists chunk 1");
-        assert!(t.candidates(now, ObjectId([9; 32]), 0).iter().all(|c| !c.complete));
-        assert!(!t.strike(now, &NodeId([1; 32]), STRIKES_TO_BAN - 1));
-        assert!(t.strike(now, &NodeId([1; 32]), 1), "the last strike bans");
-        assert_eq!(ids(t.candidates(now, ObjectId([9; 32]), 1)), [2]);
-        // The ban outlives silence; the silent honest peer leaves the table.
-        let later = now + PEER_EXPIRY + Duration::from_secs(1);
-        t.expire(later);
-        assert!(t.addr(&NodeId([1; 32])).is_some() && t.addr(&NodeId([2; 32])).is_none());
-        assert!(t.candidates(later, ObjectId([9; 32]), 1).is_empty());
-        assert!(t.status(later, &HashMap::new(), &HashMap::new())[0].banned);
     }
 }

@@ -12,11 +12,63 @@ pub struct ObjectStatus {
     pub id: String,
     pub name: String,
     pub size: u64,
+    pub chunk_size: u32,
     pub chunks: u32,
     pub chunks_stored: u32,
     pub complete: bool,
     /// Where the exported copy is, once it is.
     pub exported: Option<String>,
+    /// Bytes of the object in stored chunks.
+    pub bytes_stored: u64,
+    /// `bytes_stored` of `size`, 0 to 100 (100 for an empty object).
+    pub percent: f64,
+    /// Stored bytes per second since this run stored its first chunk of it.
+    pub rate_bytes_per_sec: u64,
+    /// Seconds left at that rate; none before a rate, or when complete.
+    pub eta_secs: Option<u64>,
+    /// The chunks this run completed, by the path of the datagrams that
+    /// completed them.
+    pub completed_by: ChunkSources,
+}
+
+/// The path a datagram came on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    Multicast,
+    Peer,
+    Origin,
+    Bridge,
+}
+
+/// Chunks counted by the path that completed them.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct ChunkSources {
+    pub multicast: u32,
+    pub peer: u32,
+    pub origin: u32,
+    pub bridge: u32,
+}
+
+impl ChunkSources {
+    fn add(&mut self, source: Source) {
+        let n = match source {
+            Source::Multicast => &mut self.multicast,
+            Source::Peer => &mut self.peer,
+            Source::Origin => &mut self.origin,
+            Source::Bridge => &mut self.bridge,
+        };
+        *n = n.saturating_add(1);
+    }
+}
+
+impl ObjectStatus {
+    /// Bytes in `chunks_stored` chunks: all of the object once complete.
+    fn stored_bytes(&self) -> u64 {
+        if self.complete || self.chunks_stored >= self.chunks {
+            return self.size;
+        }
+        (u64::from(self.chunks_stored) * u64::from(self.chunk_size)).min(self.size)
+    }
 }
 
 /// Bytes of verified symbols by the path they came on.
@@ -37,6 +89,17 @@ pub struct ChunkCounters {
     /// Decoded again although already stored (should stay 0).
     pub refetched: u64,
     pub stored: u64,
+    /// Stored chunks found damaged or missing and dropped, to be fetched
+    /// again: by this run (a read, the scrub), or before it and not fetched
+    /// yet (found at start, by an earlier run, or by `clienthub fsck`).
+    pub lost: u64,
+    /// Chunks the background scrub checked against their hashes.
+    pub scrubbed: u64,
+    /// Full scrub passes finished.
+    pub scrub_passes: u64,
+    /// Entries the hub did not write, found in the store at start and moved
+    /// to its quarantine/ folder.
+    pub quarantined: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -188,6 +251,8 @@ pub struct HubStatus {
     pub channel: String,
     pub group: String,
     pub objects: Vec<ObjectStatus>,
+    /// Since the hub started.
+    pub uptime_ms: u64,
     pub bytes: BytesBySource,
     pub chunks: ChunkCounters,
     pub datagrams: DatagramCounters,
@@ -209,6 +274,30 @@ pub struct HubStatus {
     pub last_store_error: Option<String>,
 }
 
+/// Bytes for people: `0 B`, `1000 B`, `1.5 KiB`, `20.0 MiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
+
+/// Seconds for people: `45 s`, `3 min 20 s`, `2 h 5 min`.
+pub fn human_secs(s: u64) -> String {
+    match s {
+        0..60 => format!("{s} s"),
+        60..3600 => format!("{} min {} s", s / 60, s % 60),
+        _ => format!("{} h {} min", s / 3600, s % 3600 / 60),
+    }
+}
+
 /// Shared, cheap to clone.
 #[derive(Clone, Default)]
 pub struct StatusBoard {
@@ -223,6 +312,10 @@ struct Board {
     /// the others did not bring, worked out when read (the others' totals
     /// are recorded a moment after the receiver's).
     symbol_bytes_accepted: u64,
+    started: Option<std::time::Instant>,
+    /// Per object: when this run first stored a chunk of it, and the bytes
+    /// it held just before; the rate is measured from there.
+    progress: BTreeMap<ObjectId, (std::time::Instant, u64)>,
 }
 
 impl StatusBoard {
@@ -236,12 +329,27 @@ impl StatusBoard {
         b.status.node_id = node_id;
         b.status.channel = channel;
         b.status.group = group;
+        b.started = Some(std::time::Instant::now());
     }
 
     pub fn update_object(&self, id: ObjectId, f: impl FnOnce(&mut ObjectStatus)) {
         let mut b = self.lock();
         let o = b.objects.entry(id).or_insert_with(|| ObjectStatus { id: id.to_hex(), ..Default::default() });
+        // Progress counts from the manifest on: chunks found in the store
+        // at start, or stored before the manifest came, are not this run's rate.
+        let known = o.chunk_size > 0;
+        let (before, stored_before) = (o.stored_bytes(), o.chunks_stored);
         f(o);
+        if known && o.chunks_stored > stored_before {
+            b.progress.entry(id).or_insert((std::time::Instant::now(), before));
+        }
+    }
+
+    /// A chunk of `id` was completed by datagrams that came on `source`.
+    pub fn chunk_completed_by(&self, id: ObjectId, source: Source) {
+        let mut b = self.lock();
+        let o = b.objects.entry(id).or_insert_with(|| ObjectStatus { id: id.to_hex(), ..Default::default() });
+        o.completed_by.add(source);
     }
 
     /// Forget an object (a live segment, shown under `live` instead).
@@ -330,11 +438,80 @@ impl StatusBoard {
     pub fn snapshot(&self) -> HubStatus {
         let b = self.lock();
         let mut s = b.status.clone();
-        s.objects = b.objects.values().cloned().collect();
+        let now = std::time::Instant::now();
+        s.objects = b
+            .objects
+            .iter()
+            .map(|(id, o)| {
+                let mut o = o.clone();
+                o.bytes_stored = o.stored_bytes();
+                o.percent = if o.size == 0 { 100.0 } else { o.bytes_stored as f64 * 100.0 / o.size as f64 };
+                if let Some((since, at)) = b.progress.get(id) {
+                    // At least a second, so one chunk does not read as a burst.
+                    let secs = now.duration_since(*since).as_secs_f64().max(1.0);
+                    o.rate_bytes_per_sec = (o.bytes_stored.saturating_sub(*at) as f64 / secs) as u64;
+                }
+                if !o.complete && o.rate_bytes_per_sec > 0 {
+                    o.eta_secs = Some((o.size - o.bytes_stored).div_ceil(o.rate_bytes_per_sec));
+                }
+                o
+            })
+            .collect();
+        // People look objects up by name.
+        s.objects.sort_by(|a, b| a.name.cmp(&b.name));
+        s.uptime_ms = b.started.map_or(0, |t| t.elapsed().as_millis() as u64);
         // Every verified symbol byte came by multicast unless a peer, the
         // origin's repair or a bridge sent it.
         let other = s.bytes.peer + s.bytes.origin + s.bytes.bridge;
         s.bytes.multicast = b.symbol_bytes_accepted.saturating_sub(other);
         s
+    }
+}
+
+#[cfg(test)]
+mod progress_tests {
+    use super::*;
+
+    fn publish(board: &StatusBoard, id: ObjectId, stored: u32) {
+        board.update_object(id, |o| {
+            (o.name, o.size, o.chunk_size, o.chunks, o.chunks_stored) =
+                ("f".into(), 10 << 20, 1 << 20, 10, stored)
+        });
+    }
+
+    #[test]
+    fn progress_counts_this_runs_chunks_and_gives_percent_and_eta() {
+        let board = StatusBoard::default();
+        let id = ObjectId([1; 32]);
+        // Four chunks were in the store at start: progress, not rate.
+        publish(&board, id, 4);
+        let o = board.snapshot().objects.remove(0);
+        assert_eq!((o.bytes_stored, o.percent, o.rate_bytes_per_sec, o.eta_secs), (4 << 20, 40.0, 0, None));
+        // Two more this run (within the first second: counted over one second).
+        board.update_object(id, |o| o.chunks_stored = 5);
+        board.update_object(id, |o| o.chunks_stored = 6);
+        board.chunk_completed_by(id, Source::Peer);
+        board.chunk_completed_by(id, Source::Multicast);
+        let o = board.snapshot().objects.remove(0);
+        assert_eq!(o.percent, 60.0);
+        assert_eq!(o.rate_bytes_per_sec, 2 << 20);
+        assert_eq!(o.eta_secs, Some(2), "4 MiB left at 2 MiB/s");
+        assert_eq!((o.completed_by.multicast, o.completed_by.peer), (1, 1));
+        // Complete: all of it, no time left.
+        board.update_object(id, |o| (o.chunks_stored, o.complete) = (10, true));
+        let o = board.snapshot().objects.remove(0);
+        assert_eq!((o.bytes_stored, o.percent, o.eta_secs), (10 << 20, 100.0, None));
+    }
+
+    #[test]
+    fn an_empty_object_is_whole_and_sizes_read_for_people() {
+        let board = StatusBoard::default();
+        board.update_object(ObjectId([2; 32]), |o| o.complete = true);
+        assert_eq!(board.snapshot().objects[0].percent, 100.0);
+        assert_eq!(human_bytes(1000), "1000 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(20 << 20), "20.0 MiB");
+        assert_eq!(human_secs(200), "3 min 20 s");
+        assert_eq!(human_secs(7500), "2 h 5 min");
     }
 }

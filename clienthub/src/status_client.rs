@@ -13,6 +13,40 @@ pub enum StatusClientError {
     Read(SocketAddr, std::io::Error),
     #[error("{0} did not answer with a hubcast status ({1})")]
     BadAnswer(SocketAddr, String),
+    #[error("--http `{0}`: give the hub's --http address: 127.0.0.1:8080, localhost:8080 or http://localhost:8080/ ({1})")]
+    BadTarget(String, String),
+}
+
+/// The port a hub's HTTP listener is usually given.
+pub const DEFAULT_HTTP_PORT: u16 = 8080;
+
+/// Where `clienthub status --http` points: `host:port`, a host alone (port
+/// 8080), or a URL (`http://host:port/...`; the path is ignored). A name is
+/// resolved; the first address is taken.
+pub fn resolve_target(target: &str) -> Result<SocketAddr, StatusClientError> {
+    let bad = |why: &str| StatusClientError::BadTarget(target.to_owned(), why.to_owned());
+    let rest = target.trim();
+    let rest = match rest.split_once("://") {
+        Some(("http", rest)) => rest,
+        Some((scheme, _)) => return Err(bad(&format!("the hub speaks http, not {scheme}"))),
+        None => rest,
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    if authority.is_empty() {
+        return Err(bad("no host"));
+    }
+    if let Ok(addr) = authority.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    // A bare IPv6 address, or a host without a port.
+    let with_port = match authority.parse::<std::net::IpAddr>() {
+        Ok(ip) => return Ok(SocketAddr::new(ip, DEFAULT_HTTP_PORT)),
+        Err(_) if authority.contains(':') => authority.to_owned(),
+        Err(_) => format!("{authority}:{DEFAULT_HTTP_PORT}"),
+    };
+    use std::net::ToSocketAddrs;
+    let mut addrs = with_port.to_socket_addrs().map_err(|e| bad(&e.to_string()))?;
+    addrs.next().ok_or_else(|| bad("the name has no address"))
 }
 
 /// GET `path` from `addr`; returns the body of a 200 answer.
@@ -30,6 +64,50 @@ pub fn get(addr: SocketAddr, path: &str) -> Result<String, StatusClientError> {
         return Err(StatusClientError::BadAnswer(addr, head.lines().next().unwrap_or("").into()));
     }
     Ok(body.to_owned())
+}
+
+#[cfg(test)]
+mod target_tests {
+    use super::*;
+
+    #[test]
+    fn a_url_host_port_or_hostname_all_name_the_hub() {
+        let at = |s: &str| resolve_target(s).map(|a| a.to_string());
+        assert_eq!(at("127.0.0.1:18771").unwrap(), "127.0.0.1:18771");
+        assert_eq!(at("http://127.0.0.1:18771/").unwrap(), "127.0.0.1:18771");
+        assert_eq!(at("http://127.0.0.1:18771/api/status").unwrap(), "127.0.0.1:18771");
+        assert_eq!(at("127.0.0.1").unwrap(), "127.0.0.1:8080");
+        assert_eq!(at("[::1]:9000").unwrap(), "[::1]:9000");
+        let local = at("localhost:18771").unwrap();
+        assert!(local == "127.0.0.1:18771" || local == "[::1]:18771", "{local}");
+        assert!(at("http://localhost").unwrap().ends_with(":8080"));
+        assert!(matches!(resolve_target("https://x:1"), Err(StatusClientError::BadTarget(..))));
+        assert!(matches!(resolve_target("http:///"), Err(StatusClientError::BadTarget(..))));
+    }
+}
+
+/// An incomplete object's progress: `45.0%, 2.1 MiB/s, 12 s left, by
+/// multicast 5 peer 2`.
+pub fn progress_note(o: &serde_json::Value) -> String {
+    use crate::status::{human_bytes, human_secs};
+    let u = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
+    let by = &o["completed_by"];
+    let sources: Vec<String> = ["multicast", "peer", "origin", "bridge"]
+        .iter()
+        .filter(|k| u(&by[**k]) > 0)
+        .map(|k| format!("{k} {}", u(&by[*k])))
+        .collect();
+    let mut note = format!("{:.1}%", o["percent"].as_f64().unwrap_or(0.0));
+    if u(&o["rate_bytes_per_sec"]) > 0 {
+        note += &format!(", {}/s", human_bytes(u(&o["rate_bytes_per_sec"])));
+    }
+    if let Some(eta) = o["eta_secs"].as_u64() {
+        note += &format!(", {} left", human_secs(eta));
+    }
+    if !sources.is_empty() {
+        note += &format!(", by {}", sources.join(" "));
+    }
+    note
 }
 
 /// A human-readable view of a status JSON.
@@ -127,7 +205,7 @@ pub fn render(status: &serde_json::Value) -> String {
         let state = match (o["complete"].as_bool(), o["exported"].as_str()) {
             (Some(true), Some(p)) => format!("complete -> {p}"),
             (Some(true), None) => "complete".into(),
-            _ => "receiving".into(),
+            _ => format!("receiving {}", progress_note(o)),
         };
         let chunks = format!("{}/{}", u(&o["chunks_stored"]), u(&o["chunks"]));
         let _ = writeln!(

@@ -6,6 +6,8 @@
 //! index.redb                 manifests, stored chunks (with their BLAKE3), exports
 //! chunks/<object-hex>/<n>    the bytes of chunk n, exactly as verified
 //! tmp/                       chunk files being written
+//! quarantine/                entries found in chunks/ or tmp/ that the hub did
+//!                            not write, moved aside at open (never deleted)
 //! ```
 //!
 //! Crash safety: a chunk is written to `tmp/`, fsynced, renamed into `chunks/`,
@@ -13,7 +15,9 @@
 //! itself durable). The index is the truth: on open, `tmp/` is emptied and chunk
 //! files the index does not name (a crash between rename and commit) are deleted.
 //! Reads check the chunk's BLAKE3 against the index, so a file damaged on disk is
-//! never served or exported; it is dropped and fetched again.
+//! never served or exported; it is dropped and fetched again. The hub scrubs
+//! the store in the background ([`Store::scrub`]), and open drops the chunks
+//! whose files are gone, so damage is found without a reader asking.
 //!
 //! Only verified data comes in: the write API takes [`VerifiedChunk`] and
 //! [`VerifiedManifest`], which only the protocol's receiver makes.
@@ -29,6 +33,9 @@ use std::fs;
 use std::io::{self, Write};
 use std::path::{Component, Path, PathBuf};
 
+/// Where entries the hub did not write are moved, under the store directory.
+pub const QUARANTINE: &str = "quarantine";
+
 const MANIFESTS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("manifests");
 /// Key: object id ++ chunk index (BE). Value: chunk BLAKE3.
 const CHUNKS: TableDefinition<&[u8; 36], &[u8; 32]> = TableDefinition::new("chunks");
@@ -38,6 +45,10 @@ const TICKETS: TableDefinition<&[u8; 36], &[u8]> = TableDefinition::new("tickets
 /// Same key as CHUNKS: the digest table pages checked when the chunk was
 /// verified, each as page index (u16 BE), length (u16 BE), digests.
 const PAGES: TableDefinition<&[u8; 36], &[u8]> = TableDefinition::new("pages");
+/// Same key as CHUNKS: chunks the store held and dropped (damaged or
+/// missing), not stored again yet. A hub repairs these from peers at once,
+/// also after a restart or a `clienthub fsck`.
+const LOST: TableDefinition<&[u8; 36], ()> = TableDefinition::new("lost");
 /// Object id → the name it was exported under.
 const EXPORTED: TableDefinition<&[u8; 32], &str> = TableDefinition::new("exported");
 
@@ -49,18 +60,65 @@ pub enum StoreError {
         #[source]
         source: io::Error,
     },
-    #[error("store index: {0}")]
+    #[error("store index: {0} (another hub on this store? one store, one hub)")]
     Index(String),
-    #[error("the disk holding {0} is full: free space or move the store (--store)")]
+    #[error(
+        "the disk holding {0} is full: free space, or move the store (--store) or the export (--export)"
+    )]
     DiskFull(PathBuf),
+    #[error("export {path}: {source} (is --export a folder this user can write?)")]
+    Export {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error(
         "object name `{0}` is not a safe relative path (absolute, `..`, empty part or NUL); not exported"
     )]
     UnsafeName(String),
-    #[error("chunk {1} of {0:?} on disk does not match its hash; dropped, it will be fetched again")]
-    Corrupt(ObjectId, u32),
+    #[error("store: chunk {index} of {id:?} {why}; dropped from the index, it will be fetched again")]
+    Lost { id: ObjectId, index: u32, why: LostWhy },
     #[error("exported bytes of `{0}` do not hash to its object id; not exported")]
     ExportMismatch(String),
+}
+
+/// An export failure at `path`; a full disk is told as such.
+pub(crate) fn export_at(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+    move |source| {
+        if source.raw_os_error() == Some(28) {
+            StoreError::DiskFull(path.to_owned())
+        } else {
+            StoreError::Export { path: path.to_owned(), source }
+        }
+    }
+}
+
+/// Create `dir` if needed and write a probe file in it: a folder the hub
+/// cannot write is refused at start, not at the first object.
+pub fn check_writable(dir: &Path) -> io::Result<()> {
+    fs::create_dir_all(dir)?;
+    let probe = dir.join(format!(".hubcast-write-check-{}", std::process::id()));
+    let result = fs::File::create(&probe).and_then(|mut f| io::Write::write_all(&mut f, b"ok"));
+    let _ = fs::remove_file(&probe);
+    result
+}
+
+/// Why a stored chunk was dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LostWhy {
+    /// Its file is gone.
+    Missing,
+    /// Its bytes no longer hash to what was verified.
+    Damaged,
+}
+
+impl std::fmt::Display for LostWhy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LostWhy::Missing => "is missing on disk",
+            LostWhy::Damaged => "does not match its hash on disk",
+        })
+    }
 }
 
 pub(crate) fn io_at(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
@@ -126,6 +184,71 @@ pub struct OpenReport {
     pub manifests: usize,
     pub chunks: u64,
     pub orphans_removed: u64,
+    /// Chunks the index named whose files were gone: dropped, to be fetched again.
+    pub missing: Vec<(ObjectId, u32)>,
+    /// Every chunk dropped and not stored again (`missing` among them, and
+    /// those dropped before: by a read, the scrub, or `clienthub fsck`).
+    pub lost: Vec<(ObjectId, u32)>,
+    /// Entries the hub did not write, moved to `quarantine/`: (from, to).
+    pub quarantined: Vec<(PathBuf, PathBuf)>,
+}
+
+/// One step of a scrub ([`Store::scrub`]).
+#[derive(Debug, Default)]
+pub struct ScrubStep {
+    pub last: Option<(ObjectId, u32)>,
+    pub checked: u64,
+    pub bytes: u64,
+    pub lost: Vec<(ObjectId, u32, LostWhy)>,
+    /// The pass reached the last chunk.
+    pub done: bool,
+}
+
+/// What `clienthub fsck` found and did.
+#[derive(Debug, Default)]
+pub struct FsckReport {
+    pub open: OpenReport,
+    /// Chunks whose bytes were read and checked against their hashes.
+    pub checked: u64,
+    pub bytes: u64,
+    /// Found damaged: dropped from the index.
+    pub damaged: Vec<(ObjectId, u32)>,
+}
+
+/// Check a stopped hub's store: what [`Store::open`] does at every start
+/// (missing chunk files dropped from the index, strays moved aside, orphans
+/// removed), then every chunk read and checked against its hash, the damaged
+/// dropped. The hub fetches every dropped chunk from peers when it starts.
+pub fn fsck(dir: &Path) -> Result<FsckReport, StoreError> {
+    if !dir.join("index.redb").is_file() {
+        return Err(StoreError::Io {
+            path: dir.to_owned(),
+            source: io::Error::new(io::ErrorKind::NotFound, "no hub store here (no index.redb)"),
+        });
+    }
+    let (mut store, open) = Store::open(dir)?;
+    let mut report = FsckReport { open, ..FsckReport::default() };
+    let mut after = None;
+    loop {
+        let step = store.scrub(after, FSCK_STEP_BYTES)?;
+        report.checked += step.checked;
+        report.bytes += step.bytes;
+        report.damaged.extend(step.lost.iter().map(|(id, i, _)| (*id, *i)));
+        if step.done {
+            return Ok(report);
+        }
+        after = step.last;
+    }
+}
+
+/// Bytes `fsck` checks per index read (bounds the keys held at once).
+const FSCK_STEP_BYTES: u64 = 1 << 30;
+
+/// (object, index) of a CHUNKS key.
+fn split_key(k: &[u8; 36]) -> (ObjectId, u32) {
+    let mut id = [0u8; 32];
+    id.copy_from_slice(&k[..32]);
+    (ObjectId(id), u32::from_be_bytes([k[32], k[33], k[34], k[35]]))
 }
 
 impl Store {
@@ -134,9 +257,22 @@ impl Store {
             fs::create_dir_all(dir.join(sub)).map_err(io_at(dir))?;
         }
         let tmp = dir.join("tmp");
+        // Chunk files being written when the hub stopped (named as
+        // `put_chunk` names them) are deleted; anything else is not the hub's
+        // and is moved aside (after the index is open).
+        let mut strays = Vec::new();
         for e in fs::read_dir(&tmp).map_err(io_at(&tmp))? {
             let p = e.map_err(io_at(&tmp))?.path();
-            fs::remove_file(&p).map_err(io_at(&p))?;
+            let ours = p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                n.split_once('.').is_some_and(|(id, i)| {
+                    hubcast_keys::decode_hex(id).is_some_and(|b| b.len() == 32) && i.parse::<u32>().is_ok()
+                })
+            });
+            if ours && p.is_file() {
+                fs::remove_file(&p).map_err(io_at(&p))?;
+            } else {
+                strays.push(p);
+            }
         }
         let db = Database::create(dir.join("index.redb")).map_err(idx)?;
         {
@@ -146,10 +282,14 @@ impl Store {
             w.open_table(TICKETS).map_err(idx)?;
             w.open_table(PAGES).map_err(idx)?;
             w.open_table(EXPORTED).map_err(idx)?;
+            w.open_table(LOST).map_err(idx)?;
             w.commit().map_err(idx)?;
         }
         let mut store = Store { dir: dir.to_owned(), db, counts: HashMap::new() };
         let mut report = OpenReport::default();
+        for p in strays {
+            report.quarantined.push((p.clone(), store.quarantine(&p)?));
+        }
         let mut indexed = std::collections::HashSet::new();
         {
             let r = store.db.begin_read().map_err(idx)?;
@@ -164,29 +304,62 @@ impl Store {
                 report.chunks += 1;
             }
         }
-        // Files the index does not name: written before a crash, never committed.
+        // Files the index does not name: written before a crash, never
+        // committed (deleted), or not the hub's at all (moved aside).
         let chunks = dir.join("chunks");
+        let mut on_disk = std::collections::HashSet::new();
         for obj in fs::read_dir(&chunks).map_err(io_at(&chunks))? {
             let obj = obj.map_err(io_at(&chunks))?.path();
             let id = obj.file_name().and_then(|n| n.to_str()).and_then(hubcast_keys::decode_hex);
+            let Some(id) = id.filter(|id| id.len() == 32 && obj.is_dir()).map(|id| {
+                let mut a = [0u8; 32];
+                a.copy_from_slice(&id);
+                ObjectId(a)
+            }) else {
+                report.quarantined.push((obj.clone(), store.quarantine(&obj)?));
+                continue;
+            };
             for f in fs::read_dir(&obj).map_err(io_at(&obj))? {
                 let f = f.map_err(io_at(&obj))?.path();
                 let n = f.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse::<u32>().ok());
-                let known = match (&id, n) {
-                    (Some(id), Some(n)) if id.len() == 32 => {
-                        let mut a = [0u8; 32];
-                        a.copy_from_slice(id);
-                        indexed.contains(&chunk_key(&ObjectId(a), n))
+                match n.filter(|_| f.is_file()) {
+                    Some(n) if indexed.contains(&chunk_key(&id, n)) => {
+                        on_disk.insert(chunk_key(&id, n));
                     }
-                    _ => false,
-                };
-                if !known {
-                    fs::remove_file(&f).map_err(io_at(&f))?;
-                    report.orphans_removed += 1;
+                    Some(_) => {
+                        fs::remove_file(&f).map_err(io_at(&f))?;
+                        report.orphans_removed += 1;
+                    }
+                    None => report.quarantined.push((f.clone(), store.quarantine(&f)?)),
                 }
             }
         }
+        // Chunks the index names whose files are gone: dropped, so the hub
+        // fetches them again.
+        for k in indexed.iter().filter(|k| !on_disk.contains(*k)) {
+            let (id, index) = split_key(k);
+            store.drop_chunk(&id, index, LostWhy::Missing)?;
+            report.missing.push((id, index));
+        }
+        report.chunks -= report.missing.len() as u64;
+        report.lost = store.lost()?;
         Ok((store, report))
+    }
+
+    /// Move an entry the hub did not write into `quarantine/`, under a name
+    /// that does not clash. Nothing of the user's is deleted.
+    fn quarantine(&self, path: &Path) -> Result<PathBuf, StoreError> {
+        let dir = self.dir.join(QUARANTINE);
+        fs::create_dir_all(&dir).map_err(io_at(&dir))?;
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let mut to = dir.join(&name);
+        let mut n = 1;
+        while to.exists() {
+            to = dir.join(format!("{name}.{n}"));
+            n += 1;
+        }
+        fs::rename(path, &to).map_err(io_at(path))?;
+        Ok(to)
     }
 
     fn chunk_path(&self, id: &ObjectId, index: u32) -> PathBuf {
@@ -198,17 +371,24 @@ impl Store {
         Ok(r.open_table(CHUNKS).map_err(idx)?.get(&chunk_key(id, index)).map_err(idx)?.is_some())
     }
 
+    /// Chunks dropped (damaged or missing) and not stored again.
+    pub fn lost(&self) -> Result<Vec<(ObjectId, u32)>, StoreError> {
+        let r = self.db.begin_read().map_err(idx)?;
+        let t = r.open_table(LOST).map_err(idx)?;
+        let mut out = Vec::new();
+        for entry in t.iter().map_err(idx)? {
+            out.push(split_key(entry.map_err(idx)?.0.value()));
+        }
+        Ok(out)
+    }
+
     /// Every stored chunk, as (object, index).
     pub fn chunks(&self) -> Result<Vec<(ObjectId, u32)>, StoreError> {
         let r = self.db.begin_read().map_err(idx)?;
         let t = r.open_table(CHUNKS).map_err(idx)?;
         let mut out = Vec::new();
         for entry in t.iter().map_err(idx)? {
-            let (k, _) = entry.map_err(idx)?;
-            let k = k.value();
-            let mut id = [0u8; 32];
-            id.copy_from_slice(&k[..32]);
-            out.push((ObjectId(id), u32::from_be_bytes([k[32], k[33], k[34], k[35]])));
+            out.push(split_key(entry.map_err(idx)?.0.value()));
         }
         Ok(out)
     }
@@ -230,13 +410,14 @@ impl Store {
         w.open_table(CHUNKS).map_err(idx)?.insert(&key, c.hash()).map_err(idx)?;
         w.open_table(TICKETS).map_err(idx)?.insert(&key, c.ticket()).map_err(idx)?;
         w.open_table(PAGES).map_err(idx)?.insert(&key, encode_pages(c.pages()).as_slice()).map_err(idx)?;
+        w.open_table(LOST).map_err(idx)?.remove(&key).map_err(idx)?;
         w.commit().map_err(idx)?;
         *self.counts.entry(c.object_id()).or_default() += 1;
         Ok(true)
     }
 
-    /// Read a stored chunk, checked against its hash. A damaged chunk is
-    /// removed from the index and reported as [`StoreError::Corrupt`].
+    /// Read a stored chunk, checked against its hash. A damaged or missing
+    /// chunk is removed from the index and reported as [`StoreError::Lost`].
     pub fn read_chunk(&mut self, id: &ObjectId, index: u32) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.read_chunk_hashed(id, index)?.map(|(data, _)| data))
     }
@@ -256,21 +437,80 @@ impl Store {
             }
         };
         let path = self.chunk_path(id, index);
-        let data = fs::read(&path).map_err(io_at(&path))?;
+        let data = match fs::read(&path) {
+            Ok(data) => data,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(self.drop_chunk(id, index, LostWhy::Missing)?);
+            }
+            Err(e) => return Err(io_at(&path)(e)),
+        };
         if blake3::hash(&data).as_bytes() != &hash {
-            let key = chunk_key(id, index);
-            let w = self.db.begin_write().map_err(idx)?;
-            w.open_table(CHUNKS).map_err(idx)?.remove(&key).map_err(idx)?;
-            w.open_table(TICKETS).map_err(idx)?.remove(&key).map_err(idx)?;
-            w.open_table(PAGES).map_err(idx)?.remove(&key).map_err(idx)?;
-            w.commit().map_err(idx)?;
+            return Err(self.drop_chunk(id, index, LostWhy::Damaged)?);
+        }
+        Ok(Some((data, hash)))
+    }
+
+    /// Forget a chunk found damaged or missing: out of the index, its file
+    /// (the hub's own, and wrong) deleted. Returns the error that says so.
+    fn drop_chunk(&mut self, id: &ObjectId, index: u32, why: LostWhy) -> Result<StoreError, StoreError> {
+        let key = chunk_key(id, index);
+        let w = self.db.begin_write().map_err(idx)?;
+        let was = w.open_table(CHUNKS).map_err(idx)?.remove(&key).map_err(idx)?.is_some();
+        w.open_table(TICKETS).map_err(idx)?.remove(&key).map_err(idx)?;
+        w.open_table(PAGES).map_err(idx)?.remove(&key).map_err(idx)?;
+        w.open_table(LOST).map_err(idx)?.insert(&key, ()).map_err(idx)?;
+        w.commit().map_err(idx)?;
+        if was {
             if let Some(n) = self.counts.get_mut(id) {
                 *n = n.saturating_sub(1);
             }
-            let _ = fs::remove_file(&path);
-            return Err(StoreError::Corrupt(*id, index));
         }
-        Ok(Some((data, hash)))
+        let _ = fs::remove_file(self.chunk_path(id, index));
+        Ok(StoreError::Lost { id: *id, index, why })
+    }
+
+    /// Check stored chunks against their hashes, from the one after `after`
+    /// (from the first with `None`), until `budget` bytes were read. A chunk
+    /// found damaged or missing is dropped as [`Store::read_chunk`] drops it.
+    /// Returns the last chunk checked (`None` when the pass reached the end),
+    /// the bytes read, and the chunks dropped.
+    pub fn scrub(&mut self, after: Option<(ObjectId, u32)>, budget: u64) -> Result<ScrubStep, StoreError> {
+        let keys: (Vec<[u8; 36]>, usize) = {
+            let r = self.db.begin_read().map_err(idx)?;
+            let t = r.open_table(CHUNKS).map_err(idx)?;
+            let from = after.map(|(id, i)| chunk_key(&id, i));
+            let range = match &from {
+                Some(k) => t.range::<&[u8; 36]>((std::ops::Bound::Excluded(k), std::ops::Bound::Unbounded)),
+                None => t.range::<&[u8; 36]>(..),
+            };
+            // A chunk is at most MAX_CHUNK_LEN: this many keys cover any budget.
+            let most = (budget / u64::from(hubcast_protocol::wire::MAX_CHUNK_LEN)).max(1) as usize * 64;
+            let mut keys = Vec::new();
+            for entry in range.map_err(idx)?.take(most) {
+                keys.push(*entry.map_err(idx)?.0.value());
+            }
+            (keys, most)
+        };
+        let (keys, most) = keys;
+        let exhausted = keys.len() < most;
+        let mut step = ScrubStep::default();
+        for k in keys {
+            let (id, index) = split_key(&k);
+            step.last = Some((id, index));
+            match self.read_chunk_hashed(&id, index) {
+                Ok(Some((data, _))) => step.bytes += data.len() as u64,
+                Ok(None) => {}
+                Err(StoreError::Lost { id, index, why }) => step.lost.push((id, index, why)),
+                Err(e) => return Err(e),
+            }
+            step.checked += 1;
+            if step.bytes >= budget {
+                return Ok(step);
+            }
+        }
+        // The range ran out before the budget: the pass is at its end.
+        step.done = exhausted;
+        Ok(step)
     }
 
     /// The ticket datagram a stored chunk was verified against.
@@ -359,6 +599,7 @@ impl Store {
             .map_err(idx)?
             .retain_in::<&[u8; 36], _>(&from..=&to, |_, _| false)
             .map_err(idx)?;
+        w.open_table(LOST).map_err(idx)?.retain_in::<&[u8; 36], _>(&from..=&to, |_, _| false).map_err(idx)?;
         w.commit().map_err(idx)?;
         self.counts.remove(id);
         let dir = self.dir.join("chunks").join(id.to_hex());

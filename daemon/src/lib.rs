@@ -1,13 +1,14 @@
 //! Process plumbing shared by the `broadcaster` and `clienthub` binaries:
-//! logging, stop signals and settings files. No protocol logic lives here.
+//! logging, stop signals, settings files, and the units of rates and sizes. No protocol logic lives here.
 
 mod bucket;
+pub mod http_server;
+pub mod units;
 
 pub use bucket::Bucket;
 use serde::de::DeserializeOwned;
 use std::path::{Path, PathBuf};
 
-/// Log to stderr through `tracing`; `RUST_LOG` sets the filter (default `info`).
 /// Wall-clock milliseconds since the Unix epoch (0 before it).
 pub fn unix_ms() -> u64 {
     std::time::SystemTime::now()
@@ -16,19 +17,34 @@ pub fn unix_ms() -> u64 {
         .unwrap_or(0)
 }
 
-pub fn init_logging() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+/// How log lines are written (`--log-format`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One line per event, coloured only when stderr is a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Log to stderr through `tracing`; `RUST_LOG` sets the filter (default `info`).
+pub fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => fmt.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => fmt.json().init(),
+    }
 }
 
 /// Run a binary's body: logging first, then `body`; an error is printed as one
 /// line (our errors carry their causes in their text) and the process exits 1.
-pub async fn run_main<E: std::fmt::Display>(body: impl std::future::Future<Output = Result<(), E>>) {
-    init_logging();
+pub async fn run_main<E: std::fmt::Display>(
+    format: LogFormat,
+    body: impl std::future::Future<Output = Result<(), E>>,
+) {
+    init_logging(format);
     if let Err(e) = body.await {
         eprintln!("error: {e}");
         std::process::exit(1);

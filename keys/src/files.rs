@@ -126,7 +126,8 @@ impl ChannelKeys {
         }
         let pem = |k: &SigningKey| {
             // Invariant: PKCS#8 encoding of an Ed25519 key cannot fail (fixed-size DER).
-            k.to_pkcs8_pem(Default::default()).expect("ed25519 PKCS#8 encoding")
+            k.to_pkcs8_pem(Default::default())
+                .expect("invariant: an Ed25519 key always encodes as PKCS#8 (fixed-size DER)")
         };
         write_file(&dir.join(ROOT_KEY_FILE), pem(&self.root).as_bytes(), 0o600)?;
         write_file(&dir.join(SIGNING_KEY_FILE), pem(&self.signer.signing).as_bytes(), 0o600)?;

@@ -69,7 +69,11 @@ impl NodeKey {
     /// The private key as PKCS#8 DER, for building the TLS certificate.
     pub fn pkcs8_der(&self) -> Vec<u8> {
         // Invariant: PKCS#8 encoding of an Ed25519 key cannot fail (fixed-size DER).
-        self.key.to_pkcs8_der().expect("ed25519 PKCS#8 encoding").as_bytes().to_vec()
+        self.key
+            .to_pkcs8_der()
+            .expect("invariant: an Ed25519 key always encodes as PKCS#8 (fixed-size DER)")
+            .as_bytes()
+            .to_vec()
     }
 
     /// Load `dir/node.key`, or make one there if there is none.
@@ -85,7 +89,10 @@ impl NodeKey {
         std::fs::create_dir_all(dir).map_err(io)?;
         let node = NodeKey::generate(&mut rand::rngs::OsRng);
         // Invariant: as above, encoding cannot fail.
-        let pem = node.key.to_pkcs8_pem(Default::default()).expect("ed25519 PKCS#8 encoding");
+        let pem = node
+            .key
+            .to_pkcs8_pem(Default::default())
+            .expect("invariant: an Ed25519 key always encodes as PKCS#8 (fixed-size DER)");
         let mut f =
             std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).map_err(io)?;
         f.write_all(pem.as_bytes()).and_then(|_| f.sync_all()).map_err(io)?;

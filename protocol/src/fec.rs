@@ -6,7 +6,7 @@
 //! keyed BLAKE3 of the symbol under the chunk hash. A page's hash is
 //! `BLAKE3-derive-key("hubcast table page v1", digests)`.
 //!
-//! [`decode_chunk`] is the only place the RaptorQ decoder is called. Its callers
+//! [`ChunkDecoder::add_and_decode`] is the only place the RaptorQ decoder is called. Its callers
 //! pass only symbols whose digests matched a table committed to by a verified
 //! ticket, so every length and ESI it sees has been checked against signed values.
 

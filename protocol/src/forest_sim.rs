@@ -10,6 +10,19 @@
 //! are lost. After the churn the forest settles for `settle_secs`, and then
 //! its shape is checked.
 //!
+//! Hubs' messages may be lost (`loss`). In the hub they travel over QUIC, so
+//! one is lost only with its connection; what repairs the forest then is the
+//! stripe stream, the hub's heartbeat: a child whose parent no longer lists
+//! it is refused the stripe and takes it as its parent lost, and a parent
+//! whose listed child subscribed elsewhere sees its stream close and takes it
+//! as that child lost. The run models both: a mismatch seen at two samples
+//! in a row (one to two seconds) is acted on.
+//!
+//! Safety invariants (no loop, no hub over its capacity, children only in a
+//! hub's proper tree unless it is the special node) are checked at every
+//! sample, mid-churn included; that every hub is attached, once the forest
+//! has settled.
+//!
 //! Every message carries the cause it descends from (a join or a failure), so
 //! the messages a failure cost are counted exactly. Once a second the run
 //! counts the hubs that get fewer than f − 1 stripes (one or more ancestors
@@ -36,6 +49,10 @@ pub struct ForestSimConfig {
     pub detect: Duration,
     pub latency: Duration,
     pub jitter: Duration,
+    /// Share of the hubs' messages lost on the way, through the build and
+    /// the churn (failure notices, which stand for missed heartbeats, are
+    /// not; the settle is on clean links).
+    pub loss: f64,
 }
 
 impl ForestSimConfig {
@@ -51,6 +68,7 @@ impl ForestSimConfig {
             detect: Duration::from_secs(1),
             latency: Duration::from_millis(20),
             jitter: Duration::from_millis(30),
+            loss: 0.0,
         }
     }
 }
@@ -86,6 +104,21 @@ pub struct ForestSimReport {
     /// Nodes interior in a second tree at the end.
     pub special_nodes: u64,
     pub messages_total: u64,
+    /// Messages lost on the way (`loss`).
+    pub messages_lost: u64,
+    /// Samples taken, and safety invariants found broken at them (a loop, a
+    /// hub over capacity, children in a leaf tree): 0 however lossy.
+    pub samples: u64,
+    pub safety_violations: u64,
+    /// The most samples in a row a hub sat in a loop (lost messages can
+    /// close one; the stripe watchdog breaks it): 0 on clean links.
+    pub longest_loop_seconds: u64,
+    /// Parent and child views that disagreed at two samples in a row, acted
+    /// on as the stripe stream would (a lost message's trace).
+    pub stripe_mismatches: u64,
+    /// Times a hub attached in a tree got none of its data for
+    /// STARVED_SECS and searched again from the root.
+    pub starved: u64,
 }
 
 #[derive(Clone)]
@@ -101,6 +134,12 @@ enum Ev {
 
 /// Causes: joins are numbered from 0, failures from FAILURE_CAUSE.
 const FAILURE_CAUSE: u32 = 1 << 31;
+/// Seconds an attached hub goes without a stripe's data before it leaves
+/// its parent and searches from the root (`ForestNode::handle_starved`):
+/// above the longest repair that notices tell (the stall bound, 5 s).
+const STARVED_SECS: u64 = 10;
+/// The cause of what a stripe-stream mismatch sets off (counted in the total only).
+const STRIPE_CAUSE: u32 = FAILURE_CAUSE - 1;
 const NO_PARENT: u32 = u32::MAX;
 /// The event queue's address for events that belong to no node.
 const SIM: usize = usize::MAX;
@@ -129,6 +168,18 @@ struct Sim {
     timer_set: Vec<bool>,
     /// Per node, the samples in a row it has been stalled.
     stalled_for: Vec<u64>,
+    /// Parent/child disagreements seen at the last sample: (tree, child,
+    /// parent, the child's side) — the child claims a parent that does not
+    /// list it, or (false) a parent lists a child that claims another.
+    mismatches: std::collections::HashSet<(Tree, u32, u32, bool)>,
+    /// Per tree, per node: samples in a row it was attached and yet cut off
+    /// from the root (no stripe data reaches it).
+    starved_for: Vec<Vec<u16>>,
+    /// Per tree, per node: samples in a row it sat in a loop.
+    looped_for: Vec<Vec<u16>>,
+    /// Messages are lost until the churn ends; the settle is on clean links,
+    /// so the shape checked at the end shows the forest recovered.
+    loss_until: Duration,
     link: Link,
     report: ForestSimReport,
 }
@@ -150,6 +201,9 @@ impl Sim {
             p.push(NO_PARENT);
         }
         self.orphan_cause.push(id);
+        for s in self.starved_for.iter_mut().chain(&mut self.looped_for) {
+            s.push(0);
+        }
         self.timer_set.push(false);
         self.stalled_for.push(0);
         self.join_msgs.push(0);
@@ -211,6 +265,11 @@ impl Sim {
     fn flush(&mut self, id: u32, cause: u32) {
         while let Some((to, msg)) = self.nodes[id as usize].poll_transmit() {
             self.count(cause);
+            let lossy = self.cfg.loss > 0.0 && self.net.now() < self.loss_until;
+            if lossy && self.rng.gen_bool(self.cfg.loss.min(1.0)) {
+                self.report.messages_lost += 1;
+                continue;
+            }
             if (to as usize) < self.nodes.len() && self.alive[to as usize] {
                 self.net.unicast(to as usize, Ev::Msg { from: id, msg, cause }, self.link);
             }
@@ -315,10 +374,26 @@ impl Sim {
 
     fn sample(&mut self) {
         let mut connected = vec![0u8; self.nodes.len()];
+        let mut starved = Vec::new();
         for t in 0..self.fc.stripes {
             for (i, d) in self.depths(t).into_iter().enumerate() {
                 connected[i] += u8::from(d.is_some());
+                // Attached, and no data: the hub's stripe watchdog.
+                let n = &mut self.starved_for[t as usize][i];
+                if d.is_none() && self.alive[i] && self.nodes[i].parent(t).is_some() {
+                    *n += 1;
+                    if u64::from(*n) >= STARVED_SECS {
+                        *n = 0;
+                        starved.push((t, i as u32));
+                    }
+                } else {
+                    *n = 0;
+                }
             }
+        }
+        for (t, id) in starved {
+            self.report.starved += 1;
+            self.at(id, STRIPE_CAUSE, |n, now| n.handle_starved(now, t));
         }
         let f = self.fc.stripes;
         for &id in &self.alive_list[1..] {
@@ -333,6 +408,92 @@ impl Sim {
                 if c < f {
                     self.report.degraded_seconds_total += 1;
                 }
+            }
+        }
+    }
+
+    /// The invariants that hold at every moment, whatever is in flight: no
+    /// loop in any tree, no hub over its capacity, children only in a hub's
+    /// proper tree (or as the special node).
+    fn check_safety(&mut self) {
+        self.report.samples += 1;
+        let mut broken = 0u64;
+        for t in 0..self.fc.stripes {
+            let depths = self.depths(t);
+            for i in 0..self.alive_list.len() {
+                let id = self.alive_list[i];
+                // A loop: parents that are alive, never reaching the root.
+                let in_loop = id != 0 && depths[id as usize].is_none() && self.in_loop(t, id);
+                let looped = &mut self.looped_for[t as usize][id as usize];
+                if in_loop {
+                    broken += 1;
+                    *looped += 1;
+                    self.report.longest_loop_seconds =
+                        self.report.longest_loop_seconds.max(u64::from(*looped));
+                    dump(format_args!("sample: t{t} {id} is in a loop"));
+                } else {
+                    *looped = 0;
+                }
+                let node = &self.nodes[id as usize];
+                let kids = node.children(t).len();
+                let cap = if id == 0 { self.fc.root_fanout } else { self.fc.max_children() };
+                let own = id == 0 || t == node.proper() || node.is_special(t);
+                if kids > cap as usize || (kids > 0 && !own) {
+                    broken += 1;
+                    dump(format_args!("sample: t{t} {id}: {kids} children, own tree {own}"));
+                }
+            }
+        }
+        self.report.safety_violations += broken;
+    }
+
+    /// Whether following `id`'s live parents in `t` comes back to a hub
+    /// already passed.
+    fn in_loop(&self, t: Tree, id: u32) -> bool {
+        let mut seen = std::collections::HashSet::new();
+        let mut at = id;
+        while seen.insert(at) {
+            match self.parents[t as usize][at as usize] {
+                p if p != NO_PARENT && self.alive[p as usize] => at = p,
+                _ => return false,
+            }
+        }
+        true
+    }
+
+    /// What the stripe streams do: a child that claims a parent that does not
+    /// list it is refused the stripe (its parent is lost to it); a parent
+    /// that lists a child subscribed elsewhere, or dead, sees that stream close (the
+    /// child is lost to it). Acted on when seen at two samples in a row.
+    fn stripe_streams(&mut self) {
+        let mut now_seen = std::collections::HashSet::new();
+        for t in 0..self.fc.stripes {
+            for &id in &self.alive_list {
+                let node = &self.nodes[id as usize];
+                if let Some(p) = node.parent(t).filter(|p| self.alive[*p as usize]) {
+                    if !self.nodes[p as usize].children(t).iter().any(|c| c.id == id) {
+                        now_seen.insert((t, id, p, true));
+                    }
+                }
+                // (A dead child's failure notice goes to the parent it
+                // claimed; a stale parent sees the stream break instead.)
+                for c in node.children(t) {
+                    if !self.alive[c.id as usize] || self.nodes[c.id as usize].parent(t) != Some(id) {
+                        now_seen.insert((t, c.id, id, false));
+                    }
+                }
+            }
+        }
+        let mut persisted: Vec<_> = now_seen.intersection(&self.mismatches).copied().collect();
+        persisted.sort_unstable(); // the run stays deterministic for its seed
+        self.mismatches = now_seen;
+        for (t, child, parent, child_side) in persisted {
+            self.report.stripe_mismatches += 1;
+            self.mismatches.remove(&(t, child, parent, child_side));
+            if child_side {
+                self.at(child, STRIPE_CAUSE, |n, now| n.handle_parent_lost(now, t, parent));
+            } else {
+                self.at(parent, STRIPE_CAUSE, |n, now| n.handle_child_lost(now, t, child));
             }
         }
     }
@@ -476,6 +637,10 @@ pub fn run(cfg: &ForestSimConfig) -> ForestSimReport {
         orphan_cause: vec![0],
         timer_set: vec![false],
         stalled_for: vec![0],
+        mismatches: Default::default(),
+        starved_for: vec![vec![0]; fc.stripes as usize],
+        looped_for: vec![vec![0]; fc.stripes as usize],
+        loss_until: Duration::ZERO,
         link: Link { loss: 0.0, latency: cfg.latency, jitter: cfg.jitter },
         report: ForestSimReport { stripes: fc.stripes, ..Default::default() },
     };
@@ -497,6 +662,7 @@ pub fn run(cfg: &ForestSimConfig) -> ForestSimReport {
     for (when, join) in times {
         sim.net.unicast(SIM, if join { Ev::Join } else { Ev::Fail }, at(when));
     }
+    sim.loss_until = build + Duration::from_secs(cfg.churn_secs);
     let end = build + Duration::from_secs(cfg.churn_secs + cfg.settle_secs);
     let mut s = build;
     while s < end {
@@ -513,7 +679,11 @@ pub fn run(cfg: &ForestSimConfig) -> ForestSimReport {
         match d.msg {
             Ev::Join => sim.join(),
             Ev::Fail => sim.fail(),
-            Ev::Sample => sim.sample(),
+            Ev::Sample => {
+                sim.sample();
+                sim.check_safety();
+                sim.stripe_streams();
+            }
             Ev::Timer => sim.on_timer(to),
             Ev::Msg { from, msg, cause } => {
                 if trace == Some(to) || trace == Some(from) {

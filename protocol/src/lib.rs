@@ -13,6 +13,7 @@ pub mod forest;
 pub mod forest_sim;
 pub mod origin;
 pub mod peer_wire;
+pub mod peers;
 pub mod receiver;
 pub mod repair;
 pub mod sender;
@@ -24,13 +25,32 @@ pub mod wire;
 
 use std::fmt;
 
-/// An object's id: the BLAKE3 hash of its whole content.
+/// An object's id. A live segment's is the BLAKE3 hash of its content
+/// ([`ObjectId::of`]); an archive file's binds its path too
+/// ([`ObjectId::archive`]), so that two paths with one content are two objects.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ObjectId(pub [u8; 32]);
 
+/// BLAKE3 key-derivation context of archive object ids.
+const ARCHIVE_ID_CONTEXT: &str = "hubcast archive object id v1";
+
 impl ObjectId {
+    /// The BLAKE3 hash of `content`: a live segment's id.
     pub fn of(content: &[u8]) -> ObjectId {
         ObjectId(*blake3::hash(content).as_bytes())
+    }
+
+    /// An archive file's id: BLAKE3 in key-derivation mode over its name's
+    /// length (8 bytes, big-endian), its name, and the BLAKE3 of its content.
+    /// Equal contents under two names get two ids (each path is exported);
+    /// one name with one content gets the same id on every seed, so a
+    /// re-seed changes nothing a hub already holds.
+    pub fn archive(name: &str, content_hash: &[u8; 32]) -> ObjectId {
+        let mut h = blake3::Hasher::new_derive_key(ARCHIVE_ID_CONTEXT);
+        h.update(&(name.len() as u64).to_be_bytes());
+        h.update(name.as_bytes());
+        h.update(content_hash);
+        ObjectId(*h.finalize().as_bytes())
     }
 
     pub fn to_hex(&self) -> String {

@@ -2,7 +2,7 @@
 //!
 //! - [`Carousel`] says what to send next: each round walks every object, its
 //!   manifest and then its chunks, and repeats the manifest after them.
-//! - [`chunk_round`] lays out one chunk's datagrams for one round: ticket, table
+//! - [`PreparedChunk::round_datagrams`] lays out one chunk's datagrams for one round: ticket, table
 //!   pages and symbols interleaved so that a page arrives just before the symbols
 //!   it covers and a lost ticket or page strands few symbols.
 //! - [`Sender`] queues datagrams, mixes in every object's manifest every

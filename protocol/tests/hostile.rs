@@ -3,7 +3,7 @@
 
 mod support;
 
-use hubcast_protocol::receiver::DropReason;
+use hubcast_protocol::receiver::{DropReason, Receiver, ReceiverConfig};
 use hubcast_protocol::wire::{self, decode, Datagram, Kind, HEADER_LEN, MAX_DATAGRAM};
 use hubcast_protocol::ObjectId;
 use proptest::prelude::*;
@@ -115,6 +115,28 @@ fn another_channels_traffic_is_dropped_by_tag() {
     let (_, datagrams) = sample(&channel(2));
     let n = datagrams.len() as u64;
     assert_dropped(&ours, datagrams, DropReason::WrongChannel, n);
+}
+
+/// A hub given the wrong `--trust` can say which channel it hears: the root
+/// another channel's manifests name, read at most once a second.
+#[test]
+fn another_channels_root_is_told_for_the_wrong_trust_hint() {
+    let ours = channel(1);
+    let theirs = channel(2);
+    let (_, datagrams) = sample(&theirs);
+    let mut rx = Receiver::new(ours.anchor, ReceiverConfig::default());
+    assert_eq!(rx.foreign_root(), None);
+    for d in &datagrams {
+        rx.handle_datagram(NOW, d);
+    }
+    assert_eq!(rx.foreign_root(), Some(theirs.anchor.fingerprint));
+    assert_eq!(rx.drops().get(DropReason::WrongChannel), datagrams.len() as u64);
+    // Our own channel's traffic tells nothing of the kind.
+    let mut rx = Receiver::new(ours.anchor, ReceiverConfig::default());
+    for d in &sample(&ours).1 {
+        rx.handle_datagram(NOW, d);
+    }
+    assert_eq!(rx.foreign_root(), None);
 }
 
 #[test]

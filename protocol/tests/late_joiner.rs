@@ -5,7 +5,7 @@
 mod support;
 
 use hubcast_protocol::receiver::Receiver;
-use hubcast_protocol::wire::Manifest;
+use hubcast_protocol::wire::{self, decode, Datagram, Manifest};
 use support::*;
 
 const T: u16 = 1280;
@@ -50,7 +50,10 @@ fn a_hub_that_joined_after_an_object_passed_lists_its_chunks_for_repair() {
 
     // A forged mark (the signature no longer covers it) is dropped.
     let mut forged = marked(&plans[0].manifest, false);
-    forged[227] |= 2;
+    let flags = wire::field_range(&forged, wire::Field::Flags).expect("a manifest's flags");
+    forged[flags.start] |= 2;
+    let Ok((_, Datagram::Manifest(m))) = decode(&forged) else { panic!("the forged mark decodes") };
+    assert!(m.body.round_end, "the flip set the round-end mark");
     let mut fooled = receiver(ch.anchor);
     fooled.handle_datagram(NOW, &marked(&plans[0].manifest, false));
     fooled.handle_datagram(NOW, &forged);
@@ -93,4 +96,47 @@ fn a_hub_that_lost_the_multicast_midway_lists_the_rest_for_repair_at_the_marked_
     rx.handle_datagram(NOW, &marked);
     let needs = needs_of(&rx, id);
     assert!([3, 4].iter().all(|i| needs.contains(i)), "the chunks it never heard: {needs:?}");
+}
+
+/// A chunk the store lost (damaged or deleted on disk) is listed for repair
+/// at once, though no multicast is near it (a restarted hub has no multicast
+/// progress at all), and leaves the list when it comes again.
+#[test]
+fn a_lost_chunk_is_listed_for_repair_until_it_comes_again() {
+    use hubcast_protocol::receiver::Event;
+    let ch = channel(12);
+    let objects = [content("kept.bin", 3 * CHUNK as usize, 3)];
+    let id = plans(&objects, CHUNK, T)[0].manifest.object_id;
+    let stream = broadcast(&ch, &objects, CHUNK, T, 0.1, 1);
+    let mut first = receiver(ch.anchor);
+    for d in &stream {
+        first.handle_datagram(NOW, d);
+    }
+    let manifest = std::iter::from_fn(|| first.poll_event())
+        .find_map(|e| match e {
+            Event::Manifest(m) => Some(m),
+            Event::ChunkComplete(_) => None,
+        })
+        .expect("the manifest");
+
+    let mut restarted = receiver(ch.anchor);
+    restarted.remember_manifest(manifest);
+    (0..3).for_each(|i| restarted.mark_complete(id, i));
+    assert!(needs_of(&restarted, id).is_empty(), "all held");
+    restarted.handle_lost_chunk(id, 1);
+    assert_eq!(needs_of(&restarted, id), [1], "the lost chunk, and only it");
+    assert!(restarted.needs(64).iter().all(|n| !n.has_ticket), "asked for whole");
+
+    for d in &stream {
+        restarted.handle_datagram(NOW, d);
+    }
+    restarted.handle_idle();
+    let again: Vec<u32> = std::iter::from_fn(|| restarted.poll_event())
+        .filter_map(|e| match e {
+            Event::ChunkComplete(c) => Some(c.index()),
+            Event::Manifest(_) => None,
+        })
+        .collect();
+    assert_eq!(again, [1], "collected again, the others skipped as held");
+    assert!(needs_of(&restarted, id).is_empty(), "repaired: off the list");
 }

@@ -7,7 +7,7 @@ mod support;
 use hubcast_keys::{NodeAddr, NodeId};
 use hubcast_protocol::receiver::DropReason;
 use hubcast_protocol::verify::VerifiedManifest;
-use hubcast_protocol::wire::{self, decode, Datagram, WireError, SIGNATURE_LEN, TRACKER_LEN};
+use hubcast_protocol::wire::{self, decode, Datagram, WireError, TRACKER_LEN};
 use support::*;
 
 const T: u16 = 128;
@@ -77,7 +77,7 @@ fn a_forged_or_malformed_tracker_is_refused_and_not_adopted() {
     let mut plan = plans(&[content("x", 100, 1)], CHUNK, T).remove(0);
     plan.manifest.tracker = Some(tracker(1, "192.0.2.1:7000"));
     let good = ch.signer.manifest_datagram(&plan.manifest);
-    let port_at = good.len() - SIGNATURE_LEN - 2;
+    let port_at = wire::field_range(&good, wire::Field::TrackerPort).expect("a tracker's port").start;
 
     // An attacker points hubs at its own address: the signature no longer holds.
     let mut forged = good.clone();
@@ -85,7 +85,7 @@ fn a_forged_or_malformed_tracker_is_refused_and_not_adopted() {
     // The flag set but the tracker cut off; an unknown flag bit; port 0.
     let cut = [&good[..port_at - TRACKER_LEN + 2], &good[port_at + 2..]].concat();
     let mut flags = good.clone();
-    flags[227] |= 4;
+    flags[wire::field_range(&good, wire::Field::Flags).unwrap().start] |= 0x80;
     let mut port0 = good.clone();
     port0[port_at..port_at + 2].copy_from_slice(&[0, 0]);
     assert!(matches!(decode(&cut), Err(WireError::Truncated | WireError::Oversized)));

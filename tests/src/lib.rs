@@ -85,7 +85,7 @@ pub fn free_udp_port() -> SocketAddr {
     s.local_addr().expect("local addr")
 }
 
-/// A child process killed (SIGKILL) and reaped when dropped.
+/// A child process, stopped with SIGTERM (and checked to exit 0) when dropped.
 pub struct Daemon {
     pub name: String,
     child: Option<Child>,
@@ -94,9 +94,21 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn spawn(name: &str, program: &Path, args: &[String], log_dir: &Path) -> Daemon {
+        Daemon::spawn_with_env(name, program, args, log_dir, &[])
+    }
+
+    /// [`Daemon::spawn`] with variables added to its environment.
+    pub fn spawn_with_env(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        log_dir: &Path,
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let log = log_dir.join(format!("{name}.log"));
         let out = std::fs::File::create(&log).expect("create log file");
         let child = Command::new(program)
+            .envs(env.iter().copied())
             .args(args)
             .env("RUST_LOG", "info")
             .env_remove("RUST_BACKTRACE")
@@ -113,6 +125,18 @@ impl Daemon {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Ask the process to stop with SIGTERM, as systemd does.
+    pub fn terminate(&mut self) {
+        if let Some(pid) = self.pid() {
+            let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
         }
     }
 
@@ -136,10 +160,53 @@ impl Daemon {
     }
 }
 
+/// How long a daemon may take to stop on SIGTERM at the end of a test: a
+/// net, not a figure (they stop in well under a second); systemd's default
+/// stop timeout is 90 s.
+const STOP_NET: Duration = Duration::from_secs(20);
+
 impl Drop for Daemon {
+    /// At the end of a test every daemon still running is stopped as systemd
+    /// stops it, with SIGTERM, and must exit 0: no task left hanging, no
+    /// error on the way out. (A test that already failed just kills them.)
     fn drop(&mut self) {
-        self.kill();
+        if std::thread::panicking() || self.child.is_none() {
+            return self.kill();
+        }
+        if let Ok(Some(st)) = self.child.as_mut().map_or(Ok(None), Child::try_wait) {
+            self.child = None;
+            // Exited by itself while the test ran: a daemon that stops on
+            // its own (a finite broadcaster) must have stopped cleanly.
+            assert!(st.success(), "{} exited with {st} during the test:\n{}", self.name, self.log_text());
+            return;
+        }
+        self.terminate();
+        match self.wait_exit(STOP_NET) {
+            Some(st) => {
+                assert!(st.success(), "{} exited with {st} on SIGTERM:\n{}", self.name, self.log_text())
+            }
+            None => {
+                self.kill();
+                panic!(
+                    "{} did not stop within {} s of SIGTERM:\n{}",
+                    self.name,
+                    STOP_NET.as_secs(),
+                    self.log_text()
+                );
+            }
+        }
     }
+}
+
+/// Whether a test that needs something this machine may lack can run:
+/// `missing` says what is missing. It then says it skipped; but under
+/// `HUBCAST_LAB_REQUIRED` (CI) it fails instead, so no test passes by
+/// skipping there.
+pub fn can_run(missing: Option<&str>) -> bool {
+    let Some(why) = missing else { return true };
+    assert!(std::env::var_os("HUBCAST_LAB_REQUIRED").is_none(), "HUBCAST_LAB_REQUIRED is set, and {why}");
+    eprintln!("SKIPPED: {why}");
+    false
 }
 
 /// Run `broadcaster keygen`; returns the fingerprint it printed last.
@@ -178,6 +245,12 @@ pub fn all_complete(s: &Value, objects: usize) -> bool {
 
 pub fn u(v: &Value) -> u64 {
     v.as_u64().unwrap_or_else(|| panic!("expected a number, got {v}"))
+}
+
+/// The object id the broadcaster gives a seeded file named `name` (its path
+/// relative to the seeded folder's parent) with this content.
+pub fn archive_id(name: &str, content: &[u8]) -> hubcast_protocol::ObjectId {
+    hubcast_protocol::ObjectId::archive(name, blake3::hash(content).as_bytes())
 }
 
 /// Deterministic pseudo-random bytes (xorshift), fast enough for tens of MiB.
@@ -287,6 +360,28 @@ pub fn seed_args(keys: &Path, group: SocketAddr, rate: &str, rounds: u32, paths:
     ];
     a.extend(paths.iter().map(|p| p.display().to_string()));
     a
+}
+
+/// `seed_args` with the origin service on (`--tracker` on a free port, and
+/// `--linger` so it outlives the rounds): origin repair is there to be asked,
+/// so a hub's `origin == 0` says it did not need it. The hubs learn it from
+/// the manifests; [`origin_known`] checks that they did.
+pub fn seed_args_with_origin(
+    keys: &Path,
+    group: SocketAddr,
+    rate: &str,
+    rounds: u32,
+    paths: &[&Path],
+) -> Vec<String> {
+    let mut a = seed_args(keys, group, rate, rounds, &[]);
+    a.extend(["--tracker".into(), free_udp_port().to_string(), "--linger".into(), "600".into()]);
+    a.extend(paths.iter().map(|p| p.display().to_string()));
+    a
+}
+
+/// The hub's status names an origin service, taken from the manifests.
+pub fn origin_known(s: &Value) -> bool {
+    s["tracker"]["from"] == "manifest" && s["tracker"]["addr"].as_str().is_some_and(|a| a.contains('@'))
 }
 
 /// One tracker query over QUIC, as a newcomer hub would ask it, from a node

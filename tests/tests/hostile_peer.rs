@@ -7,7 +7,7 @@ use hubcast_keys::{Fingerprint, NodeKey};
 use hubcast_protocol::announce::Announcement;
 use hubcast_protocol::peer_wire::{self, ChunkBitmap, PeerMessage};
 use hubcast_protocol::serve::ChunkRequest;
-use hubcast_protocol::{wire, ObjectId};
+use hubcast_protocol::wire;
 use hubcast_tests::*;
 use hubcast_transport::quic::NodeEndpoint;
 use hubcast_transport::MulticastConfig;
@@ -85,7 +85,7 @@ fn a_peer_serving_corrupted_symbols_is_banned_and_the_hub_completes_from_honest_
         channel_tag,
         node_id: key.id().0,
         quic_port: endpoint.local_addr().unwrap().port(),
-        objects: vec![(ObjectId::of(&content), all)],
+        objects: vec![(archive_id("sample/film.bin", &content), all)],
     };
     rt.spawn(serve_garbage(endpoint, channel_tag));
     rt.spawn(announce_everything(group, claim));

@@ -36,7 +36,7 @@ fn a_hub_switched_on_after_a_file_went_by_repairs_it_from_a_peer() {
     let _bc = Daemon::spawn(
         "broadcaster",
         &bin("broadcaster"),
-        &seed_args(&t.join("keys"), group, "20mbit", 1, &[&dir]),
+        &seed_args_with_origin(&t.join("keys"), group, "20mbit", 1, &[&dir]),
         t,
     );
     let early = wait_for("the first file at the early hub", DEADLINE, || {
@@ -55,6 +55,8 @@ fn a_hub_switched_on_after_a_file_went_by_repairs_it_from_a_peer() {
     eprintln!("late hub: bytes {bytes}, repair {}", late["repair"]);
     // The first file (2 MiB) came from the early hub; the multicast never
     // reached the late hub with it.
-    assert!(u(&bytes["peer"]) >= 2 << 20, "{bytes}");
+    // The origin was there to be asked (the manifests name it) and was not.
+    assert!(origin_known(&late), "{}", late["tracker"]);
     assert_eq!(u(&bytes["origin"]), 0, "{bytes}");
+    assert!(u(&bytes["peer"]) >= 2 << 20, "{bytes}");
 }

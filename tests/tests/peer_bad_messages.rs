@@ -25,7 +25,7 @@ async fn malformed_requests_close_the_connection_and_the_hub_keeps_serving() {
     let t = tmp.path();
     let fingerprint = keygen(&t.join("keys"));
     let http = free_port();
-    let quic: SocketAddr = free_port();
+    let quic: SocketAddr = free_udp_port();
     let mut args = hub_args(&fingerprint, unique_group(), &t.join("store"), &t.join("out"), http);
     args.extend(["--peer-listen".into(), quic.to_string()]);
     let hub = Daemon::spawn("hub", &bin("clienthub"), &args, t);

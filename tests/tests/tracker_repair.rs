@@ -41,7 +41,7 @@ fn a_hub_alone_on_its_island_repairs_from_a_hub_the_tracker_lists() {
     let h1 = wait_for("hub 1 complete", DEADLINE, || status(h1_http).filter(|s| all_complete(s, 1)));
     let h1_id = h1["node_id"].as_str().unwrap().to_owned();
     eprintln!("hub 1 complete after {:.1} s", start.elapsed().as_secs_f64());
-    let object = hubcast_protocol::ObjectId::of(&pattern(SIZE, 9));
+    let object = archive_id("sample/film-4MiB.bin", &pattern(SIZE, 9));
     let tracker_addr: hubcast_keys::NodeAddr = tracker.parse().unwrap();
     for chunk in 0..4 {
         wait_for("the tracker to list hub 1 as holding every chunk", DEADLINE, || {

@@ -93,9 +93,9 @@ impl MulticastConfig {
 pub enum TransportError {
     #[error("{0} is not a multicast address (IPv4 224.0.0.0/4, IPv6 ff00::/8)")]
     NotMulticast(IpAddr),
-    #[error("interface {iface} does not fit group {group}: use an IPv4 address for an IPv4 group, an index or name for IPv6")]
+    #[error("interface {iface} does not fit group {group}: an IPv4 group takes the interface's IPv4 address (`ip -4 addr` lists them), an IPv6 group its name or index")]
     FamilyMismatch { group: SocketAddr, iface: Interface },
-    #[error("`{0}` is not an interface: give its IPv4 address, its index, or its name")]
+    #[error("`{0}` is not an interface here: for an IPv4 group give the interface's IPv4 address, for an IPv6 group its name or index (`ip addr` lists them)")]
     BadInterface(String),
     #[error("source-specific multicast needs an IPv4 group and source here")]
     SsmFamily,
@@ -184,27 +184,39 @@ pub fn sender(cfg: &MulticastConfig) -> Result<tokio::net::UdpSocket, TransportE
 mod tests {
     use super::*;
 
+    /// A group in `prefix` and a port no other run on this machine holds
+    /// (the kernel's pick), and a payload only this test sends: concurrent
+    /// test runs neither share a group nor satisfy each other's checks.
+    fn own_group(prefix: [u8; 3]) -> (SocketAddr, Vec<u8>) {
+        let port = std::net::UdpSocket::bind("0.0.0.0:0").unwrap().local_addr().unwrap().port();
+        let octet = (std::process::id() % 250) as u8 + 1;
+        let group = SocketAddr::from(([prefix[0], prefix[1], prefix[2], octet], port));
+        (group, format!("hello {} {port}", std::process::id()).into_bytes())
+    }
+
     #[tokio::test]
     async fn two_receivers_on_one_host_both_get_each_datagram() {
-        let cfg = MulticastConfig::new("239.255.91.1:45101".parse().unwrap());
+        let (group, hello) = own_group([239, 255, 91]);
+        let cfg = MulticastConfig::new(group);
         let r1 = receiver(&cfg).unwrap();
         let r2 = receiver(&cfg).unwrap();
         let s = sender(&cfg).unwrap();
-        s.send_to(b"one", cfg.group).await.unwrap();
-        let mut buf = [0u8; 16];
+        s.send_to(&hello, cfg.group).await.unwrap();
+        let mut buf = [0u8; 64];
         for r in [&r1, &r2] {
             let n = tokio::time::timeout(std::time::Duration::from_secs(5), r.recv(&mut buf))
                 .await
                 .unwrap()
                 .unwrap();
-            assert_eq!(&buf[..n], b"one");
+            assert_eq!(&buf[..n], &hello[..]);
         }
     }
 
     #[tokio::test]
     async fn a_source_specific_receiver_hears_only_its_source() {
         // 232.0.0.0/8 is the SSM range.
-        let mut ours = MulticastConfig::new("232.1.2.3:45103".parse().unwrap());
+        let (group, hello) = own_group([232, 1, 2]);
+        let mut ours = MulticastConfig::new(group);
         ours.source = Some("127.0.0.1".parse().unwrap());
         let mut other = ours.clone();
         other.source = Some("127.0.0.2".parse().unwrap());
@@ -212,12 +224,12 @@ mod tests {
         let deaf = receiver(&other).unwrap();
         let s = sender(&ours).unwrap(); // bound to 127.0.0.1
         for _ in 0..3 {
-            s.send_to(b"ssm", ours.group).await.unwrap();
+            s.send_to(&hello, ours.group).await.unwrap();
         }
-        let mut buf = [0u8; 16];
+        let mut buf = [0u8; 64];
         let wait = std::time::Duration::from_millis(500);
         let n = tokio::time::timeout(wait, hears.recv(&mut buf)).await.unwrap().unwrap();
-        assert_eq!(&buf[..n], b"ssm");
+        assert_eq!(&buf[..n], &hello[..]);
         assert!(tokio::time::timeout(wait, deaf.recv(&mut buf)).await.is_err(), "heard another source");
     }
 
@@ -227,7 +239,7 @@ mod tests {
         assert!(matches!(check(&cfg), Err(TransportError::NotMulticast(_))));
         cfg.group = "[ff15::1]:5000".parse().unwrap();
         let e = check(&cfg).unwrap_err().to_string();
-        assert!(e.contains("index or name for IPv6"), "{e}");
+        assert!(e.contains("an IPv6 group its name or index"), "{e}");
         assert_eq!("lo".parse::<Interface>().unwrap(), Interface::V6Index(1));
         assert!("no-such-if0".parse::<Interface>().is_err());
     }

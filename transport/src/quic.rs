@@ -20,8 +20,10 @@ use rustls::crypto::{verify_tls13_signature, CryptoProvider, WebPkiSupportedAlgo
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 
 /// ALPN of hubcast's peer protocol, version 1.
@@ -207,6 +209,10 @@ pub struct NodeEndpoint {
     cert: CertificateDer<'static>,
     key: PrivatePkcs8KeyDer<'static>,
     id: NodeId,
+    /// What [`accept_each`] did on this endpoint.
+    pub counters: Arc<AcceptCounters>,
+    /// The bounds [`accept_each`] keeps; set before accepting.
+    pub limits: AcceptLimits,
 }
 
 impl NodeEndpoint {
@@ -227,9 +233,20 @@ impl NodeEndpoint {
             .map_err(|e| QuicError::Config(e.to_string()))?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
         server.transport_config(transport());
+        // Attempts waiting for the accept loop: it answers each at once, so
+        // a short queue is enough, and its memory stays small.
+        server.max_incoming(MAX_INCOMING);
+        server.incoming_buffer_size_total(MAX_INCOMING as u64 * 4096);
         let endpoint =
             quinn::Endpoint::server(server, addr).map_err(|source| QuicError::Bind { addr, source })?;
-        Ok(NodeEndpoint { endpoint, cert, key: pkcs8, id: key.id() })
+        Ok(NodeEndpoint {
+            endpoint,
+            cert,
+            key: pkcs8,
+            id: key.id(),
+            counters: Default::default(),
+            limits: AcceptLimits::default(),
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -291,38 +308,180 @@ impl NodeEndpoint {
     }
 }
 
-/// Accept connections until `cancel`. Each one that completes the handshake is
-/// handed, with the node id its certificate proved, to `handle` on a task of
-/// its own, which `cancel` also ends.
+/// Bounds on the connections a node accepts. A handshake holds tens of KiB
+/// until it ends, so attempts that never finish must not pile up.
+#[derive(Clone, Copy, Debug)]
+pub struct AcceptLimits {
+    /// Handshakes in progress at once; past it, an attempt from an address
+    /// not yet validated gets a Retry, one from a validated address is
+    /// refused. Default 256.
+    pub max_handshakes: usize,
+    /// Past this many handshakes in progress, every attempt from an address
+    /// not yet validated gets a Retry first: a spoofed source never answers
+    /// it, and the hub keeps no state for it. Default 32.
+    pub retry_above: usize,
+    /// Handshakes in progress from one IP address. Default 16.
+    pub max_handshakes_per_ip: usize,
+    /// Connections established at once; past it, new attempts are refused.
+    /// Default 1024.
+    pub max_connections: usize,
+    /// A handshake not finished in this long is dropped. Default 5 s.
+    pub handshake_timeout: std::time::Duration,
+}
+
+impl Default for AcceptLimits {
+    fn default() -> Self {
+        AcceptLimits {
+            max_handshakes: 256,
+            retry_above: 32,
+            max_handshakes_per_ip: 16,
+            max_connections: 1024,
+            handshake_timeout: std::time::Duration::from_secs(5),
+        }
+    }
+}
+
+/// What the accept path did, for status and metrics.
+#[derive(Debug, Default)]
+pub struct AcceptCounters {
+    pub handshakes: AtomicU64,
+    pub connections: AtomicU64,
+    pub retried: AtomicU64,
+    pub refused: AtomicU64,
+    pub timed_out: AtomicU64,
+}
+
+/// Handshakes and connections in progress, by the accept loop and its tasks.
+#[derive(Default)]
+struct InProgress {
+    handshakes: usize,
+    per_ip: HashMap<IpAddr, usize>,
+    connections: usize,
+}
+
+/// A handshake's place: given back when its task ends, however it ends
+/// (an aborted task included).
+struct HandshakeSlot {
+    state: Arc<Mutex<InProgress>>,
+    ip: IpAddr,
+}
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.handshakes = s.handshakes.saturating_sub(1);
+        if let Some(n) = s.per_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                s.per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// An established connection's place.
+struct ConnectionSlot(Arc<Mutex<InProgress>>);
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let mut s = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        s.connections = s.connections.saturating_sub(1);
+    }
+}
+
+/// Accept connections until `cancel`, within the endpoint's `limits`. Each
+/// one that completes the handshake is handed, with the node id its
+/// certificate proved, to `handle` on a task of its own. The tasks are owned:
+/// `cancel` ends every handshake and connection at once, and closes the
+/// endpoint, so a node stops promptly whatever its peers do.
 pub async fn accept_each<F, Fut>(endpoint: &NodeEndpoint, cancel: CancellationToken, handle: F)
 where
     F: Fn(quinn::Connection, NodeId) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
+    accept_within(endpoint, endpoint.limits, endpoint.counters.clone(), cancel, handle).await
+}
+
+/// [`accept_each`] with the given limits and counters.
+pub async fn accept_within<F, Fut>(
+    endpoint: &NodeEndpoint,
+    limits: AcceptLimits,
+    counters: Arc<AcceptCounters>,
+    cancel: CancellationToken,
+    handle: F,
+) where
+    F: Fn(quinn::Connection, NodeId) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let state = Arc::new(Mutex::new(InProgress::default()));
+    let mut tasks = tokio::task::JoinSet::new();
     loop {
         let incoming = tokio::select! {
-            i = endpoint.accept() => i,
             _ = cancel.cancelled() => break,
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
+            i = endpoint.accept() => i,
         };
         let Some(incoming) = incoming else { break };
-        let (cancel, handle) = (cancel.clone(), handle.clone());
-        tokio::spawn(async move {
-            let conn = match incoming.await {
-                Ok(c) => c,
-                Err(e) => {
+        let ip = incoming.remote_address().ip();
+        let validated = incoming.remote_address_validated();
+        let (handshakes, from_ip, connections) = {
+            let s = state.lock().unwrap_or_else(|p| p.into_inner());
+            (s.handshakes, s.per_ip.get(&ip).copied().unwrap_or(0), s.connections)
+        };
+        let full = handshakes >= limits.max_handshakes
+            || from_ip >= limits.max_handshakes_per_ip
+            || connections >= limits.max_connections;
+        if !validated && incoming.may_retry() && (full || handshakes >= limits.retry_above) {
+            // Stateless: the hub keeps nothing until the address answers.
+            if incoming.retry().is_ok() {
+                counters.retried.fetch_add(1, Ordering::Relaxed);
+            }
+            continue;
+        }
+        if full {
+            incoming.refuse();
+            counters.refused.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        let Ok(connecting) = incoming.accept() else { continue };
+        let slot = {
+            let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
+            s.handshakes += 1;
+            *s.per_ip.entry(ip).or_default() += 1;
+            HandshakeSlot { state: state.clone(), ip }
+        };
+        counters.handshakes.fetch_add(1, Ordering::Relaxed);
+        let (handle, counters, state) = (handle.clone(), counters.clone(), state.clone());
+        tasks.spawn(async move {
+            let conn = match tokio::time::timeout(limits.handshake_timeout, connecting).await {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => {
                     tracing::debug!("QUIC handshake failed: {e}");
                     return;
                 }
+                Err(_) => {
+                    counters.timed_out.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
             };
+            drop(slot);
             // The handshake required a node certificate: this is its key.
             let Some(id) = peer_node_id(&conn) else { return };
-            tokio::select! {
-                _ = handle(conn, id) => {}
-                _ = cancel.cancelled() => {}
-            }
+            let _slot = {
+                state.lock().unwrap_or_else(|p| p.into_inner()).connections += 1;
+                ConnectionSlot(state)
+            };
+            counters.connections.fetch_add(1, Ordering::Relaxed);
+            handle(conn, id).await;
         });
     }
+    // Every handshake and connection ends now; the endpoint tells peers so.
+    tasks.shutdown().await;
+    endpoint.endpoint.close(0u32.into(), b"shutting down");
 }
+
+/// Connection attempts quinn queues for the accept loop.
+const MAX_INCOMING: usize = 1024;
 
 /// Streams a peer may have open at once: each is one request, so this caps a
 /// peer's concurrent requests.

@@ -1,0 +1,329 @@
+//! The hub's store worker: one thread that owns the [`Store`]. It stores
+//! what the receive loop completes, exports finished objects, makes live
+//! segments playable, reads chunks for serving peers, and scrubs the store
+//! in the background. A chunk it finds gone goes back to the receive loop
+//! ([`Unstored`]) to be collected or repaired again.
+
+use crate::live::LiveBoard;
+use crate::peers::StoreRead;
+use crate::status::StatusBoard;
+use crate::store::{Store, StoreError};
+use hubcast_daemon::unix_ms;
+use hubcast_protocol::receiver::Event;
+use hubcast_protocol::verify::VerifiedManifest;
+use hubcast_protocol::wire::Manifest;
+use hubcast_protocol::ObjectId;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+/// At most one store warning per this interval; the rest are counted.
+const STORE_WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// How often the store worker is asked to scrub the next chunks.
+pub(crate) const SCRUB_TICK: Duration = Duration::from_secs(1);
+
+/// Jobs for the store worker: events to store, reads for serving peers, and
+/// live segments that left the back buffer.
+pub enum StoreJob {
+    Event(Event),
+    Read(StoreRead),
+    Retire(Vec<ObjectId>),
+    /// A second passed: check the next stored chunks ([`Scrub`]).
+    Scrub,
+}
+
+/// What the store worker tells the receive loop about a chunk it reported
+/// complete.
+#[derive(Clone, Copy, Debug)]
+pub enum Unstored {
+    /// It could not be stored (a full disk): collect it when it comes again.
+    Failed(ObjectId, u32),
+    /// It was stored and is gone (damaged or missing on disk): repair it now.
+    Lost(ObjectId, u32),
+}
+
+/// The background scrub: every stored chunk checked against its hash, at
+/// most `rate` bytes a second, a pass starting at most every `every`.
+pub struct Scrub {
+    rate: u64,
+    every: Duration,
+    cursor: Option<(ObjectId, u32)>,
+    pass_started: Option<Instant>,
+}
+
+impl Scrub {
+    pub fn new(rate: u64, every: Duration) -> Scrub {
+        Scrub { rate, every, cursor: None, pass_started: None }
+    }
+}
+
+/// Open-time cleanup: live segments whose deadline passed longer ago than
+/// any back buffer keeps are dropped from the store. Returns the manifests
+/// left.
+pub(crate) fn drop_stale_segments(mut store: Store) -> Result<(Store, Vec<VerifiedManifest>), StoreError> {
+    let now = unix_ms();
+    let mut kept = Vec::new();
+    for m in store.manifests()? {
+        match m.live {
+            Some(l) if l.deadline_ms.saturating_add(STALE_SEGMENT_MS) < now => {
+                store.remove_object(&m.object_id)?
+            }
+            _ => kept.push(m),
+        }
+    }
+    Ok((store, kept))
+}
+
+/// A live segment this long past its deadline is of no use after a restart.
+const STALE_SEGMENT_MS: u64 = 60_000;
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn store_worker(
+    mut store: Store,
+    mut rx: mpsc::Receiver<StoreJob>,
+    unstored: mpsc::Sender<Unstored>,
+    status: StatusBoard,
+    export: Option<PathBuf>,
+    mut manifests: HashMap<ObjectId, Manifest>,
+    live: LiveBoard,
+    mut scrub: Scrub,
+) {
+    let mut w = StoreWorker {
+        store: &mut store,
+        status: &status,
+        export: export.map(crate::export::Exporter::new),
+        live,
+        unstored: &unstored,
+        last_warn: None,
+        suppressed: 0,
+    };
+    for m in manifests.values() {
+        if !w.live.on_manifest(m) {
+            w.publish(m);
+        }
+        w.finish_if_complete(m);
+    }
+    while let Some(job) = rx.blocking_recv() {
+        let event = match job {
+            StoreJob::Event(e) => e,
+            StoreJob::Read(r) => {
+                let chunk = crate::peers::read_to_serve(w.store, &r.req).unwrap_or_else(|e| {
+                    w.fail(&e);
+                    None
+                });
+                let _ = r.reply.send(chunk);
+                continue;
+            }
+            StoreJob::Scrub => {
+                w.scrub(&mut scrub);
+                continue;
+            }
+            StoreJob::Retire(ids) => {
+                for id in ids {
+                    if let Err(e) = w.store.remove_object(&id) {
+                        w.fail(&e);
+                    }
+                    manifests.remove(&id);
+                }
+                continue;
+            }
+        };
+        match event {
+            Event::Manifest(m) => {
+                if let Err(e) = w.store.put_manifest(&m) {
+                    w.fail(&e);
+                }
+                let m: Manifest = (*m).clone();
+                if w.live.on_manifest(&m) {
+                    // Its chunks may have come first, counted as an object.
+                    w.status.remove_object(&m.object_id);
+                } else {
+                    w.publish(&m);
+                }
+                w.finish_if_complete(&m);
+                manifests.insert(m.object_id, m);
+            }
+            Event::ChunkComplete(c) => {
+                match w.store.put_chunk(&c) {
+                    Ok(true) => {
+                        w.status.with_chunks(|s| {
+                            s.stored_this_run += 1;
+                            s.stored += 1;
+                        });
+                        let m = manifests.get(&c.object_id()).filter(|m| m.live.is_none());
+                        if let (Some(exporter), Some(m)) = (w.export.as_mut(), m) {
+                            if let Err(e) = exporter.chunk_stored(m, c.index(), c.data()) {
+                                w.fail(&e);
+                            }
+                        }
+                    }
+                    Ok(false) => w.status.with_chunks(|s| s.refetched += 1),
+                    Err(e) => {
+                        w.fail(&e);
+                        // If the queue is full the chunk stays marked until a restart,
+                        // which reloads the truth from the store.
+                        let _ = unstored.try_send(Unstored::Failed(c.object_id(), c.index()));
+                    }
+                }
+                if !w.live.is_segment(&c.object_id()) {
+                    let n = w.store.chunk_count(&c.object_id());
+                    w.status.update_object(c.object_id(), |o| o.chunks_stored = n);
+                }
+                if let Some(m) = manifests.get(&c.object_id()) {
+                    w.finish_if_complete(m);
+                }
+            }
+        }
+    }
+}
+
+struct StoreWorker<'a> {
+    store: &'a mut Store,
+    status: &'a StatusBoard,
+    export: Option<crate::export::Exporter>,
+    live: LiveBoard,
+    unstored: &'a mpsc::Sender<Unstored>,
+    last_warn: Option<Instant>,
+    suppressed: u64,
+}
+
+impl StoreWorker<'_> {
+    /// Count a failure; log at most one line per STORE_WARN_EVERY. A chunk
+    /// found lost is taken out of what the hub holds.
+    fn fail(&mut self, e: &StoreError) {
+        if let StoreError::Lost { id, index, .. } = e {
+            self.lost(*id, *index);
+        }
+        self.status.store_error(e.to_string());
+        if self.last_warn.is_some_and(|t| t.elapsed() < STORE_WARN_EVERY) {
+            self.suppressed += 1;
+            return;
+        }
+        if self.suppressed > 0 {
+            warn!("{e} ({} more store or export failures since the last warning)", self.suppressed);
+        } else {
+            warn!("{e}");
+        }
+        self.last_warn = Some(Instant::now());
+        self.suppressed = 0;
+    }
+
+    /// A stored chunk is gone from the store (damaged or missing): the
+    /// object is incomplete again, and the receive loop repairs the chunk.
+    fn lost(&mut self, id: ObjectId, index: u32) {
+        self.status.with_chunks(|c| {
+            c.lost += 1;
+            c.stored = c.stored.saturating_sub(1);
+        });
+        let n = self.store.chunk_count(&id);
+        if !self.live.is_segment(&id) {
+            self.status.update_object(id, |o| {
+                o.chunks_stored = n;
+                o.complete = false;
+            });
+        }
+        // A full queue: the chunk waits for the carousel, or a restart.
+        let _ = self.unstored.try_send(Unstored::Lost(id, index));
+    }
+
+    /// Check the next chunks of the scrub pass, within a second's budget.
+    fn scrub(&mut self, scrub: &mut Scrub) {
+        let now = Instant::now();
+        if scrub.cursor.is_none() {
+            if scrub.pass_started.is_some_and(|t| now.duration_since(t) < scrub.every) {
+                return;
+            }
+            scrub.pass_started = Some(now);
+        }
+        let budget = scrub.rate.saturating_mul(SCRUB_TICK.as_secs().max(1));
+        let step = match self.store.scrub(scrub.cursor, budget) {
+            Ok(step) => step,
+            Err(e) => return self.fail(&e),
+        };
+        self.status.with_chunks(|c| {
+            c.scrubbed += step.checked;
+            c.scrub_passes += u64::from(step.done);
+        });
+        scrub.cursor = if step.done { None } else { step.last };
+        for (id, index, why) in step.lost {
+            warn!(object = %id, chunk = index, "the scrub found a stored chunk that {why}; dropped, fetched again");
+            // `lost` shows the object incomplete, with its chunks now.
+            self.lost(id, index);
+        }
+    }
+
+    /// A live segment's chunks are all stored: read them back, check the
+    /// whole against its id (the BLAKE3 of the segment), and make it playable.
+    fn finish_segment(&mut self, m: &Manifest) {
+        if !self.live.is_segment(&m.object_id) {
+            return;
+        }
+        let mut bytes = Vec::with_capacity(m.size as usize);
+        for index in 0..hubcast_protocol::sender::chunk_count(m.size, m.chunk_size) {
+            match self.store.read_chunk(&m.object_id, index) {
+                Ok(Some(chunk)) => bytes.extend_from_slice(&chunk),
+                Ok(None) => return,
+                Err(e) => return self.fail(&e),
+            }
+        }
+        if ObjectId::of(&bytes) != m.object_id {
+            warn!(channel = %m.name, "a live segment's chunks do not hash to its id; not played");
+            return;
+        }
+        self.live.on_complete(&m.object_id, bytes, unix_ms());
+    }
+
+    fn publish(&self, m: &Manifest) {
+        let chunks = hubcast_protocol::sender::chunk_count(m.size, m.chunk_size);
+        let stored = self.store.chunk_count(&m.object_id);
+        self.status.update_object(m.object_id, |o| {
+            o.name = m.name.clone();
+            o.size = m.size;
+            o.chunk_size = m.chunk_size;
+            o.chunks = chunks;
+            o.chunks_stored = stored;
+        });
+    }
+
+    fn finish_if_complete(&mut self, m: &Manifest) {
+        if !self.store.is_complete(m) {
+            return;
+        }
+        if m.live.is_some() {
+            self.finish_segment(m);
+            return;
+        }
+        let mut exported = None;
+        let mut export_failed = false;
+        if let Some(exporter) = self.export.as_mut() {
+            let already = matches!(self.store.exported_name(&m.object_id), Ok(Some(n)) if n == m.name);
+            let target = exporter.dir().join(crate::store::safe_relative_path(&m.name).unwrap_or_default());
+            if already && target.exists() {
+                exported = Some(target);
+            } else {
+                match exporter.finish(self.store, m) {
+                    Ok(path) => {
+                        info!(name = %m.name, path = %path.display(), "complete and exported");
+                        exported = Some(path);
+                    }
+                    Err(e) => {
+                        export_failed = true;
+                        self.fail(&e);
+                    }
+                }
+            }
+        }
+        // Complete means the user has it: not while its export failed (it
+        // is tried again at the next chunk, or the next start).
+        if export_failed {
+            return;
+        }
+        self.status.update_object(m.object_id, |o| {
+            o.complete = true;
+            o.exported = exported.map(|p| p.display().to_string());
+        });
+    }
+}
