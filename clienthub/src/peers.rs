@@ -1,7 +1,7 @@
 //! Peer repair in the hub: serving peers over QUIC, and fetching from them.
 //!
-//! The receive loop owns the receiver, the repairer and the peer table
-//! (`hubcast_protocol::peers`, with its one strike ledger). What
+//! The hub machine (`hubcast_protocol::hub::Hub`, driven by the receive
+//! loop) decides what to ask of whom and keeps the one strike ledger. What
 //! waits on the network runs in tasks:
 //! - [`serve`] accepts peers; each stream is one request, answered from a
 //!   decoded chunk (cache, else the store) or, for a chunk still being collected,
@@ -34,8 +34,6 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-/// How often a hub announces itself on the control group.
-pub const ANNOUNCE_EVERY: Duration = Duration::from_secs(2);
 /// One fetch, connection included.
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest an answer waits for the upload cap: well within the asker's

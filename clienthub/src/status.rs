@@ -32,13 +32,7 @@ pub struct ObjectStatus {
 }
 
 /// The path a datagram came on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Source {
-    Multicast,
-    Peer,
-    Origin,
-    Bridge,
-}
+pub use hubcast_protocol::hub::Source;
 
 /// Chunks counted by the path that completed them.
 #[derive(Clone, Copy, Debug, Default, Serialize)]

@@ -11,6 +11,7 @@ pub mod digest;
 pub mod fec;
 pub mod forest;
 pub mod forest_sim;
+pub mod hub;
 pub mod origin;
 pub mod peer_wire;
 pub mod peers;

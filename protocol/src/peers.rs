@@ -218,7 +218,8 @@ impl PeerTable {
     /// Peers that may serve a chunk: every live, unbanned peer, those whose
     /// announcement, tracker listing or feed covers the chunk marked complete.
     pub fn candidates(&self, now: Instant, object_id: ObjectId, index: u32) -> Vec<Candidate<NodeId>> {
-        self.peers
+        let mut out = self
+            .peers
             .iter()
             .filter(|(_, p)| !p.banned(now) && p.live(now))
             .map(|(id, p)| Candidate {
@@ -231,7 +232,11 @@ impl PeerTable {
                 rtt: p.rtt.unwrap_or(Duration::ZERO),
                 strikes: p.strikes,
             })
-            .collect()
+            .collect::<Vec<_>>();
+        // In id order: the planner's seeded tie-breaks then decide alone,
+        // so a simulation runs the same every time.
+        out.sort_unstable_by_key(|c| c.peer);
+        out
     }
 
     /// RTTs measured on the connections to peers.

@@ -6,11 +6,13 @@
 
 mod support;
 
-use hubcast_protocol::receiver::{Event, Receiver, ReceiverConfig};
+use hubcast_keys::NodeId;
+use hubcast_protocol::hub::{Config, Hub, Input, Output};
+use hubcast_protocol::receiver::{DropReason, Event};
 use hubcast_protocol::sender::{Carousel, Step};
 use hubcast_protocol::sim::{Link, Network};
 use hubcast_protocol::ObjectId;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use support::*;
 
 const HUBS: usize = 50;
@@ -21,8 +23,9 @@ const RATE_BYTES_PER_SEC: f64 = 12_500_000.0; // 100 Mbit/s
 const TICK: Duration = Duration::from_millis(100);
 const MAX_ROUNDS: u32 = 6;
 
-struct Hub {
-    rx: Receiver,
+/// The real hub, listening only (no peer repair), and its in-memory store.
+struct SimHub {
+    hub: Hub,
     chunks: std::collections::BTreeMap<u32, Vec<u8>>,
     done_at: Option<Duration>,
 }
@@ -36,11 +39,12 @@ fn fifty_hubs_at_10_percent_loss_all_complete_on_the_carousel_alone() {
     let chunks = plans[0].chunk_count();
     let link = Link { loss: 0.10, latency: Duration::from_millis(5), jitter: Duration::from_millis(1) };
     let mut net: Network<std::rc::Rc<Vec<u8>>> = Network::new(42);
-    let mut hubs: Vec<Hub> = (0..HUBS)
-        .map(|_| Hub {
-            rx: Receiver::new(ch.anchor, ReceiverConfig::default()),
-            chunks: Default::default(),
-            done_at: None,
+    let t0 = Instant::now();
+    let mut hubs: Vec<SimHub> = (0..HUBS)
+        .map(|h| {
+            let mut config = Config::new(NodeId([h as u8; 32]), 0);
+            config.peer_repair = false;
+            SimHub { hub: Hub::new(t0, ch.anchor, config), chunks: Default::default(), done_at: None }
         })
         .collect();
 
@@ -48,28 +52,31 @@ fn fifty_hubs_at_10_percent_loss_all_complete_on_the_carousel_alone() {
     let mut next_tick = TICK;
     let mut round_ends = Vec::new();
     let deliver_until = |net: &mut Network<std::rc::Rc<Vec<u8>>>,
-                         hubs: &mut [Hub],
+                         hubs: &mut [SimHub],
                          until: Duration,
                          next_tick: &mut Duration| {
         loop {
             let due = net.next_at().filter(|t| *t <= until);
             // Ticks interleave with deliveries in time order.
+            let clock = |net: &Network<_>| (t0 + net.now(), NOW * 1000 + net.now().as_millis() as u64);
             if *next_tick <= until && due.is_none_or(|t| *next_tick < t) {
                 net.advance_to(*next_tick);
-                for h in hubs.iter_mut() {
-                    h.rx.handle_idle();
+                let (at, unix_ms) = clock(net);
+                for h in hubs.iter_mut().filter(|h| h.hub.poll_timeout() <= at) {
+                    h.hub.handle_input(at, unix_ms, Input::Timer);
                 }
                 *next_tick += TICK;
             } else if due.is_some() {
                 let Some(d) = net.poll_delivery() else { break };
-                hubs[d.to].rx.handle_datagram(NOW, &d.msg);
+                let (at, unix_ms) = clock(net);
+                hubs[d.to].hub.handle_input(at, unix_ms, Input::Multicast(&d.msg));
             } else {
                 break;
             }
             let now = net.now();
             for h in hubs.iter_mut() {
-                while let Some(e) = h.rx.poll_event() {
-                    if let Event::ChunkComplete(c) = e {
+                while let Some(out) = h.hub.poll_output() {
+                    if let Output::Store { event: Event::ChunkComplete(c), .. } = out {
                         h.chunks.insert(c.index(), c.data().to_vec());
                         if h.chunks.len() as u32 == chunks && h.done_at.is_none() {
                             h.done_at = Some(now);
@@ -108,10 +115,8 @@ fn fifty_hubs_at_10_percent_loss_all_complete_on_the_carousel_alone() {
         assert_eq!(h.chunks.len() as u32, chunks, "hub {i} incomplete");
         let got: Vec<u8> = h.chunks.values().flatten().copied().collect();
         assert_eq!(ObjectId::of(&got), ObjectId::of(src), "hub {i} has wrong bytes");
-        assert_eq!(
-            h.rx.drops().harmful() - h.rx.drops().get(hubcast_protocol::receiver::DropReason::PendingEvicted),
-            0
-        );
+        let drops = h.hub.receiver().drops();
+        assert_eq!(drops.harmful() - drops.get(DropReason::PendingEvicted), 0);
     }
     let mut done: Vec<Duration> = hubs.iter().filter_map(|h| h.done_at).collect();
     done.sort();

@@ -6,21 +6,25 @@
 //! with 2 ms latency and 100 Mbit/s. The origin sends the one round and nothing
 //! else.
 //!
-//! Modelling shortcut: a hub knows which peers hold a chunk complete (in the
-//! daemon, from the peers' announcements); partial holders are asked blind and
-//! say what they lack by not sending it.
+//! Every hub is the real [`protocol::hub::Hub`](hubcast_protocol::hub::Hub):
+//! it learns what its peers hold from their announcements on the island's
+//! (lossy) control group, asks them, checks what they serve, and keeps its
+//! chunks in memory (the store of this simulation).
 
 mod support;
 
+use hubcast_keys::NodeId;
+use hubcast_protocol::hub::{Config, Hub, HubEvent, Input, Output, Source};
 use hubcast_protocol::peer_wire::RefuseReason;
-use hubcast_protocol::receiver::{Event, Receiver, ReceiverConfig};
-use hubcast_protocol::repair::{Candidate, Outcome, RepairConfig, Repairer};
+use hubcast_protocol::receiver::Event;
+use hubcast_protocol::repair::Outcome;
 use hubcast_protocol::sender::Carousel;
 use hubcast_protocol::serve::{answer, ChunkRequest, ChunkServer};
 use hubcast_protocol::sim::{Link, Network};
 use hubcast_protocol::wire::{self, Kind};
 use hubcast_protocol::ObjectId;
 use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 use support::*;
@@ -31,34 +35,49 @@ const T: u16 = 1280;
 const OVERHEAD: f64 = 0.05;
 const LOSS: f64 = 0.10;
 const RATE_BYTES_PER_SEC: f64 = 12_500_000.0; // 100 Mbit/s
-const TICK: Duration = Duration::from_millis(20);
+const TICK: Duration = Duration::from_millis(10);
 const PEER_LATENCY: Duration = Duration::from_millis(2);
+const BASE_PORT: u16 = 4000;
 
 #[derive(Clone)]
 enum Msg {
     Multicast(Rc<Vec<u8>>),
+    Announce { from: usize, datagram: Rc<Vec<u8>> },
     Ask { from: usize, id: u64, req: ChunkRequest },
-    Answer { id: u64, object_id: ObjectId, index: u32, result: Result<Vec<Vec<u8>>, RefuseReason> },
+    Answer { id: u64, result: Result<Vec<Vec<u8>>, RefuseReason> },
 }
 
-struct Hub {
-    rx: Receiver,
-    repairer: Repairer<usize>,
-    /// Chunks decoded: (ticket datagram, bytes).
+/// Hub `h`'s node id and QUIC address.
+fn node(h: usize) -> (NodeId, SocketAddr) {
+    let mut id = [0u8; 32];
+    id[..8].copy_from_slice(&(h as u64 + 1).to_le_bytes());
+    (NodeId(id), SocketAddr::from(([10, 0, (h / 250) as u8, (h % 250) as u8 + 1], BASE_PORT + h as u16)))
+}
+
+fn index_of(addr: SocketAddr) -> usize {
+    usize::from(addr.port() - BASE_PORT)
+}
+
+struct SimHub {
+    hub: Hub,
+    /// The in-memory store: chunks decoded, (ticket datagram, bytes).
     done: BTreeMap<u32, (Vec<u8>, Vec<u8>)>,
     servers: HashMap<u32, ChunkServer>,
     multicast_symbols: Vec<u32>,
     repair_bytes: u64,
     repair_times: Vec<Duration>,
     done_at: Option<Duration>,
+    /// Chunks the hub says a peer completed, and the symbol bytes it credits to peers.
+    by_peer: u32,
+    credited: u64,
 }
 
 struct Sim {
     t0: Instant,
     net: Network<Msg>,
-    hubs: Vec<Hub>,
+    hubs: Vec<SimHub>,
     chunks: u32,
-    complete: Vec<Vec<bool>>,
+    announce_link: Link,
 }
 
 impl Sim {
@@ -66,39 +85,46 @@ impl Sim {
         self.net.now()
     }
 
-    /// Take a hub's receiver events, then let its repairer plan and send.
-    fn step(&mut self, h: usize) {
+    fn clock(&self) -> (Instant, u64) {
+        (self.t0 + self.now(), NOW * 1000 + self.now().as_millis() as u64)
+    }
+
+    fn input(&mut self, h: usize, input: Input<'_>) {
+        let (at, unix_ms) = self.clock();
+        self.hubs[h].hub.handle_input(at, unix_ms, input);
+        self.drain(h);
+    }
+
+    /// Carry out what hub `h` asks for.
+    fn drain(&mut self, h: usize) {
         let now = self.now();
-        let hub = &mut self.hubs[h];
-        while let Some(e) = hub.rx.poll_event() {
-            if let Event::ChunkComplete(c) = e {
-                self.complete[h][c.index() as usize] = true;
-                hub.done.insert(c.index(), (c.ticket().to_vec(), c.data().to_vec()));
-                if hub.done.len() as u32 == self.chunks && hub.done_at.is_none() {
-                    hub.done_at = Some(now);
+        while let Some(out) = self.hubs[h].hub.poll_output() {
+            let hub = &mut self.hubs[h];
+            match out {
+                Output::Store { event: Event::ChunkComplete(c), source } => {
+                    hub.done.insert(c.index(), (c.ticket().to_vec(), c.data().to_vec()));
+                    hub.by_peer += u32::from(source == Source::Peer);
+                    if hub.done.len() as u32 == self.chunks && hub.done_at.is_none() {
+                        hub.done_at = Some(now);
+                    }
                 }
+                Output::Store { event: Event::Manifest(_), .. } => {}
+                Output::Fetch { id, addr, req, .. } => {
+                    self.net.unicast(index_of(addr), Msg::Ask { from: h, id, req }, peer_link(64));
+                }
+                Output::Announce(datagram) => {
+                    let to = (0..HUBS).filter(|p| *p != h).map(|p| (p, self.announce_link));
+                    self.net.multicast(to, &Msg::Announce { from: h, datagram: Rc::new(datagram) });
+                }
+                Output::Event(HubEvent::Repaired(r)) => hub.repair_times.push(r.took),
+                Output::Event(HubEvent::Received { source: Source::Peer, bytes, .. }) => {
+                    hub.credited += bytes
+                }
+                Output::Naks { .. } | Output::Lookup { .. } | Output::Register { .. } => {
+                    panic!("hub {h}: there is no origin service in this simulation")
+                }
+                Output::Event(_) => {}
             }
-        }
-        let needs = hub.rx.needs(16);
-        let complete = &self.complete;
-        hub.repairer.handle_tick(self.t0 + now, &needs, |need| {
-            (0..HUBS)
-                .filter(|p| *p != h)
-                .map(|p| Candidate {
-                    peer: p,
-                    complete: complete[p][need.index as usize],
-                    same_island: true,
-                    rtt: PEER_LATENCY * 2,
-                    strikes: 0,
-                })
-                .collect()
-        });
-        while let Some(r) = hub.repairer.poll_request() {
-            let req = ChunkRequest { object_id: r.object_id, index: r.index, table: r.table, esis: r.esis };
-            self.net.unicast(r.peer, Msg::Ask { from: h, id: r.id, req }, peer_link(64));
-        }
-        while let Some(done) = hub.repairer.poll_repaired() {
-            hub.repair_times.push(done.took);
         }
     }
 
@@ -109,7 +135,10 @@ impl Sim {
                 if let (Kind::Symbol, Some((_, index))) = (kind, wire::peek_chunk(&d, kind)) {
                     self.hubs[to].multicast_symbols[index as usize] += 1;
                 }
-                self.hubs[to].rx.handle_datagram(NOW, &d);
+                self.input(to, Input::Multicast(&d));
+            }
+            Msg::Announce { from, datagram } => {
+                self.input(to, Input::Announcement { from: node(from).1, datagram: &datagram });
             }
             Msg::Ask { from, id, req } => {
                 let hub = &mut self.hubs[to];
@@ -119,29 +148,18 @@ impl Sim {
                     let s = ChunkServer::new(ticket.clone(), data.to_vec()).expect("a decoded chunk serves");
                     hub.servers.insert(req.index, s);
                 }
-                let result = answer(&req, hub.servers.get(&req.index), &hub.rx);
+                let result = answer(&req, hub.servers.get(&req.index), hub.hub.receiver());
                 let bytes = result.as_ref().map_or(48, |ds| ds.iter().map(|d| d.len() + 8).sum());
-                self.net.unicast(
-                    from,
-                    Msg::Answer { id, object_id: req.object_id, index: req.index, result },
-                    peer_link(bytes),
-                );
+                self.net.unicast(from, Msg::Answer { id, result }, peer_link(bytes));
             }
-            Msg::Answer { id, object_id, index, result } => {
-                let hub = &mut self.hubs[to];
-                let outcome = match result {
-                    Ok(datagrams) => {
-                        for d in &datagrams {
-                            hub.repair_bytes += d.len() as u64;
-                            hub.rx.handle_repair_datagram(NOW, d);
-                        }
-                        Outcome::Served
-                    }
-                    Err(reason) => Outcome::Refused(reason),
+            Msg::Answer { id, result } => {
+                let frames: Vec<&[u8]> = result.iter().flatten().map(Vec::as_slice).collect();
+                self.hubs[to].repair_bytes += frames.iter().map(|d| d.len() as u64).sum::<u64>();
+                let answer = match &result {
+                    Ok(_) => Ok(frames.as_slice()),
+                    Err(reason) => Err(Outcome::Refused(*reason)),
                 };
-                hub.rx.settle_chunk(object_id, index);
-                hub.repairer.handle_response(id, outcome);
-                self.step(to);
+                self.input(to, Input::Fetched { id, answer });
             }
         }
     }
@@ -152,9 +170,11 @@ impl Sim {
             let due = self.net.next_at().filter(|t| *t <= until);
             if *next_tick <= until && due.is_none_or(|t| *next_tick < t) {
                 self.net.advance_to(*next_tick);
+                let at = self.clock().0;
                 for h in 0..HUBS {
-                    self.hubs[h].rx.handle_idle();
-                    self.step(h);
+                    if self.hubs[h].hub.poll_timeout() <= at {
+                        self.input(h, Input::Timer);
+                    }
                 }
                 *next_tick += TICK;
             } else if due.is_some() {
@@ -188,25 +208,32 @@ fn fifty_hubs_at_10_percent_loss_complete_from_each_other_without_the_origin() {
     let plans = plans(&objects, CHUNK, T);
     let chunks = plans[0].chunk_count();
     let k = wire::source_symbols(CHUNK, T);
+    let t0 = Instant::now();
+    let link = Link { loss: LOSS, latency: Duration::from_millis(5), jitter: Duration::from_millis(1) };
     let mut sim = Sim {
-        t0: Instant::now(),
+        t0,
         net: Network::new(7),
         hubs: (0..HUBS)
-            .map(|h| Hub {
-                rx: Receiver::new(ch.anchor, ReceiverConfig::default()),
-                repairer: Repairer::new(RepairConfig::default(), h as u64),
-                done: BTreeMap::new(),
-                servers: HashMap::new(),
-                multicast_symbols: vec![0; chunks as usize],
-                repair_bytes: 0,
-                repair_times: Vec::new(),
-                done_at: None,
+            .map(|h| {
+                let (id, addr) = node(h);
+                let mut config = Config::new(id, addr.port());
+                config.seed = h as u64;
+                SimHub {
+                    hub: Hub::new(t0, ch.anchor, config),
+                    done: BTreeMap::new(),
+                    servers: HashMap::new(),
+                    multicast_symbols: vec![0; chunks as usize],
+                    repair_bytes: 0,
+                    repair_times: Vec::new(),
+                    done_at: None,
+                    by_peer: 0,
+                    credited: 0,
+                }
             })
             .collect(),
         chunks,
-        complete: vec![vec![false; chunks as usize]; HUBS],
+        announce_link: link,
     };
-    let link = Link { loss: LOSS, latency: Duration::from_millis(5), jitter: Duration::from_millis(1) };
 
     // One carousel round, paced at the channel rate.
     let mut send_at = Duration::ZERO;
@@ -234,10 +261,11 @@ fn fifty_hubs_at_10_percent_loss_complete_from_each_other_without_the_origin() {
         assert_eq!(h.done.len() as u32, chunks, "hub {i} incomplete");
         let got: Vec<u8> = h.done.values().flat_map(|(_, data)| data.iter().copied()).collect();
         assert_eq!(ObjectId::of(&got), ObjectId::of(src), "hub {i} has wrong bytes");
-        assert_eq!(h.rx.drops().harmful(), 0, "hub {i}: {:?}", h.rx.drops());
+        let drops = h.hub.receiver().drops();
+        assert_eq!(drops.harmful(), 0, "hub {i}: {drops:?}");
     }
     // The origin sent its one round and no repair: no hub ever asked it.
-    let naks: u64 = sim.hubs.iter().map(|h| h.repairer.stats().naks_sent).sum();
+    let naks: u64 = sim.hubs.iter().map(|h| h.hub.repair_stats().naks_sent).sum();
     assert_eq!(naks, 0, "origin unicast/repair requests");
 
     // Repair bytes against missing bytes, both as symbol datagrams.
@@ -257,7 +285,7 @@ fn fifty_hubs_at_10_percent_loss_complete_from_each_other_without_the_origin() {
     let stats = sim
         .hubs
         .iter()
-        .map(|h| h.repairer.stats())
+        .map(|h| h.hub.repair_stats())
         .fold((0, 0, 0), |a, s| (a.0 + s.requests, a.1 + s.esis_lacked, a.2 + s.refusals + s.failures));
     eprintln!(
         "peer repair, {HUBS} hubs, {:.0}% loss, {:.0}% overhead, one round of {:.2} s ({:.1} MB from the origin): \
@@ -277,5 +305,10 @@ fn fifty_hubs_at_10_percent_loss_complete_from_each_other_without_the_origin() {
         stats.2,
     );
     assert!(ratio <= 1.2, "repair bytes / missing bytes = {ratio:.3}");
+    // The hub says which chunks peers completed, and credits their bytes.
+    for (i, h) in sim.hubs.iter().enumerate() {
+        assert!(h.repair_bytes == 0 || (h.credited > 0 && h.credited <= h.repair_bytes), "hub {i}");
+    }
+    assert!(sim.hubs.iter().map(|h| h.by_peer).sum::<u32>() >= HUBS as u32 * chunks / 2);
     assert!(times.len() as u32 >= HUBS as u32 * chunks / 2, "most hub-chunks needed repair: {}", times.len());
 }

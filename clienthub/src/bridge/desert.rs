@@ -3,28 +3,6 @@
 
 use super::*;
 
-/// Drops between two readings of the receiver's counters that count against
-/// the bridge whose datagrams were handled in between: everything that failed
-/// a check or broke the format. Duplicates, evictions and expiry are not its
-/// doing.
-pub fn strikes(before: &DropCounters, now: &DropCounters) -> u64 {
-    now.iter()
-        .zip(before.iter())
-        .filter(|((r, _), _)| {
-            !r.is_benign()
-                && !matches!(
-                    r,
-                    DropReason::PendingEvicted
-                        | DropReason::ActiveEvicted
-                        | DropReason::TooManyObjects
-                        | DropReason::Expired
-                        | DropReason::RolledBack
-                )
-        })
-        .map(|((_, n), (_, b))| n.saturating_sub(b))
-        .sum()
-}
-
 /// What the receive loop wants of the feed task.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FeedWant {

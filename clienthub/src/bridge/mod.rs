@@ -20,7 +20,6 @@
 use crate::peers::Server;
 use hubcast_keys::{NodeAddr, NodeId};
 use hubcast_protocol::peer_wire::{self, EsiRanges, PeerMessage, PeerWireError, RefuseReason};
-use hubcast_protocol::receiver::{DropCounters, DropReason};
 use hubcast_protocol::serve::ChunkRequest;
 use hubcast_protocol::wire;
 use hubcast_protocol::ObjectId;

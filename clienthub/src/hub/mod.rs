@@ -1,9 +1,14 @@
 //! The hub daemon: multicast in, verified chunks to the store, completed objects
 //! out to the export folder.
 //!
+//! Every protocol decision is the sans-IO [`Hub`] machine's
+//! (`hubcast_protocol::hub`); this module is its driver: it reads the clock
+//! once per input ([`clock`]), moves bytes between sockets, tasks and the
+//! machine, and carries out the machine's outputs.
+//!
 //! Tasks (all owned; `run` returns only when they have ended):
-//! - the receive loop (this task): socket → optional simulated loss →
-//!   [`Receiver`] → events to the store worker;
+//! - the receive loop (this task): sockets and task answers → [`Hub`] →
+//!   outputs (store jobs, QUIC requests, announcements);
 //! - the store worker (a thread: it fsyncs): writes chunks and manifests, and
 //!   exports objects when their last chunk lands;
 //! - the HTTP listener, when configured.
@@ -17,18 +22,18 @@ use crate::status::{Source, StatusBoard};
 use crate::store::{Store, StoreError};
 use crate::store_worker::{drop_stale_segments, store_worker, Scrub, StoreJob, Unstored, SCRUB_TICK};
 use hubcast_keys::{Fingerprint, KeyFileError, NodeAddr, NodeId, TrustAnchor};
-use hubcast_protocol::announce::{Announcement, MAX_ANNOUNCE_LEN};
-use hubcast_protocol::peer_wire::{ChunkBitmap, DatagramFrames, ListedHub, MAX_NAKS_PER_STREAM};
-use hubcast_protocol::peers::{self, PeerTable};
-use hubcast_protocol::receiver::{DropCounters, DropReason, Event, Receiver, ReceiverConfig};
-use hubcast_protocol::repair::{Nak, Outcome, RepairConfig, Repairer};
-use hubcast_protocol::serve::{answer_partial, ChunkRequest};
-use hubcast_protocol::wire::{self, Manifest};
+use hubcast_protocol::announce::MAX_ANNOUNCE_LEN;
+use hubcast_protocol::hub::{self as machine, Hub, HubEvent, Input, Output};
+use hubcast_protocol::peer_wire::{DatagramFrames, ListedHub};
+use hubcast_protocol::peers;
+use hubcast_protocol::receiver::{DropCounters, Event};
+use hubcast_protocol::repair::Outcome;
+use hubcast_protocol::serve::answer_partial;
+use hubcast_protocol::wire;
 use hubcast_protocol::ObjectId;
 use hubcast_transport::quic::NodeEndpoint;
 use hubcast_transport::{Interface, MulticastConfig, TransportError};
 use rand::{Rng, SeedableRng};
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -144,22 +149,11 @@ pub async fn run(cfg: HubConfig, status: StatusBoard, cancel: CancellationToken)
         );
     }
     let anchor_fingerprint = anchor.fingerprint;
-    let mut receiver = Receiver::new(anchor, ReceiverConfig::default());
     let live = LiveBoard::new(cfg.live_buffer_secs);
     let (store, manifests) = tokio::task::spawn_blocking(move || drop_stale_segments(store))
         .await
         .map_err(|e| StoreError::Io { path: cfg.store.clone(), source: std::io::Error::other(e) })??;
-    for m in &manifests {
-        receiver.remember_manifest(m.clone());
-    }
-    for (id, index) in store.chunks()? {
-        receiver.mark_complete(id, index);
-    }
-    // Chunks dropped as damaged or missing (now, in an earlier run, or by
-    // `clienthub fsck`): asked of peers at once.
-    for (id, index) in &report.lost {
-        receiver.handle_lost_chunk(*id, *index);
-    }
+    let stored = store.chunks()?;
     info!(store = %cfg.store.display(), manifests = report.manifests, chunks = report.chunks,
         orphans_removed = report.orphans_removed, group = %cfg.group, iface = %mc.interface, "hub started");
 
@@ -194,34 +188,29 @@ pub async fn run(cfg: HubConfig, status: StatusBoard, cancel: CancellationToken)
             .map_err(|source| HubError::Store(StoreError::Io { path: "store thread".into(), source }))?
     };
 
-    let peers = if cfg.peer_repair {
-        let holdings = manifests.iter().map(|m| (m.object_id, completed(&receiver, m))).collect();
-        Some(start_peers(
-            &cfg,
-            &mc,
-            &node,
-            anchor.fingerprint.channel_tag(),
-            holdings,
-            &tx,
-            &status,
-            &cancel,
-        )?)
-    } else {
-        None
-    };
+    let peers =
+        if cfg.peer_repair { Some(start_peers(&cfg, &mc, &node, &tx, &status, &cancel)?) } else { None };
+    let (now, _) = clock();
+    let mut config = machine::Config::new(node.id(), peers.as_ref().map_or(0, |p| p.quic_port));
+    config.peer_repair = cfg.peer_repair;
+    config.tracker = peers.as_ref().and_then(|p| p.origin());
+    config.desert_after = Duration::from_secs(cfg.desert_after_secs);
+    config.no_multicast = cfg.no_multicast;
+    config.remulticast = cfg.remulticast.is_some();
+    config.seed = rand::random();
+    let mut hub = Hub::new(now, anchor, config);
+    // Chunks dropped as damaged or missing (now, in an earlier run, or by
+    // `clienthub fsck`) are asked of peers at once.
+    hub.restore(manifests.iter().cloned(), stored, report.lost.iter().copied());
 
     let mut lp = Loop {
         cfg: &cfg,
-        receiver,
+        hub,
         store: &tx,
         status: &status,
         received: 0,
         simulated: 0,
         peers,
-        started: Instant::now(),
-        last_multicast: None,
-        last_origin_multicast: None,
-        position: None,
         live,
         trusted: anchor_fingerprint,
         silence_told: false,
@@ -242,39 +231,29 @@ pub async fn run(cfg: HubConfig, status: StatusBoard, cancel: CancellationToken)
 const CONTROL_BUF: usize =
     if MAX_ANNOUNCE_LEN > wire::MAX_DATAGRAM { MAX_ANNOUNCE_LEN } else { wire::MAX_DATAGRAM } + 1;
 
-/// How often the repairer looks at what is missing.
-const REPAIR_TICK: Duration = Duration::from_millis(50);
-/// Multicast or bridge is decided every this many repair ticks (250 ms).
-const FEED_MODE_EVERY_TICKS: u32 = 5;
-const NAK_WARN_EVERY: Duration = Duration::from_secs(30);
-/// A hub registers with the tracker this often (it forgets hubs after 30 s).
-const REGISTER_EVERY: Duration = Duration::from_secs(10);
-/// Hubs one tracker lookup asks for: more than the peers a chunk's repair asks
-/// at once, so some are left when one fails.
-const LOOKUP_LIMIT: u8 = 8;
-/// Objects whose holdings one registration reports.
-const MAX_REPORTED_OBJECTS: usize = 64;
-/// A registration's bytes, within what the tracker reads of one stream (1 MiB).
-const MAX_REPORT_BYTES: usize = 900 << 10;
+/// Multicast or bridge is decided this often.
+const FEED_MODE_EVERY: Duration = Duration::from_millis(250);
+/// "No bridge to take the feed from" is said at most this often.
+const NO_BRIDGE_WARN_EVERY: Duration = Duration::from_secs(30);
+/// How often the status and the log hear about the receiver.
+const REPORT_EVERY: Duration = Duration::from_secs(1);
 
-/// The receive loop: multicast in, peers' answers in, requests out.
+/// The driver's one clock: the hub machine is handed this `now`, and the
+/// driver's own timers read it too.
+fn clock() -> (Instant, u64) {
+    (Instant::now(), unix_ms())
+}
+
+/// The receive loop: the driver of the [`Hub`] machine. It moves bytes,
+/// timers and store jobs, and makes no protocol decision.
 struct Loop<'a> {
     cfg: &'a HubConfig,
-    receiver: Receiver,
+    hub: Hub,
     store: &'a mpsc::Sender<StoreJob>,
     status: &'a StatusBoard,
     received: u64,
     simulated: u64,
     peers: Option<PeerSide>,
-    started: Instant,
-    /// When a multicast datagram last arrived (one this hub relayed itself
-    /// with --remulticast does not count).
-    last_multicast: Option<Instant>,
-    /// When a multicast datagram the broadcaster sent (not relayed) last arrived.
-    last_origin_multicast: Option<Instant>,
-    /// The chunk the channel (multicast or feed) last brought: where a new
-    /// subscription to a bridge starts.
-    position: Option<(ObjectId, u32)>,
     live: LiveBoard,
     /// The channel `--trust` names.
     trusted: Fingerprint,
@@ -285,151 +264,125 @@ struct Loop<'a> {
 }
 
 impl Loop<'_> {
-    /// Send the receiver's events to the store worker. `false` once it is
-    /// gone. `source` is the path of the datagrams just handled: the chunks
-    /// they complete are counted as its.
-    async fn drain_events(&mut self, source: Source) -> bool {
-        while let Some(event) = self.receiver.poll_event() {
-            // Counters first: a status that shows the object complete also
-            // shows the bytes that completed it.
-            self.record();
-            // Live segments are shown per channel, not as objects.
-            if let Event::ChunkComplete(c) = &event {
-                if !self.live.is_segment(&c.object_id()) {
-                    self.status.chunk_completed_by(c.object_id(), source);
-                }
-            }
-            let mut fed_chunk = None;
-            if let Some(p) = self.peers.as_mut() {
-                p.note(&event, &self.receiver);
-                if matches!(event, Event::Manifest(_)) {
-                    p.learn_tracker(self.receiver.tracker(), self.status);
-                }
-                if let Some(feed) = p.feed.clone() {
-                    match &event {
-                        Event::Manifest(m) => {
-                            if let Some(d) = self.receiver.manifest_datagram(&m.object_id) {
-                                feed.manifest(m.object_id, d);
-                                if m.size == 0 {
-                                    feed.empty_object(m.object_id);
-                                }
-                            }
-                        }
-                        Event::ChunkComplete(c) => {
-                            let geometry = wire::peek_ticket_geometry(c.ticket());
-                            fed_chunk = geometry.map(|(len, t)| (feed, c.object_id(), c.index(), len, t));
-                        }
+    /// Hand one input to the machine and carry out what it says. `false`
+    /// once the store worker is gone.
+    async fn input(&mut self, input: Input<'_>) -> bool {
+        let (now, unix_ms) = clock();
+        self.hub.handle_input(now, unix_ms, input);
+        self.carry_out(now, unix_ms).await
+    }
+
+    /// Carry out the machine's outputs until it has none.
+    async fn carry_out(&mut self, now: Instant, unix_ms: u64) -> bool {
+        if let Some(p) = self.peers.as_ref() {
+            p.position.send_if_modified(|w| {
+                let changed = *w != self.hub.position();
+                *w = self.hub.position();
+                changed
+            });
+        }
+        while let Some(out) = self.hub.poll_output() {
+            match out {
+                Output::Store { event, source } => {
+                    if !self.store_event(event, source).await {
+                        return false;
                     }
                 }
-            }
-            if self.store.send(StoreJob::Event(event)).await.is_err() {
-                return false;
-            }
-            // After the store job: a subscriber's read of it queues behind it.
-            if let Some((feed, object_id, index, len, t)) = fed_chunk {
-                feed.chunk(object_id, index, len, t);
+                Output::Event(e) => self.on_event(e),
+                Output::Announce(datagram) => self.announce(now, unix_ms, &datagram).await,
+                out => {
+                    if let Some(p) = self.peers.as_ref() {
+                        p.start(out, self.status);
+                    }
+                }
             }
         }
         true
     }
 
-    fn record(&self) {
-        self.status.record_receiver(
-            self.receiver.stats(),
-            self.receiver.drops(),
-            self.received,
-            self.simulated,
-        );
+    /// A verified manifest or chunk: to the store worker, and on to the
+    /// bridge's subscribers after it (a subscriber's read queues behind it).
+    async fn store_event(&mut self, event: Event, source: machine::Source) -> bool {
+        // Counters first: a status that shows the object complete also
+        // shows the bytes that completed it.
+        self.record();
+        // Live segments are shown per channel, not as objects.
+        if let Event::ChunkComplete(c) = &event {
+            if !self.live.is_segment(&c.object_id()) {
+                self.status.chunk_completed_by(c.object_id(), source);
+            }
+        }
+        let mut fed_chunk = None;
+        if let Some(feed) = self.peers.as_ref().and_then(|p| p.feed.clone()) {
+            match &event {
+                Event::Manifest(m) => {
+                    if let Some(d) = self.hub.receiver().manifest_datagram(&m.object_id) {
+                        feed.manifest(m.object_id, d);
+                        if m.size == 0 {
+                            feed.empty_object(m.object_id);
+                        }
+                    }
+                }
+                Event::ChunkComplete(c) => {
+                    let geometry = wire::peek_ticket_geometry(c.ticket());
+                    fed_chunk = geometry.map(|(len, t)| (feed, c.object_id(), c.index(), len, t));
+                }
+            }
+        }
+        if self.store.send(StoreJob::Event(event)).await.is_err() {
+            return false;
+        }
+        if let Some((feed, object_id, index, len, t)) = fed_chunk {
+            feed.chunk(object_id, index, len, t);
+        }
+        true
     }
 
-    /// The wall clock for live segments: the receiver stops collecting those
-    /// past their deadline, the board decides them, and the segments that
-    /// left the back buffer leave the store and the holdings announced.
-    async fn live_tick(&mut self) -> bool {
-        let now = unix_ms();
-        self.receiver.handle_time(now);
-        self.live.tick(now);
+    fn record(&self) {
+        let rx = self.hub.receiver();
+        self.status.record_receiver(rx.stats(), rx.drops(), self.received, self.simulated);
+    }
+
+    /// The live board's clock: the segments that left the back buffer leave
+    /// the store and the holdings announced.
+    async fn live_tick(&mut self, unix_ms: u64) -> bool {
+        self.live.tick(unix_ms);
         let retired = self.live.take_retired();
         if retired.is_empty() {
             return true;
         }
-        if let Some(p) = self.peers.as_mut() {
-            for id in &retired {
-                p.holdings.remove(id);
-            }
+        if !self.input(Input::Retired(&retired)).await {
+            return false;
         }
         self.store.send(StoreJob::Retire(retired)).await.is_ok()
     }
 
     /// What the desert side's task reports: a subscription, the feed's
-    /// datagrams (checked here like multicast, counted as the bridge's), its end.
-    async fn on_feed_event(&mut self, event: FeedEvent) -> bool {
+    /// datagrams (checked by the machine like multicast, counted as the
+    /// bridge's), its end.
+    async fn on_feed_event(&mut self, now: Instant, event: FeedEvent) -> bool {
         let Some(p) = self.peers.as_mut() else { return true };
-        let now = Instant::now();
         match event {
             FeedEvent::Subscribed(bridge) => {
-                info!(%bridge, resume = ?self.position, "taking the channel's feed from a bridge");
-                p.feeding = Some(bridge);
+                info!(%bridge, resume = ?self.hub.position(), "taking the channel's feed from a bridge");
                 p.searching_since = None;
                 // From its first chunk on, the feed goes out on the LAN too.
                 p.remulticasting.store(true, Ordering::Relaxed);
-                p.table.feeding(now, bridge.id, bridge.addr, true);
                 self.status.with_feed(|f| {
                     f.mode = "bridge";
                     f.bridge = Some(bridge.to_string());
                     f.subscriptions += 1;
                 });
+                return self.input(Input::Feeding(bridge)).await;
             }
             FeedEvent::Datagrams(bridge, datagrams) => {
-                let before = (self.receiver.stats().symbol_bytes_accepted, self.receiver.drops().clone());
-                let unix = unix_now();
-                let mut touched = Vec::new();
-                for d in &datagrams {
-                    self.receiver.handle_datagram(unix, d);
-                    let key = wire::decode_header(d).ok().and_then(|h| wire::peek_chunk(d, h.kind));
-                    if key.is_some() && touched.last() != Some(&key) {
-                        touched.push(key);
-                    }
-                }
-                // A feed (or a stripe) brings a chunk's symbols together: a
-                // chunk holding K of them decodes now, not when the next
-                // chunk or the idle tick comes (a live segment's last chunk
-                // would wait for the next segment).
-                for (object_id, index) in touched.into_iter().flatten() {
-                    self.receiver.settle_chunk(object_id, index);
-                }
-                let last = datagrams
-                    .iter()
-                    .rev()
-                    .find_map(|d| wire::decode_header(d).ok().and_then(|h| wire::peek_chunk(d, h.kind)));
-                self.position = last.or(self.position);
-                if let Some(p) = self.peers.as_ref() {
-                    p.position.send_replace(self.position);
-                }
-                if !self.drain_events(Source::Bridge).await {
-                    return false;
-                }
-                let Some(p) = self.peers.as_mut() else { return true };
-                let gained = self.receiver.stats().symbol_bytes_accepted - before.0;
-                p.bridge_bytes += gained;
-                p.server.credit(&bridge, gained);
-                if let Some(b) = p.feeding.filter(|b| b.id == bridge) {
-                    p.table.feeding(now, b.id, b.addr, true);
-                }
-                self.status.record_bridge_bytes(p.bridge_bytes);
-                let strikes = crate::bridge::strikes(&before.1, self.receiver.drops());
-                if strikes > 0 {
-                    p.strike_bridge(bridge, strikes, self.status);
-                }
+                let frames: Vec<&[u8]> = datagrams.iter().map(Vec::as_slice).collect();
+                return self.input(Input::Bridge { bridge, datagrams: &frames }).await;
             }
             FeedEvent::Ended { bridge, why } => {
                 info!(%bridge, "the bridge's feed ended: {why}");
-                if p.feeding.is_some_and(|b| b.id == bridge) {
-                    p.feeding = None;
+                if self.hub.feeding().is_some_and(|b| b.id == bridge) {
                     p.remulticasting.store(false, Ordering::Relaxed);
-                }
-                if let Some(addr) = p.table.addr(&bridge) {
-                    p.table.feeding(now, bridge, addr, false);
                 }
                 self.status.with_feed(|f| {
                     f.ended += 1;
@@ -438,6 +391,7 @@ impl Loop<'_> {
                         f.mode = "searching";
                     }
                 });
+                return self.input(Input::FeedEnded(bridge)).await;
             }
             FeedEvent::Refused(bridge, reason) => {
                 info!(%bridge, ?reason, "a bridge refused the subscription; trying the next");
@@ -451,8 +405,12 @@ impl Loop<'_> {
                     now.saturating_duration_since(since) >= Duration::from_secs(self.cfg.desert_after_secs);
                 // A hub that never heard the multicast and has no way to find
                 // a bridge was told what to check already (silence_hint).
-                let told = self.silence_told && p.origin().is_none() && self.cfg.bridge_peers.is_empty();
-                if long && !told && p.last_no_bridge_warning.is_none_or(|t| t.elapsed() >= NAK_WARN_EVERY) {
+                let told =
+                    self.silence_told && self.hub.tracker().is_none() && self.cfg.bridge_peers.is_empty();
+                let quiet = p
+                    .last_no_bridge_warning
+                    .is_none_or(|t| now.saturating_duration_since(t) >= NO_BRIDGE_WARN_EVERY);
+                if long && !told && quiet {
                     p.last_no_bridge_warning = Some(now);
                     warn!("no multicast on {} and no bridge to take the feed from: name one with --bridge-peer NODEID@HOST:PORT, or give --tracker (it lists bridges)",
                         self.cfg.group);
@@ -462,35 +420,30 @@ impl Loop<'_> {
         true
     }
 
-    /// Every 250 ms: multicast or a bridge's feed. A hub that has heard no
-    /// multicast for `desert_after_secs` (or runs with `--no-multicast`) wants
-    /// a feed; one whose multicast returns leaves it. Only a hub that hears
-    /// the multicast itself serves a feed as a bridge.
-    fn update_feed_mode(&mut self) {
+    /// Every 250 ms: multicast or a bridge's feed, as the machine wants it.
+    /// Only a hub that hears the multicast itself serves a feed as a bridge.
+    fn update_feed_mode(&mut self, now: Instant) {
         let Some(p) = self.peers.as_mut() else { return };
         let after = Duration::from_secs(self.cfg.desert_after_secs);
-        let hearing = self.last_multicast.is_some_and(|t| t.elapsed() < after);
-        let on = self.cfg.no_multicast || (!hearing && self.started.elapsed() >= after);
+        let on = self.hub.wants_feed(now);
         if let Some(feed) = p.feed.as_ref().filter(|_| self.cfg.bridge) {
             // A hub fed by a bridge, or that hears only relayed multicast,
             // never feeds others: feeds cannot loop.
-            let origin_heard = self.last_origin_multicast.is_some_and(|t| t.elapsed() < after);
-            feed.set_live(p.feeding.is_none() && self.last_origin_multicast.is_some());
+            feed.set_live(self.hub.feeding().is_none() && self.hub.ever_heard_origin());
             // The tracker lists it as a bridge only while it hears the channel.
-            let advertise = feed.is_live() && origin_heard;
+            let advertise = feed.is_live() && self.hub.hears_origin(now);
             if advertise != p.advertised {
                 p.advertised = advertise;
-                p.last_registered = None;
-                p.announce_soon = true;
+                self.hub.register_soon();
             }
             self.status.set_bridge(feed.status());
         }
-        let (tracker, resume) = (p.origin(), self.position);
+        let (tracker, resume) = (self.hub.tracker(), self.hub.position());
         let (group, cfg) = (self.cfg.group, self.cfg);
         // A bridge can be found only through --bridge-peer or a tracker
         // (named by --tracker or by manifests heard before).
         let can_find_bridge = tracker.is_some() || !cfg.bridge_peers.is_empty();
-        let never_heard = self.last_multicast.is_none();
+        let never_heard = !self.hub.ever_heard_multicast();
         let silence_told = &mut self.silence_told;
         p.want.send_if_modified(|w| {
             if w.on != on && !cfg.no_multicast {
@@ -515,7 +468,7 @@ impl Loop<'_> {
             (w.on, w.tracker, w.resume) = (on, tracker, resume);
             changed
         });
-        let feeding = p.feeding.is_some();
+        let feeding = self.hub.feeding().is_some();
         let remulticast_bytes = p.remulticast_bytes.load(Ordering::Relaxed);
         let forest = self.cfg.stripes > 0 && !self.cfg.bridge;
         self.status.with_feed(|f| {
@@ -528,14 +481,6 @@ impl Loop<'_> {
             }
         });
     }
-}
-
-/// The chunks of an object the receiver knows complete (stored, or decoded).
-fn completed(receiver: &Receiver, m: &Manifest) -> ChunkBitmap {
-    let chunks = hubcast_protocol::sender::chunk_count(m.size, m.chunk_size);
-    let mut b = ChunkBitmap::new(chunks);
-    (0..chunks).filter(|i| receiver.is_complete(m.object_id, *i)).for_each(|i| b.set(i));
-    b
 }
 
 /// Wait for the next item of an optional channel; never, when there is none.
@@ -565,15 +510,15 @@ async fn receive_loop(
         None => rand::rngs::StdRng::from_entropy(),
     };
     let mut buf = vec![0u8; 65_536];
-    let mut last_rx = Instant::now();
+    let (start, _) = clock();
+    let mut last_rx = start;
     let mut last_drops = DropCounters::default();
-    let mut last_drop_report = Instant::now();
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut repair_tick = tokio::time::interval(REPAIR_TICK);
-    let mut announce_tick = tokio::time::interval(crate::peers::ANNOUNCE_EVERY);
+    let mut last_drop_report = start;
+    let mut report_tick = tokio::time::interval(REPORT_EVERY);
+    let mut feed_tick = tokio::time::interval(FEED_MODE_EVERY);
     let mut scrub_tick = tokio::time::interval(SCRUB_TICK);
-    let mut feed_ticks = 0u32;
     loop {
+        let timeout = tokio::time::Instant::from_std(lp.hub.poll_timeout());
         let (done_rx, lookup_rx, partial_rx, control, feed_rx) = match lp.peers.as_mut() {
             Some(p) => (
                 Some(&mut p.done_rx),
@@ -588,8 +533,8 @@ async fn receive_loop(
             r = readable_opt(socket) => {
                 r.map_err(|source| HubError::Recv { group: cfg.group, source })?;
                 let Some(socket) = socket else { continue };
-                let (mut last, mut origin, mut relayed) = (None, false, false);
-                let now = unix_now();
+                let (now, unix_ms) = clock();
+                let mut heard = false;
                 for _ in 0..RECV_BATCH {
                     let n = match socket.try_recv(&mut buf) {
                         Ok(n) => n,
@@ -597,46 +542,56 @@ async fn receive_loop(
                         Err(source) => return Err(HubError::Recv { group: cfg.group, source }),
                     };
                     lp.received += 1;
+                    heard = true;
                     if cfg.simulate_loss > 0.0 && rng.gen_bool(cfg.simulate_loss) {
                         lp.simulated += 1;
                         continue;
                     }
-                    lp.receiver.handle_datagram(now, &buf[..n]);
-                    if let Ok(h) = wire::decode_header(&buf[..n]) {
-                        last = wire::peek_chunk(&buf[..n], h.kind).or(last);
-                        (origin, relayed) = (origin || !h.relayed, relayed || h.relayed);
-                    }
+                    lp.hub.handle_input(now, unix_ms, Input::Multicast(&buf[..n]));
                 }
-                lp.position = last.or(lp.position);
-                if let Some(p) = lp.peers.as_ref() {
-                    p.position.send_replace(lp.position);
-                }
-                if origin {
-                    lp.last_origin_multicast = Some(Instant::now());
-                }
-                // A --remulticast hub hears its own relay: that is no multicast.
-                if origin || (relayed && cfg.remulticast.is_none()) {
-                    lp.last_multicast = Some(Instant::now());
-                }
-                // Events after the whole batch: the receiver checks digests many at a time.
-                if !lp.drain_events(Source::Multicast).await {
+                // Outputs after the whole batch: the receiver checks digests many at a time.
+                if !lp.carry_out(now, unix_ms).await {
                     return Ok(());
                 }
-                last_rx = Instant::now();
-                lp.silence_told = false;
+                if heard {
+                    last_rx = now;
+                    lp.silence_told = false;
+                }
+            }
+            _ = tokio::time::sleep_until(timeout) => {
+                let (_, unix_ms) = clock();
+                if !lp.input(Input::Timer).await || !lp.live_tick(unix_ms).await {
+                    return Ok(());
+                }
             }
             Some(done) = recv_opt(done_rx) => {
-                if !lp.on_fetch_done(done).await {
+                let frames: Vec<&[u8]> = done.result.as_ref().map(|d| d.iter().collect()).unwrap_or_default();
+                let answer = match &done.result {
+                    Ok(_) => Ok(frames.as_slice()),
+                    Err(outcome) => Err(*outcome),
+                };
+                if !lp.input(Input::Fetched { id: done.id, answer }).await {
                     return Ok(());
                 }
             }
-            Some(done) = recv_opt(lookup_rx) => lp.on_lookup_done(done),
+            Some(done) = recv_opt(lookup_rx) => {
+                if let Err(e) = &done.hubs {
+                    debug!(object = %done.object_id, chunk = done.index, "tracker lookup failed ({e:?}); again later");
+                }
+                let hubs = done.hubs.as_deref().ok();
+                if !lp.input(Input::Listed { object_id: done.object_id, index: done.index, hubs }).await {
+                    return Ok(());
+                }
+            }
             Some(event) = recv_opt(feed_rx) => {
-                if !lp.on_feed_event(event).await {
+                let (now, _) = clock();
+                if !lp.on_feed_event(now, event).await {
                     return Ok(());
                 }
             }
-            Some(ask) = recv_opt(partial_rx) => lp.on_partial_ask(ask),
+            Some(ask) = recv_opt(partial_rx) => {
+                let _ = ask.reply.send(answer_partial(&ask.req, lp.hub.receiver()));
+            }
             r = readable_opt(control) => {
                 // Peers' announcements, and the origin's repair.
                 let mut repair = Vec::new();
@@ -645,54 +600,49 @@ async fn receive_loop(
                     while let Some(Ok((n, from))) = lp.peers.as_ref().map(|p| p.control.try_recv_from(&mut abuf)) {
                         if wire::decode_header(&abuf[..n]).is_ok() {
                             repair.push(abuf[..n].to_vec());
-                        } else {
-                            lp.on_announcement(&abuf[..n], from);
+                        } else if !lp.input(Input::Announcement { from, datagram: &abuf[..n] }).await {
+                            return Ok(());
                         }
                         if repair.len() >= RECV_BATCH {
                             break;
                         }
                     }
                 }
-                if !repair.is_empty() && !lp.on_origin_repair(&repair).await {
+                let frames: Vec<&[u8]> = repair.iter().map(Vec::as_slice).collect();
+                if !frames.is_empty() && !lp.input(Input::Origin(&frames)).await {
                     return Ok(());
                 }
             }
-            _ = repair_tick.tick() => {
-                if !lp.live_tick().await {
-                    return Ok(());
-                }
-                lp.plan_repair();
-                feed_ticks += 1;
-                if feed_ticks % FEED_MODE_EVERY_TICKS == 0 {
-                    lp.update_feed_mode();
-                }
-                if lp.peers.as_ref().is_some_and(|p| p.announce_soon) {
-                    lp.announce().await;
-                }
+            _ = feed_tick.tick() => {
+                let (now, _) = clock();
+                lp.update_feed_mode(now);
             }
-            _ = announce_tick.tick() => lp.announce().await,
-            _ = tick.tick() => {
-                // Decode chunks whose symbols stopped coming with fewer than K + margin.
-                lp.receiver.handle_idle();
-                if !lp.drain_events(Source::Multicast).await {
-                    return Ok(());
-                }
+            _ = report_tick.tick() => {
+                let (now, _) = clock();
                 lp.record();
-                let fed = lp.peers.as_ref().is_some_and(|p| p.feeding.is_some());
-                let silent = last_rx.elapsed();
+                let fed = lp.hub.feeding().is_some();
+                let silent = now.saturating_duration_since(last_rx);
                 if !lp.silence_told && !fed && !cfg.no_multicast && silent >= Duration::from_secs(cfg.silence_warning_secs) {
                     lp.silence_told = true;
                     warn!("no multicast received on {} for {} s: is the broadcaster running and the interface right? try --iface (now {})",
                         cfg.group, silent.as_secs(), cfg.iface);
                 }
-                lp.warn_foreign_channel();
-                if last_drop_report.elapsed() >= DROP_REPORT_EVERY {
-                    report_drops(&last_drops, lp.receiver.drops());
-                    last_drops = lp.receiver.drops().clone();
-                    last_drop_report = Instant::now();
+                lp.warn_foreign_channel(now);
+                if now.saturating_duration_since(last_drop_report) >= DROP_REPORT_EVERY {
+                    report_drops(&last_drops, lp.hub.receiver().drops());
+                    last_drops = lp.hub.receiver().drops().clone();
+                    last_drop_report = now;
                 }
             }
-            Some(u) = unstored.recv() => lp.on_unstored(u),
+            Some(u) = unstored.recv() => {
+                let input = match u {
+                    Unstored::Failed(object_id, index) => Input::StoreFailed { object_id, index },
+                    Unstored::Lost(object_id, index) => Input::ChunkLost { object_id, index },
+                };
+                if !lp.input(input).await {
+                    return Ok(());
+                }
+            }
             _ = scrub_tick.tick() => {
                 // Skipped when the worker is busy: the scrub is background work.
                 let _ = lp.store.try_send(StoreJob::Scrub);
@@ -702,22 +652,6 @@ async fn receive_loop(
     }
     lp.record();
     Ok(())
-}
-
-impl Loop<'_> {
-    /// A chunk reported complete is not in the store after all.
-    fn on_unstored(&mut self, u: Unstored) {
-        match u {
-            Unstored::Failed(id, index) => self.receiver.forget_complete(id, index),
-            Unstored::Lost(id, index) => {
-                self.receiver.handle_lost_chunk(id, index);
-                if let Some(b) = self.peers.as_mut().and_then(|p| p.holdings.get_mut(&id)) {
-                    b.clear(index);
-                }
-                self.plan_repair();
-            }
-        }
-    }
 }
 
 /// What a hub that has heard nothing on its group since it started says.
@@ -742,14 +676,15 @@ const FOREIGN_WARN_EVERY: Duration = Duration::from_secs(60);
 impl Loop<'_> {
     /// Another channel is on the group: say which, and, when nothing of the
     /// trusted channel came, that `--trust` is the likely mistake.
-    fn warn_foreign_channel(&mut self) {
-        let Some(heard) = self.receiver.foreign_root() else { return };
-        if self.last_foreign_warning.is_some_and(|t| t.elapsed() < FOREIGN_WARN_EVERY) {
+    fn warn_foreign_channel(&mut self, now: Instant) {
+        let rx = self.hub.receiver();
+        let Some(heard) = rx.foreign_root() else { return };
+        if self.last_foreign_warning.is_some_and(|t| now.saturating_duration_since(t) < FOREIGN_WARN_EVERY) {
             return;
         }
-        self.last_foreign_warning = Some(Instant::now());
+        self.last_foreign_warning = Some(now);
         let group = self.cfg.group;
-        if self.receiver.stats().symbols_accepted == 0 && self.receiver.tracker().is_none() {
+        if rx.stats().symbols_accepted == 0 && rx.tracker().is_none() {
             warn!("the multicast on {group} carries the channel of root {heard}, but --trust names {}: everything on it is dropped (wrong_channel). Give --trust the fingerprint `broadcaster keygen` printed for this channel (the last line of its output, or its root.pub file)",
                 self.trusted);
         } else {

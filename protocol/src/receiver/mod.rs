@@ -443,6 +443,11 @@ impl Receiver {
         &self.drops
     }
 
+    /// The tag of the channel this receiver trusts (its root's).
+    pub fn channel_tag(&self) -> u64 {
+        self.channel_tag
+    }
+
     pub fn stats(&self) -> ReceiverStats {
         self.stats
     }

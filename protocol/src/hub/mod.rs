@@ -1,0 +1,756 @@
+//! The hub, sans IO: one machine that takes what arrives (multicast, peers'
+//! answers, the origin's repair, a bridge's feed, announcements, the tracker's
+//! listings, the store's refusals, the clock) and says what to do next.
+//!
+//! It owns the [`Receiver`], the repair planner, the [`PeerTable`] with its
+//! one strike ledger, what this hub holds and announces, which origin
+//! service it knows (from `--tracker` or the channel's manifests), and when
+//! a NAK may go (only while the origin's multicast is heard here: its repair
+//! goes out on multicast). It reads no clock and does no IO: the driver
+//! (`clienthub`, or a simulation) hands `now` in and carries the outputs out.
+//!
+//! # Calling order
+//!
+//! 1. [`Hub::handle_input`] for what arrived. Several multicast datagrams
+//!    may go in before the outputs are taken: the receiver checks their
+//!    digests many at a time.
+//! 2. [`Hub::poll_output`] until it returns `None`, carrying each
+//!    [`Output`] out. A fetch, lookup or refusal the driver could not carry
+//!    out comes back as input (a failed [`Input::Fetched`], say).
+//! 3. Wait for the next input or [`Hub::poll_timeout`], whichever is first;
+//!    at the timeout hand in [`Input::Timer`].
+//!
+//! Bytes by source and strikes come out as [`HubEvent`]s, each chunk with
+//! the path that completed it.
+
+use crate::announce::Announcement;
+use crate::peer_wire::{ChunkBitmap, ListedHub, MAX_NAKS_PER_STREAM};
+use crate::peers::{PeerTable, Strike, Via};
+use crate::receiver::{DropCounters, DropReason, Event, Receiver, ReceiverConfig};
+use crate::repair::{Nak, Outcome, RepairConfig, RepairStats, Repaired, Repairer};
+use crate::serve::ChunkRequest;
+use crate::verify::VerifiedManifest;
+use crate::wire;
+use crate::ObjectId;
+use hubcast_keys::{NodeAddr, NodeId, TrustAnchor};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// How often the repair planner looks at what is missing.
+pub const REPAIR_TICK: Duration = Duration::from_millis(50);
+/// Chunks whose symbols stopped coming are decoded with what they hold after this.
+pub const IDLE_TICK: Duration = Duration::from_secs(1);
+/// A hub announces what it holds on its island's control group this often.
+pub const ANNOUNCE_EVERY: Duration = Duration::from_secs(2);
+/// A hub registers with the tracker this often (it forgets hubs after 30 s).
+pub const REGISTER_EVERY: Duration = Duration::from_secs(10);
+/// "No origin for this NAK" is said at most this often.
+pub const NAK_WARN_EVERY: Duration = Duration::from_secs(30);
+/// Hubs one tracker lookup asks for: more than the peers a chunk's repair asks
+/// at once, so some are left when one fails.
+pub const LOOKUP_LIMIT: u8 = 8;
+/// Objects whose holdings one registration reports.
+const MAX_REPORTED_OBJECTS: usize = 64;
+/// A registration's bytes, within what the tracker reads of one stream (1 MiB).
+const MAX_REPORT_BYTES: usize = 900 << 10;
+/// Chunks the receiver is asked for in one repair plan.
+const NEEDS_PER_PLAN: usize = 64;
+
+/// What the hub is: fixed for its life.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub node_id: NodeId,
+    /// Where peers reach this hub's QUIC endpoint (the port; the address is
+    /// the one its announcements come from).
+    pub quic_port: u16,
+    /// Repair from peers, announcements and NAKs. Off: the hub only listens.
+    pub peer_repair: bool,
+    /// The origin service named by `--tracker`; the manifests' tracker is
+    /// then not taken.
+    pub tracker: Option<NodeAddr>,
+    /// Without multicast for this long a hub wants a bridge's feed, and
+    /// stops NAKing (the origin's repair would not reach it).
+    pub desert_after: Duration,
+    /// `--no-multicast`: a feed from the start.
+    pub no_multicast: bool,
+    /// This hub sends the feed on again as multicast (`--remulticast`): what
+    /// it hears relayed is its own.
+    pub remulticast: bool,
+    pub receiver: ReceiverConfig,
+    pub repair: RepairConfig,
+    /// Seeds the repair planner's tie-breaks.
+    pub seed: u64,
+}
+
+impl Config {
+    pub fn new(node_id: NodeId, quic_port: u16) -> Self {
+        Config {
+            node_id,
+            quic_port,
+            peer_repair: true,
+            tracker: None,
+            desert_after: Duration::from_secs(4),
+            no_multicast: false,
+            remulticast: false,
+            receiver: ReceiverConfig::default(),
+            repair: RepairConfig::default(),
+            seed: 0,
+        }
+    }
+}
+
+/// The path by which verified data reached the hub.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Source {
+    Multicast,
+    Peer,
+    Origin,
+    Bridge,
+}
+
+/// What arrived. Datagrams are checked exactly alike whatever their path;
+/// the path decides only who is credited or struck.
+#[derive(Debug)]
+pub enum Input<'a> {
+    /// One datagram from the channel's multicast group.
+    Multicast(&'a [u8]),
+    /// The origin's multicast repair, heard on the control group.
+    Origin(&'a [&'a [u8]]),
+    /// The end of [`Output::Fetch`] `id`: the datagrams the peer served, or
+    /// why it did not.
+    Fetched { id: u64, answer: Result<&'a [&'a [u8]], Outcome> },
+    /// Datagrams of a bridge's feed (or of a stripe from a forest parent).
+    Bridge { bridge: NodeId, datagrams: &'a [&'a [u8]] },
+    /// This bridge feeds this hub from now.
+    Feeding(NodeAddr),
+    /// The feed of this bridge ended.
+    FeedEnded(NodeId),
+    /// A datagram on the control group that is not the origin's repair.
+    Announcement { from: SocketAddr, datagram: &'a [u8] },
+    /// The tracker's answer to [`Output::Lookup`]: hubs that hold the chunk
+    /// complete, or `None` when asking failed.
+    Listed { object_id: ObjectId, index: u32, hubs: Option<&'a [ListedHub]> },
+    /// The store could not write a chunk reported complete: collect it again.
+    StoreFailed { object_id: ObjectId, index: u32 },
+    /// A stored chunk was found damaged or missing: repair it now.
+    ChunkLost { object_id: ObjectId, index: u32 },
+    /// Live segments that left the back buffer: no longer held.
+    Retired(&'a [ObjectId]),
+    /// Round-trip times measured on the connections to peers.
+    Rtts(&'a HashMap<NodeId, Duration>),
+    /// [`Hub::poll_timeout`] passed.
+    Timer,
+}
+
+/// What to do.
+#[derive(Debug)]
+pub enum Output {
+    /// Ask a peer for symbols; hand its end back as [`Input::Fetched`] `id`.
+    Fetch {
+        id: u64,
+        peer: NodeId,
+        addr: SocketAddr,
+        req: ChunkRequest,
+    },
+    /// Send these NAKs to the origin service (at most
+    /// [`MAX_NAKS_PER_STREAM`] per output).
+    Naks {
+        origin: NodeAddr,
+        naks: Vec<Nak>,
+    },
+    /// Ask the tracker which hubs hold a chunk; the answer is [`Input::Listed`].
+    Lookup {
+        tracker: NodeAddr,
+        object_id: ObjectId,
+        index: u32,
+        limit: u8,
+    },
+    /// Register with the tracker, reporting these holdings.
+    Register {
+        tracker: NodeAddr,
+        holdings: Vec<(ObjectId, ChunkBitmap)>,
+    },
+    /// Send this announcement on the island's control group.
+    Announce(Vec<u8>),
+    /// A verified manifest or decoded chunk: store it (and feed it on).
+    Store {
+        event: Event,
+        source: Source,
+    },
+    Event(HubEvent),
+}
+
+/// What happened, for the status, the log and the driver's own duties.
+#[derive(Clone, Debug, PartialEq)]
+pub enum HubEvent {
+    /// Verified symbol bytes that came by `source` (and from `peer`): every
+    /// byte the receiver accepts is credited once.
+    Received { source: Source, peer: Option<NodeId>, bytes: u64 },
+    /// `n` pieces of data from `peer` failed the broadcaster's checks.
+    Struck { peer: NodeId, n: u32, strike: Strike, via: Via },
+    /// A peer entered the table.
+    PeerFound { peer: NodeId, addr: SocketAddr, via: Via },
+    /// Peers not heard of for a while left the table.
+    PeersGone(Vec<NodeId>),
+    /// The channel's manifests name this origin service.
+    TrackerLearned(NodeAddr),
+    /// The tracker answered a lookup with this many other hubs (`None`: it failed).
+    TrackerAnswer(Option<usize>),
+    /// An announcement that does not parse.
+    BadAnnouncement,
+    /// A NAK is due but no origin service is known (said at most every
+    /// [`NAK_WARN_EVERY`]).
+    NoOrigin(Nak),
+    /// A chunk's repair ended with the chunk complete.
+    Repaired(Repaired),
+}
+
+/// The hub machine. See the module docs for the calling order.
+pub struct Hub {
+    config: Config,
+    receiver: Receiver,
+    repairer: Repairer<NodeId>,
+    peers: PeerTable,
+    /// Fetches out, by request id: whose answer it is, for which chunk.
+    fetches: HashMap<u64, (NodeId, ObjectId, u32)>,
+    /// What this hub holds complete, per object: announced and registered.
+    holdings: BTreeMap<ObjectId, ChunkBitmap>,
+    /// Live segments among the holdings: announced first (their repair has
+    /// a deadline).
+    live: HashSet<ObjectId>,
+    /// The origin service as known now.
+    tracker: Option<NodeAddr>,
+    started: Instant,
+    last_multicast: Option<Instant>,
+    last_origin_multicast: Option<Instant>,
+    position: Option<(ObjectId, u32)>,
+    feeding: Option<NodeAddr>,
+    /// The path (and peer) of the inputs whose receiver events and bytes
+    /// are not out yet.
+    source: (Source, Option<NodeId>),
+    /// The receiver's accepted symbol bytes already credited to a path.
+    credited: u64,
+    out: VecDeque<Output>,
+    next_repair: Instant,
+    next_idle: Instant,
+    next_announce: Instant,
+    announce_soon: bool,
+    last_registered: Option<Instant>,
+    last_nak_warning: Option<Instant>,
+    naks_withheld: u64,
+}
+
+impl Hub {
+    pub fn new(now: Instant, anchor: TrustAnchor, config: Config) -> Self {
+        Hub {
+            receiver: Receiver::new(anchor, config.receiver.clone()),
+            repairer: Repairer::new(config.repair.clone(), config.seed),
+            peers: PeerTable::default(),
+            fetches: HashMap::new(),
+            holdings: BTreeMap::new(),
+            live: HashSet::new(),
+            tracker: config.tracker,
+            started: now,
+            last_multicast: None,
+            last_origin_multicast: None,
+            position: None,
+            feeding: None,
+            source: (Source::Multicast, None),
+            credited: 0,
+            out: VecDeque::new(),
+            next_repair: now + REPAIR_TICK,
+            next_idle: now + IDLE_TICK,
+            next_announce: now,
+            announce_soon: false,
+            last_registered: None,
+            last_nak_warning: None,
+            naks_withheld: 0,
+            config,
+        }
+    }
+
+    /// What the store holds at start: its manifests, its chunks, and the
+    /// chunks it found damaged or missing (repaired at once). No events.
+    pub fn restore(
+        &mut self,
+        manifests: impl IntoIterator<Item = VerifiedManifest>,
+        chunks: impl IntoIterator<Item = (ObjectId, u32)>,
+        lost: impl IntoIterator<Item = (ObjectId, u32)>,
+    ) {
+        for m in manifests {
+            if m.live.is_some() {
+                self.live.insert(m.object_id);
+            }
+            self.holdings
+                .insert(m.object_id, ChunkBitmap::new(crate::sender::chunk_count(m.size, m.chunk_size)));
+            self.receiver.remember_manifest(m);
+        }
+        for (id, index) in chunks {
+            self.receiver.mark_complete(id, index);
+            if let Some(b) = self.holdings.get_mut(&id) {
+                b.set(index);
+            }
+        }
+        for (id, index) in lost {
+            self.receiver.handle_lost_chunk(id, index);
+        }
+    }
+
+    pub fn handle_input(&mut self, now: Instant, unix_ms: u64, input: Input<'_>) {
+        let unix = unix_ms / 1000;
+        match input {
+            Input::Multicast(d) => {
+                self.switch_source(Source::Multicast, None);
+                self.receiver.handle_datagram(unix, d);
+                if let Ok(h) = wire::decode_header(d) {
+                    self.position = wire::peek_chunk(d, h.kind).or(self.position);
+                    if !h.relayed {
+                        self.last_origin_multicast = Some(now);
+                    }
+                    // A --remulticast hub hears its own relay: that is no multicast.
+                    if !h.relayed || !self.config.remulticast {
+                        self.last_multicast = Some(now);
+                    }
+                }
+            }
+            Input::Origin(datagrams) => {
+                self.switch_source(Source::Origin, None);
+                let mut chunks = Vec::new();
+                for d in datagrams {
+                    self.receiver.handle_repair_datagram(unix, d);
+                    let key = wire::decode_header(d).ok().and_then(|h| wire::peek_chunk(d, h.kind));
+                    if let Some(key) = key.filter(|k| !chunks.contains(k)) {
+                        chunks.push(key);
+                    }
+                }
+                for (object_id, index) in chunks {
+                    self.receiver.settle_chunk(object_id, index);
+                }
+                self.flush_events();
+            }
+            Input::Fetched { id, answer } => self.on_fetched(now, unix, id, answer),
+            Input::Bridge { bridge, datagrams } => self.on_bridge(now, unix, bridge, datagrams),
+            Input::Feeding(bridge) => {
+                self.feeding = Some(bridge);
+                if self.peers.feeding(now, bridge.id, bridge.addr, true) {
+                    self.event(HubEvent::PeerFound { peer: bridge.id, addr: bridge.addr, via: Via::Bridge });
+                }
+            }
+            Input::FeedEnded(bridge) => {
+                if self.feeding.is_some_and(|b| b.id == bridge) {
+                    self.feeding = None;
+                }
+                if let Some(addr) = self.peers.addr(&bridge) {
+                    self.peers.feeding(now, bridge, addr, false);
+                }
+            }
+            Input::Announcement { from, datagram } => self.on_announcement(now, from, datagram),
+            Input::Listed { object_id, index, hubs } => self.on_listed(now, object_id, index, hubs),
+            Input::StoreFailed { object_id, index } => self.receiver.forget_complete(object_id, index),
+            Input::ChunkLost { object_id, index } => {
+                self.receiver.handle_lost_chunk(object_id, index);
+                if let Some(b) = self.holdings.get_mut(&object_id) {
+                    b.clear(index);
+                }
+                self.plan_repair(now);
+            }
+            Input::Retired(ids) => {
+                for id in ids {
+                    self.holdings.remove(id);
+                    self.live.remove(id);
+                }
+            }
+            Input::Rtts(rtts) => self.peers.note_rtts(rtts),
+            Input::Timer => self.on_timer(now, unix_ms),
+        }
+    }
+
+    /// The next thing to do, until `None`.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        if self.out.is_empty() {
+            self.flush_events();
+        }
+        self.out.pop_front()
+    }
+
+    /// When to hand in [`Input::Timer`]: every [`REPAIR_TICK`] at least,
+    /// which is also how soon live segments past their deadline stop being
+    /// collected.
+    pub fn poll_timeout(&self) -> Instant {
+        let t = self.next_idle.min(self.next_repair);
+        if self.config.peer_repair {
+            t.min(self.next_announce)
+        } else {
+            t
+        }
+    }
+
+    fn on_timer(&mut self, now: Instant, unix_ms: u64) {
+        // Live segments past their deadline stop being collected.
+        self.receiver.handle_time(unix_ms);
+        if now >= self.next_idle {
+            self.next_idle = now + IDLE_TICK;
+            // Decode chunks whose symbols stopped coming with fewer than K + margin.
+            self.switch_source(Source::Multicast, None);
+            self.receiver.handle_idle();
+        }
+        if now >= self.next_repair {
+            self.next_repair = now + REPAIR_TICK;
+            self.plan_repair(now);
+        }
+        if self.config.peer_repair && (now >= self.next_announce || self.announce_soon) {
+            self.announce(now);
+        }
+    }
+
+    /// Receiver events and bytes from now on come from `source` (and
+    /// `peer`): the ones of the inputs before go out first, credited to theirs.
+    fn switch_source(&mut self, source: Source, peer: Option<NodeId>) {
+        if (source, peer) != self.source {
+            self.flush_events();
+            self.source = (source, peer);
+        }
+    }
+
+    /// Put the receiver's events out (checking what it holds unchecked), and
+    /// the symbol bytes it accepted since the last flush, all credited to
+    /// the path of the inputs since.
+    fn flush_events(&mut self) {
+        while let Some(event) = self.receiver.poll_event() {
+            match &event {
+                Event::Manifest(m) => {
+                    if m.live.is_some() {
+                        self.live.insert(m.object_id);
+                    }
+                    if !self.holdings.contains_key(&m.object_id) {
+                        let b = self.completed(m);
+                        self.holdings.insert(m.object_id, b);
+                    }
+                    self.learn_tracker();
+                }
+                Event::ChunkComplete(c) => {
+                    if let Some(b) = self.holdings.get_mut(&c.object_id()) {
+                        b.set(c.index());
+                    }
+                }
+            }
+            self.out.push_back(Output::Store { event, source: self.source.0 });
+        }
+        let accepted = self.receiver.stats().symbol_bytes_accepted;
+        if accepted > self.credited {
+            let (source, peer) = self.source;
+            self.event(HubEvent::Received { source, peer, bytes: accepted - self.credited });
+            self.credited = accepted;
+        }
+    }
+
+    fn event(&mut self, e: HubEvent) {
+        self.out.push_back(Output::Event(e));
+    }
+
+    /// The chunks of an object the receiver knows complete (stored, or decoded).
+    fn completed(&self, m: &wire::Manifest) -> ChunkBitmap {
+        let chunks = crate::sender::chunk_count(m.size, m.chunk_size);
+        let mut b = ChunkBitmap::new(chunks);
+        (0..chunks).filter(|i| self.receiver.is_complete(m.object_id, *i)).for_each(|i| b.set(i));
+        b
+    }
+
+    /// Take the tracker the channel's verified manifests name, unless
+    /// `--tracker` named one. Registers there at the next announcement.
+    fn learn_tracker(&mut self) {
+        let named = self.receiver.tracker();
+        let Some(t) = named.filter(|t| self.config.tracker.is_none() && self.tracker != Some(*t)) else {
+            return;
+        };
+        self.tracker = Some(t);
+        self.last_registered = None;
+        self.event(HubEvent::TrackerLearned(t));
+    }
+
+    /// A peer's answer: check it like multicast, credit or strike the peer.
+    fn on_fetched(&mut self, now: Instant, unix: u64, id: u64, answer: Result<&[&[u8]], Outcome>) {
+        // Every fetch put out comes back once; an unknown id is ignored.
+        let Some((peer, object_id, index)) = self.fetches.remove(&id) else { return };
+        self.switch_source(Source::Peer, Some(peer));
+        let mismatches = self.receiver.drops().get(DropReason::DigestMismatch);
+        let outcome = match answer {
+            Ok(datagrams) => {
+                for d in datagrams {
+                    self.receiver.handle_repair_datagram(unix, d);
+                }
+                Outcome::Served
+            }
+            Err(outcome) => outcome,
+        };
+        // Check this chunk's symbols now, so what they earn is this peer's.
+        self.receiver.settle_chunk(object_id, index);
+        self.flush_events();
+        let bad = self.receiver.drops().get(DropReason::DigestMismatch) - mismatches;
+        if bad > 0 {
+            self.strike(now, peer, bad, Via::Island);
+        }
+        self.repairer.handle_response(id, outcome);
+        self.plan_repair(now);
+    }
+
+    fn on_bridge(&mut self, now: Instant, unix: u64, bridge: NodeId, datagrams: &[&[u8]]) {
+        self.switch_source(Source::Bridge, Some(bridge));
+        let drops = self.receiver.drops().clone();
+        let mut touched: Vec<(ObjectId, u32)> = Vec::new();
+        for d in datagrams {
+            self.receiver.handle_datagram(unix, d);
+            if let Some(key) = wire::decode_header(d).ok().and_then(|h| wire::peek_chunk(d, h.kind)) {
+                if touched.last() != Some(&key) {
+                    touched.push(key);
+                }
+                self.position = Some(key);
+            }
+        }
+        // A feed (or a stripe) brings a chunk's symbols together: a chunk
+        // holding K of them decodes now, not when the next chunk or the idle
+        // tick comes (a live segment's last chunk would wait for the next
+        // segment).
+        for (object_id, index) in touched {
+            self.receiver.settle_chunk(object_id, index);
+        }
+        self.flush_events();
+        if let Some(b) = self.feeding.filter(|b| b.id == bridge) {
+            self.peers.feeding(now, b.id, b.addr, true);
+        }
+        let bad = strikes_between(&drops, self.receiver.drops());
+        if bad > 0 {
+            self.strike(now, bridge, bad, Via::Bridge);
+        }
+    }
+
+    fn strike(&mut self, now: Instant, peer: NodeId, n: u64, via: Via) {
+        let n = n.min(u64::from(u32::MAX)) as u32;
+        let strike = self.peers.strike(now, &peer, n);
+        self.event(HubEvent::Struck { peer, n, strike, via });
+    }
+
+    fn on_announcement(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        let Ok(a) = Announcement::decode(datagram) else {
+            self.event(HubEvent::BadAnnouncement);
+            return;
+        };
+        if a.channel_tag != self.receiver.channel_tag() || a.node_id == self.config.node_id.0 {
+            return;
+        }
+        let addr = SocketAddr::new(from.ip(), a.quic_port);
+        // A newcomer hears from us at once, not at our next announcement.
+        if self.peers.heard(now, NodeId(a.node_id), addr, a.objects) {
+            self.event(HubEvent::PeerFound { peer: NodeId(a.node_id), addr, via: Via::Island });
+            self.announce_soon = true;
+        }
+    }
+
+    /// The tracker named hubs holding a chunk: they become candidates for it.
+    fn on_listed(&mut self, now: Instant, object_id: ObjectId, index: u32, hubs: Option<&[ListedHub]>) {
+        let Some(hubs) = hubs else {
+            self.event(HubEvent::TrackerAnswer(None));
+            return;
+        };
+        let me = self.config.node_id.0;
+        let mut others = 0;
+        for h in hubs.iter().filter(|h| h.node_id != me) {
+            others += 1;
+            if self.peers.listed(now, NodeId(h.node_id), h.addr, object_id, index) {
+                self.event(HubEvent::PeerFound { peer: NodeId(h.node_id), addr: h.addr, via: Via::Tracker });
+            }
+        }
+        self.event(HubEvent::TrackerAnswer(Some(others)));
+        if others > 0 {
+            self.plan_repair(now);
+        }
+    }
+
+    /// Plan repair with what is missing now, and put the requests out.
+    fn plan_repair(&mut self, now: Instant) {
+        if !self.config.peer_repair {
+            return;
+        }
+        let needs = self.receiver.needs(NEEDS_PER_PLAN);
+        let peers = &self.peers;
+        self.repairer.handle_tick(now, &needs, |n| peers.candidates(now, n.object_id, n.index));
+        while let Some(r) = self.repairer.poll_request() {
+            let Some(addr) = self.peers.addr(&r.peer) else {
+                self.repairer.handle_response(r.id, Outcome::Failed);
+                continue;
+            };
+            let req = ChunkRequest { object_id: r.object_id, index: r.index, table: r.table, esis: r.esis };
+            self.fetches.insert(r.id, (r.peer, r.object_id, r.index));
+            self.out.push_back(Output::Fetch { id: r.id, peer: r.peer, addr, req });
+        }
+        let mut naks: Vec<Nak> = std::iter::from_fn(|| self.repairer.poll_nak()).collect();
+        // The origin repairs by multicast on the island it sends to: a hub
+        // that does not hear the origin's multicast now (a desert hub, one
+        // fed by a bridge or a relay) would never hear the answer. It
+        // repairs from peers and its bridge only.
+        if !self.hears_origin(now) {
+            self.naks_withheld += naks.len() as u64;
+            naks.clear();
+        }
+        match (self.tracker, naks.first().copied()) {
+            (_, None) => {}
+            (Some(origin), Some(_)) => {
+                for batch in naks.chunks(MAX_NAKS_PER_STREAM) {
+                    self.out.push_back(Output::Naks { origin, naks: batch.to_vec() });
+                }
+            }
+            (None, Some(nak)) => {
+                if self.last_nak_warning.is_none_or(|t| now.saturating_duration_since(t) >= NAK_WARN_EVERY) {
+                    self.last_nak_warning = Some(now);
+                    self.event(HubEvent::NoOrigin(nak));
+                }
+            }
+        }
+        // Chunks no peer at hand holds: ask the tracker who does.
+        while let Some(l) = self.repairer.poll_lookup() {
+            if let Some(tracker) = self.tracker {
+                self.out.push_back(Output::Lookup {
+                    tracker,
+                    object_id: l.object_id,
+                    index: l.index,
+                    limit: LOOKUP_LIMIT,
+                });
+            }
+        }
+        while let Some(done) = self.repairer.poll_repaired() {
+            self.event(HubEvent::Repaired(done));
+        }
+    }
+
+    /// Say on the island what this hub holds, forget peers gone silent, and
+    /// register with the tracker when it is time.
+    fn announce(&mut self, now: Instant) {
+        self.announce_soon = false;
+        self.next_announce = now + ANNOUNCE_EVERY;
+        // A repeated manifest may name it without an event (a restarted hub).
+        self.learn_tracker();
+        let gone = self.peers.expire(now);
+        if !gone.is_empty() {
+            self.event(HubEvent::PeersGone(gone));
+        }
+        // Live segments first: an announcement holds what fits.
+        let held = self.holdings.iter().filter(|(_, b)| b.count() > 0);
+        let (mut objects, archive): (Vec<_>, Vec<_>) =
+            held.map(|(id, b)| (*id, b.clone())).partition(|(id, _)| self.live.contains(id));
+        objects.extend(archive);
+        let a = Announcement {
+            channel_tag: self.receiver.channel_tag(),
+            node_id: self.config.node_id.0,
+            quic_port: self.config.quic_port,
+            objects,
+        };
+        let (datagram, _) = a.encode();
+        self.out.push_back(Output::Announce(datagram));
+        let due = self.last_registered.is_none_or(|t| now.saturating_duration_since(t) >= REGISTER_EVERY);
+        if let Some(tracker) = self.tracker.filter(|_| due) {
+            self.last_registered = Some(now);
+            let mut bytes = 0;
+            let holdings = a
+                .objects
+                .into_iter()
+                .take(MAX_REPORTED_OBJECTS)
+                .take_while(|(_, b)| {
+                    bytes += b.bytes().len() + 48;
+                    bytes <= MAX_REPORT_BYTES
+                })
+                .collect();
+            self.out.push_back(Output::Register { tracker, holdings });
+        }
+    }
+
+    /// Register again at the next announcement (the hub's role changed).
+    pub fn register_soon(&mut self) {
+        self.last_registered = None;
+        self.announce_soon = true;
+    }
+
+    /// The origin's own multicast (not a relay) was heard within `desert_after`.
+    pub fn hears_origin(&self, now: Instant) -> bool {
+        self.last_origin_multicast
+            .is_some_and(|t| now.saturating_duration_since(t) < self.config.desert_after)
+    }
+
+    /// The origin's multicast was heard at some time.
+    pub fn ever_heard_origin(&self) -> bool {
+        self.last_origin_multicast.is_some()
+    }
+
+    /// Multicast, the origin's or a relay's, was heard at some time.
+    pub fn ever_heard_multicast(&self) -> bool {
+        self.last_multicast.is_some()
+    }
+
+    /// Whether the hub wants a bridge's feed: `--no-multicast`, or no
+    /// multicast heard for `desert_after` (and the hub has run that long).
+    pub fn wants_feed(&self, now: Instant) -> bool {
+        let after = self.config.desert_after;
+        let hearing = self.last_multicast.is_some_and(|t| now.saturating_duration_since(t) < after);
+        self.config.no_multicast || (!hearing && now.saturating_duration_since(self.started) >= after)
+    }
+
+    /// The bridge feeding this hub now.
+    pub fn feeding(&self) -> Option<NodeAddr> {
+        self.feeding
+    }
+
+    /// The chunk the channel (multicast or feed) last brought: where a
+    /// subscription to a bridge or a stripe starts.
+    pub fn position(&self) -> Option<(ObjectId, u32)> {
+        self.position
+    }
+
+    /// The origin service as known now.
+    pub fn tracker(&self) -> Option<NodeAddr> {
+        self.tracker
+    }
+
+    pub fn receiver(&self) -> &Receiver {
+        &self.receiver
+    }
+
+    pub fn peers(&self) -> &PeerTable {
+        &self.peers
+    }
+
+    pub fn repair_stats(&self) -> RepairStats {
+        self.repairer.stats()
+    }
+
+    /// NAKs not sent because the origin's multicast was not heard.
+    pub fn naks_withheld(&self) -> u64 {
+        self.naks_withheld
+    }
+
+    /// What this hub holds complete, per object.
+    pub fn holdings(&self) -> &BTreeMap<ObjectId, ChunkBitmap> {
+        &self.holdings
+    }
+}
+
+/// Drops between two readings of the receiver's counters that count against
+/// the peer whose datagrams were handled in between: everything that failed a
+/// check or broke the format. Duplicates, evictions and expiry are not its
+/// doing.
+pub fn strikes_between(before: &DropCounters, now: &DropCounters) -> u64 {
+    now.iter()
+        .zip(before.iter())
+        .filter(|((r, _), _)| {
+            !r.is_benign()
+                && !matches!(
+                    r,
+                    DropReason::PendingEvicted
+                        | DropReason::ActiveEvicted
+                        | DropReason::TooManyObjects
+                        | DropReason::Expired
+                        | DropReason::RolledBack
+                )
+        })
+        .map(|((_, n), (_, b))| n.saturating_sub(b))
+        .sum()
+}
