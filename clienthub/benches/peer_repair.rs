@@ -6,10 +6,10 @@
 //! profiler: `perf record -g target/release/deps/peer_repair-* --bench`)
 //!
 //! Three serving peers, each a real [`Store`] on disk read through a store
-//! thread and a real [`Server`] on its own QUIC endpoint. One repairing hub: a
-//! [`Receiver`] that heard the multicast with some loss, driven by the hub's
-//! [`Repairer`] and [`Fetcher`] exactly as its receive loop drives them (plan
-//! every 50 ms and on each answer; every answer checked by the receiver).
+//! thread and a real [`Server`] on its own QUIC endpoint. One repairing hub:
+//! the real [`Hub`] machine that heard the multicast with some loss, driven
+//! as the daemon's receive loop drives it, its fetches run by the hub's
+//! [`Fetcher`] (every answer checked by its receiver).
 //!
 //! - baseline: raw quinn, one stream (bidirectional: the hubs' transport allows
 //!   no unidirectional streams) between two endpoints with
@@ -26,10 +26,12 @@ use hubcast_clienthub::store::Store;
 use hubcast_clienthub::store_worker::StoreJob;
 use hubcast_clienthub::StatusBoard;
 use hubcast_keys::{ChannelKeys, Fingerprint, NodeId, NodeKey, SignerKeys, TrustAnchor};
+use hubcast_protocol::announce::Announcement;
+use hubcast_protocol::hub::{Config, Hub, HubEvent, Input, Output};
+use hubcast_protocol::peer_wire::ChunkBitmap;
 use hubcast_protocol::receiver::{Event, Receiver, ReceiverConfig};
-use hubcast_protocol::repair::{Candidate, Outcome, RepairConfig, Repairer};
+use hubcast_protocol::repair::Outcome;
 use hubcast_protocol::sender::{ObjectPlan, PreparedChunk};
-use hubcast_protocol::serve::ChunkRequest;
 use hubcast_protocol::verify::Signer;
 use hubcast_protocol::wire;
 use hubcast_protocol::ObjectId;
@@ -49,6 +51,7 @@ const EXPIRY: u64 = u64::MAX / 2;
 
 struct Channel {
     anchor: TrustAnchor,
+    channel_tag: u64,
     manifest: Vec<u8>,
     plan: ObjectPlan,
     data: Vec<u8>,
@@ -74,7 +77,8 @@ fn channel(mib: u32) -> Channel {
             )
         })
         .collect();
-    Channel { anchor, manifest: signer.manifest_datagram(&plan.manifest), plan, data, rounds }
+    let channel_tag = signer.channel_tag();
+    Channel { anchor, channel_tag, manifest: signer.manifest_datagram(&plan.manifest), plan, data, rounds }
 }
 
 /// A serving peer: its store filled by a lossless receiver, a store thread
@@ -150,131 +154,118 @@ enum Heard {
 /// 1 MiB every 8 ms: 1 Gbit/s of multicast.
 const MULTICAST_CHUNK_EVERY: Duration = Duration::from_millis(8);
 
-/// The hub: hear the multicast as `heard` says, repair from the peers as the
-/// hub's receive loop does, until every chunk is decoded and correct.
+/// The hub: the real [`Hub`] machine, driven as the daemon's receive loop
+/// drives it (multicast in, its fetches out on QUIC, each answer back in, its
+/// timer), hearing the multicast as `heard` says, until every chunk is
+/// decoded and correct. It learns the peers from their announcements.
 async fn repair(ch: &Channel, peers: &[Peer], heard: Heard, seed: u64) -> Repaired {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut rx = Receiver::new(ch.anchor, ReceiverConfig::default());
-    rx.handle_datagram(1, &ch.manifest);
+    let key = NodeKey::generate(&mut rand::thread_rng());
+    let endpoint = Arc::new(NodeEndpoint::bind("127.0.0.1:0".parse().expect("addr"), &key).expect("bind"));
+    let mut config = Config::new(key.id(), endpoint.local_addr().expect("addr").port());
+    config.seed = seed;
+    let start = Instant::now();
+    let mut hub = Hub::new(start, ch.anchor, config);
+    let unix_ms = 1000;
+    let input = |hub: &mut Hub, input: Input<'_>| hub.handle_input(Instant::now(), unix_ms, input);
+    input(&mut hub, Input::Multicast(&ch.manifest));
     let chunks = ch.plan.chunk_count();
     let k = wire::source_symbols(CHUNK, T);
+    // Every peer holds every chunk, and says so on the control group.
+    let mut all = ChunkBitmap::new(chunks);
+    (0..chunks).for_each(|i| all.set(i));
+    for p in peers {
+        let a = Announcement {
+            channel_tag: ch.channel_tag,
+            node_id: p.id.0,
+            quic_port: p.addr.port(),
+            objects: vec![(ch.plan.manifest.object_id, all.clone())],
+        };
+        input(&mut hub, Input::Announcement { from: p.addr, datagram: &a.encode().0 });
+    }
     let (mut fed, mut missing_bytes) = (0, 0u64);
     let loss = match heard {
         Heard::Nothing => {
             // The last chunk and the manifest after it tell the receiver the
             // multicast passed the object; every other chunk is missing whole.
             for d in ch.rounds.last().into_iter().flatten() {
-                rx.handle_datagram(1, d);
+                input(&mut hub, Input::Multicast(d));
             }
-            rx.handle_datagram(1, &ch.manifest);
+            input(&mut hub, Input::Multicast(&ch.manifest));
             (fed, missing_bytes) = (chunks, u64::from(chunks - 1) * u64::from(k) * u64::from(T));
             0.0
         }
         Heard::Loss(loss) => loss,
     };
-    let mut done = 0;
-    let check = |rx: &mut Receiver, done: &mut u32| {
-        while let Some(e) = rx.poll_event() {
-            if let Event::ChunkComplete(c) = e {
-                let range = ch.plan.chunk_range(c.index());
-                assert_eq!(c.data(), &ch.data[range.start as usize..range.end as usize]);
-                *done += 1;
-            }
-        }
-    };
-
-    let key = NodeKey::generate(&mut rand::thread_rng());
-    let endpoint = Arc::new(NodeEndpoint::bind("127.0.0.1:0".parse().expect("addr"), &key).expect("bind"));
     let fetcher = Fetcher::new(endpoint);
-    let mut repairer: Repairer<NodeId> = Repairer::new(RepairConfig::default(), seed);
     let (done_tx, mut done_rx) = mpsc::channel(256);
-    let mut tick = tokio::time::interval(Duration::from_millis(50));
-    let (mut repair_bytes, start) = (0u64, Instant::now());
+    let (mut done, mut repair_bytes) = (0, 0u64);
     let mut feed_at = tokio::time::Instant::now();
     let mut multicast_end = start;
-    let mut first = true;
-    while done < chunks {
+    loop {
+        // Carry out what the machine says.
+        while let Some(out) = hub.poll_output() {
+            match out {
+                Output::Store { event: Event::ChunkComplete(c), .. } => {
+                    let range = ch.plan.chunk_range(c.index());
+                    assert_eq!(c.data(), &ch.data[range.start as usize..range.end as usize]);
+                    done += 1;
+                }
+                Output::Fetch { id, peer, addr, req } => {
+                    let (fetcher, done_tx) = (fetcher.clone(), done_tx.clone());
+                    tokio::spawn(async move {
+                        let _ = done_tx.send((id, fetcher.fetch(peer, addr, &req).await)).await;
+                    });
+                }
+                Output::Naks { .. } | Output::Event(HubEvent::NoOrigin(_)) => {
+                    panic!("three complete peers: never the origin")
+                }
+                _ => {}
+            }
+        }
+        if done == chunks {
+            break;
+        }
         if fed < chunks && tokio::time::Instant::now() >= feed_at {
             let mut symbols = 0;
             for d in &ch.rounds[fed as usize] {
                 if !rng.gen_bool(loss) {
                     symbols += u32::from(wire::decode_header(d).is_ok_and(|h| h.kind == wire::Kind::Symbol));
-                    rx.handle_datagram(1, d);
+                    input(&mut hub, Input::Multicast(d));
                 }
             }
             missing_bytes += u64::from(k.saturating_sub(symbols)) * u64::from(T);
             fed += 1;
             feed_at += MULTICAST_CHUNK_EVERY;
             if fed == chunks {
-                rx.handle_datagram(1, &ch.manifest); // the multicast has passed the object
+                input(&mut hub, Input::Multicast(&ch.manifest)); // the multicast has passed the object
                 multicast_end = Instant::now();
             }
-            check(&mut rx, &mut done);
+            continue;
         }
-        // Plan at the start, then on each answer and tick, as the hub does.
-        if !std::mem::take(&mut first) {
-            tokio::select! {
-                Some(answer) = done_rx.recv() => {
-                    on_answer(answer, &mut rx, &mut repairer, &mut repair_bytes);
-                    check(&mut rx, &mut done);
-                }
-                _ = tick.tick() => {}
-                _ = tokio::time::sleep_until(feed_at), if fed < chunks => continue,
+        let timeout = tokio::time::Instant::from_std(hub.poll_timeout());
+        tokio::select! {
+            Some((id, result)) = done_rx.recv() => {
+                let result: Result<hubcast_protocol::peer_wire::DatagramFrames, Outcome> = result;
+                let frames: Vec<&[u8]> = result.as_ref().map(|d| d.iter().collect()).unwrap_or_default();
+                repair_bytes += frames.iter().map(|d| d.len() as u64).sum::<u64>();
+                let answer = match &result {
+                    Ok(_) => Ok(frames.as_slice()),
+                    Err(o) => Err(*o),
+                };
+                input(&mut hub, Input::Fetched { id, answer });
             }
+            _ = tokio::time::sleep_until(timeout) => input(&mut hub, Input::Timer),
+            _ = tokio::time::sleep_until(feed_at), if fed < chunks => {}
         }
-        let now = Instant::now();
-        let needs = rx.needs(64);
-        repairer.handle_tick(now, &needs, |_| {
-            peers
-                .iter()
-                .map(|p| Candidate {
-                    peer: p.id,
-                    complete: true,
-                    same_island: true,
-                    rtt: Duration::ZERO,
-                    strikes: 0,
-                })
-                .collect()
-        });
-        while let Some(r) = repairer.poll_request() {
-            let addr = peers.iter().find(|p| p.id == r.peer).expect("a known peer").addr;
-            let req = ChunkRequest { object_id: r.object_id, index: r.index, table: r.table, esis: r.esis };
-            let (fetcher, done_tx) = (fetcher.clone(), done_tx.clone());
-            tokio::spawn(async move {
-                let result = fetcher.fetch(r.peer, addr, &req).await;
-                let _ = done_tx.send((r.id, req.object_id, req.index, result)).await;
-            });
-        }
-        assert!(repairer.poll_nak().is_none(), "three complete peers: never the origin");
-        while repairer.poll_repaired().is_some() {}
     }
     Repaired {
         elapsed: start.elapsed(),
         repair_bytes,
         missing_bytes,
         after_multicast: multicast_end.elapsed(),
-        requests: repairer.stats().requests,
+        requests: hub.repair_stats().requests,
     }
-}
-
-type Answer =
-    (u64, hubcast_protocol::ObjectId, u32, Result<hubcast_protocol::peer_wire::DatagramFrames, Outcome>);
-
-/// One peer's answer into the receiver, as the hub's `on_fetch_done` does.
-fn on_answer(answer: Answer, rx: &mut Receiver, repairer: &mut Repairer<NodeId>, repair_bytes: &mut u64) {
-    let (id, object_id, index, result) = answer;
-    let outcome = match result {
-        Ok(datagrams) => {
-            for d in datagrams.iter() {
-                *repair_bytes += d.len() as u64;
-                rx.handle_repair_datagram(1, d);
-            }
-            Outcome::Served
-        }
-        Err(o) => o,
-    };
-    rx.settle_chunk(object_id, index);
-    repairer.handle_response(id, outcome);
 }
 
 /// Raw quinn: `bytes` over one bidirectional stream between two endpoints; bytes per second.

@@ -40,6 +40,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -217,6 +218,11 @@ pub async fn run(cfg: HubConfig, status: StatusBoard, cancel: CancellationToken)
         last_foreign_warning: None,
     };
     let result = receive_loop(&mut lp, socket.as_ref(), &mut unstored_rx, &cancel).await;
+    // No task of the peer side outlives the hub (nor holds the store's queue open).
+    cancel.cancel();
+    if let Some(mut p) = lp.peers.take() {
+        p.tasks.shutdown().await;
+    }
     drop(lp);
     drop(tx);
     let _ = tokio::task::spawn_blocking(move || worker.join()).await;
@@ -291,7 +297,7 @@ impl Loop<'_> {
                 Output::Event(e) => self.on_event(e),
                 Output::Announce(datagram) => self.announce(now, unix_ms, &datagram).await,
                 out => {
-                    if let Some(p) = self.peers.as_ref() {
+                    if let Some(p) = self.peers.as_mut() {
                         p.start(out, self.status);
                     }
                 }

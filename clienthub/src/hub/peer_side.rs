@@ -41,6 +41,7 @@ pub(super) fn start_peers(
     );
     let remulticasting = Arc::new(AtomicBool::new(false));
     let remulticast_bytes = Arc::new(AtomicU64::new(0));
+    let mut tasks = JoinSet::new();
     if let (Some(group), Some(feed)) = (cfg.remulticast, &feed) {
         let mut out = MulticastConfig::new(group);
         out.interface = mc.interface;
@@ -56,9 +57,9 @@ pub(super) fn start_peers(
             remulticast_bytes.clone(),
             cancel.clone(),
         );
-        tokio::spawn(task);
+        tasks.spawn(task);
     }
-    tokio::spawn(crate::peers::serve(endpoint.clone(), server.clone(), cancel.clone()));
+    tasks.spawn(crate::peers::serve(endpoint.clone(), server.clone(), cancel.clone()));
     info!(%quic, control = %control_cfg.group, upload = %cfg.upload_rate,
         origin = %origin.map_or("from the channel's manifests".into(), |o| o.to_string()), "peer repair on");
     if let Some(o) = origin {
@@ -98,7 +99,7 @@ pub(super) fn start_peers(
         server.set_forest(crate::forest::start(forest, cancel.clone()));
     }
     if cfg.stripes == 0 || cfg.bridge {
-        tokio::spawn(crate::bridge::follow(endpoint.clone(), fixed, want_rx, feed_tx, cancel.clone()));
+        tasks.spawn(crate::bridge::follow(endpoint.clone(), fixed, want_rx, feed_tx, cancel.clone()));
     }
     status.with_feed(|f| {
         f.mode = match (cfg.no_multicast, cfg.stripes > 0 && !cfg.bridge) {
@@ -136,6 +137,7 @@ pub(super) fn start_peers(
         quic_port: quic.port(),
         peer_bytes: 0,
         origin_bytes: 0,
+        tasks,
     })
 }
 
@@ -195,6 +197,9 @@ pub(super) struct PeerSide {
     /// The chunk the channel last brought, for the forest's stripe
     /// subscriptions to resume from.
     pub(super) position: watch::Sender<Option<(ObjectId, u32)>>,
+    /// Every task the peer side started: its services and one per request
+    /// out. Ended (aborted and awaited) when the hub stops.
+    pub(super) tasks: JoinSet<()>,
 }
 
 impl PeerSide {
@@ -205,18 +210,20 @@ impl PeerSide {
 
     /// Start a task for an output that goes over QUIC; its end comes back on
     /// the loop's channels.
-    pub(super) fn start(&self, out: Output, status: &StatusBoard) {
+    pub(super) fn start(&mut self, out: Output, status: &StatusBoard) {
+        // Reap the requests that ended.
+        while self.tasks.try_join_next().is_some() {}
         match out {
             Output::Fetch { id, peer, addr, req } => {
                 let (fetcher, done) = (self.fetcher.clone(), self.done_tx.clone());
-                tokio::spawn(async move {
+                self.tasks.spawn(async move {
                     let result = fetcher.fetch(peer, addr, &req).await;
                     let _ = done.send(FetchDone { id, result }).await;
                 });
             }
             Output::Naks { origin, naks } => {
                 let (fetcher, status) = (self.fetcher.clone(), status.clone());
-                tokio::spawn(async move {
+                self.tasks.spawn(async move {
                     let failed = match fetcher.send_naks(origin, &naks).await {
                         Ok(refused) => refused,
                         Err(_) => naks.len() as u64,
@@ -229,7 +236,7 @@ impl PeerSide {
             }
             Output::Lookup { tracker, object_id, index, limit } => {
                 let (fetcher, done) = (self.fetcher.clone(), self.lookup_tx.clone());
-                tokio::spawn(async move {
+                self.tasks.spawn(async move {
                     let hubs = fetcher.holders(tracker, object_id, index, limit).await;
                     let _ = done.send(LookupDone { object_id, index, hubs }).await;
                 });
@@ -237,7 +244,7 @@ impl PeerSide {
             Output::Register { tracker, holdings } => {
                 let fetcher = self.fetcher.clone();
                 let role = (self.advertised, self.in_forest);
-                tokio::spawn(async move {
+                self.tasks.spawn(async move {
                     if fetcher.register(tracker, holdings, role).await.is_err() {
                         debug!(%tracker, "registering with the tracker failed; again in {} s",
                             machine::REGISTER_EVERY.as_secs());
