@@ -259,7 +259,9 @@ impl Hub {
             source: (Source::Multicast, None),
             credited: 0,
             out: VecDeque::new(),
-            next_repair: now + REPAIR_TICK,
+            // The first plan at the first timer, as a restarted hub has
+            // chunks to repair at once.
+            next_repair: now,
             next_idle: now + IDLE_TICK,
             next_announce: now,
             announce_soon: false,
