@@ -720,9 +720,52 @@ fn decode_manifest(object_id: ObjectId, v: &[u8]) -> Option<Manifest> {
     })
 }
 
+/// The daemon's store as the hub's drivers and the shared test suite see it.
+impl hubcast_protocol::store::ChunkStore for Store {
+    type Error = StoreError;
+
+    fn put_manifest(&mut self, m: &VerifiedManifest) -> Result<(), StoreError> {
+        Store::put_manifest(self, m)
+    }
+    fn manifests(&self) -> Result<Vec<VerifiedManifest>, StoreError> {
+        Store::manifests(self)
+    }
+    fn put_chunk(&mut self, c: &VerifiedChunk) -> Result<bool, StoreError> {
+        Store::put_chunk(self, c)
+    }
+    fn has_chunk(&self, id: &ObjectId, index: u32) -> Result<bool, StoreError> {
+        Store::has_chunk(self, id, index)
+    }
+    fn chunks(&self) -> Result<Vec<(ObjectId, u32)>, StoreError> {
+        Store::chunks(self)
+    }
+    fn read_chunk(&mut self, id: &ObjectId, index: u32) -> Result<Option<Vec<u8>>, StoreError> {
+        Store::read_chunk(self, id, index)
+    }
+    fn read_ticket(&self, id: &ObjectId, index: u32) -> Result<Option<Vec<u8>>, StoreError> {
+        Store::read_ticket(self, id, index)
+    }
+    fn remove_object(&mut self, id: &ObjectId) -> Result<(), StoreError> {
+        Store::remove_object(self, id)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_store_passes_the_suite_the_memory_store_passes() {
+        let (manifests, chunks) = hubcast_protocol::store::suite_fixture();
+        let dirs: std::cell::RefCell<Vec<tempfile::TempDir>> = Default::default();
+        let make = || {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let (store, _) = Store::open(dir.path()).expect("store");
+            dirs.borrow_mut().push(dir);
+            store
+        };
+        hubcast_protocol::store::suite(make, &manifests, &chunks);
+    }
 
     #[test]
     fn names_that_could_escape_are_refused() {

@@ -20,6 +20,7 @@ pub mod repair;
 pub mod sender;
 pub mod serve;
 pub mod sim;
+pub mod store;
 pub mod tracker;
 pub mod verify;
 pub mod wire;

@@ -11,6 +11,7 @@ use hubcast_protocol::hub::{Config, Hub, Input, Output};
 use hubcast_protocol::receiver::{DropReason, Event};
 use hubcast_protocol::sender::{Carousel, Step};
 use hubcast_protocol::sim::{Link, Network};
+use hubcast_protocol::store::{ChunkStore, MemoryStore};
 use hubcast_protocol::ObjectId;
 use std::time::{Duration, Instant};
 use support::*;
@@ -26,7 +27,7 @@ const MAX_ROUNDS: u32 = 6;
 /// The real hub, listening only (no peer repair), and its in-memory store.
 struct SimHub {
     hub: Hub,
-    chunks: std::collections::BTreeMap<u32, Vec<u8>>,
+    store: MemoryStore,
     done_at: Option<Duration>,
 }
 
@@ -44,7 +45,7 @@ fn fifty_hubs_at_10_percent_loss_all_complete_on_the_carousel_alone() {
         .map(|h| {
             let mut config = Config::new(NodeId([h as u8; 32]), 0);
             config.peer_repair = false;
-            SimHub { hub: Hub::new(t0, ch.anchor, config), chunks: Default::default(), done_at: None }
+            SimHub { hub: Hub::new(t0, ch.anchor, config), store: MemoryStore::new(), done_at: None }
         })
         .collect();
 
@@ -77,8 +78,8 @@ fn fifty_hubs_at_10_percent_loss_all_complete_on_the_carousel_alone() {
             for h in hubs.iter_mut() {
                 while let Some(out) = h.hub.poll_output() {
                     if let Output::Store { event: Event::ChunkComplete(c), .. } = out {
-                        h.chunks.insert(c.index(), c.data().to_vec());
-                        if h.chunks.len() as u32 == chunks && h.done_at.is_none() {
+                        h.store.put_chunk(&c).expect("the memory store keeps it");
+                        if h.store.chunks().expect("chunks").len() as u32 == chunks && h.done_at.is_none() {
                             h.done_at = Some(now);
                         }
                     }
@@ -111,9 +112,13 @@ fn fifty_hubs_at_10_percent_loss_all_complete_on_the_carousel_alone() {
     deliver_until(&mut net, &mut hubs, send_at + Duration::from_secs(1), &mut next_tick);
 
     // Every hub has every chunk, bit for bit.
-    for (i, h) in hubs.iter().enumerate() {
-        assert_eq!(h.chunks.len() as u32, chunks, "hub {i} incomplete");
-        let got: Vec<u8> = h.chunks.values().flatten().copied().collect();
+    for (i, h) in hubs.iter_mut().enumerate() {
+        let keys = h.store.chunks().expect("chunks");
+        assert_eq!(keys.len() as u32, chunks, "hub {i} incomplete");
+        let got: Vec<u8> = keys
+            .iter()
+            .flat_map(|(id, i)| h.store.read_chunk(id, *i).expect("intact").expect("kept"))
+            .collect();
         assert_eq!(ObjectId::of(&got), ObjectId::of(src), "hub {i} has wrong bytes");
         let drops = h.hub.receiver().drops();
         assert_eq!(drops.harmful() - drops.get(DropReason::PendingEvicted), 0);

@@ -25,11 +25,12 @@ use hubcast_protocol::repair::{Nak, Outcome};
 use hubcast_protocol::sender::{Carousel, Pacer, PreparedChunk, Sender};
 use hubcast_protocol::serve::{answer, answer_complete, ChunkRequest, ChunkServer};
 use hubcast_protocol::sim::{Link, Network};
+use hubcast_protocol::store::{chunk_server, ChunkStore, MemoryStore};
 use hubcast_protocol::tracker::{Role, Tracker, TrackerConfig};
 use hubcast_protocol::wire;
 use hubcast_protocol::ObjectId;
 use rand::SeedableRng;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -115,6 +116,14 @@ fn node(h: usize) -> (NodeId, SocketAddr) {
     (NodeId(id), SocketAddr::from(([10, (h / 250) as u8, (h % 250) as u8, 1], port)))
 }
 
+/// The chunks a hub's store holds, and their bytes in order, read back and checked.
+fn read_back(store: &mut MemoryStore) -> (usize, Vec<u8>) {
+    let keys = store.chunks().expect("chunks");
+    let bytes =
+        keys.iter().flat_map(|(id, i)| store.read_chunk(id, *i).expect("intact").expect("kept")).collect();
+    (keys.len(), bytes)
+}
+
 fn index_of(addr: SocketAddr) -> usize {
     usize::from(addr.port() - BASE_PORT)
 }
@@ -149,7 +158,7 @@ struct SimHub {
     joins_at: Duration,
     dead: bool,
     /// The in-memory store: chunks decoded, (ticket datagram, bytes).
-    done: BTreeMap<u32, (Vec<u8>, Vec<u8>)>,
+    store: MemoryStore,
     servers: HashMap<u32, ChunkServer>,
     done_at: Option<Duration>,
     bytes: HashMap<Source, u64>,
@@ -203,8 +212,10 @@ impl Sim {
             match out {
                 Output::Store { event: Event::ChunkComplete(c), .. } => {
                     let hub = &mut self.hubs[h];
-                    hub.done.insert(c.index(), (c.ticket().to_vec(), c.data().to_vec()));
-                    if hub.done.len() as u32 == self.chunks && hub.done_at.is_none() {
+                    hub.store.put_chunk(&c).expect("the memory store keeps it");
+                    if hub.store.chunks().expect("chunks").len() as u32 == self.chunks
+                        && hub.done_at.is_none()
+                    {
                         hub.done_at = Some(now);
                     }
                     if is_bridge(h) {
@@ -223,6 +234,7 @@ impl Sim {
                     }
                 }
                 Output::Store { event: Event::Manifest(m), .. } => {
+                    self.hubs[h].store.put_manifest(&m).expect("the memory store keeps it");
                     if is_bridge(h) {
                         let d = self.hubs[h].hub.receiver().manifest_datagram(&m.object_id).expect("kept");
                         self.feed(h, vec![d.to_vec()]);
@@ -307,11 +319,11 @@ impl Sim {
             }
             Msg::Ask { from, id, req } => {
                 let hub = &mut self.hubs[to];
-                if let (false, Some((ticket, data))) =
-                    (hub.servers.contains_key(&req.index), hub.done.get(&req.index))
-                {
-                    let s = ChunkServer::new(ticket.clone(), data.to_vec()).expect("a decoded chunk serves");
-                    hub.servers.insert(req.index, s);
+                // Serving reads sit beside the store (a server per chunk, kept).
+                if !hub.servers.contains_key(&req.index) {
+                    if let Some(s) = chunk_server(&mut hub.store, &req.object_id, req.index) {
+                        hub.servers.insert(req.index, s);
+                    }
                 }
                 let result = answer(&req, hub.servers.get(&req.index), hub.hub.receiver());
                 let bytes = result.as_ref().map_or(48, |ds| ds.iter().map(|d| d.len() + 8).sum());
@@ -458,7 +470,7 @@ fn a_thousand_hubs_on_ten_islands_and_a_desert_complete_with_little_from_the_ori
                 hub: Hub::new(t0 + joins_at, ch.anchor, config),
                 joins_at,
                 dead: false,
-                done: BTreeMap::new(),
+                store: MemoryStore::new(),
                 servers: HashMap::new(),
                 done_at: None,
                 bytes: HashMap::new(),
@@ -541,10 +553,10 @@ fn a_thousand_hubs_on_ten_islands_and_a_desert_complete_with_little_from_the_ori
 
     // Every hub alive has every chunk, bit for bit, and saw nothing harmful.
     let mut missing = Vec::new();
-    for (h, hub) in sim.hubs.iter().enumerate().filter(|(_, s)| !s.dead) {
-        let got: Vec<u8> = hub.done.values().flat_map(|(_, data)| data.iter().copied()).collect();
-        if hub.done.len() as u32 != chunks || got != src {
-            missing.push((h, hub.done.len()));
+    for (h, hub) in sim.hubs.iter_mut().enumerate().filter(|(_, s)| !s.dead) {
+        let (held, got) = read_back(&mut hub.store);
+        if held as u32 != chunks || got != src {
+            missing.push((h, held));
         }
         let drops = hub.hub.receiver().drops();
         assert_eq!(drops.harmful(), 0, "hub {h}: {drops:?}");

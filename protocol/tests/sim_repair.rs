@@ -21,9 +21,10 @@ use hubcast_protocol::repair::Outcome;
 use hubcast_protocol::sender::Carousel;
 use hubcast_protocol::serve::{answer, ChunkRequest, ChunkServer};
 use hubcast_protocol::sim::{Link, Network};
+use hubcast_protocol::store::{chunk_server, ChunkStore, MemoryStore};
 use hubcast_protocol::wire::{self, Kind};
 use hubcast_protocol::ObjectId;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -54,6 +55,14 @@ fn node(h: usize) -> (NodeId, SocketAddr) {
     (NodeId(id), SocketAddr::from(([10, 0, (h / 250) as u8, (h % 250) as u8 + 1], BASE_PORT + h as u16)))
 }
 
+/// The chunks a hub's store holds, and their bytes in order, read back and checked.
+fn read_back(store: &mut MemoryStore) -> (usize, Vec<u8>) {
+    let keys = store.chunks().expect("chunks");
+    let bytes =
+        keys.iter().flat_map(|(id, i)| store.read_chunk(id, *i).expect("intact").expect("kept")).collect();
+    (keys.len(), bytes)
+}
+
 fn index_of(addr: SocketAddr) -> usize {
     usize::from(addr.port() - BASE_PORT)
 }
@@ -61,7 +70,7 @@ fn index_of(addr: SocketAddr) -> usize {
 struct SimHub {
     hub: Hub,
     /// The in-memory store: chunks decoded, (ticket datagram, bytes).
-    done: BTreeMap<u32, (Vec<u8>, Vec<u8>)>,
+    store: MemoryStore,
     servers: HashMap<u32, ChunkServer>,
     multicast_symbols: Vec<u32>,
     repair_bytes: u64,
@@ -102,13 +111,17 @@ impl Sim {
             let hub = &mut self.hubs[h];
             match out {
                 Output::Store { event: Event::ChunkComplete(c), source } => {
-                    hub.done.insert(c.index(), (c.ticket().to_vec(), c.data().to_vec()));
+                    hub.store.put_chunk(&c).expect("the memory store keeps it");
                     hub.by_peer += u32::from(source == Source::Peer);
-                    if hub.done.len() as u32 == self.chunks && hub.done_at.is_none() {
+                    if hub.store.chunks().expect("chunks").len() as u32 == self.chunks
+                        && hub.done_at.is_none()
+                    {
                         hub.done_at = Some(now);
                     }
                 }
-                Output::Store { event: Event::Manifest(_), .. } => {}
+                Output::Store { event: Event::Manifest(m), .. } => {
+                    self.hubs[h].store.put_manifest(&m).expect("the memory store keeps it");
+                }
                 Output::Fetch { id, addr, req, .. } => {
                     self.net.unicast(index_of(addr), Msg::Ask { from: h, id, req }, peer_link(64));
                 }
@@ -142,11 +155,11 @@ impl Sim {
             }
             Msg::Ask { from, id, req } => {
                 let hub = &mut self.hubs[to];
-                if let (false, Some((ticket, data))) =
-                    (hub.servers.contains_key(&req.index), hub.done.get(&req.index))
-                {
-                    let s = ChunkServer::new(ticket.clone(), data.to_vec()).expect("a decoded chunk serves");
-                    hub.servers.insert(req.index, s);
+                // Serving reads sit beside the store (a server per chunk, kept).
+                if !hub.servers.contains_key(&req.index) {
+                    if let Some(s) = chunk_server(&mut hub.store, &req.object_id, req.index) {
+                        hub.servers.insert(req.index, s);
+                    }
                 }
                 let result = answer(&req, hub.servers.get(&req.index), hub.hub.receiver());
                 let bytes = result.as_ref().map_or(48, |ds| ds.iter().map(|d| d.len() + 8).sum());
@@ -220,7 +233,7 @@ fn fifty_hubs_at_10_percent_loss_complete_from_each_other_without_the_origin() {
                 config.seed = h as u64;
                 SimHub {
                     hub: Hub::new(t0, ch.anchor, config),
-                    done: BTreeMap::new(),
+                    store: MemoryStore::new(),
                     servers: HashMap::new(),
                     multicast_symbols: vec![0; chunks as usize],
                     repair_bytes: 0,
@@ -257,9 +270,9 @@ fn fifty_hubs_at_10_percent_loss_complete_from_each_other_without_the_origin() {
     }
 
     // Every hub has every chunk, bit for bit.
-    for (i, h) in sim.hubs.iter().enumerate() {
-        assert_eq!(h.done.len() as u32, chunks, "hub {i} incomplete");
-        let got: Vec<u8> = h.done.values().flat_map(|(_, data)| data.iter().copied()).collect();
+    for (i, h) in sim.hubs.iter_mut().enumerate() {
+        let (held, got) = read_back(&mut h.store);
+        assert_eq!(held as u32, chunks, "hub {i} incomplete");
         assert_eq!(ObjectId::of(&got), ObjectId::of(src), "hub {i} has wrong bytes");
         let drops = h.hub.receiver().drops();
         assert_eq!(drops.harmful(), 0, "hub {i}: {drops:?}");
