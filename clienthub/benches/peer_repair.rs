@@ -114,18 +114,20 @@ fn start_peer(ch: &Channel, cancel: &CancellationToken) -> Peer {
     std::thread::spawn(move || {
         while let Some(job) = store_rx.blocking_recv() {
             if let StoreJob::Read(r) = job {
-                let _ =
-                    r.reply.send(hubcast_clienthub::peers::read_to_serve(&mut store, &r.req).ok().flatten());
+                let _ = r
+                    .reply
+                    .send(hubcast_clienthub::store_worker::read_to_serve(&mut store, &r.req).ok().flatten());
             }
         }
     });
     // Nothing partial here: a peer that lacks a chunk refuses.
     let (partial_tx, _) = mpsc::channel(1);
-    let server = Server::new(store_tx, partial_tx, 1e12, StatusBoard::default(), None);
+    let server = Server::new(store_tx, partial_tx, 1e12, StatusBoard::default());
     let key = NodeKey::generate(&mut rand::thread_rng());
     let endpoint = Arc::new(NodeEndpoint::bind("127.0.0.1:0".parse().expect("addr"), &key).expect("bind"));
     let addr = endpoint.local_addr().expect("local addr");
-    tokio::spawn(hubcast_clienthub::peers::serve(endpoint, server, cancel.clone()));
+    let services = hubcast_clienthub::dispatch::Services::new(server, None);
+    tokio::spawn(hubcast_clienthub::dispatch::serve(endpoint, services, cancel.clone()));
     Peer { id: key.id(), addr, _store_dir: dir }
 }
 

@@ -6,6 +6,7 @@
 
 pub mod bridge;
 pub mod config;
+pub mod dispatch;
 pub mod export;
 pub mod forest;
 pub mod http;

@@ -3,36 +3,34 @@
 //! The hub machine (`hubcast_protocol::hub::Hub`, driven by the receive
 //! loop) decides what to ask of whom and keeps the one strike ledger. What
 //! waits on the network runs in tasks:
-//! - [`serve`] accepts peers; each stream is one request, answered from a
-//!   decoded chunk (cache, else the store) or, for a chunk still being collected,
-//!   by the receive loop from what it holds verified ([`PartialAsk`]);
+//! - [`Server`] answers the chunk requests the dispatcher (the `dispatch` module)
+//!   hands it, each stream one request, from a decoded chunk (cache, else the
+//!   store) or, for a chunk still being collected, by the receive loop from
+//!   what it holds verified ([`PartialAsk`]);
 //! - [`Fetcher::fetch`] runs one repair request and hands the datagrams back to
 //!   the loop, which checks them like multicast before anything is kept.
 //!
-//! Limits on the serving side: QUIC caps a peer's open streams (one request
-//! each), a per-connection request rate, one upload rate for all peers
-//! (`--upload-rate`), and a peer that sends malformed requests is disconnected.
+//! Limits on the serving side: one upload rate for all peers
+//! (`--upload-rate`); the dispatcher's per-connection limits before that.
 
 use crate::status::StatusBoard;
-use crate::store::{Store, StoreError};
-use crate::store_worker::StoreJob;
+use crate::store_worker::{FromStore, StoreJob, StoreRead};
 use hubcast_daemon::Bucket;
 use hubcast_keys::{NodeAddr, NodeId};
 use hubcast_protocol::peer_wire::{
     self, Answer, ChunkBitmap, DatagramFrames, ListedHub, PeerMessage, RefuseReason,
 };
 use hubcast_protocol::repair::{Nak, Outcome};
-use hubcast_protocol::serve::{answer_complete, ChunkRequest, ChunkServer, KeptTable};
+use hubcast_protocol::serve::{answer_complete, ChunkRequest, ChunkServer};
 use hubcast_protocol::wire::MAX_DATAGRAM;
 use hubcast_protocol::ObjectId;
-use hubcast_transport::quic::{accept_each, NodeEndpoint};
+use hubcast_transport::quic::NodeEndpoint;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::debug;
 
 /// One fetch, connection included.
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -41,54 +39,14 @@ pub const FETCH_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_PACED_WAIT: Duration = Duration::from_millis(800);
 /// Malformed requests from one connection before it is closed.
 pub const MAX_BAD_REQUESTS: u32 = 3;
-/// Requests per second one peer may make (a burst of as many is allowed).
-const REQUESTS_PER_SEC: f64 = 200.0;
-/// A request is two small frames: a table request and a symbol request.
-const MAX_REQUEST_BYTES: usize = 4096;
 /// Decoded chunks kept ready to serve.
 const SERVE_CACHE: usize = 16;
-/// QUIC application close code for a peer that broke the protocol.
-const CLOSE_MALFORMED: u32 = 1;
 
 /// A peer's request for a chunk the hub is still collecting: the receive loop
 /// answers it from the symbols it holds verified.
 pub struct PartialAsk {
     pub req: ChunkRequest,
     pub reply: oneshot::Sender<Result<Vec<Vec<u8>>, RefuseReason>>,
-}
-
-/// Ask the store worker for what answers a request ([`read_to_serve`]).
-pub struct StoreRead {
-    pub req: ChunkRequest,
-    pub reply: oneshot::Sender<Option<FromStore>>,
-}
-
-/// What the store gives to answer a request.
-pub enum FromStore {
-    /// The answer itself, from just the symbols asked for: every one checked
-    /// against the digests kept with the chunk.
-    Answer(Vec<Vec<u8>>),
-    /// The whole chunk, checked against its hash, ready to serve (and cache).
-    Chunk(Box<ChunkServer>),
-}
-
-/// Run by the store worker: answer from the symbols asked for when the kept
-/// table covers them (a few lost symbols cost a few symbols' reads, not the
-/// chunk's), else the whole chunk. `None` when the chunk is not stored (or is
-/// damaged; the store then drops it).
-pub fn read_to_serve(store: &mut Store, req: &ChunkRequest) -> Result<Option<FromStore>, StoreError> {
-    let (id, index) = (&req.object_id, req.index);
-    let Some((ticket, pages)) = store.read_kept(id, index)? else { return Ok(None) };
-    let Ok(table) = KeptTable::new(ticket, pages) else { return Ok(None) };
-    if let Some(ranges) = table.ranges_for(req) {
-        // Unreadable or not matching its digests: the whole-chunk read below
-        // finds out what is wrong and drops the chunk if it is damaged.
-        if let Ok(Ok(datagrams)) = store.read_ranges(id, index, &ranges).map(|b| table.answer_from(req, &b)) {
-            return Ok(Some(FromStore::Answer(datagrams)));
-        }
-    }
-    let Some((data, hash)) = store.read_chunk_hashed(id, index)? else { return Ok(None) };
-    Ok(ChunkServer::from_stored(table, data, hash).ok().map(|s| FromStore::Chunk(Box::new(s))))
 }
 
 type ServerEntry = ((ObjectId, u32), Arc<ChunkServer>);
@@ -110,12 +68,7 @@ pub struct Server {
     paced_micros: std::sync::atomic::AtomicU64,
     /// Answers refused as busy because the cap would hold them too long.
     upload_busy: std::sync::atomic::AtomicU64,
-    status: StatusBoard,
-    /// The channel's feed, when this hub is a bridge (`--bridge`) or in a
-    /// stripe forest (`--stripes`).
-    feed: Option<Arc<crate::bridge::Feed>>,
-    /// The stripe forest, when this hub is in one.
-    forest: std::sync::OnceLock<Arc<crate::forest::ForestLink>>,
+    pub(crate) status: StatusBoard,
 }
 
 /// A peer that took more than this from us...
@@ -136,7 +89,6 @@ impl Server {
         partial: mpsc::Sender<PartialAsk>,
         upload_bytes_per_sec: f64,
         status: StatusBoard,
-        feed: Option<Arc<crate::bridge::Feed>>,
     ) -> Arc<Server> {
         Arc::new(Server {
             cache: Mutex::new(VecDeque::new()),
@@ -150,15 +102,7 @@ impl Server {
             paced_micros: Default::default(),
             upload_busy: Default::default(),
             status,
-            feed,
-            forest: std::sync::OnceLock::new(),
         })
-    }
-
-    /// This hub is in a stripe forest: forest messages and stripe
-    /// subscriptions go there.
-    pub fn set_forest(&self, link: Arc<crate::forest::ForestLink>) {
-        let _ = self.forest.set(link);
     }
 
     /// Verified bytes `peer` served us: its credit in the send/receive score,
@@ -265,98 +209,17 @@ impl Server {
     }
 }
 
-/// Accept peers until `cancel`.
-pub async fn serve(endpoint: Arc<NodeEndpoint>, server: Arc<Server>, cancel: CancellationToken) {
-    accept_each(&endpoint, cancel, move |conn, peer| serve_connection(conn, peer, server.clone())).await;
-}
-
-async fn serve_connection(conn: quinn::Connection, peer: NodeId, server: Arc<Server>) {
-    let bad = Arc::new(std::sync::atomic::AtomicU32::new(0));
-    let rate = Arc::new(Mutex::new(Bucket::new(REQUESTS_PER_SEC)));
-    let from = conn.remote_address();
-    while let Ok((send, recv)) = conn.accept_bi().await {
-        let (conn, server, bad, rate) = (conn.clone(), server.clone(), bad.clone(), rate.clone());
-        tokio::spawn(async move {
-            let within_rate = rate.lock().map(|mut r| r.try_take()).unwrap_or(false);
-            let mut send = send;
-            let served = serve_stream(&mut send, recv, (peer, from), &server, within_rate).await;
-            if let Err(StreamError::Malformed(_)) = &served {
-                let _ = send.reset(CLOSE_MALFORMED.into());
-            }
-            match served {
-                Ok(()) => {}
-                Err(StreamError::Malformed(e)) => {
-                    server.status.peer_message_dropped();
-                    let n = bad.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                    debug!(%peer, "malformed request ({e}), {n} from this peer");
-                    if n >= MAX_BAD_REQUESTS {
-                        warn!(%peer, "disconnecting peer: {n} malformed requests");
-                        conn.close(CLOSE_MALFORMED.into(), b"malformed requests");
-                    }
-                }
-                Err(StreamError::Io) => {}
-            }
-        });
-    }
-}
-
-enum StreamError {
-    Malformed(String),
-    Io,
-}
-
-/// A feed or stripe subscription this hub does not serve: refused, not held.
-async fn refuse_not_held(send: &mut quinn::SendStream) -> Result<(), StreamError> {
-    let mut out = Vec::new();
-    crate::bridge::refuse(RefuseReason::NotHeld, &mut out);
-    send.write_all(&out).await.map_err(|_| StreamError::Io)?;
-    send.finish().map_err(|_| StreamError::Io)
-}
-
-async fn serve_stream(
+/// Answer one peer's chunk request on its stream (`messages`, as read):
+/// within the peer's request rate and the upload cap, from a decoded chunk
+/// (cache, else the store) or what the receive loop holds verified.
+pub(crate) async fn answer_stream(
     send: &mut quinn::SendStream,
-    mut recv: quinn::RecvStream,
-    (peer, from): (NodeId, SocketAddr),
+    messages: &[PeerMessage],
+    peer: NodeId,
     server: &Server,
     within_rate: bool,
 ) -> Result<(), StreamError> {
-    let body = match tokio::time::timeout(FETCH_TIMEOUT, recv.read_to_end(MAX_REQUEST_BYTES)).await {
-        Ok(Ok(b)) => b,
-        Ok(Err(quinn::ReadToEndError::TooLong)) => {
-            return Err(StreamError::Malformed("request too long".into()))
-        }
-        _ => return Err(StreamError::Io),
-    };
-    let messages = peer_wire::decode_all(&body).map_err(|e| StreamError::Malformed(e.to_string()))?;
-    if let [PeerMessage::Forest(m)] = messages.as_slice() {
-        let peer = hubcast_protocol::peer_wire::ForestPeer { node_id: peer.0, addr: from };
-        match server.forest.get() {
-            Some(forest) => forest.deliver(peer, m.clone()),
-            None => debug!(peer = %NodeId(peer.node_id), "a forest message, and this hub is in no forest"),
-        }
-        send.finish().map_err(|_| StreamError::Io)?;
-        return Ok(());
-    }
-    if let [PeerMessage::Stripe { tree, stripes, resume }] = messages.as_slice() {
-        let child_here = server.forest.get().filter(|f| f.stripes() == *stripes && f.is_child(*tree, &peer));
-        match (child_here, &server.feed) {
-            (Some(forest), Some(feed)) => {
-                let stripe = Some((*tree, *stripes));
-                crate::bridge::serve_subscription(send, feed, server, peer, *resume, stripe).await;
-                forest.child_gone(*tree, peer);
-            }
-            _ => refuse_not_held(send).await?,
-        }
-        return Ok(());
-    }
-    if let [PeerMessage::Subscribe { resume }] = messages.as_slice() {
-        match &server.feed {
-            Some(feed) => crate::bridge::serve_subscription(send, feed, server, peer, *resume, None).await,
-            None => refuse_not_held(send).await?,
-        }
-        return Ok(());
-    }
-    let Some(req) = ChunkRequest::from_messages(&messages) else {
+    let Some(req) = ChunkRequest::from_messages(messages) else {
         return Err(StreamError::Malformed("not a chunk request".into()));
     };
     let result = if !within_rate {
@@ -415,6 +278,12 @@ async fn serve_stream(
         return Err(StreamError::Malformed("ESI or page beyond the chunk".into()));
     }
     Ok(())
+}
+
+/// How serving one stream went wrong.
+pub(crate) enum StreamError {
+    Malformed(String),
+    Io,
 }
 
 /// Runs repair requests against peers, one QUIC connection per peer.
@@ -600,7 +469,7 @@ mod tests {
     fn a_busy_server_defers_the_taker_and_serves_the_giver() {
         let (store, _) = mpsc::channel(1);
         let (partial, _) = mpsc::channel(1);
-        let server = Server::new(store, partial, 10_000.0, StatusBoard::default(), None);
+        let server = Server::new(store, partial, 10_000.0, StatusBoard::default());
         let (taker, giver) = (NodeId([1; 32]), NodeId([2; 32]));
         for peer in [taker, giver] {
             server.served.lock().unwrap().insert(peer, 8 << 20);

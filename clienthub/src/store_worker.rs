@@ -5,19 +5,53 @@
 //! ([`Unstored`]) to be collected or repaired again.
 
 use crate::live::LiveBoard;
-use crate::peers::StoreRead;
 use crate::status::StatusBoard;
 use crate::store::{Store, StoreError};
 use hubcast_daemon::unix_ms;
 use hubcast_protocol::receiver::Event;
+use hubcast_protocol::serve::{ChunkRequest, ChunkServer, KeptTable};
 use hubcast_protocol::verify::VerifiedManifest;
 use hubcast_protocol::wire::Manifest;
 use hubcast_protocol::ObjectId;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
+
+/// Ask the store worker for what answers a request ([`read_to_serve`]).
+pub struct StoreRead {
+    pub req: ChunkRequest,
+    pub reply: oneshot::Sender<Option<FromStore>>,
+}
+
+/// What the store gives to answer a request.
+pub enum FromStore {
+    /// The answer itself, from just the symbols asked for: every one checked
+    /// against the digests kept with the chunk.
+    Answer(Vec<Vec<u8>>),
+    /// The whole chunk, checked against its hash, ready to serve (and cache).
+    Chunk(Box<ChunkServer>),
+}
+
+/// Run by the store worker: answer from the symbols asked for when the kept
+/// table covers them (a few lost symbols cost a few symbols' reads, not the
+/// chunk's), else the whole chunk. `None` when the chunk is not stored (or is
+/// damaged; the store then drops it).
+pub fn read_to_serve(store: &mut Store, req: &ChunkRequest) -> Result<Option<FromStore>, StoreError> {
+    let (id, index) = (&req.object_id, req.index);
+    let Some((ticket, pages)) = store.read_kept(id, index)? else { return Ok(None) };
+    let Ok(table) = KeptTable::new(ticket, pages) else { return Ok(None) };
+    if let Some(ranges) = table.ranges_for(req) {
+        // Unreadable or not matching its digests: the whole-chunk read below
+        // finds out what is wrong and drops the chunk if it is damaged.
+        if let Ok(Ok(datagrams)) = store.read_ranges(id, index, &ranges).map(|b| table.answer_from(req, &b)) {
+            return Ok(Some(FromStore::Answer(datagrams)));
+        }
+    }
+    let Some((data, hash)) = store.read_chunk_hashed(id, index)? else { return Ok(None) };
+    Ok(ChunkServer::from_stored(table, data, hash).ok().map(|s| FromStore::Chunk(Box::new(s))))
+}
 
 /// At most one store warning per this interval; the rest are counted.
 const STORE_WARN_EVERY: Duration = Duration::from_secs(10);
@@ -110,7 +144,7 @@ pub(crate) fn store_worker(
         let event = match job {
             StoreJob::Event(e) => e,
             StoreJob::Read(r) => {
-                let chunk = crate::peers::read_to_serve(w.store, &r.req).unwrap_or_else(|e| {
+                let chunk = read_to_serve(w.store, &r.req).unwrap_or_else(|e| {
                     w.fail(&e);
                     None
                 });

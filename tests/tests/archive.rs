@@ -172,7 +172,7 @@ fn a_hub_killed_mid_transfer_resumes_without_fetching_stored_chunks_again() {
     // The table pages are kept too: a request for a few source symbols is
     // answered from those symbols' bytes, the same datagrams the whole chunk
     // gives; a request for a repair symbol needs the chunk.
-    use hubcast_clienthub::peers::{read_to_serve, FromStore};
+    use hubcast_clienthub::store_worker::{read_to_serve, FromStore};
     use hubcast_protocol::peer_wire::EsiRanges;
     use hubcast_protocol::serve::{answer_complete, ChunkRequest};
     let esis = |first, n| EsiRanges::new(vec![(first, n)]).unwrap();

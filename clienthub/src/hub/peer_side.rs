@@ -32,11 +32,9 @@ pub(super) fn start_peers(
     // Bridges serve subscriptions from the feed; --remulticast sends it on the LAN.
     let feed = (cfg.bridge || cfg.remulticast.is_some() || cfg.stripes > 0)
         .then(|| Feed::new(cfg.back_buffer(), cfg.bridge_fanout));
-    let server = Server::new(
-        store.clone(),
-        partial_tx,
-        upload,
-        status.clone(),
+    let server = Server::new(store.clone(), partial_tx, upload, status.clone());
+    let services = crate::dispatch::Services::new(
+        server.clone(),
         feed.clone().filter(|_| cfg.bridge || cfg.stripes > 0),
     );
     let remulticasting = Arc::new(AtomicBool::new(false));
@@ -59,7 +57,7 @@ pub(super) fn start_peers(
         );
         tasks.spawn(task);
     }
-    tasks.spawn(crate::peers::serve(endpoint.clone(), server.clone(), cancel.clone()));
+    tasks.spawn(crate::dispatch::serve(endpoint.clone(), services.clone(), cancel.clone()));
     info!(%quic, control = %control_cfg.group, upload = %cfg.upload_rate,
         origin = %origin.map_or("from the channel's manifests".into(), |o| o.to_string()), "peer repair on");
     if let Some(o) = origin {
@@ -96,7 +94,7 @@ pub(super) fn start_peers(
             position: position_rx,
             tracker: tracker_rx,
         };
-        server.set_forest(crate::forest::start(forest, cancel.clone()));
+        services.set_forest(crate::forest::start(forest, cancel.clone()));
     }
     if cfg.stripes == 0 || cfg.bridge {
         tasks.spawn(crate::bridge::follow(endpoint.clone(), fixed, want_rx, feed_tx, cancel.clone()));

@@ -1,0 +1,143 @@
+//! The one QUIC dispatcher below the hub's peer services: it accepts peers
+//! (within the endpoint's limits) and hands each stream, by its first
+//! message, to its service: a chunk request to the peer server
+//! ([`crate::peers`]), a feed subscription to the bridge ([`crate::bridge`]),
+//! forest messages and stripe subscriptions to the forest
+//! ([`crate::forest`]). The services do not import each other for this.
+//!
+//! Limits: QUIC caps a peer's open streams (one request each), each
+//! connection has a request rate, and a peer that sends malformed requests
+//! is disconnected.
+
+use crate::bridge::{self, Feed};
+use crate::forest::ForestLink;
+use crate::peers::{self, Server, StreamError, FETCH_TIMEOUT, MAX_BAD_REQUESTS};
+use hubcast_daemon::Bucket;
+use hubcast_keys::NodeId;
+use hubcast_protocol::peer_wire::{self, PeerMessage, RefuseReason};
+use hubcast_transport::quic::{accept_each, NodeEndpoint};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+/// Requests per second one peer may make (a burst of as many is allowed).
+const REQUESTS_PER_SEC: f64 = 200.0;
+/// A request is two small frames: a table request and a symbol request.
+const MAX_REQUEST_BYTES: usize = 4096;
+/// QUIC application close code for a peer that broke the protocol.
+const CLOSE_MALFORMED: u32 = 1;
+
+/// What the dispatcher hands streams to.
+pub struct Services {
+    /// Chunk requests.
+    pub server: Arc<Server>,
+    /// Feed subscriptions, when this hub is a bridge (`--bridge`) or in a
+    /// stripe forest (`--stripes`).
+    pub feed: Option<Arc<Feed>>,
+    /// Forest messages and stripe subscriptions, when this hub is in a forest.
+    forest: OnceLock<Arc<ForestLink>>,
+}
+
+impl Services {
+    pub fn new(server: Arc<Server>, feed: Option<Arc<Feed>>) -> Arc<Services> {
+        Arc::new(Services { server, feed, forest: OnceLock::new() })
+    }
+
+    /// This hub is in a stripe forest: forest messages and stripe
+    /// subscriptions go there.
+    pub fn set_forest(&self, link: Arc<ForestLink>) {
+        let _ = self.forest.set(link);
+    }
+}
+
+/// Accept peers until `cancel`.
+pub async fn serve(endpoint: Arc<NodeEndpoint>, services: Arc<Services>, cancel: CancellationToken) {
+    accept_each(&endpoint, cancel, move |conn, peer| serve_connection(conn, peer, services.clone())).await;
+}
+
+async fn serve_connection(conn: quinn::Connection, peer: NodeId, services: Arc<Services>) {
+    let bad = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let rate = Arc::new(Mutex::new(Bucket::new(REQUESTS_PER_SEC)));
+    let from = conn.remote_address();
+    while let Ok((send, recv)) = conn.accept_bi().await {
+        let (conn, services, bad, rate) = (conn.clone(), services.clone(), bad.clone(), rate.clone());
+        tokio::spawn(async move {
+            let within_rate = rate.lock().map(|mut r| r.try_take()).unwrap_or(false);
+            let mut send = send;
+            let served = serve_stream(&mut send, recv, (peer, from), &services, within_rate).await;
+            if let Err(StreamError::Malformed(_)) = &served {
+                let _ = send.reset(CLOSE_MALFORMED.into());
+            }
+            match served {
+                Ok(()) => {}
+                Err(StreamError::Malformed(e)) => {
+                    services.server.status.peer_message_dropped();
+                    let n = bad.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                    debug!(%peer, "malformed request ({e}), {n} from this peer");
+                    if n >= MAX_BAD_REQUESTS {
+                        warn!(%peer, "disconnecting peer: {n} malformed requests");
+                        conn.close(CLOSE_MALFORMED.into(), b"malformed requests");
+                    }
+                }
+                Err(StreamError::Io) => {}
+            }
+        });
+    }
+}
+
+/// A feed or stripe subscription this hub does not serve: refused, not held.
+async fn refuse_not_held(send: &mut quinn::SendStream) -> Result<(), StreamError> {
+    let mut out = Vec::new();
+    bridge::refuse(RefuseReason::NotHeld, &mut out);
+    send.write_all(&out).await.map_err(|_| StreamError::Io)?;
+    send.finish().map_err(|_| StreamError::Io)
+}
+
+async fn serve_stream(
+    send: &mut quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    (peer, from): (NodeId, SocketAddr),
+    services: &Services,
+    within_rate: bool,
+) -> Result<(), StreamError> {
+    let server = &services.server;
+    let body = match tokio::time::timeout(FETCH_TIMEOUT, recv.read_to_end(MAX_REQUEST_BYTES)).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(quinn::ReadToEndError::TooLong)) => {
+            return Err(StreamError::Malformed("request too long".into()))
+        }
+        _ => return Err(StreamError::Io),
+    };
+    let messages = peer_wire::decode_all(&body).map_err(|e| StreamError::Malformed(e.to_string()))?;
+    if let [PeerMessage::Forest(m)] = messages.as_slice() {
+        let peer = hubcast_protocol::peer_wire::ForestPeer { node_id: peer.0, addr: from };
+        match services.forest.get() {
+            Some(forest) => forest.deliver(peer, m.clone()),
+            None => debug!(peer = %NodeId(peer.node_id), "a forest message, and this hub is in no forest"),
+        }
+        send.finish().map_err(|_| StreamError::Io)?;
+        return Ok(());
+    }
+    if let [PeerMessage::Stripe { tree, stripes, resume }] = messages.as_slice() {
+        let child_here =
+            services.forest.get().filter(|f| f.stripes() == *stripes && f.is_child(*tree, &peer));
+        match (child_here, &services.feed) {
+            (Some(forest), Some(feed)) => {
+                let stripe = Some((*tree, *stripes));
+                bridge::serve_subscription(send, feed, server, peer, *resume, stripe).await;
+                forest.child_gone(*tree, peer);
+            }
+            _ => refuse_not_held(send).await?,
+        }
+        return Ok(());
+    }
+    if let [PeerMessage::Subscribe { resume }] = messages.as_slice() {
+        match &services.feed {
+            Some(feed) => bridge::serve_subscription(send, feed, server, peer, *resume, None).await,
+            None => refuse_not_held(send).await?,
+        }
+        return Ok(());
+    }
+    peers::answer_stream(send, &messages, peer, server, within_rate).await
+}
