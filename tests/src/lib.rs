@@ -180,9 +180,12 @@ impl Drop for Daemon {
             assert!(st.success(), "{} exited with {st} during the test:\n{}", self.name, self.log_text());
             return;
         }
+        let asked = Instant::now();
         self.terminate();
         match self.wait_exit(STOP_NET) {
             Some(st) => {
+                // The figure, for the record (`grep 'stopped in'` over a run).
+                eprintln!("{} stopped in {:.2} s of SIGTERM", self.name, asked.elapsed().as_secs_f64());
                 assert!(st.success(), "{} exited with {st} on SIGTERM:\n{}", self.name, self.log_text())
             }
             None => {
