@@ -18,6 +18,7 @@ use hubcast_protocol::peer_wire::{self, PeerMessage, RefuseReason};
 use hubcast_transport::quic::{accept_each, NodeEndpoint};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -56,13 +57,19 @@ pub async fn serve(endpoint: Arc<NodeEndpoint>, services: Arc<Services>, cancel:
     accept_each(&endpoint, cancel, move |conn, peer| serve_connection(conn, peer, services.clone())).await;
 }
 
+/// One peer's connection: each stream served by a task of its own, owned
+/// here. When the connection task is aborted (the hub stops), so are its
+/// streams: a long feed or stripe subscription being served holds the store's
+/// queue open, and the hub's store worker waits for that queue to close.
 async fn serve_connection(conn: quinn::Connection, peer: NodeId, services: Arc<Services>) {
     let bad = Arc::new(std::sync::atomic::AtomicU32::new(0));
     let rate = Arc::new(Mutex::new(Bucket::new(REQUESTS_PER_SEC)));
     let from = conn.remote_address();
+    let mut streams = JoinSet::new();
     while let Ok((send, recv)) = conn.accept_bi().await {
+        while streams.try_join_next().is_some() {}
         let (conn, services, bad, rate) = (conn.clone(), services.clone(), bad.clone(), rate.clone());
-        tokio::spawn(async move {
+        streams.spawn(async move {
             let within_rate = rate.lock().map(|mut r| r.try_take()).unwrap_or(false);
             let mut send = send;
             let served = serve_stream(&mut send, recv, (peer, from), &services, within_rate).await;

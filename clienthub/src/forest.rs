@@ -27,8 +27,9 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 use tracing::{debug, info, warn};
 
 /// Forest inputs waiting for the forest task; more are dropped (a peer
@@ -139,12 +140,12 @@ pub struct Forest {
     pub tracker: watch::Receiver<Option<NodeAddr>>,
 }
 
-/// Start the forest task; the link goes to the server.
-pub fn start(forest: Forest, cancel: CancellationToken) -> Arc<ForestLink> {
+/// Start the forest task, owned by `tasks`; the link goes to the dispatcher.
+pub fn start(forest: Forest, cancel: CancellationToken, tasks: &mut JoinSet<()>) -> Arc<ForestLink> {
     let (tx, rx) = mpsc::channel(INBOUND_QUEUE);
     let link =
         Arc::new(ForestLink { stripes: forest.stripes, inbound: tx.clone(), children: Mutex::default() });
-    tokio::spawn(run(forest, link.clone(), tx, rx, cancel));
+    tasks.spawn(run(forest, link.clone(), tx, rx, cancel));
     link
 }
 
@@ -157,13 +158,17 @@ async fn run(
 ) {
     let cfg = ForestConfig::new(f.stripes);
     let mut joined = None;
+    // Messages on their way to other hubs.
+    let mut telling = JoinSet::new();
     let mut node = match f.root {
         None => {
             info!(stripes = f.stripes, "stripe forest: this hub is the root of every tree");
             ForestNode::new_root(f.me, cfg)
         }
         Some(root) => {
-            let Some((tree, root_pick)) = welcome(&f, root, &mut rx, &cancel).await else { return };
+            let Some((tree, root_pick)) = welcome(&f, root, &mut rx, &cancel, &mut telling).await else {
+                return;
+            };
             // A random hub of the forest, as the tracker names it; the root's
             // pick when no tracker is known or it names none.
             let (contact, via) = match tracker_pick(&f).await {
@@ -178,13 +183,17 @@ async fn run(
             n
         }
     };
-    let mut stripes: Vec<Option<(ForestPeer, JoinHandle<()>)>> = (0..f.stripes).map(|_| None).collect();
+    // The stripes' tasks end when their entry goes (or this task does).
+    let mut stripes: Vec<Option<(ForestPeer, AbortOnDropHandle<()>)>> =
+        (0..f.stripes).map(|_| None).collect();
+
     let heard =
         Arc::new(Heard { start: Instant::now(), ms: (0..f.stripes).map(|_| AtomicU64::new(0)).collect() });
     let mut tick = tokio::time::interval(TICK);
     let mut parents_lost = 0;
     loop {
-        step(&f, &link, &tx, &mut node, &mut stripes, &heard);
+        while telling.try_join_next().is_some() {}
+        step(&f, &link, &tx, &mut node, &mut stripes, &heard, &mut telling);
         publish(&f, &node, parents_lost, joined);
         let now = Instant::now();
         tokio::select! {
@@ -212,18 +221,14 @@ async fn run(
                     warn!(tree = t, parent = ?node.parent(t).map(|p| NodeId(p.node_id)),
                         "stripe forest: nothing on this stripe for {} s while others flow; searching a place from the root",
                         STARVED.as_secs());
-                    if let Some((_, task)) = stripes[t as usize].take() {
-                        task.abort();
-                    }
+                    stripes[t as usize] = None; // its task ends
                     node.handle_starved(now, t);
                 }
             }
             _ = cancel.cancelled() => break,
         }
     }
-    for (_, task) in stripes.into_iter().flatten() {
-        task.abort();
-    }
+    // Dropping `stripes` and `telling` ends their tasks.
 }
 
 /// A random hub of the forest from the tracker's registry, if a tracker is
@@ -246,9 +251,10 @@ async fn welcome(
     root: ForestPeer,
     rx: &mut mpsc::Receiver<Inbound>,
     cancel: &CancellationToken,
+    telling: &mut JoinSet<()>,
 ) -> Option<(Tree, ForestPeer)> {
     loop {
-        tell(f, root, Msg::Join);
+        tell(f, root, Msg::Join, telling);
         let deadline = tokio::time::sleep(WELCOME_WAIT);
         tokio::pin!(deadline);
         loop {
@@ -274,8 +280,9 @@ fn step(
     link: &ForestLink,
     tx: &mpsc::Sender<Inbound>,
     node: &mut ForestNode<ForestPeer>,
-    stripes: &mut [Option<(ForestPeer, JoinHandle<()>)>],
+    stripes: &mut [Option<(ForestPeer, AbortOnDropHandle<()>)>],
     heard: &Arc<Heard>,
+    telling: &mut JoinSet<()>,
 ) {
     // Children first: one placed here subscribes as soon as it hears of it.
     if let Ok(mut c) = link.children.lock() {
@@ -285,7 +292,7 @@ fn step(
         }
     }
     while let Some((to, m)) = node.poll_transmit() {
-        tell(f, to, m);
+        tell(f, to, m, telling);
     }
     for t in 0..f.stripes {
         let want = node.parent(t);
@@ -293,20 +300,18 @@ fn step(
         if want == have {
             continue;
         }
-        if let Some((_, task)) = stripes[t as usize].take() {
-            task.abort();
-        }
+        stripes[t as usize] = None;
         if let Some(parent) = want {
             let resume = *f.position.borrow();
             heard.note(t); // a new subscription gets STARVED to bring data
-            let task = tokio::spawn(follow_stripe(
+            let task = AbortOnDropHandle::new(tokio::spawn(follow_stripe(
                 f.endpoint.clone(),
                 (parent, resume),
                 t,
                 f.stripes,
                 (f.events.clone(), heard.clone()),
                 tx.clone(),
-            ));
+            )));
             stripes[t as usize] = Some((parent, task));
         }
     }
@@ -326,9 +331,9 @@ fn publish(f: &Forest, node: &ForestNode<ForestPeer>, parents_lost: u64, joined:
     f.status.with_feed(|feed| feed.forest = Some(s));
 }
 
-fn tell(f: &Forest, to: ForestPeer, m: Msg<ForestPeer>) {
+fn tell(f: &Forest, to: ForestPeer, m: Msg<ForestPeer>, telling: &mut JoinSet<()>) {
     let fetcher = f.fetcher.clone();
-    tokio::spawn(async move {
+    telling.spawn(async move {
         if fetcher.tell(NodeId(to.node_id), to.addr, PeerMessage::Forest(m)).await.is_err() {
             debug!(to = %to.addr, "stripe forest: a message was not delivered");
         }

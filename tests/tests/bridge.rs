@@ -344,3 +344,46 @@ fn a_subscriber_that_stops_reading_loses_its_place() {
     assert_eq!(third, PeerMessage::Subscribed, "its place was given back");
     rt.shutdown_background();
 }
+
+/// A bridge stopped while it serves a desert hub's feed, the desert hub
+/// still connected and reading: it exits 0 at once. (A serving stream holds
+/// the store's queue open, and the hub's store worker waits for that queue to
+/// close: every serving task must end with the hub. A forest hub serving a
+/// stripe once did not, in `live.rs`'s forest test: its forest task, which
+/// held the QUIC endpoint open, was not owned.)
+#[test]
+fn a_bridge_stopped_while_it_feeds_a_desert_hub_exits_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let dir = t.join("sample");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("slow.bin"), pattern(8 << 20, 9)).unwrap();
+    let keys = t.join("keys");
+    let fingerprint = keygen(&keys);
+    let (island, desert) = (unique_group(), unique_group());
+    let (b_http, quic, bd) = (free_port(), free_udp_port(), t.join("bridge"));
+    let mut args = hub_args(&fingerprint, island, &bd.join("store"), &bd.join("out"), b_http);
+    args.extend(["--bridge", "--peer-listen", &quic.to_string()].map(String::from));
+    // Declared first, dropped last: the desert hub is still reading when the
+    // bridge gets SIGTERM.
+    let (d_http, dd) = (free_port(), t.join("desert"));
+    let mut bridge = Daemon::spawn("bridge", &bin("clienthub"), &args, t);
+    let id = wait_for("the bridge up", DEADLINE, || status(b_http))["node_id"].as_str().unwrap().to_owned();
+    // Slow: the feed is still flowing when the bridge is stopped.
+    let x = seed_args(&keys, island, "4mbit", 1, &[&dir]);
+    let _x = Daemon::spawn("broadcaster", &bin("broadcaster"), &x, t);
+    wait_for("the bridge to hear the channel", DEADLINE, || {
+        status(b_http).filter(|s| s["bridge"]["live"] == true)
+    });
+    let mut dargs = hub_args(&fingerprint, desert, &dd.join("store"), &dd.join("out"), d_http);
+    dargs.extend(["--no-multicast", "--bridge-peer", &format!("{id}@{quic}")].map(String::from));
+    let _desert = Daemon::spawn("desert", &bin("clienthub"), &dargs, t);
+    wait_for("the desert hub fed", DEADLINE, || {
+        status(d_http).filter(|s| s["feed"]["mode"] == "bridge" && u(&s["bytes"]["bridge"]) > 0)
+    });
+    let asked = std::time::Instant::now();
+    bridge.terminate();
+    let exit = bridge.wait_exit(Duration::from_secs(20)).expect("the bridge stops while its feed is read");
+    assert!(exit.success(), "{exit}: {}", bridge.log_text());
+    eprintln!("the bridge stopped in {:.2} s while feeding", asked.elapsed().as_secs_f64());
+}

@@ -94,7 +94,7 @@ pub(super) fn start_peers(
             position: position_rx,
             tracker: tracker_rx,
         };
-        services.set_forest(crate::forest::start(forest, cancel.clone()));
+        services.set_forest(crate::forest::start(forest, cancel.clone(), &mut tasks));
     }
     if cfg.stripes == 0 || cfg.bridge {
         tasks.spawn(crate::bridge::follow(endpoint.clone(), fixed, want_rx, feed_tx, cancel.clone()));
