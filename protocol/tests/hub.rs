@@ -139,6 +139,10 @@ fn two_hubs(ch: &Channel, t0: Instant) -> (Driven, Driven, Vec<u8>) {
     }
     a.wait(t0, Duration::from_millis(100));
     assert_eq!(a.chunks.len(), 4, "A decodes every chunk from the multicast");
+    // Where the multicast is, as the receiver read it from the headers.
+    let object = a.chunks.keys().next().expect("a chunk").0;
+    assert_eq!(a.hub.position(), Some((object, 3)), "the last chunk the channel brought");
+    assert!(a.hub.ever_heard_origin() && a.hub.hears_origin(a.now));
     assert!(a.sources.iter().all(|s| *s == Source::Multicast));
     let announcement = a
         .wait(t0, Duration::from_secs(2))

@@ -307,9 +307,8 @@ impl Hub {
         match input {
             Input::Multicast(d) => {
                 self.switch_source(Source::Multicast, None);
-                self.receiver.handle_datagram(unix, d);
-                if let Ok(h) = wire::decode_header(d) {
-                    self.position = wire::peek_chunk(d, h.kind).or(self.position);
+                if let Some(h) = self.receiver.handle_datagram(unix, d) {
+                    self.position = h.chunk.or(self.position);
                     if !h.relayed {
                         self.last_origin_multicast = Some(now);
                     }
@@ -323,8 +322,7 @@ impl Hub {
                 self.switch_source(Source::Origin, None);
                 let mut chunks = Vec::new();
                 for d in datagrams {
-                    self.receiver.handle_repair_datagram(unix, d);
-                    let key = wire::decode_header(d).ok().and_then(|h| wire::peek_chunk(d, h.kind));
+                    let key = self.receiver.handle_repair_datagram(unix, d).and_then(|h| h.chunk);
                     if let Some(key) = key.filter(|k| !chunks.contains(k)) {
                         chunks.push(key);
                     }

@@ -37,8 +37,7 @@ impl Hub {
         let drops = self.receiver.drops().clone();
         let mut touched: Vec<(ObjectId, u32)> = Vec::new();
         for d in datagrams {
-            self.receiver.handle_datagram(unix, d);
-            if let Some(key) = wire::decode_header(d).ok().and_then(|h| wire::peek_chunk(d, h.kind)) {
+            if let Some(key) = self.receiver.handle_datagram(unix, d).and_then(|h| h.chunk) {
                 if touched.last() != Some(&key) {
                     touched.push(key);
                 }

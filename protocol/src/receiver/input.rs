@@ -5,30 +5,46 @@ use super::*;
 
 impl Receiver {
     /// Take one datagram. `unix_now` is wall-clock seconds, for expiry checks.
-    pub fn handle_datagram(&mut self, unix_now: u64, datagram: &[u8]) {
+    /// What its header said, for the owner (`None`: it does not parse), read
+    /// once here, whatever became of the datagram.
+    pub fn handle_datagram(&mut self, unix_now: u64, datagram: &[u8]) -> Option<Heard> {
         self.stats.datagrams += 1;
         self.now_ms = self.now_ms.max(unix_now.saturating_mul(1000));
-        if let Err(reason) = self.handle(unix_now, datagram) {
+        let header = match wire::decode_header(datagram) {
+            Ok(h) => h,
+            Err(e) => {
+                self.drops.add(DropReason::from(e));
+                return None;
+            }
+        };
+        let chunk = wire::peek_chunk(datagram, header.kind);
+        if let Err(reason) = self.handle(unix_now, datagram, header, chunk) {
             self.drops.add(reason);
         }
+        Some(Heard { relayed: header.relayed, chunk })
     }
 
     /// Take one datagram a peer (or the origin's repair) sent on request. It is
     /// checked exactly as multicast is; it only does not tell the receiver where
     /// the multicast is.
-    pub fn handle_repair_datagram(&mut self, unix_now: u64, datagram: &[u8]) {
+    pub fn handle_repair_datagram(&mut self, unix_now: u64, datagram: &[u8]) -> Option<Heard> {
         self.from_peer = true;
-        self.handle_datagram(unix_now, datagram);
+        let heard = self.handle_datagram(unix_now, datagram);
         self.from_peer = false;
+        heard
     }
 
-    pub(super) fn handle(&mut self, unix_now: u64, datagram: &[u8]) -> Result<(), DropReason> {
-        let header = wire::decode_header(datagram)?;
+    pub(super) fn handle(
+        &mut self,
+        unix_now: u64,
+        datagram: &[u8],
+        header: wire::Header,
+        key: Option<ChunkKey>,
+    ) -> Result<(), DropReason> {
         if header.channel_tag != self.channel_tag {
             self.note_foreign(unix_now, header.kind, datagram);
             return Err(DropReason::WrongChannel);
         }
-        let key = wire::peek_chunk(datagram, header.kind);
         if !self.from_peer {
             if let Some(previous) = self.current.filter(|c| Some(*c) != key) {
                 // The sender has moved on from `previous`: decode it with what it has.

@@ -125,6 +125,15 @@ pub enum Event {
     ChunkComplete(VerifiedChunk),
 }
 
+/// What a datagram's header said: whether a hub relayed it (`--remulticast`),
+/// and the chunk it belongs to (`None` for a manifest). Not verified: it tells
+/// the owner where the multicast is, never what to trust.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Heard {
+    pub relayed: bool,
+    pub chunk: Option<(ObjectId, u32)>,
+}
+
 /// Counters of accepted data.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ReceiverStats {
