@@ -10,15 +10,18 @@
 //! `Stripe`). The datagrams go to the hub's loop as a bridge's feed does, and
 //! are checked the same way against the broadcaster's signature. A stripe
 //! that ends tells the forest its parent is gone. The hub serves its own
-//! children's stripe subscriptions out of its feed (peers.rs): the chunks it
-//! has verified and stored, so it can serve its stripe even while its own
-//! parent in that tree is being replaced.
+//! children's stripe subscriptions out of its feed (`dispatch` hands them to
+//! the bridge's `serve_subscription`): the chunks it has verified and stored,
+//! so it can serve its stripe even while its own parent in that tree is being
+//! replaced. When a stripe is starved is the protocol's rule
+//! ([`hubcast_protocol::forest::starved`]); this task only notes when each
+//! stripe last brought data.
 
 use crate::bridge::{read_feed, subscribe_with, FeedEvent, Subscribe};
 use crate::peers::Fetcher;
 use crate::status::{ForestStatus, StatusBoard};
 use hubcast_keys::{NodeAddr, NodeId};
-use hubcast_protocol::forest::{ForestConfig, ForestNode, Msg, Tree};
+use hubcast_protocol::forest::{starved, ForestConfig, ForestNode, Msg, Tree, STARVED};
 use hubcast_protocol::peer_wire::{ForestPeer, PeerMessage};
 use hubcast_protocol::ObjectId;
 use hubcast_transport::quic::NodeEndpoint;
@@ -44,26 +47,6 @@ const WELCOME_WAIT: Duration = Duration::from_secs(2);
 /// Refusals of a stripe subscription before the parent counts as gone (the
 /// parent may not have taken in the place it gave yet).
 const STRIPE_REFUSALS: u32 = 3;
-/// A stripe that brought nothing for this long, while another brought data
-/// within [`FLOWING`], is starved: the tree above is broken in a way no notice
-/// told (lost messages can close a loop; issue 20's simulation). The hub
-/// leaves that parent and searches from the root (`handle_starved`). Above
-/// the 5 s the longest notice-driven repair takes.
-const STARVED: Duration = Duration::from_secs(10);
-const FLOWING: Duration = Duration::from_secs(2);
-
-/// The trees whose stripe is starved at `now`: `heard[t]` is when stripe t
-/// last brought data (or was subscribed), `None` with no parent there.
-fn starved(heard: &[Option<Duration>], now: Duration) -> Vec<Tree> {
-    let flowing = heard.iter().flatten().any(|h| now.saturating_sub(*h) < FLOWING);
-    if !flowing {
-        return Vec::new(); // the channel is quiet, not this stripe
-    }
-    (0..heard.len() as Tree)
-        .filter(|t| heard[*t as usize].is_some_and(|h| now.saturating_sub(h) >= STARVED))
-        .collect()
-}
-
 /// When each stripe last brought data, as time since the forest started.
 struct Heard {
     start: Instant,
@@ -369,25 +352,5 @@ async fn follow_stripe(
     };
     if inbound.send(Inbound::StripeEnded(tree, parent, why)).await.is_err() {
         warn!("stripe forest: the forest task is gone");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const S: Duration = Duration::from_secs(1);
-
-    #[test]
-    fn a_stripe_silent_while_others_flow_is_starved_and_a_quiet_channel_is_not() {
-        let now = 100 * S;
-        // Tree 1 silent for 10 s while tree 0 brought data a second ago.
-        assert_eq!(starved(&[Some(now - S), Some(now - 10 * S), Some(now - S)], now), [1]);
-        // 9 s is within a repair's time.
-        assert!(starved(&[Some(now - S), Some(now - 9 * S)], now).is_empty());
-        // Every stripe silent: the channel is quiet (no live stream), not broken.
-        assert!(starved(&[Some(now - 30 * S), Some(now - 30 * S)], now).is_empty());
-        // No parent in a tree: nothing to leave there.
-        assert_eq!(starved(&[Some(now), None, Some(now - 20 * S)], now), [2]);
     }
 }

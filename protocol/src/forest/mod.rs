@@ -388,6 +388,27 @@ pub struct ForestNode<P> {
     seen: Vec<u32>,
 }
 
+/// A stripe that brought nothing for this long, while another brought data
+/// within [`FLOWING`], is starved: the tree above is broken in a way no notice
+/// told (lost messages can close a loop; issue 20's simulation). The hub
+/// leaves that parent and searches from the root
+/// ([`ForestNode::handle_starved`]). Above the 5 s the longest notice-driven
+/// repair takes.
+pub const STARVED: Duration = Duration::from_secs(10);
+pub const FLOWING: Duration = Duration::from_secs(2);
+
+/// The trees whose stripe is starved at `now`: `heard[t]` is when stripe t
+/// last brought data (or was subscribed), `None` with no parent there.
+pub fn starved(heard: &[Option<Duration>], now: Duration) -> Vec<Tree> {
+    let flowing = heard.iter().flatten().any(|h| now.saturating_sub(*h) < FLOWING);
+    if !flowing {
+        return Vec::new(); // the channel is quiet, not this stripe
+    }
+    (0..heard.len() as Tree)
+        .filter(|t| heard[*t as usize].is_some_and(|h| now.saturating_sub(h) >= STARVED))
+        .collect()
+}
+
 mod node;
 mod ops;
 #[cfg(test)]

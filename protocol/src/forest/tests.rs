@@ -264,3 +264,19 @@ fn a_hub_short_of_children_asks_for_leaves_and_one_with_a_leaf_to_spare_gives_it
     donor.handle_message(now, 5, Msg::Give { tree: 0, leaf: 41 });
     assert_eq!(refusals(&mut donor), [(5, Refusal::Full)]);
 }
+
+/// One second, for the stripe watchdog's times.
+const S: Duration = Duration::from_secs(1);
+
+#[test]
+fn a_stripe_silent_while_others_flow_is_starved_and_a_quiet_channel_is_not() {
+    let now = 100 * S;
+    // Tree 1 silent for 10 s while tree 0 brought data a second ago.
+    assert_eq!(starved(&[Some(now - S), Some(now - 10 * S), Some(now - S)], now), [1]);
+    // 9 s is within a repair's time.
+    assert!(starved(&[Some(now - S), Some(now - 9 * S)], now).is_empty());
+    // Every stripe silent: the channel is quiet (no live stream), not broken.
+    assert!(starved(&[Some(now - 30 * S), Some(now - 30 * S)], now).is_empty());
+    // No parent in a tree: nothing to leave there.
+    assert_eq!(starved(&[Some(now), None, Some(now - 20 * S)], now), [2]);
+}
