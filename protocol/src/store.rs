@@ -135,9 +135,12 @@ pub fn serve_from<S: ChunkStore>(
     answer(req, server.as_ref(), collecting)
 }
 
-/// The test suite every [`ChunkStore`] passes: `make` gives an empty store,
+/// The test suite every [`ChunkStore`] passes (test support, behind the
+/// `test-support` feature: a panic here is a failed check, never a runtime
+/// path): `make` gives an empty store,
 /// `chunks` verified chunks of the objects `manifests` describe (at least
 /// two chunks of the first, one of another object). Panics on a failure.
+#[cfg(any(test, feature = "test-support"))]
 pub fn suite<S: ChunkStore>(
     mut make: impl FnMut() -> S,
     manifests: &[VerifiedManifest],
@@ -199,9 +202,10 @@ pub fn suite<S: ChunkStore>(
     }
 }
 
-/// Verified manifests and chunks for [`suite`]: a file of three chunks (the
-/// last one short), a file of one, and an empty file, as a receiver hands
-/// them out.
+/// Verified manifests and chunks for [`suite`] (test support too): a file of
+/// three chunks (the last one short), a file of one, and an empty file, as a
+/// receiver hands them out.
+#[cfg(any(test, feature = "test-support"))]
 pub fn suite_fixture() -> (Vec<VerifiedManifest>, Vec<VerifiedChunk>) {
     use crate::receiver::{Event, Receiver, ReceiverConfig};
     use crate::sender::{ObjectPlan, PreparedChunk};
