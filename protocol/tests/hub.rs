@@ -281,3 +281,102 @@ fn naks_go_to_the_origin_only_while_its_multicast_is_heard() {
     );
     assert!(relayed.hub.naks_withheld() > 0);
 }
+
+/// The desert side's outputs among `out`: asks, subscriptions, leavings.
+fn desert_outputs(out: &[Output]) -> Vec<String> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::AskBridges { .. } => Some("ask".to_string()),
+            Output::Subscribe { bridge, .. } => Some(format!("subscribe {}", bridge.addr.port() - 4000)),
+            Output::Unsubscribe(id) => Some(format!("unsubscribe {}", id.0[0])),
+            Output::Event(HubEvent::NoBridge { .. }) => Some("no bridge".to_string()),
+            Output::Event(HubEvent::BridgeLeft { bridge, .. }) => Some(format!("left {}", bridge.0[0])),
+            _ => None,
+        })
+        .collect()
+}
+
+fn bridge(n: u8) -> NodeAddr {
+    let (id, addr) = node(n);
+    NodeAddr { id, addr }
+}
+
+#[test]
+fn a_desert_hub_asks_its_bridge_peers_first_then_the_trackers_and_rests_those_that_fail() {
+    let ch = channel(24);
+    let t0 = Instant::now();
+    let origin = NodeAddr { id: NodeId([9; 32]), addr: SocketAddr::from(([10, 0, 0, 9], 9000)) };
+    let mut hub = Driven::new(3, t0, &ch, |c| {
+        c.no_multicast = true;
+        c.tracker = Some(origin);
+        c.bridges = Some(vec![bridge(1)]);
+    });
+    let out = hub.wait(t0, STEP);
+    assert!(out.iter().any(|o| matches!(o, Output::AskBridges { tracker, .. } if *tracker == origin)));
+    assert_eq!(desert_outputs(&out), ["ask"]);
+    // --bridge-peer first; itself and a repeat left out.
+    let listed = [bridge(2), bridge(3), bridge(1)];
+    assert_eq!(desert_outputs(&hub.input(t0, Input::Bridges(&listed))), ["subscribe 1"]);
+    let refused = Input::NotSubscribed { bridge: node(1).0, refused: true };
+    assert_eq!(desert_outputs(&hub.input(t0, refused)), ["subscribe 2"]);
+    hub.input(t0, Input::Feeding(bridge(2)));
+    assert_eq!(hub.hub.feeding(), Some(bridge(2)));
+    assert_eq!(desert_outputs(&hub.wait(t0, Duration::from_secs(1))), Vec::<String>::new(), "fed: no search");
+    // The feed ends: both bridges rest (the one that refused for less long).
+    assert_eq!(desert_outputs(&hub.input(t0, Input::FeedEnded(node(2).0))), ["ask"]);
+    assert_eq!(hub.hub.feeding(), None);
+    assert_eq!(desert_outputs(&hub.input(t0, Input::Bridges(&listed))), ["no bridge"]);
+    let mut out = Vec::new();
+    while !out.iter().any(|o| matches!(o, Output::AskBridges { .. })) {
+        out = hub.wait(t0, STEP);
+    }
+    assert!(hub.now - t0 >= Duration::from_secs(2), "the refusing bridge rested");
+    assert_eq!(desert_outputs(&hub.input(t0, Input::Bridges(&listed))), ["subscribe 1"]);
+    // Unreachable: rests; nobody else is left, and the search goes on.
+    let failed = Input::NotSubscribed { bridge: node(1).0, refused: false };
+    assert_eq!(desert_outputs(&hub.input(t0, failed)), ["ask"]);
+    match &desert_outputs(&hub.input(t0, Input::Bridges(&listed)))[..] {
+        [no] if no == "no bridge" => {}
+        other => panic!("every bridge rests: {other:?}"),
+    }
+}
+
+#[test]
+fn a_bridge_whose_datagrams_strike_out_is_left_for_good_and_a_fed_hub_leaves_when_multicast_returns() {
+    let ch = channel(25);
+    let t0 = Instant::now();
+    let (_, all) = round(&ch);
+    let mut hub = Driven::new(3, t0, &ch, |c| c.bridges = Some(vec![bridge(1), bridge(2)]));
+    // No tracker: the bridge peers alone, once multicast has been missing
+    // for `desert_after`.
+    let out = hub.wait(t0, Duration::from_secs(3));
+    assert!(desert_outputs(&out).is_empty(), "{:?}", desert_outputs(&out));
+    assert_eq!(desert_outputs(&hub.wait(t0, Duration::from_secs(2))), ["subscribe 1"]);
+    hub.input(t0, Input::Feeding(bridge(1)));
+    // Bridge 1 sends the round with every symbol's payload flipped.
+    let mut forged = all.clone();
+    for d in forged.iter_mut().filter(|d| wire::decode_header(d).is_ok_and(|h| h.kind == Kind::Symbol)) {
+        let last = d.len() - 1;
+        d[last] ^= 0x55;
+    }
+    let frames: Vec<&[u8]> = forged.iter().map(Vec::as_slice).collect();
+    let out = hub.input(t0, Input::Bridge { bridge: node(1).0, datagrams: &frames });
+    assert_eq!(desert_outputs(&out), ["left 1", "unsubscribe 1"]);
+    assert!(hub.chunks.is_empty(), "nothing forged was kept");
+    assert_eq!(desert_outputs(&hub.input(t0, Input::FeedEnded(node(1).0))), ["subscribe 2"]);
+    hub.input(t0, Input::Feeding(bridge(2)));
+    // Bridge 2's feed is good; then the multicast comes back: the hub
+    // leaves the feed, and no search starts while it hears multicast.
+    let frames: Vec<&[u8]> = all.iter().take(all.len() / 2).map(Vec::as_slice).collect();
+    hub.input(t0, Input::Bridge { bridge: node(2).0, datagrams: &frames });
+    for d in &all[all.len() / 2..] {
+        hub.input(t0, Input::Multicast(d));
+    }
+    assert_eq!(desert_outputs(&hub.wait(t0, STEP * 6)), ["unsubscribe 2"]);
+    hub.input(t0, Input::FeedEnded(node(2).0));
+    assert!(desert_outputs(&hub.wait(t0, Duration::from_secs(2))).is_empty());
+    assert_eq!(hub.chunks.len(), 4, "the object completed from the feed and the multicast");
+    // Without multicast again, the banned bridge is never asked.
+    let out = hub.wait(t0, Duration::from_secs(20));
+    assert!(desert_outputs(&out).iter().all(|o| o != "subscribe 1"), "{:?}", desert_outputs(&out));
+}

@@ -6,8 +6,10 @@
 //! its island. Every hub knows the origin service: NAKs (from hubs that hear
 //! the origin's multicast), tracker lookups and registrations go there, and
 //! the origin's repair goes out once on multicast for every island. Five of
-//! the twenty bridges die mid-round: their desert hubs move to another. One
-//! island hub in ten joins late, after half the round.
+//! the twenty bridges die mid-round: their desert hubs move to another, as
+//! their machines choose (each is given one bridge as `--bridge-peer`, and
+//! asks the tracker for more). One island hub in ten joins late, after half
+//! the round.
 //!
 //! What a hub does is the machine's; what this file models is the network
 //! (`protocol::sim`), the origin ([`OriginRepair`], [`Tracker`]), a bridge's
@@ -107,6 +109,21 @@ enum Msg {
     FeedBroke {
         bridge: usize,
     },
+    /// A desert hub asks the tracker for bridges, and its answer.
+    AskBridges {
+        from: usize,
+        limit: u8,
+    },
+    Bridges {
+        listed: Vec<NodeAddr>,
+    },
+    /// A desert hub subscribes to a bridge; a dead bridge does not answer.
+    Subscribe {
+        from: usize,
+    },
+    NotSubscribed {
+        bridge: usize,
+    },
 }
 
 fn node(h: usize) -> (NodeId, SocketAddr) {
@@ -168,6 +185,7 @@ struct SimHub {
     subscribers: Vec<usize>,
     fed: Vec<Rc<Vec<Vec<u8>>>>,
     moved: u32,
+    ever_fed: bool,
     /// Symbol datagrams heard on the multicast, per chunk, and the bytes of
     /// the datagrams peers served.
     multicast_symbols: Vec<u32>,
@@ -264,6 +282,16 @@ impl Sim {
                 Output::Event(HubEvent::Received { source, bytes, .. }) => {
                     *self.hubs[h].bytes.entry(source).or_default() += bytes;
                 }
+                Output::AskBridges { limit, .. } => {
+                    self.net.unicast(ORIGIN, Msg::AskBridges { from: h, limit }, unicast_link(64));
+                }
+                Output::Subscribe { bridge, .. } => {
+                    self.net.unicast(index_of(bridge.addr), Msg::Subscribe { from: h }, unicast_link(64));
+                }
+                Output::Unsubscribe(id) => {
+                    let bridge = index_of(self.hubs[h].hub.peers().addr(&id).expect("the bridge is a peer"));
+                    self.net.unicast(h, Msg::FeedBroke { bridge }, unicast_link(0));
+                }
                 Output::Event(_) => {}
             }
         }
@@ -281,6 +309,10 @@ impl Sim {
 
     /// Desert hub `h` takes the feed of `bridge`, from its start.
     fn subscribe(&mut self, h: usize, bridge: usize) {
+        if self.hubs[h].ever_fed {
+            self.hubs[h].moved += 1;
+        }
+        self.hubs[h].ever_fed = true;
         self.hubs[h].bridge = Some(bridge);
         self.hubs[bridge].subscribers.push(h);
         let (id, addr) = node(bridge);
@@ -297,8 +329,12 @@ impl Sim {
         }
         if !self.alive(to) {
             // A request to a hub that is gone fails; everything else is lost.
-            if let Msg::Ask { from, id, .. } = msg {
-                self.net.unicast(from, Msg::Failed { id }, unicast_link(0));
+            match msg {
+                Msg::Ask { from, id, .. } => self.net.unicast(from, Msg::Failed { id }, unicast_link(0)),
+                Msg::Subscribe { from } => {
+                    self.net.unicast(from, Msg::NotSubscribed { bridge: to }, unicast_link(0))
+                }
+                _ => {}
             }
             return;
         }
@@ -352,17 +388,18 @@ impl Sim {
                 if self.hubs[to].bridge != Some(bridge) {
                     return;
                 }
-                self.input(to, Input::FeedEnded(node(bridge).0));
+                self.hubs[to].bridge = None;
                 self.hubs[bridge].subscribers.retain(|s| *s != to);
-                // The next bridge alive, as the desert side's task would find it.
-                let all = bridges();
-                let at = all.iter().position(|b| *b == bridge).expect("a bridge");
-                let next = (1..all.len()).map(|i| all[(at + i) % all.len()]).find(|b| !self.hubs[*b].dead);
-                let next = next.expect("bridges are left");
-                self.hubs[to].moved += 1;
-                self.subscribe(to, next);
+                self.input(to, Input::FeedEnded(node(bridge).0));
             }
-            Msg::Naks { .. } | Msg::Lookup { .. } | Msg::Register { .. } => unreachable!("for the origin"),
+            Msg::Subscribe { from } => self.subscribe(from, to),
+            Msg::NotSubscribed { bridge } => {
+                self.input(to, Input::NotSubscribed { bridge: node(bridge).0, refused: false })
+            }
+            Msg::Bridges { listed } => self.input(to, Input::Bridges(&listed)),
+            Msg::Naks { .. } | Msg::Lookup { .. } | Msg::Register { .. } | Msg::AskBridges { .. } => {
+                unreachable!("for the origin")
+            }
         }
     }
 
@@ -398,6 +435,11 @@ impl Sim {
                     .map(|h| ListedHub { node_id: node(h.node).0 .0, bridge: h.bridge, addr: h.addr })
                     .collect();
                 self.net.unicast(from, Msg::Listed { object_id, index, hubs }, unicast_link(256));
+            }
+            Msg::AskBridges { from, limit } => {
+                let found = self.tracker.bridges(now, Some(from), usize::from(limit), &mut self.rng);
+                let listed = found.iter().map(|h| NodeAddr { id: node(h.node).0, addr: h.addr }).collect();
+                self.net.unicast(from, Msg::Bridges { listed }, unicast_link(256));
             }
             _ => unreachable!("not for the origin"),
         }
@@ -464,6 +506,14 @@ fn a_thousand_hubs_on_ten_islands_and_a_desert_complete_with_little_from_the_ori
             config.seed = h as u64;
             config.tracker = Some(origin_addr);
             config.no_multicast = island_of(h).is_none();
+            // A desert hub is given one bridge (`--bridge-peer`), spread
+            // over all of them, and asks the tracker for the others. Island
+            // hubs look for none: the simulation ends before they would miss
+            // the multicast for `desert_after`.
+            if island_of(h).is_none() {
+                let (id, addr) = node(bridges()[(h - ISLANDS * PER_ISLAND) % bridges().len()]);
+                config.bridges = Some(vec![NodeAddr { id, addr }]);
+            }
             let late = island_of(h).is_some() && !is_bridge(h) && h % 10 == 9;
             let joins_at = if late { late_at } else { Duration::ZERO };
             SimHub {
@@ -478,6 +528,7 @@ fn a_thousand_hubs_on_ten_islands_and_a_desert_complete_with_little_from_the_ori
                 subscribers: Vec::new(),
                 fed: Vec::new(),
                 moved: 0,
+                ever_fed: false,
                 multicast_symbols: vec![0; chunks as usize],
                 peer_datagram_bytes: 0,
             }
@@ -498,9 +549,6 @@ fn a_thousand_hubs_on_ten_islands_and_a_desert_complete_with_little_from_the_ori
         origin_repair_bytes: 0,
     };
     let all_bridges = bridges();
-    for d in 0..DESERT {
-        sim.subscribe(ISLANDS * PER_ISLAND + d, all_bridges[d % all_bridges.len()]);
-    }
 
     // One carousel round, paced at the channel rate, to every island hub.
     let mut send_at = Duration::ZERO;

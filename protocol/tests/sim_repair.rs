@@ -136,6 +136,9 @@ impl Sim {
                 Output::Naks { .. } | Output::Lookup { .. } | Output::Register { .. } => {
                     panic!("hub {h}: there is no origin service in this simulation")
                 }
+                Output::AskBridges { .. } | Output::Subscribe { .. } | Output::Unsubscribe(_) => {
+                    panic!("hub {h}: every hub hears the multicast here, and looks for no bridge")
+                }
                 Output::Event(_) => {}
             }
         }

@@ -1,23 +1,25 @@
-//! The desert side: find a bridge, subscribe, hand the feed to the receive
-//! loop, and move on when a bridge refuses, ends or strikes out.
+//! The desert side's IO: ask the tracker for bridges, subscribe, hand the
+//! feed to the receive loop, leave it. Which bridge, and when, is the hub
+//! machine's (`hubcast_protocol::hub`); this task carries out its orders one
+//! at a time and says how each ended.
 
 use super::*;
 
-/// What the receive loop wants of the feed task.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct FeedWant {
-    /// A feed is wanted (no multicast, or `--no-multicast`).
-    pub on: bool,
-    /// Where to ask for bridges, besides `--bridge-peer`.
-    pub tracker: Option<NodeAddr>,
-    /// The chunk the hub had reached: a new subscription starts there.
-    pub resume: Option<(ObjectId, u32)>,
-    /// Bridges never to use again (struck out).
-    pub banned: Vec<NodeId>,
+/// What the hub machine orders the feed task.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FeedCmd {
+    /// Ask this tracker for up to `limit` bridges.
+    Ask { tracker: NodeAddr, limit: u8 },
+    /// Take this bridge's feed from `resume` on, until told to leave.
+    Subscribe { bridge: NodeAddr, resume: Option<(ObjectId, u32)> },
+    /// Leave the bridge's feed.
+    Unsubscribe,
 }
 
 /// What the feed task tells the receive loop.
 pub enum FeedEvent {
+    /// The tracker's bridges (none when asking failed).
+    Bridges(Vec<NodeAddr>),
     Subscribed(NodeAddr),
     /// Datagrams from the bridge, unchecked.
     Datagrams(NodeId, Vec<Vec<u8>>),
@@ -26,105 +28,84 @@ pub enum FeedEvent {
         why: String,
     },
     Refused(NodeId, RefuseReason),
-    /// No bridge could be asked: none named, none listed.
-    NoBridge,
+    /// The bridge could not be reached, or did not answer as a bridge.
+    Failed(NodeId, String),
 }
 
-/// While the loop wants a feed, keep one subscription to a bridge.
+/// Carry out the machine's feed orders until cancelled.
 pub async fn follow(
     endpoint: Arc<NodeEndpoint>,
-    fixed: Vec<NodeAddr>,
-    mut want: watch::Receiver<FeedWant>,
+    mut cmds: mpsc::UnboundedReceiver<FeedCmd>,
     events: mpsc::Sender<FeedEvent>,
     cancel: CancellationToken,
 ) {
-    // Bridges not to ask again until then.
-    let mut resting: HashMap<NodeId, Instant> = HashMap::new();
     loop {
-        // Checked first: the candidate loop below breaks on it without
-        // awaiting, so coming round again would spin (and hold the runtime's
-        // shutdown) instead of stopping.
-        if cancel.is_cancelled() {
-            return;
-        }
-        let w = want.borrow_and_update().clone();
-        if !w.on {
-            tokio::select! {
-                r = want.changed() => if r.is_err() { return },
-                _ = cancel.cancelled() => return,
-            }
-            continue;
-        }
-        let now = Instant::now();
-        resting.retain(|_, until| *until > now);
-        let mut candidates: Vec<NodeAddr> = fixed.clone();
-        if let Some(tracker) = w.tracker {
-            match ask_bridges(&endpoint, tracker).await {
-                Ok(listed) => {
-                    candidates.extend(listed.into_iter().filter(|b| !fixed.iter().any(|f| f.id == b.id)))
-                }
-                Err(e) => debug!(%tracker, "asking the tracker for bridges: {e}"),
-            }
-        }
-        candidates.retain(|b| {
-            b.id != endpoint.node_id() && !w.banned.contains(&b.id) && !resting.contains_key(&b.id)
-        });
-        if candidates.is_empty() {
-            let _ = events.send(FeedEvent::NoBridge).await;
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                _ = cancel.cancelled() => return,
-            }
-            continue;
-        }
-        for bridge in candidates {
-            if !want.borrow().on || cancel.is_cancelled() {
-                break;
-            }
-            let resume = want.borrow().resume;
-            let (conn, recv) = match subscribe(&endpoint, bridge, resume).await {
-                Ok(s) => s,
-                Err(Subscribe::Refused(reason)) => {
-                    resting.insert(bridge.id, Instant::now() + RETRY_REFUSED_AFTER);
-                    let _ = events.send(FeedEvent::Refused(bridge.id, reason)).await;
-                    continue;
-                }
-                Err(Subscribe::Failed(why)) => {
-                    resting.insert(bridge.id, Instant::now() + RETRY_BRIDGE_AFTER);
-                    debug!(%bridge, "subscribing: {why}");
-                    continue;
-                }
-            };
-            let _ = events.send(FeedEvent::Subscribed(bridge)).await;
-            let why = tokio::select! {
-                why = read_feed(bridge.id, recv, &events, &|| {}) => why,
-                _ = wait_off(&mut want, bridge.id) => "not wanted any more".to_string(),
-                _ = cancel.cancelled() => "shutting down".to_string(),
-            };
-            conn.close(0u32.into(), b"unsubscribed");
-            resting.insert(bridge.id, Instant::now() + RETRY_BRIDGE_AFTER);
-            let _ = events.send(FeedEvent::Ended { bridge: bridge.id, why }).await;
-            break;
-        }
-    }
-}
-
-/// Until the feed is not wanted, or this bridge is banned.
-async fn wait_off(want: &mut watch::Receiver<FeedWant>, bridge: NodeId) {
-    loop {
-        {
-            let w = want.borrow_and_update();
-            if !w.on || w.banned.contains(&bridge) {
+        let cmd = tokio::select! {
+            cmd = cmds.recv() => match cmd {
+                Some(cmd) => cmd,
+                None => return,
+            },
+            _ = cancel.cancelled() => return,
+        };
+        let event = tokio::select! {
+            event = carry_out(&endpoint, cmd, &mut cmds, &events, &cancel) => event,
+            _ = cancel.cancelled() => return,
+        };
+        if let Some(event) = event {
+            if events.send(event).await.is_err() {
                 return;
             }
         }
-        if want.changed().await.is_err() {
-            return std::future::pending().await;
+    }
+}
+
+/// One order, to its end: what to tell the loop then.
+async fn carry_out(
+    endpoint: &NodeEndpoint,
+    cmd: FeedCmd,
+    cmds: &mut mpsc::UnboundedReceiver<FeedCmd>,
+    events: &mpsc::Sender<FeedEvent>,
+    cancel: &CancellationToken,
+) -> Option<FeedEvent> {
+    let (bridge, resume) = match cmd {
+        FeedCmd::Ask { tracker, limit } => {
+            let listed = ask_bridges(endpoint, tracker, limit).await.unwrap_or_else(|e| {
+                debug!(%tracker, "asking the tracker for bridges: {e}");
+                Vec::new()
+            });
+            return Some(FeedEvent::Bridges(listed));
+        }
+        // Nothing is held between subscriptions.
+        FeedCmd::Unsubscribe => return None,
+        FeedCmd::Subscribe { bridge, resume } => (bridge, resume),
+    };
+    let (conn, recv) = match subscribe(endpoint, bridge, resume).await {
+        Ok(s) => s,
+        Err(Subscribe::Refused(reason)) => return Some(FeedEvent::Refused(bridge.id, reason)),
+        Err(Subscribe::Failed(why)) => return Some(FeedEvent::Failed(bridge.id, why)),
+    };
+    events.send(FeedEvent::Subscribed(bridge)).await.ok()?;
+    let why = tokio::select! {
+        why = read_feed(bridge.id, recv, events, &|| {}) => why,
+        _ = until_unsubscribed(cmds) => "not wanted any more".to_string(),
+        _ = cancel.cancelled() => "shutting down".to_string(),
+    };
+    conn.close(0u32.into(), b"unsubscribed");
+    Some(FeedEvent::Ended { bridge: bridge.id, why })
+}
+
+/// Until the machine says to leave the feed (or is gone). It orders nothing
+/// else while a feed runs.
+async fn until_unsubscribed(cmds: &mut mpsc::UnboundedReceiver<FeedCmd>) {
+    loop {
+        match cmds.recv().await {
+            Some(FeedCmd::Unsubscribe) | None => return,
+            Some(other) => debug!(?other, "a feed order while fed; ignored"),
         }
     }
 }
 
-async fn ask_bridges(endpoint: &NodeEndpoint, tracker: NodeAddr) -> Result<Vec<NodeAddr>, String> {
+async fn ask_bridges(endpoint: &NodeEndpoint, tracker: NodeAddr, limit: u8) -> Result<Vec<NodeAddr>, String> {
     let ask = async {
         let conn = endpoint
             .connect(tracker.addr, tracker.id)
@@ -133,7 +114,7 @@ async fn ask_bridges(endpoint: &NodeEndpoint, tracker: NodeAddr) -> Result<Vec<N
             .map_err(|e| e.to_string())?;
         let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
         let mut out = Vec::new();
-        peer_wire::encode(&PeerMessage::BridgesRequest { limit: BRIDGES_ASKED }, &mut out);
+        peer_wire::encode(&PeerMessage::BridgesRequest { limit }, &mut out);
         send.write_all(&out).await.map_err(|e| e.to_string())?;
         send.finish().map_err(|e| e.to_string())?;
         let body = recv.read_to_end(4096).await.map_err(|e| e.to_string())?;

@@ -11,11 +11,12 @@
 //! desert hub checks every datagram again. The feed is a reliable stream: the
 //! bytes sent are the chunk's, plus QUIC's retransmissions of what was lost.
 //!
-//! Desert side ([`follow`]): a task that, while the receive loop wants a feed,
-//! finds a bridge (`--bridge-peer`, then the tracker's list of bridges),
-//! subscribes, and hands the datagrams to the loop, which checks them like
-//! multicast. A refusal, a closed stream or too many strikes moves it to the
-//! next bridge, resuming at the chunk the hub had reached.
+//! Desert side ([`follow`]): a task that carries out the hub machine's feed
+//! orders: it asks the tracker for bridges, subscribes to the one the
+//! machine picks (`--bridge-peer` first), and hands the datagrams to the
+//! loop, which checks them like multicast. A refusal, a closed stream or too
+//! many strikes moves the machine to the next bridge, resuming at the chunk
+//! the hub had reached.
 
 use crate::peers::Server;
 use hubcast_keys::{NodeAddr, NodeId};
@@ -28,7 +29,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
@@ -45,16 +46,8 @@ pub use remulticast::remulticast;
 const NOT_LIVE_ENDS_AFTER: Duration = Duration::from_secs(3);
 /// A subscriber that takes none of a chunk for this long is dropped.
 const STALLED_SUBSCRIBER: Duration = Duration::from_secs(10);
-/// Bridges left for good (struck out) that a hub remembers.
-pub const MAX_BANNED_BRIDGES: usize = 64;
 /// Chunk answers a feed keeps for its subscribers to share (about 1 MiB each).
 const RECENT_ANSWERS: usize = 4;
-/// Bridges asked of the tracker at once.
-const BRIDGES_ASKED: u8 = 8;
-/// A bridge that could not be reached, or whose feed ended, is tried again
-/// after this long; one that refused (busy, or not serving yet) sooner.
-const RETRY_BRIDGE_AFTER: Duration = Duration::from_secs(10);
-const RETRY_REFUSED_AFTER: Duration = Duration::from_secs(2);
 /// Feed bytes read from the stream at once.
 const READ_CHUNK: usize = 64 << 10;
 /// Subscribing (connection, request, answer) takes at most this long.
@@ -165,6 +158,10 @@ pub struct Feed {
     ring: Mutex<Ring>,
     changed: Notify,
     live: AtomicBool,
+    /// Since when the feed has not been live, as the driver's clock said;
+    /// and whether that is [`NOT_LIVE_ENDS_AFTER`] already (subscriptions end).
+    not_live_since: Mutex<Option<Instant>>,
+    ending: AtomicBool,
     max_subscribers: u64,
     subscribers: AtomicU64,
     subscriptions: AtomicU64,
@@ -192,6 +189,8 @@ impl Feed {
             }),
             changed: Notify::new(),
             live: AtomicBool::new(false),
+            not_live_since: Mutex::new(None),
+            ending: AtomicBool::new(false),
             max_subscribers: max_subscribers as u64,
             subscribers: AtomicU64::new(0),
             subscriptions: AtomicU64::new(0),
@@ -211,15 +210,29 @@ impl Feed {
     /// Whether the hub serves feeds: it has heard the channel's multicast and
     /// is not fed by a bridge itself (so feeds cannot loop). A bridge that
     /// stops hearing the channel still serves its back buffer until it takes
-    /// a feed itself. True when that changed it.
-    pub fn set_live(&self, live: bool) -> bool {
+    /// a feed itself. `now` is the driver's; [`NOT_LIVE_ENDS_AFTER`] after
+    /// the feed stopped being live, its subscriptions end. True when that
+    /// changed it.
+    pub fn set_live(&self, live: bool, now: Instant) -> bool {
         let changed = self.live.swap(live, Relaxed) != live;
+        let ending = {
+            let mut since = self.not_live_since.lock().unwrap_or_else(|p| p.into_inner());
+            if live {
+                *since = None;
+                false
+            } else {
+                now.saturating_duration_since(*since.get_or_insert(now)) >= NOT_LIVE_ENDS_AFTER
+            }
+        };
+        let now_ending = self.ending.swap(ending, Relaxed) != ending && ending;
         if changed {
             info!(
                 live,
                 "bridge: {}",
                 if live { "serving feeds" } else { "feeds stop (a bridge feeds this hub)" }
             );
+        }
+        if changed || now_ending {
             self.changed.notify_waiters();
         }
         changed
@@ -247,16 +260,16 @@ impl Feed {
 
     /// An object with no chunks (an empty file): subscribers get its manifest
     /// (given first with [`Feed::manifest`]) as an entry of its own.
-    pub fn empty_object(&self, object_id: ObjectId) {
-        self.push(FeedChunk { seq: 0, object_id, index: 0, len: 0, k: 0, pages: 0, at: Instant::now() });
+    pub fn empty_object(&self, object_id: ObjectId, now: Instant) {
+        self.push(FeedChunk { seq: 0, object_id, index: 0, len: 0, k: 0, pages: 0, at: now });
     }
 
     /// A chunk this hub completed and stored, `len` bytes in symbols of
     /// `symbol_size` (its ticket's): subscribers get it next.
-    pub fn chunk(&self, object_id: ObjectId, index: u32, len: u32, symbol_size: u16) {
+    pub fn chunk(&self, object_id: ObjectId, index: u32, len: u32, symbol_size: u16, now: Instant) {
         let k = wire::source_symbols(len, symbol_size);
         let pages = wire::page_count(wire::n_max(k)) as u32;
-        self.push(FeedChunk { seq: 0, object_id, index, len, k, pages, at: Instant::now() });
+        self.push(FeedChunk { seq: 0, object_id, index, len, k, pages, at: now });
     }
 
     fn push(&self, c: FeedChunk) {
@@ -367,7 +380,6 @@ pub async fn serve_subscription(
     }
     let mut at = feed.ring().start_for(resume);
     let mut sent_manifests: HashSet<ObjectId> = HashSet::new();
-    let mut not_live_since: Option<Instant> = None;
     loop {
         // Registered before looking, so a chunk pushed in between wakes us.
         let changed = feed.changed.notified();
@@ -375,18 +387,13 @@ pub async fn serve_subscription(
         changed.as_mut().enable();
         let (next, manifest) = feed.ring().after_with_manifest(at);
         let Some(chunk) = next else {
-            if !feed.is_live() && stripe.is_none() {
-                let since = *not_live_since.get_or_insert_with(Instant::now);
-                if since.elapsed() >= NOT_LIVE_ENDS_AFTER {
-                    info!(%peer, "bridge: ending a subscription, this hub no longer serves feeds");
-                    let mut out = Vec::new();
-                    refuse(RefuseReason::NotHeld, &mut out);
-                    let _ = send.write_all(&out).await;
-                    let _ = send.finish();
-                    return;
-                }
-            } else {
-                not_live_since = None;
+            if !feed.is_live() && stripe.is_none() && feed.ending.load(Relaxed) {
+                info!(%peer, "bridge: ending a subscription, this hub no longer serves feeds");
+                let mut out = Vec::new();
+                refuse(RefuseReason::NotHeld, &mut out);
+                let _ = send.write_all(&out).await;
+                let _ = send.finish();
+                return;
             }
             tokio::select! {
                 _ = changed => {}

@@ -66,3 +66,21 @@ fn the_fan_out_is_capped_and_a_place_is_given_back() {
     drop(a);
     assert!(feed.join().is_some(), "a place freed");
 }
+
+#[test]
+fn a_feed_that_stops_being_live_ends_its_subscriptions_after_a_while_by_the_drivers_clock() {
+    let feed = Feed::new(BackBuffer { secs: Duration::from_secs(30), bytes: 1 << 20 }, 2);
+    let t0 = Instant::now();
+    assert!(feed.set_live(true, t0));
+    assert!(feed.set_live(false, t0 + Duration::from_secs(1)));
+    assert!(!feed.ending.load(Relaxed), "just stopped");
+    assert!(!feed.set_live(false, t0 + Duration::from_secs(3)));
+    assert!(!feed.ending.load(Relaxed), "2 s of {NOT_LIVE_ENDS_AFTER:?}");
+    feed.set_live(false, t0 + Duration::from_secs(1) + NOT_LIVE_ENDS_AFTER);
+    assert!(feed.ending.load(Relaxed));
+    // Live again: a later stop counts from then.
+    feed.set_live(true, t0 + Duration::from_secs(5));
+    assert!(!feed.ending.load(Relaxed));
+    feed.set_live(false, t0 + Duration::from_secs(6));
+    assert!(!feed.ending.load(Relaxed));
+}

@@ -13,7 +13,7 @@
 //!   exports objects when their last chunk lands;
 //! - the HTTP listener, when configured.
 
-use crate::bridge::{Feed, FeedEvent, FeedWant};
+use crate::bridge::{Feed, FeedCmd, FeedEvent};
 use crate::config::HubConfig;
 use crate::live::LiveBoard;
 use crate::peers::{Fetcher, PartialAsk, Server};
@@ -21,7 +21,7 @@ use crate::status::PeerStatus;
 use crate::status::{Source, StatusBoard};
 use crate::store::{Store, StoreError};
 use crate::store_worker::{drop_stale_segments, store_worker, Scrub, StoreJob, Unstored, SCRUB_TICK};
-use hubcast_keys::{Fingerprint, KeyFileError, NodeAddr, NodeId, TrustAnchor};
+use hubcast_keys::{Fingerprint, KeyFileError, NodeAddr, TrustAnchor};
 use hubcast_protocol::announce::MAX_ANNOUNCE_LEN;
 use hubcast_protocol::hub::{self as machine, Hub, HubEvent, Input, Output};
 use hubcast_protocol::peer_wire::{DatagramFrames, ListedHub};
@@ -197,6 +197,9 @@ pub async fn run(cfg: HubConfig, status: StatusBoard, cancel: CancellationToken)
     config.tracker = peers.as_ref().and_then(|p| p.origin());
     config.desert_after = Duration::from_secs(cfg.desert_after_secs);
     config.no_multicast = cfg.no_multicast;
+    // A forest hub takes stripes, not a bridge's feed.
+    config.bridges = (cfg.peer_repair && (cfg.stripes == 0 || cfg.bridge))
+        .then(|| cfg.bridge_peers.iter().filter_map(|b| b.parse::<NodeAddr>().ok()).collect());
     config.remulticast = cfg.remulticast.is_some();
     config.seed = rand::random();
     let mut hub = Hub::new(now, anchor, config);
@@ -290,7 +293,7 @@ impl Loop<'_> {
         while let Some(out) = self.hub.poll_output() {
             match out {
                 Output::Store { event, source } => {
-                    if !self.store_event(event, source).await {
+                    if !self.store_event(now, event, source).await {
                         return false;
                     }
                 }
@@ -308,7 +311,7 @@ impl Loop<'_> {
 
     /// A verified manifest or chunk: to the store worker, and on to the
     /// bridge's subscribers after it (a subscriber's read queues behind it).
-    async fn store_event(&mut self, event: Event, source: machine::Source) -> bool {
+    async fn store_event(&mut self, now: Instant, event: Event, source: machine::Source) -> bool {
         // Counters first: a status that shows the object complete also
         // shows the bytes that completed it.
         self.record();
@@ -325,7 +328,7 @@ impl Loop<'_> {
                     if let Some(d) = self.hub.receiver().manifest_datagram(&m.object_id) {
                         feed.manifest(m.object_id, d);
                         if m.size == 0 {
-                            feed.empty_object(m.object_id);
+                            feed.empty_object(m.object_id, now);
                         }
                     }
                 }
@@ -339,7 +342,7 @@ impl Loop<'_> {
             return false;
         }
         if let Some((feed, object_id, index, len, t)) = fed_chunk {
-            feed.chunk(object_id, index, len, t);
+            feed.chunk(object_id, index, len, t, now);
         }
         true
     }
@@ -366,12 +369,12 @@ impl Loop<'_> {
     /// What the desert side's task reports: a subscription, the feed's
     /// datagrams (checked by the machine like multicast, counted as the
     /// bridge's), its end.
-    async fn on_feed_event(&mut self, now: Instant, event: FeedEvent) -> bool {
+    async fn on_feed_event(&mut self, event: FeedEvent) -> bool {
         let Some(p) = self.peers.as_mut() else { return true };
         match event {
+            FeedEvent::Bridges(listed) => self.input(Input::Bridges(&listed)).await,
             FeedEvent::Subscribed(bridge) => {
                 info!(%bridge, resume = ?self.hub.position(), "taking the channel's feed from a bridge");
-                p.searching_since = None;
                 // From its first chunk on, the feed goes out on the LAN too.
                 p.remulticasting.store(true, Ordering::Relaxed);
                 self.status.with_feed(|f| {
@@ -379,11 +382,11 @@ impl Loop<'_> {
                     f.bridge = Some(bridge.to_string());
                     f.subscriptions += 1;
                 });
-                return self.input(Input::Feeding(bridge)).await;
+                self.input(Input::Feeding(bridge)).await
             }
             FeedEvent::Datagrams(bridge, datagrams) => {
                 let frames: Vec<&[u8]> = datagrams.iter().map(Vec::as_slice).collect();
-                return self.input(Input::Bridge { bridge, datagrams: &frames }).await;
+                self.input(Input::Bridge { bridge, datagrams: &frames }).await
             }
             FeedEvent::Ended { bridge, why } => {
                 info!(%bridge, "the bridge's feed ended: {why}");
@@ -397,33 +400,18 @@ impl Loop<'_> {
                         f.mode = "searching";
                     }
                 });
-                return self.input(Input::FeedEnded(bridge)).await;
+                self.input(Input::FeedEnded(bridge)).await
             }
             FeedEvent::Refused(bridge, reason) => {
                 info!(%bridge, ?reason, "a bridge refused the subscription; trying the next");
                 self.status.with_feed(|f| f.refused += 1);
+                self.input(Input::NotSubscribed { bridge, refused: true }).await
             }
-            FeedEvent::NoBridge => {
-                // Bridges register as they start hearing the channel: a few
-                // seconds without one is normal.
-                let since = *p.searching_since.get_or_insert(now);
-                let long =
-                    now.saturating_duration_since(since) >= Duration::from_secs(self.cfg.desert_after_secs);
-                // A hub that never heard the multicast and has no way to find
-                // a bridge was told what to check already (silence_hint).
-                let told =
-                    self.silence_told && self.hub.tracker().is_none() && self.cfg.bridge_peers.is_empty();
-                let quiet = p
-                    .last_no_bridge_warning
-                    .is_none_or(|t| now.saturating_duration_since(t) >= NO_BRIDGE_WARN_EVERY);
-                if long && !told && quiet {
-                    p.last_no_bridge_warning = Some(now);
-                    warn!("no multicast on {} and no bridge to take the feed from: name one with --bridge-peer NODEID@HOST:PORT, or give --tracker (it lists bridges)",
-                        self.cfg.group);
-                }
+            FeedEvent::Failed(bridge, why) => {
+                debug!(%bridge, "subscribing: {why}");
+                self.input(Input::NotSubscribed { bridge, refused: false }).await
             }
         }
-        true
     }
 
     /// Every 250 ms: multicast or a bridge's feed, as the machine wants it.
@@ -435,7 +423,7 @@ impl Loop<'_> {
         if let Some(feed) = p.feed.as_ref().filter(|_| self.cfg.bridge) {
             // A hub fed by a bridge, or that hears only relayed multicast,
             // never feeds others: feeds cannot loop.
-            feed.set_live(self.hub.feeding().is_none() && self.hub.ever_heard_origin());
+            feed.set_live(self.hub.feeding().is_none() && self.hub.ever_heard_origin(), now);
             // The tracker lists it as a bridge only while it hears the channel.
             let advertise = feed.is_live() && self.hub.hears_origin(now);
             if advertise != p.advertised {
@@ -444,36 +432,31 @@ impl Loop<'_> {
             }
             self.status.set_bridge(feed.status());
         }
-        let (tracker, resume) = (self.hub.tracker(), self.hub.position());
+        let tracker = self.hub.tracker();
         let (group, cfg) = (self.cfg.group, self.cfg);
         // A bridge can be found only through --bridge-peer or a tracker
         // (named by --tracker or by manifests heard before).
         let can_find_bridge = tracker.is_some() || !cfg.bridge_peers.is_empty();
         let never_heard = !self.hub.ever_heard_multicast();
-        let silence_told = &mut self.silence_told;
-        p.want.send_if_modified(|w| {
-            if w.on != on && !cfg.no_multicast {
-                if on && never_heard {
-                    *silence_told = true;
-                    warn!("{}", silence_hint(cfg, after, can_find_bridge));
-                } else if on && can_find_bridge {
-                    warn!(
-                        "no multicast on {group} for {} s: taking the channel's feed from a bridge",
-                        after.as_secs()
-                    );
-                } else if on {
-                    warn!(
-                        "the multicast on {group} stopped {} s ago: is the broadcaster still running? (a hub out of the multicast's reach takes the channel from a bridge: --bridge-peer NODEID@HOST:PORT or --tracker)",
-                        after.as_secs()
-                    );
-                } else {
-                    info!("the multicast on {group} is back: leaving the bridge's feed");
-                }
+        if p.feed_wanted != on && !cfg.no_multicast {
+            if on && never_heard {
+                self.silence_told = true;
+                warn!("{}", silence_hint(cfg, after, can_find_bridge));
+            } else if on && can_find_bridge {
+                warn!(
+                    "no multicast on {group} for {} s: taking the channel's feed from a bridge",
+                    after.as_secs()
+                );
+            } else if on {
+                warn!(
+                    "the multicast on {group} stopped {} s ago: is the broadcaster still running? (a hub out of the multicast's reach takes the channel from a bridge: --bridge-peer NODEID@HOST:PORT or --tracker)",
+                    after.as_secs()
+                );
+            } else {
+                info!("the multicast on {group} is back: leaving the bridge's feed");
             }
-            let changed = (w.on, w.tracker, w.resume) != (on, tracker, resume);
-            (w.on, w.tracker, w.resume) = (on, tracker, resume);
-            changed
-        });
+        }
+        p.feed_wanted = on;
         let feeding = self.hub.feeding().is_some();
         let remulticast_bytes = p.remulticast_bytes.load(Ordering::Relaxed);
         let forest = self.cfg.stripes > 0 && !self.cfg.bridge;
@@ -590,8 +573,7 @@ async fn receive_loop(
                 }
             }
             Some(event) = recv_opt(feed_rx) => {
-                let (now, _) = clock();
-                if !lp.on_feed_event(now, event).await {
+                if !lp.on_feed_event(event).await {
                     return Ok(());
                 }
             }

@@ -64,9 +64,9 @@ pub(super) fn start_peers(
         status.set_tracker(o.to_string(), "--tracker");
     }
 
-    // The desert side: a task that keeps a subscription to a bridge while the
-    // loop wants one.
-    let (want, want_rx) = watch::channel(FeedWant::default());
+    // The desert side: a task that carries out the machine's feed orders
+    // (one at a time: the queue holds at most two).
+    let (feed_cmd, feed_cmd_rx) = mpsc::unbounded_channel();
     let (feed_tx, feed_rx) = mpsc::channel(64);
     let fixed: Vec<NodeAddr> = cfg.bridge_peers.iter().filter_map(|b| b.parse::<NodeAddr>().ok()).collect();
     let fetcher = Fetcher::new(endpoint.clone());
@@ -97,7 +97,7 @@ pub(super) fn start_peers(
         services.set_forest(crate::forest::start(forest, cancel.clone(), &mut tasks));
     }
     if cfg.stripes == 0 || cfg.bridge {
-        tasks.spawn(crate::bridge::follow(endpoint.clone(), fixed, want_rx, feed_tx, cancel.clone()));
+        tasks.spawn(crate::bridge::follow(endpoint.clone(), feed_cmd_rx, feed_tx, cancel.clone()));
     }
     status.with_feed(|f| {
         f.mode = match (cfg.no_multicast, cfg.stripes > 0 && !cfg.bridge) {
@@ -111,11 +111,11 @@ pub(super) fn start_peers(
     let (lookup_tx, lookup_rx) = mpsc::channel(64);
     Ok(PeerSide {
         feed,
-        want,
+        feed_cmd,
         feed_rx,
         bridge_bytes: 0,
         last_no_bridge_warning: None,
-        searching_since: None,
+        feed_wanted: false,
         advertised: false,
         in_forest: cfg.stripes > 0,
         tracker,
@@ -175,12 +175,13 @@ pub(super) struct PeerSide {
     /// The chunks this hub completes, for `--bridge` subscribers and for
     /// `--remulticast`.
     pub(super) feed: Option<Arc<Feed>>,
-    /// What the desert side's task should do, and what it reports.
-    pub(super) want: watch::Sender<FeedWant>,
+    /// The machine's orders to the desert side's task, and what it reports.
+    pub(super) feed_cmd: mpsc::UnboundedSender<FeedCmd>,
     pub(super) feed_rx: mpsc::Receiver<FeedEvent>,
     pub(super) last_no_bridge_warning: Option<Instant>,
-    /// Since when the feed task has found no bridge to ask.
-    pub(super) searching_since: Option<Instant>,
+    /// The machine wanted a feed at the last look (for the log's words when
+    /// that changes).
+    pub(super) feed_wanted: bool,
     /// Registered with the tracker as a bridge.
     pub(super) advertised: bool,
     /// Registers with the tracker as a hub of the stripe forest.
@@ -249,7 +250,16 @@ impl PeerSide {
                     }
                 });
             }
+            Output::AskBridges { tracker, limit } => self.order(FeedCmd::Ask { tracker, limit }),
+            Output::Subscribe { bridge, resume } => self.order(FeedCmd::Subscribe { bridge, resume }),
+            Output::Unsubscribe(_) => self.order(FeedCmd::Unsubscribe),
             Output::Store { .. } | Output::Announce(_) | Output::Event(_) => {}
+        }
+    }
+
+    fn order(&self, cmd: FeedCmd) {
+        if self.feed_cmd.send(cmd).is_err() {
+            debug!("the feed task is gone (the hub is stopping, or a forest hub takes stripes)");
         }
     }
 }
@@ -279,9 +289,14 @@ impl Loop<'_> {
                     Source::Multicast => {}
                 }
             }
-            HubEvent::Struck { peer, n, strike, via: peers::Via::Bridge } => {
-                self.strike_bridge(peer, n, strike)
+            HubEvent::Struck { n, via: peers::Via::Bridge, .. } => {
+                self.status.with_feed(|f| f.strikes += u64::from(n));
             }
+            HubEvent::BridgeLeft { bridge, strikes } => {
+                warn!(%bridge, strikes, "a bridge sent datagrams that fail the broadcaster's signature; leaving it for another");
+                self.status.with_feed(|f| f.bridges_banned += 1);
+            }
+            HubEvent::NoBridge { searching } => self.no_bridge(searching),
             HubEvent::Struck { peer, strike, .. } => {
                 if strike.banned_now {
                     warn!(%peer, strikes = strike.strikes,
@@ -317,21 +332,21 @@ impl Loop<'_> {
         }
     }
 
-    /// Datagrams from a bridge failed their checks (struck in the machine's
-    /// one ledger): at [`peers::STRIKES_TO_BAN`] the hub leaves that bridge
-    /// for good.
-    fn strike_bridge(&mut self, bridge: NodeId, n: u32, strike: peers::Strike) {
+    /// A feed is wanted and no bridge is there to ask. Bridges register as
+    /// they start hearing the channel: a few seconds without one is normal.
+    fn no_bridge(&mut self, searching: Duration) {
+        let now = clock().0;
         let Some(p) = self.peers.as_mut() else { return };
-        self.status.with_feed(|f| f.strikes += u64::from(n));
-        if strike.strikes >= peers::STRIKES_TO_BAN && !p.want.borrow().banned.contains(&bridge) {
-            warn!(%bridge, strikes = strike.strikes, "a bridge sent datagrams that fail the broadcaster's signature; leaving it for another");
-            p.want.send_modify(|w| {
-                if w.banned.len() >= crate::bridge::MAX_BANNED_BRIDGES {
-                    w.banned.remove(0);
-                }
-                w.banned.push(bridge);
-            });
-            self.status.with_feed(|f| f.bridges_banned += 1);
+        let long = searching >= Duration::from_secs(self.cfg.desert_after_secs);
+        // A hub that never heard the multicast and has no way to find a
+        // bridge was told what to check already (silence_hint).
+        let told = self.silence_told && self.hub.tracker().is_none() && self.cfg.bridge_peers.is_empty();
+        let quiet =
+            p.last_no_bridge_warning.is_none_or(|t| now.saturating_duration_since(t) >= NO_BRIDGE_WARN_EVERY);
+        if long && !told && quiet {
+            p.last_no_bridge_warning = Some(now);
+            warn!("no multicast on {} and no bridge to take the feed from: name one with --bridge-peer NODEID@HOST:PORT, or give --tracker (it lists bridges)",
+                self.cfg.group);
         }
     }
 

@@ -37,7 +37,11 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+mod desert;
 mod repair;
+pub use desert::{
+    BRIDGES_ASKED, LOOK_AGAIN_AFTER, MAX_BANNED_BRIDGES, RETRY_BRIDGE_AFTER, RETRY_REFUSED_AFTER,
+};
 pub use repair::strikes_between;
 
 /// How often the repair planner looks at what is missing.
@@ -77,6 +81,10 @@ pub struct Config {
     pub desert_after: Duration,
     /// `--no-multicast`: a feed from the start.
     pub no_multicast: bool,
+    /// Where the hub looks for a bridge's feed when it wants one: these
+    /// (`--bridge-peer`) first, then the tracker's list. `None`: it does not
+    /// look (no peer side; or a forest hub, whose stripes come from the forest).
+    pub bridges: Option<Vec<NodeAddr>>,
     /// This hub sends the feed on again as multicast (`--remulticast`): what
     /// it hears relayed is its own.
     pub remulticast: bool,
@@ -95,6 +103,7 @@ impl Config {
             tracker: None,
             desert_after: Duration::from_secs(4),
             no_multicast: false,
+            bridges: None,
             remulticast: false,
             receiver: ReceiverConfig::default(),
             repair: RepairConfig::default(),
@@ -125,9 +134,14 @@ pub enum Input<'a> {
     Fetched { id: u64, answer: Result<&'a [&'a [u8]], Outcome> },
     /// Datagrams of a bridge's feed (or of a stripe from a forest parent).
     Bridge { bridge: NodeId, datagrams: &'a [&'a [u8]] },
-    /// This bridge feeds this hub from now.
+    /// The tracker's answer to [`Output::AskBridges`]: bridges of the
+    /// channel (none when asking failed).
+    Bridges(&'a [NodeAddr]),
+    /// This bridge feeds this hub from now: the end of [`Output::Subscribe`].
     Feeding(NodeAddr),
-    /// The feed of this bridge ended.
+    /// [`Output::Subscribe`] to this bridge failed; `refused`: the bridge said no.
+    NotSubscribed { bridge: NodeId, refused: bool },
+    /// The feed of this bridge ended (an [`Output::Unsubscribe`]'s too).
     FeedEnded(NodeId),
     /// A datagram on the control group that is not the origin's repair.
     Announcement { from: SocketAddr, datagram: &'a [u8] },
@@ -176,6 +190,19 @@ pub enum Output {
     },
     /// Send this announcement on the island's control group.
     Announce(Vec<u8>),
+    /// Ask the tracker for up to `limit` bridges; the answer is [`Input::Bridges`].
+    AskBridges {
+        tracker: NodeAddr,
+        limit: u8,
+    },
+    /// Take this bridge's feed, starting at `resume`; the answer is
+    /// [`Input::Feeding`] or [`Input::NotSubscribed`].
+    Subscribe {
+        bridge: NodeAddr,
+        resume: Option<(ObjectId, u32)>,
+    },
+    /// Leave this bridge's feed; its end comes back as [`Input::FeedEnded`].
+    Unsubscribe(NodeId),
     /// A verified manifest or decoded chunk: store it (and feed it on).
     Store {
         event: Event,
@@ -207,6 +234,11 @@ pub enum HubEvent {
     NoOrigin(Nak),
     /// A chunk's repair ended with the chunk complete.
     Repaired(Repaired),
+    /// A feed is wanted and no bridge is there to ask (none named, none
+    /// listed, all resting); the hub has been searching this long.
+    NoBridge { searching: Duration },
+    /// This bridge's datagrams struck out: the hub leaves it for good.
+    BridgeLeft { bridge: NodeId, strikes: u32 },
 }
 
 /// The hub machine. See the module docs for the calling order.
@@ -229,6 +261,8 @@ pub struct Hub {
     last_origin_multicast: Option<Instant>,
     position: Option<(ObjectId, u32)>,
     feeding: Option<NodeAddr>,
+    /// The search for a bridge's feed (`Config::bridges`).
+    desert: Option<desert::Desert>,
     /// The path (and peer) of the inputs whose receiver events and bytes
     /// are not out yet.
     source: (Source, Option<NodeId>),
@@ -259,6 +293,7 @@ impl Hub {
             last_origin_multicast: None,
             position: None,
             feeding: None,
+            desert: config.bridges.clone().map(|fixed| desert::Desert::new(now, fixed)),
             source: (Source::Multicast, None),
             credited: 0,
             out: VecDeque::new(),
@@ -334,20 +369,10 @@ impl Hub {
             }
             Input::Fetched { id, answer } => self.on_fetched(now, unix, id, answer),
             Input::Bridge { bridge, datagrams } => self.on_bridge(now, unix, bridge, datagrams),
-            Input::Feeding(bridge) => {
-                self.feeding = Some(bridge);
-                if self.peers.feeding(now, bridge.id, bridge.addr, true) {
-                    self.event(HubEvent::PeerFound { peer: bridge.id, addr: bridge.addr, via: Via::Bridge });
-                }
-            }
-            Input::FeedEnded(bridge) => {
-                if self.feeding.is_some_and(|b| b.id == bridge) {
-                    self.feeding = None;
-                }
-                if let Some(addr) = self.peers.addr(&bridge) {
-                    self.peers.feeding(now, bridge, addr, false);
-                }
-            }
+            Input::Bridges(listed) => self.try_bridges(now, listed),
+            Input::Feeding(bridge) => self.on_feeding(now, bridge),
+            Input::NotSubscribed { bridge, refused } => self.on_not_subscribed(now, bridge, refused),
+            Input::FeedEnded(bridge) => self.on_feed_ended(now, bridge),
             Input::Announcement { from, datagram } => self.on_announcement(now, from, datagram),
             Input::Listed { object_id, index, hubs } => self.on_listed(now, object_id, index, hubs),
             Input::StoreFailed { object_id, index } => self.receiver.forget_complete(object_id, index),
@@ -405,6 +430,7 @@ impl Hub {
         if self.config.peer_repair && (now >= self.next_announce || self.announce_soon) {
             self.announce(now);
         }
+        self.drive_desert(now);
     }
 
     /// Receiver events and bytes from now on come from `source` (and

@@ -65,6 +65,9 @@ impl Hub {
         let n = n.min(u64::from(u32::MAX)) as u32;
         let strike = self.peers.strike(now, &peer, n);
         self.event(HubEvent::Struck { peer, n, strike, via });
+        if via == Via::Bridge {
+            self.judge_bridge(now, peer, strike);
+        }
     }
 
     pub(super) fn on_announcement(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
