@@ -306,9 +306,13 @@ struct Board {
     /// the others did not bring, worked out when read (the others' totals
     /// are recorded a moment after the receiver's).
     symbol_bytes_accepted: u64,
+    /// When the hub started, and the driver's clock at its last tick: the
+    /// board reads no clock of its own.
     started: Option<std::time::Instant>,
-    /// Per object: when this run first stored a chunk of it, and the bytes
-    /// it held just before; the rate is measured from there.
+    now: Option<std::time::Instant>,
+    /// Per object still in progress: the tick at which this run first
+    /// stored a chunk of it, and the bytes it held just before; its rate is
+    /// measured from there at every tick, and kept when it completes.
     progress: BTreeMap<ObjectId, (std::time::Instant, u64)>,
 }
 
@@ -318,12 +322,29 @@ impl StatusBoard {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn init(&self, node_id: String, channel: String, group: String) {
+    pub fn init(&self, node_id: String, channel: String, group: String, now: std::time::Instant) {
         let mut b = self.lock();
         b.status.node_id = node_id;
         b.status.channel = channel;
         b.status.group = group;
-        b.started = Some(std::time::Instant::now());
+        (b.started, b.now) = (Some(now), Some(now));
+    }
+
+    /// The driver's clock, once a second: uptime, and the rate (and so the
+    /// time left) of every object in progress, as of `now`.
+    pub fn tick(&self, now: std::time::Instant) {
+        let mut b = self.lock();
+        let b = &mut *b;
+        b.now = Some(now);
+        b.status.uptime_ms = b.started.map_or(0, |t| now.saturating_duration_since(t).as_millis() as u64);
+        let objects = &mut b.objects;
+        b.progress.retain(|id, (since, at)| {
+            let Some(o) = objects.get_mut(id) else { return false };
+            // At least a second, so one chunk does not read as a burst.
+            let secs = now.saturating_duration_since(*since).as_secs_f64().max(1.0);
+            o.rate_bytes_per_sec = (o.stored_bytes().saturating_sub(*at) as f64 / secs) as u64;
+            !o.complete
+        });
     }
 
     pub fn update_object(&self, id: ObjectId, f: impl FnOnce(&mut ObjectStatus)) {
@@ -334,8 +355,9 @@ impl StatusBoard {
         let known = o.chunk_size > 0;
         let (before, stored_before) = (o.stored_bytes(), o.chunks_stored);
         f(o);
-        if known && o.chunks_stored > stored_before {
-            b.progress.entry(id).or_insert((std::time::Instant::now(), before));
+        let progressed = known && o.chunks_stored > stored_before;
+        if let Some(now) = b.now.filter(|_| progressed) {
+            b.progress.entry(id).or_insert((now, before));
         }
     }
 
@@ -432,19 +454,13 @@ impl StatusBoard {
     pub fn snapshot(&self) -> HubStatus {
         let b = self.lock();
         let mut s = b.status.clone();
-        let now = std::time::Instant::now();
         s.objects = b
             .objects
-            .iter()
-            .map(|(id, o)| {
+            .values()
+            .map(|o| {
                 let mut o = o.clone();
                 o.bytes_stored = o.stored_bytes();
                 o.percent = if o.size == 0 { 100.0 } else { o.bytes_stored as f64 * 100.0 / o.size as f64 };
-                if let Some((since, at)) = b.progress.get(id) {
-                    // At least a second, so one chunk does not read as a burst.
-                    let secs = now.duration_since(*since).as_secs_f64().max(1.0);
-                    o.rate_bytes_per_sec = (o.bytes_stored.saturating_sub(*at) as f64 / secs) as u64;
-                }
                 if !o.complete && o.rate_bytes_per_sec > 0 {
                     o.eta_secs = Some((o.size - o.bytes_stored).div_ceil(o.rate_bytes_per_sec));
                 }
@@ -453,7 +469,6 @@ impl StatusBoard {
             .collect();
         // People look objects up by name.
         s.objects.sort_by(|a, b| a.name.cmp(&b.name));
-        s.uptime_ms = b.started.map_or(0, |t| t.elapsed().as_millis() as u64);
         // Every verified symbol byte came by multicast unless a peer, the
         // origin's repair or a bridge sent it.
         let other = s.bytes.peer + s.bytes.origin + s.bytes.bridge;
@@ -476,6 +491,8 @@ mod progress_tests {
     #[test]
     fn progress_counts_this_runs_chunks_and_gives_percent_and_eta() {
         let board = StatusBoard::default();
+        let t0 = std::time::Instant::now();
+        board.init("n".into(), "c".into(), "g".into(), t0);
         let id = ObjectId([1; 32]);
         // Four chunks were in the store at start: progress, not rate.
         publish(&board, id, 4);
@@ -486,6 +503,8 @@ mod progress_tests {
         board.update_object(id, |o| o.chunks_stored = 6);
         board.chunk_completed_by(id, Source::Peer);
         board.chunk_completed_by(id, Source::Multicast);
+        assert_eq!(board.snapshot().objects[0].rate_bytes_per_sec, 0, "as of the last tick");
+        board.tick(t0 + std::time::Duration::from_millis(500));
         let o = board.snapshot().objects.remove(0);
         assert_eq!(o.percent, 60.0);
         assert_eq!(o.rate_bytes_per_sec, 2 << 20);
@@ -493,8 +512,13 @@ mod progress_tests {
         assert_eq!((o.completed_by.multicast, o.completed_by.peer), (1, 1));
         // Complete: all of it, no time left.
         board.update_object(id, |o| (o.chunks_stored, o.complete) = (10, true));
+        board.tick(t0 + std::time::Duration::from_secs(4));
         let o = board.snapshot().objects.remove(0);
         assert_eq!((o.bytes_stored, o.percent, o.eta_secs), (10 << 20, 100.0, None));
+        assert_eq!(o.rate_bytes_per_sec, 6 << 20 >> 2, "6 MiB in 4 s, kept once complete");
+        board.tick(t0 + std::time::Duration::from_secs(40));
+        assert_eq!(board.snapshot().objects[0].rate_bytes_per_sec, 6 << 20 >> 2);
+        assert_eq!(board.snapshot().uptime_ms, 40_000);
     }
 
     #[test]

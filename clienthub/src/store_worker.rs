@@ -65,8 +65,9 @@ pub enum StoreJob {
     Event(Event),
     Read(StoreRead),
     Retire(Vec<ObjectId>),
-    /// A second passed: check the next stored chunks ([`Scrub`]).
-    Scrub,
+    /// A second passed (the driver's clock says `now`): check the next
+    /// stored chunks ([`Scrub`]).
+    Scrub(Instant),
 }
 
 /// What the store worker tells the receive loop about a chunk it reported
@@ -124,6 +125,7 @@ pub(crate) fn store_worker(
     mut manifests: HashMap<ObjectId, Manifest>,
     live: LiveBoard,
     mut scrub: Scrub,
+    started: Instant,
 ) {
     let mut w = StoreWorker {
         store: &mut store,
@@ -131,6 +133,7 @@ pub(crate) fn store_worker(
         export: export.map(crate::export::Exporter::new),
         live,
         unstored: &unstored,
+        now: started,
         last_warn: None,
         suppressed: 0,
     };
@@ -151,7 +154,8 @@ pub(crate) fn store_worker(
                 let _ = r.reply.send(chunk);
                 continue;
             }
-            StoreJob::Scrub => {
+            StoreJob::Scrub(now) => {
+                w.now = now;
                 w.scrub(&mut scrub);
                 continue;
             }
@@ -220,6 +224,8 @@ struct StoreWorker<'a> {
     export: Option<crate::export::Exporter>,
     live: LiveBoard,
     unstored: &'a mpsc::Sender<Unstored>,
+    /// The driver's clock as of its last scrub tick (a second at most behind).
+    now: Instant,
     last_warn: Option<Instant>,
     suppressed: u64,
 }
@@ -232,7 +238,7 @@ impl StoreWorker<'_> {
             self.lost(*id, *index);
         }
         self.status.store_error(e.to_string());
-        if self.last_warn.is_some_and(|t| t.elapsed() < STORE_WARN_EVERY) {
+        if self.last_warn.is_some_and(|t| self.now.saturating_duration_since(t) < STORE_WARN_EVERY) {
             self.suppressed += 1;
             return;
         }
@@ -241,7 +247,7 @@ impl StoreWorker<'_> {
         } else {
             warn!("{e}");
         }
-        self.last_warn = Some(Instant::now());
+        self.last_warn = Some(self.now);
         self.suppressed = 0;
     }
 
@@ -265,7 +271,7 @@ impl StoreWorker<'_> {
 
     /// Check the next chunks of the scrub pass, within a second's budget.
     fn scrub(&mut self, scrub: &mut Scrub) {
-        let now = Instant::now();
+        let now = self.now;
         if scrub.cursor.is_none() {
             if scrub.pass_started.is_some_and(|t| now.duration_since(t) < scrub.every) {
                 return;

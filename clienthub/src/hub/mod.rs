@@ -129,7 +129,8 @@ pub async fn run(cfg: HubConfig, status: StatusBoard, cancel: CancellationToken)
         .map_err(|e| StoreError::Io { path: cfg.store.clone(), source: std::io::Error::other(e) })?
         .map_err(|source| HubError::StoreOpen { dir: cfg.store.clone(), source })?;
     let node = hubcast_keys::NodeKey::load_or_create(&cfg.store).map_err(HubError::NodeKey)?;
-    status.init(node.id().to_string(), anchor.fingerprint.to_string(), cfg.group.to_string());
+    let (started, _) = clock();
+    status.init(node.id().to_string(), anchor.fingerprint.to_string(), cfg.group.to_string(), started);
     status.with_chunks(|c| {
         c.stored_at_start = report.chunks;
         c.stored = report.chunks;
@@ -185,7 +186,9 @@ pub async fn run(cfg: HubConfig, status: StatusBoard, cancel: CancellationToken)
         let scrub = Scrub::new(cfg.scrub_rate.bytes_per_sec(), Duration::from_secs(cfg.scrub_every_secs));
         std::thread::Builder::new()
             .name("store".into())
-            .spawn(move || store_worker(store, rx, unstored_tx, status, export, manifests, live, scrub))
+            .spawn(move || {
+                store_worker(store, rx, unstored_tx, status, export, manifests, live, scrub, started)
+            })
             .map_err(|source| HubError::Store(StoreError::Io { path: "store thread".into(), source }))?
     };
 
@@ -608,6 +611,7 @@ async fn receive_loop(
             _ = report_tick.tick() => {
                 let (now, _) = clock();
                 lp.record();
+                lp.status.tick(now);
                 let fed = lp.hub.feeding().is_some();
                 let silent = now.saturating_duration_since(last_rx);
                 if !lp.silence_told && !fed && !cfg.no_multicast && silent >= Duration::from_secs(cfg.silence_warning_secs) {
@@ -633,12 +637,13 @@ async fn receive_loop(
             }
             _ = scrub_tick.tick() => {
                 // Skipped when the worker is busy: the scrub is background work.
-                let _ = lp.store.try_send(StoreJob::Scrub);
+                let _ = lp.store.try_send(StoreJob::Scrub(clock().0));
             }
             _ = cancel.cancelled() => break,
         }
     }
     lp.record();
+    lp.status.tick(clock().0);
     Ok(())
 }
 
