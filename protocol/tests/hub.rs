@@ -4,8 +4,11 @@
 mod support;
 
 use hubcast_keys::{NodeAddr, NodeId};
-use hubcast_protocol::hub::{Config, Hub, HubEvent, Input, Output, Source};
-use hubcast_protocol::peer_wire::RefuseReason;
+use hubcast_protocol::forest::Msg;
+use hubcast_protocol::hub::{
+    Config, ForestEvent, ForestRole, Hub, HubEvent, Input, Output, Source, WELCOME_WAIT,
+};
+use hubcast_protocol::peer_wire::{ForestPeer, RefuseReason};
 use hubcast_protocol::peers::{self, Via};
 use hubcast_protocol::receiver::Event;
 use hubcast_protocol::repair::Outcome;
@@ -26,6 +29,7 @@ fn node(n: u8) -> (NodeId, SocketAddr) {
 
 /// A hub, its virtual clock, and what it stored (ticket, bytes).
 struct Driven {
+    n: u8,
     hub: Hub,
     now: Instant,
     chunks: BTreeMap<(hubcast_protocol::ObjectId, u32), (Vec<u8>, Vec<u8>)>,
@@ -38,7 +42,13 @@ impl Driven {
         let mut config = Config::new(id, addr.port());
         config.seed = u64::from(n);
         tune(&mut config);
-        Driven { hub: Hub::new(t0, ch.anchor, config), now: t0, chunks: BTreeMap::new(), sources: Vec::new() }
+        Driven {
+            n,
+            hub: Hub::new(t0, ch.anchor, config),
+            now: t0,
+            chunks: BTreeMap::new(),
+            sources: Vec::new(),
+        }
     }
 
     fn unix_ms(&self, t0: Instant) -> u64 {
@@ -379,4 +389,100 @@ fn a_bridge_whose_datagrams_strike_out_is_left_for_good_and_a_fed_hub_leaves_whe
     // Without multicast again, the banned bridge is never asked.
     let out = hub.wait(t0, Duration::from_secs(20));
     assert!(desert_outputs(&out).iter().all(|o| o != "subscribe 1"), "{:?}", desert_outputs(&out));
+}
+
+fn forest_peer(n: u8) -> ForestPeer {
+    let (id, addr) = node(n);
+    ForestPeer { node_id: id.0, addr }
+}
+
+/// Hand each hub's forest messages to the other until none is left; the
+/// other outputs are returned, by hub.
+fn exchange(t0: Instant, hubs: &mut [&mut Driven], first: Vec<Vec<Output>>) -> Vec<Vec<Output>> {
+    let mut kept: Vec<Vec<Output>> = hubs.iter().map(|_| Vec::new()).collect();
+    let mut pending = first;
+    while pending.iter().any(|p| !p.is_empty()) {
+        let mut next: Vec<Vec<Output>> = hubs.iter().map(|_| Vec::new()).collect();
+        for (from, outs) in pending.into_iter().enumerate() {
+            for o in outs {
+                let Output::Tell { to, msg } = o else {
+                    kept[from].push(o);
+                    continue;
+                };
+                let me = forest_peer(hubs[from].n);
+                let at = hubs.iter().position(|h| forest_peer(h.n) == to).expect("a hub");
+                next[at].extend(hubs[at].input(t0, Input::Forest { from: me, msg }));
+            }
+        }
+        pending = next;
+    }
+    kept
+}
+
+#[test]
+fn a_forest_hub_joins_through_the_root_takes_each_stripe_and_leaves_a_starved_one() {
+    let ch = channel(26);
+    let t0 = Instant::now();
+    let (_, all) = round(&ch);
+    let origin = NodeAddr { id: NodeId([9; 32]), addr: SocketAddr::from(([10, 0, 0, 9], 9000)) };
+    let role =
+        |n: u8, root: Option<u8>| ForestRole { me: forest_peer(n), root: root.map(forest_peer), stripes: 2 };
+    let mut root = Driven::new(1, t0, &ch, |c| c.forest = Some(role(1, None)));
+    let said = events(&root.outputs());
+    assert_eq!(said, [HubEvent::Forest(ForestEvent::Root)]);
+    let mut hub = Driven::new(2, t0, &ch, |c| {
+        c.forest = Some(role(2, Some(1)));
+        c.tracker = Some(origin);
+        c.no_multicast = true;
+    });
+    // It asks the root for its proper tree, again while none answers.
+    let joins =
+        |out: &[Output]| out.iter().filter(|o| matches!(o, Output::Tell { msg: Msg::Join, .. })).count();
+    assert_eq!(joins(&hub.wait(t0, STEP)), 1);
+    assert_eq!(joins(&hub.wait(t0, WELCOME_WAIT)), 1);
+    let join = hub.wait(t0, WELCOME_WAIT);
+    assert_eq!(joins(&join), 1);
+    // The welcome: the tracker is asked for a hub to start at; it names none,
+    // so the search starts at the root's pick.
+    let kept = exchange(t0, &mut [&mut root, &mut hub], vec![Vec::new(), join]);
+    assert!(kept[1].iter().any(|o| matches!(o, Output::AskForestHub { tracker } if *tracker == origin)));
+    let out = hub.input(t0, Input::ForestHub(None));
+    let kept = exchange(t0, &mut [&mut root, &mut hub], vec![Vec::new(), out]);
+    assert!(events(&kept[1])
+        .iter()
+        .any(|e| matches!(e, HubEvent::Forest(ForestEvent::Joining { via_tracker: false, .. }))));
+    let stripes = |out: &[Output]| -> Vec<(u8, Option<u8>)> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Stripe { tree, parent, .. } => Some((*tree, parent.map(|p| p.node_id[0]))),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(stripes(&kept[1]), [(0, Some(1)), (1, Some(1))], "the root is its parent in both trees");
+    let view = hub.hub.forest().expect("in the forest");
+    assert_eq!((view.joined_via, view.parents.len()), (Some("root"), 2));
+    let root_view = root.hub.forest().expect("the root");
+    assert_eq!(root_view.children.iter().map(Vec::len).sum::<usize>(), 2);
+    assert!(kept[0].iter().any(|o| matches!(o, Output::ForestChildren(c) if c.len() == 2)));
+
+    // Tree 0's stripe brings data every half second, tree 1's nothing: after
+    // STARVED tree 1 is left and searched again from the root.
+    let mut out = Vec::new();
+    for i in 0..30 {
+        let d = [all[i % all.len()].as_slice()];
+        out.extend(hub.input(t0, Input::Stripe { tree: 0, parent: node(1).0, datagrams: &d }));
+        out.extend(hub.wait(t0, Duration::from_millis(500)));
+    }
+    let starved: Vec<HubEvent> = events(&out)
+        .into_iter()
+        .filter(|e| matches!(e, HubEvent::Forest(ForestEvent::Starved { .. })))
+        .collect();
+    assert!(
+        starved.iter().all(|e| matches!(e, HubEvent::Forest(ForestEvent::Starved { tree: 1, .. }))),
+        "{starved:?}"
+    );
+    assert!(!starved.is_empty(), "tree 1 starved");
+    assert_eq!(stripes(&out).first(), Some(&(1, None)), "tree 1's stripe left first");
+    assert!(stripes(&out).iter().all(|(t, _)| *t == 1), "tree 0 flows: kept");
 }

@@ -292,6 +292,10 @@ impl Sim {
                     let bridge = index_of(self.hubs[h].hub.peers().addr(&id).expect("the bridge is a peer"));
                     self.net.unicast(h, Msg::FeedBroke { bridge }, unicast_link(0));
                 }
+                Output::Tell { .. }
+                | Output::Stripe { .. }
+                | Output::AskForestHub { .. }
+                | Output::ForestChildren(_) => panic!("hub {h}: there is no stripe forest here"),
                 Output::Event(_) => {}
             }
         }

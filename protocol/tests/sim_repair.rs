@@ -139,6 +139,10 @@ impl Sim {
                 Output::AskBridges { .. } | Output::Subscribe { .. } | Output::Unsubscribe(_) => {
                     panic!("hub {h}: every hub hears the multicast here, and looks for no bridge")
                 }
+                Output::Tell { .. }
+                | Output::Stripe { .. }
+                | Output::AskForestHub { .. }
+                | Output::ForestChildren(_) => panic!("hub {h}: there is no stripe forest here"),
                 Output::Event(_) => {}
             }
         }

@@ -86,7 +86,7 @@ async fn carry_out(
     };
     events.send(FeedEvent::Subscribed(bridge)).await.ok()?;
     let why = tokio::select! {
-        why = read_feed(bridge.id, recv, events, &|| {}) => why,
+        why = read_feed(recv, events, |d| FeedEvent::Datagrams(bridge.id, d)) => why,
         _ = until_unsubscribed(cmds) => "not wanted any more".to_string(),
         _ = cancel.cancelled() => "shutting down".to_string(),
     };
@@ -185,11 +185,10 @@ pub(crate) async fn subscribe_with(
 
 /// Read the feed's frames and hand their datagrams on, until the stream ends
 /// or breaks. Returns why it ended.
-pub(crate) async fn read_feed(
-    bridge: NodeId,
+pub(crate) async fn read_feed<E>(
     mut recv: quinn::RecvStream,
-    events: &mpsc::Sender<FeedEvent>,
-    heard: &(dyn Fn() + Sync),
+    events: &mpsc::Sender<E>,
+    datagrams_event: impl Fn(Vec<Vec<u8>>) -> E,
 ) -> String {
     let mut buf: Vec<u8> = Vec::new();
     loop {
@@ -218,11 +217,8 @@ pub(crate) async fn read_feed(
             }
         };
         buf.drain(..used);
-        if !datagrams.is_empty() {
-            heard();
-            if events.send(FeedEvent::Datagrams(bridge, datagrams)).await.is_err() {
-                return "the hub is stopping".into();
-            }
+        if !datagrams.is_empty() && events.send(datagrams_event(datagrams)).await.is_err() {
+            return "the hub is stopping".into();
         }
         if let Some(why) = ended {
             return why;

@@ -15,6 +15,7 @@
 
 use crate::bridge::{Feed, FeedCmd, FeedEvent};
 use crate::config::HubConfig;
+use crate::forest::{ForestIn, ForestIo};
 use crate::live::LiveBoard;
 use crate::peers::{Fetcher, PartialAsk, Server};
 use crate::status::PeerStatus;
@@ -39,7 +40,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -198,6 +199,7 @@ pub async fn run(cfg: HubConfig, status: StatusBoard, cancel: CancellationToken)
     let mut config = machine::Config::new(node.id(), peers.as_ref().map_or(0, |p| p.quic_port));
     config.peer_repair = cfg.peer_repair;
     config.tracker = peers.as_ref().and_then(|p| p.origin());
+    config.forest = peers.as_ref().and_then(|p| p.forest_role);
     config.desert_after = Duration::from_secs(cfg.desert_after_secs);
     config.no_multicast = cfg.no_multicast;
     // A forest hub takes stripes, not a bridge's feed.
@@ -286,14 +288,9 @@ impl Loop<'_> {
 
     /// Carry out the machine's outputs until it has none.
     async fn carry_out(&mut self, now: Instant, unix_ms: u64) -> bool {
-        if let Some(p) = self.peers.as_ref() {
-            p.position.send_if_modified(|w| {
-                let changed = *w != self.hub.position();
-                *w = self.hub.position();
-                changed
-            });
-        }
+        let mut forest_changed = false;
         while let Some(out) = self.hub.poll_output() {
+            forest_changed |= matches!(out, Output::Stripe { .. } | Output::ForestChildren(_));
             match out {
                 Output::Store { event, source } => {
                     if !self.store_event(now, event, source).await {
@@ -308,6 +305,9 @@ impl Loop<'_> {
                     }
                 }
             }
+        }
+        if forest_changed {
+            self.publish_forest();
         }
         true
     }
@@ -511,15 +511,16 @@ async fn receive_loop(
     let mut scrub_tick = tokio::time::interval(SCRUB_TICK);
     loop {
         let timeout = tokio::time::Instant::from_std(lp.hub.poll_timeout());
-        let (done_rx, lookup_rx, partial_rx, control, feed_rx) = match lp.peers.as_mut() {
+        let (done_rx, lookup_rx, partial_rx, control, feed_rx, forest_rx) = match lp.peers.as_mut() {
             Some(p) => (
                 Some(&mut p.done_rx),
                 Some(&mut p.lookup_rx),
                 Some(&mut p.partial_rx),
                 Some(&p.control),
                 Some(&mut p.feed_rx),
+                p.forest_rx.as_mut(),
             ),
-            None => (None, None, None, None, None),
+            None => (None, None, None, None, None, None),
         };
         tokio::select! {
             r = readable_opt(socket) => {
@@ -577,6 +578,23 @@ async fn receive_loop(
             }
             Some(event) = recv_opt(feed_rx) => {
                 if !lp.on_feed_event(event).await {
+                    return Ok(());
+                }
+            }
+            Some(event) = recv_opt(forest_rx) => {
+                let go_on = match event {
+                    ForestIn::Msg(from, msg) => lp.input(Input::Forest { from, msg }).await,
+                    ForestIn::ChildGone(tree, child) => lp.input(Input::ChildGone { tree, child }).await,
+                    ForestIn::Stripe(tree, parent, datagrams) => {
+                        let datagrams: Vec<&[u8]> = datagrams.iter().map(Vec::as_slice).collect();
+                        lp.input(Input::Stripe { tree, parent, datagrams: &datagrams }).await
+                    }
+                    ForestIn::StripeEnded(tree, parent, why) => {
+                        lp.input(Input::StripeEnded { tree, parent, why: &why }).await
+                    }
+                    ForestIn::Hub(pick) => lp.input(Input::ForestHub(pick)).await,
+                };
+                if !go_on {
                     return Ok(());
                 }
             }

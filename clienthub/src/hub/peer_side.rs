@@ -2,6 +2,10 @@
 //! and its answers, announcements, and the peer table's one strike ledger.
 
 use super::*;
+use crate::status::ForestStatus;
+use hubcast_keys::NodeId;
+use hubcast_protocol::hub::ForestEvent;
+use hubcast_protocol::peer_wire::ForestPeer;
 
 /// Bind the QUIC endpoint, start serving peers, join the control group.
 pub(super) fn start_peers(
@@ -70,10 +74,7 @@ pub(super) fn start_peers(
     let (feed_tx, feed_rx) = mpsc::channel(64);
     let fixed: Vec<NodeAddr> = cfg.bridge_peers.iter().filter_map(|b| b.parse::<NodeAddr>().ok()).collect();
     let fetcher = Fetcher::new(endpoint.clone());
-    let (position, position_rx) = watch::channel(None);
-    // The tracker as known now (--tracker) and later (the manifests): a
-    // forest hub joins through a hub it names.
-    let (tracker, tracker_rx) = watch::channel(origin);
+    let (mut forest, mut forest_rx, mut forest_role) = (None, None, None);
     if cfg.stripes > 0 {
         // The stripe forest: a bridge is its root; a desert hub joins it at
         // its first --bridge-peer, and takes its stripes instead of a feed.
@@ -81,20 +82,13 @@ pub(super) fn start_peers(
             (true, Interface::V4(ip)) => SocketAddr::new(ip.into(), quic.port()),
             _ => quic,
         };
-        let peer = |a: &NodeAddr| hubcast_protocol::peer_wire::ForestPeer { node_id: a.id.0, addr: a.addr };
+        let peer = |a: &NodeAddr| ForestPeer { node_id: a.id.0, addr: a.addr };
         let root = if cfg.bridge { None } else { fixed.first().map(peer) };
-        let forest = crate::forest::Forest {
-            endpoint: endpoint.clone(),
-            fetcher: fetcher.clone(),
-            me: hubcast_protocol::peer_wire::ForestPeer { node_id: node.id().0, addr: me_addr },
-            root,
-            stripes: cfg.stripes,
-            events: feed_tx.clone(),
-            status: status.clone(),
-            position: position_rx,
-            tracker: tracker_rx,
-        };
-        services.set_forest(crate::forest::start(forest, cancel.clone(), &mut tasks));
+        let me = ForestPeer { node_id: node.id().0, addr: me_addr };
+        forest_role = Some(machine::ForestRole { me, root, stripes: cfg.stripes });
+        let (io, link, rx) = ForestIo::new(endpoint.clone(), fetcher.clone(), cfg.stripes);
+        services.set_forest(link);
+        (forest, forest_rx) = (Some(io), Some(rx));
     }
     if cfg.stripes == 0 || cfg.bridge {
         tasks.spawn(crate::bridge::follow(endpoint.clone(), feed_cmd_rx, feed_tx, cancel.clone()));
@@ -118,10 +112,12 @@ pub(super) fn start_peers(
         feed_wanted: false,
         advertised: false,
         in_forest: cfg.stripes > 0,
-        tracker,
+        origin,
+        forest,
+        forest_rx,
+        forest_role,
         remulticasting,
         remulticast_bytes,
-        position,
         fetcher,
         server,
         done_tx,
@@ -186,25 +182,25 @@ pub(super) struct PeerSide {
     pub(super) advertised: bool,
     /// Registers with the tracker as a hub of the stripe forest.
     pub(super) in_forest: bool,
-    /// The origin service as the machine knows it, for the forest and feed
-    /// tasks.
-    pub(super) tracker: watch::Sender<Option<NodeAddr>>,
+    /// The origin service named by `--tracker`.
+    origin: Option<NodeAddr>,
+    /// The stripe forest's IO, what it hands in, and this hub's place.
+    pub(super) forest: Option<ForestIo>,
+    pub(super) forest_rx: Option<mpsc::Receiver<ForestIn>>,
+    pub(super) forest_role: Option<machine::ForestRole>,
     /// `--remulticast` sends the feed on the LAN now (this hub is fed by a
     /// bridge), and the bytes it sent.
     pub(super) remulticasting: Arc<AtomicBool>,
     pub(super) remulticast_bytes: Arc<AtomicU64>,
-    /// The chunk the channel last brought, for the forest's stripe
-    /// subscriptions to resume from.
-    pub(super) position: watch::Sender<Option<(ObjectId, u32)>>,
     /// Every task the peer side started: its services and one per request
     /// out. Ended (aborted and awaited) when the hub stops.
     pub(super) tasks: JoinSet<()>,
 }
 
 impl PeerSide {
-    /// The origin service named by `--tracker`, or learned since.
+    /// The origin service named by `--tracker`.
     pub(super) fn origin(&self) -> Option<NodeAddr> {
-        *self.tracker.borrow()
+        self.origin
     }
 
     /// Start a task for an output that goes over QUIC; its end comes back on
@@ -253,6 +249,26 @@ impl PeerSide {
             Output::AskBridges { tracker, limit } => self.order(FeedCmd::Ask { tracker, limit }),
             Output::Subscribe { bridge, resume } => self.order(FeedCmd::Subscribe { bridge, resume }),
             Output::Unsubscribe(_) => self.order(FeedCmd::Unsubscribe),
+            Output::Tell { to, msg } => {
+                if let Some(f) = self.forest.as_ref() {
+                    f.tell(to, msg, &mut self.tasks);
+                }
+            }
+            Output::Stripe { tree, parent, resume } => {
+                if let Some(f) = self.forest.as_mut() {
+                    f.stripe(tree, parent, resume);
+                }
+            }
+            Output::AskForestHub { tracker } => {
+                if let Some(f) = self.forest.as_ref() {
+                    f.ask_hub(tracker, &mut self.tasks);
+                }
+            }
+            Output::ForestChildren(children) => {
+                if let Some(f) = self.forest.as_ref() {
+                    f.set_children(&children);
+                }
+            }
             Output::Store { .. } | Output::Announce(_) | Output::Event(_) => {}
         }
     }
@@ -297,6 +313,10 @@ impl Loop<'_> {
                 self.status.with_feed(|f| f.bridges_banned += 1);
             }
             HubEvent::NoBridge { searching } => self.no_bridge(searching),
+            HubEvent::Forest(e) => {
+                forest_said(e);
+                self.publish_forest();
+            }
             HubEvent::Struck { peer, strike, .. } => {
                 if strike.banned_now {
                     warn!(%peer, strikes = strike.strikes,
@@ -317,9 +337,6 @@ impl Loop<'_> {
             }
             HubEvent::TrackerLearned(t) => {
                 info!(tracker = %t, "the channel's manifests name the tracker; registering there and sending NAKs there");
-                if let Some(p) = self.peers.as_ref() {
-                    p.tracker.send_replace(Some(t));
-                }
                 self.status.set_tracker(t.to_string(), "manifest");
             }
             HubEvent::TrackerAnswer(listed) => self.status.tracker_answer(listed),
@@ -330,6 +347,22 @@ impl Loop<'_> {
             }
             HubEvent::Repaired(_) => {}
         }
+    }
+
+    /// The forest as the machine has it, into the status.
+    pub(super) fn publish_forest(&self) {
+        let Some(v) = self.hub.forest() else { return };
+        let id = |n: &NodeId| n.to_string();
+        let s = ForestStatus {
+            stripes: v.stripes,
+            proper: v.proper,
+            parents: v.parents.iter().map(|p| p.as_ref().map(id)).collect(),
+            children: v.children.iter().map(|c| c.iter().map(id).collect()).collect(),
+            parents_lost: v.parents_lost,
+            joined_via: v.joined_via.map(str::to_owned),
+            contact: v.contact.as_ref().map(id),
+        };
+        self.status.with_feed(|feed| feed.forest = Some(s));
     }
 
     /// A feed is wanted and no bridge is there to ask. Bridges register as
@@ -394,5 +427,24 @@ impl Loop<'_> {
             r.upload_paced_ms = paced_ms;
             r.upload_busy = upload_busy;
         });
+    }
+}
+
+/// What the forest says, into the log.
+fn forest_said(e: ForestEvent) {
+    match e {
+        ForestEvent::Root => info!("stripe forest: this hub is the root of every tree"),
+        ForestEvent::Joining { tree, contact, via_tracker } => {
+            let via = if via_tracker { "tracker" } else { "root" };
+            info!(proper = tree, contact = %contact.addr, via, "stripe forest: joining, interior in tree {tree}");
+        }
+        ForestEvent::ParentLost { tree, parent, why } => {
+            info!(tree, parent = %NodeId(parent.node_id), %why, "stripe forest: a parent is gone; repairing");
+        }
+        ForestEvent::Starved { tree, parent } => {
+            warn!(tree, parent = ?parent.map(|p| NodeId(p.node_id)),
+                "stripe forest: nothing on this stripe for {} s while others flow; searching a place from the root",
+                hubcast_protocol::forest::STARVED.as_secs());
+        }
     }
 }

@@ -24,6 +24,8 @@
 //! the path that completed it.
 
 use crate::announce::Announcement;
+use crate::forest::{Msg, Tree};
+use crate::peer_wire::ForestPeer;
 use crate::peer_wire::{ChunkBitmap, ListedHub, MAX_NAKS_PER_STREAM};
 use crate::peers::{PeerTable, Strike, Via};
 use crate::receiver::{DropCounters, DropReason, Event, Receiver, ReceiverConfig};
@@ -38,10 +40,12 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 mod desert;
+mod forest;
 mod repair;
 pub use desert::{
     BRIDGES_ASKED, LOOK_AGAIN_AFTER, MAX_BANNED_BRIDGES, RETRY_BRIDGE_AFTER, RETRY_REFUSED_AFTER,
 };
+pub use forest::{ForestEvent, ForestRole, ForestView, FOREST_TICK, TRACKER_WAIT, WELCOME_WAIT};
 pub use repair::strikes_between;
 
 /// How often the repair planner looks at what is missing.
@@ -85,6 +89,9 @@ pub struct Config {
     /// (`--bridge-peer`) first, then the tracker's list. `None`: it does not
     /// look (no peer side; or a forest hub, whose stripes come from the forest).
     pub bridges: Option<Vec<NodeAddr>>,
+    /// This hub's place in the stripe forest (`--stripes`): its root
+    /// (a bridge is the root), or `None` outside the forest.
+    pub forest: Option<ForestRole>,
     /// This hub sends the feed on again as multicast (`--remulticast`): what
     /// it hears relayed is its own.
     pub remulticast: bool,
@@ -104,6 +111,7 @@ impl Config {
             desert_after: Duration::from_secs(4),
             no_multicast: false,
             bridges: None,
+            forest: None,
             remulticast: false,
             receiver: ReceiverConfig::default(),
             repair: RepairConfig::default(),
@@ -143,6 +151,17 @@ pub enum Input<'a> {
     NotSubscribed { bridge: NodeId, refused: bool },
     /// The feed of this bridge ended (an [`Output::Unsubscribe`]'s too).
     FeedEnded(NodeId),
+    /// Datagrams of `tree`'s stripe, from this hub's parent there.
+    Stripe { tree: Tree, parent: NodeId, datagrams: &'a [&'a [u8]] },
+    /// A forest message from `from` (the identity its QUIC handshake proved).
+    Forest { from: ForestPeer, msg: Msg<ForestPeer> },
+    /// The stripe of `tree` from `parent` ended ([`Output::Stripe`]).
+    StripeEnded { tree: Tree, parent: ForestPeer, why: &'a str },
+    /// A child's subscription to `tree`'s stripe here ended.
+    ChildGone { tree: Tree, child: NodeId },
+    /// The tracker's answer to [`Output::AskForestHub`] (`None`: none, or
+    /// asking failed).
+    ForestHub(Option<ForestPeer>),
     /// A datagram on the control group that is not the origin's repair.
     Announcement { from: SocketAddr, datagram: &'a [u8] },
     /// The tracker's answer to [`Output::Lookup`]: hubs that hold the chunk
@@ -203,6 +222,26 @@ pub enum Output {
     },
     /// Leave this bridge's feed; its end comes back as [`Input::FeedEnded`].
     Unsubscribe(NodeId),
+    /// Send this forest message.
+    Tell {
+        to: ForestPeer,
+        msg: Msg<ForestPeer>,
+    },
+    /// Take `tree`'s stripe from `parent` (from `resume` on), in place of
+    /// any taken before; `None`: take it from nobody. Its end comes back as
+    /// [`Input::StripeEnded`].
+    Stripe {
+        tree: Tree,
+        parent: Option<ForestPeer>,
+        resume: Option<(ObjectId, u32)>,
+    },
+    /// Ask the tracker for a random hub of the forest; the answer is
+    /// [`Input::ForestHub`].
+    AskForestHub {
+        tracker: NodeAddr,
+    },
+    /// This hub's children now, by tree: who may take which stripe here.
+    ForestChildren(Vec<(Tree, NodeId)>),
     /// A verified manifest or decoded chunk: store it (and feed it on).
     Store {
         event: Event,
@@ -216,11 +255,24 @@ pub enum Output {
 pub enum HubEvent {
     /// Verified symbol bytes that came by `source` (and from `peer`): every
     /// byte the receiver accepts is credited once.
-    Received { source: Source, peer: Option<NodeId>, bytes: u64 },
+    Received {
+        source: Source,
+        peer: Option<NodeId>,
+        bytes: u64,
+    },
     /// `n` pieces of data from `peer` failed the broadcaster's checks.
-    Struck { peer: NodeId, n: u32, strike: Strike, via: Via },
+    Struck {
+        peer: NodeId,
+        n: u32,
+        strike: Strike,
+        via: Via,
+    },
     /// A peer entered the table.
-    PeerFound { peer: NodeId, addr: SocketAddr, via: Via },
+    PeerFound {
+        peer: NodeId,
+        addr: SocketAddr,
+        via: Via,
+    },
     /// Peers not heard of for a while left the table.
     PeersGone(Vec<NodeId>),
     /// The channel's manifests name this origin service.
@@ -236,9 +288,15 @@ pub enum HubEvent {
     Repaired(Repaired),
     /// A feed is wanted and no bridge is there to ask (none named, none
     /// listed, all resting); the hub has been searching this long.
-    NoBridge { searching: Duration },
+    NoBridge {
+        searching: Duration,
+    },
     /// This bridge's datagrams struck out: the hub leaves it for good.
-    BridgeLeft { bridge: NodeId, strikes: u32 },
+    BridgeLeft {
+        bridge: NodeId,
+        strikes: u32,
+    },
+    Forest(ForestEvent),
 }
 
 /// The hub machine. See the module docs for the calling order.
@@ -263,6 +321,7 @@ pub struct Hub {
     feeding: Option<NodeAddr>,
     /// The search for a bridge's feed (`Config::bridges`).
     desert: Option<desert::Desert>,
+    forest: Option<forest::Forest>,
     /// The path (and peer) of the inputs whose receiver events and bytes
     /// are not out yet.
     source: (Source, Option<NodeId>),
@@ -280,7 +339,8 @@ pub struct Hub {
 
 impl Hub {
     pub fn new(now: Instant, anchor: TrustAnchor, config: Config) -> Self {
-        Hub {
+        let root = config.forest.is_some_and(|r| r.root.is_none());
+        let mut hub = Hub {
             receiver: Receiver::new(anchor, config.receiver.clone()),
             repairer: Repairer::new(config.repair.clone(), config.seed),
             peers: PeerTable::default(),
@@ -294,6 +354,7 @@ impl Hub {
             position: None,
             feeding: None,
             desert: config.bridges.clone().map(|fixed| desert::Desert::new(now, fixed)),
+            forest: config.forest.map(|role| forest::Forest::new(now, role)),
             source: (Source::Multicast, None),
             credited: 0,
             out: VecDeque::new(),
@@ -307,7 +368,11 @@ impl Hub {
             last_nak_warning: None,
             naks_withheld: 0,
             config,
+        };
+        if root {
+            hub.event(HubEvent::Forest(ForestEvent::Root));
         }
+        hub
     }
 
     /// What the store holds at start: its manifests, its chunks, and the
@@ -373,6 +438,16 @@ impl Hub {
             Input::Feeding(bridge) => self.on_feeding(now, bridge),
             Input::NotSubscribed { bridge, refused } => self.on_not_subscribed(now, bridge, refused),
             Input::FeedEnded(bridge) => self.on_feed_ended(now, bridge),
+            Input::Stripe { tree, parent, datagrams } => {
+                self.on_bridge(now, unix, parent, datagrams);
+                self.stripe_heard(now, tree);
+            }
+            Input::Forest { from, msg } => self.on_forest_message(now, from, msg),
+            Input::StripeEnded { tree, parent, why } => {
+                self.on_stripe_ended(now, tree, parent, why.to_string())
+            }
+            Input::ChildGone { tree, child } => self.on_child_gone(now, tree, child),
+            Input::ForestHub(pick) => self.on_forest_hub(now, pick),
             Input::Announcement { from, datagram } => self.on_announcement(now, from, datagram),
             Input::Listed { object_id, index, hubs } => self.on_listed(now, object_id, index, hubs),
             Input::StoreFailed { object_id, index } => self.receiver.forget_complete(object_id, index),
@@ -431,6 +506,7 @@ impl Hub {
             self.announce(now);
         }
         self.drive_desert(now);
+        self.forest_timer(now);
     }
 
     /// Receiver events and bytes from now on come from `source` (and
