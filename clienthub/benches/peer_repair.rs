@@ -32,6 +32,7 @@ use hubcast_protocol::peer_wire::ChunkBitmap;
 use hubcast_protocol::receiver::{Event, Receiver, ReceiverConfig};
 use hubcast_protocol::repair::Outcome;
 use hubcast_protocol::sender::{ObjectPlan, PreparedChunk};
+use hubcast_protocol::store::StoredManifest;
 use hubcast_protocol::verify::Signer;
 use hubcast_protocol::wire;
 use hubcast_protocol::ObjectId;
@@ -101,7 +102,11 @@ fn start_peer(ch: &Channel, cancel: &CancellationToken) -> Peer {
     let mut chunks = 0;
     while let Some(e) = rx.poll_event() {
         match e {
-            Event::Manifest(m) => store.put_manifest(&m).expect("store manifest"),
+            Event::Manifest(m) => {
+                let datagram = rx.manifest_datagram(&m.object_id).expect("kept").to_vec();
+                let stored = StoredManifest { object_id: m.object_id, datagram, received_unix: 1 };
+                store.put_manifest(&stored).expect("store manifest")
+            }
             Event::ChunkComplete(c) => {
                 store.put_chunk(&c).expect("store chunk");
                 chunks += 1;

@@ -3,7 +3,7 @@
 //! Layout under the store directory:
 //!
 //! ```text
-//! index.redb                 manifests, stored chunks (with their BLAKE3), exports
+//! index.redb                 signed manifests, stored chunks (with their BLAKE3), exports
 //! chunks/<object-hex>/<n>    the bytes of chunk n, exactly as verified
 //! tmp/                       chunk files being written
 //! quarantine/                entries found in chunks/ or tmp/ that the hub did
@@ -19,13 +19,15 @@
 //! the store in the background ([`Store::scrub`]), and open drops the chunks
 //! whose files are gone, so damage is found without a reader asking.
 //!
-//! Only verified data comes in: the write API takes [`VerifiedChunk`] and
-//! [`VerifiedManifest`], which only the protocol's receiver makes.
+//! Only verified data comes in: the write API takes [`VerifiedChunk`], which
+//! only the protocol's receiver makes, and manifests as the signed datagrams
+//! the receiver accepted. Those are verified again when the hub loads them
+//! (`hubcast_protocol::hub::Hub::restore`): the store never vouches for one.
 
 use hubcast_protocol::receiver::VerifiedChunk;
 use hubcast_protocol::sender::chunk_count;
-use hubcast_protocol::verify::VerifiedManifest;
-use hubcast_protocol::wire::{LiveSegment, Manifest};
+use hubcast_protocol::store::StoredManifest;
+use hubcast_protocol::wire::Manifest;
 use hubcast_protocol::ObjectId;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use std::collections::HashMap;
@@ -36,7 +38,12 @@ use std::path::{Component, Path, PathBuf};
 /// Where entries the hub did not write are moved, under the store directory.
 pub const QUARANTINE: &str = "quarantine";
 
-const MANIFESTS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("manifests");
+/// Object id → when the manifest came (unix seconds, u64 BE) ++ the signed
+/// datagram it came in.
+const MANIFESTS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("signed_manifests");
+/// Before 2026-12-05 manifests were kept decoded, unsigned, under this name:
+/// dropped at open (the channel sends them again; the chunks stay).
+const OLD_MANIFESTS: &str = "manifests";
 /// Key: object id ++ chunk index (BE). Value: chunk BLAKE3.
 const CHUNKS: TableDefinition<&[u8; 36], &[u8; 32]> = TableDefinition::new("chunks");
 /// Same key as CHUNKS: the signed ticket datagram the chunk was verified
@@ -191,6 +198,8 @@ pub struct OpenReport {
     pub lost: Vec<(ObjectId, u32)>,
     /// Entries the hub did not write, moved to `quarantine/`: (from, to).
     pub quarantined: Vec<(PathBuf, PathBuf)>,
+    /// The store held manifests the old way (decoded, unsigned): dropped.
+    pub old_manifests_dropped: bool,
 }
 
 /// One step of a scrub ([`Store::scrub`]).
@@ -275,8 +284,10 @@ impl Store {
             }
         }
         let db = Database::create(dir.join("index.redb")).map_err(idx)?;
-        {
+        let old_manifests_dropped = {
             let w = db.begin_write().map_err(idx)?;
+            let old: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new(OLD_MANIFESTS);
+            let dropped = w.delete_table(old).map_err(idx)?;
             w.open_table(MANIFESTS).map_err(idx)?;
             w.open_table(CHUNKS).map_err(idx)?;
             w.open_table(TICKETS).map_err(idx)?;
@@ -284,9 +295,10 @@ impl Store {
             w.open_table(EXPORTED).map_err(idx)?;
             w.open_table(LOST).map_err(idx)?;
             w.commit().map_err(idx)?;
-        }
+            dropped
+        };
         let mut store = Store { dir: dir.to_owned(), db, counts: HashMap::new() };
-        let mut report = OpenReport::default();
+        let mut report = OpenReport { old_manifests_dropped, ..OpenReport::default() };
         for p in strays {
             report.quarantined.push((p.clone(), store.quarantine(&p)?));
         }
@@ -556,24 +568,34 @@ impl Store {
         Ok(out)
     }
 
-    pub fn put_manifest(&self, m: &VerifiedManifest) -> Result<(), StoreError> {
+    /// Keep a manifest the receiver accepted, as the signed datagram it came
+    /// in, with when it came.
+    pub fn put_manifest(&self, m: &StoredManifest) -> Result<(), StoreError> {
+        let mut v = Vec::with_capacity(8 + m.datagram.len());
+        v.extend_from_slice(&m.received_unix.to_be_bytes());
+        v.extend_from_slice(&m.datagram);
         let w = self.db.begin_write().map_err(idx)?;
-        w.open_table(MANIFESTS)
-            .map_err(idx)?
-            .insert(&m.object_id.0, encode_manifest(m).as_slice())
-            .map_err(idx)?;
+        w.open_table(MANIFESTS).map_err(idx)?.insert(&m.object_id.0, v.as_slice()).map_err(idx)?;
         w.commit().map_err(idx)
     }
 
-    pub fn manifests(&self) -> Result<Vec<VerifiedManifest>, StoreError> {
+    /// Every manifest kept, as it came: the hub verifies each again.
+    pub fn manifests(&self) -> Result<Vec<StoredManifest>, StoreError> {
         let r = self.db.begin_read().map_err(idx)?;
         let t = r.open_table(MANIFESTS).map_err(idx)?;
         let mut out = Vec::new();
         for entry in t.iter().map_err(idx)? {
             let (k, v) = entry.map_err(idx)?;
-            if let Some(m) = decode_manifest(ObjectId(*k.value()), v.value()) {
-                out.push(VerifiedManifest::from_trusted_store(m));
-            }
+            // A record too short to hold its time is handed on empty: the
+            // hub's check refuses it, and the store forgets it.
+            let v = v.value();
+            let (at, datagram) = v.split_at(v.len().min(8));
+            let received_unix = at.try_into().map_or(0, u64::from_be_bytes);
+            out.push(StoredManifest {
+                object_id: ObjectId(*k.value()),
+                datagram: datagram.to_vec(),
+                received_unix,
+            });
         }
         Ok(out)
     }
@@ -663,71 +685,14 @@ pub fn safe_relative_path(name: &str) -> Option<PathBuf> {
     Some(out)
 }
 
-/// A live segment's entry starts with this byte and its live block (an
-/// archive entry starts with its sequence number, a unix-ms time: first byte 0).
-const LIVE_ENTRY: u8 = 0xff;
-const LIVE_ENTRY_LEN: usize = 1 + 8 + 8 + 8 + 4 + 1;
-
-fn encode_manifest(m: &Manifest) -> Vec<u8> {
-    let mut v = Vec::with_capacity(LIVE_ENTRY_LEN + 31 + m.name.len());
-    if let Some(l) = m.live {
-        v.push(LIVE_ENTRY);
-        v.extend_from_slice(&l.seq.to_be_bytes());
-        v.extend_from_slice(&l.ingest_ms.to_be_bytes());
-        v.extend_from_slice(&l.deadline_ms.to_be_bytes());
-        v.extend_from_slice(&l.duration_us.to_be_bytes());
-        v.push(l.discontinuity.into());
-    }
-    v.extend_from_slice(&m.seq.to_be_bytes());
-    v.extend_from_slice(&m.expiry.to_be_bytes());
-    v.extend_from_slice(&m.size.to_be_bytes());
-    v.extend_from_slice(&m.chunk_size.to_be_bytes());
-    v.extend_from_slice(&m.symbol_size.to_be_bytes());
-    v.push(m.codec);
-    v.extend_from_slice(m.name.as_bytes());
-    v
-}
-
-fn decode_manifest(object_id: ObjectId, v: &[u8]) -> Option<Manifest> {
-    let (live, v) = match v.split_first() {
-        Some((&LIVE_ENTRY, rest)) => {
-            let u64_at = |at: usize| Some(u64::from_be_bytes(rest.get(at..at + 8)?.try_into().ok()?));
-            let live = LiveSegment {
-                seq: u64_at(0)?,
-                ingest_ms: u64_at(8)?,
-                deadline_ms: u64_at(16)?,
-                duration_us: u32::from_be_bytes(rest.get(24..28)?.try_into().ok()?),
-                discontinuity: *rest.get(28)? != 0,
-            };
-            (Some(live), rest.get(LIVE_ENTRY_LEN - 1..)?)
-        }
-        _ => (None, v),
-    };
-    let u64_at = |at: usize| Some(u64::from_be_bytes(v.get(at..at + 8)?.try_into().ok()?));
-    Some(Manifest {
-        seq: u64_at(0)?,
-        expiry: u64_at(8)?,
-        size: u64_at(16)?,
-        chunk_size: u32::from_be_bytes(v.get(24..28)?.try_into().ok()?),
-        symbol_size: u16::from_be_bytes(v.get(28..30)?.try_into().ok()?),
-        codec: *v.get(30)?,
-        name: String::from_utf8(v.get(31..)?.to_vec()).ok()?,
-        object_id,
-        // Learned afresh from the channel's manifests, not kept.
-        tracker: None,
-        round_end: false,
-        live,
-    })
-}
-
 /// The daemon's store as the hub's drivers and the shared test suite see it.
 impl hubcast_protocol::store::ChunkStore for Store {
     type Error = StoreError;
 
-    fn put_manifest(&mut self, m: &VerifiedManifest) -> Result<(), StoreError> {
+    fn put_manifest(&mut self, m: &StoredManifest) -> Result<(), StoreError> {
         Store::put_manifest(self, m)
     }
-    fn manifests(&self) -> Result<Vec<VerifiedManifest>, StoreError> {
+    fn manifests(&self) -> Result<Vec<StoredManifest>, StoreError> {
         Store::manifests(self)
     }
     fn put_chunk(&mut self, c: &VerifiedChunk) -> Result<bool, StoreError> {
@@ -776,23 +741,30 @@ mod tests {
     }
 
     #[test]
-    fn manifests_round_trip_through_the_index_encoding() {
-        let m = Manifest {
-            seq: 1,
-            expiry: 2,
-            object_id: ObjectId([3; 32]),
-            size: 4,
-            chunk_size: 5,
-            symbol_size: 64,
-            codec: 1,
-            name: "dir/ä.txt".into(),
-            tracker: None,
-            round_end: false,
-            live: None,
-        };
-        assert_eq!(decode_manifest(m.object_id, &encode_manifest(&m)), Some(m.clone()));
-        let live = LiveSegment { seq: 7, ingest_ms: 8, deadline_ms: 9, duration_us: 10, discontinuity: true };
-        let m = Manifest { name: "news".into(), live: Some(live), ..m };
-        assert_eq!(decode_manifest(m.object_id, &encode_manifest(&m)), Some(m));
+    fn a_store_that_kept_manifests_unsigned_drops_them_and_keeps_its_chunks() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (manifests, chunks) = hubcast_protocol::store::suite_fixture();
+        {
+            let (store, report) = Store::open(dir.path()).expect("store");
+            assert!(!report.old_manifests_dropped, "a new store has nothing old");
+            store.put_manifest(&manifests[0]).expect("manifest");
+            let mut store = store;
+            store.put_chunk(&chunks[0]).expect("chunk");
+            // As a store written before 2026-12-05 held them.
+            let w = store.db.begin_write().expect("write");
+            let old: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new(OLD_MANIFESTS);
+            w.open_table(old)
+                .expect("old table")
+                .insert(&[7; 32], &b"decoded, unsigned"[..])
+                .expect("insert");
+            w.commit().expect("commit");
+        }
+        let (store, report) = Store::open(dir.path()).expect("reopen");
+        assert!(report.old_manifests_dropped);
+        assert_eq!(store.manifests().expect("manifests"), vec![manifests[0].clone()], "the signed one stays");
+        assert_eq!(store.chunks().expect("chunks"), vec![(chunks[0].object_id(), chunks[0].index())]);
+        drop(store);
+        let (_, report) = Store::open(dir.path()).expect("again");
+        assert!(!report.old_manifests_dropped, "once");
     }
 }

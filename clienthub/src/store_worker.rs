@@ -8,8 +8,9 @@ use crate::live::LiveBoard;
 use crate::status::StatusBoard;
 use crate::store::{Store, StoreError};
 use hubcast_daemon::unix_ms;
-use hubcast_protocol::receiver::Event;
+use hubcast_protocol::receiver::{Event, VerifiedChunk};
 use hubcast_protocol::serve::{ChunkRequest, ChunkServer, KeptTable};
+use hubcast_protocol::store::StoredManifest;
 use hubcast_protocol::verify::VerifiedManifest;
 use hubcast_protocol::wire::Manifest;
 use hubcast_protocol::ObjectId;
@@ -59,10 +60,13 @@ const STORE_WARN_EVERY: Duration = Duration::from_secs(10);
 /// How often the store worker is asked to scrub the next chunks.
 pub(crate) const SCRUB_TICK: Duration = Duration::from_secs(1);
 
-/// Jobs for the store worker: events to store, reads for serving peers, and
+/// Jobs for the store worker: what to store, reads for serving peers, and
 /// live segments that left the back buffer.
 pub enum StoreJob {
-    Event(Event),
+    /// A manifest the receiver accepted, and the form it is kept in (the
+    /// signed datagram it came in).
+    Manifest(VerifiedManifest, StoredManifest),
+    Chunk(VerifiedChunk),
     Read(StoreRead),
     Retire(Vec<ObjectId>),
     /// A second passed (the driver's clock says `now`): check the next
@@ -97,19 +101,23 @@ impl Scrub {
 
 /// Open-time cleanup: live segments whose deadline passed longer ago than
 /// any back buffer keeps are dropped from the store. Returns the manifests
-/// left.
-pub(crate) fn drop_stale_segments(mut store: Store) -> Result<(Store, Vec<VerifiedManifest>), StoreError> {
-    let now = unix_ms();
-    let mut kept = Vec::new();
-    for m in store.manifests()? {
+/// left, and the segments dropped.
+pub(crate) fn drop_stale_segments(
+    store: &mut Store,
+    held: Vec<VerifiedManifest>,
+    now_ms: u64,
+) -> Result<(Vec<VerifiedManifest>, Vec<ObjectId>), StoreError> {
+    let (mut kept, mut dropped) = (Vec::new(), Vec::new());
+    for m in held {
         match m.live {
-            Some(l) if l.deadline_ms.saturating_add(STALE_SEGMENT_MS) < now => {
-                store.remove_object(&m.object_id)?
+            Some(l) if l.deadline_ms.saturating_add(STALE_SEGMENT_MS) < now_ms => {
+                store.remove_object(&m.object_id)?;
+                dropped.push(m.object_id);
             }
             _ => kept.push(m),
         }
     }
-    Ok((store, kept))
+    Ok((kept, dropped))
 }
 
 /// A live segment this long past its deadline is of no use after a restart.
@@ -145,7 +153,13 @@ pub(crate) fn store_worker(
     }
     while let Some(job) = rx.blocking_recv() {
         let event = match job {
-            StoreJob::Event(e) => e,
+            StoreJob::Manifest(m, stored) => {
+                if let Err(e) = w.store.put_manifest(&stored) {
+                    w.fail(&e);
+                }
+                Event::Manifest(m)
+            }
+            StoreJob::Chunk(c) => Event::ChunkComplete(c),
             StoreJob::Read(r) => {
                 let chunk = read_to_serve(w.store, &r.req).unwrap_or_else(|e| {
                     w.fail(&e);
@@ -171,9 +185,6 @@ pub(crate) fn store_worker(
         };
         match event {
             Event::Manifest(m) => {
-                if let Err(e) = w.store.put_manifest(&m) {
-                    w.fail(&e);
-                }
                 let m: Manifest = (*m).clone();
                 if w.live.on_manifest(&m) {
                     // Its chunks may have come first, counted as an object.

@@ -5,22 +5,35 @@
 //!
 //! Only verified data goes in: manifests and chunks as the receiver hands
 //! them out. Reads check what they return: a chunk whose bytes no longer
-//! match its hash is not returned as good.
+//! match its hash is not returned as good. Manifests are kept as the signed
+//! datagrams they came in, with when they came, and are verified again when
+//! loaded ([`Receiver::restore_manifest`](crate::receiver::Receiver::restore_manifest)):
+//! there is no path by which a stored manifest is trusted unchecked.
 
 use crate::receiver::VerifiedChunk;
 use crate::serve::{answer, ChunkRequest, ChunkServer};
-use crate::verify::VerifiedManifest;
 use crate::wire::Hash;
 use crate::ObjectId;
 use std::collections::BTreeMap;
 
+/// A manifest as a store keeps it: the signed datagram it came in, and when
+/// the receiver checked it (wall-clock seconds), the time it is checked
+/// again as of.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredManifest {
+    pub object_id: ObjectId,
+    pub datagram: Vec<u8>,
+    pub received_unix: u64,
+}
+
 pub trait ChunkStore {
     type Error: std::error::Error + 'static;
 
-    /// Keep a verified manifest; one for an object already kept replaces it.
-    fn put_manifest(&mut self, m: &VerifiedManifest) -> Result<(), Self::Error>;
-    /// Every manifest kept.
-    fn manifests(&self) -> Result<Vec<VerifiedManifest>, Self::Error>;
+    /// Keep a manifest the receiver accepted; one for an object already
+    /// kept replaces it.
+    fn put_manifest(&mut self, m: &StoredManifest) -> Result<(), Self::Error>;
+    /// Every manifest kept, as it came: to be verified again before use.
+    fn manifests(&self) -> Result<Vec<StoredManifest>, Self::Error>;
     /// Keep a verified chunk, with the ticket it was verified against;
     /// `false` if it was kept already (nothing changes).
     fn put_chunk(&mut self, c: &VerifiedChunk) -> Result<bool, Self::Error>;
@@ -50,7 +63,7 @@ type Kept = (Vec<u8>, Vec<u8>, Hash);
 /// A store in memory: for simulations and tests.
 #[derive(Default)]
 pub struct MemoryStore {
-    manifests: BTreeMap<ObjectId, VerifiedManifest>,
+    manifests: BTreeMap<ObjectId, StoredManifest>,
     chunks: BTreeMap<(ObjectId, u32), Kept>,
 }
 
@@ -70,12 +83,12 @@ impl MemoryStore {
 impl ChunkStore for MemoryStore {
     type Error = Damaged;
 
-    fn put_manifest(&mut self, m: &VerifiedManifest) -> Result<(), Damaged> {
+    fn put_manifest(&mut self, m: &StoredManifest) -> Result<(), Damaged> {
         self.manifests.insert(m.object_id, m.clone());
         Ok(())
     }
 
-    fn manifests(&self) -> Result<Vec<VerifiedManifest>, Damaged> {
+    fn manifests(&self) -> Result<Vec<StoredManifest>, Damaged> {
         Ok(self.manifests.values().cloned().collect())
     }
 
@@ -143,7 +156,7 @@ pub fn serve_from<S: ChunkStore>(
 #[cfg(any(test, feature = "test-support"))]
 pub fn suite<S: ChunkStore>(
     mut make: impl FnMut() -> S,
-    manifests: &[VerifiedManifest],
+    manifests: &[StoredManifest],
     chunks: &[VerifiedChunk],
 ) {
     let (first, other) =
@@ -178,15 +191,17 @@ pub fn suite<S: ChunkStore>(
         let server = chunk_server(&mut s, &c.object_id(), c.index()).expect("a kept chunk serves");
         assert_eq!(server.ticket(), c.ticket());
     }
-    let mut ids: Vec<ObjectId> = s.manifests().expect("manifests").iter().map(|m| m.object_id).collect();
-    ids.sort_unstable();
-    let mut want: Vec<ObjectId> = manifests.iter().map(|m| m.object_id).collect();
-    want.sort_unstable();
-    want.dedup();
-    assert_eq!(ids, want, "every manifest, once");
+    let mut kept = s.manifests().expect("manifests");
+    kept.sort_by_key(|m| m.object_id);
+    let mut want = manifests.to_vec();
+    want.sort_by_key(|m| m.object_id);
+    assert_eq!(kept, want, "every manifest, once, byte for byte with when it came");
     // A manifest put again replaces, never doubles.
-    s.put_manifest(&manifests[0]).expect("put manifest again");
-    assert_eq!(s.manifests().expect("manifests").len(), want.len());
+    let again = StoredManifest { received_unix: manifests[0].received_unix + 60, ..manifests[0].clone() };
+    s.put_manifest(&again).expect("put manifest again");
+    let kept = s.manifests().expect("manifests");
+    assert_eq!(kept.len(), want.len());
+    assert!(kept.contains(&again), "the newer one replaced it");
 
     // Removing one object leaves the other whole.
     s.remove_object(&first).expect("remove");
@@ -202,18 +217,22 @@ pub fn suite<S: ChunkStore>(
     }
 }
 
-/// Verified manifests and chunks for [`suite`] (test support too): a file of
-/// three chunks (the last one short), a file of one, and an empty file, as a
-/// receiver hands them out.
+/// When [`suite_fixture`]'s manifests came (its certificate's day).
 #[cfg(any(test, feature = "test-support"))]
-pub fn suite_fixture() -> (Vec<VerifiedManifest>, Vec<VerifiedChunk>) {
+pub const FIXTURE_NOW: u64 = 1_700_000_000;
+
+/// Manifests and verified chunks for [`suite`] (test support too): a file of
+/// three chunks (the last one short), a file of one, and an empty file, as a
+/// receiver hands them out, received at [`FIXTURE_NOW`].
+#[cfg(any(test, feature = "test-support"))]
+pub fn suite_fixture() -> (Vec<StoredManifest>, Vec<VerifiedChunk>) {
     use crate::receiver::{Event, Receiver, ReceiverConfig};
     use crate::sender::{ObjectPlan, PreparedChunk};
     use crate::verify::Signer;
     use hubcast_keys::{ChannelKeys, Fingerprint, SignerKeys, TrustAnchor};
     use rand::SeedableRng;
 
-    const NOW: u64 = 1_700_000_000;
+    const NOW: u64 = FIXTURE_NOW;
     let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(5);
     let keys = ChannelKeys::generate(&mut rng, NOW - 10, 86_400);
     let anchor = TrustAnchor::new(Fingerprint::of(&keys.root.verifying_key()));
@@ -248,7 +267,11 @@ pub fn suite_fixture() -> (Vec<VerifiedManifest>, Vec<VerifiedChunk>) {
     let (mut manifests, mut chunks) = (Vec::new(), Vec::new());
     while let Some(e) = rx.poll_event() {
         match e {
-            Event::Manifest(m) => manifests.push(m),
+            Event::Manifest(m) => manifests.push(StoredManifest {
+                object_id: m.object_id,
+                datagram: rx.manifest_datagram(&m.object_id).expect("kept").to_vec(),
+                received_unix: NOW,
+            }),
             Event::ChunkComplete(c) => chunks.push(c),
         }
     }

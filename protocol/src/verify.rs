@@ -49,14 +49,6 @@ impl std::ops::Deref for VerifiedTicket {
     }
 }
 
-impl VerifiedManifest {
-    /// For a manifest read back from the hub's own store, which only ever holds
-    /// manifests that were verified before they were written.
-    pub fn from_trusted_store(m: Manifest) -> Self {
-        VerifiedManifest(m)
-    }
-}
-
 /// Checks signed datagrams against one trust anchor. Remembers which
 /// certificates' root signatures it has checked, so a ticket costs one Ed25519
 /// verification, not two.

@@ -27,7 +27,7 @@ use hubcast_protocol::repair::{Nak, Outcome};
 use hubcast_protocol::sender::{Carousel, Pacer, PreparedChunk, Sender};
 use hubcast_protocol::serve::{answer, answer_complete, ChunkRequest, ChunkServer};
 use hubcast_protocol::sim::{Link, Network};
-use hubcast_protocol::store::{chunk_server, ChunkStore, MemoryStore};
+use hubcast_protocol::store::{chunk_server, ChunkStore, MemoryStore, StoredManifest};
 use hubcast_protocol::tracker::{Role, Tracker, TrackerConfig};
 use hubcast_protocol::wire;
 use hubcast_protocol::ObjectId;
@@ -252,10 +252,13 @@ impl Sim {
                     }
                 }
                 Output::Store { event: Event::Manifest(m), .. } => {
-                    self.hubs[h].store.put_manifest(&m).expect("the memory store keeps it");
+                    let d =
+                        self.hubs[h].hub.receiver().manifest_datagram(&m.object_id).expect("kept").to_vec();
+                    let stored =
+                        StoredManifest { object_id: m.object_id, datagram: d.clone(), received_unix: NOW };
+                    self.hubs[h].store.put_manifest(&stored).expect("the memory store keeps it");
                     if is_bridge(h) {
-                        let d = self.hubs[h].hub.receiver().manifest_datagram(&m.object_id).expect("kept");
-                        self.feed(h, vec![d.to_vec()]);
+                        self.feed(h, vec![d]);
                     }
                 }
                 Output::Fetch { id, addr, req, .. } => {

@@ -21,7 +21,7 @@ use hubcast_protocol::repair::Outcome;
 use hubcast_protocol::sender::Carousel;
 use hubcast_protocol::serve::{answer, ChunkRequest, ChunkServer};
 use hubcast_protocol::sim::{Link, Network};
-use hubcast_protocol::store::{chunk_server, ChunkStore, MemoryStore};
+use hubcast_protocol::store::{chunk_server, ChunkStore, MemoryStore, StoredManifest};
 use hubcast_protocol::wire::{self, Kind};
 use hubcast_protocol::ObjectId;
 use std::collections::HashMap;
@@ -120,7 +120,10 @@ impl Sim {
                     }
                 }
                 Output::Store { event: Event::Manifest(m), .. } => {
-                    self.hubs[h].store.put_manifest(&m).expect("the memory store keeps it");
+                    let d =
+                        self.hubs[h].hub.receiver().manifest_datagram(&m.object_id).expect("kept").to_vec();
+                    let stored = StoredManifest { object_id: m.object_id, datagram: d, received_unix: NOW };
+                    self.hubs[h].store.put_manifest(&stored).expect("the memory store keeps it");
                 }
                 Output::Fetch { id, addr, req, .. } => {
                     self.net.unicast(index_of(addr), Msg::Ask { from: h, id, req }, peer_link(64));

@@ -6,7 +6,6 @@ mod support;
 
 use hubcast_keys::{NodeAddr, NodeId};
 use hubcast_protocol::receiver::DropReason;
-use hubcast_protocol::verify::VerifiedManifest;
 use hubcast_protocol::wire::{self, decode, Datagram, WireError, TRACKER_LEN};
 use support::*;
 
@@ -57,10 +56,12 @@ fn the_newest_verified_manifest_names_the_tracker() {
 fn a_hub_with_the_manifest_stored_learns_the_tracker_from_a_repeat() {
     let ch = channel(1);
     let mut plan = plans(&[content("x", 100, 1)], CHUNK, T).remove(0);
-    let mut stored = plan.manifest.clone();
-    stored.tracker = None; // the store keeps no tracker
+    // Stored when the channel named no tracker; verified again at start.
+    let stored = ch.signer.manifest_datagram(&plan.manifest);
     let mut rx = receiver(ch.anchor);
-    rx.remember_manifest(VerifiedManifest::from_trusted_store(stored));
+    let restored = rx.restore_manifest(&stored, NOW).expect("it holds as of when it came");
+    assert_eq!(restored.object_id, plan.manifest.object_id);
+    assert_eq!(rx.manifest_datagram(&plan.manifest.object_id), Some(&stored[..]), "kept for bridges");
     let a = tracker(1, "192.0.2.1:7000");
     plan.manifest.tracker = Some(a);
     let d = ch.signer.manifest_datagram(&plan.manifest);
@@ -98,4 +99,30 @@ fn a_forged_or_malformed_tracker_is_refused_and_not_adopted() {
     assert!(got.manifests.is_empty());
     assert_eq!(rx.tracker(), None);
     assert_eq!(rx.drops().get(DropReason::BadSignature), 1, "{:?}", rx.drops());
+}
+
+#[test]
+fn a_stored_manifest_is_verified_again_as_of_when_it_came() {
+    let ch = channel(1);
+    let plan = plans(&[content("x", 100, 1)], CHUNK, T).remove(0);
+    let d = ch.signer.manifest_datagram(&plan.manifest);
+    // Checked as of a year on, its certificate has run out; as of when it
+    // came, it holds.
+    let later = plan.manifest.expiry + 86_400 * 365;
+    assert_eq!(receiver(ch.anchor).restore_manifest(&d, later).err(), Some(DropReason::CertValidity));
+    assert!(receiver(ch.anchor).restore_manifest(&d, NOW).is_ok());
+    // A byte flipped on disk; another channel's; not a manifest.
+    let mut damaged = d.clone();
+    let last = damaged.len() - 1;
+    damaged[last] ^= 1;
+    assert_eq!(receiver(ch.anchor).restore_manifest(&damaged, NOW).err(), Some(DropReason::BadSignature));
+    let other = channel(2);
+    let foreign = other.signer.manifest_datagram(&plan.manifest);
+    assert_eq!(receiver(ch.anchor).restore_manifest(&foreign, NOW).err(), Some(DropReason::WrongChannel));
+    let ticket = broadcast(&ch, &[content("x", 100, 1)], CHUNK, T, 0.0, 1)
+        .into_iter()
+        .find(|d| wire::decode_header(d).is_ok_and(|h| h.kind == wire::Kind::Ticket))
+        .expect("a ticket");
+    assert_eq!(receiver(ch.anchor).restore_manifest(&ticket, NOW).err(), Some(DropReason::BadKind));
+    assert_eq!(receiver(ch.anchor).restore_manifest(&[], NOW).err(), Some(DropReason::Truncated));
 }

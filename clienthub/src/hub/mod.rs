@@ -30,6 +30,7 @@ use hubcast_protocol::peers;
 use hubcast_protocol::receiver::{DropCounters, Event};
 use hubcast_protocol::repair::Outcome;
 use hubcast_protocol::serve::answer_partial;
+use hubcast_protocol::store::StoredManifest;
 use hubcast_protocol::wire;
 use hubcast_protocol::ObjectId;
 use hubcast_transport::quic::NodeEndpoint;
@@ -153,12 +154,11 @@ pub async fn run(cfg: HubConfig, status: StatusBoard, cancel: CancellationToken)
     }
     let anchor_fingerprint = anchor.fingerprint;
     let live = LiveBoard::new(cfg.live_buffer_secs);
-    let (store, manifests) = tokio::task::spawn_blocking(move || drop_stale_segments(store))
-        .await
-        .map_err(|e| StoreError::Io { path: cfg.store.clone(), source: std::io::Error::other(e) })??;
-    let stored = store.chunks()?;
     info!(store = %cfg.store.display(), manifests = report.manifests, chunks = report.chunks,
         orphans_removed = report.orphans_removed, group = %cfg.group, iface = %mc.interface, "hub started");
+    if report.old_manifests_dropped {
+        info!("the store kept manifests unsigned (before 2026-12-05): dropped; the channel sends them again, and the chunks stay");
+    }
 
     let http = match cfg.http {
         Some(addr) => {
@@ -176,9 +176,50 @@ pub async fn run(cfg: HubConfig, status: StatusBoard, cancel: CancellationToken)
         None => None,
     };
 
+    // The store worker's queue: the peer side serves from the store through
+    // it; the worker starts once the stored manifests are checked.
     let (tx, rx) = mpsc::channel(STORE_QUEUE);
     // Chunks the worker could not store go back, so the receiver collects them again.
     let (unstored_tx, mut unstored_rx) = mpsc::channel(STORE_QUEUE);
+    let peers =
+        if cfg.peer_repair { Some(start_peers(&cfg, &mc, &node, &tx, &status, &cancel)?) } else { None };
+    let (now, unix_ms) = clock();
+    let mut config = machine::Config::new(node.id(), peers.as_ref().map_or(0, |p| p.quic_port));
+    config.peer_repair = cfg.peer_repair;
+    config.tracker = peers.as_ref().and_then(|p| p.origin());
+    config.forest = peers.as_ref().and_then(|p| p.forest_role);
+    config.desert_after = Duration::from_secs(cfg.desert_after_secs);
+    config.no_multicast = cfg.no_multicast;
+    // A forest hub takes stripes, not a bridge's feed.
+    config.bridges = (cfg.peer_repair && (cfg.stripes == 0 || cfg.bridge))
+        .then(|| cfg.bridge_peers.iter().filter_map(|b| b.parse::<NodeAddr>().ok()).collect());
+    config.remulticast = cfg.remulticast.is_some();
+    config.seed = rand::random();
+    let mut hub = Hub::new(now, anchor, config);
+
+    // The stored manifests, verified again as of when they came; stale live
+    // segments leave the store; then the chunks. Chunks dropped as damaged or
+    // missing (now, in an earlier run, or by `clienthub fsck`) are asked of
+    // peers at once.
+    let mut store = store;
+    let (held, refused) = hub.restore_manifests(&store.manifests()?);
+    if let Some((id, why)) = refused.first() {
+        warn!(refused = refused.len(), first = %id, ?why,
+            "stored manifests that fail their check (damaged, or another channel's): not used; the channel sends them again");
+    }
+    let (manifests, stale) = drop_stale_segments(&mut store, held, unix_ms)?;
+    hub.handle_input(now, unix_ms, Input::Retired(&stale));
+    hub.restore_chunks(store.chunks()?, report.lost.iter().copied());
+    if let Some(feed) = peers.as_ref().and_then(|p| p.feed.as_ref()) {
+        // A restarted bridge forwards what it holds with the manifests it
+        // was sent.
+        for m in &manifests {
+            if let Some(d) = hub.receiver().manifest_datagram(&m.object_id) {
+                feed.manifest(m.object_id, d);
+            }
+        }
+    }
+
     let worker = {
         let status = status.clone();
         let export = cfg.export.clone();
@@ -192,25 +233,6 @@ pub async fn run(cfg: HubConfig, status: StatusBoard, cancel: CancellationToken)
             })
             .map_err(|source| HubError::Store(StoreError::Io { path: "store thread".into(), source }))?
     };
-
-    let peers =
-        if cfg.peer_repair { Some(start_peers(&cfg, &mc, &node, &tx, &status, &cancel)?) } else { None };
-    let (now, _) = clock();
-    let mut config = machine::Config::new(node.id(), peers.as_ref().map_or(0, |p| p.quic_port));
-    config.peer_repair = cfg.peer_repair;
-    config.tracker = peers.as_ref().and_then(|p| p.origin());
-    config.forest = peers.as_ref().and_then(|p| p.forest_role);
-    config.desert_after = Duration::from_secs(cfg.desert_after_secs);
-    config.no_multicast = cfg.no_multicast;
-    // A forest hub takes stripes, not a bridge's feed.
-    config.bridges = (cfg.peer_repair && (cfg.stripes == 0 || cfg.bridge))
-        .then(|| cfg.bridge_peers.iter().filter_map(|b| b.parse::<NodeAddr>().ok()).collect());
-    config.remulticast = cfg.remulticast.is_some();
-    config.seed = rand::random();
-    let mut hub = Hub::new(now, anchor, config);
-    // Chunks dropped as damaged or missing (now, in an earlier run, or by
-    // `clienthub fsck`) are asked of peers at once.
-    hub.restore(manifests.iter().cloned(), stored, report.lost.iter().copied());
 
     let mut lp = Loop {
         cfg: &cfg,
@@ -293,7 +315,7 @@ impl Loop<'_> {
             forest_changed |= matches!(out, Output::Stripe { .. } | Output::ForestChildren(_));
             match out {
                 Output::Store { event, source } => {
-                    if !self.store_event(now, event, source).await {
+                    if !self.store_event((now, unix_ms), event, source).await {
                         return false;
                     }
                 }
@@ -314,7 +336,12 @@ impl Loop<'_> {
 
     /// A verified manifest or chunk: to the store worker, and on to the
     /// bridge's subscribers after it (a subscriber's read queues behind it).
-    async fn store_event(&mut self, now: Instant, event: Event, source: machine::Source) -> bool {
+    async fn store_event(
+        &mut self,
+        (now, unix_ms): (Instant, u64),
+        event: Event,
+        source: machine::Source,
+    ) -> bool {
         // Counters first: a status that shows the object complete also
         // shows the bytes that completed it.
         self.record();
@@ -341,7 +368,23 @@ impl Loop<'_> {
                 }
             }
         }
-        if self.store.send(StoreJob::Event(event)).await.is_err() {
+        let job = match event {
+            Event::Manifest(m) => {
+                // Kept as it came, to be verified again when loaded.
+                let Some(datagram) = self.hub.receiver().manifest_datagram(&m.object_id) else {
+                    warn!(object = %m.object_id, "an accepted manifest's datagram is gone; not stored (the channel sends it again)");
+                    return true;
+                };
+                let stored = StoredManifest {
+                    object_id: m.object_id,
+                    datagram: datagram.to_vec(),
+                    received_unix: unix_ms / 1000,
+                };
+                StoreJob::Manifest(m, stored)
+            }
+            Event::ChunkComplete(c) => StoreJob::Chunk(c),
+        };
+        if self.store.send(job).await.is_err() {
             return false;
         }
         if let Some((feed, object_id, index, len, t)) = fed_chunk {

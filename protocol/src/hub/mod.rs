@@ -31,6 +31,7 @@ use crate::peers::{PeerTable, Strike, Via};
 use crate::receiver::{DropCounters, DropReason, Event, Receiver, ReceiverConfig};
 use crate::repair::{Nak, Outcome, RepairConfig, RepairStats, Repaired, Repairer};
 use crate::serve::ChunkRequest;
+use crate::store::StoredManifest;
 use crate::verify::VerifiedManifest;
 use crate::wire;
 use crate::ObjectId;
@@ -375,22 +376,44 @@ impl Hub {
         hub
     }
 
-    /// What the store holds at start: its manifests, its chunks, and the
-    /// chunks it found damaged or missing (repaired at once). No events.
-    pub fn restore(
+    /// The manifests the store holds at start, as they came: each is
+    /// verified again, as of when it came ([`Receiver::restore_manifest`]).
+    /// No events. Returns the manifests that hold, and the objects whose
+    /// stored manifest does not, with why (the channel sends them again).
+    pub fn restore_manifests<'m>(
         &mut self,
-        manifests: impl IntoIterator<Item = VerifiedManifest>,
-        chunks: impl IntoIterator<Item = (ObjectId, u32)>,
-        lost: impl IntoIterator<Item = (ObjectId, u32)>,
-    ) {
-        for m in manifests {
+        manifests: impl IntoIterator<Item = &'m StoredManifest>,
+    ) -> (Vec<VerifiedManifest>, Vec<(ObjectId, DropReason)>) {
+        let (mut held, mut refused) = (Vec::new(), Vec::new());
+        for stored in manifests {
+            let m = match self.receiver.restore_manifest(&stored.datagram, stored.received_unix) {
+                Ok(m) if m.object_id == stored.object_id => m,
+                Ok(_) => {
+                    refused.push((stored.object_id, DropReason::Inconsistent));
+                    continue;
+                }
+                Err(why) => {
+                    refused.push((stored.object_id, why));
+                    continue;
+                }
+            };
             if m.live.is_some() {
                 self.live.insert(m.object_id);
             }
             self.holdings
                 .insert(m.object_id, ChunkBitmap::new(crate::sender::chunk_count(m.size, m.chunk_size)));
-            self.receiver.remember_manifest(m);
+            held.push(m);
         }
+        (held, refused)
+    }
+
+    /// The chunks the store holds at start, and those it found damaged or
+    /// missing (repaired at once). After [`Hub::restore_manifests`]. No events.
+    pub fn restore_chunks(
+        &mut self,
+        chunks: impl IntoIterator<Item = (ObjectId, u32)>,
+        lost: impl IntoIterator<Item = (ObjectId, u32)>,
+    ) {
         for (id, index) in chunks {
             self.receiver.mark_complete(id, index);
             if let Some(b) = self.holdings.get_mut(&id) {

@@ -130,6 +130,30 @@ impl Receiver {
         }
     }
 
+    /// A manifest the hub's store kept, as the signed datagram it came in:
+    /// verified again, as of `received_unix` (when it came: a certificate or
+    /// manifest that has expired since still held then), and remembered with
+    /// its datagram, which a bridge then forwards. No event: the store has it.
+    /// The tracker it names is not taken: that is learned afresh from the
+    /// channel.
+    pub fn restore_manifest(
+        &mut self,
+        datagram: &[u8],
+        received_unix: u64,
+    ) -> Result<VerifiedManifest, DropReason> {
+        let header = wire::decode_header(datagram)?;
+        if header.channel_tag != self.channel_tag {
+            return Err(DropReason::WrongChannel);
+        }
+        let Datagram::Manifest(m) = wire::decode(datagram)?.1 else {
+            return Err(DropReason::BadKind);
+        };
+        let m = self.verifier.verify_manifest(m, received_unix)?;
+        self.remember_manifest(m.clone());
+        self.keep_manifest_datagram(m.object_id, datagram);
+        Ok(m)
+    }
+
     pub(super) fn keep_manifest_datagram(&mut self, id: ObjectId, datagram: &[u8]) {
         if self.manifest_datagrams.insert(id, datagram.to_vec()).is_none() {
             self.manifest_order.push_back(id);
