@@ -2,13 +2,16 @@
 //!
 //! Nodes are numbered. A multicast send delivers one copy to every member, each
 //! copy lost or delayed independently; a unicast send delivers to one node.
+//! Loss is independent per message, or bursty ([`Network::bursty`]): a
+//! Gilbert-Elliott chain per receiving node, with the link's loss rate on
+//! average and runs of losses of a given mean length, as access links lose.
 //! [`Network::poll_delivery`] pops deliveries in time order (ties in send order), so a run
 //! depends only on its seed. Time is an offset from the start of the run.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
 use std::time::Duration;
 
 /// How one path behaves.
@@ -72,6 +75,10 @@ pub struct Network<M> {
     seq: u64,
     queue: BinaryHeap<Reverse<Entry<M>>>,
     stats: NetStats,
+    /// Bursty loss: the mean length of a run of losses, and per receiving
+    /// node whether its path is in the losing state.
+    burst: Option<f64>,
+    losing: HashMap<usize, bool>,
 }
 
 impl<M: Clone> Network<M> {
@@ -82,7 +89,34 @@ impl<M: Clone> Network<M> {
             seq: 0,
             queue: BinaryHeap::new(),
             stats: NetStats::default(),
+            burst: None,
+            losing: HashMap::new(),
         }
+    }
+
+    /// Make loss bursty (Gilbert-Elliott): each node's path switches between
+    /// a state that delivers everything and one that loses everything, so
+    /// that a link's `loss` is still the share lost on average, in runs of
+    /// `mean_burst` messages on average (at least 1: 1 is independent loss's
+    /// run length at low rates).
+    pub fn bursty(mut self, mean_burst: f64) -> Self {
+        self.burst = Some(mean_burst.max(1.0));
+        self
+    }
+
+    /// Whether a message to `to` over a path losing `loss` is lost.
+    fn lose(&mut self, to: usize, loss: f64) -> bool {
+        let loss = loss.clamp(0.0, 1.0);
+        let Some(burst) = self.burst.filter(|_| loss > 0.0 && loss < 1.0) else {
+            return loss > 0.0 && self.rng.gen_bool(loss);
+        };
+        // Leave the losing state with 1/burst; enter it so that the share of
+        // time spent there is `loss`: p / (p + r) = loss.
+        let leave = 1.0 / burst;
+        let enter = (loss * leave / (1.0 - loss)).min(1.0);
+        let losing = self.losing.entry(to).or_insert(false);
+        *losing = if *losing { !self.rng.gen_bool(leave) } else { self.rng.gen_bool(enter) };
+        *losing
     }
 
     /// Virtual time: the time of the last delivery popped (or set by `advance_to`).
@@ -102,7 +136,7 @@ impl<M: Clone> Network<M> {
     /// Send `msg` to `to` over `link`, leaving now.
     pub fn unicast(&mut self, to: usize, msg: M, link: Link) {
         self.stats.sent += 1;
-        if link.loss > 0.0 && self.rng.gen_bool(link.loss.min(1.0)) {
+        if self.lose(to, link.loss) {
             self.stats.lost += 1;
             return;
         }
@@ -162,5 +196,39 @@ mod tests {
         let lost = stats.lost as f64 / stats.sent as f64;
         assert!((0.09..0.11).contains(&lost), "{lost}");
         assert!(a.windows(2).all(|w| w[0].0 <= w[1].0), "in time order");
+    }
+
+    #[test]
+    fn bursty_loss_keeps_its_rate_and_loses_in_runs_of_the_mean_length() {
+        let link = Link { loss: 0.2, ..Link::PERFECT };
+        for burst in [1.0, 4.0, 10.0] {
+            let mut net: Network<u32> = Network::new(3).bursty(burst);
+            let mut runs = Vec::new();
+            let mut run = 0;
+            for i in 0..200_000 {
+                let before = net.stats().lost;
+                net.unicast(0, i, link);
+                if net.stats().lost > before {
+                    run += 1;
+                } else if run > 0 {
+                    runs.push(run);
+                    run = 0;
+                }
+            }
+            let lost = net.stats().lost as f64 / net.stats().sent as f64;
+            let mean = runs.iter().sum::<u32>() as f64 / runs.len() as f64;
+            assert!((0.19..0.21).contains(&lost), "burst {burst}: loss {lost}");
+            assert!((mean - burst).abs() < burst * 0.1, "burst {burst}: runs of {mean} on average");
+        }
+        // Each node's path has its own state.
+        let mut net: Network<u32> = Network::new(4).bursty(8.0);
+        for i in 0..10_000 {
+            net.multicast((0..2).map(|n| (n, link)), &i);
+        }
+        let mut got = [Vec::new(), Vec::new()];
+        while let Some(d) = net.poll_delivery() {
+            got[d.to].push(d.msg);
+        }
+        assert_ne!(got[0], got[1], "the two paths lose different messages");
     }
 }
