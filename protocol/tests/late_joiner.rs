@@ -140,3 +140,44 @@ fn a_lost_chunk_is_listed_for_repair_until_it_comes_again() {
     assert_eq!(again, [1], "collected again, the others skipped as held");
     assert!(needs_of(&restarted, id).is_empty(), "repaired: off the list");
 }
+
+/// A one-shot round that lost, at this hub, every ticket of its last chunk
+/// and the closing manifest: nothing tells the hub the multicast has passed
+/// the last chunk but the quiet after it. Two idle ticks without multicast
+/// and the chunk is listed for repair (the 1,000-hub simulation at 50% loss
+/// had 55 hubs wait for it forever).
+#[test]
+fn the_last_chunk_with_no_ticket_heard_is_listed_once_the_multicast_goes_quiet() {
+    let ch = channel(13);
+    let objects = [content("once.bin", 3 * CHUNK as usize, 4)];
+    let plans = plans(&objects, CHUNK, T);
+    let id = plans[0].manifest.object_id;
+    let last = (id, 2);
+    let stream = broadcast(&ch, &objects, CHUNK, T, 0.1, 1);
+    let mut rx = receiver(ch.anchor);
+    let mut manifests = 0;
+    for d in &stream {
+        let h = wire::decode_header(d).expect("the sender's datagrams parse");
+        if h.kind == wire::Kind::Manifest {
+            manifests += 1;
+            if manifests > 1 {
+                continue; // the closing copy, lost
+            }
+        }
+        if h.kind == wire::Kind::Ticket && wire::peek_chunk(d, h.kind) == Some(last) {
+            continue; // every copy of the last chunk's ticket, lost
+        }
+        rx.handle_datagram(NOW, d);
+    }
+    rx.handle_idle();
+    let mut got = Received::default();
+    drain(&mut rx, &mut got);
+    assert_eq!(got.chunks.len(), 2, "the first two chunks decode");
+    assert!(needs_of(&rx, id).is_empty(), "one quiet tick: the round may go on");
+    rx.handle_idle();
+    assert_eq!(needs_of(&rx, id), [2], "the multicast went quiet: the last chunk is for repair");
+    // Multicast again (the next round): the quiet counts from there.
+    rx.handle_datagram(NOW, &stream[0]);
+    rx.handle_idle();
+    assert_eq!(needs_of(&rx, id), [2], "still listed: it has passed");
+}

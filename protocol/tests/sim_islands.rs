@@ -737,12 +737,15 @@ fn a_thousand_hubs_on_ten_islands_and_a_desert_complete_with_little_from_the_ori
 
 /// The figures at heavier loss, for docs/BENCHMARKS.md (issue 22's
 /// baseline): `cargo test --release -p hubcast-protocol --test sim_islands
-/// -- --ignored --nocapture`. Checks only what holds at any loss: nothing
+/// -- --ignored --nocapture` (`HUBCAST_SIM_LOSS=0.5` for one loss rate).
+/// Checks only what holds at any loss: nothing
 /// harmful is accepted, and what a hub holds is the file's.
 #[test]
 #[ignore = "minutes in the debug profile; a table for docs/BENCHMARKS.md"]
 fn heavy_loss_figures() {
-    for (loss, burst) in [(0.01, None), (0.05, None), (0.20, None), (0.50, None), (0.20, Some(8.0))] {
+    let only: Option<f64> = std::env::var("HUBCAST_SIM_LOSS").ok().and_then(|v| v.parse().ok());
+    let cases = [(0.01, None), (0.05, None), (0.20, None), (0.50, None), (0.20, Some(8.0))];
+    for (loss, burst) in cases.into_iter().filter(|(l, _)| only.is_none_or(|o| o == *l)) {
         let r = run(loss, burst);
         let alive = r.sim.hubs.iter().filter(|h| !h.dead).count();
         eprintln!(
@@ -753,6 +756,50 @@ fn heavy_loss_figures() {
             r.round_end.as_secs_f64(),
             (r.sim.origin_round_bytes + r.sim.origin_repair_bytes) as f64 / SIZE as f64,
         );
+        // Who did not complete: by island (the last one had the outage), late
+        // joiners, deserts; and how much each held.
+        let mut by_kind: std::collections::BTreeMap<String, (usize, usize)> = Default::default();
+        for (h, held) in &r.missing {
+            let kind = match island_of(*h) {
+                None => "desert".to_string(),
+                Some(i) if r.sim.hubs[*h].joins_at > Duration::ZERO => format!("island {i}, late"),
+                Some(i) => format!("island {i}"),
+            };
+            let e = by_kind.entry(kind).or_default();
+            (e.0, e.1) = (e.0 + 1, e.1 + held);
+        }
+        if let Some((h, _)) = r.missing.first() {
+            let hub = &r.sim.hubs[*h].hub;
+            let (now, _) = r.sim.clock();
+            let needs = hub.receiver().needs(usize::MAX);
+            let id = r.sim.object_id;
+            let chunks: Vec<String> = (0..r.chunks)
+                .filter(|i| !hub.receiver().is_complete(id, *i))
+                .map(|i| match hub.receiver().chunk_progress(id, i) {
+                    Some((k, have)) => {
+                        format!("chunk {i}: {} of K {k} held", have.iter().filter(|h| **h).count())
+                    }
+                    None => format!("chunk {i}: not collecting"),
+                })
+                .collect();
+            eprintln!("   hub {h}: {chunks:?}");
+            eprintln!(
+                "   hub {h}, one of them: {:?}; needs {:?}; {} peers known; drops {:?}",
+                hub.repair_stats(),
+                needs
+                    .iter()
+                    .map(|n| (n.index, n.has_ticket, n.held.iter().filter(|h| **h).count()))
+                    .collect::<Vec<_>>(),
+                hub.peers().view(now).len(),
+                hub.receiver().drops(),
+            );
+        }
+        for (kind, (n, held)) in by_kind {
+            eprintln!(
+                "   incomplete: {n} hubs of {kind}, holding {held} chunks of {} in all",
+                n as u32 * r.chunks
+            );
+        }
         assert!(r.chunks > 0);
     }
 }

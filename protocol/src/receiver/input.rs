@@ -46,6 +46,7 @@ impl Receiver {
             return Err(DropReason::WrongChannel);
         }
         if !self.from_peer {
+            self.quiet_ticks = 0;
             if let Some(previous) = self.current.filter(|c| Some(*c) != key) {
                 // The sender has moved on from `previous`: decode it with what it has.
                 let r = self.settle(previous);

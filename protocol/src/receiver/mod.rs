@@ -237,6 +237,9 @@ struct Pending {
 
 /// Objects whose manifest datagrams the receiver keeps ([`Receiver::manifest_datagram`]).
 pub const MAX_MANIFEST_DATAGRAMS: usize = 1024;
+/// Idle ticks without a multicast datagram after which the multicast has
+/// passed everything it showed ([`Receiver::handle_idle`]).
+pub const QUIET_PASSES_AFTER: u32 = 2;
 
 /// The segments of one live channel the receiver remembers.
 #[derive(Default)]
@@ -278,6 +281,8 @@ pub struct Receiver {
     progress: VecDeque<(ObjectId, Progress)>,
     /// The datagram being handled came from a peer, not the multicast.
     from_peer: bool,
+    /// Idle ticks since the last multicast datagram.
+    quiet_ticks: u32,
     /// Wall-clock time, unix ms: the latest of [`Receiver::handle_time`] and
     /// the seconds given with datagrams. Live deadlines are checked against it.
     now_ms: u64,
@@ -315,6 +320,7 @@ impl Receiver {
             current: None,
             progress: VecDeque::new(),
             from_peer: false,
+            quiet_ticks: 0,
             now_ms: 0,
             live: HashMap::new(),
             foreign_root: None,
@@ -325,12 +331,24 @@ impl Receiver {
         }
     }
 
-    /// The network has been quiet: decode every chunk that holds enough symbols.
+    /// The network has been quiet: decode every chunk that holds enough
+    /// symbols. Called about once a second ([`crate::hub::IDLE_TICK`]). After
+    /// [`QUIET_PASSES_AFTER`] of them without a multicast datagram the
+    /// multicast has passed every object it showed: a chunk it never brought
+    /// a ticket of (the last one, at the end of a one-shot round whose
+    /// closing manifest was lost too) is listed for repair, not waited for.
     pub fn handle_idle(&mut self) {
         let keys: Vec<ChunkKey> = self.active.keys().copied().collect();
         for key in keys {
             let r = self.settle(key);
             self.count(r);
+        }
+        self.quiet_ticks = self.quiet_ticks.saturating_add(1);
+        if self.quiet_ticks == QUIET_PASSES_AFTER {
+            let shown: Vec<ObjectId> = self.progress.iter().map(|(id, _)| *id).collect();
+            for id in shown {
+                self.note_passed(id);
+            }
         }
     }
 
