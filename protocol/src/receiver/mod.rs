@@ -155,6 +155,9 @@ struct Progress {
     max_index: u32,
     /// The multicast has gone on to another object.
     passed: bool,
+    /// The multicast went quiet after `max_index`: that chunk has passed too
+    /// (the chunks after it may not have been sent yet).
+    quiet: bool,
 }
 
 /// A chunk the hub lacks: where a repair plan starts.
@@ -334,9 +337,11 @@ impl Receiver {
     /// The network has been quiet: decode every chunk that holds enough
     /// symbols. Called about once a second ([`crate::hub::IDLE_TICK`]). After
     /// [`QUIET_PASSES_AFTER`] of them without a multicast datagram the
-    /// multicast has passed every object it showed: a chunk it never brought
-    /// a ticket of (the last one, at the end of a one-shot round whose
-    /// closing manifest was lost too) is listed for repair, not waited for.
+    /// multicast has passed every chunk it showed, the furthest too: one it
+    /// never brought a ticket of (the last, at the end of a one-shot round
+    /// whose closing manifest was lost too) is listed for repair, not waited
+    /// for. Chunks it has not shown are not: a feed or multicast that pauses
+    /// goes on where it was.
     pub fn handle_idle(&mut self) {
         let keys: Vec<ChunkKey> = self.active.keys().copied().collect();
         for key in keys {
@@ -345,9 +350,8 @@ impl Receiver {
         }
         self.quiet_ticks = self.quiet_ticks.saturating_add(1);
         if self.quiet_ticks == QUIET_PASSES_AFTER {
-            let shown: Vec<ObjectId> = self.progress.iter().map(|(id, _)| *id).collect();
-            for id in shown {
-                self.note_passed(id);
+            for (_, p) in self.progress.iter_mut() {
+                p.quiet = true;
             }
         }
     }

@@ -58,7 +58,11 @@ impl Receiver {
                 continue;
             }
             let chunks = chunk_count(m.size, m.chunk_size);
-            let passed_to = if progress.passed { chunks } else { progress.max_index.min(chunks) };
+            let passed_to = match (progress.passed, progress.quiet) {
+                (true, _) => chunks,
+                (false, true) => progress.max_index.saturating_add(1).min(chunks),
+                (false, false) => progress.max_index.min(chunks),
+            };
             for index in 0..passed_to {
                 if absent.len() >= limit {
                     break;
@@ -180,7 +184,7 @@ impl Receiver {
             p.max_index = p.max_index.max(last);
             return;
         }
-        self.progress.push_front((id, Progress { max_index: last, passed: true }));
+        self.progress.push_front((id, Progress { max_index: last, passed: true, quiet: false }));
         self.progress.truncate(RECENT_OBJECTS);
     }
 
@@ -201,6 +205,10 @@ impl Receiver {
             p.passed = true;
         }
         if let Some((_, p)) = self.progress.front_mut() {
+            if index > p.max_index {
+                // A chunk further on is the current one now.
+                p.quiet = false;
+            }
             p.max_index = p.max_index.max(index);
         }
     }
