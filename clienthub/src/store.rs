@@ -729,7 +729,7 @@ mod tests {
             dirs.borrow_mut().push(dir);
             store
         };
-        hubcast_protocol::store::suite(make, &manifests, &chunks);
+        hubcast_protocol::store::suite(make, &manifests, &chunks).unwrap();
     }
 
     #[test]

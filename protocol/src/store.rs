@@ -148,73 +148,90 @@ pub fn serve_from<S: ChunkStore>(
     answer(req, server.as_ref(), collecting)
 }
 
+/// A store call the suite made failed: which step, and the store's error.
+#[cfg(any(test, feature = "test-support"))]
+#[derive(Debug, thiserror::Error)]
+#[error("store suite, {step}: {error}")]
+pub struct SuiteFailure {
+    pub step: &'static str,
+    pub error: String,
+}
+
 /// The test suite every [`ChunkStore`] passes (test support, behind the
-/// `test-support` feature: a panic here is a failed check, never a runtime
-/// path): `make` gives an empty store,
+/// `test-support` feature): a store call that fails is a [`SuiteFailure`],
+/// a property that does not hold is a failed assertion. `make` gives an empty store,
 /// `chunks` verified chunks of the objects `manifests` describe (at least
-/// two chunks of the first, one of another object). Panics on a failure.
+/// two chunks of the first, one of another object).
 #[cfg(any(test, feature = "test-support"))]
 pub fn suite<S: ChunkStore>(
     mut make: impl FnMut() -> S,
     manifests: &[StoredManifest],
     chunks: &[VerifiedChunk],
-) {
+) -> Result<(), SuiteFailure> {
+    let fail = |step: &'static str| move |e: S::Error| SuiteFailure { step, error: e.to_string() };
     let (first, other) =
         (chunks[0].object_id(), chunks.iter().find(|c| c.object_id() != chunks[0].object_id()));
-    let other = other.expect("a chunk of a second object").object_id();
+    let other = other
+        .ok_or(SuiteFailure { step: "fixture", error: "no chunk of a second object".into() })?
+        .object_id();
 
     // Empty: nothing kept, nothing read.
     let mut s = make();
-    assert!(s.manifests().expect("manifests").is_empty());
-    assert!(s.chunks().expect("chunks").is_empty());
-    assert_eq!(s.read_chunk(&first, 0).expect("read"), None);
-    assert_eq!(s.read_ticket(&first, 0).expect("ticket"), None);
-    assert!(!s.has_chunk(&first, 0).expect("has"));
+    assert!(s.manifests().map_err(fail("manifests"))?.is_empty());
+    assert!(s.chunks().map_err(fail("chunks"))?.is_empty());
+    assert_eq!(s.read_chunk(&first, 0).map_err(fail("read"))?, None);
+    assert_eq!(s.read_ticket(&first, 0).map_err(fail("ticket"))?, None);
+    assert!(!s.has_chunk(&first, 0).map_err(fail("has"))?);
 
     // Every chunk in, once; the second time changes nothing.
     for m in manifests {
-        s.put_manifest(m).expect("put manifest");
+        s.put_manifest(m).map_err(fail("put manifest"))?;
     }
     for c in chunks {
-        assert!(s.put_chunk(c).expect("put chunk"), "a new chunk is kept");
+        assert!(s.put_chunk(c).map_err(fail("put chunk"))?, "a new chunk is kept");
     }
     for c in chunks {
-        assert!(!s.put_chunk(c).expect("put again"), "a kept chunk is not kept twice");
+        assert!(!s.put_chunk(c).map_err(fail("put again"))?, "a kept chunk is not kept twice");
     }
     let mut keys: Vec<(ObjectId, u32)> = chunks.iter().map(|c| (c.object_id(), c.index())).collect();
     keys.sort_unstable();
-    assert_eq!(s.chunks().expect("chunks"), keys, "every chunk, in order");
+    assert_eq!(s.chunks().map_err(fail("chunks"))?, keys, "every chunk, in order");
     for c in chunks {
-        assert!(s.has_chunk(&c.object_id(), c.index()).expect("has"));
-        assert_eq!(s.read_chunk(&c.object_id(), c.index()).expect("read").as_deref(), Some(c.data()));
-        assert_eq!(s.read_ticket(&c.object_id(), c.index()).expect("ticket").as_deref(), Some(c.ticket()));
-        let server = chunk_server(&mut s, &c.object_id(), c.index()).expect("a kept chunk serves");
+        assert!(s.has_chunk(&c.object_id(), c.index()).map_err(fail("has"))?);
+        assert_eq!(s.read_chunk(&c.object_id(), c.index()).map_err(fail("read"))?.as_deref(), Some(c.data()));
+        assert_eq!(
+            s.read_ticket(&c.object_id(), c.index()).map_err(fail("ticket"))?.as_deref(),
+            Some(c.ticket())
+        );
+        let server = chunk_server(&mut s, &c.object_id(), c.index())
+            .ok_or(SuiteFailure { step: "serve", error: "a kept chunk does not serve".into() })?;
         assert_eq!(server.ticket(), c.ticket());
     }
-    let mut kept = s.manifests().expect("manifests");
+    let mut kept = s.manifests().map_err(fail("manifests"))?;
     kept.sort_by_key(|m| m.object_id);
     let mut want = manifests.to_vec();
     want.sort_by_key(|m| m.object_id);
     assert_eq!(kept, want, "every manifest, once, byte for byte with when it came");
     // A manifest put again replaces, never doubles.
     let again = StoredManifest { received_unix: manifests[0].received_unix + 60, ..manifests[0].clone() };
-    s.put_manifest(&again).expect("put manifest again");
-    let kept = s.manifests().expect("manifests");
+    s.put_manifest(&again).map_err(fail("put manifest again"))?;
+    let kept = s.manifests().map_err(fail("manifests"))?;
     assert_eq!(kept.len(), want.len());
     assert!(kept.contains(&again), "the newer one replaced it");
 
     // Removing one object leaves the other whole.
-    s.remove_object(&first).expect("remove");
-    assert!(s.chunks().expect("chunks").iter().all(|(o, _)| *o != first));
-    assert_eq!(s.read_chunk(&first, 0).expect("read"), None);
-    assert!(s.manifests().expect("manifests").iter().all(|m| m.object_id != first));
+    s.remove_object(&first).map_err(fail("remove"))?;
+    assert!(s.chunks().map_err(fail("chunks"))?.iter().all(|(o, _)| *o != first));
+    assert_eq!(s.read_chunk(&first, 0).map_err(fail("read"))?, None);
+    assert!(s.manifests().map_err(fail("manifests"))?.iter().all(|m| m.object_id != first));
     for c in chunks.iter().filter(|c| c.object_id() == other) {
-        assert_eq!(s.read_chunk(&other, c.index()).expect("read").as_deref(), Some(c.data()));
+        assert_eq!(s.read_chunk(&other, c.index()).map_err(fail("read"))?.as_deref(), Some(c.data()));
     }
     // And the object can come again.
     for c in chunks.iter().filter(|c| c.object_id() == first) {
-        assert!(s.put_chunk(c).expect("put after remove"));
+        assert!(s.put_chunk(c).map_err(fail("put after remove"))?);
     }
+    Ok(())
 }
 
 /// When [`suite_fixture`]'s manifests came (its certificate's day).
@@ -269,7 +286,10 @@ pub fn suite_fixture() -> (Vec<StoredManifest>, Vec<VerifiedChunk>) {
         match e {
             Event::Manifest(m) => manifests.push(StoredManifest {
                 object_id: m.object_id,
-                datagram: rx.manifest_datagram(&m.object_id).expect("kept").to_vec(),
+                datagram: rx
+                    .manifest_datagram(&m.object_id)
+                    .expect("invariant: the receiver keeps the datagram of a manifest it just accepted")
+                    .to_vec(),
                 received_unix: NOW,
             }),
             Event::ChunkComplete(c) => chunks.push(c),
@@ -286,7 +306,7 @@ mod tests {
     #[test]
     fn the_memory_store_passes_the_suite() {
         let (manifests, chunks) = suite_fixture();
-        suite(MemoryStore::new, &manifests, &chunks);
+        suite(MemoryStore::new, &manifests, &chunks).unwrap();
     }
 
     #[test]

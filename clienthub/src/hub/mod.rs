@@ -99,10 +99,6 @@ pub enum HubError {
     },
 }
 
-pub fn unix_now() -> u64 {
-    unix_ms() / 1000
-}
-
 pub use hubcast_daemon::unix_ms;
 
 /// Run a hub until `cancel`. Status is published on `status` as it goes.

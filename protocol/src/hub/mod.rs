@@ -47,7 +47,6 @@ pub use desert::{
     BRIDGES_ASKED, LOOK_AGAIN_AFTER, MAX_BANNED_BRIDGES, RETRY_BRIDGE_AFTER, RETRY_REFUSED_AFTER,
 };
 pub use forest::{ForestEvent, ForestRole, ForestView, FOREST_TICK, TRACKER_WAIT, WELCOME_WAIT};
-pub use repair::strikes_between;
 
 /// How often the repair planner looks at what is missing.
 pub const REPAIR_TICK: Duration = Duration::from_millis(50);

@@ -214,7 +214,7 @@ impl Hub {
 /// the peer whose datagrams were handled in between: everything that failed a
 /// check or broke the format. Duplicates, evictions and expiry are not its
 /// doing.
-pub fn strikes_between(before: &DropCounters, now: &DropCounters) -> u64 {
+pub(super) fn strikes_between(before: &DropCounters, now: &DropCounters) -> u64 {
     now.iter()
         .zip(before.iter())
         .filter(|((r, _), _)| {
