@@ -46,8 +46,13 @@ pub struct SeedConfig {
     /// Default: the `tracker` address, an unspecified IP (0.0.0.0) replaced by
     /// the `iface` address.
     pub tracker_public: Option<SocketAddr>,
-    /// Cap on the origin's multicast repair, e.g. "20Mbit". Default 20Mbit.
-    pub repair_rate: Rate,
+    /// Cap on the origin's multicast repair, e.g. "20Mbit". Default: none
+    /// (the budget is `repair_share` of `rate`, all of it once the carousel
+    /// is idle).
+    pub repair_rate: Option<Rate>,
+    /// The share of `rate` origin repair may take while the carousel sends;
+    /// the carousel sends that much less. Default 0.5.
+    pub repair_share: f64,
     /// With the origin service, keep answering this long after the last round.
     /// Default 30 s.
     pub linger_secs: u64,
@@ -77,7 +82,8 @@ impl Default for SeedConfig {
             expiry_secs: 86_400,
             tracker: None,
             tracker_public: None,
-            repair_rate: Rate::from_bits_per_sec(20_000_000),
+            repair_rate: None,
+            repair_share: 0.5,
             linger_secs: 30,
             http: None,
             simulate_loss: 0.0,
@@ -96,6 +102,8 @@ pub enum ConfigError {
     BadChunkSize(u32),
     #[error("nothing to seed: give one or more files or folders")]
     NoPaths,
+    #[error("--repair-share {0}: must be from 0 to 1 (0.5: repair may take half the channel while the carousel sends)")]
+    BadRepairShare(f64),
     #[error("--simulate-loss {0}: must be from 0 up to (not including) 1")]
     BadLoss(f64),
     #[error("--input `{0}`: give a file, `-` for stdin, or udp://ADDR:PORT")]
@@ -128,6 +136,9 @@ impl SeedConfig {
     pub fn validate(&self) -> Result<u64, ConfigError> {
         if !(0.0..=1.0).contains(&self.fec_overhead) {
             return Err(ConfigError::BadOverhead(self.fec_overhead));
+        }
+        if !(0.0..=1.0).contains(&self.repair_share) {
+            return Err(ConfigError::BadRepairShare(self.repair_share));
         }
         if !wire::valid_symbol_size(self.symbol_size) {
             return Err(ConfigError::BadSymbolSize(self.symbol_size));

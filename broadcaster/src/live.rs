@@ -245,7 +245,7 @@ pub async fn live(
                 signer: signer.clone(),
                 socket: socket.clone(),
                 control_group: SocketAddr::new(cfg.group.ip(), cfg.group.port().wrapping_add(1)),
-                repair_rate: checked.repair_rate,
+                budget: origin::RepairBudget::on_top(checked.repair_rate),
                 status: status.clone(),
             };
             Some(tokio::spawn(origin::run(service, service_stop.clone())))

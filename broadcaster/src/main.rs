@@ -96,7 +96,8 @@ struct SendArgs {
     /// replaced by the --iface address.
     #[arg(long)]
     tracker_public: Option<SocketAddr>,
-    /// Cap on the origin's multicast repair. [default: 20Mbit]
+    /// Cap on the origin's multicast repair. [default for seed: none (see
+    /// --repair-share); for live: 20Mbit, on top of --rate]
     #[arg(long)]
     repair_rate: Option<Rate>,
     /// Local HTTP listener for /api/status, e.g. 127.0.0.1:8090. [default: none]
@@ -118,7 +119,10 @@ macro_rules! send_config {
     ($args:expr, $ty:ty) => {{
         let a: SendArgs = $args;
         let mut c: $ty = hubcast_daemon::load_settings(a.config.as_deref())?;
-        overlay!(c, a; keys, group, iface, rate, fec_overhead, ttl, repair_rate, simulate_loss);
+        overlay!(c, a; keys, group, iface, rate, fec_overhead, ttl, simulate_loss);
+        if let Some(r) = a.repair_rate {
+            c.repair_rate = r.into(); // a cap for seed (Option), the rate for live
+        }
         if let Some(size) = a.chunk_size {
             c.chunk_size = u32::try_from(size.0).unwrap_or(u32::MAX);
         }
@@ -141,6 +145,11 @@ struct SeedArgs {
     /// the last round. [default: 30]
     #[arg(long)]
     linger: Option<u64>,
+    /// With --tracker: the share of --rate origin repair may take while the
+    /// carousel sends (the carousel sends that much less); all of it once the
+    /// carousel is idle. [default: 0.5]
+    #[arg(long)]
+    repair_share: Option<f64>,
     /// Files and folders to seed.
     paths: Vec<PathBuf>,
 }
@@ -196,7 +205,7 @@ async fn serve_status(
 impl SeedArgs {
     fn into_config(self) -> anyhow::Result<SeedConfig> {
         let mut c = send_config!(self.send, SeedConfig);
-        overlay!(c, self; rounds);
+        overlay!(c, self; rounds, repair_share);
         if let Some(v) = self.linger {
             c.linger_secs = v;
         }

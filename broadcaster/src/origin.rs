@@ -4,8 +4,10 @@
 //! chunks no peer could serve. NAKs are gathered
 //! per chunk ([`OriginRepair`]); each resend carries fresh symbols and goes out
 //! once, on the channel's control group (data port + 1), where every hub hears it
-//! and none mistakes it for carousel progress. Resends are paced at
-//! `--repair-rate`.
+//! and none mistakes it for carousel progress. Resends are paced by a
+//! [`RepairBudget`]: for an archive, a share of the channel's `--rate` while
+//! the carousel sends (the carousel sends that much less), the whole rate
+//! once it is idle, and never more than `--repair-rate` when it is given.
 //!
 //! A NAK stream carries at most `MAX_NAKS_PER_STREAM` NAK frames; the answer is
 //! one Refuse frame per NAK refused (unknown object or chunk, too many waiting,
@@ -16,9 +18,9 @@ use crate::ingest::SourceFile;
 use crate::status::StatusBoard;
 use hubcast_daemon::Bucket;
 use hubcast_keys::{NodeAddr, NodeId};
-use hubcast_protocol::origin::{NakVerdict, OriginConfig, OriginRepair, Resend};
+use hubcast_protocol::origin::{NakVerdict, OriginConfig, OriginNak, OriginRepair, Resend};
 use hubcast_protocol::peer_wire::{self, ListedHub, PeerMessage, RefuseReason, MAX_NAKS_PER_STREAM};
-use hubcast_protocol::sender::{ObjectPlan, Pacer, PreparedChunk};
+use hubcast_protocol::sender::{ObjectPlan, Pacer, PreparedChunk, IP_UDP_OVERHEAD};
 use hubcast_protocol::tracker::{HubAddr, Role, Tracker, TrackerConfig};
 use hubcast_protocol::verify::Signer;
 use hubcast_protocol::{wire, ObjectId};
@@ -27,7 +29,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -120,12 +122,70 @@ impl Catalog {
     }
 }
 
-struct Nak {
-    object_id: ObjectId,
-    index: u32,
-    missing: u32,
-    k: u32,
-    n_max: u32,
+/// How fast origin repair may send.
+pub struct RepairBudget {
+    /// Bytes per second of the whole channel.
+    channel: u64,
+    /// The share of `channel` repair may take while the carousel sends.
+    share: f64,
+    /// The operator's cap (`--repair-rate`).
+    cap: Option<u64>,
+    /// Whether the carousel pays for repair bytes ([`RepairBudget::take_unpaid`]).
+    shared: bool,
+    unpaid: AtomicU64,
+    carousel_idle: AtomicBool,
+}
+
+impl RepairBudget {
+    /// Repair shares the channel with a carousel that pays for it: `share`
+    /// of `channel` while the carousel sends, all of it once it is idle.
+    pub fn shared(channel: u64, share: f64, cap: Option<u64>) -> Arc<RepairBudget> {
+        Arc::new(RepairBudget {
+            channel,
+            share: share.clamp(0.0, 1.0),
+            cap,
+            shared: true,
+            unpaid: AtomicU64::new(0),
+            carousel_idle: AtomicBool::new(false),
+        })
+    }
+
+    /// Repair on top of the sender, at a fixed rate (a live channel, whose
+    /// segments must not wait for repair).
+    pub fn on_top(rate: u64) -> Arc<RepairBudget> {
+        Arc::new(RepairBudget {
+            channel: rate,
+            share: 1.0,
+            cap: None,
+            shared: false,
+            unpaid: AtomicU64::new(0),
+            carousel_idle: AtomicBool::new(true),
+        })
+    }
+
+    /// Bytes per second repair may send now.
+    pub fn rate(&self) -> u64 {
+        let share = if self.carousel_idle.load(Ordering::Relaxed) { 1.0 } else { self.share };
+        let rate = (self.channel as f64 * share) as u64;
+        self.cap.map_or(rate, |c| rate.min(c)).max(1)
+    }
+
+    /// The carousel has sent its last round.
+    pub fn set_carousel_idle(&self, idle: bool) {
+        self.carousel_idle.store(idle, Ordering::Relaxed);
+    }
+
+    fn spent(&self, bytes: u64) {
+        if self.shared {
+            self.unpaid.fetch_add(bytes, Ordering::Relaxed);
+        }
+    }
+
+    /// Repair bytes (with their IP and UDP headers) sent since the last call:
+    /// the carousel debits them from its own pacer.
+    pub fn take_unpaid(&self) -> u64 {
+        self.unpaid.swap(0, Ordering::Relaxed)
+    }
 }
 
 /// What the origin service runs with.
@@ -136,19 +196,18 @@ pub struct Service {
     /// The carousel's multicast socket; resends go to `control_group` on it.
     pub socket: Arc<tokio::net::UdpSocket>,
     pub control_group: SocketAddr,
-    /// Bytes per second.
-    pub repair_rate: u64,
+    pub budget: Arc<RepairBudget>,
     pub status: StatusBoard,
 }
 
 /// Run the origin service until `cancel`.
 pub async fn run(service: Service, cancel: CancellationToken) {
-    let Service { endpoint, catalog, signer, socket, control_group, repair_rate, status } = service;
-    let (nak_tx, mut nak_rx) = mpsc::channel::<Nak>(NAK_QUEUE);
+    let Service { endpoint, catalog, signer, socket, control_group, budget, status } = service;
+    let (nak_tx, mut nak_rx) = mpsc::channel::<OriginNak>(NAK_QUEUE);
     tokio::spawn(accept(endpoint, catalog.clone(), nak_tx, status.clone(), cancel.clone()));
 
     let mut repair = OriginRepair::new(OriginConfig::default());
-    let mut pacer = Pacer::new(repair_rate, 64 << 10);
+    let mut pacer = Pacer::new(budget.rate(), 64 << 10);
     let mut queue: VecDeque<Vec<u8>> = VecDeque::new();
     let (ready_tx, mut ready_rx) = mpsc::channel::<Vec<Vec<u8>>>(PREPARING);
     let mut preparing = 0usize;
@@ -174,6 +233,7 @@ pub async fn run(service: Service, cancel: CancellationToken) {
             });
         }
         let mut wake = repair.poll_timeout();
+        pacer.set_rate(now, budget.rate());
         while let Some(d) = queue.front() {
             match pacer.try_take(Instant::now(), d.len()) {
                 Ok(()) => {
@@ -187,6 +247,7 @@ pub async fn run(service: Service, cancel: CancellationToken) {
                     }
                     datagrams += 1;
                     bytes += d.len() as u64;
+                    budget.spent((d.len() + IP_UDP_OVERHEAD) as u64);
                 }
                 Err(at) => {
                     wake = Some(wake.map_or(at, |w| w.min(at)));
@@ -200,6 +261,7 @@ pub async fn run(service: Service, cancel: CancellationToken) {
             (o.naks, o.merged, o.late) = (s.naks, s.merged, s.late);
             (o.resends, o.resent_again, o.symbols) = (s.resends, s.resent_again, s.symbols);
             (o.datagrams, o.bytes) = (datagrams, bytes);
+            (o.budget_bytes_per_sec, o.reported_loss) = (budget.rate(), s.last_loss);
         });
         let sleep = async {
             match wake {
@@ -210,7 +272,7 @@ pub async fn run(service: Service, cancel: CancellationToken) {
         tokio::select! {
             nak = nak_rx.recv() => {
                 let Some(n) = nak else { break };
-                let verdict = repair.handle_nak(Instant::now(), n.object_id, n.index, n.missing, n.k, n.n_max);
+                let verdict = repair.handle_nak(Instant::now(), n);
                 if verdict == NakVerdict::Full {
                     status.update(|st| st.origin_repair.refused += 1);
                 }
@@ -228,7 +290,7 @@ pub async fn run(service: Service, cancel: CancellationToken) {
 /// What every connection handler shares.
 struct Shared {
     catalog: Arc<Catalog>,
-    naks: mpsc::Sender<Nak>,
+    naks: mpsc::Sender<OriginNak>,
     status: StatusBoard,
     tracker: Mutex<(Tracker<NodeId>, rand::rngs::StdRng)>,
 }
@@ -251,7 +313,7 @@ impl Shared {
 async fn accept(
     endpoint: Arc<NodeEndpoint>,
     catalog: Arc<Catalog>,
-    naks: mpsc::Sender<Nak>,
+    naks: mpsc::Sender<OriginNak>,
     status: StatusBoard,
     cancel: CancellationToken,
 ) {
@@ -354,7 +416,7 @@ fn naks(
         return Err(Some("too many NAKs in one stream".into()));
     }
     for m in messages {
-        let &PeerMessage::Nak { object_id, chunk, missing } = m else {
+        let &PeerMessage::Nak { object_id, chunk, missing, loss } = m else {
             return Err(Some("NAKs mixed with other messages".into()));
         };
         let within = hub.budget.lock().map(|mut b| b.try_take()).unwrap_or(false);
@@ -362,7 +424,7 @@ fn naks(
             None => Err(RefuseReason::NotHeld),
             Some(_) if !within => Err(RefuseReason::OverLimit),
             Some((k, n_max)) => {
-                let nak = Nak { object_id, index: chunk, missing: u32::from(missing), k, n_max };
+                let nak = OriginNak { object_id, index: chunk, missing: u32::from(missing), loss, k, n_max };
                 shared.naks.try_send(nak).map_err(|_| RefuseReason::Busy)
             }
         };

@@ -236,16 +236,18 @@ pub async fn seed(
             info!(tracker = %at, "origin service named in every manifest; hubs out of the multicast's reach take --tracker {at}");
             status.update(|s| s.origin_service = Some(at.to_string()));
             let catalog = Arc::new(Catalog::new(&plans, &files, cfg.expiry_secs));
+            let cap = cfg.repair_rate.map(|r| r.bytes_per_sec());
+            let budget = origin::RepairBudget::shared(rate, cfg.repair_share, cap);
             let service = origin::Service {
                 endpoint,
                 catalog,
                 signer: signer.clone(),
                 socket: socket.clone(),
                 control_group: SocketAddr::new(cfg.group.ip(), cfg.group.port().wrapping_add(1)),
-                repair_rate: cfg.repair_rate.bytes_per_sec(),
+                budget: budget.clone(),
                 status: status.clone(),
             };
-            Some(tokio::spawn(origin::run(service, service_stop.clone())))
+            Some((tokio::spawn(origin::run(service, service_stop.clone())), budget))
         }
         _ => None,
     };
@@ -280,6 +282,12 @@ pub async fn seed(
     let mut last_progress = started;
     let mut failure = None;
     'outer: loop {
+        if let Some((_, budget)) = &service {
+            let unpaid = budget.take_unpaid();
+            if unpaid > 0 {
+                sender.debit(Instant::now(), unpaid);
+            }
+        }
         out.send_ready(&mut sender).await?;
         out.publish(&status, &sender, false);
         if last_progress.elapsed() >= PROGRESS_EVERY {
@@ -311,7 +319,8 @@ pub async fn seed(
     out.drain(&mut sender, &cancel).await?;
     out.publish(&status, &sender, failure.is_none() && !cancel.is_cancelled());
     drop(rx);
-    if let Some(service) = service {
+    if let Some((service, budget)) = service {
+        budget.set_carousel_idle(true);
         if failure.is_none() && !cancel.is_cancelled() && cfg.linger_secs > 0 {
             info!(secs = cfg.linger_secs, "last round sent; answering repair requests until stopped or for");
             let until = tokio::time::sleep(Duration::from_secs(cfg.linger_secs));

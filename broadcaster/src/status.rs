@@ -63,6 +63,11 @@ pub struct OriginRepairStatus {
     pub symbols: u64,
     pub datagrams: u64,
     pub bytes: u64,
+    /// What repair may send now, bytes per second: a share of the channel
+    /// while the carousel sends, all of it once it is idle.
+    pub budget_bytes_per_sec: u64,
+    /// The worst multicast loss the NAKs of the last resend reported, percent.
+    pub reported_loss: u8,
     /// Malformed messages from hubs (their streams were reset).
     pub bad_messages: u64,
 }

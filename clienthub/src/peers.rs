@@ -376,12 +376,14 @@ impl Fetcher {
         self.exchange_raw(peer, addr, [message], 0).await.map(|_| ())
     }
 
-    /// Send NAKs to the origin; returns how many it refused.
-    pub async fn send_naks(&self, origin: NodeAddr, naks: &[Nak]) -> Result<u64, Outcome> {
+    /// Send NAKs to the origin, each with this hub's multicast loss (whole
+    /// percent); returns how many it refused.
+    pub async fn send_naks(&self, origin: NodeAddr, naks: &[Nak], loss: u8) -> Result<u64, Outcome> {
         let messages = naks.iter().map(|n| PeerMessage::Nak {
             object_id: n.object_id,
             chunk: n.index,
             missing: n.missing.clamp(1, peer_wire::MAX_ESIS_PER_REQUEST) as u16,
+            loss: loss.min(100),
         });
         let answers = self.exchange(origin.id, origin.addr, messages, naks.len() * 64).await?;
         Ok(answers.iter().filter(|m| matches!(m, PeerMessage::Refuse { .. })).count() as u64)

@@ -144,6 +144,10 @@ pub struct RepairCounters {
     /// NAKs not sent because this hub did not hear the origin's multicast
     /// (where the origin's repair goes): it repairs from peers and bridges.
     pub origin_naks_withheld: u64,
+    /// The share of the origin's multicast symbols this hub loses, measured
+    /// from the gaps in their ESIs (sent with every NAK); none until enough
+    /// went by.
+    pub multicast_loss: Option<f64>,
     /// Chunks no peer at hand held complete, looked up at the tracker; those
     /// lookups that failed; hubs the answers listed.
     pub tracker_lookups: u64,

@@ -12,6 +12,7 @@ pub mod fec;
 pub mod forest;
 pub mod forest_sim;
 pub mod hub;
+pub mod loss;
 pub mod origin;
 pub mod peer_wire;
 pub mod peers;

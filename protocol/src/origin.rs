@@ -4,6 +4,10 @@
 //! - **Gather.** The first NAK for a chunk opens a window of
 //!   [`OriginConfig::gather`]; NAKs for the same chunk within it merge (the
 //!   resend carries the most any of them asked for).
+//! - **Sized for the loss.** Each NAK carries its hub's multicast loss; the
+//!   resend carries enough symbols that the worst-off asker of the window
+//!   receives what it lacks with about 98% odds ([`resend_size`]), so a lossy
+//!   island is not repaired one halving at a time.
 //! - **Once.** After a resend, NAKs for that chunk that ask for no more than was
 //!   sent are late copies (they left before the repair reached their hub) for
 //!   [`OriginConfig::holdoff`], and are dropped. A hub whose copy of the repair
@@ -37,7 +41,8 @@ pub struct OriginConfig {
     /// After a resend, NAKs asking for no more are late copies. Default 500 ms
     /// (below the hubs' 2 s NAK retry).
     pub holdoff: Duration,
-    /// Symbols sent beyond the largest ask, for loss on the resend. Default 1.
+    /// Symbols sent beyond what the loss calls for (RaptorQ's margin, as
+    /// peer repair asks K + 1). Default 1.
     pub extra: u32,
     /// Chunks waiting at once. Default 4096.
     pub max_pending: usize,
@@ -58,6 +63,42 @@ impl Default for OriginConfig {
             max_remembered: 65_536,
         }
     }
+}
+
+/// A hub's NAK, checked against the origin's plans: the chunk exists, K and
+/// N_max are the chunk's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OriginNak {
+    pub object_id: ObjectId,
+    pub index: u32,
+    /// Symbols the hub lacks to decode.
+    pub missing: u32,
+    /// The hub's multicast loss, whole percent (0: not known).
+    pub loss: u8,
+    pub k: u32,
+    pub n_max: u32,
+}
+
+/// Highest loss a resend is sized for: past it, a resend would be mostly
+/// waste, and the hub asks again for what is still missing.
+pub const MAX_SIZED_LOSS: f64 = 0.9;
+/// How many standard deviations of the binomial loss a resend covers (2:
+/// about 98% of askers decode from it).
+const RESEND_Z: f64 = 2.0;
+
+/// Symbols to send so that a hub losing `loss` of them still gets `missing`
+/// with about 98% odds: the smallest n with n·q − z·√(n·p·q) ≥ missing
+/// (q = 1 − p), plus `extra`. With no loss known, `missing + extra`.
+pub fn resend_size(missing: u32, loss: f64, extra: u32) -> u32 {
+    let p = loss.clamp(0.0, MAX_SIZED_LOSS);
+    if p <= 0.0 {
+        return missing.saturating_add(extra);
+    }
+    let q = 1.0 - p;
+    let spread = RESEND_Z * (p * q).sqrt() / 2.0;
+    // √n solves q·x² − z·√(pq)·x − missing = 0.
+    let x = (spread + (spread * spread + q * f64::from(missing)).sqrt()) / q;
+    ((x * x).ceil() as u32).saturating_add(extra)
 }
 
 /// What became of a NAK.
@@ -95,11 +136,15 @@ pub struct OriginStats {
     /// Resends of a chunk already resent (a hub lost the first): 0 in a clean run.
     pub resent_again: u64,
     pub symbols: u64,
+    /// The worst loss the last resend was sized for, whole percent.
+    pub last_loss: u8,
 }
 
 struct Pending {
     since: Instant,
     missing: u32,
+    /// The worst loss among the window's askers, whole percent.
+    loss: u8,
     n_max: u32,
     naks: u32,
 }
@@ -137,21 +182,16 @@ impl OriginRepair {
         self.stats
     }
 
-    /// A hub lacks `missing` symbols of chunk `index` (K = `k`, table up to `n_max`).
-    pub fn handle_nak(
-        &mut self,
-        now: Instant,
-        object_id: ObjectId,
-        index: u32,
-        missing: u32,
-        k: u32,
-        n_max: u32,
-    ) -> NakVerdict {
+    /// A hub lacks `nak.missing` symbols of a chunk.
+    pub fn handle_nak(&mut self, now: Instant, nak: OriginNak) -> NakVerdict {
+        let OriginNak { object_id, index, missing, loss, k, n_max } = nak;
         self.stats.naks += 1;
         let key = (object_id, index);
         let missing = missing.min(k);
+        let loss = loss.min(100);
         if let Some(p) = self.pending.get_mut(&key) {
             p.missing = p.missing.max(missing);
+            p.loss = p.loss.max(loss);
             p.naks += 1;
             self.stats.merged += 1;
             return NakVerdict::Merged;
@@ -168,7 +208,7 @@ impl OriginRepair {
             self.stats.refused_full += 1;
             return NakVerdict::Full;
         }
-        self.pending.insert(key, Pending { since: now, missing, n_max, naks: 1 });
+        self.pending.insert(key, Pending { since: now, missing, loss, n_max, naks: 1 });
         self.order.push_back(key);
         NakVerdict::Queued
     }
@@ -193,7 +233,8 @@ impl OriginRepair {
         // the top, below the earlier resends: the repair ESIs, then the source
         // ESIs, wrapping at N_max. (Wrapping at K instead repeated the same
         // repair ESIs forever to a hub that needed more than N_max − K.)
-        let count = (p.missing + self.config.extra).min(p.n_max).max(1);
+        let loss = f64::from(p.loss) / 100.0;
+        let count = resend_size(p.missing, loss, self.config.extra).min(p.n_max).max(1);
         let previous = self.sent.get(&key).map(|s| s.used);
         let mut used = previous.unwrap_or(0);
         if used + count > p.n_max {
@@ -213,6 +254,7 @@ impl OriginRepair {
         self.sent.insert(key, Sent { at: now, count, used: used + count });
         self.stats.resends += 1;
         self.stats.symbols += u64::from(count);
+        self.stats.last_loss = p.loss;
         Some(Resend { object_id: key.0, index: key.1, esis, naks: p.naks })
     }
 
@@ -240,13 +282,18 @@ mod tests {
         ObjectId([n; 32])
     }
 
+    /// A NAK from a hub whose loss is not known yet.
+    fn nak(object: u8, index: u32, missing: u32) -> OriginNak {
+        OriginNak { object_id: id(object), index, missing, loss: 0, k: K, n_max: N_MAX }
+    }
+
     #[test]
     fn three_hubs_missing_the_same_chunk_get_one_resend_of_the_largest_ask() {
         let mut o = OriginRepair::new(OriginConfig::default());
         let t0 = Instant::now();
-        assert_eq!(o.handle_nak(t0, id(1), 4, 7, K, N_MAX), NakVerdict::Queued);
-        assert_eq!(o.handle_nak(t0 + Duration::from_millis(30), id(1), 4, 12, K, N_MAX), NakVerdict::Merged);
-        assert_eq!(o.handle_nak(t0 + Duration::from_millis(60), id(1), 4, 3, K, N_MAX), NakVerdict::Merged);
+        assert_eq!(o.handle_nak(t0, nak(1, 4, 7)), NakVerdict::Queued);
+        assert_eq!(o.handle_nak(t0 + Duration::from_millis(30), nak(1, 4, 12)), NakVerdict::Merged);
+        assert_eq!(o.handle_nak(t0 + Duration::from_millis(60), nak(1, 4, 3)), NakVerdict::Merged);
         assert_eq!(o.poll_resend(t0 + Duration::from_millis(99)), None, "still gathering");
         assert_eq!(o.poll_timeout(), Some(t0 + Duration::from_millis(100)));
         let r = o.poll_resend(t0 + Duration::from_millis(100)).unwrap();
@@ -254,7 +301,7 @@ mod tests {
         assert_eq!(r.esis, (N_MAX - 13..N_MAX).collect::<Vec<_>>(), "fresh, from the top");
         assert_eq!(o.poll_resend(t0 + Duration::from_secs(1)), None);
         // A straggler that left before the repair arrived is a late copy.
-        let late = o.handle_nak(t0 + Duration::from_millis(300), id(1), 4, 12, K, N_MAX);
+        let late = o.handle_nak(t0 + Duration::from_millis(300), nak(1, 4, 12));
         assert_eq!(late, NakVerdict::Late);
         let s = o.stats();
         assert_eq!((s.naks, s.merged, s.late, s.resends, s.resent_again, s.symbols), (4, 2, 1, 1, 0, 13));
@@ -264,23 +311,23 @@ mod tests {
     fn a_later_ask_gets_fresh_symbols_below_the_earlier_ones_then_source_symbols_then_wraps() {
         let mut o = OriginRepair::new(OriginConfig::default());
         let t0 = Instant::now();
-        o.handle_nak(t0, id(1), 0, 20, K, N_MAX);
+        o.handle_nak(t0, nak(1, 0, 20));
         let first = o.poll_resend(t0 + Duration::from_secs(1)).unwrap();
         // After the holdoff, the same hub asks again (it lost the first resend).
         let t1 = t0 + Duration::from_secs(3);
-        assert_eq!(o.handle_nak(t1, id(1), 0, 20, K, N_MAX), NakVerdict::Queued);
+        assert_eq!(o.handle_nak(t1, nak(1, 0, 20)), NakVerdict::Queued);
         let second = o.poll_resend(t1 + Duration::from_secs(1)).unwrap();
         assert_eq!(second.esis.last().map(|e| e + 1), first.esis.first().copied(), "just below");
         assert_eq!(o.stats().resent_again, 1);
         // Asking for more than the holdoff's resend carried is not late.
-        o.handle_nak(t1 + Duration::from_secs(2), id(1), 0, 40, K, N_MAX);
+        o.handle_nak(t1 + Duration::from_secs(2), nak(1, 0, 40));
         let third = o.poll_resend(t1 + Duration::from_secs(3)).unwrap();
         // 66 repair ESIs: 21 + 21 + 41 goes on into the source ESIs.
         assert_eq!(third.esis, (N_MAX - 83..N_MAX - 42).collect::<Vec<_>>());
         assert!(third.esis.iter().any(|e| *e < K), "{:?}", third.esis);
         // A hub that lost a whole chunk (evicted) asks for K: what is left
         // below does not hold it, so the count wraps to the top.
-        o.handle_nak(t1 + Duration::from_secs(5), id(1), 0, K, K, N_MAX);
+        o.handle_nak(t1 + Duration::from_secs(5), nak(1, 0, K));
         let fourth = o.poll_resend(t1 + Duration::from_secs(6)).unwrap();
         assert_eq!(fourth.esis, (N_MAX - K - 1..N_MAX).collect::<Vec<_>>());
     }
@@ -292,7 +339,7 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for i in 0..4u32 {
             let t = t0 + Duration::from_secs(3 * u64::from(i));
-            o.handle_nak(t, id(1), 0, 40, K, N_MAX);
+            o.handle_nak(t, nak(1, 0, 40));
             let r = o.poll_resend(t + Duration::from_secs(1)).unwrap();
             assert!(r.esis.iter().all(|e| seen.insert(*e)), "resend {i} repeats an ESI: {:?}", r.esis);
         }
@@ -300,18 +347,55 @@ mod tests {
     }
 
     #[test]
+    fn a_resend_is_sized_for_the_worst_askers_loss() {
+        let mut o = OriginRepair::new(OriginConfig::default());
+        let t0 = Instant::now();
+        o.handle_nak(t0, nak(1, 0, 40));
+        o.handle_nak(t0, OriginNak { loss: 50, ..nak(1, 0, 10) });
+        o.handle_nak(t0, OriginNak { loss: 5, ..nak(1, 0, 30) });
+        let r = o.poll_resend(t0 + Duration::from_secs(1)).unwrap();
+        assert_eq!(r.esis.len() as u32, resend_size(40, 0.5, 1), "the largest ask at the worst loss");
+        assert!(r.esis.len() >= 2 * 40 + 10, "{}", r.esis.len());
+        // A loss past what is worth sizing for is taken as MAX_SIZED_LOSS,
+        // and a resend never exceeds N_max.
+        o.handle_nak(t0 + Duration::from_secs(5), OriginNak { loss: 100, ..nak(1, 1, K) });
+        let r = o.poll_resend(t0 + Duration::from_secs(6)).unwrap();
+        assert_eq!(r.esis.len() as u32, N_MAX);
+    }
+
+    /// What the sizing promises, checked by drawing the loss: a hub losing
+    /// `p` of the resend gets what it lacks at least 95% of the time.
+    #[test]
+    fn a_sized_resend_arrives_through_its_loss() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(22);
+        for (missing, loss) in
+            [(1, 0.05), (12, 0.05), (40, 0.2), (130, 0.2), (400, 0.5), (60, 0.5), (800, 0.5)]
+        {
+            let n = resend_size(missing, loss, 0);
+            let trials = 2000;
+            let ok = (0..trials)
+                .filter(|_| (0..n).filter(|_| !rng.gen_bool(loss)).count() as u32 >= missing)
+                .count();
+            let share = ok as f64 / f64::from(trials);
+            assert!(share >= 0.95, "{missing} missing at {loss}: {n} sent, {share} arrived whole");
+            assert!(
+                f64::from(n) <= f64::from(missing) / (1.0 - loss) * 1.5 + 8.0,
+                "{missing} at {loss}: {n} is waste"
+            );
+        }
+        assert_eq!(resend_size(40, 0.0, 1), 41, "no loss known: the ask and the margin");
+    }
+
+    #[test]
     fn pending_chunks_are_bounded() {
         let config = OriginConfig { max_pending: 2, ..OriginConfig::default() };
         let mut o = OriginRepair::new(config);
         let t0 = Instant::now();
-        assert_eq!(o.handle_nak(t0, id(1), 0, 1, K, N_MAX), NakVerdict::Queued);
-        assert_eq!(o.handle_nak(t0, id(1), 1, 1, K, N_MAX), NakVerdict::Queued);
-        assert_eq!(o.handle_nak(t0, id(1), 2, 1, K, N_MAX), NakVerdict::Full);
-        assert_eq!(
-            o.handle_nak(t0, id(1), 1, 5, K, N_MAX),
-            NakVerdict::Merged,
-            "a waiting chunk still merges"
-        );
+        assert_eq!(o.handle_nak(t0, nak(1, 0, 1)), NakVerdict::Queued);
+        assert_eq!(o.handle_nak(t0, nak(1, 1, 1)), NakVerdict::Queued);
+        assert_eq!(o.handle_nak(t0, nak(1, 2, 1)), NakVerdict::Full);
+        assert_eq!(o.handle_nak(t0, nak(1, 1, 5)), NakVerdict::Merged, "a waiting chunk still merges");
         assert_eq!(o.stats().refused_full, 1);
         let order: Vec<u32> =
             std::iter::from_fn(|| o.poll_resend(t0 + Duration::from_secs(1))).map(|r| r.index).collect();
@@ -322,7 +406,7 @@ mod tests {
     fn an_absurd_ask_is_capped_at_k_plus_the_extra() {
         let mut o = OriginRepair::new(OriginConfig::default());
         let t0 = Instant::now();
-        o.handle_nak(t0, id(1), 0, u32::MAX, K, N_MAX);
+        o.handle_nak(t0, nak(1, 0, u32::MAX));
         let r = o.poll_resend(t0 + Duration::from_secs(1)).unwrap();
         assert_eq!(r.esis, (N_MAX - K - 1..N_MAX).collect::<Vec<_>>());
     }

@@ -65,7 +65,7 @@ pub struct RepairConfig {
     /// Least time between two NAKs for one chunk. Default 2 s.
     pub nak_retry: Duration,
     /// Chunks under repair at once (the rest wait their turn). Default half
-    /// the receiver's `max_active_chunks` (8 of 16): each chunk under repair
+    /// the receiver's `max_active_chunks` (32 of 64): each chunk under repair
     /// takes a slot there, and one evicted mid-repair loses the symbols it had
     /// collected and is asked for again whole.
     pub max_chunks: usize,

@@ -287,6 +287,19 @@ impl Pacer {
         self.last = Some(now);
     }
 
+    /// Change the rate from now on.
+    pub fn set_rate(&mut self, now: Instant, bytes_per_sec: u64) {
+        self.refill(now);
+        self.bytes_per_sec = bytes_per_sec.max(1) as f64;
+    }
+
+    /// Bytes someone else put on the same channel: they are paid for from
+    /// this bucket, which may go below empty (and then waits longer).
+    pub fn debit(&mut self, now: Instant, bytes: u64) {
+        self.refill(now);
+        self.tokens -= bytes as f64;
+    }
+
     /// Take `len` bytes if the bucket holds them; otherwise say when it will.
     pub fn try_take(&mut self, now: Instant, len: usize) -> Result<(), Instant> {
         self.refill(now);
@@ -363,6 +376,12 @@ impl Sender {
     }
 
     /// Datagrams waiting to be sent.
+    /// Bytes another sender (origin repair) put on this channel: the
+    /// carousel sends that much less.
+    pub fn debit(&mut self, now: Instant, bytes: u64) {
+        self.pacer.debit(now, bytes);
+    }
+
     pub fn queued(&self) -> usize {
         self.queue.len()
     }
@@ -465,6 +484,38 @@ mod tests {
         }
         // One second at 1 MB/s is 1000 datagrams of 1000 bytes, plus the first burst.
         assert!((1_000_000..=1_002_000).contains(&sent), "{sent}");
+    }
+
+    /// Repair sent beside the carousel is paid from the carousel's bucket:
+    /// the two together hold the channel's rate.
+    #[test]
+    fn bytes_debited_by_another_sender_come_off_the_rate() {
+        let t0 = Instant::now();
+        let mut p = Pacer::new(1_000_000, 0);
+        let (mut sent, mut now, mut next_debit) = (0u64, t0, t0);
+        while now < t0 + Duration::from_secs(1) {
+            if now >= next_debit {
+                p.debit(now, 10_000); // 400 kB/s of repair, every 25 ms
+                sent += 10_000;
+                next_debit += Duration::from_millis(25);
+            }
+            match p.try_take(now, 972) {
+                Ok(()) => sent += 1000,
+                Err(at) => now = at.min(next_debit.max(now)),
+            }
+        }
+        assert!((1_000_000..=1_012_000).contains(&sent), "{sent}");
+        // A lower rate holds from when it is set.
+        p.set_rate(now, 100_000);
+        let start = now;
+        let mut bytes = 0u64;
+        while now < start + Duration::from_secs(1) {
+            match p.try_take(now, 972) {
+                Ok(()) => bytes += 1000,
+                Err(at) => now = at,
+            }
+        }
+        assert!(bytes <= 102_000, "{bytes}");
     }
 
     #[test]

@@ -391,6 +391,18 @@ pub fn peek_chunk(buf: &[u8], kind: Kind) -> Option<(ObjectId, u32)> {
     Some((ObjectId(id), u32::from_be_bytes(index)))
 }
 
+/// A symbol datagram's ESI, read from its fixed offset (after the header,
+/// object id and chunk index). Unverified: a hint for counting loss, never
+/// for what to trust.
+pub fn peek_esi(buf: &[u8]) -> Option<u32> {
+    if decode_header(buf).ok()?.kind != Kind::Symbol {
+        return None;
+    }
+    let at = HEADER_LEN + 32 + 4;
+    let esi: [u8; 4] = buf.get(at..at + 4)?.try_into().ok()?;
+    Some(u32::from_be_bytes(esi))
+}
+
 /// Where a ticket's chunk length lies: past the signed prefix and the index.
 const TICKET_CHUNK_LEN_AT: usize = SIGNED_PREFIX_LEN + 4;
 
@@ -778,6 +790,8 @@ mod tests {
         encode_symbol(&mut out, 9, &id, 3, 17, &[1u8; 128]);
         let (h, d) = decode(&out).unwrap();
         assert_eq!(h, Header { kind: Kind::Symbol, channel_tag: 9, relayed: false });
+        assert_eq!(peek_esi(&out), Some(17));
+        assert_eq!(peek_esi(&out[..out.len() - 129]), None, "cut before the ESI");
         assert_eq!(
             d,
             Datagram::Symbol(SymbolPacket { object_id: id, chunk_index: 3, esi: 17, data: &[1u8; 128] })

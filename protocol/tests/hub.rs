@@ -272,9 +272,15 @@ fn naks_go_to_the_origin_only_while_its_multicast_is_heard() {
     let out = heard.wait(t0, Duration::from_secs(3));
     let naks: Vec<_> = out
         .iter()
-        .filter_map(|o| if let Output::Naks { origin: o, naks } = o { Some((*o, naks.len())) } else { None })
+        .filter_map(|o| match o {
+            Output::Naks { origin: o, naks, loss } => Some((*o, naks.len(), *loss)),
+            _ => None,
+        })
         .collect();
-    assert!(!naks.is_empty() && naks.iter().all(|(o, _)| *o == origin), "{naks:?}");
+    assert!(!naks.is_empty() && naks.iter().all(|(o, _, _)| *o == origin), "{naks:?}");
+    // One symbol in five was lost: each NAK says so, for the origin to size
+    // its resend.
+    assert!(naks.iter().all(|(_, _, loss)| (19..=21).contains(loss)), "{naks:?}");
     assert_eq!(heard.hub.naks_withheld(), 0);
 
     // The same datagrams, relayed (a bridge's re-multicast): the origin's
@@ -290,6 +296,44 @@ fn naks_go_to_the_origin_only_while_its_multicast_is_heard() {
         "no NAK from a hub that hears only a relay"
     );
     assert!(relayed.hub.naks_withheld() > 0);
+}
+
+/// After the carousel's last round no multicast comes but the origin's
+/// resends: a hub that hears them hears the origin, and keeps NAKing for what
+/// is still missing; one that hears nothing from the origin for
+/// `desert_after` stops (its NAKs would go unanswered).
+#[test]
+fn the_origins_resends_keep_a_hub_naking_after_the_last_round() {
+    let ch = channel(24);
+    let t0 = Instant::now();
+    let (_, all) = round(&ch);
+    let kept = lossy(&all);
+    let lost: Vec<Vec<u8>> = all.iter().filter(|d| !kept.contains(d)).cloned().collect();
+    let origin = NodeAddr { id: NodeId([9; 32]), addr: SocketAddr::from(([10, 0, 0, 9], 9000)) };
+    let naks = |out: &[Output]| out.iter().filter(|o| matches!(o, Output::Naks { .. })).count();
+    let mut runs = Vec::new();
+    for (n, resends) in [(5, true), (6, false)] {
+        let mut h = Driven::new(n, t0, &ch, |c| c.tracker = Some(origin));
+        for d in &kept {
+            h.input(t0, Input::Multicast(d));
+        }
+        let mut late = 0;
+        for (second, resend) in lost.iter().take(8).enumerate() {
+            let out = h.wait(t0, Duration::from_secs(1));
+            // A resend of one symbol a second: not enough to finish a chunk.
+            if resends {
+                h.input(t0, Input::Origin(&[resend.as_slice()]));
+            }
+            if second >= 5 {
+                late += naks(&out);
+            }
+        }
+        runs.push((late, h.hub.naks_withheld()));
+    }
+    let desert_after = Config::new(NodeId([0; 32]), 1).desert_after;
+    assert!(desert_after < Duration::from_secs(5), "the test waits past {desert_after:?}");
+    assert!(runs[0].0 > 0 && runs[0].1 == 0, "hearing resends: {:?}", runs[0]);
+    assert!(runs[1].0 == 0 && runs[1].1 > 0, "hearing nothing: {:?}", runs[1]);
 }
 
 /// The desert side's outputs among `out`: asks, subscriptions, leavings.

@@ -100,8 +100,9 @@ fn service_message() -> impl Strategy<Value = PeerMessage> {
         addr,
     });
     prop_oneof![
-        (id(), any::<u32>(), 1..=MAX_ESIS_PER_REQUEST as u16)
-            .prop_map(|(object_id, chunk, missing)| PeerMessage::Nak { object_id, chunk, missing }),
+        (id(), any::<u32>(), 1..=MAX_ESIS_PER_REQUEST as u16, 0..=100u8).prop_map(
+            |(object_id, chunk, missing, loss)| PeerMessage::Nak { object_id, chunk, missing, loss }
+        ),
         (any::<bool>(), any::<bool>()).prop_map(|(bridge, forest)| PeerMessage::Register { bridge, forest }),
         (id(), proptest::option::of(0..u32::MAX), 1..=MAX_HUB_LIST as u8)
             .prop_map(|(object_id, chunk, limit)| PeerMessage::HoldersRequest { object_id, chunk, limit }),

@@ -20,7 +20,7 @@ mod support;
 
 use hubcast_keys::{NodeAddr, NodeId};
 use hubcast_protocol::hub::{Config, Hub, HubEvent, Input, Output, Source};
-use hubcast_protocol::origin::{OriginConfig, OriginRepair};
+use hubcast_protocol::origin::{OriginConfig, OriginNak, OriginRepair};
 use hubcast_protocol::peer_wire::{EsiRanges, ListedHub, RefuseReason};
 use hubcast_protocol::receiver::{DropReason, Event};
 use hubcast_protocol::repair::{Nak, Outcome};
@@ -87,6 +87,7 @@ enum Msg {
     },
     Naks {
         naks: Vec<Nak>,
+        loss: u8,
     },
     Lookup {
         from: usize,
@@ -275,7 +276,9 @@ impl Sim {
                     let loss = self.loss;
                     self.net.multicast(others.map(|p| (p, link(loss, 1))), &msg);
                 }
-                Output::Naks { naks, .. } => self.net.unicast(ORIGIN, Msg::Naks { naks }, unicast_link(64)),
+                Output::Naks { naks, loss, .. } => {
+                    self.net.unicast(ORIGIN, Msg::Naks { naks, loss }, unicast_link(64))
+                }
                 Output::Lookup { object_id, index, limit, .. } => {
                     self.net.unicast(
                         ORIGIN,
@@ -418,11 +421,12 @@ impl Sim {
     fn at_origin(&mut self, msg: Msg) {
         let (now, _) = self.clock();
         match msg {
-            Msg::Naks { naks } => {
+            Msg::Naks { naks, loss } => {
                 for nak in naks {
                     let Some(p) = self.prepared.get(nak.index as usize) else { continue };
                     let (k, n_max) = (p.encoded.k, p.encoded.n_max);
-                    self.origin.handle_nak(now, nak.object_id, nak.index, nak.missing, k, n_max);
+                    let (object_id, index, missing) = (nak.object_id, nak.index, nak.missing);
+                    self.origin.handle_nak(now, OriginNak { object_id, index, missing, loss, k, n_max });
                 }
             }
             Msg::Register { from, holdings } => {

@@ -216,10 +216,10 @@ impl PeerSide {
                     let _ = done.send(FetchDone { id, result }).await;
                 });
             }
-            Output::Naks { origin, naks } => {
+            Output::Naks { origin, naks, loss } => {
                 let (fetcher, status) = (self.fetcher.clone(), status.clone());
                 self.tasks.spawn(async move {
-                    let failed = match fetcher.send_naks(origin, &naks).await {
+                    let failed = match fetcher.send_naks(origin, &naks, loss).await {
                         Ok(refused) => refused,
                         Err(_) => naks.len() as u64,
                     };
@@ -397,6 +397,7 @@ impl Loop<'_> {
         let Some(p) = self.peers.as_ref() else { return };
         let stats = self.hub.repair_stats();
         let withheld = self.hub.naks_withheld();
+        let loss = self.hub.multicast_loss();
         let served = p.server.served();
         let takers_deferred = p.server.takers_deferred();
         let (paced, paced_ms, upload_busy) = p.server.paced();
@@ -420,6 +421,7 @@ impl Loop<'_> {
             r.chunks_repaired = stats.repaired;
             r.origin_naks = stats.naks_sent - withheld.min(stats.naks_sent);
             r.origin_naks_withheld = withheld;
+            r.multicast_loss = loss;
             r.tracker_lookups = stats.lookups;
             r.bytes_served = served.values().sum();
             r.takers_deferred = takers_deferred;

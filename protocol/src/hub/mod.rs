@@ -25,6 +25,7 @@
 
 use crate::announce::Announcement;
 use crate::forest::{Msg, Tree};
+use crate::loss::LossMeter;
 use crate::peer_wire::ForestPeer;
 use crate::peer_wire::{ChunkBitmap, ListedHub, MAX_NAKS_PER_STREAM};
 use crate::peers::{PeerTable, Strike, Via};
@@ -194,6 +195,9 @@ pub enum Output {
     Naks {
         origin: NodeAddr,
         naks: Vec<Nak>,
+        /// This hub's multicast loss, whole percent (0: not known yet): the
+        /// origin sizes its resend for it.
+        loss: u8,
     },
     /// Ask the tracker which hubs hold a chunk; the answer is [`Input::Listed`].
     Lookup {
@@ -335,6 +339,8 @@ pub struct Hub {
     last_registered: Option<Instant>,
     last_nak_warning: Option<Instant>,
     naks_withheld: u64,
+    /// The origin's multicast as this hub hears it.
+    loss: LossMeter,
 }
 
 impl Hub {
@@ -367,6 +373,7 @@ impl Hub {
             last_registered: None,
             last_nak_warning: None,
             naks_withheld: 0,
+            loss: LossMeter::default(),
             config,
         };
         if root {
@@ -433,6 +440,9 @@ impl Hub {
                     self.position = h.chunk.or(self.position);
                     if !h.relayed {
                         self.last_origin_multicast = Some(now);
+                        if let (Some(chunk), Some(esi)) = (h.chunk, wire::peek_esi(d)) {
+                            self.loss.heard(chunk, esi);
+                        }
                     }
                     // A --remulticast hub hears its own relay: that is no multicast.
                     if !h.relayed || !self.config.remulticast {
@@ -444,7 +454,14 @@ impl Hub {
                 self.switch_source(Source::Origin, None);
                 let mut chunks = Vec::new();
                 for d in datagrams {
-                    let key = self.receiver.handle_repair_datagram(unix, d).and_then(|h| h.chunk);
+                    let heard = self.receiver.handle_repair_datagram(unix, d);
+                    // The origin's resends travel its multicast (the control
+                    // group): a hub that hears them hears the origin, and its
+                    // NAKs are answered, between rounds and after the last.
+                    if heard.is_some_and(|h| !h.relayed) {
+                        self.last_origin_multicast = Some(now);
+                    }
+                    let key = heard.and_then(|h| h.chunk);
                     if let Some(key) = key.filter(|k| !chunks.contains(k)) {
                         chunks.push(key);
                     }
@@ -652,6 +669,12 @@ impl Hub {
 
     pub fn repair_stats(&self) -> RepairStats {
         self.repairer.stats()
+    }
+
+    /// The share of the origin's multicast symbols this hub loses, once
+    /// enough have gone by ([`LossMeter`]).
+    pub fn multicast_loss(&self) -> Option<f64> {
+        self.loss.loss()
     }
 
     /// NAKs not sent because the origin's multicast was not heard.

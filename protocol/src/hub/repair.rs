@@ -142,7 +142,8 @@ impl Hub {
             (_, None) => {}
             (Some(origin), Some(_)) => {
                 for batch in naks.chunks(MAX_NAKS_PER_STREAM) {
-                    self.out.push_back(Output::Naks { origin, naks: batch.to_vec() });
+                    let loss = self.loss.percent();
+                    self.out.push_back(Output::Naks { origin, naks: batch.to_vec(), loss });
                 }
             }
             (None, Some(nak)) => {

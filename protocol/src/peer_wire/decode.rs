@@ -282,10 +282,11 @@ fn decode_body(frame: &[u8]) -> Result<PeerMessage, PeerWireError> {
             let object_id = r.object()?;
             let chunk = r.u32()?;
             let missing = r.u16()?;
-            if missing == 0 || u32::from(missing) > MAX_ESIS_PER_REQUEST {
+            let loss = r.array::<1>()?[0];
+            if missing == 0 || u32::from(missing) > MAX_ESIS_PER_REQUEST || loss > 100 {
                 return Err(PeerWireError::OutOfRange);
             }
-            PeerMessage::Nak { object_id, chunk, missing }
+            PeerMessage::Nak { object_id, chunk, missing, loss }
         }
         8 => match r.array::<1>()?[0] {
             f if f & !0b11 == 0 => PeerMessage::Register { bridge: f & 1 != 0, forest: f & 2 != 0 },

@@ -178,6 +178,9 @@ pub enum PeerMessage {
         object_id: ObjectId,
         chunk: u32,
         missing: u16,
+        /// The asker's multicast loss in whole percent (0..=100; 0 when not
+        /// yet known): the origin sizes its resend to arrive through it.
+        loss: u8,
     },
     Register {
         bridge: bool,

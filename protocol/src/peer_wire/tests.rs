@@ -55,7 +55,12 @@ fn every_message_round_trips_and_streams() {
     round_trip(PeerMessage::SymbolRequest { object_id: id, chunk: 2, esis });
     round_trip(PeerMessage::Refuse { object_id: id, chunk: 1, reason: RefuseReason::NotHeld });
     round_trip(PeerMessage::Datagram(vec![1, 2, 3]));
-    round_trip(PeerMessage::Nak { object_id: id, chunk: 9, missing: 17 });
+    round_trip(PeerMessage::Nak { object_id: id, chunk: 9, missing: 17, loss: 0 });
+    round_trip(PeerMessage::Nak { object_id: id, chunk: 9, missing: 17, loss: 100 });
+    let mut nak = Vec::new();
+    encode(&PeerMessage::Nak { object_id: id, chunk: 9, missing: 17, loss: 100 }, &mut nak);
+    *nak.last_mut().unwrap() = 101;
+    assert_eq!(decode_frame(&nak), Err(PeerWireError::OutOfRange), "a loss over 100%");
     round_trip(PeerMessage::Register { bridge: true, forest: false });
     round_trip(PeerMessage::Register { bridge: false, forest: true });
     round_trip(PeerMessage::HoldersRequest { object_id: id, chunk: Some(3), limit: 8 });

@@ -48,7 +48,10 @@ use std::collections::{HashMap, HashSet, VecDeque};
 #[derive(Clone, Debug)]
 pub struct ReceiverConfig {
     /// Chunks collected at once; the least recently used is dropped past this.
-    /// Default 16.
+    /// Default 64: at heavy loss no chunk decodes from one round, and every
+    /// partial chunk dropped is asked of the origin whole (at 50% loss and
+    /// 16, a 32-chunk file cost 2.8 × its size in origin repair). 64 partial
+    /// chunks of 1 MiB are at most 64 MiB of a hub's memory.
     pub max_active_chunks: usize,
     /// Bytes of symbols and pages held while their ticket or page is missing.
     /// Default 8 MiB.
@@ -64,7 +67,7 @@ pub struct ReceiverConfig {
 impl Default for ReceiverConfig {
     fn default() -> Self {
         ReceiverConfig {
-            max_active_chunks: 16,
+            max_active_chunks: 64,
             max_pending_bytes: 8 << 20,
             max_objects: 100_000,
             live_window: 120,
