@@ -4,7 +4,7 @@
 
 mod support;
 
-use hubcast_protocol::receiver::Receiver;
+use hubcast_protocol::receiver::{Receiver, QUIET_ENDS_AFTER};
 use hubcast_protocol::wire::{self, decode, Datagram, Manifest};
 use support::*;
 
@@ -185,4 +185,30 @@ fn the_last_chunk_with_no_ticket_heard_is_listed_once_the_multicast_goes_quiet()
     rx.handle_datagram(NOW, &stream[0]);
     rx.handle_idle();
     assert_eq!(needs_of(&rx, id), [2], "still listed: it has passed");
+}
+
+/// A feed (or the multicast) that stops before an object's last chunks,
+/// with no closing manifest: after a short quiet only what it showed is
+/// listed (it may go on), after QUIET_ENDS_AFTER the rest too.
+#[test]
+fn chunks_never_shown_are_listed_after_a_long_quiet() {
+    let ch = channel(14);
+    let objects = [content("cut.bin", 4 * CHUNK as usize, 5)];
+    let plans = plans(&objects, CHUNK, T);
+    let id = plans[0].manifest.object_id;
+    let stream = broadcast(&ch, &objects, CHUNK, T, 0.1, 1);
+    let mut rx = receiver(ch.anchor);
+    // The manifest and the first two chunks, then nothing.
+    for d in &stream {
+        if wire::peek_chunk(d, wire::decode_header(d).expect("parses").kind).is_some_and(|(_, i)| i >= 2) {
+            break;
+        }
+        rx.handle_datagram(NOW, d);
+    }
+    for tick in 1..QUIET_ENDS_AFTER {
+        rx.handle_idle();
+        assert!(needs_of(&rx, id).is_empty(), "tick {tick}: the feed may go on");
+    }
+    rx.handle_idle();
+    assert_eq!(needs_of(&rx, id), [2, 3], "quiet for long: the rest is for repair");
 }

@@ -2,6 +2,7 @@
 //! port, interface, TTL, loopback, and the source of source-specific multicast
 //! (SSM), for IPv4 and IPv6; and the TCP of the hub's local HTTP interface.
 
+pub mod congestion;
 pub mod multicast;
 pub mod quic;
 pub mod tcp;

@@ -264,8 +264,11 @@ impl NodeEndpoint {
     }
 
     /// [`NodeEndpoint::connect`] for a long-lived connection whose loss must be
-    /// noticed fast: keep-alives every `idle / 3`, and the connection is lost
-    /// after `idle` without a packet from the peer.
+    /// noticed fast: the connection is lost after `idle` without a packet
+    /// from the peer. Keep-alives go every `idle / 30` (at least 50 ms): on a
+    /// link that loses half its packets a keep-alive and its ACK both arrive
+    /// one time in four, and with one every `idle / 3` a live bridge went
+    /// silent for `idle` 42% of the time (0.75³); with 30, 0.02%.
     pub fn connect_watchful(
         &self,
         addr: SocketAddr,
@@ -273,7 +276,7 @@ impl NodeEndpoint {
         idle: std::time::Duration,
     ) -> Result<quinn::Connecting, QuicError> {
         let mut t = transport_config();
-        t.keep_alive_interval(Some(idle / 3));
+        t.keep_alive_interval(Some((idle / 30).max(std::time::Duration::from_millis(50))));
         let idle = quinn::IdleTimeout::try_from(idle).map_err(|e| QuicError::Config(e.to_string()))?;
         t.max_idle_timeout(Some(idle));
         self.connect_with(addr, expected, Arc::new(t))
@@ -501,11 +504,9 @@ fn transport_config() -> quinn::TransportConfig {
     t.stream_receive_window((8u32 << 20).into());
     t.receive_window((16u32 << 20).into());
     t.send_window(16 << 20);
-    // BBR, not NewReno: a home's access link may lose a fifth of its
-    // packets or more at random, and a loss-driven window then collapses
-    // (a bridge's feed at 50% loss carried 300 KB in 4 minutes). BBR paces
-    // at the delivery rate it measures.
-    t.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()));
+    // A home's access link may lose a fifth of its packets or more at
+    // random: loss with no queue behind it does not shrink the window.
+    t.congestion_controller_factory(Arc::new(crate::congestion::QueueAwareConfig));
     t
 }
 

@@ -50,10 +50,12 @@ const STALLED_SUBSCRIBER: Duration = Duration::from_secs(10);
 const RECENT_ANSWERS: usize = 4;
 /// Feed bytes read from the stream at once.
 const READ_CHUNK: usize = 64 << 10;
-/// Subscribing (connection, request, answer) takes at most this long.
-const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Subscribing (connection, request, answer) takes at most this long: a
+/// handshake's three flights over a link losing half its packets wait out
+/// one or two probe timeouts (1 s, then 2 s).
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(6);
 /// A bridge that sends no packet for this long (QUIC keep-alives go every
-/// third of it) is taken for dead, and the hub moves to another.
+/// thirtieth of it) is taken for dead, and the hub moves to another.
 const BRIDGE_SILENCE: Duration = Duration::from_secs(3);
 
 /// A chunk in the back buffer, with what a subscriber needs to ask the store.

@@ -246,6 +246,11 @@ pub const MAX_MANIFEST_DATAGRAMS: usize = 1024;
 /// Idle ticks without a multicast datagram after which the multicast has
 /// passed everything it showed ([`Receiver::handle_idle`]).
 pub const QUIET_PASSES_AFTER: u32 = 2;
+/// Idle ticks without a multicast datagram (or a feed's) after which every
+/// object the receiver has seen is taken as passed, its chunks never shown
+/// too: a bridge's feed that ended before the object's last chunks, or a
+/// multicast lost for that long, is not waited for.
+pub const QUIET_ENDS_AFTER: u32 = 10;
 
 /// The segments of one live channel the receiver remembers.
 #[derive(Default)]
@@ -344,7 +349,7 @@ impl Receiver {
     /// never brought a ticket of (the last, at the end of a one-shot round
     /// whose closing manifest was lost too) is listed for repair, not waited
     /// for. Chunks it has not shown are not: a feed or multicast that pauses
-    /// goes on where it was.
+    /// goes on where it was. After [`QUIET_ENDS_AFTER`] they are too.
     pub fn handle_idle(&mut self) {
         let keys: Vec<ChunkKey> = self.active.keys().copied().collect();
         for key in keys {
@@ -355,6 +360,11 @@ impl Receiver {
         if self.quiet_ticks == QUIET_PASSES_AFTER {
             for (_, p) in self.progress.iter_mut() {
                 p.quiet = true;
+            }
+        }
+        if self.quiet_ticks == QUIET_ENDS_AFTER {
+            for (_, p) in self.progress.iter_mut() {
+                p.passed = true;
             }
         }
     }
