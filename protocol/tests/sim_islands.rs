@@ -29,7 +29,7 @@ use hubcast_protocol::serve::{answer, answer_complete, ChunkRequest, ChunkServer
 use hubcast_protocol::sim::{Link, Network};
 use hubcast_protocol::store::{chunk_server, ChunkStore, MemoryStore, StoredManifest};
 use hubcast_protocol::tracker::{Role, Tracker, TrackerConfig};
-use hubcast_protocol::wire;
+use hubcast_protocol::wire::{self, Manifest};
 use hubcast_protocol::ObjectId;
 use rand::SeedableRng;
 use std::collections::HashMap;
@@ -625,9 +625,21 @@ fn run(loss: f64, burst: Option<f64>) -> Run {
     let mut until = round_end;
     let unfinished =
         |sim: &Sim| (0..HUBS).filter(|h| !sim.hubs[*h].dead && sim.hubs[*h].done_at.is_none()).count();
+    // After its round the broadcaster lingers (`--linger`): one round-end
+    // manifest a second on the multicast, as `broadcaster seed` sends, so a
+    // hub that lost every copy of the manifest learns the object.
+    let heartbeat =
+        Rc::new(ch.signer.manifest_datagram(&Manifest { round_end: true, ..plans[0].manifest.clone() }));
+    let mut beat = round_end;
     while unfinished(&sim) > 0 && until < round_end + Duration::from_secs(60) {
         until += Duration::from_millis(250);
         sim.run_until(until, &mut next_tick);
+        if until >= beat + Duration::from_secs(1) {
+            beat = until;
+            sim.net.advance_to(until);
+            let islands = (0..ISLANDS * PER_ISLAND).map(|h| (h, link(sim.loss, 5)));
+            sim.net.multicast(islands, &Msg::Multicast(heartbeat.clone()));
+        }
     }
 
     // Every hub alive has every chunk, bit for bit, and saw nothing harmful.
@@ -739,11 +751,36 @@ fn a_thousand_hubs_on_ten_islands_and_a_desert_complete_with_little_from_the_ori
     assert!(peer > from_origin, "peers {peer} bytes, origin repair {from_origin}");
 }
 
-/// The figures at heavier loss, for docs/BENCHMARKS.md (issue 22's
-/// baseline): `cargo test --release -p hubcast-protocol --test sim_islands
-/// -- --ignored --nocapture` (`HUBCAST_SIM_LOSS=0.5` for one loss rate).
-/// Checks only what holds at any loss: nothing
-/// harmful is accepted, and what a hub holds is the file's.
+/// What must hold at any loss rate of the table: every hub alive completes,
+/// the origin sends at most `max_origin` × the file in all, and the last hub
+/// completes within `max_after` of the round's end (simulated time).
+fn assert_bounds(r: &Run, max_origin: f64, max_after: Duration) {
+    let alive = r.sim.hubs.iter().filter(|h| !h.dead).count();
+    assert!(r.missing.is_empty(), "{} of {alive} hubs incomplete: {:?}", r.missing.len(), r.missing);
+    let origin = (r.sim.origin_round_bytes + r.sim.origin_repair_bytes) as f64 / SIZE as f64;
+    assert!(origin <= max_origin, "the origin sent {origin:.3} x the file");
+    let last = r.sim.hubs.iter().filter_map(|h| h.done_at).max().unwrap_or_default();
+    assert!(
+        last <= r.round_end + max_after,
+        "the last hub completed at {last:?}, the round ended at {:?}",
+        r.round_end
+    );
+}
+
+/// Half of every multicast copy and announcement lost: no hub decodes a
+/// chunk from the round alone. Every hub completes from peers, bridges and
+/// the origin's resends, sized for the loss the NAKs report (measured: 995
+/// of 995, the last 9 s after the round, origin 1.66 × the file).
+#[test]
+fn every_hub_completes_with_half_of_every_copy_lost() {
+    let r = run(0.5, None);
+    assert_bounds(&r, 2.0, Duration::from_secs(15));
+}
+
+/// The figures at every loss rate of issue 22, for docs/BENCHMARKS.md:
+/// `cargo test --release -p hubcast-protocol --test sim_islands --
+/// --ignored --nocapture` (`HUBCAST_SIM_LOSS=0.5` for one loss rate). Each
+/// is held to the bounds of the suite's 50% run.
 #[test]
 #[ignore = "minutes in the debug profile; a table for docs/BENCHMARKS.md"]
 fn heavy_loss_figures() {
@@ -804,6 +841,6 @@ fn heavy_loss_figures() {
                 n as u32 * r.chunks
             );
         }
-        assert!(r.chunks > 0);
+        assert_bounds(&r, if burst.is_some() { 2.3 } else { 2.0 }, Duration::from_secs(15));
     }
 }
