@@ -487,3 +487,27 @@ pub enum OriginError {
         source: std::io::Error,
     },
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repair_takes_its_share_while_the_carousel_sends_and_the_channel_once_it_is_idle() {
+        let b = RepairBudget::shared(1_000_000, 0.5, None);
+        assert_eq!(b.rate(), 500_000);
+        b.spent(1400);
+        b.spent(600);
+        assert_eq!((b.take_unpaid(), b.take_unpaid()), (2000, 0), "the carousel pays once");
+        b.set_carousel_idle(true);
+        assert_eq!(b.rate(), 1_000_000);
+        let capped = RepairBudget::shared(1_000_000, 0.5, Some(300_000));
+        assert_eq!(capped.rate(), 300_000);
+        capped.set_carousel_idle(true);
+        assert_eq!(capped.rate(), 300_000, "--repair-rate caps it");
+        // A live channel's repair goes on top: nothing for the sender to pay.
+        let live = RepairBudget::on_top(2_500_000);
+        live.spent(1400);
+        assert_eq!((live.rate(), live.take_unpaid()), (2_500_000, 0));
+    }
+}
