@@ -328,12 +328,13 @@ fn the_origins_resends_keep_a_hub_naking_after_the_last_round() {
                 late += naks(&out);
             }
         }
-        runs.push((late, h.hub.naks_withheld()));
+        runs.push((late, h.hub.naks_withheld(), h.hub.wants_feed(h.now)));
     }
     let desert_after = Config::new(NodeId([0; 32]), 1).desert_after;
     assert!(desert_after < Duration::from_secs(5), "the test waits past {desert_after:?}");
-    assert!(runs[0].0 > 0 && runs[0].1 == 0, "hearing resends: {:?}", runs[0]);
-    assert!(runs[1].0 == 0 && runs[1].1 > 0, "hearing nothing: {:?}", runs[1]);
+    // (late NAKs, NAKs withheld, wants a bridge's feed)
+    assert!(runs[0].0 > 0 && runs[0].1 == 0 && !runs[0].2, "hearing resends: {:?}", runs[0]);
+    assert!(runs[1].0 == 0 && runs[1].1 > 0 && runs[1].2, "hearing nothing: {:?}", runs[1]);
 }
 
 /// The desert side's outputs among `out`: asks, subscriptions, leavings.

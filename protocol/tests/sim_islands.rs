@@ -625,8 +625,8 @@ fn run(loss: f64, burst: Option<f64>) -> Run {
     let mut until = round_end;
     let unfinished =
         |sim: &Sim| (0..HUBS).filter(|h| !sim.hubs[*h].dead && sim.hubs[*h].done_at.is_none()).count();
-    // After its round the broadcaster lingers (`--linger`): one round-end
-    // manifest a second on the multicast, as `broadcaster seed` sends, so a
+    // After its round the broadcaster lingers (`--linger`): four round-end
+    // manifests a second on the multicast, as `broadcaster seed` sends, so a
     // hub that lost every copy of the manifest learns the object.
     let heartbeat =
         Rc::new(ch.signer.manifest_datagram(&Manifest { round_end: true, ..plans[0].manifest.clone() }));
@@ -634,7 +634,7 @@ fn run(loss: f64, burst: Option<f64>) -> Run {
     while unfinished(&sim) > 0 && until < round_end + Duration::from_secs(60) {
         until += Duration::from_millis(250);
         sim.run_until(until, &mut next_tick);
-        if until >= beat + Duration::from_secs(1) {
+        if until >= beat + Duration::from_millis(250) {
             beat = until;
             sim.net.advance_to(until);
             let islands = (0..ISLANDS * PER_ISLAND).map(|h| (h, link(sim.loss, 5)));

@@ -457,9 +457,11 @@ impl Hub {
                     let heard = self.receiver.handle_repair_datagram(unix, d);
                     // The origin's resends travel its multicast (the control
                     // group): a hub that hears them hears the origin, and its
-                    // NAKs are answered, between rounds and after the last.
+                    // NAKs are answered, between rounds and after the last;
+                    // nor is it in a desert.
                     if heard.is_some_and(|h| !h.relayed) {
                         self.last_origin_multicast = Some(now);
+                        self.last_multicast = Some(now);
                     }
                     let key = heard.and_then(|h| h.chunk);
                     if let Some(key) = key.filter(|k| !chunks.contains(k)) {
