@@ -65,21 +65,20 @@ impl LossMeter {
     }
 
     fn finish_run(&mut self) {
-        let Some(r) = self.run.take() else { return };
-        let span = r.span();
-        let fade = 0.5f64.powf(span / HALF_LIFE);
-        self.sent = self.sent * fade + span;
-        self.heard = self.heard * fade + f64::from(r.heard);
+        if let Some(r) = self.run.take() {
+            (self.sent, self.heard) = self.with(&r);
+        }
+    }
+
+    /// The sums (sent, heard) with `r` added and the older runs faded by its span.
+    fn with(&self, r: &Run) -> (f64, f64) {
+        let fade = 0.5f64.powf(r.span() / HALF_LIFE);
+        (self.sent * fade + r.span(), self.heard * fade + f64::from(r.heard))
     }
 
     /// The share of symbols lost, 0.0..=1.0, once enough have gone by.
     pub fn loss(&self) -> Option<f64> {
-        let (mut sent, mut heard) = (self.sent, self.heard);
-        if let Some(r) = &self.run {
-            let fade = 0.5f64.powf(r.span() / HALF_LIFE);
-            sent = sent * fade + r.span();
-            heard = heard * fade + f64::from(r.heard);
-        }
+        let (sent, heard) = self.run.as_ref().map_or((self.sent, self.heard), |r| self.with(r));
         (sent >= MIN_SPAN).then(|| (1.0 - heard / sent).clamp(0.0, 1.0))
     }
 

@@ -397,15 +397,23 @@ pub fn ask_tracker(
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
     rt.block_on(async {
         let key = hubcast_keys::NodeKey::generate(&mut rand::rngs::OsRng);
-        let ep = hubcast_transport::quic::NodeEndpoint::bind("127.0.0.1:0".parse().unwrap(), &key).unwrap();
-        let conn = ep.connect(tracker.addr, tracker.id).unwrap().await.expect("connect to the tracker");
-        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        let ep = hubcast_transport::quic::NodeEndpoint::bind(
+            std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            &key,
+        )
+        .expect("a QUIC endpoint on loopback");
+        let conn = ep
+            .connect(tracker.addr, tracker.id)
+            .expect("a client config for the tracker")
+            .await
+            .expect("connect to the tracker");
+        let (mut send, mut recv) = conn.open_bi().await.expect("a stream to the tracker");
         let mut out = Vec::new();
         peer_wire::encode(&query, &mut out);
-        send.write_all(&out).await.unwrap();
-        send.finish().unwrap();
-        let body = recv.read_to_end(1 << 16).await.unwrap();
-        match peer_wire::decode_all(&body).unwrap().as_slice() {
+        send.write_all(&out).await.expect("the query written");
+        send.finish().expect("the query finished");
+        let body = recv.read_to_end(1 << 16).await.expect("the tracker's answer, under 64 KiB");
+        match peer_wire::decode_all(&body).expect("the tracker's answer decodes").as_slice() {
             [PeerMessage::HubList(hubs)] => hubs.clone(),
             other => panic!("the tracker answered {other:?}"),
         }
