@@ -26,8 +26,13 @@ pub struct SeedConfig {
     /// Send rate, e.g. "200Mbit", "1Gbps", "25MB/s" (docs/OPERATIONS.md
     /// lists the units). Default 200Mbit.
     pub rate: Rate,
-    /// Repair symbols per round as a share of K. Default 0.1.
+    /// Repair symbols per round as a share of K, at least (`--fec-min`).
+    /// Default 0.1.
     pub fec_overhead: f64,
+    /// With the origin service, hubs' loss reports raise the repair symbols
+    /// up to this share of K (0.5 is all a chunk's digest table covers).
+    /// Default 0.5.
+    pub fec_max: f64,
     /// Carousel rounds; 0 means until stopped. Default 0.
     pub rounds: u32,
     /// Chunk size, bytes or with a unit ("1MiB"). Default 1 MiB.
@@ -75,6 +80,7 @@ impl Default for SeedConfig {
             ttl: 1,
             rate: Rate::from_bits_per_sec(200_000_000),
             fec_overhead: 0.1,
+            fec_max: 0.5,
             rounds: 0,
             chunk_size: 1 << 20,
             symbol_size: wire::DEFAULT_SYMBOL_SIZE,
@@ -96,6 +102,8 @@ impl Default for SeedConfig {
 pub enum ConfigError {
     #[error("--fec-overhead {0}: must be between 0 and 1 (0.1 sends 10% repair symbols)")]
     BadOverhead(f64),
+    #[error("--fec-max {max}: must be from --fec-overhead ({min}) to 1 (0.5 is all a chunk's digest table covers)")]
+    BadFecMax { min: f64, max: f64 },
     #[error("--symbol-size {0}: must be a multiple of 8 from {min} to {max}", min = wire::MIN_SYMBOL_SIZE, max = wire::MAX_SYMBOL_SIZE)]
     BadSymbolSize(u16),
     #[error("--chunk-size {0}: must be at least one symbol and at most {max} symbols", max = wire::MAX_SOURCE_SYMBOLS)]
@@ -139,6 +147,9 @@ impl SeedConfig {
         }
         if !(0.0..=1.0).contains(&self.repair_share) {
             return Err(ConfigError::BadRepairShare(self.repair_share));
+        }
+        if !(self.fec_overhead..=1.0).contains(&self.fec_max) {
+            return Err(ConfigError::BadFecMax { min: self.fec_overhead, max: self.fec_max });
         }
         if !wire::valid_symbol_size(self.symbol_size) {
             return Err(ConfigError::BadSymbolSize(self.symbol_size));

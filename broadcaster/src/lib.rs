@@ -4,6 +4,7 @@
 //! `main.rs` only parses the command line; everything runs from here.
 
 pub mod config;
+pub mod feedback;
 pub mod ingest;
 pub mod live;
 pub mod origin;

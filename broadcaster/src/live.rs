@@ -246,6 +246,7 @@ pub async fn live(
                 socket: socket.clone(),
                 control_group: SocketAddr::new(cfg.group.ip(), cfg.group.port().wrapping_add(1)),
                 budget: origin::RepairBudget::on_top(checked.repair_rate),
+                feedback: None,
                 status: status.clone(),
             };
             Some(tokio::spawn(origin::run(service, service_stop.clone())))

@@ -77,8 +77,9 @@ struct SendArgs {
     /// for seed, 100Mbit for live]
     #[arg(long)]
     rate: Option<Rate>,
-    /// Repair symbols sent as a share of the source symbols. [default: 0.1]
-    #[arg(long)]
+    /// Repair symbols sent as a share of the source symbols; for seed, the
+    /// least sent (hubs' loss reports raise it up to --fec-max). [default: 0.1]
+    #[arg(long, visible_alias = "fec-min")]
     fec_overhead: Option<f64>,
     /// Chunk size: bytes, or with a unit (512KiB, 1MiB). [default: 1MiB]
     #[arg(long)]
@@ -150,6 +151,11 @@ struct SeedArgs {
     /// carousel is idle. [default: 0.5]
     #[arg(long)]
     repair_share: Option<f64>,
+    /// With --tracker: the most repair symbols the hubs' loss reports may
+    /// raise the carousel to, as a share of K (from --fec-overhead up to 1;
+    /// a chunk's digest table covers 0.5). [default: 0.5]
+    #[arg(long)]
+    fec_max: Option<f64>,
     /// Files and folders to seed.
     paths: Vec<PathBuf>,
 }
@@ -205,7 +211,7 @@ async fn serve_status(
 impl SeedArgs {
     fn into_config(self) -> anyhow::Result<SeedConfig> {
         let mut c = send_config!(self.send, SeedConfig);
-        overlay!(c, self; rounds, repair_share);
+        overlay!(c, self; rounds, repair_share, fec_max);
         if let Some(v) = self.linger {
             c.linger_secs = v;
         }

@@ -14,6 +14,7 @@
 //! over the hub's rate), then the end of the stream. A malformed stream is reset;
 //! [`MAX_BAD_STREAMS`] of them close the connection.
 
+use crate::feedback::Feedback;
 use crate::ingest::SourceFile;
 use crate::status::StatusBoard;
 use hubcast_daemon::Bucket;
@@ -197,14 +198,17 @@ pub struct Service {
     pub socket: Arc<tokio::net::UdpSocket>,
     pub control_group: SocketAddr,
     pub budget: Arc<RepairBudget>,
+    /// Where hubs' loss reports go (an archive's carousel); `None`: they are
+    /// taken and not used (a live channel's FEC is fixed).
+    pub feedback: Option<Arc<Feedback>>,
     pub status: StatusBoard,
 }
 
 /// Run the origin service until `cancel`.
 pub async fn run(service: Service, cancel: CancellationToken) {
-    let Service { endpoint, catalog, signer, socket, control_group, budget, status } = service;
+    let Service { endpoint, catalog, signer, socket, control_group, budget, feedback, status } = service;
     let (nak_tx, mut nak_rx) = mpsc::channel::<OriginNak>(NAK_QUEUE);
-    tokio::spawn(accept(endpoint, catalog.clone(), nak_tx, status.clone(), cancel.clone()));
+    tokio::spawn(accept(endpoint, catalog.clone(), nak_tx, feedback, status.clone(), cancel.clone()));
 
     let mut repair = OriginRepair::new(OriginConfig::default());
     let mut pacer = Pacer::new(budget.rate(), 64 << 10);
@@ -291,6 +295,7 @@ pub async fn run(service: Service, cancel: CancellationToken) {
 struct Shared {
     catalog: Arc<Catalog>,
     naks: mpsc::Sender<OriginNak>,
+    feedback: Option<Arc<Feedback>>,
     status: StatusBoard,
     tracker: Mutex<(Tracker<NodeId>, rand::rngs::StdRng)>,
 }
@@ -314,12 +319,13 @@ async fn accept(
     endpoint: Arc<NodeEndpoint>,
     catalog: Arc<Catalog>,
     naks: mpsc::Sender<OriginNak>,
+    feedback: Option<Arc<Feedback>>,
     status: StatusBoard,
     cancel: CancellationToken,
 ) {
     use rand::SeedableRng;
     let tracker = Mutex::new((Tracker::new(TrackerConfig::default()), rand::rngs::StdRng::from_entropy()));
-    let shared = Arc::new(Shared { catalog, naks, status, tracker });
+    let shared = Arc::new(Shared { catalog, naks, feedback, status, tracker });
     accept_each(&endpoint, cancel, move |conn, hub| connection(conn, hub, shared.clone())).await;
 }
 
@@ -389,6 +395,13 @@ async fn stream(
                 .tracker(|t, rng| t.bridges(Instant::now(), Some(hub.id), (*limit).into(), rng))
                 .unwrap_or_default();
             peer_wire::encode(&PeerMessage::HubList(found.iter().map(listed).collect()), &mut out);
+        }
+        Some(&PeerMessage::LossReport { loss }) if messages.len() == 1 => {
+            // Within the hub's NAK rate: a report costs the origin as little.
+            let within = hub.budget.lock().map(|mut b| b.try_take()).unwrap_or(false);
+            if let Some(f) = shared.feedback.as_ref().filter(|_| within) {
+                f.report(loss);
+            }
         }
         Some(PeerMessage::ForestHubRequest) if messages.len() == 1 => {
             let found = shared.tracker(|t, rng| t.forest_hub(Instant::now(), Some(hub.id), rng)).flatten();

@@ -5,6 +5,7 @@
 //! bounded (about 1.5 × chunk size each) whatever is being seeded.
 
 use crate::config::{ConfigError, SeedConfig};
+use crate::feedback::Feedback;
 use crate::ingest::{self, IngestError, SourceFile};
 use crate::origin::{self, Catalog, OriginError};
 use crate::status::StatusBoard;
@@ -234,6 +235,11 @@ pub async fn seed(
         (s.objects, s.object_bytes) = (object_count, total);
     });
     let service_stop = cancel.child_token();
+    let full_k = wire::source_symbols(cfg.chunk_size, cfg.symbol_size);
+    let feedback = Feedback::new(cfg.fec_overhead, cfg.fec_max, full_k);
+    status.update(|s| {
+        (s.fec.overhead, s.fec.min, s.fec.max) = (cfg.fec_overhead, cfg.fec_overhead, cfg.fec_max)
+    });
     let service = match (bound, public) {
         (Some((endpoint, _)), Some(at)) => {
             info!(tracker = %at, "origin service named in every manifest; hubs out of the multicast's reach take --tracker {at}");
@@ -248,8 +254,20 @@ pub async fn seed(
                 socket: socket.clone(),
                 control_group: SocketAddr::new(cfg.group.ip(), cfg.group.port().wrapping_add(1)),
                 budget: budget.clone(),
+                feedback: Some(feedback.clone()),
                 status: status.clone(),
             };
+            // Hubs report their loss to the origin service: the echo of the
+            // round goes out with the carousel.
+            tokio::spawn(crate::feedback::echo(
+                feedback.clone(),
+                signer.clone(),
+                socket.clone(),
+                cfg.group,
+                cfg.expiry_secs,
+                status.clone(),
+                service_stop.clone(),
+            ));
             Some((tokio::spawn(origin::run(service, service_stop.clone())), budget))
         }
         _ => None,
@@ -274,9 +292,10 @@ pub async fn seed(
         let cfg = cfg.clone();
         let stop = cancel.clone();
         let signer = signer.clone();
+        let feedback = feedback.clone();
         std::thread::Builder::new()
             .name("seed-producer".into())
-            .spawn(move || produce(&cfg, &signer, plans, &files, &tx, &stop))
+            .spawn(move || produce(&cfg, &signer, &feedback, plans, &files, &tx, &stop))
             .map_err(|source| SeedError::Read { path: "producer thread".into(), source })?
     };
 
@@ -362,6 +381,7 @@ pub async fn seed(
 fn produce(
     cfg: &SeedConfig,
     signer: &Signer,
+    feedback: &Feedback,
     mut plans: Vec<ObjectPlan>,
     files: &[SourceFile],
     tx: &mpsc::Sender<Batch>,
@@ -423,7 +443,8 @@ fn produce(
                     return;
                 }
                 let prepared = PreparedChunk::prepare(signer, &plan.manifest, chunk, &buf);
-                Batch::Datagrams(prepared.round_datagrams(tag, cfg.fec_overhead, round))
+                let overhead = feedback.overhead(prepared.encoded.k);
+                Batch::Datagrams(prepared.round_datagrams(tag, overhead, round))
             }
         };
         if tx.blocking_send(batch).is_err() {

@@ -20,6 +20,22 @@ pub struct BroadcasterStatus {
     pub carousel: CarouselStatus,
     pub origin_repair: OriginRepairStatus,
     pub tracker: TrackerStatus,
+    pub fec: FecStatus,
+}
+
+/// The carousel's FEC as hubs' loss reports set it (hubcast_protocol::feedback).
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct FecStatus {
+    /// Repair symbols per round now, as a share of K.
+    pub overhead: f64,
+    /// The operator's bounds (`--fec-overhead`, `--fec-max`).
+    pub min: f64,
+    pub max: f64,
+    /// The worst loss reported this feedback round or the last, percent.
+    pub loss_percent: Option<u8>,
+    /// The feedback round, and the reports taken since the start.
+    pub round: u32,
+    pub reports: u64,
 }
 
 #[derive(Clone, Copy, Debug, Default, Serialize)]

@@ -389,6 +389,12 @@ impl Fetcher {
         Ok(answers.iter().filter(|m| matches!(m, PeerMessage::Refuse { .. })).count() as u64)
     }
 
+    /// Report this hub's multicast loss (whole percent, 1..=100) to the origin.
+    pub async fn report_loss(&self, origin: NodeAddr, loss: u8) -> Result<(), Outcome> {
+        let report = PeerMessage::LossReport { loss: loss.clamp(1, 100) };
+        self.exchange(origin.id, origin.addr, [report], 64).await.map(|_| ())
+    }
+
     /// Register with the tracker, with what this hub holds complete, and
     /// whether it is a bridge and in the stripe forest.
     pub async fn register(

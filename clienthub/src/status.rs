@@ -148,6 +148,12 @@ pub struct RepairCounters {
     /// from the gaps in their ESIs (sent with every NAK); none until enough
     /// went by.
     pub multicast_loss: Option<f64>,
+    /// Loss reports sent to the origin, and those the broadcaster's echo
+    /// made unnecessary (a hub as lossy had reported); the FEC the echo says
+    /// the carousel applies, as a share of K.
+    pub loss_reports: u64,
+    pub loss_reports_suppressed: u64,
+    pub channel_fec: Option<f64>,
     /// Chunks no peer at hand held complete, looked up at the tracker; those
     /// lookups that failed; hubs the answers listed.
     pub tracker_lookups: u64,

@@ -7,8 +7,15 @@ fuzz_target!(|data: &[u8]| {
     if let Ok((_, d)) = hubcast_protocol::wire::decode(data) {
         // A parsed datagram respects the documented bounds.
         assert!(data.len() <= hubcast_protocol::wire::MAX_DATAGRAM);
-        if let hubcast_protocol::wire::Datagram::Ticket(t) = d {
-            assert!(t.body.page_hashes.len() <= hubcast_protocol::wire::MAX_TABLE_PAGES);
+        match d {
+            hubcast_protocol::wire::Datagram::Ticket(t) => {
+                assert!(t.body.page_hashes.len() <= hubcast_protocol::wire::MAX_TABLE_PAGES);
+            }
+            hubcast_protocol::wire::Datagram::Feedback(f) => {
+                assert_eq!(data.len(), hubcast_protocol::wire::FEEDBACK_LEN);
+                assert!(f.body.echo.worst.is_none_or(|w| w <= 100) && f.body.echo.round_ms > 0);
+            }
+            _ => {}
         }
     }
 });

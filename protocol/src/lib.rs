@@ -9,6 +9,7 @@
 pub mod announce;
 pub mod digest;
 pub mod fec;
+pub mod feedback;
 pub mod forest;
 pub mod forest_sim;
 pub mod hub;

@@ -543,7 +543,7 @@ mod tests {
                 wire::Datagram::Symbol(s) => {
                     assert!(seen_pages.contains_key(&page_of(s.esi)), "ESI {}", s.esi)
                 }
-                wire::Datagram::Manifest(_) => unreachable!(),
+                wire::Datagram::Manifest(_) | wire::Datagram::Feedback(_) => unreachable!(),
             }
         }
         assert_eq!(tickets, 3);

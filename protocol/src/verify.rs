@@ -3,7 +3,7 @@
 //! tickets exist; their types ([`VerifiedManifest`], [`VerifiedTicket`]) can only
 //! be made here.
 
-use crate::wire::{self, Manifest, Signed, Ticket, SIGNATURE_LEN};
+use crate::wire::{self, Feedback, Manifest, Signed, Ticket, SIGNATURE_LEN};
 use hubcast_keys::{
     sign_with_context, verify_with_context, CertError, Certificate, Signature, SignerKeys, TrustAnchor,
     CERTIFICATE_LEN,
@@ -12,6 +12,7 @@ use std::collections::HashMap;
 
 const MANIFEST_CONTEXT: &[u8] = b"hubcast manifest v1";
 const TICKET_CONTEXT: &[u8] = b"hubcast ticket v1";
+const FEEDBACK_CONTEXT: &[u8] = b"hubcast feedback v1";
 /// Distinct certificates whose root signature is remembered as checked.
 pub const MAX_CACHED_CERTS: usize = 16;
 
@@ -95,6 +96,15 @@ impl Verifier {
         Ok(VerifiedManifest(s.body))
     }
 
+    /// A feedback datagram's echo, once its signature and expiry hold.
+    pub fn verify_feedback(&mut self, s: Signed<Feedback>, unix_now: u64) -> Result<Feedback, VerifyError> {
+        self.check_chain(&s, FEEDBACK_CONTEXT, unix_now)?;
+        if unix_now >= s.body.expiry {
+            return Err(VerifyError::Expired);
+        }
+        Ok(s.body)
+    }
+
     pub fn verify_ticket(&mut self, s: Signed<Ticket>, unix_now: u64) -> Result<VerifiedTicket, VerifyError> {
         self.check_chain(&s, TICKET_CONTEXT, unix_now)?;
         if unix_now >= s.body.expiry {
@@ -134,6 +144,11 @@ impl Signer {
     pub fn manifest_datagram(&self, m: &Manifest) -> Vec<u8> {
         let bytes = wire::manifest_signed_bytes(m, &self.keys.cert, self.channel_tag);
         self.finish(bytes, MANIFEST_CONTEXT)
+    }
+
+    pub fn feedback_datagram(&self, f: &Feedback) -> Vec<u8> {
+        let bytes = wire::feedback_signed_bytes(f, &self.keys.cert, self.channel_tag);
+        self.finish(bytes, FEEDBACK_CONTEXT)
     }
 
     pub fn ticket_datagram(&self, t: &Ticket) -> Vec<u8> {

@@ -11,7 +11,7 @@ use proptest::strategy::ValueTree;
 use std::net::{IpAddr, SocketAddr};
 
 /// The message kinds on the wire, first to last.
-const KINDS: std::ops::RangeInclusive<u8> = 1..=16;
+const KINDS: std::ops::RangeInclusive<u8> = 1..=17;
 
 fn addr() -> impl Strategy<Value = SocketAddr> {
     prop_oneof![
@@ -91,7 +91,7 @@ fn forest_msg() -> impl Strategy<Value = Msg<ForestPeer>> {
     prop_oneof![moves, notices]
 }
 
-/// Kinds 7-16: the origin, the tracker, bridges and the forest.
+/// Kinds 7-17: the origin, the tracker, bridges, the forest and loss reports.
 fn service_message() -> impl Strategy<Value = PeerMessage> {
     let id = || any::<[u8; 32]>().prop_map(ObjectId);
     let listed = (any::<[u8; 32]>(), any::<bool>(), addr()).prop_map(|(node_id, bridge, addr)| ListedHub {
@@ -115,10 +115,11 @@ fn service_message() -> impl Strategy<Value = PeerMessage> {
         (2..=forest::MAX_STRIPES)
             .prop_flat_map(|stripes| (0..stripes, Just(stripes), resume()))
             .prop_map(|(tree, stripes, resume)| PeerMessage::Stripe { tree, stripes, resume }),
+        (1..=100u8).prop_map(|loss| PeerMessage::LossReport { loss }),
     ]
 }
 
-/// Every kind, 1-16.
+/// Every kind, 1-17.
 fn message() -> impl Strategy<Value = PeerMessage> {
     prop_oneof![repair_message(), service_message()]
 }

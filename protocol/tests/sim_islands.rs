@@ -279,6 +279,9 @@ impl Sim {
                 Output::Naks { naks, loss, .. } => {
                     self.net.unicast(ORIGIN, Msg::Naks { naks, loss }, unicast_link(64))
                 }
+                // This broadcaster sends no feedback echo (its FEC is fixed),
+                // and a hub reports only in a round an echo started.
+                Output::LossReport { .. } => panic!("hub {h}: a loss report with no echo heard"),
                 Output::Lookup { object_id, index, limit, .. } => {
                     self.net.unicast(
                         ORIGIN,

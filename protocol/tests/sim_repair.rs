@@ -136,7 +136,10 @@ impl Sim {
                 Output::Event(HubEvent::Received { source: Source::Peer, bytes, .. }) => {
                     hub.credited += bytes
                 }
-                Output::Naks { .. } | Output::Lookup { .. } | Output::Register { .. } => {
+                Output::Naks { .. }
+                | Output::LossReport { .. }
+                | Output::Lookup { .. }
+                | Output::Register { .. } => {
                     panic!("hub {h}: there is no origin service in this simulation")
                 }
                 Output::AskBridges { .. } | Output::Subscribe { .. } | Output::Unsubscribe(_) => {

@@ -101,3 +101,56 @@ fn three_hubs_missing_the_same_chunks_get_one_multicast_resend_each() {
     assert_eq!(u(&t["hubs"]), 3, "{t}");
     assert!(u(&t["reports"]) >= 3, "{t}");
 }
+
+/// Loss reports set the FEC (RFC 4654's suppressed feedback, NORM's
+/// automatic parity): two hubs lose 30% of what they receive; they measure
+/// it, one or both report it to the origin over QUIC, and the broadcaster's
+/// carousel raises its FEC from 5% to what a 30% loss needs, within
+/// `--fec-max`, and says so in its status and in the echo the hubs show.
+#[test]
+fn hubs_losing_30_percent_raise_the_carousels_fec_by_their_reports() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let dir = t.join("sample");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("film-8MiB.bin"), pattern(8 << 20, 7)).unwrap();
+    let fingerprint = keygen(&t.join("keys"));
+    let group = unique_group();
+    let lossy = |_| vec!["--simulate-loss".into(), "0.3".into()];
+    let (_hubs, https) = start_hubs(t, &fingerprint, group, 2, lossy);
+    let bc_http = free_port();
+    let mut args = seed_args(&t.join("keys"), group, "20mbit", 2, &[&dir]);
+    let tracker = free_udp_port().to_string();
+    args.extend(
+        ["--fec-overhead", "0.05", "--fec-max", "0.45", "--tracker", &tracker, "--linger", "600"]
+            .map(String::from),
+    );
+    args.extend(["--http".into(), bc_http.to_string()]);
+    let _bc = Daemon::spawn("broadcaster", &bin("broadcaster"), &args, t);
+
+    for http in &https {
+        wait_for("every hub complete", DEADLINE, || status(*http).filter(|s| all_complete(s, 1)));
+    }
+    let source = tree_digest(&dir);
+    for i in 0..https.len() {
+        assert_eq!(tree_digest(&t.join(format!("out-{i}/sample"))), source, "hub {i}'s copy differs");
+    }
+    let fec = status(bc_http).expect("broadcaster status")["fec"].clone();
+    eprintln!("broadcaster: fec {fec}");
+    assert!(u(&fec["reports"]) >= 1, "{fec}");
+    assert_eq!((fec["min"].as_f64(), fec["max"].as_f64()), (Some(0.05), Some(0.45)), "{fec}");
+    // Receiving K of n at 30% loss with ~98% odds takes n ≈ 1.48 K: above the
+    // ceiling, so the carousel runs at it.
+    let reported = fec["loss_percent"].as_u64().expect("a loss reported");
+    assert!((25..=40).contains(&reported), "{fec}");
+    assert_eq!(fec["overhead"].as_f64(), Some(0.45), "{fec}");
+    // The hubs say what they reported, and what the echo says the FEC is
+    // (their counters go out with each announcement, every 2 s).
+    let repair = wait_for("the hubs' report counters", DEADLINE, || {
+        let all: Vec<Value> = https.iter().filter_map(|h| status(*h)).map(|s| s["repair"].clone()).collect();
+        let sent: u64 = all.iter().map(|r| u(&r["loss_reports"])).sum();
+        let fec_seen = all.iter().all(|r| r["channel_fec"].as_f64() == Some(0.45));
+        (sent >= 1 && fec_seen).then_some(all)
+    });
+    eprintln!("hubs: {repair:?}");
+}

@@ -229,6 +229,14 @@ impl PeerSide {
                     }
                 });
             }
+            Output::LossReport { origin, loss } => {
+                let fetcher = self.fetcher.clone();
+                self.tasks.spawn(async move {
+                    if fetcher.report_loss(origin, loss).await.is_err() {
+                        debug!(%origin, loss, "the loss report was not delivered; the next round's timer tries again");
+                    }
+                });
+            }
             Output::Lookup { tracker, object_id, index, limit } => {
                 let (fetcher, done) = (self.fetcher.clone(), self.lookup_tx.clone());
                 self.tasks.spawn(async move {
@@ -398,6 +406,7 @@ impl Loop<'_> {
         let stats = self.hub.repair_stats();
         let withheld = self.hub.naks_withheld();
         let loss = self.hub.multicast_loss();
+        let (reports, suppressed, echo) = self.hub.loss_reports();
         let served = p.server.served();
         let takers_deferred = p.server.takers_deferred();
         let (paced, paced_ms, upload_busy) = p.server.paced();
@@ -420,6 +429,8 @@ impl Loop<'_> {
             r.failed = stats.failures;
             r.chunks_repaired = stats.repaired;
             r.origin_naks = stats.naks_sent - withheld.min(stats.naks_sent);
+            (r.loss_reports, r.loss_reports_suppressed) = (reports, suppressed);
+            r.channel_fec = echo.map(|e| f64::from(e.fec_permille) / 1000.0);
             r.origin_naks_withheld = withheld;
             r.multicast_loss = loss;
             r.tracker_lookups = stats.lookups;

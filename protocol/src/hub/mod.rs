@@ -24,6 +24,7 @@
 //! the path that completed it.
 
 use crate::announce::Announcement;
+use crate::feedback::{Echo, LossReporter};
 use crate::forest::{Msg, Tree};
 use crate::loss::LossMeter;
 use crate::peer_wire::ForestPeer;
@@ -211,6 +212,12 @@ pub enum Output {
         tracker: NodeAddr,
         holdings: Vec<(ObjectId, ChunkBitmap)>,
     },
+    /// Report this hub's multicast loss (whole percent) to the origin
+    /// service: the echo of the round did not cover it.
+    LossReport {
+        origin: NodeAddr,
+        loss: u8,
+    },
     /// Send this announcement on the island's control group.
     Announce(Vec<u8>),
     /// Ask the tracker for up to `limit` bridges; the answer is [`Input::Bridges`].
@@ -341,6 +348,10 @@ pub struct Hub {
     naks_withheld: u64,
     /// The origin's multicast as this hub hears it.
     loss: LossMeter,
+    /// When to tell the origin that loss (RFC 4654's suppressed feedback).
+    reporter: LossReporter,
+    /// The sequence number of the last feedback handed to the reporter.
+    feedback_seq: Option<u64>,
 }
 
 impl Hub {
@@ -374,6 +385,10 @@ impl Hub {
             last_nak_warning: None,
             naks_withheld: 0,
             loss: LossMeter::default(),
+            reporter: LossReporter::new(
+                config.seed ^ u64::from_be_bytes(config.node_id.0[..8].try_into().unwrap_or_default()),
+            ),
+            feedback_seq: None,
             config,
         };
         if root {
@@ -449,6 +464,7 @@ impl Hub {
                         self.last_multicast = Some(now);
                     }
                 }
+                self.take_feedback(now);
             }
             Input::Origin(datagrams) => {
                 self.switch_source(Source::Origin, None);
@@ -524,9 +540,34 @@ impl Hub {
     pub fn poll_timeout(&self) -> Instant {
         let t = self.next_idle.min(self.next_repair);
         if self.config.peer_repair {
-            t.min(self.next_announce)
+            let report = self.reporter.poll_timeout().unwrap_or(t);
+            t.min(self.next_announce).min(report)
         } else {
             t
+        }
+    }
+
+    /// A new echo of the loss reports: a new round draws this hub's timer.
+    fn take_feedback(&mut self, now: Instant) {
+        let Some(f) = self.receiver.feedback().filter(|f| Some(f.seq) != self.feedback_seq) else { return };
+        self.feedback_seq = Some(f.seq);
+        let loss = self.reportable_loss(now);
+        self.reporter.handle_echo(now, f.echo, loss);
+    }
+
+    /// This hub's multicast loss, whole percent, when it may report it: it
+    /// hears the origin, measures its loss and knows the origin service.
+    fn reportable_loss(&self, now: Instant) -> Option<u8> {
+        let may = self.config.peer_repair && self.tracker.is_some() && self.hears_origin(now);
+        self.loss.loss().filter(|_| may).map(|l| (l * 100.0).round() as u8)
+    }
+
+    /// Report the loss if the round's timer fired and the echo does not cover it.
+    fn report_loss(&mut self, now: Instant) {
+        let loss = self.reportable_loss(now);
+        self.reporter.handle_loss(now, loss);
+        if let (Some(loss), Some(origin)) = (self.reporter.handle_timeout(now, loss), self.tracker) {
+            self.out.push_back(Output::LossReport { origin, loss });
         }
     }
 
@@ -546,6 +587,7 @@ impl Hub {
         if self.config.peer_repair && (now >= self.next_announce || self.announce_soon) {
             self.announce(now);
         }
+        self.report_loss(now);
         self.drive_desert(now);
         self.forest_timer(now);
     }
@@ -680,6 +722,12 @@ impl Hub {
     }
 
     /// NAKs not sent because the origin's multicast was not heard.
+    /// Loss reports: sent, suppressed (the echo covered them), and the
+    /// latest echo heard.
+    pub fn loss_reports(&self) -> (u64, u64, Option<Echo>) {
+        (self.reporter.sent, self.reporter.suppressed, self.reporter.echo())
+    }
+
     pub fn naks_withheld(&self) -> u64 {
         self.naks_withheld
     }

@@ -337,6 +337,10 @@ fn decode_body(frame: &[u8]) -> Result<PeerMessage, PeerWireError> {
             }
             PeerMessage::Stripe { tree, stripes, resume: r.resume()? }
         }
+        17 => match r.array::<1>()?[0] {
+            loss @ 1..=100 => PeerMessage::LossReport { loss },
+            _ => return Err(PeerWireError::OutOfRange),
+        },
         _ => return Err(PeerWireError::UnknownType),
     };
     r.end()?;

@@ -105,6 +105,10 @@ pub fn encode(m: &PeerMessage, out: &mut Vec<u8>) {
             out.push(*stripes);
             put_resume(resume, out);
         }
+        PeerMessage::LossReport { loss } => {
+            out.push(17);
+            out.push(*loss);
+        }
     }
     let len = (out.len() - start - 4) as u32;
     out[start..start + 4].copy_from_slice(&len.to_be_bytes());

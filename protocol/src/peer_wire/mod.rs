@@ -1,7 +1,7 @@
 //! Peer messages, version 1: what hubs say to each other on QUIC streams.
 //!
 //! Every message is a frame: a u32 BE length, a type byte and a body. The
-//! byte layout of each of the 16 types is in docs/PROTOCOL.md ("Frames");
+//! byte layout of each of the 17 types is in docs/PROTOCOL.md ("Frames");
 //! `protocol/tests/peer_wire.rs` checks that table against this codec.
 //!
 //! Decoding is streaming ([`decode_frame`] says how many bytes it needs), checks
@@ -209,6 +209,11 @@ pub enum PeerMessage {
         tree: u8,
         stripes: u8,
         resume: Option<(ObjectId, u32)>,
+    },
+    /// A hub's multicast loss, whole percent (1..=100), to the origin: the
+    /// feedback round's echo did not cover it (`crate::feedback`).
+    LossReport {
+        loss: u8,
     },
 }
 

@@ -61,6 +61,14 @@ fn every_message_round_trips_and_streams() {
     encode(&PeerMessage::Nak { object_id: id, chunk: 9, missing: 17, loss: 100 }, &mut nak);
     *nak.last_mut().unwrap() = 101;
     assert_eq!(decode_frame(&nak), Err(PeerWireError::OutOfRange), "a loss over 100%");
+    round_trip(PeerMessage::LossReport { loss: 1 });
+    round_trip(PeerMessage::LossReport { loss: 100 });
+    for bad in [0u8, 101] {
+        let mut report = Vec::new();
+        encode(&PeerMessage::LossReport { loss: 1 }, &mut report);
+        *report.last_mut().unwrap() = bad;
+        assert_eq!(decode_frame(&report), Err(PeerWireError::OutOfRange), "a loss report of {bad}%");
+    }
     round_trip(PeerMessage::Register { bridge: true, forest: false });
     round_trip(PeerMessage::Register { bridge: false, forest: true });
     round_trip(PeerMessage::HoldersRequest { object_id: id, chunk: Some(3), limit: 8 });

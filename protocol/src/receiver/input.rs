@@ -45,6 +45,10 @@ impl Receiver {
             self.note_foreign(unix_now, header.kind, datagram);
             return Err(DropReason::WrongChannel);
         }
+        // Feedback is about the channel, not a chunk: it moves no position.
+        if header.kind == wire::Kind::Feedback {
+            return self.handle_feedback(unix_now, datagram);
+        }
         if !self.from_peer {
             self.quiet_ticks = 0;
             if let Some(previous) = self.current.filter(|c| Some(*c) != key) {
@@ -128,7 +132,20 @@ impl Receiver {
             }
             Datagram::TablePage(p) => self.handle_page(p),
             Datagram::Symbol(s) => self.handle_symbol(s),
+            Datagram::Feedback(_) => unreachable!("feedback is handled before the chunk's bookkeeping"),
         }
+    }
+
+    /// The broadcaster's echo of the loss reports: kept when it verifies and
+    /// is newer than the one held. A copy or an older one (reordered on the
+    /// way, or replayed) is a duplicate, unverified: it would change nothing.
+    fn handle_feedback(&mut self, unix_now: u64, datagram: &[u8]) -> Result<(), DropReason> {
+        let Datagram::Feedback(f) = wire::decode(datagram)?.1 else { return Err(DropReason::BadKind) };
+        if self.feedback.is_some_and(|held| held.seq >= f.body.seq) {
+            return Err(DropReason::Duplicate);
+        }
+        self.feedback = Some(self.verifier.verify_feedback(f, unix_now)?);
+        Ok(())
     }
 
     /// A manifest the hub's store kept, as the signed datagram it came in:

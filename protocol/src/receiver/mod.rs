@@ -304,6 +304,8 @@ pub struct Receiver {
     /// costs two curve-point decompressions). Unverified: for a hint only.
     foreign_root: Option<(Fingerprint, u64)>,
     use_clock: u64,
+    /// The newest verified feedback (the echo of loss reports).
+    feedback: Option<wire::Feedback>,
     events: VecDeque<Event>,
     drops: DropCounters,
     stats: ReceiverStats,
@@ -336,6 +338,7 @@ impl Receiver {
             live: HashMap::new(),
             foreign_root: None,
             use_clock: 0,
+            feedback: None,
             events: VecDeque::new(),
             drops: DropCounters::default(),
             stats: ReceiverStats::default(),
@@ -456,6 +459,11 @@ impl Receiver {
             }
         }
         self.events.pop_front()
+    }
+
+    /// The newest verified feedback datagram: the echo of loss reports.
+    pub fn feedback(&self) -> Option<wire::Feedback> {
+        self.feedback
     }
 
     /// The channel's tracker as its newest verified manifest names it.

@@ -1,4 +1,4 @@
-//! Wire format v1: byte layouts of the four datagram kinds.
+//! Wire format v1: byte layouts of the five datagram kinds.
 //!
 //! Every datagram starts with a 12-byte header. Integers are big-endian.
 //!
@@ -6,7 +6,7 @@
 //! header (12 bytes)
 //!   0   2  magic "HC"
 //!   2   1  version = 1
-//!   3   1  kind: 1 manifest, 2 ticket, 3 table page, 4 symbol; high bit
+//!   3   1  kind: 1 manifest, 2 ticket, 3 table page, 4 symbol, 5 feedback; high bit
 //!          (0x80): relayed, sent again by a hub (`--remulticast`), not by
 //!          the broadcaster. Outside every signature: a hint, which only
 //!          decides whether a hub that hears it may act as a bridge.
@@ -67,6 +67,16 @@
 //!  44   4  chunk index
 //!  48   4  ESI (encoding symbol id, < N_max of the chunk)
 //!  52   T  symbol bytes
+//!
+//! feedback (kind 5): the echo of loss reports (`crate::feedback`), a few a second
+//!  12 152  certificate
+//! 164   8  sequence number (increases with every feedback the broadcaster signs)
+//! 172   8  expiry, unix seconds
+//! 180   4  feedback round
+//! 184   2  round length, ms (1..)
+//! 186   1  worst loss reported this round, whole percent (0..=100); 255: none yet
+//! 187   2  FEC overhead now, per mille of K (0..=MAX_FEC_PERMILLE)
+//! 189  64  signature over everything before it, context "hubcast feedback v1"
 //! ```
 //!
 //! Decoders here check layout and bounds only; signatures and digests are checked
@@ -104,6 +114,10 @@ const FLAG_TRACKER: u8 = 1;
 const FLAG_ROUND_END: u8 = 2;
 /// Manifest flag: a live segment; the live block follows.
 const FLAG_LIVE: u8 = 4;
+/// A feedback datagram's worst loss when no hub has reported this round.
+const NO_REPORT: u8 = 255;
+/// Largest FEC overhead a feedback datagram may state, per mille of K.
+pub const MAX_FEC_PERMILLE: u16 = 1000;
 /// The live block's bytes in a manifest.
 pub const LIVE_LEN: usize = 8 + 8 + 8 + 4 + 1;
 /// Longest live channel name.
@@ -127,6 +141,8 @@ pub const PAGE_HEADER_LEN: usize = HEADER_LEN + 32 + 4 + 2;
 const SIGNED_PREFIX_LEN: usize = HEADER_LEN + CERTIFICATE_LEN + 8 + 8 + 32;
 const MANIFEST_FIXED_LEN: usize = SIGNED_PREFIX_LEN + 8 + 4 + 2 + 1 + 1 + 2;
 const TICKET_FIXED_LEN: usize = SIGNED_PREFIX_LEN + 4 + 4 + 2 + 32 + 2;
+/// A feedback datagram's length, signature included.
+pub const FEEDBACK_LEN: usize = HEADER_LEN + CERTIFICATE_LEN + 8 + 8 + 4 + 2 + 1 + 2 + SIGNATURE_LEN;
 
 // Every layout fits one datagram at its largest, checked when compiling.
 const _: () = assert!(SYMBOL_HEADER_LEN + DEFAULT_SYMBOL_SIZE as usize == 1332);
@@ -153,6 +169,7 @@ pub enum Kind {
     Ticket = 2,
     TablePage = 3,
     Symbol = 4,
+    Feedback = 5,
 }
 
 /// Why a datagram could not be parsed.
@@ -247,6 +264,14 @@ pub fn valid_channel_name(name: &str) -> bool {
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
+/// The broadcaster's echo of the loss reports (see [`crate::feedback`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Feedback {
+    pub seq: u64,
+    pub expiry: u64,
+    pub echo: crate::feedback::Echo,
+}
+
 /// Per-chunk signed header: what the chunk hashes to and the commitment to its
 /// symbol digest table.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -295,6 +320,7 @@ pub enum Datagram<'a> {
     Ticket(Signed<Ticket>),
     TablePage(TablePage<'a>),
     Symbol(SymbolPacket<'a>),
+    Feedback(Signed<Feedback>),
 }
 
 /// N_max: how many ESIs the digest table covers for a chunk of `k` source symbols.
@@ -375,6 +401,7 @@ pub fn decode_header(buf: &[u8]) -> Result<Header, WireError> {
         2 => Kind::Ticket,
         3 => Kind::TablePage,
         4 => Kind::Symbol,
+        5 => Kind::Feedback,
         _ => return Err(WireError::BadKind),
     };
     Ok(Header { kind, channel_tag: r.u64()?, relayed })
@@ -416,6 +443,7 @@ pub fn decode(buf: &[u8]) -> Result<(Header, Datagram<'_>), WireError> {
             }
             Datagram::Symbol(SymbolPacket { object_id, chunk_index, esi, data })
         }
+        Kind::Feedback => Datagram::Feedback(decode_feedback(&mut r)?),
     };
     Ok((header, datagram))
 }
@@ -533,6 +561,25 @@ fn decode_ticket(r: &mut Reader<'_>) -> Result<Signed<Ticket>, WireError> {
     finish_signed(r, body, cert)
 }
 
+fn decode_feedback(r: &mut Reader<'_>) -> Result<Signed<Feedback>, WireError> {
+    let cert = Certificate::decode(r.take(CERTIFICATE_LEN)?).map_err(|_| WireError::BadCertificate)?;
+    let seq = r.u64()?;
+    let expiry = r.u64()?;
+    let round = r.u32()?;
+    let round_ms = r.u16()?;
+    let worst = match r.u8()? {
+        NO_REPORT => None,
+        w @ 0..=100 => Some(w),
+        _ => return Err(WireError::OutOfRange),
+    };
+    let fec_permille = r.u16()?;
+    if round_ms == 0 || fec_permille > MAX_FEC_PERMILLE {
+        return Err(WireError::OutOfRange);
+    }
+    let echo = crate::feedback::Echo { round, round_ms, worst, fec_permille };
+    finish_signed(r, Feedback { seq, expiry, echo }, cert)
+}
+
 fn put_header(out: &mut Vec<u8>, kind: Kind, channel_tag: u64) {
     out.extend_from_slice(&MAGIC);
     out.push(VERSION);
@@ -599,6 +646,20 @@ pub fn ticket_signed_bytes(t: &Ticket, cert: &Certificate, channel_tag: u64) -> 
     out
 }
 
+/// The bytes a feedback datagram's signature covers.
+pub fn feedback_signed_bytes(f: &Feedback, cert: &Certificate, channel_tag: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(FEEDBACK_LEN);
+    put_header(&mut out, Kind::Feedback, channel_tag);
+    out.extend_from_slice(&cert.encode());
+    out.extend_from_slice(&f.seq.to_be_bytes());
+    out.extend_from_slice(&f.expiry.to_be_bytes());
+    out.extend_from_slice(&f.echo.round.to_be_bytes());
+    out.extend_from_slice(&f.echo.round_ms.to_be_bytes());
+    out.push(f.echo.worst.map_or(NO_REPORT, |w| w.min(100)));
+    out.extend_from_slice(&f.echo.fec_permille.min(MAX_FEC_PERMILLE).to_be_bytes());
+    out
+}
+
 pub fn encode_table_page(
     out: &mut Vec<u8>,
     channel_tag: u64,
@@ -650,6 +711,46 @@ mod tests {
         assert_eq!(decode_header(b"HC\x02\x04\0\0\0\0\0\0\0\0"), Err(WireError::BadVersion));
         assert_eq!(decode_header(b"HC\x01\x09\0\0\0\0\0\0\0\0"), Err(WireError::BadKind));
         assert_eq!(decode_header(&[0u8; MAX_DATAGRAM + 1]), Err(WireError::Oversized));
+    }
+
+    #[test]
+    fn feedback_round_trips_and_out_of_range_fields_are_refused() {
+        use crate::feedback::Echo;
+        let keys = hubcast_keys::ChannelKeys::generate(&mut rand::rngs::OsRng, 1000, 10);
+        let cert = keys.signer.cert.clone();
+        for worst in [None, Some(0), Some(37), Some(100)] {
+            let echo = Echo { round: 7, round_ms: 2000, worst, fec_permille: 450 };
+            let f = Feedback { seq: 99, expiry: 5000, echo };
+            let mut d = feedback_signed_bytes(&f, &cert, 9);
+            d.extend_from_slice(&[0u8; SIGNATURE_LEN]);
+            assert_eq!(d.len(), FEEDBACK_LEN);
+            let Ok((h, Datagram::Feedback(got))) = decode(&d) else { panic!("a feedback datagram") };
+            assert_eq!((h.kind, got.body), (Kind::Feedback, f));
+        }
+        let f = Feedback {
+            seq: 1,
+            expiry: 2,
+            echo: Echo { round: 0, round_ms: 1, worst: None, fec_permille: 0 },
+        };
+        let at_end = |d: &mut Vec<u8>, back: usize, bytes: &[u8]| {
+            let at = d.len() - SIGNATURE_LEN - back;
+            d[at..at + bytes.len()].copy_from_slice(bytes);
+        };
+        for (back, bytes) in
+            [(3, &[101u8][..]), (2, &1001u16.to_be_bytes()[..]), (5, &0u16.to_be_bytes()[..])]
+        {
+            let mut d = feedback_signed_bytes(&f, &cert, 9);
+            d.extend_from_slice(&[0u8; SIGNATURE_LEN]);
+            at_end(&mut d, back, bytes);
+            assert_eq!(
+                decode(&d),
+                Err(WireError::OutOfRange),
+                "{back} bytes before the signature: {bytes:?}"
+            );
+        }
+        let mut d = feedback_signed_bytes(&f, &cert, 9);
+        d.extend_from_slice(&[0u8; SIGNATURE_LEN + 1]);
+        assert_eq!(decode(&d), Err(WireError::Oversized));
     }
 
     #[test]
