@@ -77,6 +77,10 @@ pub struct OriginNak {
     pub loss: u8,
     pub k: u32,
     pub n_max: u32,
+    /// Symbols the carousel sends of the chunk in a round (ESIs from 0 up in
+    /// the first): a resend's ESIs below it repeat what hubs may hold. 0:
+    /// not known (every resend ESI is taken as fresh).
+    pub sent: u32,
 }
 
 /// Highest loss a resend is sized for: past it, a resend would be mostly
@@ -99,6 +103,33 @@ pub fn resend_size(missing: u32, loss: f64, extra: u32) -> u32 {
     // √n solves q·x² − z·√(pq)·x − missing = 0.
     let x = (spread + (spread * spread + q * f64::from(missing)).sqrt()) / q;
     ((x * x).ceil() as u32).saturating_add(extra)
+}
+
+/// [`resend_size`] when only the `fresh` ESIs at the top of the resend are
+/// new to every hub and the rest repeat symbols the carousel sent, of which
+/// the asker lacks the share `new`: a repeated ESI gains it a symbol with
+/// odds `new` × (1 − loss), not 1 − loss. (A hub that lost a chunk's every
+/// copy lacks them all; one that lost half of a round holding 0.75 K of the
+/// 1.5 K sent lacks half.) The smallest n whose gain, less two standard
+/// deviations, covers `missing`, plus `extra`; at most `cap`.
+pub fn resend_size_over(missing: u32, loss: f64, extra: u32, fresh: u32, new: f64, cap: u32) -> u32 {
+    let within = resend_size(missing, loss, extra);
+    let p = loss.clamp(0.0, MAX_SIZED_LOSS);
+    if within <= fresh || p <= 0.0 {
+        return within.min(cap);
+    }
+    let q = 1.0 - p;
+    let r = q * new.clamp(0.0, 1.0);
+    let (f, want) = (f64::from(fresh), f64::from(missing));
+    for n in fresh..cap {
+        let repeats = f64::from(n - fresh);
+        let mean = f * q + repeats * r;
+        let var = f * p * q + repeats * r * (1.0 - r);
+        if mean - RESEND_Z * var.sqrt() >= want {
+            return n.saturating_add(extra).min(cap);
+        }
+    }
+    cap
 }
 
 /// What became of a NAK.
@@ -146,6 +177,9 @@ struct Pending {
     /// The worst loss among the window's askers, whole percent.
     loss: u8,
     n_max: u32,
+    /// What the carousel sends of the chunk in a round (see [`OriginNak::sent`]).
+    sent: u32,
+    k: u32,
     naks: u32,
 }
 
@@ -184,7 +218,7 @@ impl OriginRepair {
 
     /// A hub lacks `nak.missing` symbols of a chunk.
     pub fn handle_nak(&mut self, now: Instant, nak: OriginNak) -> NakVerdict {
-        let OriginNak { object_id, index, missing, loss, k, n_max } = nak;
+        let OriginNak { object_id, index, missing, loss, k, n_max, sent } = nak;
         self.stats.naks += 1;
         let key = (object_id, index);
         let missing = missing.min(k);
@@ -192,6 +226,7 @@ impl OriginRepair {
         if let Some(p) = self.pending.get_mut(&key) {
             p.missing = p.missing.max(missing);
             p.loss = p.loss.max(loss);
+            p.sent = p.sent.max(sent);
             p.naks += 1;
             self.stats.merged += 1;
             return NakVerdict::Merged;
@@ -208,7 +243,7 @@ impl OriginRepair {
             self.stats.refused_full += 1;
             return NakVerdict::Full;
         }
-        self.pending.insert(key, Pending { since: now, missing, loss, n_max, naks: 1 });
+        self.pending.insert(key, Pending { since: now, missing, loss, n_max, sent, k, naks: 1 });
         self.order.push_back(key);
         NakVerdict::Queued
     }
@@ -233,12 +268,25 @@ impl OriginRepair {
         // the top, below the earlier resends: the repair ESIs, then the source
         // ESIs, wrapping at N_max. (Wrapping at K instead repeated the same
         // repair ESIs forever to a hub that needed more than N_max − K.)
+        // Past the carousel's ESIs every symbol is new to every hub; among
+        // them, only to the hubs that lost it (a high FEC leaves few fresh).
         let loss = f64::from(p.loss) / 100.0;
-        let count = resend_size(p.missing, loss, self.config.extra).min(p.n_max).max(1);
         let previous = self.sent.get(&key).map(|s| s.used);
         let mut used = previous.unwrap_or(0);
-        if used + count > p.n_max {
+        // The neediest asker holds K + 1 − missing, most of them of the
+        // carousel's symbols: it lacks the rest of those.
+        let held = (p.k + 1).saturating_sub(p.missing);
+        let new = if p.sent == 0 { 1.0 } else { 1.0 - f64::from(held.min(p.sent)) / f64::from(p.sent) };
+        let fresh = |used: u32| (p.n_max - used).saturating_sub(p.sent);
+        let size =
+            |used| resend_size_over(p.missing, loss, self.config.extra, fresh(used), new, p.n_max).max(1);
+        // What is left below the earlier resends serves while it holds at
+        // least the ask (a resend sized past it is cut to it: the hub asks
+        // again for what is still missing); past that, the count wraps.
+        let mut count = size(used).min(p.n_max - used);
+        if count < p.missing + self.config.extra {
             used = 0;
+            count = size(used);
         }
         let top = p.n_max - used; // exclusive
         let esis: Vec<u32> = (top - count..top).collect();
@@ -284,7 +332,7 @@ mod tests {
 
     /// A NAK from a hub whose loss is not known yet.
     fn nak(object: u8, index: u32, missing: u32) -> OriginNak {
-        OriginNak { object_id: id(object), index, missing, loss: 0, k: K, n_max: N_MAX }
+        OriginNak { object_id: id(object), index, missing, loss: 0, k: K, n_max: N_MAX, sent: 0 }
     }
 
     #[test]
@@ -385,6 +433,44 @@ mod tests {
             );
         }
         assert_eq!(resend_size(40, 0.0, 1), 41, "no loss known: the ask and the margin");
+    }
+
+    /// A carousel at 50% FEC sends all but 16 of a chunk's N_max ESIs: a hub
+    /// losing half holds 0.75 K of them and lacks a quarter. A resend sized
+    /// as if every ESI were new to it falls short about half the time; sized
+    /// for the repeats, ≥ 95% of such hubs decode from it (drawn: which of
+    /// the carousel's ESIs each hub holds, which of the resend it receives).
+    #[test]
+    fn a_resend_that_repeats_the_carousels_esis_is_sized_for_the_repeats() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(23);
+        let (k, loss) = (820u32, 0.5);
+        let n_max = crate::wire::n_max(k);
+        let sent = k + k / 2;
+        let mut o = OriginRepair::new(OriginConfig::default());
+        let t0 = Instant::now();
+        let (mut ok, trials) = (0, 400);
+        for t in 0..trials {
+            // One hub: what it holds of the carousel's round.
+            let held: Vec<bool> = (0..n_max).map(|e| e < sent && !rng.gen_bool(loss)).collect();
+            let have = held.iter().filter(|h| **h).count() as u32;
+            let missing = (k + 1).saturating_sub(have);
+            if missing == 0 {
+                ok += 1;
+                continue;
+            }
+            let at = t0 + Duration::from_secs(100 * u64::from(t));
+            let nak = OriginNak { object_id: id(9), index: t, missing, loss: 50, k, n_max, sent };
+            o.handle_nak(at, nak);
+            let r = o.poll_resend(at + Duration::from_secs(1)).unwrap();
+            let gained = r.esis.iter().filter(|e| !held[**e as usize] && !rng.gen_bool(loss)).count() as u32;
+            ok += u32::from(gained >= missing);
+        }
+        let share = f64::from(ok) / f64::from(trials);
+        assert!(share >= 0.95, "{share} of hubs decoded from one resend");
+        let naive = resend_size(k / 4 + 1, loss, 1);
+        let sized = resend_size_over(k / 4 + 1, loss, 1, n_max - sent, 0.5, n_max);
+        assert!(sized > naive * 3 / 2 && sized <= n_max, "naive {naive}, sized {sized}");
     }
 
     #[test]

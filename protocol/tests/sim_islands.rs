@@ -429,7 +429,9 @@ impl Sim {
                     let Some(p) = self.prepared.get(nak.index as usize) else { continue };
                     let (k, n_max) = (p.encoded.k, p.encoded.n_max);
                     let (object_id, index, missing) = (nak.object_id, nak.index, nak.missing);
-                    self.origin.handle_nak(now, OriginNak { object_id, index, missing, loss, k, n_max });
+                    let sent = k + (f64::from(k) * OVERHEAD).ceil() as u32;
+                    let nak = OriginNak { object_id, index, missing, loss, k, n_max, sent };
+                    self.origin.handle_nak(now, nak);
                 }
             }
             Msg::Register { from, holdings } => {
