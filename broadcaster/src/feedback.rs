@@ -64,7 +64,7 @@ pub async fn echo(
     let mut tick = tokio::time::interval(ECHO_EVERY);
     let mut seq = crate::unix_ms();
     let mut last_error: Option<Instant> = None;
-    let mut last_loss = None;
+    let mut last_fec = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -76,13 +76,13 @@ pub async fn echo(
             c.handle_timeout(Instant::now());
             (c.echo(), c.loss(), c.reports())
         };
-        if loss != last_loss {
+        if last_fec != Some(echo.fec_permille) {
             info!(
                 loss_percent = loss.unwrap_or(0),
                 fec = f64::from(echo.fec_permille) / 1000.0,
-                "hubs' loss reports set the FEC"
+                "the hubs' loss reports set the FEC"
             );
-            last_loss = loss;
+            last_fec = Some(echo.fec_permille);
         }
         status.update(|s| {
             let f = &mut s.fec;

@@ -531,3 +531,57 @@ fn a_forest_hub_joins_through_the_root_takes_each_stripe_and_leaves_a_starved_on
     assert_eq!(stripes(&out).first(), Some(&(1, None)), "tree 1's stripe left first");
     assert!(stripes(&out).iter().all(|(t, _)| *t == 1), "tree 0 flows: kept");
 }
+
+/// RFC 4654's suppression in the machine: a hub losing a fifth of the
+/// multicast reports it within half a round of the echo that starts the
+/// round, and stays quiet in a round whose echo already says as much. A
+/// forged echo is dropped and moves nothing; an older one is a duplicate.
+#[test]
+fn a_hub_reports_its_loss_once_a_round_unless_the_echo_covers_it() {
+    use hubcast_protocol::feedback::{Echo, ROUND};
+    use hubcast_protocol::receiver::DropReason;
+    let ch = channel(24);
+    let t0 = Instant::now();
+    let (_, all) = round(&ch);
+    let origin = NodeAddr { id: NodeId([9; 32]), addr: SocketAddr::from(([10, 0, 0, 9], 9000)) };
+    let mut hub = Driven::new(3, t0, &ch, |c| c.tracker = Some(origin));
+    for d in lossy(&all) {
+        hub.input(t0, Input::Multicast(&d));
+    }
+    let echo = |seq: u64, round: u32, worst: Option<u8>, signer: &hubcast_protocol::verify::Signer| {
+        let echo = Echo { round, round_ms: ROUND.as_millis() as u16, worst, fec_permille: 50 };
+        signer.feedback_datagram(&wire::Feedback { seq, expiry: NOW + 3600, echo })
+    };
+    let reports = |out: &[Output]| -> Vec<(NodeAddr, u8)> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::LossReport { origin, loss } => Some((*origin, *loss)),
+                _ => None,
+            })
+            .collect()
+    };
+    // A round starts with no report heard: this hub reports, once.
+    hub.input(t0, Input::Multicast(&echo(10, 1, None, &ch.signer)));
+    let out = hub.wait(t0, ROUND / 2 + STEP);
+    let sent = reports(&out);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert!(sent[0].0 == origin && (19..=21).contains(&sent[0].1), "{sent:?}");
+    // The next round's echo already carries a worse loss: quiet.
+    hub.input(t0, Input::Multicast(&echo(11, 2, Some(30), &ch.signer)));
+    assert!(reports(&hub.wait(t0, ROUND)).is_empty());
+    assert_eq!(hub.hub.loss_reports().0, 1);
+    assert!(hub.hub.loss_reports().1 >= 1, "suppressed");
+    // A forged echo (another channel's key, this channel's tag) opens no
+    // round; an older genuine one is a duplicate.
+    let forger = channel(99);
+    let mut forged = echo(12, 3, None, &forger.signer);
+    forged[4..12].copy_from_slice(&ch.signer.channel_tag().to_be_bytes());
+    let before = hub.hub.receiver().drops().clone();
+    hub.input(t0, Input::Multicast(&forged));
+    hub.input(t0, Input::Multicast(&echo(9, 3, None, &ch.signer)));
+    assert!(reports(&hub.wait(t0, ROUND)).is_empty());
+    let drops = hub.hub.receiver().drops();
+    assert_eq!(drops.get(DropReason::UntrustedRoot) - before.get(DropReason::UntrustedRoot), 1);
+    assert_eq!(drops.get(DropReason::Duplicate) - before.get(DropReason::Duplicate), 1);
+    assert_eq!(hub.hub.loss_reports().2.map(|e| e.round), Some(2));
+}
