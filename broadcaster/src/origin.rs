@@ -429,9 +429,10 @@ fn naks(
         return Err(Some("too many NAKs in one stream".into()));
     }
     for m in messages {
-        let &PeerMessage::Nak { object_id, chunk, missing, loss } = m else {
+        let PeerMessage::Nak { object_id, chunk, missing, loss, held } = m else {
             return Err(Some("NAKs mixed with other messages".into()));
         };
+        let (object_id, chunk, missing, loss) = (*object_id, *chunk, *missing, *loss);
         let within = hub.budget.lock().map(|mut b| b.try_take()).unwrap_or(false);
         let verdict = match shared.catalog.chunk(&object_id, chunk) {
             None => Err(RefuseReason::NotHeld),
@@ -442,7 +443,8 @@ fn naks(
                 let sent =
                     shared.feedback.as_ref().map_or(0, |f| (k + repair_count(k, f.overhead(k))).min(n_max));
                 let missing = u32::from(missing);
-                let nak = OriginNak { object_id, index: chunk, missing, loss, k, n_max, sent };
+                let nak =
+                    OriginNak { object_id, index: chunk, missing, loss, k, n_max, sent, held: held.clone() };
                 shared.naks.try_send(nak).map_err(|_| RefuseReason::Busy)
             }
         };

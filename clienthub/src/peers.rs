@@ -384,6 +384,7 @@ impl Fetcher {
             chunk: n.index,
             missing: n.missing.clamp(1, peer_wire::MAX_ESIS_PER_REQUEST) as u16,
             loss: loss.min(100),
+            held: n.held.clone(),
         });
         let answers = self.exchange(origin.id, origin.addr, messages, naks.len() * 64).await?;
         Ok(answers.iter().filter(|m| matches!(m, PeerMessage::Refuse { .. })).count() as u64)

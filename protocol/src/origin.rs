@@ -67,7 +67,7 @@ impl Default for OriginConfig {
 
 /// A hub's NAK, checked against the origin's plans: the chunk exists, K and
 /// N_max are the chunk's.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OriginNak {
     pub object_id: ObjectId,
     pub index: u32,
@@ -81,6 +81,9 @@ pub struct OriginNak {
     /// the first): a resend's ESIs below it repeat what hubs may hold. 0:
     /// not known (every resend ESI is taken as fresh).
     pub sent: u32,
+    /// The ESIs the hub holds, bit e = ESI e, LSB first: taken when it is
+    /// ceil(N_max / 8) bytes long (otherwise, or empty, not known).
+    pub held: Vec<u8>,
 }
 
 /// Highest loss a resend is sized for: past it, a resend would be mostly
@@ -181,6 +184,26 @@ struct Pending {
     sent: u32,
     k: u32,
     naks: u32,
+    /// Per ESI, how many of the window's askers that said what they hold
+    /// lack it (empty: none said).
+    lacked: Vec<u8>,
+}
+
+impl Pending {
+    /// Count what an asker lacks, from the held-ESI bitmap of its NAK.
+    fn note_held(&mut self, held: &[u8]) {
+        if held.len() != self.n_max.div_ceil(8) as usize {
+            return;
+        }
+        if self.lacked.is_empty() {
+            self.lacked = vec![0; self.n_max as usize];
+        }
+        for (e, n) in self.lacked.iter_mut().enumerate() {
+            if held[e / 8] & (1 << (e % 8)) == 0 {
+                *n = n.saturating_add(1);
+            }
+        }
+    }
 }
 
 struct Sent {
@@ -218,7 +241,7 @@ impl OriginRepair {
 
     /// A hub lacks `nak.missing` symbols of a chunk.
     pub fn handle_nak(&mut self, now: Instant, nak: OriginNak) -> NakVerdict {
-        let OriginNak { object_id, index, missing, loss, k, n_max, sent } = nak;
+        let OriginNak { object_id, index, missing, loss, k, n_max, sent, held } = nak;
         self.stats.naks += 1;
         let key = (object_id, index);
         let missing = missing.min(k);
@@ -228,6 +251,7 @@ impl OriginRepair {
             p.loss = p.loss.max(loss);
             p.sent = p.sent.max(sent);
             p.naks += 1;
+            p.note_held(&held);
             self.stats.merged += 1;
             return NakVerdict::Merged;
         }
@@ -243,7 +267,9 @@ impl OriginRepair {
             self.stats.refused_full += 1;
             return NakVerdict::Full;
         }
-        self.pending.insert(key, Pending { since: now, missing, loss, n_max, sent, k, naks: 1 });
+        let mut p = Pending { since: now, missing, loss, n_max, sent, k, naks: 1, lacked: Vec::new() };
+        p.note_held(&held);
+        self.pending.insert(key, p);
         self.order.push_back(key);
         NakVerdict::Queued
     }
@@ -272,6 +298,17 @@ impl OriginRepair {
         // them, only to the hubs that lost it (a high FEC leaves few fresh).
         let loss = f64::from(p.loss) / 100.0;
         let previous = self.sent.get(&key).map(|s| s.used);
+        if !p.lacked.is_empty() {
+            // The askers said what they hold: send what most of them lack,
+            // each symbol new to them, sized for the loss alone.
+            let count = resend_size(p.missing, loss, self.config.extra).min(p.n_max).max(1);
+            let mut wanted: Vec<u32> = (0..p.n_max).filter(|e| p.lacked[*e as usize] > 0).collect();
+            wanted.sort_by_key(|e| (std::cmp::Reverse(p.lacked[*e as usize]), std::cmp::Reverse(*e)));
+            wanted.truncate(count as usize);
+            wanted.sort_unstable();
+            let count = wanted.len() as u32;
+            return Some(self.record(now, key, &p, previous, count, previous.unwrap_or(0), wanted));
+        }
         let mut used = previous.unwrap_or(0);
         // The neediest asker holds K + 1 − missing, most of them of the
         // carousel's symbols: it lacks the rest of those.
@@ -290,6 +327,22 @@ impl OriginRepair {
         }
         let top = p.n_max - used; // exclusive
         let esis: Vec<u32> = (top - count..top).collect();
+        Some(self.record(now, key, &p, previous, count, used + count, esis))
+    }
+
+    /// Remember a resend of `count` symbols (`used` of the top ESIs now
+    /// spent), count it, and hand it out.
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &mut self,
+        now: Instant,
+        key: ChunkKey,
+        p: &Pending,
+        previous: Option<u32>,
+        count: u32,
+        used: u32,
+        esis: Vec<u32>,
+    ) -> Resend {
         if previous.is_some() {
             self.stats.resent_again += 1;
         } else {
@@ -299,11 +352,11 @@ impl OriginRepair {
             }
             self.sent_order.push_back((now, key));
         }
-        self.sent.insert(key, Sent { at: now, count, used: used + count });
+        self.sent.insert(key, Sent { at: now, count, used });
         self.stats.resends += 1;
         self.stats.symbols += u64::from(count);
         self.stats.last_loss = p.loss;
-        Some(Resend { object_id: key.0, index: key.1, esis, naks: p.naks })
+        Resend { object_id: key.0, index: key.1, esis, naks: p.naks }
     }
 
     fn forget_old(&mut self, now: Instant) {
@@ -332,7 +385,16 @@ mod tests {
 
     /// A NAK from a hub whose loss is not known yet.
     fn nak(object: u8, index: u32, missing: u32) -> OriginNak {
-        OriginNak { object_id: id(object), index, missing, loss: 0, k: K, n_max: N_MAX, sent: 0 }
+        OriginNak {
+            object_id: id(object),
+            index,
+            missing,
+            loss: 0,
+            k: K,
+            n_max: N_MAX,
+            sent: 0,
+            held: Vec::new(),
+        }
     }
 
     #[test]
@@ -460,7 +522,8 @@ mod tests {
                 continue;
             }
             let at = t0 + Duration::from_secs(100 * u64::from(t));
-            let nak = OriginNak { object_id: id(9), index: t, missing, loss: 50, k, n_max, sent };
+            let nak =
+                OriginNak { object_id: id(9), index: t, missing, loss: 50, k, n_max, sent, held: Vec::new() };
             o.handle_nak(at, nak);
             let r = o.poll_resend(at + Duration::from_secs(1)).unwrap();
             let gained = r.esis.iter().filter(|e| !held[**e as usize] && !rng.gen_bool(loss)).count() as u32;
@@ -468,6 +531,35 @@ mod tests {
         }
         let share = f64::from(ok) / f64::from(trials);
         assert!(share >= 0.95, "{share} of hubs decoded from one resend");
+        let blind = o.stats().symbols as f64 / o.stats().resends.max(1) as f64;
+
+        // The same hubs saying what they hold: the resend carries only what
+        // the asker lacks, and half as much does.
+        let mut o = OriginRepair::new(OriginConfig::default());
+        let (mut ok, mut asked) = (0, 0);
+        for t in 0..trials {
+            let held: Vec<bool> = (0..n_max).map(|e| e < sent && !rng.gen_bool(loss)).collect();
+            let have = held.iter().filter(|h| **h).count() as u32;
+            let missing = (k + 1).saturating_sub(have);
+            if missing == 0 {
+                ok += 1;
+                continue;
+            }
+            asked += 1;
+            let at = t0 + Duration::from_secs(100 * u64::from(t));
+            let bits = crate::repair::pack_esis(&held);
+            let nak = OriginNak { object_id: id(9), index: t, missing, loss: 50, k, n_max, sent, held: bits };
+            o.handle_nak(at, nak);
+            let r = o.poll_resend(at + Duration::from_secs(1)).unwrap();
+            assert!(r.esis.iter().all(|e| !held[*e as usize]), "only ESIs the asker lacks");
+            let gained = r.esis.iter().filter(|_| !rng.gen_bool(loss)).count() as u32;
+            ok += u32::from(gained >= missing);
+        }
+        let share = f64::from(ok) / f64::from(trials);
+        assert!(share >= 0.95, "{share} of hubs decoded from one resend that knew what they hold");
+        let told = o.stats().symbols as f64 / f64::from(asked);
+        assert!(told < blind * 0.6, "{told} symbols a resend when told, {blind} blind");
+
         let naive = resend_size(k / 4 + 1, loss, 1);
         let sized = resend_size_over(k / 4 + 1, loss, 1, n_max - sent, 0.5, n_max);
         assert!(sized > naive * 3 / 2 && sized <= n_max, "naive {naive}, sized {sized}");

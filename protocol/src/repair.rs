@@ -126,11 +126,24 @@ pub enum Outcome {
 }
 
 /// Ask the origin to send `missing` more symbols of a chunk on multicast.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Nak {
     pub object_id: ObjectId,
     pub index: u32,
     pub missing: u32,
+    /// The ESIs this hub holds, bit e = ESI e (LSB first), ceil(N_max / 8)
+    /// bytes; empty without the chunk's ticket. The origin resends what the
+    /// askers lack, not ESIs they hold.
+    pub held: Vec<u8>,
+}
+
+/// `held[e]` packed as the NAK carries it: bit e of byte e / 8, LSB first.
+pub fn pack_esis(held: &[bool]) -> Vec<u8> {
+    let mut bits = vec![0u8; held.len().div_ceil(8)];
+    for (e, _) in held.iter().enumerate().filter(|(_, h)| **h) {
+        bits[e / 8] |= 1 << (e % 8);
+    }
+    bits
 }
 
 /// Ask the tracker which hubs hold this chunk complete.
@@ -530,7 +543,8 @@ impl<P: Clone + PartialEq> Repairer<P> {
                 c.nak_at = None;
                 c.nak_sent = Some(now);
                 let missing = (need.k + config.margin).saturating_sub(held);
-                self.naks.push_back(Nak { object_id: need.object_id, index: need.index, missing });
+                let held = if need.has_ticket { pack_esis(&need.held) } else { Vec::new() };
+                self.naks.push_back(Nak { object_id: need.object_id, index: need.index, missing, held });
             }
             Some(_) => {}
         }
@@ -719,9 +733,11 @@ mod tests {
         }
         assert_eq!(
             naks,
-            vec![Nak { object_id: n.object_id, index: 0, missing: 11 }],
+            vec![Nak { object_id: n.object_id, index: 0, missing: 11, held: pack_esis(&n.held) }],
             "retry after 2 s, not before"
         );
+        // It says what it holds: ESIs 10..K, bit e of byte e / 8.
+        assert_eq!(naks[0].held[1], 0b1111_1100);
         // A second hub whose chunk gains symbols while its NAK waits stays silent.
         let mut quiet = Repairer::new(RepairConfig { nak_backoff: Duration::from_millis(200), ..config }, 9);
         let mut n2 = need(|e| (10..K).contains(&e), false);

@@ -100,9 +100,20 @@ fn service_message() -> impl Strategy<Value = PeerMessage> {
         addr,
     });
     prop_oneof![
-        (id(), any::<u32>(), 1..=MAX_ESIS_PER_REQUEST as u16, 0..=100u8).prop_map(
-            |(object_id, chunk, missing, loss)| PeerMessage::Nak { object_id, chunk, missing, loss }
-        ),
+        (
+            id(),
+            any::<u32>(),
+            1..=MAX_ESIS_PER_REQUEST as u16,
+            0..=100u8,
+            proptest::collection::vec(any::<u8>(), 0..=MAX_HELD_BYTES)
+        )
+            .prop_map(|(object_id, chunk, missing, loss, held)| PeerMessage::Nak {
+                object_id,
+                chunk,
+                missing,
+                loss,
+                held
+            }),
         (any::<bool>(), any::<bool>()).prop_map(|(bridge, forest)| PeerMessage::Register { bridge, forest }),
         (id(), proptest::option::of(0..u32::MAX), 1..=MAX_HUB_LIST as u8)
             .prop_map(|(object_id, chunk, limit)| PeerMessage::HoldersRequest { object_id, chunk, limit }),
@@ -307,6 +318,7 @@ fn the_protocol_document_lists_every_frame_and_bound_as_the_code_has_them() {
         ("MAX_CHUNKS_PER_OBJECT", MAX_CHUNKS_PER_OBJECT as usize),
         ("MAX_PARTIAL", MAX_PARTIAL),
         ("MAX_RANGES", MAX_RANGES),
+        ("MAX_HELD_BYTES", MAX_HELD_BYTES),
         ("MAX_ESIS_PER_REQUEST", MAX_ESIS_PER_REQUEST as usize),
         ("MAX_HUB_LIST", MAX_HUB_LIST),
         ("MAX_DATAGRAM", hubcast_protocol::wire::MAX_DATAGRAM),

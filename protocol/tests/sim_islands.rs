@@ -428,9 +428,9 @@ impl Sim {
                 for nak in naks {
                     let Some(p) = self.prepared.get(nak.index as usize) else { continue };
                     let (k, n_max) = (p.encoded.k, p.encoded.n_max);
-                    let (object_id, index, missing) = (nak.object_id, nak.index, nak.missing);
+                    let (object_id, index, missing, held) = (nak.object_id, nak.index, nak.missing, nak.held);
                     let sent = k + (f64::from(k) * OVERHEAD).ceil() as u32;
-                    let nak = OriginNak { object_id, index, missing, loss, k, n_max, sent };
+                    let nak = OriginNak { object_id, index, missing, loss, k, n_max, sent, held };
                     self.origin.handle_nak(now, nak);
                 }
             }

@@ -16,7 +16,9 @@
 //! trip. The window doubles each round trip until a queue shows or
 //! congestion halves it, then grows by one datagram per window acknowledged.
 //! Persistent congestion (every packet lost for several probe timeouts)
-//! resets it to the minimum, as RFC 9002 asks.
+//! resets it to the minimum, as RFC 9002 asks, when a queue had built up;
+//! with none, it was a burst of random loss, and the window goes back to
+//! the initial one with slow start to regrow it.
 //!
 //! What bounds a hub's sending on a link that drops packets at random
 //! without queueing is its own upload pacer (`--upload-rate`), as before.
@@ -151,6 +153,18 @@ impl QueueAware {
         if self.recovery_start.is_some_and(|r| sent <= r) {
             return;
         }
+        if persistent && !self.queued {
+            // Every packet lost for several probe timeouts with no queue
+            // behind them: a burst of random loss (half of every flight
+            // lost both ways makes one every few seconds), not a queue. Back
+            // to the initial window, and slow start regrows it; the minimum
+            // with linear growth left a bridge's feed at a few KB/s.
+            self.random_losses += 1;
+            self.recovery_start = Some(now);
+            self.window = self.window.min(INITIAL_DATAGRAMS * self.mtu);
+            self.acked = 0;
+            return;
+        }
         if persistent {
             self.congestion_losses += 1;
             self.recovery_start = Some(now);
@@ -215,9 +229,22 @@ mod tests {
         let w = c.window;
         grow(&mut c, &mut t, 3, true);
         assert_eq!(c.window, w + 3 * 1200);
-        // Persistent congestion: the minimum.
+        // Persistent congestion with a queue: the minimum.
         c.lost(t + Duration::from_secs(1), t + Duration::from_millis(500), true);
         assert_eq!(c.window, 2 * 1200);
+    }
+
+    #[test]
+    fn persistent_loss_with_no_queue_goes_back_to_the_initial_window_and_slow_start() {
+        let mut t = Instant::now();
+        let mut c = QueueAware::new(t, MTU);
+        grow(&mut c, &mut t, 5, false);
+        t += Duration::from_secs(1);
+        c.lost(t, t - Duration::from_millis(500), true);
+        assert_eq!((c.window, c.losses()), (10 * 1200, (1, 0)));
+        // Slow start again: doubling per round trip, not one datagram.
+        grow(&mut c, &mut t, 2, false);
+        assert_eq!(c.window, 40 * 1200);
     }
 
     #[test]

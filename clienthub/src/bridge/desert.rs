@@ -195,6 +195,9 @@ pub(crate) async fn read_feed<E>(
         // A live bridge with nothing new is silent; a dead one is noticed by
         // the connection (BRIDGE_SILENCE).
         let chunk = match recv.read_chunk(READ_CHUNK, true).await {
+            Err(quinn::ReadError::ConnectionLost(why)) => {
+                return format!("feed broke: connection lost: {why}")
+            }
             Err(e) => return format!("feed broke: {e}"),
             Ok(None) => return "the bridge ended the feed".into(),
             Ok(Some(c)) => c,

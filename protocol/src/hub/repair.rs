@@ -138,7 +138,7 @@ impl Hub {
             self.naks_withheld += naks.len() as u64;
             naks.clear();
         }
-        match (self.tracker, naks.first().copied()) {
+        match (self.tracker, naks.first().cloned()) {
             (_, None) => {}
             (Some(origin), Some(_)) => {
                 for batch in naks.chunks(MAX_NAKS_PER_STREAM) {

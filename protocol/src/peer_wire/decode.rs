@@ -283,10 +283,16 @@ fn decode_body(frame: &[u8]) -> Result<PeerMessage, PeerWireError> {
             let chunk = r.u32()?;
             let missing = r.u16()?;
             let loss = r.array::<1>()?[0];
-            if missing == 0 || u32::from(missing) > MAX_ESIS_PER_REQUEST || loss > 100 {
+            let held_len = usize::from(r.u16()?);
+            if missing == 0
+                || u32::from(missing) > MAX_ESIS_PER_REQUEST
+                || loss > 100
+                || held_len > MAX_HELD_BYTES
+            {
                 return Err(PeerWireError::OutOfRange);
             }
-            PeerMessage::Nak { object_id, chunk, missing, loss }
+            let held = r.take(held_len)?.to_vec();
+            PeerMessage::Nak { object_id, chunk, missing, loss, held }
         }
         8 => match r.array::<1>()?[0] {
             f if f & !0b11 == 0 => PeerMessage::Register { bridge: f & 1 != 0, forest: f & 2 != 0 },

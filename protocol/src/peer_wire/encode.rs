@@ -59,12 +59,14 @@ pub fn encode(m: &PeerMessage, out: &mut Vec<u8>) {
             out.push(6);
             out.extend_from_slice(d);
         }
-        PeerMessage::Nak { object_id, chunk, missing, loss } => {
+        PeerMessage::Nak { object_id, chunk, missing, loss, held } => {
             out.push(7);
             out.extend_from_slice(&object_id.0);
             out.extend_from_slice(&chunk.to_be_bytes());
             out.extend_from_slice(&missing.to_be_bytes());
             out.push(*loss);
+            out.extend_from_slice(&(held.len() as u16).to_be_bytes());
+            out.extend_from_slice(held);
         }
         PeerMessage::Register { bridge, forest } => {
             out.push(8);

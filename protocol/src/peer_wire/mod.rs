@@ -33,6 +33,8 @@ pub const MAX_PARTIAL: usize = 1024;
 pub const MAX_HUB_LIST: usize = 32;
 /// NAK frames in one stream to the origin.
 pub const MAX_NAKS_PER_STREAM: usize = 64;
+/// Bytes of a NAK's held-ESI bitmap: one bit per ESI of the largest N_max.
+pub const MAX_HELD_BYTES: usize = MAX_ESIS_PER_REQUEST.div_ceil(8) as usize;
 /// ESI ranges in one symbol request.
 pub const MAX_RANGES: usize = 256;
 /// ESIs asked for in one symbol request: at most one chunk's N_max.
@@ -181,6 +183,9 @@ pub enum PeerMessage {
         /// The asker's multicast loss in whole percent (0..=100; 0 when not
         /// yet known): the origin sizes its resend to arrive through it.
         loss: u8,
+        /// The ESIs the asker holds, bit e = ESI e, LSB first (at most
+        /// [`MAX_HELD_BYTES`]; empty: not known).
+        held: Vec<u8>,
     },
     Register {
         bridge: bool,

@@ -55,12 +55,32 @@ fn every_message_round_trips_and_streams() {
     round_trip(PeerMessage::SymbolRequest { object_id: id, chunk: 2, esis });
     round_trip(PeerMessage::Refuse { object_id: id, chunk: 1, reason: RefuseReason::NotHeld });
     round_trip(PeerMessage::Datagram(vec![1, 2, 3]));
-    round_trip(PeerMessage::Nak { object_id: id, chunk: 9, missing: 17, loss: 0 });
-    round_trip(PeerMessage::Nak { object_id: id, chunk: 9, missing: 17, loss: 100 });
+    round_trip(PeerMessage::Nak { object_id: id, chunk: 9, missing: 17, loss: 0, held: Vec::new() });
+    round_trip(PeerMessage::Nak { object_id: id, chunk: 9, missing: 17, loss: 100, held: vec![0xa5; 13] });
+    round_trip(PeerMessage::Nak {
+        object_id: id,
+        chunk: 9,
+        missing: 1,
+        loss: 3,
+        held: vec![1; MAX_HELD_BYTES],
+    });
     let mut nak = Vec::new();
-    encode(&PeerMessage::Nak { object_id: id, chunk: 9, missing: 17, loss: 100 }, &mut nak);
-    *nak.last_mut().unwrap() = 101;
+    encode(&PeerMessage::Nak { object_id: id, chunk: 9, missing: 17, loss: 100, held: Vec::new() }, &mut nak);
+    let at = nak.len() - 3;
+    nak[at] = 101;
     assert_eq!(decode_frame(&nak), Err(PeerWireError::OutOfRange), "a loss over 100%");
+    let mut nak = Vec::new();
+    encode(
+        &PeerMessage::Nak {
+            object_id: id,
+            chunk: 9,
+            missing: 17,
+            loss: 5,
+            held: vec![0; MAX_HELD_BYTES + 1],
+        },
+        &mut nak,
+    );
+    assert_eq!(decode_frame(&nak), Err(PeerWireError::OutOfRange), "a held bitmap past the largest N_max");
     round_trip(PeerMessage::LossReport { loss: 1 });
     round_trip(PeerMessage::LossReport { loss: 100 });
     for bad in [0u8, 101] {
