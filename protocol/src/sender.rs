@@ -220,15 +220,17 @@ impl PreparedChunk {
             );
             d
         };
-        // Runs of consecutive ESIs on one table page. Each page goes out before its
-        // run, in its middle, and after it: symbols that arrived before a lost page
-        // wait in the receiver's pending buffer for a later copy, so a run is
-        // stranded only if all three copies are lost (p^3, 0.0125% at 5% loss).
-        // The ticket goes out at 0, 1/3 and 2/3 of the chunk.
+        // Runs of ESIs on one table page (consecutive in a round; scattered in a
+        // resend of what hubs lack, where a run per gap would send a page per
+        // two symbols). Each page goes out before its run, in its middle, and
+        // after it: symbols that arrived before a lost page wait in the
+        // receiver's pending buffer for a later copy, so a run is stranded only
+        // if all three copies are lost (p^3, 0.0125% at 5% loss). The ticket
+        // goes out at 0, 1/3 and 2/3 of the chunk.
         let mut runs = Vec::new();
         let mut start = 0;
         for i in 1..=esis.len() {
-            if i == esis.len() || esis[i] != esis[i - 1] + 1 || page_of(esis[i]) != page_of(esis[start]) {
+            if i == esis.len() || page_of(esis[i]) != page_of(esis[start]) {
                 runs.push(start..i);
                 start = i;
             }
@@ -550,6 +552,13 @@ mod tests {
         // 330 ESIs: pages 0..3 are full runs of 100, page 3 a run of 30.
         assert_eq!(seen_pages.len(), 4);
         assert!(seen_pages.values().all(|n| *n == 3), "{seen_pages:?}");
+
+        // A resend of scattered ESIs (every other one of pages 0 and 1): still
+        // three copies of each page, not one per gap.
+        let scattered: Vec<u32> = (0..200).step_by(2).collect();
+        let out = p.datagrams(signer.channel_tag(), &scattered);
+        let pages = out.iter().filter(|d| matches!(wire::decode(d).unwrap().1, wire::Datagram::TablePage(_)));
+        assert_eq!(pages.count(), 6);
     }
 
     #[test]
