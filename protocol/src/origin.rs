@@ -509,55 +509,42 @@ mod tests {
         let (k, loss) = (820u32, 0.5);
         let n_max = crate::wire::n_max(k);
         let sent = k + k / 2;
-        let mut o = OriginRepair::new(OriginConfig::default());
         let t0 = Instant::now();
-        let (mut ok, trials) = (0, 400);
-        for t in 0..trials {
-            // One hub: what it holds of the carousel's round.
-            let held: Vec<bool> = (0..n_max).map(|e| e < sent && !rng.gen_bool(loss)).collect();
-            let have = held.iter().filter(|h| **h).count() as u32;
-            let missing = (k + 1).saturating_sub(have);
-            if missing == 0 {
-                ok += 1;
-                continue;
+        let trials = 400;
+        // Per drawn hub (what it holds of the carousel's round): one NAK, told
+        // or not what it holds, and whether it decodes from the one resend.
+        // Returns the share that decoded and the symbols a resend carried.
+        let mut run = |told: bool| {
+            let mut o = OriginRepair::new(OriginConfig::default());
+            let (mut ok, mut asked) = (0, 0);
+            for t in 0..trials {
+                let held: Vec<bool> = (0..n_max).map(|e| e < sent && !rng.gen_bool(loss)).collect();
+                let have = held.iter().filter(|h| **h).count() as u32;
+                let missing = (k + 1).saturating_sub(have);
+                if missing == 0 {
+                    ok += 1;
+                    continue;
+                }
+                asked += 1;
+                let at = t0 + Duration::from_secs(100 * u64::from(t));
+                let bits = if told { crate::repair::pack_esis(&held) } else { Vec::new() };
+                let nak =
+                    OriginNak { object_id: id(9), index: t, missing, loss: 50, k, n_max, sent, held: bits };
+                o.handle_nak(at, nak);
+                let r = o.poll_resend(at + Duration::from_secs(1)).unwrap();
+                assert!(!told || r.esis.iter().all(|e| !held[*e as usize]), "only ESIs the asker lacks");
+                let gained =
+                    r.esis.iter().filter(|e| !held[**e as usize] && !rng.gen_bool(loss)).count() as u32;
+                ok += u32::from(gained >= missing);
             }
-            let at = t0 + Duration::from_secs(100 * u64::from(t));
-            let nak =
-                OriginNak { object_id: id(9), index: t, missing, loss: 50, k, n_max, sent, held: Vec::new() };
-            o.handle_nak(at, nak);
-            let r = o.poll_resend(at + Duration::from_secs(1)).unwrap();
-            let gained = r.esis.iter().filter(|e| !held[**e as usize] && !rng.gen_bool(loss)).count() as u32;
-            ok += u32::from(gained >= missing);
-        }
-        let share = f64::from(ok) / f64::from(trials);
+            (f64::from(ok) / f64::from(trials), o.stats().symbols as f64 / f64::from(asked.max(1)))
+        };
+        let (share, blind) = run(false);
         assert!(share >= 0.95, "{share} of hubs decoded from one resend");
-        let blind = o.stats().symbols as f64 / o.stats().resends.max(1) as f64;
-
         // The same hubs saying what they hold: the resend carries only what
         // the asker lacks, and half as much does.
-        let mut o = OriginRepair::new(OriginConfig::default());
-        let (mut ok, mut asked) = (0, 0);
-        for t in 0..trials {
-            let held: Vec<bool> = (0..n_max).map(|e| e < sent && !rng.gen_bool(loss)).collect();
-            let have = held.iter().filter(|h| **h).count() as u32;
-            let missing = (k + 1).saturating_sub(have);
-            if missing == 0 {
-                ok += 1;
-                continue;
-            }
-            asked += 1;
-            let at = t0 + Duration::from_secs(100 * u64::from(t));
-            let bits = crate::repair::pack_esis(&held);
-            let nak = OriginNak { object_id: id(9), index: t, missing, loss: 50, k, n_max, sent, held: bits };
-            o.handle_nak(at, nak);
-            let r = o.poll_resend(at + Duration::from_secs(1)).unwrap();
-            assert!(r.esis.iter().all(|e| !held[*e as usize]), "only ESIs the asker lacks");
-            let gained = r.esis.iter().filter(|_| !rng.gen_bool(loss)).count() as u32;
-            ok += u32::from(gained >= missing);
-        }
-        let share = f64::from(ok) / f64::from(trials);
+        let (share, told) = run(true);
         assert!(share >= 0.95, "{share} of hubs decoded from one resend that knew what they hold");
-        let told = o.stats().symbols as f64 / f64::from(asked);
         assert!(told < blind * 0.6, "{told} symbols a resend when told, {blind} blind");
 
         let naive = resend_size(k / 4 + 1, loss, 1);
