@@ -21,7 +21,7 @@ use hubcast_daemon::Bucket;
 use hubcast_keys::{NodeAddr, NodeId};
 use hubcast_protocol::origin::{NakVerdict, OriginConfig, OriginNak, OriginRepair, Resend};
 use hubcast_protocol::peer_wire::{self, ListedHub, PeerMessage, RefuseReason, MAX_NAKS_PER_STREAM};
-use hubcast_protocol::sender::{repair_count, ObjectPlan, Pacer, PreparedChunk, IP_UDP_OVERHEAD};
+use hubcast_protocol::sender::{round_count, ObjectPlan, Pacer, PreparedChunk, IP_UDP_OVERHEAD};
 use hubcast_protocol::tracker::{HubAddr, Role, Tracker, TrackerConfig};
 use hubcast_protocol::verify::Signer;
 use hubcast_protocol::{wire, ObjectId};
@@ -440,8 +440,7 @@ fn naks(
             Some((k, n_max)) => {
                 // What the carousel sends of a chunk a round, at the FEC now
                 // (a live channel's is not known here: every ESI counts as fresh).
-                let sent =
-                    shared.feedback.as_ref().map_or(0, |f| (k + repair_count(k, f.overhead(k))).min(n_max));
+                let sent = shared.feedback.as_ref().map_or(0, |f| round_count(k, n_max, f.overhead(k)));
                 let missing = u32::from(missing);
                 let nak =
                     OriginNak { object_id, index: chunk, missing, loss, k, n_max, sent, held: held.clone() };

@@ -82,9 +82,14 @@ impl LossMeter {
         (sent >= MIN_SPAN).then(|| (1.0 - heard / sent).clamp(0.0, 1.0))
     }
 
+    /// The loss in whole percent, once it is known.
+    pub fn known_percent(&self) -> Option<u8> {
+        self.loss().map(|l| (l * 100.0).round() as u8)
+    }
+
     /// The loss in whole percent, for the wire: 0 until it is known.
     pub fn percent(&self) -> u8 {
-        self.loss().map_or(0, |l| (l * 100.0).round() as u8)
+        self.known_percent().unwrap_or(0)
     }
 }
 

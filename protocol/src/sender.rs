@@ -162,10 +162,15 @@ pub fn repair_count(k: u32, overhead: f64) -> u32 {
     ((f64::from(k) * overhead).ceil() as u32).max(1)
 }
 
+/// Symbols one round sends of a chunk: K and its repair, at most N_max.
+pub fn round_count(k: u32, n_max: u32, overhead: f64) -> u32 {
+    (k + repair_count(k, overhead)).min(n_max)
+}
+
 /// The ESIs one round sends: K + repair of them, starting where the previous
 /// round stopped, wrapping at N_max. Round 0 sends the source symbols first.
 pub fn round_esis(k: u32, n_max: u32, overhead: f64, round: u32) -> impl Iterator<Item = u32> {
-    let count = (k + repair_count(k, overhead)).min(n_max);
+    let count = round_count(k, n_max, overhead);
     let start = (u64::from(round) * u64::from(count) % u64::from(n_max)) as u32;
     (0..count).map(move |i| (start + i) % n_max)
 }

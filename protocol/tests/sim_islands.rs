@@ -24,7 +24,7 @@ use hubcast_protocol::origin::{OriginConfig, OriginNak, OriginRepair};
 use hubcast_protocol::peer_wire::{EsiRanges, ListedHub, RefuseReason};
 use hubcast_protocol::receiver::{DropReason, Event};
 use hubcast_protocol::repair::{Nak, Outcome};
-use hubcast_protocol::sender::{Carousel, Pacer, PreparedChunk, Sender};
+use hubcast_protocol::sender::{round_count, Carousel, Pacer, PreparedChunk, Sender};
 use hubcast_protocol::serve::{answer, answer_complete, ChunkRequest, ChunkServer};
 use hubcast_protocol::sim::{Link, Network};
 use hubcast_protocol::store::{chunk_server, ChunkStore, MemoryStore, StoredManifest};
@@ -429,7 +429,7 @@ impl Sim {
                     let Some(p) = self.prepared.get(nak.index as usize) else { continue };
                     let (k, n_max) = (p.encoded.k, p.encoded.n_max);
                     let (object_id, index, missing, held) = (nak.object_id, nak.index, nak.missing, nak.held);
-                    let sent = k + (f64::from(k) * OVERHEAD).ceil() as u32;
+                    let sent = round_count(k, n_max, OVERHEAD);
                     let nak = OriginNak { object_id, index, missing, loss, k, n_max, sent, held };
                     self.origin.handle_nak(now, nak);
                 }

@@ -559,7 +559,7 @@ impl Hub {
     /// hears the origin, measures its loss and knows the origin service.
     fn reportable_loss(&self, now: Instant) -> Option<u8> {
         let may = self.config.peer_repair && self.tracker.is_some() && self.hears_origin(now);
-        self.loss.loss().filter(|_| may).map(|l| (l * 100.0).round() as u8)
+        self.loss.known_percent().filter(|_| may)
     }
 
     /// Report the loss if the round's timer fired and the echo does not cover it.

@@ -448,12 +448,16 @@ pub fn decode(buf: &[u8]) -> Result<(Header, Datagram<'_>), WireError> {
     Ok((header, datagram))
 }
 
-fn decode_signed_prefix(r: &mut Reader<'_>) -> Result<(Certificate, u64, u64, ObjectId), WireError> {
+/// What every signed datagram starts with after the header: the
+/// certificate, the sequence number and the expiry.
+fn decode_signed_head(r: &mut Reader<'_>) -> Result<(Certificate, u64, u64), WireError> {
     let cert = Certificate::decode(r.take(CERTIFICATE_LEN)?).map_err(|_| WireError::BadCertificate)?;
-    let seq = r.u64()?;
-    let expiry = r.u64()?;
-    let object_id = ObjectId(r.array()?);
-    Ok((cert, seq, expiry, object_id))
+    Ok((cert, r.u64()?, r.u64()?))
+}
+
+fn decode_signed_prefix(r: &mut Reader<'_>) -> Result<(Certificate, u64, u64, ObjectId), WireError> {
+    let (cert, seq, expiry) = decode_signed_head(r)?;
+    Ok((cert, seq, expiry, ObjectId(r.array()?)))
 }
 
 fn finish_signed<T>(r: &mut Reader<'_>, body: T, cert: Certificate) -> Result<Signed<T>, WireError> {
@@ -562,9 +566,7 @@ fn decode_ticket(r: &mut Reader<'_>) -> Result<Signed<Ticket>, WireError> {
 }
 
 fn decode_feedback(r: &mut Reader<'_>) -> Result<Signed<Feedback>, WireError> {
-    let cert = Certificate::decode(r.take(CERTIFICATE_LEN)?).map_err(|_| WireError::BadCertificate)?;
-    let seq = r.u64()?;
-    let expiry = r.u64()?;
+    let (cert, seq, expiry) = decode_signed_head(r)?;
     let round = r.u32()?;
     let round_ms = r.u16()?;
     let worst = match r.u8()? {
@@ -587,10 +589,14 @@ fn put_header(out: &mut Vec<u8>, kind: Kind, channel_tag: u64) {
     out.extend_from_slice(&channel_tag.to_be_bytes());
 }
 
-fn put_signed_prefix(out: &mut Vec<u8>, cert: &Certificate, seq: u64, expiry: u64, id: &ObjectId) {
+fn put_signed_head(out: &mut Vec<u8>, cert: &Certificate, seq: u64, expiry: u64) {
     out.extend_from_slice(&cert.encode());
     out.extend_from_slice(&seq.to_be_bytes());
     out.extend_from_slice(&expiry.to_be_bytes());
+}
+
+fn put_signed_prefix(out: &mut Vec<u8>, cert: &Certificate, seq: u64, expiry: u64, id: &ObjectId) {
+    put_signed_head(out, cert, seq, expiry);
     out.extend_from_slice(&id.0);
 }
 
@@ -650,9 +656,7 @@ pub fn ticket_signed_bytes(t: &Ticket, cert: &Certificate, channel_tag: u64) -> 
 pub fn feedback_signed_bytes(f: &Feedback, cert: &Certificate, channel_tag: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(FEEDBACK_LEN);
     put_header(&mut out, Kind::Feedback, channel_tag);
-    out.extend_from_slice(&cert.encode());
-    out.extend_from_slice(&f.seq.to_be_bytes());
-    out.extend_from_slice(&f.expiry.to_be_bytes());
+    put_signed_head(&mut out, cert, f.seq, f.expiry);
     out.extend_from_slice(&f.echo.round.to_be_bytes());
     out.extend_from_slice(&f.echo.round_ms.to_be_bytes());
     out.push(f.echo.worst.map_or(NO_REPORT, |w| w.min(100)));
@@ -718,11 +722,16 @@ mod tests {
         use crate::feedback::Echo;
         let keys = hubcast_keys::ChannelKeys::generate(&mut rand::rngs::OsRng, 1000, 10);
         let cert = keys.signer.cert.clone();
+        // A datagram as signed, with a zero signature (not checked here).
+        let datagram = |f: &Feedback| {
+            let mut d = feedback_signed_bytes(f, &cert, 9);
+            d.extend_from_slice(&[0u8; SIGNATURE_LEN]);
+            d
+        };
         for worst in [None, Some(0), Some(37), Some(100)] {
             let echo = Echo { round: 7, round_ms: 2000, worst, fec_permille: 450 };
             let f = Feedback { seq: 99, expiry: 5000, echo };
-            let mut d = feedback_signed_bytes(&f, &cert, 9);
-            d.extend_from_slice(&[0u8; SIGNATURE_LEN]);
+            let d = datagram(&f);
             assert_eq!(d.len(), FEEDBACK_LEN);
             let Ok((h, Datagram::Feedback(got))) = decode(&d) else { panic!("a feedback datagram") };
             assert_eq!((h.kind, got.body), (Kind::Feedback, f));
@@ -739,8 +748,7 @@ mod tests {
         for (back, bytes) in
             [(3, &[101u8][..]), (2, &1001u16.to_be_bytes()[..]), (5, &0u16.to_be_bytes()[..])]
         {
-            let mut d = feedback_signed_bytes(&f, &cert, 9);
-            d.extend_from_slice(&[0u8; SIGNATURE_LEN]);
+            let mut d = datagram(&f);
             at_end(&mut d, back, bytes);
             assert_eq!(
                 decode(&d),
@@ -748,8 +756,8 @@ mod tests {
                 "{back} bytes before the signature: {bytes:?}"
             );
         }
-        let mut d = feedback_signed_bytes(&f, &cert, 9);
-        d.extend_from_slice(&[0u8; SIGNATURE_LEN + 1]);
+        let mut d = datagram(&f);
+        d.push(0);
         assert_eq!(decode(&d), Err(WireError::Oversized));
     }
 
