@@ -83,13 +83,16 @@ done
 
 # What the README promises of this run: the lossy hub repaired from its peers,
 # not the origin (whose repair was on), and the desert hub was fed by the bridge.
+# Since hubs report their loss, the FEC rises mid-file and a chunk the peers
+# had not yet announced can draw one NAK from hub 3 (one CI run: 79 KB from
+# the origin beside 2.7 MB from peers): the origin's share is held to a tenth.
 check() { # HUB PYTHON-EXPRESSION-OVER-b WHAT
   "$bin/clienthub" status --json --http "127.0.0.1:$((base_port + $1))" | python3 -c "
 import json, sys
 b = json.load(sys.stdin)['bytes']
 sys.exit(0 if ($2) else 1)" || { echo "hub $1: expected $3"; exit 1; }
 }
-check 3 "b['peer'] > 0 and b['origin'] == 0" "peer > 0 and origin 0 (repaired from its peers)"
+check 3 "b['peer'] > 0 and b['origin'] * 10 <= b['peer']" "peer > 0 and origin at most a tenth of it (repaired from its peers)"
 check 4 "b['bridge'] > 0 and b['multicast'] == 0" "bridge > 0 and multicast 0 (fed by hub 1)"
-echo "   hub 3 repaired from its peers with origin 0; hub 4 was fed by the bridge"
+echo "   hub 3 repaired from its peers (origin at most a tenth of it); hub 4 was fed by the bridge"
 echo "== done. Logs: $work/*.log"
