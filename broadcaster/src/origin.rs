@@ -379,8 +379,8 @@ async fn stream(
     let mut out = Vec::new();
     match messages.first() {
         Some(PeerMessage::Nak { .. }) => naks(&messages, hub, shared, &mut out)?,
-        Some(PeerMessage::Register { bridge, forest }) => {
-            register(Role { bridge: *bridge, forest: *forest }, &messages[1..], hub, shared)?
+        Some(&PeerMessage::Register { bridge, forest, feeds }) => {
+            register(Role { bridge, forest, feeds }, &messages[1..], hub, shared)?
         }
         Some(PeerMessage::HoldersRequest { object_id, chunk, limit }) if messages.len() == 1 => {
             let found = shared
@@ -394,6 +394,7 @@ async fn stream(
             let found = shared
                 .tracker(|t, rng| t.bridges(Instant::now(), Some(hub.id), (*limit).into(), rng))
                 .unwrap_or_default();
+            debug!(hub = %hub.id, listed = ?found.iter().map(|h| h.addr).collect::<Vec<_>>(), "bridges asked");
             peer_wire::encode(&PeerMessage::HubList(found.iter().map(listed).collect()), &mut out);
         }
         Some(&PeerMessage::LossReport { loss }) if messages.len() == 1 => {

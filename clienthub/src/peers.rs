@@ -397,19 +397,19 @@ impl Fetcher {
     }
 
     /// Register with the tracker, with what this hub holds complete, and
-    /// whether it is a bridge and in the stripe forest.
+    /// whether it is a bridge (serving `feeds` now) and in the stripe forest.
     pub async fn register(
         &self,
         tracker: NodeAddr,
         holdings: Vec<(ObjectId, ChunkBitmap)>,
-        (bridge, forest): (bool, bool),
+        (bridge, forest, feeds): (bool, bool, u16),
     ) -> Result<(), Outcome> {
         let maps = holdings.into_iter().map(|(object_id, complete)| PeerMessage::HaveMap {
             object_id,
             complete,
             partial: Vec::new(),
         });
-        let messages = std::iter::once(PeerMessage::Register { bridge, forest }).chain(maps);
+        let messages = std::iter::once(PeerMessage::Register { bridge, forest, feeds }).chain(maps);
         self.exchange(tracker.id, tracker.addr, messages, 64).await.map(|_| ())
     }
 

@@ -11,6 +11,7 @@
 
 use crate::peer_wire::ChunkBitmap;
 use crate::ObjectId;
+use rand::seq::SliceRandom;
 use rand::Rng;
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -26,6 +27,11 @@ pub struct TrackerConfig {
     /// Objects tracked per hub. Default 256.
     pub max_objects_per_hub: usize,
 }
+
+/// Random probes of the hub table per hub asked for, and at least, before
+/// [`Tracker`]'s pick falls back to one pass over the table.
+const PROBES_PER_ANSWER: usize = 4;
+const PROBES_MIN: usize = 32;
 
 impl Default for TrackerConfig {
     fn default() -> Self {
@@ -50,6 +56,9 @@ pub struct Role {
     pub bridge: bool,
     /// It is in the channel's stripe forest: its root, or a desert hub there.
     pub forest: bool,
+    /// Feeds it serves now, as a bridge: the tracker lists the least loaded
+    /// bridges first.
+    pub feeds: u16,
 }
 
 struct Entry<N> {
@@ -179,8 +188,13 @@ impl<N: Copy + Eq + Hash> Tracker<N> {
         self.pick(now, asker, limit, rng, holds)
     }
 
-    /// Up to `limit` live hubs that pass `keep`, other than `asker`, chosen at
-    /// random: one pass from a random start, a random subset without sorting.
+    /// Up to `limit` live hubs that pass `keep`, other than `asker`, chosen
+    /// uniformly at random, in random order. Random probes find them when
+    /// many pass (a popular chunk's holders), at a cost of the answer's size;
+    /// when few do (bridges), one pass samples them (reservoir sampling). A
+    /// pass from a random start would not do: the first hub after a long run
+    /// of others would be listed first nearly every time (with two bridges
+    /// registered first among eight hubs, the first one 7 times in 8).
     fn pick(
         &mut self,
         now: Instant,
@@ -192,20 +206,48 @@ impl<N: Copy + Eq + Hash> Tracker<N> {
         self.stats.queries += 1;
         self.expire(now);
         let n = self.entries.len();
-        if n == 0 {
+        if n == 0 || limit == 0 {
             return Vec::new();
         }
-        let start = rng.gen_range(0..n);
-        (0..n)
-            .map(|i| &self.entries[(start + i) % n])
-            .filter(|e| Some(e.node) != asker && keep(e))
-            .take(limit)
+        let fits = |e: &Entry<N>| Some(e.node) != asker && keep(e);
+        let mut chosen: Vec<usize> = Vec::with_capacity(limit.min(n));
+        for _ in 0..PROBES_PER_ANSWER * limit + PROBES_MIN {
+            let i = rng.gen_range(0..n);
+            if !chosen.contains(&i) && fits(&self.entries[i]) {
+                chosen.push(i);
+                if chosen.len() == limit {
+                    break;
+                }
+            }
+        }
+        if chosen.len() < limit {
+            chosen.clear();
+            // Reservoir sampling: the n-th match takes a random place with
+            // odds limit / n.
+            let matching = self.entries.iter().enumerate().filter(|(_, e)| fits(e)).map(|(i, _)| i);
+            for (n, i) in matching.enumerate() {
+                if chosen.len() < limit {
+                    chosen.push(i);
+                } else if let Some(slot) = chosen.get_mut(rng.gen_range(0..=n)) {
+                    *slot = i;
+                }
+            }
+            chosen.shuffle(rng);
+        }
+        chosen
+            .into_iter()
+            .map(|i| &self.entries[i])
             .map(|e| HubAddr { node: e.node, addr: e.addr, bridge: e.role.bridge })
             .collect()
     }
 
     /// Up to `limit` live hubs registered as bridges, other than `asker`,
-    /// chosen at random: a desert hub's candidates for the channel's feed.
+    /// chosen at random and listed by load, the fewest feeds first: a desert
+    /// hub's candidates for the channel's feed, the first its choice. A
+    /// bridge's load is the feeds it reported at its last registration and
+    /// the askers it was listed first to since; so desert hubs that start
+    /// together spread over the bridges (at random, four of them went to one
+    /// of two bridges one time in eight, and took four times as long).
     pub fn bridges(
         &mut self,
         now: Instant,
@@ -213,7 +255,15 @@ impl<N: Copy + Eq + Hash> Tracker<N> {
         limit: usize,
         rng: &mut impl Rng,
     ) -> Vec<HubAddr<N>> {
-        self.pick(now, asker, limit, rng, |e| e.role.bridge)
+        let mut found = self.pick(now, asker, limit, rng, |e| e.role.bridge);
+        let load =
+            |t: &Self, h: &HubAddr<N>| t.index.get(&h.node).map_or(u16::MAX, |&i| t.entries[i].role.feeds);
+        found.sort_by_cached_key(|h| load(self, h));
+        if let Some(&i) = found.first().and_then(|h| self.index.get(&h.node)) {
+            let feeds = &mut self.entries[i].role.feeds;
+            *feeds = feeds.saturating_add(1);
+        }
+        found
     }
 
     /// A random live hub of the stripe forest other than `asker`: where a
@@ -267,7 +317,7 @@ mod tests {
         let now = Instant::now();
         let obj = ObjectId([1; 32]);
         for n in 1..=4u16 {
-            t.register(now, n, addr(n), Role { bridge: n == 4, forest: n != 2 }).unwrap();
+            t.register(now, n, addr(n), Role { bridge: n == 4, forest: n != 2, feeds: 0 }).unwrap();
         }
         t.report(now, 1, obj, bitmap(8, &[0, 1])).unwrap();
         t.report(now, 2, obj, bitmap(8, &[1])).unwrap();
@@ -291,7 +341,7 @@ mod tests {
         assert_eq!(t.report(now, 9, obj, bitmap(8, &[])), Err(TrackerError::NotRegistered));
         // Bridges: only hubs registered as one, never the asker; a hub that
         // registers again without the flag is no longer listed.
-        t.register(now, 5, addr(5), Role { bridge: true, forest: false }).unwrap();
+        t.register(now, 5, addr(5), Role { bridge: true, ..Role::default() }).unwrap();
         let mut bridges: Vec<u16> = t.bridges(now, None, 10, &mut rng).iter().map(|h| h.node).collect();
         bridges.sort();
         assert_eq!(bridges, [4, 5]);
@@ -302,8 +352,76 @@ mod tests {
     }
 
     #[test]
+    fn every_matching_hub_is_listed_first_as_often_as_any_other() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let mut t = Tracker::new(TrackerConfig::default());
+        let now = Instant::now();
+        let (few, many) = (ObjectId([1; 32]), ObjectId([2; 32]));
+        // Two holders of `few` registered first among 608 hubs (a pass from a
+        // random start listed the first one first 998 times in 1,000): the
+        // one pass's path. Every other hub holds `many`: the probes' path.
+        for n in 1..=608u16 {
+            t.register(now, n, addr(n), Role::default()).unwrap();
+            t.report(now, n, few, bitmap(1, if n <= 2 { &[0] } else { &[] })).unwrap();
+            t.report(now, n, many, bitmap(1, if n % 2 == 0 { &[0] } else { &[] })).unwrap();
+        }
+        const ASKS: usize = 6000;
+        let mut first = HashMap::new();
+        let mut listed = HashMap::new();
+        for _ in 0..ASKS {
+            let of_few = t.holders(now, few, Some(0), None, 8, &mut rng);
+            assert_eq!(of_few.len(), 2);
+            *first.entry(of_few[0].node).or_insert(0usize) += 1;
+            let of_many = t.holders(now, many, Some(0), None, 10, &mut rng);
+            let mut distinct: Vec<u16> = of_many.iter().map(|h| h.node).collect();
+            distinct.sort();
+            distinct.dedup();
+            assert_eq!(distinct.len(), 10, "ten hubs, none twice");
+            for h in &of_many {
+                assert_eq!(h.node % 2, 0, "only holders");
+                *listed.entry(h.node).or_insert(0usize) += 1;
+            }
+        }
+        for b in [1, 2] {
+            let share = first[&b] as f64 / ASKS as f64;
+            assert!((0.45..=0.55).contains(&share), "holder {b} first in {share} of the answers");
+        }
+        // 304 holders, 10 listed per answer: each expected 197 times.
+        assert_eq!(listed.len(), 304, "every holder is listed at some point");
+        let (least, most) = (listed.values().min().unwrap(), listed.values().max().unwrap());
+        assert!(*least >= 130 && *most <= 270, "holders listed {least} to {most} times, expected 197 each");
+    }
+
+    #[test]
+    fn the_least_loaded_bridge_is_listed_first_counting_the_askers_sent_to_it() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
+        let mut t = Tracker::new(TrackerConfig::default());
+        let now = Instant::now();
+        // Bridge 1 feeds five desert hubs; 2 and 3 none; 4 is a plain hub.
+        for (n, bridge, feeds) in [(1u16, true, 5u16), (2, true, 0), (3, true, 0), (4, false, 0)] {
+            t.register(now, n, addr(n), Role { bridge, forest: false, feeds }).unwrap();
+        }
+        let mut firsts = |t: &mut Tracker<u16>, asks: usize| {
+            let mut count = [0usize; 5];
+            for _ in 0..asks {
+                let listed = t.bridges(now, None, 8, &mut rng);
+                assert_eq!(listed.len(), 3, "every bridge, and only bridges: {listed:?}");
+                count[usize::from(listed[0].node)] += 1;
+            }
+            count
+        };
+        // Ten desert hubs starting together: five to each idle bridge.
+        assert_eq!(firsts(&mut t, 10), [0, 0, 5, 5, 0]);
+        // All three at five feeds: the next three go one to each.
+        assert_eq!(firsts(&mut t, 3), [0, 1, 1, 1, 0]);
+        // A registration says what a bridge feeds now, whatever it was sent.
+        t.register(now, 2, addr(2), Role { bridge: true, forest: false, feeds: 0 }).unwrap();
+        assert_eq!(firsts(&mut t, 6), [0, 0, 6, 0, 0]);
+    }
+
+    #[test]
     fn state_is_bounded_and_silent_hubs_expire() {
-        const FOREST: Role = Role { bridge: false, forest: true };
+        const FOREST: Role = Role { bridge: false, forest: true, feeds: 0 };
         let config = TrackerConfig { max_hubs: 3, max_objects_per_hub: 1, ..TrackerConfig::default() };
         let mut t = Tracker::new(config);
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);

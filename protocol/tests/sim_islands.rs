@@ -435,7 +435,7 @@ impl Sim {
                 }
             }
             Msg::Register { from, holdings } => {
-                let role = Role { bridge: is_bridge(from), forest: false };
+                let role = Role { bridge: is_bridge(from), ..Role::default() };
                 self.tracker.register(now, from, node(from).1, role).expect("room for every hub");
                 for (object, complete) in holdings {
                     self.tracker.report(now, from, object, complete).expect("registered");

@@ -244,6 +244,11 @@ impl Feed {
         self.live.load(Relaxed)
     }
 
+    /// Desert hubs fed now.
+    pub fn subscribers(&self) -> u16 {
+        u16::try_from(self.subscribers.load(Relaxed)).unwrap_or(u16::MAX)
+    }
+
     /// A verified manifest datagram, forwarded before its object's first chunk.
     pub fn manifest(&self, object_id: ObjectId, datagram: &[u8]) {
         let mut ring = self.ring();

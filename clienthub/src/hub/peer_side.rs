@@ -246,7 +246,8 @@ impl PeerSide {
             }
             Output::Register { tracker, holdings } => {
                 let fetcher = self.fetcher.clone();
-                let role = (self.advertised, self.in_forest);
+                let feeds = self.feed.as_ref().filter(|_| self.advertised).map_or(0, |f| f.subscribers());
+                let role = (self.advertised, self.in_forest, feeds);
                 self.tasks.spawn(async move {
                     if fetcher.register(tracker, holdings, role).await.is_err() {
                         debug!(%tracker, "registering with the tracker failed; again in {} s",

@@ -295,7 +295,9 @@ fn decode_body(frame: &[u8]) -> Result<PeerMessage, PeerWireError> {
             PeerMessage::Nak { object_id, chunk, missing, loss, held }
         }
         8 => match r.array::<1>()?[0] {
-            f if f & !0b11 == 0 => PeerMessage::Register { bridge: f & 1 != 0, forest: f & 2 != 0 },
+            f if f & !0b11 == 0 => {
+                PeerMessage::Register { bridge: f & 1 != 0, forest: f & 2 != 0, feeds: r.u16()? }
+            }
             _ => return Err(PeerWireError::OutOfRange),
         },
         9 => {

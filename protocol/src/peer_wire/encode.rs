@@ -68,9 +68,10 @@ pub fn encode(m: &PeerMessage, out: &mut Vec<u8>) {
             out.extend_from_slice(&(held.len() as u16).to_be_bytes());
             out.extend_from_slice(held);
         }
-        PeerMessage::Register { bridge, forest } => {
+        PeerMessage::Register { bridge, forest, feeds } => {
             out.push(8);
             out.push(u8::from(*bridge) | u8::from(*forest) << 1);
+            out.extend_from_slice(&feeds.to_be_bytes());
         }
         PeerMessage::HoldersRequest { object_id, chunk, limit } => {
             out.push(9);

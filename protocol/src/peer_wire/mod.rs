@@ -191,6 +191,8 @@ pub enum PeerMessage {
         bridge: bool,
         /// In the channel's stripe forest (`--stripes`).
         forest: bool,
+        /// Feeds the hub serves now as a bridge.
+        feeds: u16,
     },
     /// `chunk: None` asks for holders of any chunk of the object.
     HoldersRequest {

@@ -89,8 +89,8 @@ fn every_message_round_trips_and_streams() {
         *report.last_mut().unwrap() = bad;
         assert_eq!(decode_frame(&report), Err(PeerWireError::OutOfRange), "a loss report of {bad}%");
     }
-    round_trip(PeerMessage::Register { bridge: true, forest: false });
-    round_trip(PeerMessage::Register { bridge: false, forest: true });
+    round_trip(PeerMessage::Register { bridge: true, forest: false, feeds: 3 });
+    round_trip(PeerMessage::Register { bridge: false, forest: true, feeds: 0 });
     round_trip(PeerMessage::HoldersRequest { object_id: id, chunk: Some(3), limit: 8 });
     round_trip(PeerMessage::HoldersRequest { object_id: id, chunk: None, limit: 1 });
     round_trip(PeerMessage::ForestHubRequest);
