@@ -390,9 +390,10 @@ async fn stream(
                 .unwrap_or_default();
             peer_wire::encode(&PeerMessage::HubList(found.iter().map(listed).collect()), &mut out);
         }
-        Some(PeerMessage::BridgesRequest { limit }) if messages.len() == 1 => {
+        Some(PeerMessage::BridgesRequest { limit, leaving }) if messages.len() == 1 => {
+            let leaving = leaving.map(NodeId);
             let found = shared
-                .tracker(|t, rng| t.bridges(Instant::now(), Some(hub.id), (*limit).into(), rng))
+                .tracker(|t, rng| t.bridges(Instant::now(), Some(hub.id), (*limit).into(), rng, leaving))
                 .unwrap_or_default();
             debug!(hub = %hub.id, listed = ?found.iter().map(|h| h.addr).collect::<Vec<_>>(), "bridges asked");
             peer_wire::encode(&PeerMessage::HubList(found.iter().map(listed).collect()), &mut out);

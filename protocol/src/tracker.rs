@@ -247,21 +247,32 @@ impl<N: Copy + Eq + Hash> Tracker<N> {
     /// bridge's load is the feeds it reported at its last registration and
     /// the askers it was listed first to since; so desert hubs that come
     /// together spread over the bridges (in the lab, all four hubs fed over
-    /// QUIC had taken one of the two bridges).
+    /// QUIC had taken one of the two bridges). An asker fed by `leaving`
+    /// counts there as gone: it leaves when another is listed before it, and
+    /// that bridge's load drops by one.
     pub fn bridges(
         &mut self,
         now: Instant,
         asker: Option<N>,
         limit: usize,
         rng: &mut impl Rng,
+        leaving: Option<N>,
     ) -> Vec<HubAddr<N>> {
         let mut found = self.pick(now, asker, limit, rng, |e| e.role.bridge);
-        let load =
-            |t: &Self, h: &HubAddr<N>| t.index.get(&h.node).map_or(u16::MAX, |&i| t.entries[i].role.feeds);
-        found.sort_by_cached_key(|h| load(self, h));
-        if let Some(&i) = found.first().and_then(|h| self.index.get(&h.node)) {
-            let feeds = &mut self.entries[i].role.feeds;
-            *feeds = feeds.saturating_add(1);
+        let load = |t: &Self, h: &HubAddr<N>| {
+            let feeds = t.index.get(&h.node).map_or(u16::MAX, |&i| t.entries[i].role.feeds);
+            feeds.saturating_sub(u16::from(Some(h.node) == leaving))
+        };
+        // On a tie the asker stays: moving would only swap the loads.
+        found.sort_by_cached_key(|h| (load(self, h), Some(h.node) != leaving));
+        let first = found.first().map(|h| h.node);
+        if first != leaving {
+            for (node, step) in [(first, 1i32), (leaving, -1)] {
+                if let Some(&i) = node.and_then(|n| self.index.get(&n)) {
+                    let feeds = &mut self.entries[i].role.feeds;
+                    *feeds = feeds.saturating_add_signed(step as i16);
+                }
+            }
         }
         found
     }
@@ -342,13 +353,13 @@ mod tests {
         // Bridges: only hubs registered as one, never the asker; a hub that
         // registers again without the flag is no longer listed.
         t.register(now, 5, addr(5), Role { bridge: true, ..Role::default() }).unwrap();
-        let mut bridges: Vec<u16> = t.bridges(now, None, 10, &mut rng).iter().map(|h| h.node).collect();
+        let mut bridges: Vec<u16> = t.bridges(now, None, 10, &mut rng, None).iter().map(|h| h.node).collect();
         bridges.sort();
         assert_eq!(bridges, [4, 5]);
-        assert!(t.bridges(now, Some(4), 10, &mut rng).iter().all(|h| h.node == 5 && h.bridge));
-        assert_eq!(t.bridges(now, None, 1, &mut rng).len(), 1, "limit");
+        assert!(t.bridges(now, Some(4), 10, &mut rng, None).iter().all(|h| h.node == 5 && h.bridge));
+        assert_eq!(t.bridges(now, None, 1, &mut rng, None).len(), 1, "limit");
         t.register(now, 5, addr(5), Role::default()).unwrap();
-        assert!(t.bridges(now, Some(4), 10, &mut rng).is_empty());
+        assert!(t.bridges(now, Some(4), 10, &mut rng, None).is_empty());
     }
 
     #[test]
@@ -404,7 +415,7 @@ mod tests {
         let mut firsts = |t: &mut Tracker<u16>, asks: usize| {
             let mut count = [0usize; 5];
             for _ in 0..asks {
-                let listed = t.bridges(now, None, 8, &mut rng);
+                let listed = t.bridges(now, None, 8, &mut rng, None);
                 assert_eq!(listed.len(), 3, "every bridge, and only bridges: {listed:?}");
                 count[usize::from(listed[0].node)] += 1;
             }
@@ -417,6 +428,19 @@ mod tests {
         // A registration says what a bridge feeds now, whatever it was sent.
         t.register(now, 2, addr(2), Role { bridge: true, forest: false, feeds: 0 }).unwrap();
         assert_eq!(firsts(&mut t, 6), [0, 0, 6, 0, 0]);
+        // Four hubs on bridge 1, none on 2 or 3 (all just registered): each
+        // fed hub asks again, naming the bridge it would leave. Two move; the
+        // others then find their own bridge first, and stay.
+        for (n, feeds) in [(1u16, 4u16), (2, 0), (3, 0)] {
+            t.register(now, n, addr(n), Role { bridge: true, forest: false, feeds }).unwrap();
+        }
+        let moves: Vec<u16> = (0..4)
+            .map(|_| t.bridges(now, Some(10), 8, &mut rng, Some(1))[0].node)
+            .filter(|first| *first != 1)
+            .collect();
+        assert_eq!(moves.len(), 2, "two of the four leave bridge 1: {moves:?}");
+        let load = |t: &Tracker<u16>, n: u16| t.entries[t.index[&n]].role.feeds;
+        assert_eq!((load(&t, 1), load(&t, 2) + load(&t, 3)), (2, 2));
     }
 
     #[test]

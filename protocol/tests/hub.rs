@@ -6,7 +6,7 @@ mod support;
 use hubcast_keys::{NodeAddr, NodeId};
 use hubcast_protocol::forest::Msg;
 use hubcast_protocol::hub::{
-    Config, ForestEvent, ForestRole, Hub, HubEvent, Input, Output, Source, WELCOME_WAIT,
+    Config, ForestEvent, ForestRole, Hub, HubEvent, Input, Output, Source, RECHECK_AFTER, WELCOME_WAIT,
 };
 use hubcast_protocol::peer_wire::{ForestPeer, RefuseReason};
 use hubcast_protocol::peers::{self, Via};
@@ -394,6 +394,62 @@ fn a_desert_hub_asks_its_bridge_peers_first_then_the_trackers_and_rests_those_th
         [no] if no == "no bridge" => {}
         other => panic!("every bridge rests: {other:?}"),
     }
+}
+
+#[test]
+fn a_hub_fed_by_a_listed_bridge_asks_again_once_and_moves_when_another_is_listed_first() {
+    let ch = channel(24);
+    let t0 = Instant::now();
+    let origin = NodeAddr { id: NodeId([9; 32]), addr: SocketAddr::from(([10, 0, 0, 9], 9000)) };
+    let start = |fixed: Vec<NodeAddr>| {
+        let mut hub = Driven::new(3, t0, &ch, |c| {
+            c.no_multicast = true;
+            c.tracker = Some(origin);
+            c.bridges = Some(fixed);
+        });
+        assert_eq!(desert_outputs(&hub.wait(t0, STEP)), ["ask"]);
+        hub
+    };
+    let recheck = |hub: &mut Driven| {
+        let out = hub.wait(t0, RECHECK_AFTER + STEP);
+        out.iter()
+            .filter_map(|o| match o {
+                Output::AskBridges { leaving, .. } => Some(*leaving),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    // Listed by the tracker: 3 s in, it asks again naming its bridge; the
+    // tracker lists it first still, and the hub stays.
+    let mut hub = start(Vec::new());
+    assert_eq!(desert_outputs(&hub.input(t0, Input::Bridges(&[bridge(2), bridge(4)]))), ["subscribe 2"]);
+    hub.input(t0, Input::Feeding(bridge(2)));
+    assert_eq!(recheck(&mut hub), [Some(node(2).0)]);
+    assert!(desert_outputs(&hub.input(t0, Input::Bridges(&[bridge(2), bridge(4)]))).is_empty());
+    assert!(recheck(&mut hub).is_empty(), "once per feed");
+    // Another listed first: the hub leaves its bridge for it.
+    let mut hub = start(Vec::new());
+    hub.input(t0, Input::Bridges(&[bridge(2), bridge(4)]));
+    hub.input(t0, Input::Feeding(bridge(2)));
+    assert_eq!(recheck(&mut hub), [Some(node(2).0)]);
+    let out = hub.input(t0, Input::Bridges(&[bridge(4), bridge(2)]));
+    assert_eq!(desert_outputs(&out), ["unsubscribe 2"]);
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::Event(HubEvent::BridgeMove { to, .. }) if *to == node(4).0)));
+    assert_eq!(desert_outputs(&hub.input(t0, Input::FeedEnded(node(2).0))), ["subscribe 4"]);
+    // An answer that does not list its bridge moves nothing.
+    let mut hub = start(Vec::new());
+    hub.input(t0, Input::Bridges(&[bridge(2)]));
+    hub.input(t0, Input::Feeding(bridge(2)));
+    recheck(&mut hub);
+    assert!(desert_outputs(&hub.input(t0, Input::Bridges(&[bridge(4)]))).is_empty());
+    assert_eq!(hub.hub.feeding(), Some(bridge(2)));
+    // A --bridge-peer bridge is the operator's choice: no asking again.
+    let mut hub = start(vec![bridge(1)]);
+    hub.input(t0, Input::Bridges(&[]));
+    hub.input(t0, Input::Feeding(bridge(1)));
+    assert!(recheck(&mut hub).is_empty());
 }
 
 #[test]

@@ -120,7 +120,8 @@ fn service_message() -> impl Strategy<Value = PeerMessage> {
             .prop_map(|(object_id, chunk, limit)| PeerMessage::HoldersRequest { object_id, chunk, limit }),
         Just(PeerMessage::ForestHubRequest),
         proptest::collection::vec(listed, 0..=MAX_HUB_LIST).prop_map(PeerMessage::HubList),
-        (1..=MAX_HUB_LIST as u8).prop_map(|limit| PeerMessage::BridgesRequest { limit }),
+        (1..=MAX_HUB_LIST as u8, proptest::option::of(any::<[u8; 32]>()))
+            .prop_map(|(limit, leaving)| PeerMessage::BridgesRequest { limit, leaving }),
         resume().prop_map(|resume| PeerMessage::Subscribe { resume }),
         Just(PeerMessage::Subscribed),
         forest_msg().prop_map(PeerMessage::Forest),

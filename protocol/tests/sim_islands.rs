@@ -115,6 +115,7 @@ enum Msg {
     AskBridges {
         from: usize,
         limit: u8,
+        leaving: Option<usize>,
     },
     Bridges {
         listed: Vec<NodeAddr>,
@@ -295,8 +296,9 @@ impl Sim {
                 Output::Event(HubEvent::Received { source, bytes, .. }) => {
                     *self.hubs[h].bytes.entry(source).or_default() += bytes;
                 }
-                Output::AskBridges { limit, .. } => {
-                    self.net.unicast(ORIGIN, Msg::AskBridges { from: h, limit }, unicast_link(64));
+                Output::AskBridges { limit, leaving, .. } => {
+                    let leaving = leaving.and_then(|b| self.hubs[h].hub.peers().addr(&b)).map(index_of);
+                    self.net.unicast(ORIGIN, Msg::AskBridges { from: h, limit, leaving }, unicast_link(64));
                 }
                 Output::Subscribe { bridge, .. } => {
                     self.net.unicast(index_of(bridge.addr), Msg::Subscribe { from: h }, unicast_link(64));
@@ -456,8 +458,8 @@ impl Sim {
                     .collect();
                 self.net.unicast(from, Msg::Listed { object_id, index, hubs }, unicast_link(256));
             }
-            Msg::AskBridges { from, limit } => {
-                let found = self.tracker.bridges(now, Some(from), usize::from(limit), &mut self.rng);
+            Msg::AskBridges { from, limit, leaving } => {
+                let found = self.tracker.bridges(now, Some(from), usize::from(limit), &mut self.rng, leaving);
                 let listed = found.iter().map(|h| NodeAddr { id: node(h.node).0, addr: h.addr }).collect();
                 self.net.unicast(from, Msg::Bridges { listed }, unicast_link(256));
             }

@@ -8,8 +8,9 @@ use super::*;
 /// What the hub machine orders the feed task.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FeedCmd {
-    /// Ask this tracker for up to `limit` bridges.
-    Ask { tracker: NodeAddr, limit: u8 },
+    /// Ask this tracker for up to `limit` bridges (`leaving`: the one that
+    /// feeds this hub now); done while a feed runs too.
+    Ask { tracker: NodeAddr, limit: u8, leaving: Option<NodeId> },
     /// Take this bridge's feed from `resume` on, until told to leave.
     Subscribe { bridge: NodeAddr, resume: Option<(ObjectId, u32)> },
     /// Leave the bridge's feed.
@@ -68,12 +69,8 @@ async fn carry_out(
     cancel: &CancellationToken,
 ) -> Option<FeedEvent> {
     let (bridge, resume) = match cmd {
-        FeedCmd::Ask { tracker, limit } => {
-            let listed = ask_bridges(endpoint, tracker, limit).await.unwrap_or_else(|e| {
-                debug!(%tracker, "asking the tracker for bridges: {e}");
-                Vec::new()
-            });
-            return Some(FeedEvent::Bridges(listed));
+        FeedCmd::Ask { tracker, limit, leaving } => {
+            return Some(FeedEvent::Bridges(ask_bridges(endpoint, tracker, limit, leaving).await))
         }
         // Nothing is held between subscriptions.
         FeedCmd::Unsubscribe => return None,
@@ -87,25 +84,53 @@ async fn carry_out(
     events.send(FeedEvent::Subscribed(bridge)).await.ok()?;
     let why = tokio::select! {
         why = read_feed(recv, events, |d| FeedEvent::Datagrams(bridge.id, d)) => why,
-        _ = until_unsubscribed(cmds) => "not wanted any more".to_string(),
+        _ = until_unsubscribed(endpoint, cmds, events) => "not wanted any more".to_string(),
         _ = cancel.cancelled() => "shutting down".to_string(),
     };
     conn.close(0u32.into(), b"unsubscribed");
     Some(FeedEvent::Ended { bridge: bridge.id, why })
 }
 
-/// Until the machine says to leave the feed (or is gone). It orders nothing
-/// else while a feed runs.
-async fn until_unsubscribed(cmds: &mut mpsc::UnboundedReceiver<FeedCmd>) {
+/// Until the machine says to leave the feed (or is gone), answering its asks
+/// of the tracker meanwhile.
+async fn until_unsubscribed(
+    endpoint: &NodeEndpoint,
+    cmds: &mut mpsc::UnboundedReceiver<FeedCmd>,
+    events: &mpsc::Sender<FeedEvent>,
+) {
     loop {
         match cmds.recv().await {
             Some(FeedCmd::Unsubscribe) | None => return,
+            Some(FeedCmd::Ask { tracker, limit, leaving }) => {
+                let listed = ask_bridges(endpoint, tracker, limit, leaving).await;
+                if events.send(FeedEvent::Bridges(listed)).await.is_err() {
+                    return;
+                }
+            }
             Some(other) => debug!(?other, "a feed order while fed; ignored"),
         }
     }
 }
 
-async fn ask_bridges(endpoint: &NodeEndpoint, tracker: NodeAddr, limit: u8) -> Result<Vec<NodeAddr>, String> {
+/// The tracker's bridges (none when asking failed, which is logged).
+async fn ask_bridges(
+    endpoint: &NodeEndpoint,
+    tracker: NodeAddr,
+    limit: u8,
+    leaving: Option<NodeId>,
+) -> Vec<NodeAddr> {
+    try_ask_bridges(endpoint, tracker, limit, leaving).await.unwrap_or_else(|e| {
+        debug!(%tracker, "asking the tracker for bridges: {e}");
+        Vec::new()
+    })
+}
+
+async fn try_ask_bridges(
+    endpoint: &NodeEndpoint,
+    tracker: NodeAddr,
+    limit: u8,
+    leaving: Option<NodeId>,
+) -> Result<Vec<NodeAddr>, String> {
     let ask = async {
         let conn = endpoint
             .connect(tracker.addr, tracker.id)
@@ -114,7 +139,7 @@ async fn ask_bridges(endpoint: &NodeEndpoint, tracker: NodeAddr, limit: u8) -> R
             .map_err(|e| e.to_string())?;
         let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
         let mut out = Vec::new();
-        peer_wire::encode(&PeerMessage::BridgesRequest { limit }, &mut out);
+        peer_wire::encode(&PeerMessage::BridgesRequest { limit, leaving: leaving.map(|b| b.0) }, &mut out);
         send.write_all(&out).await.map_err(|e| e.to_string())?;
         send.finish().map_err(|e| e.to_string())?;
         let body = recv.read_to_end(4096).await.map_err(|e| e.to_string())?;

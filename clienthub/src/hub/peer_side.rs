@@ -255,7 +255,9 @@ impl PeerSide {
                     }
                 });
             }
-            Output::AskBridges { tracker, limit } => self.order(FeedCmd::Ask { tracker, limit }),
+            Output::AskBridges { tracker, limit, leaving } => {
+                self.order(FeedCmd::Ask { tracker, limit, leaving })
+            }
             Output::Subscribe { bridge, resume } => self.order(FeedCmd::Subscribe { bridge, resume }),
             Output::Unsubscribe(_) => self.order(FeedCmd::Unsubscribe),
             Output::Tell { to, msg } => {
@@ -316,6 +318,9 @@ impl Loop<'_> {
             }
             HubEvent::Struck { n, via: peers::Via::Bridge, .. } => {
                 self.status.with_feed(|f| f.strikes += u64::from(n));
+            }
+            HubEvent::BridgeMove { from, to } => {
+                info!(%from, %to, "the tracker lists a less loaded bridge: moving there");
             }
             HubEvent::BridgeLeft { bridge, strikes } => {
                 warn!(%bridge, strikes, "a bridge sent datagrams that fail the broadcaster's signature; leaving it for another");

@@ -4,7 +4,10 @@
 //! after [`RETRY_REFUSED_AFTER`]; one that could not be reached, or whose
 //! feed ended, after [`RETRY_BRIDGE_AFTER`]; one whose datagrams struck out
 //! ([`STRIKES_TO_BAN`](crate::peers::STRIKES_TO_BAN) in the peer table's
-//! one ledger) never again.
+//! one ledger) never again. [`RECHECK_AFTER`] into a feed from a bridge the
+//! tracker listed, the hub asks the tracker once more, naming that bridge:
+//! when it lists another first (a less loaded one, registered since), the
+//! hub moves there.
 //!
 //! The driver carries out [`Output::AskBridges`], [`Output::Subscribe`] and
 //! [`Output::Unsubscribe`] one at a time, and says how each ended:
@@ -21,6 +24,11 @@ pub const RETRY_REFUSED_AFTER: Duration = Duration::from_secs(2);
 pub const LOOK_AGAIN_AFTER: Duration = Duration::from_secs(1);
 /// Bridges asked of the tracker at once.
 pub const BRIDGES_ASKED: u8 = 8;
+/// A hub fed by a bridge the tracker listed asks again this long after.
+/// Bridges register a moment apart (each after a manifest named the tracker,
+/// through a handshake that may wait out a loss): desert hubs that started
+/// together all found the first one in two of three lab runs at 20% loss.
+pub const RECHECK_AFTER: Duration = Duration::from_secs(3);
 /// Bridges left for good (struck out) that a hub remembers.
 pub const MAX_BANNED_BRIDGES: usize = 64;
 
@@ -52,6 +60,12 @@ pub(super) struct Desert {
     banned: VecDeque<NodeId>,
     /// Since when a feed has been wanted and none found.
     searching_since: Option<Instant>,
+    /// When to ask the tracker again whether the feeding bridge is the least
+    /// loaded; and whether that answer is awaited.
+    recheck_at: Option<Instant>,
+    rechecking: bool,
+    /// The tracker's list a hub leaves its bridge for.
+    moving_to: Vec<NodeAddr>,
 }
 
 impl Desert {
@@ -62,6 +76,9 @@ impl Desert {
             resting: HashMap::new(),
             banned: VecDeque::new(),
             searching_since: None,
+            recheck_at: None,
+            rechecking: false,
+            moving_to: Vec::new(),
         }
     }
 
@@ -89,12 +106,24 @@ impl Hub {
         match d.state.clone() {
             State::Fed(b) if !want || d.is_banned(&b.id) => {
                 d.state = State::Leaving(b);
+                d.moving_to.clear();
                 self.out.push_back(Output::Unsubscribe(b.id));
+            }
+            State::Fed(b) if d.recheck_at.is_some_and(|t| now >= t) => {
+                d.recheck_at = None;
+                if let Some(tracker) = tracker {
+                    d.rechecking = true;
+                    self.out.push_back(Output::AskBridges {
+                        tracker,
+                        limit: BRIDGES_ASKED,
+                        leaving: Some(b.id),
+                    });
+                }
             }
             State::Idle { next } if want && now >= next => match tracker {
                 Some(tracker) => {
                     d.state = State::Asking;
-                    self.out.push_back(Output::AskBridges { tracker, limit: BRIDGES_ASKED });
+                    self.out.push_back(Output::AskBridges { tracker, limit: BRIDGES_ASKED, leaving: None });
                 }
                 None => self.try_bridges(now, &[]),
             },
@@ -108,6 +137,19 @@ impl Hub {
     pub(super) fn try_bridges(&mut self, now: Instant, listed: &[NodeAddr]) {
         let me = self.config.node_id;
         let Some(d) = self.desert.as_mut() else { return };
+        if let State::Fed(b) = d.state {
+            // The answer to a recheck: move when another is listed first.
+            if std::mem::take(&mut d.rechecking)
+                && listed.iter().any(|l| l.id == b.id)
+                && listed.first().is_some_and(|l| l.id != b.id)
+            {
+                d.moving_to = listed.to_vec();
+                d.state = State::Leaving(b);
+                self.out.push_back(Output::Unsubscribe(b.id));
+                self.event(HubEvent::BridgeMove { from: b.id, to: listed[0].id });
+            }
+            return;
+        }
         if !matches!(d.state, State::Asking | State::Idle { .. }) {
             return;
         }
@@ -165,6 +207,9 @@ impl Hub {
         if let Some(d) = self.desert.as_mut() {
             d.state = State::Fed(bridge);
             d.searching_since = None;
+            d.rechecking = false;
+            let listed = !d.fixed.iter().any(|b| b.id == bridge.id);
+            d.recheck_at = listed.then_some(now + RECHECK_AFTER);
             // Not wanted any more meanwhile, or struck out: leave it.
             self.drive_desert(now);
         }
@@ -179,11 +224,19 @@ impl Hub {
         if let Some(addr) = self.peers.addr(&bridge) {
             self.peers.feeding(now, bridge, addr, false);
         }
+        let want = self.wants_feed(now);
         let Some(d) = self.desert.as_mut() else { return };
         d.rest(bridge, now + RETRY_BRIDGE_AFTER);
+        d.recheck_at = None;
+        d.rechecking = false;
         if matches!(&d.state, State::Fed(b) | State::Leaving(b) if b.id == bridge) {
             d.state = State::Idle { next: now };
-            self.drive_desert(now);
+            let moving_to = std::mem::take(&mut d.moving_to);
+            if want && !moving_to.is_empty() {
+                self.try_bridges(now, &moving_to);
+            } else {
+                self.drive_desert(now);
+            }
         }
     }
 

@@ -46,7 +46,8 @@ mod desert;
 mod forest;
 mod repair;
 pub use desert::{
-    BRIDGES_ASKED, LOOK_AGAIN_AFTER, MAX_BANNED_BRIDGES, RETRY_BRIDGE_AFTER, RETRY_REFUSED_AFTER,
+    BRIDGES_ASKED, LOOK_AGAIN_AFTER, MAX_BANNED_BRIDGES, RECHECK_AFTER, RETRY_BRIDGE_AFTER,
+    RETRY_REFUSED_AFTER,
 };
 pub use forest::{ForestEvent, ForestRole, ForestView, FOREST_TICK, TRACKER_WAIT, WELCOME_WAIT};
 
@@ -221,9 +222,12 @@ pub enum Output {
     /// Send this announcement on the island's control group.
     Announce(Vec<u8>),
     /// Ask the tracker for up to `limit` bridges; the answer is [`Input::Bridges`].
+    /// `leaving`: the bridge feeding this hub, which it leaves if the tracker
+    /// lists another before it.
     AskBridges {
         tracker: NodeAddr,
         limit: u8,
+        leaving: Option<NodeId>,
     },
     /// Take this bridge's feed, starting at `resume`; the answer is
     /// [`Input::Feeding`] or [`Input::NotSubscribed`].
@@ -301,6 +305,12 @@ pub enum HubEvent {
     /// listed, all resting); the hub has been searching this long.
     NoBridge {
         searching: Duration,
+    },
+    /// The tracker listed a bridge less loaded than the one feeding this
+    /// hub: the hub moves there.
+    BridgeMove {
+        from: NodeId,
+        to: NodeId,
     },
     /// This bridge's datagrams struck out: the hub leaves it for good.
     BridgeLeft {

@@ -333,7 +333,12 @@ fn decode_body(frame: &[u8]) -> Result<PeerMessage, PeerWireError> {
             if limit == 0 || usize::from(limit) > MAX_HUB_LIST {
                 return Err(PeerWireError::OutOfRange);
             }
-            PeerMessage::BridgesRequest { limit }
+            let leaving = match r.array::<1>()?[0] {
+                0 => None,
+                1 => Some(r.array::<32>()?),
+                _ => return Err(PeerWireError::OutOfRange),
+            };
+            PeerMessage::BridgesRequest { limit, leaving }
         }
         13 => PeerMessage::Subscribe { resume: r.resume()? },
         14 => PeerMessage::Subscribed,

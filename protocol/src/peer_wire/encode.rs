@@ -89,9 +89,11 @@ pub fn encode(m: &PeerMessage, out: &mut Vec<u8>) {
                 put_addr(&h.addr, out);
             }
         }
-        PeerMessage::BridgesRequest { limit } => {
+        PeerMessage::BridgesRequest { limit, leaving } => {
             out.push(12);
             out.push(*limit);
+            out.push(u8::from(leaving.is_some()));
+            out.extend_from_slice(leaving.as_ref().map_or(&[][..], |id| &id[..]));
         }
         PeerMessage::Subscribe { resume } => {
             out.push(13);

@@ -202,8 +202,11 @@ pub enum PeerMessage {
     },
     ForestHubRequest,
     HubList(Vec<ListedHub>),
+    /// `leaving`: the bridge feeding the asker now, which it leaves if the
+    /// tracker lists another before it.
     BridgesRequest {
         limit: u8,
+        leaving: Option<[u8; 32]>,
     },
     /// `resume`: the feed starts after this chunk, when the bridge still has
     /// it; otherwise (and with `None`) at the start of its back buffer.

@@ -99,7 +99,8 @@ fn every_message_round_trips_and_streams() {
         ListedHub { node_id: [2; 32], bridge: true, addr: "[2001:db8::1]:7000".parse().unwrap() },
     ]));
     round_trip(PeerMessage::HubList(vec![]));
-    round_trip(PeerMessage::BridgesRequest { limit: 4 });
+    round_trip(PeerMessage::BridgesRequest { limit: 4, leaving: None });
+    round_trip(PeerMessage::BridgesRequest { limit: 4, leaving: Some([7; 32]) });
     round_trip(PeerMessage::Subscribe { resume: None });
     round_trip(PeerMessage::Subscribe { resume: Some((id, 41)) });
     round_trip(PeerMessage::Subscribed);
