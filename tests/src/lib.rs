@@ -19,8 +19,13 @@ pub fn bin_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         // target/<profile>/deps/<test binary>
-        let exe = std::env::current_exe().expect("test binary path");
-        let dir = exe.parent().and_then(Path::parent).expect("target/<profile>").to_owned();
+        let exe =
+            std::env::current_exe().expect("invariant: a running test binary has a path (/proc/self/exe)");
+        let dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("invariant: cargo runs test binaries from target/<profile>/deps")
+            .to_owned();
         let release = dir.file_name().is_some_and(|n| n == "release");
         let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
         let mut cmd = Command::new(env!("CARGO"));
@@ -51,7 +56,8 @@ pub fn bin_dir() -> &'static Path {
         if release {
             cmd.arg("--release");
         }
-        let status = cmd.status().expect("run cargo build for the daemons");
+        let status =
+            cmd.status().expect("precondition of the suite: $CARGO, which runs this test, can run again");
         assert!(status.success(), "building broadcaster and clienthub failed");
         dir
     })
@@ -75,14 +81,16 @@ pub fn unique_group() -> SocketAddr {
 
 /// A TCP port free right now on loopback.
 pub fn free_port() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("local addr")
+    let l = TcpListener::bind("127.0.0.1:0")
+        .expect("precondition of the suite: loopback takes an ephemeral TCP port");
+    l.local_addr().expect("invariant: a bound socket has a local address")
 }
 
 /// A UDP port free right now on loopback (for QUIC).
 pub fn free_udp_port() -> SocketAddr {
-    let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind an ephemeral UDP port");
-    s.local_addr().expect("local addr")
+    let s = std::net::UdpSocket::bind("127.0.0.1:0")
+        .expect("precondition of the suite: loopback takes an ephemeral UDP port");
+    s.local_addr().expect("invariant: a bound socket has a local address")
 }
 
 /// A child process, stopped with SIGTERM (and checked to exit 0) when dropped.
@@ -106,14 +114,18 @@ impl Daemon {
         env: &[(&str, &str)],
     ) -> Daemon {
         let log = log_dir.join(format!("{name}.log"));
-        let out = std::fs::File::create(&log).expect("create log file");
+        let out = std::fs::File::create(&log)
+            .expect("precondition of the suite: the test's temporary directory is writable");
         let child = Command::new(program)
             .envs(env.iter().copied())
             .args(args)
             .env("RUST_LOG", "info")
             .env_remove("RUST_BACKTRACE")
             .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("dup log"))
+            .stdout(
+                out.try_clone()
+                    .expect("precondition of the suite: a file descriptor is free to share the log"),
+            )
             .stderr(out)
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {}: {e}", program.display()));
@@ -214,10 +226,20 @@ pub fn can_run(missing: Option<&str>) -> bool {
 
 /// Run `broadcaster keygen`; returns the fingerprint it printed last.
 pub fn keygen(dir: &Path) -> String {
-    let out = Command::new(bin("broadcaster")).arg("keygen").arg("--dir").arg(dir).output().expect("keygen");
+    let out = Command::new(bin("broadcaster"))
+        .arg("keygen")
+        .arg("--dir")
+        .arg(dir)
+        .output()
+        .expect("precondition of the suite: the built broadcaster runs");
     assert!(out.status.success(), "keygen failed: {}", String::from_utf8_lossy(&out.stderr));
-    let text = String::from_utf8(out.stdout).expect("utf-8");
-    let last = text.lines().last().expect("keygen prints the fingerprint last").trim().to_owned();
+    let text = String::from_utf8(out.stdout).expect("invariant: keygen prints hex and ASCII words only");
+    let last = text
+        .lines()
+        .last()
+        .expect("invariant: keygen prints the fingerprint on its last line")
+        .trim()
+        .to_owned();
     assert_eq!(last.len(), 64, "fingerprint alone on the last line: {text}");
     last
 }
@@ -279,9 +301,12 @@ pub fn tree_digest(root: &Path) -> std::collections::BTreeMap<PathBuf, [u8; 32]>
             if p.is_dir() {
                 walk(root, &p, out);
             } else {
-                let data = std::fs::read(&p).expect("read file");
+                let data = std::fs::read(&p)
+                    .expect("precondition: the tree being digested is not changed while it is read");
                 out.insert(
-                    p.strip_prefix(root).expect("under root").to_owned(),
+                    p.strip_prefix(root)
+                        .expect("invariant: the walk starts at root, so every path is under it")
+                        .to_owned(),
                     *blake3::hash(&data).as_bytes(),
                 );
             }
@@ -388,34 +413,34 @@ pub fn origin_known(s: &Value) -> bool {
 }
 
 /// One tracker query over QUIC, as a newcomer hub would ask it, from a node
-/// key made for the occasion.
+/// key made for the occasion. The error names the step that failed.
 pub fn ask_tracker(
     tracker: hubcast_keys::NodeAddr,
     query: hubcast_protocol::peer_wire::PeerMessage,
-) -> Vec<hubcast_protocol::peer_wire::ListedHub> {
+) -> Result<Vec<hubcast_protocol::peer_wire::ListedHub>, String> {
     use hubcast_protocol::peer_wire::{self, PeerMessage};
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+    let at = |step: &'static str| move |e: &dyn std::fmt::Display| format!("{step}: {e}");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| at("a runtime")(&e))?;
     rt.block_on(async {
         let key = hubcast_keys::NodeKey::generate(&mut rand::rngs::OsRng);
-        let ep = hubcast_transport::quic::NodeEndpoint::bind(
-            std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-            &key,
-        )
-        .expect("a QUIC endpoint on loopback");
-        let conn = ep
-            .connect(tracker.addr, tracker.id)
-            .expect("a client config for the tracker")
-            .await
-            .expect("connect to the tracker");
-        let (mut send, mut recv) = conn.open_bi().await.expect("a stream to the tracker");
+        let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        let ep = hubcast_transport::quic::NodeEndpoint::bind(loopback, &key)
+            .map_err(|e| at("a QUIC endpoint on loopback")(&e))?;
+        let connecting =
+            ep.connect(tracker.addr, tracker.id).map_err(|e| at("a client config for the tracker")(&e))?;
+        let conn = connecting.await.map_err(|e| at("connecting to the tracker")(&e))?;
+        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| at("a stream to the tracker")(&e))?;
         let mut out = Vec::new();
         peer_wire::encode(&query, &mut out);
-        send.write_all(&out).await.expect("the query written");
-        send.finish().expect("the query finished");
-        let body = recv.read_to_end(1 << 16).await.expect("the tracker's answer, under 64 KiB");
-        match peer_wire::decode_all(&body).expect("the tracker's answer decodes").as_slice() {
-            [PeerMessage::HubList(hubs)] => hubs.clone(),
-            other => panic!("the tracker answered {other:?}"),
+        send.write_all(&out).await.map_err(|e| at("writing the query")(&e))?;
+        send.finish().map_err(|e| at("finishing the query")(&e))?;
+        let body = recv.read_to_end(1 << 16).await.map_err(|e| at("the answer, under 64 KiB")(&e))?;
+        match peer_wire::decode_all(&body).map_err(|e| at("decoding the answer")(&e))?.as_slice() {
+            [PeerMessage::HubList(hubs)] => Ok(hubs.clone()),
+            other => Err(format!("the tracker answered {other:?}")),
         }
     })
 }

@@ -326,7 +326,8 @@ fn desert_hubs_join_the_forest_through_a_hub_the_tracker_names() {
     let (_root, root_id) = hub("root", root_http, root_quic, &["--bridge"]);
     let tracker_addr: hubcast_keys::NodeAddr = tracker.parse().unwrap();
     wait_for("the root registered as a forest hub", DEADLINE, || {
-        let named = ask_tracker(tracker_addr, hubcast_protocol::peer_wire::PeerMessage::ForestHubRequest);
+        let named = ask_tracker(tracker_addr, hubcast_protocol::peer_wire::PeerMessage::ForestHubRequest)
+            .expect("the tracker answers");
         named.iter().any(|h| hubcast_keys::NodeId(h.node_id).to_string() == root_id).then_some(())
     });
 
@@ -348,7 +349,8 @@ fn desert_hubs_join_the_forest_through_a_hub_the_tracker_names() {
         assert!(members.contains(&contact), "the contact {contact} is a forest hub: {members:?}");
         // Registered before the next one joins, so the tracker can name it.
         wait_for("the tracker to name the desert hub", DEADLINE, || {
-            let named = ask_tracker(tracker_addr, hubcast_protocol::peer_wire::PeerMessage::ForestHubRequest);
+            let named = ask_tracker(tracker_addr, hubcast_protocol::peer_wire::PeerMessage::ForestHubRequest)
+                .expect("the tracker answers");
             named.iter().any(|h| hubcast_keys::NodeId(h.node_id).to_string() == id).then_some(())
         });
         members.push(id);

@@ -86,7 +86,8 @@ fn three_hubs_missing_the_same_chunks_get_one_multicast_resend_each() {
     let hub_ids: Vec<String> = done.iter().map(|s| s["node_id"].as_str().unwrap().to_owned()).collect();
     let holders = wait_for("the tracker to list every hub as holding chunk 2", DEADLINE, || {
         let list =
-            ask_tracker(tracker, PeerMessage::HoldersRequest { object_id: object, chunk: Some(2), limit: 8 });
+            ask_tracker(tracker, PeerMessage::HoldersRequest { object_id: object, chunk: Some(2), limit: 8 })
+                .expect("the tracker answers");
         (list.len() == 3).then_some(list)
     });
     let mut listed: Vec<String> = holders.iter().map(|h| NodeId(h.node_id).to_string()).collect();
@@ -96,7 +97,7 @@ fn three_hubs_missing_the_same_chunks_get_one_multicast_resend_each() {
     assert_eq!(listed, expect);
     assert!(holders.iter().all(|h| h.addr.ip().is_loopback() && !h.bridge));
     // None of them is in a stripe forest: the tracker names no forest hub.
-    assert!(ask_tracker(tracker, PeerMessage::ForestHubRequest).is_empty());
+    assert!(ask_tracker(tracker, PeerMessage::ForestHubRequest).expect("the tracker answers").is_empty());
     let t = &status(bc_http).unwrap()["tracker"];
     assert_eq!(u(&t["hubs"]), 3, "{t}");
     assert!(u(&t["reports"]) >= 3, "{t}");

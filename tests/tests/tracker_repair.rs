@@ -46,7 +46,7 @@ fn a_hub_alone_on_its_island_repairs_from_a_hub_the_tracker_lists() {
     for chunk in 0..4 {
         wait_for("the tracker to list hub 1 as holding every chunk", DEADLINE, || {
             let query = PeerMessage::HoldersRequest { object_id: object, chunk: Some(chunk), limit: 8 };
-            let list = ask_tracker(tracker_addr, query);
+            let list = ask_tracker(tracker_addr, query).expect("the tracker answers");
             list.iter().any(|h| NodeId(h.node_id).to_string() == h1_id).then_some(())
         });
     }
