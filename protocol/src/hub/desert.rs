@@ -45,7 +45,19 @@ enum State {
     Trying(VecDeque<NodeAddr>),
     Fed(NodeAddr),
     /// Told to leave this bridge's feed; its end has not come back yet.
-    Leaving(NodeAddr),
+    /// Then to subscribe to the first of these that may be asked (a move to
+    /// a less loaded bridge), or, when none, to search as usual.
+    Leaving(NodeAddr, Vec<NodeAddr>),
+}
+
+/// Whether a fed hub asks the tracker again about its bridge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Recheck {
+    /// Not for this feed (a `--bridge-peer` bridge), or done.
+    No,
+    At(Instant),
+    /// Asked; the answer is awaited.
+    Asked,
 }
 
 /// The search for a bridge's feed, owned by [`Hub`].
@@ -60,12 +72,9 @@ pub(super) struct Desert {
     banned: VecDeque<NodeId>,
     /// Since when a feed has been wanted and none found.
     searching_since: Option<Instant>,
-    /// When to ask the tracker again whether the feeding bridge is the least
-    /// loaded; and whether that answer is awaited.
-    recheck_at: Option<Instant>,
-    rechecking: bool,
-    /// The tracker's list a hub leaves its bridge for.
-    moving_to: Vec<NodeAddr>,
+    /// Whether and when to ask the tracker again whether the feeding bridge
+    /// is the least loaded.
+    recheck: Recheck,
 }
 
 impl Desert {
@@ -76,9 +85,7 @@ impl Desert {
             resting: HashMap::new(),
             banned: VecDeque::new(),
             searching_since: None,
-            recheck_at: None,
-            rechecking: false,
-            moving_to: Vec::new(),
+            recheck: Recheck::No,
         }
     }
 
@@ -105,14 +112,13 @@ impl Hub {
         }
         match d.state.clone() {
             State::Fed(b) if !want || d.is_banned(&b.id) => {
-                d.state = State::Leaving(b);
-                d.moving_to.clear();
+                d.state = State::Leaving(b, Vec::new());
                 self.out.push_back(Output::Unsubscribe(b.id));
             }
-            State::Fed(b) if d.recheck_at.is_some_and(|t| now >= t) => {
-                d.recheck_at = None;
+            State::Fed(b) if matches!(d.recheck, Recheck::At(t) if now >= t) => {
+                d.recheck = Recheck::No;
                 if let Some(tracker) = tracker {
-                    d.rechecking = true;
+                    d.recheck = Recheck::Asked;
                     self.out.push_back(Output::AskBridges {
                         tracker,
                         limit: BRIDGES_ASKED,
@@ -139,12 +145,9 @@ impl Hub {
         let Some(d) = self.desert.as_mut() else { return };
         if let State::Fed(b) = d.state {
             // The answer to a recheck: move when another is listed first.
-            if std::mem::take(&mut d.rechecking)
-                && listed.iter().any(|l| l.id == b.id)
-                && listed.first().is_some_and(|l| l.id != b.id)
-            {
-                d.moving_to = listed.to_vec();
-                d.state = State::Leaving(b);
+            let asked = std::mem::replace(&mut d.recheck, Recheck::No) == Recheck::Asked;
+            if asked && listed.iter().any(|l| l.id == b.id) && listed.first().is_some_and(|l| l.id != b.id) {
+                d.state = State::Leaving(b, listed.to_vec());
                 self.out.push_back(Output::Unsubscribe(b.id));
                 self.event(HubEvent::BridgeMove { from: b.id, to: listed[0].id });
             }
@@ -207,9 +210,8 @@ impl Hub {
         if let Some(d) = self.desert.as_mut() {
             d.state = State::Fed(bridge);
             d.searching_since = None;
-            d.rechecking = false;
             let listed = !d.fixed.iter().any(|b| b.id == bridge.id);
-            d.recheck_at = listed.then_some(now + RECHECK_AFTER);
+            d.recheck = if listed { Recheck::At(now + RECHECK_AFTER) } else { Recheck::No };
             // Not wanted any more meanwhile, or struck out: leave it.
             self.drive_desert(now);
         }
@@ -227,13 +229,14 @@ impl Hub {
         let want = self.wants_feed(now);
         let Some(d) = self.desert.as_mut() else { return };
         d.rest(bridge, now + RETRY_BRIDGE_AFTER);
-        d.recheck_at = None;
-        d.rechecking = false;
-        if matches!(&d.state, State::Fed(b) | State::Leaving(b) if b.id == bridge) {
-            d.state = State::Idle { next: now };
-            let moving_to = std::mem::take(&mut d.moving_to);
-            if want && !moving_to.is_empty() {
-                self.try_bridges(now, &moving_to);
+        d.recheck = Recheck::No;
+        if matches!(&d.state, State::Fed(b) | State::Leaving(b, _) if b.id == bridge) {
+            let then = match std::mem::replace(&mut d.state, State::Idle { next: now }) {
+                State::Leaving(_, then) => then,
+                _ => Vec::new(),
+            };
+            if want && !then.is_empty() {
+                self.try_bridges(now, &then);
             } else {
                 self.drive_desert(now);
             }
