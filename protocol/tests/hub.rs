@@ -6,7 +6,8 @@ mod support;
 use hubcast_keys::{NodeAddr, NodeId};
 use hubcast_protocol::forest::Msg;
 use hubcast_protocol::hub::{
-    Config, ForestEvent, ForestRole, Hub, HubEvent, Input, Output, Source, RECHECK_AFTER, WELCOME_WAIT,
+    Config, ForestEvent, ForestRole, Hub, HubEvent, Input, Output, Source, BUSY_MULTICAST, IDLE_TICK,
+    MOVE_REST, RECHECK_AFTER, STEADY_MULTICAST, WELCOME_WAIT,
 };
 use hubcast_protocol::peer_wire::{ForestPeer, RefuseReason};
 use hubcast_protocol::peers::{self, Via};
@@ -411,7 +412,8 @@ fn a_hub_fed_by_a_listed_bridge_asks_again_once_and_moves_when_another_is_listed
         hub
     };
     let recheck = |hub: &mut Driven| {
-        let out = hub.wait(t0, RECHECK_AFTER + STEP);
+        // (The machine's desert deadlines ride its idle tick.)
+        let out = hub.wait(t0, RECHECK_AFTER + IDLE_TICK);
         out.iter()
             .filter_map(|o| match o {
                 Output::AskBridges { leaving, .. } => Some(*leaving),
@@ -438,6 +440,15 @@ fn a_hub_fed_by_a_listed_bridge_asks_again_once_and_moves_when_another_is_listed
         .iter()
         .any(|o| matches!(o, Output::Event(HubEvent::BridgeMove { to, .. }) if *to == node(4).0)));
     assert_eq!(desert_outputs(&hub.input(t0, Input::FeedEnded(node(2).0))), ["subscribe 4"]);
+    // Moved: the next feeds within MOVE_REST are not rechecked (no going
+    // back and forth as loads change); after it, they are again.
+    hub.input(t0, Input::Feeding(bridge(4)));
+    assert!(recheck(&mut hub).is_empty(), "rechecked right after a move");
+    hub.input(t0, Input::FeedEnded(node(4).0));
+    hub.wait(t0, MOVE_REST);
+    hub.input(t0, Input::Bridges(&[bridge(2)]));
+    hub.input(t0, Input::Feeding(bridge(2)));
+    assert_eq!(recheck(&mut hub), [Some(node(2).0)], "rested");
     // An answer that does not list its bridge moves nothing.
     let mut hub = start(Vec::new());
     hub.input(t0, Input::Bridges(&[bridge(2)]));
@@ -477,19 +488,57 @@ fn a_bridge_whose_datagrams_strike_out_is_left_for_good_and_a_fed_hub_leaves_whe
     assert_eq!(desert_outputs(&hub.input(t0, Input::FeedEnded(node(1).0))), ["subscribe 2"]);
     hub.input(t0, Input::Feeding(bridge(2)));
     // Bridge 2's feed is good; then the multicast comes back: the hub
-    // leaves the feed, and no search starts while it hears multicast.
+    // keeps the feed until it has heard the multicast for STEADY_MULTICAST
+    // without a gap, then leaves it, and no search starts while it hears
+    // multicast.
     let frames: Vec<&[u8]> = all.iter().take(all.len() / 2).map(Vec::as_slice).collect();
     hub.input(t0, Input::Bridge { bridge: node(2).0, datagrams: &frames });
+    // A trickle: a datagram every 2 s.
+    let mut out = hub.input(t0, Input::Multicast(&all[0]));
+    let steps = STEADY_MULTICAST.as_secs() / 2;
+    for _ in 0..steps {
+        out.extend(hub.wait(t0, Duration::from_secs(2)));
+        out.extend(hub.input(t0, Input::Multicast(&all[0])));
+    }
+    assert!(
+        desert_outputs(&out).is_empty(),
+        "left before the multicast was steady: {:?}",
+        desert_outputs(&out)
+    );
+    assert_eq!(desert_outputs(&hub.wait(t0, Duration::from_secs(2))), ["unsubscribe 2"]);
+    hub.input(t0, Input::FeedEnded(node(2).0));
     for d in &all[all.len() / 2..] {
         hub.input(t0, Input::Multicast(d));
     }
-    assert_eq!(desert_outputs(&hub.wait(t0, STEP * 6)), ["unsubscribe 2"]);
-    hub.input(t0, Input::FeedEnded(node(2).0));
     assert!(desert_outputs(&hub.wait(t0, Duration::from_secs(2))).is_empty());
     assert_eq!(hub.chunks.len(), 4, "the object completed from the feed and the multicast");
     // Without multicast again, the banned bridge is never asked.
     let out = hub.wait(t0, Duration::from_secs(20));
     assert!(desert_outputs(&out).iter().all(|o| o != "subscribe 1"), "{:?}", desert_outputs(&out));
+}
+
+#[test]
+fn a_fed_hub_goes_back_to_the_multicast_at_once_when_the_carousel_is_heard() {
+    let ch = channel(26);
+    let t0 = Instant::now();
+    let (_, all) = round(&ch);
+    let mut hub = Driven::new(3, t0, &ch, |c| c.bridges = Some(vec![bridge(1)]));
+    assert_eq!(desert_outputs(&hub.wait(t0, Duration::from_secs(5))), ["subscribe 1"]);
+    hub.input(t0, Input::Feeding(bridge(1)));
+    // A trickle (a datagram a second) keeps the feed.
+    let mut out = Vec::new();
+    for d in all.iter().take(3) {
+        out.extend(hub.input(t0, Input::Multicast(d)));
+        out.extend(hub.wait(t0, Duration::from_secs(1)));
+    }
+    assert!(desert_outputs(&out).is_empty(), "{:?}", desert_outputs(&out));
+    // The carousel: BUSY_MULTICAST datagrams within a second.
+    let mut out = Vec::new();
+    for d in all.iter().take(BUSY_MULTICAST as usize) {
+        out.extend(hub.input(t0, Input::Multicast(d)));
+    }
+    out.extend(hub.wait(t0, STEP * 30));
+    assert_eq!(desert_outputs(&out), ["unsubscribe 1"]);
 }
 
 fn forest_peer(n: u8) -> ForestPeer {

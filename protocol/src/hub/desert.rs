@@ -29,6 +29,16 @@ pub const BRIDGES_ASKED: u8 = 8;
 /// through a handshake that may wait out a loss): desert hubs that started
 /// together all found the first one in two of three lab runs at 20% loss.
 pub const RECHECK_AFTER: Duration = Duration::from_secs(3);
+/// After a move, feeds within this long are not rechecked: loads change as
+/// hubs move, and in the lab at 50% loss hubs went back and forth between
+/// two bridges, each move a new handshake and a resumed feed.
+pub const MOVE_REST: Duration = Duration::from_secs(30);
+/// A fed hub leaves the feed once the multicast has been back this long
+/// without a gap of `desert_after` (or at once, when the carousel is heard:
+/// `BUSY_MULTICAST`). Behind a relay at 50% loss the multicast (between
+/// rounds: manifests and resends) came and went, and hubs left and took the
+/// feed a dozen times.
+pub const STEADY_MULTICAST: Duration = Duration::from_secs(15);
 /// Bridges left for good (struck out) that a hub remembers.
 pub const MAX_BANNED_BRIDGES: usize = 64;
 
@@ -75,6 +85,8 @@ pub(super) struct Desert {
     /// Whether and when to ask the tracker again whether the feeding bridge
     /// is the least loaded.
     recheck: Recheck,
+    /// When the hub last moved to a less loaded bridge.
+    moved_at: Option<Instant>,
 }
 
 impl Desert {
@@ -86,6 +98,7 @@ impl Desert {
             banned: VecDeque::new(),
             searching_since: None,
             recheck: Recheck::No,
+            moved_at: None,
         }
     }
 
@@ -148,6 +161,7 @@ impl Hub {
             let asked = std::mem::replace(&mut d.recheck, Recheck::No) == Recheck::Asked;
             if asked && listed.iter().any(|l| l.id == b.id) && listed.first().is_some_and(|l| l.id != b.id) {
                 d.state = State::Leaving(b, listed.to_vec());
+                d.moved_at = Some(now);
                 self.out.push_back(Output::Unsubscribe(b.id));
                 self.event(HubEvent::BridgeMove { from: b.id, to: listed[0].id });
             }
@@ -211,7 +225,8 @@ impl Hub {
             d.state = State::Fed(bridge);
             d.searching_since = None;
             let listed = !d.fixed.iter().any(|b| b.id == bridge.id);
-            d.recheck = if listed { Recheck::At(now + RECHECK_AFTER) } else { Recheck::No };
+            let rested = d.moved_at.is_none_or(|t| now.saturating_duration_since(t) >= MOVE_REST);
+            d.recheck = if listed && rested { Recheck::At(now + RECHECK_AFTER) } else { Recheck::No };
             // Not wanted any more meanwhile, or struck out: leave it.
             self.drive_desert(now);
         }

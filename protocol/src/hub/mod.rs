@@ -46,9 +46,13 @@ mod desert;
 mod forest;
 mod repair;
 pub use desert::{
-    BRIDGES_ASKED, LOOK_AGAIN_AFTER, MAX_BANNED_BRIDGES, RECHECK_AFTER, RETRY_BRIDGE_AFTER,
-    RETRY_REFUSED_AFTER,
+    BRIDGES_ASKED, LOOK_AGAIN_AFTER, MAX_BANNED_BRIDGES, MOVE_REST, RECHECK_AFTER, RETRY_BRIDGE_AFTER,
+    RETRY_REFUSED_AFTER, STEADY_MULTICAST,
 };
+
+/// Multicast datagrams a second that mean the carousel runs: a fed hub that
+/// hears that many goes back to the multicast at once.
+pub const BUSY_MULTICAST: u32 = 100;
 pub use forest::{ForestEvent, ForestRole, ForestView, FOREST_TICK, TRACKER_WAIT, WELCOME_WAIT};
 
 /// How often the repair planner looks at what is missing.
@@ -337,6 +341,11 @@ pub struct Hub {
     tracker: Option<NodeAddr>,
     started: Instant,
     last_multicast: Option<Instant>,
+    /// Since when the multicast has been heard with no gap of `desert_after`.
+    multicast_since: Option<Instant>,
+    /// Multicast datagrams heard: since this second began, and in the second
+    /// before it.
+    multicast_rate: (Instant, u32, u32),
     last_origin_multicast: Option<Instant>,
     position: Option<(ObjectId, u32)>,
     feeding: Option<NodeAddr>,
@@ -377,6 +386,8 @@ impl Hub {
             tracker: config.tracker,
             started: now,
             last_multicast: None,
+            multicast_since: None,
+            multicast_rate: (now, 0, 0),
             last_origin_multicast: None,
             position: None,
             feeding: None,
@@ -471,7 +482,7 @@ impl Hub {
                     }
                     // A --remulticast hub hears its own relay: that is no multicast.
                     if !h.relayed || !self.config.remulticast {
-                        self.last_multicast = Some(now);
+                        self.heard_multicast(now);
                     }
                 }
                 self.take_feedback(now);
@@ -487,7 +498,7 @@ impl Hub {
                     // nor is it in a desert.
                     if heard.is_some_and(|h| !h.relayed) {
                         self.last_origin_multicast = Some(now);
-                        self.last_multicast = Some(now);
+                        self.heard_multicast(now);
                     }
                     let key = heard.and_then(|h| h.chunk);
                     if let Some(key) = key.filter(|k| !chunks.contains(k)) {
@@ -690,11 +701,43 @@ impl Hub {
     }
 
     /// Whether the hub wants a bridge's feed: `--no-multicast`, or no
-    /// multicast heard for `desert_after` (and the hub has run that long).
+    /// multicast heard for `desert_after` (and the hub has run that long);
+    /// and a fed hub until the multicast is back in earnest: at
+    /// [`BUSY_MULTICAST`] datagrams a second (the carousel), or heard for
+    /// [`STEADY_MULTICAST`] without a gap.
     pub fn wants_feed(&self, now: Instant) -> bool {
         let after = self.config.desert_after;
         let hearing = self.last_multicast.is_some_and(|t| now.saturating_duration_since(t) < after);
-        self.config.no_multicast || (!hearing && now.saturating_duration_since(self.started) >= after)
+        let steady = hearing
+            && self.multicast_since.is_some_and(|t| now.saturating_duration_since(t) >= STEADY_MULTICAST);
+        self.config.no_multicast
+            || (!hearing && now.saturating_duration_since(self.started) >= after)
+            || (self.feeding.is_some() && !steady && !self.multicast_busy(now))
+    }
+
+    /// Whether the multicast came at [`BUSY_MULTICAST`] datagrams a second
+    /// or more, in this second or the one before.
+    fn multicast_busy(&self, now: Instant) -> bool {
+        let (start, this, last) = self.multicast_rate;
+        let recent = now.saturating_duration_since(start) < Duration::from_secs(2);
+        recent && this.max(last) >= BUSY_MULTICAST
+    }
+
+    /// A datagram of the channel's multicast came at `now`.
+    fn heard_multicast(&mut self, now: Instant) {
+        let gap =
+            self.last_multicast.is_none_or(|t| now.saturating_duration_since(t) >= self.config.desert_after);
+        if gap {
+            self.multicast_since = Some(now);
+        }
+        self.last_multicast = Some(now);
+        let (start, this, _) = self.multicast_rate;
+        let second = Duration::from_secs(1);
+        match now.saturating_duration_since(start) {
+            d if d < second => self.multicast_rate.1 += 1,
+            d if d < 2 * second => self.multicast_rate = (start + second, 1, this),
+            _ => self.multicast_rate = (now, 1, 0),
+        }
     }
 
     /// The bridge feeding this hub now.
