@@ -16,7 +16,6 @@ use hubcast_daemon::Bucket;
 use hubcast_keys::NodeId;
 use hubcast_protocol::peer_wire::{self, PeerMessage, RefuseReason};
 use hubcast_transport::quic::{accept_each, NodeEndpoint};
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -64,7 +63,6 @@ pub async fn serve(endpoint: Arc<NodeEndpoint>, services: Arc<Services>, cancel:
 async fn serve_connection(conn: quinn::Connection, peer: NodeId, services: Arc<Services>) {
     let bad = Arc::new(std::sync::atomic::AtomicU32::new(0));
     let rate = Arc::new(Mutex::new(Bucket::new(REQUESTS_PER_SEC)));
-    let from = conn.remote_address();
     let mut streams = JoinSet::new();
     while let Ok((send, recv)) = conn.accept_bi().await {
         while streams.try_join_next().is_some() {}
@@ -72,7 +70,7 @@ async fn serve_connection(conn: quinn::Connection, peer: NodeId, services: Arc<S
         streams.spawn(async move {
             let within_rate = rate.lock().map(|mut r| r.try_take()).unwrap_or(false);
             let mut send = send;
-            let served = serve_stream(&mut send, recv, (peer, from), &services, within_rate).await;
+            let served = serve_stream(&mut send, recv, (peer, &conn), &services, within_rate).await;
             if let Err(StreamError::Malformed(_)) = &served {
                 let _ = send.reset(CLOSE_MALFORMED.into());
             }
@@ -104,7 +102,7 @@ async fn refuse_not_held(send: &mut quinn::SendStream) -> Result<(), StreamError
 async fn serve_stream(
     send: &mut quinn::SendStream,
     mut recv: quinn::RecvStream,
-    (peer, from): (NodeId, SocketAddr),
+    (peer, conn): (NodeId, &quinn::Connection),
     services: &Services,
     within_rate: bool,
 ) -> Result<(), StreamError> {
@@ -118,7 +116,7 @@ async fn serve_stream(
     };
     let messages = peer_wire::decode_all(&body).map_err(|e| StreamError::Malformed(e.to_string()))?;
     if let [PeerMessage::Forest(m)] = messages.as_slice() {
-        let peer = hubcast_protocol::peer_wire::ForestPeer { node_id: peer.0, addr: from };
+        let peer = hubcast_protocol::peer_wire::ForestPeer { node_id: peer.0, addr: conn.remote_address() };
         match services.forest.get() {
             Some(forest) => forest.deliver(peer, m.clone()),
             None => debug!(peer = %NodeId(peer.node_id), "a forest message, and this hub is in no forest"),
@@ -132,16 +130,35 @@ async fn serve_stream(
         match (child_here, &services.feed) {
             (Some(forest), Some(feed)) => {
                 let stripe = Some((*tree, *stripes));
-                bridge::serve_subscription(send, feed, server, peer, *resume, stripe).await;
+                bridge::serve_subscription(send, feed, server, peer, *resume, stripe, None).await;
                 forest.child_gone(*tree, peer);
             }
             _ => refuse_not_held(send).await?,
         }
         return Ok(());
     }
-    if let [PeerMessage::Subscribe { resume }] = messages.as_slice() {
+    if let [PeerMessage::Subscribe { resume, udp_port }] = messages.as_slice() {
+        // A port the symbols cannot be sent to leaves them on the stream.
+        let udp = (*udp_port != 0)
+            .then(|| bridge::UdpFeed::open(conn.clone(), *udp_port))
+            .and_then(|u| u.inspect_err(|e| debug!(%peer, "the feed's UDP socket: {e}")).ok());
+        // Beside the feed: the heartbeats to the subscriber's port, and its
+        // nudges (loss reports) read.
+        let beside = udp.as_ref().map(|u| (u.heartbeat(), u.read_reports()));
+        let beside = async {
+            match beside {
+                Some((heartbeat, reports)) => tokio::select! {
+                    _ = heartbeat => {}
+                    _ = reports => {}
+                },
+                None => std::future::pending().await,
+            }
+        };
         match &services.feed {
-            Some(feed) => bridge::serve_subscription(send, feed, server, peer, *resume, None).await,
+            Some(feed) => tokio::select! {
+                _ = bridge::serve_subscription(send, feed, server, peer, *resume, None, udp) => {}
+                _ = beside => debug!(%peer, "the feed's heartbeats could not be sent"),
+            },
             None => refuse_not_held(send).await?,
         }
         return Ok(());

@@ -169,7 +169,7 @@ async fn follow_stripe(
     let mut refusals = 0;
     let why = loop {
         let request = PeerMessage::Stripe { tree, stripes, resume };
-        match subscribe_with(&endpoint, at, request).await {
+        match subscribe_with(&endpoint, at, request, crate::bridge::BRIDGE_SILENCE).await {
             Ok((_conn, recv)) => {
                 debug!(tree, parent = %at, "stripe forest: taking a stripe");
                 break read_feed(recv, &inbound, |d| ForestIn::Stripe(tree, at.id, d)).await;

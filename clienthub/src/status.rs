@@ -195,8 +195,10 @@ pub struct BridgeStatus {
     pub subscriptions: u64,
     pub refused_busy: u64,
     pub refused_not_live: u64,
-    /// Feed bytes sent, and chunks a slow subscriber skipped (it repairs them).
+    /// Feed bytes sent, of them as UDP datagrams (symbols), and chunks a slow
+    /// subscriber skipped (it repairs them).
     pub fed_bytes: u64,
+    pub fed_udp_bytes: u64,
     pub skipped_chunks: u64,
     /// Subscribers dropped because they took nothing for 10 s.
     pub stalled_subscribers: u64,

@@ -122,7 +122,7 @@ fn service_message() -> impl Strategy<Value = PeerMessage> {
         proptest::collection::vec(listed, 0..=MAX_HUB_LIST).prop_map(PeerMessage::HubList),
         (1..=MAX_HUB_LIST as u8, proptest::option::of(any::<[u8; 32]>()))
             .prop_map(|(limit, leaving)| PeerMessage::BridgesRequest { limit, leaving }),
-        resume().prop_map(|resume| PeerMessage::Subscribe { resume }),
+        (resume(), any::<u16>()).prop_map(|(resume, udp_port)| PeerMessage::Subscribe { resume, udp_port }),
         Just(PeerMessage::Subscribed),
         forest_msg().prop_map(PeerMessage::Forest),
         (2..=forest::MAX_STRIPES)

@@ -115,6 +115,8 @@ fn desert_hubs_take_the_feed_from_bridges_and_move_when_one_is_full_or_killed() 
     assert_ne!(feed["bridge"].as_str(), Some(a_addr.as_str()));
     let b_status = status(b_http).unwrap();
     assert!(u(&b_status["bridge"]["subscriptions"]) >= 2, "B took both in the end: {}", b_status["bridge"]);
+    let bridge = &b_status["bridge"];
+    assert!(u(&bridge["fed_udp_bytes"]) >= SIZE as u64 / 2, "the symbols went as datagrams: {bridge}");
 }
 
 /// A hostile bridge: subscribes hubs, and relays the channel's multicast to
@@ -283,7 +285,7 @@ async fn subscribe_raw(
     let conn = endpoint.connect(bridge.addr, bridge.id).unwrap().await.unwrap();
     let (mut send, mut recv) = conn.open_bi().await.unwrap();
     let mut out = Vec::new();
-    peer_wire::encode(&PeerMessage::Subscribe { resume: None }, &mut out);
+    peer_wire::encode(&PeerMessage::Subscribe { resume: None, udp_port: 0 }, &mut out);
     send.write_all(&out).await.unwrap();
     send.finish().unwrap();
     let mut head = [0u8; 5];

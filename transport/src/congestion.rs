@@ -185,6 +185,52 @@ impl QueueAware {
     }
 }
 
+/// A window that never moves, for a connection whose side sends only small
+/// control traffic: a fed hub's to its bridge (its request, keep-alive
+/// nudges, acknowledgements and flow credit). In the lab at 50% loss each
+/// way, [`QueueAware`] on that side read the delay of lost-and-resent frames
+/// as a queue and shrank to two datagrams; the nudges then waited behind
+/// lost ones, the bridge heard too little to answer, and feeds timed out.
+/// Bounded by what the side sends, not by the window.
+#[derive(Clone, Debug)]
+pub struct Fixed {
+    window: u64,
+}
+
+/// Builds a [`Fixed`] controller of `datagrams` full-size datagrams.
+#[derive(Clone, Debug)]
+pub struct FixedConfig {
+    pub datagrams: u64,
+}
+
+impl ControllerFactory for FixedConfig {
+    fn build(self: Arc<Self>, _now: Instant, current_mtu: u16) -> Box<dyn Controller> {
+        Box::new(Fixed { window: self.datagrams * u64::from(current_mtu) })
+    }
+}
+
+impl Controller for Fixed {
+    fn on_congestion_event(&mut self, _now: Instant, _sent: Instant, _persistent: bool, _lost_bytes: u64) {}
+
+    fn on_mtu_update(&mut self, _new_mtu: u16) {}
+
+    fn window(&self) -> u64 {
+        self.window
+    }
+
+    fn clone_box(&self) -> Box<dyn Controller> {
+        Box::new(self.clone())
+    }
+
+    fn initial_window(&self) -> u64 {
+        self.window
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn Any> {
+        self
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -268,7 +268,9 @@ impl NodeEndpoint {
     /// from the peer. Keep-alives go every `idle / 30` (at least 50 ms): on a
     /// link that loses half its packets a keep-alive and its ACK both arrive
     /// one time in four, and with one every `idle / 3` a live bridge went
-    /// silent for `idle` 42% of the time (0.75³); with 30, 0.02%.
+    /// silent for `idle` 42% of the time (0.75³); with 30, 0.02%. This side
+    /// sends only control traffic: its window is fixed
+    /// ([`crate::congestion::Fixed`]).
     pub fn connect_watchful(
         &self,
         addr: SocketAddr,
@@ -279,6 +281,7 @@ impl NodeEndpoint {
         t.keep_alive_interval(Some((idle / 30).max(std::time::Duration::from_millis(50))));
         let idle = quinn::IdleTimeout::try_from(idle).map_err(|e| QuicError::Config(e.to_string()))?;
         t.max_idle_timeout(Some(idle));
+        t.congestion_controller_factory(Arc::new(crate::congestion::FixedConfig { datagrams: 32 }));
         self.connect_with(addr, expected, Arc::new(t))
     }
 
@@ -504,6 +507,10 @@ fn transport_config() -> quinn::TransportConfig {
     t.stream_receive_window((8u32 << 20).into());
     t.receive_window((16u32 << 20).into());
     t.send_window(16 << 20);
+    // Hubs are mostly near each other: a handshake's first probe goes after
+    // about 0.3 s, not 1 s (at 50% loss each way a subscription's handshake
+    // waits out one or two).
+    t.initial_rtt(std::time::Duration::from_millis(100));
     // A home's access link may lose a fifth of its packets or more at
     // random: loss with no queue behind it does not shrink the window.
     t.congestion_controller_factory(Arc::new(crate::congestion::QueueAwareConfig));

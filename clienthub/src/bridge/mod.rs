@@ -26,7 +26,8 @@ use hubcast_protocol::wire;
 use hubcast_protocol::ObjectId;
 use hubcast_transport::quic::NodeEndpoint;
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, Notify};
@@ -37,9 +38,11 @@ mod desert;
 mod remulticast;
 #[cfg(test)]
 mod tests;
+mod udp;
 
 pub use desert::*;
 pub use remulticast::remulticast;
+pub(crate) use udp::{read_udp, UdpFeed};
 
 /// A bridge that stops serving feeds (a bridge now feeds it) ends its
 /// subscriptions after this long, so its desert hubs move to another.
@@ -55,8 +58,14 @@ const READ_CHUNK: usize = 64 << 10;
 /// one or two probe timeouts (1 s, then 2 s).
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(6);
 /// A bridge that sends no packet for this long (QUIC keep-alives go every
-/// thirtieth of it) is taken for dead, and the hub moves to another.
-const BRIDGE_SILENCE: Duration = Duration::from_secs(3);
+/// thirtieth of it; over UDP, its heartbeats) is taken for dead, and the hub
+/// moves to another.
+pub(crate) const BRIDGE_SILENCE: Duration = Duration::from_secs(3);
+/// A feed's QUIC connection, when the bridge's UDP heartbeats tell it alive,
+/// is dropped after this long without a packet: the backstop.
+const FEED_QUIC_IDLE: Duration = Duration::from_secs(15);
+/// A fed hub nudges its bridge this often ([`desert::nudge`]).
+const NUDGE_EVERY: Duration = Duration::from_millis(100);
 
 /// A chunk in the back buffer, with what a subscriber needs to ask the store.
 #[derive(Clone, Copy, Debug)]
@@ -170,6 +179,7 @@ pub struct Feed {
     refused_busy: AtomicU64,
     refused_not_live: AtomicU64,
     fed_bytes: AtomicU64,
+    fed_udp_bytes: AtomicU64,
     skipped_chunks: AtomicU64,
     stalled: AtomicU64,
     /// The last answers read, by (object, chunk, ESIs asked).
@@ -199,6 +209,7 @@ impl Feed {
             refused_busy: AtomicU64::new(0),
             refused_not_live: AtomicU64::new(0),
             fed_bytes: AtomicU64::new(0),
+            fed_udp_bytes: AtomicU64::new(0),
             skipped_chunks: AtomicU64::new(0),
             stalled: AtomicU64::new(0),
             recent: Mutex::new(VecDeque::new()),
@@ -317,7 +328,8 @@ impl Feed {
             subscriptions: self.subscriptions.load(Relaxed),
             refused_busy: self.refused_busy.load(Relaxed),
             refused_not_live: self.refused_not_live.load(Relaxed),
-            fed_bytes: self.fed_bytes.load(Relaxed),
+            fed_bytes: self.fed_bytes.load(Relaxed) + self.fed_udp_bytes.load(Relaxed),
+            fed_udp_bytes: self.fed_udp_bytes.load(Relaxed),
             skipped_chunks: self.skipped_chunks.load(Relaxed),
             stalled_subscribers: self.stalled.load(Relaxed),
             back_buffer_chunks: ring.chunks.len() as u64,
@@ -352,13 +364,16 @@ pub(crate) fn refuse(reason: RefuseReason, out: &mut Vec<u8>) {
 /// does not serve feeds now. With `stripe` (tree, stripes), a stripe-forest
 /// child's subscription: only that stripe of each chunk, and no fan-out or
 /// bridge checks (the forest decided the place; the caller checked it).
-pub async fn serve_subscription(
+/// With `udp`, the symbols go as datagrams to the subscriber's port
+/// ([`udp`]); the stream carries the rest.
+pub(crate) async fn serve_subscription(
     send: &mut quinn::SendStream,
     feed: &Arc<Feed>,
     server: &Server,
     peer: NodeId,
     resume: Option<(ObjectId, u32)>,
     stripe: Option<(u8, u8)>,
+    mut udp: Option<UdpFeed>,
 ) {
     let mut out = Vec::new();
     let place = if stripe.is_some() {
@@ -380,7 +395,7 @@ pub async fn serve_subscription(
         return;
     };
     feed.subscriptions.fetch_add(1, Relaxed);
-    info!(%peer, ?resume, "bridge: desert hub subscribed");
+    info!(%peer, ?resume, udp = udp.is_some(), "bridge: desert hub subscribed");
     peer_wire::encode(&PeerMessage::Subscribed, &mut out);
     if send.write_all(&out).await.is_err() {
         return;
@@ -415,22 +430,33 @@ pub async fn serve_subscription(
             feed.skipped_chunks.fetch_add(chunk.seq - prev - 1, Relaxed);
         }
         at = Some(chunk.seq);
-        let mut out = Vec::new();
-        if sent_manifests.insert(chunk.object_id) {
-            if let Some(m) = manifest {
-                peer_wire::encode_datagram(&m, &mut out);
-            }
-        }
-        // An empty object's entry carries its manifest only.
-        let requests = match stripe {
-            Some((tree, stripes)) => stripe_requests(&chunk, tree, stripes),
-            None => chunk_request(&chunk, chunk.k).into_iter().collect(),
+        // The stream carries an object's manifest once; UDP with every chunk
+        // (its tickets wait for it, and half of those datagrams may be lost).
+        let first = sent_manifests.insert(chunk.object_id);
+        // An empty object's entry carries its manifest only. Over UDP, the
+        // symbols the subscriber's loss asks for.
+        let sizing = udp.as_mut().map(|u| u.sizing(chunk.k));
+        let requests = match (stripe, sizing) {
+            (Some((tree, stripes)), _) => stripe_requests(&chunk, tree, stripes),
+            (None, Some((esis, _))) => chunk_request(&chunk, esis).into_iter().collect(),
+            (None, None) => chunk_request(&chunk, chunk.k).into_iter().collect(),
         };
+        let mut answers = Vec::new();
         for req in requests {
-            if let Some(datagrams) = feed.answer(server, &req).await {
-                datagrams.iter().for_each(|d| peer_wire::encode_datagram(d, &mut out));
+            answers.extend(feed.answer(server, &req).await);
+        }
+        let (mut head, mut symbols): (Vec<&[u8]>, Vec<&[u8]>) = (Vec::new(), Vec::new());
+        let datagrams = answers.iter().flat_map(|a| a.iter().map(Vec::as_slice));
+        for d in manifest.as_deref().into_iter().chain(datagrams) {
+            match wire::peek_esi(d) {
+                Some(_) if udp.is_some() => symbols.push(d),
+                _ => head.push(d),
             }
         }
+        // The stream: all of it, or (over UDP) all but the symbols.
+        let mut out = Vec::new();
+        let on_stream = head.iter().skip(usize::from(!first && manifest.is_some()));
+        on_stream.for_each(|d| peer_wire::encode_datagram(d, &mut out));
         server.pace(out.len()).await;
         // A subscriber that stops reading (flow control gives no credit) must
         // not hold its place in the fan-out for ever.
@@ -445,6 +471,16 @@ pub async fn serve_subscription(
             }
         }
         feed.fed_bytes.fetch_add(out.len() as u64, Relaxed);
+        if let (Some(u), Some((_, loss))) = (udp.as_mut().filter(|_| !symbols.is_empty()), sizing) {
+            match u.send_chunk((chunk.k, loss), &head, &symbols, server).await {
+                Ok(bytes) => feed.fed_udp_bytes.fetch_add(bytes as u64, Relaxed),
+                Err(e) => {
+                    info!(%peer, "bridge: ending a subscription whose UDP port cannot be reached: {e}");
+                    let _ = send.reset(0u32.into());
+                    return;
+                }
+            };
+        }
     }
 }
 

@@ -340,7 +340,7 @@ fn decode_body(frame: &[u8]) -> Result<PeerMessage, PeerWireError> {
             };
             PeerMessage::BridgesRequest { limit, leaving }
         }
-        13 => PeerMessage::Subscribe { resume: r.resume()? },
+        13 => PeerMessage::Subscribe { resume: r.resume()?, udp_port: r.u16()? },
         14 => PeerMessage::Subscribed,
         15 => PeerMessage::Forest(decode_forest(&mut r)?),
         16 => {

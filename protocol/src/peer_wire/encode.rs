@@ -95,9 +95,10 @@ pub fn encode(m: &PeerMessage, out: &mut Vec<u8>) {
             out.push(u8::from(leaving.is_some()));
             out.extend_from_slice(leaving.as_ref().map_or(&[][..], |id| &id[..]));
         }
-        PeerMessage::Subscribe { resume } => {
+        PeerMessage::Subscribe { resume, udp_port } => {
             out.push(13);
             put_resume(resume, out);
+            out.extend_from_slice(&udp_port.to_be_bytes());
         }
         PeerMessage::Subscribed => out.push(14),
         PeerMessage::Forest(m) => {

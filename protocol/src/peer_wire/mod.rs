@@ -210,8 +210,11 @@ pub enum PeerMessage {
     },
     /// `resume`: the feed starts after this chunk, when the bridge still has
     /// it; otherwise (and with `None`) at the start of its back buffer.
+    /// `udp_port`: the port of the asker's address (the connection's) that
+    /// takes the feed's symbols as plain datagrams; 0: all on the stream.
     Subscribe {
         resume: Option<(ObjectId, u32)>,
+        udp_port: u16,
     },
     Subscribed,
     Forest(forest::Msg<ForestPeer>),

@@ -101,8 +101,8 @@ fn every_message_round_trips_and_streams() {
     round_trip(PeerMessage::HubList(vec![]));
     round_trip(PeerMessage::BridgesRequest { limit: 4, leaving: None });
     round_trip(PeerMessage::BridgesRequest { limit: 4, leaving: Some([7; 32]) });
-    round_trip(PeerMessage::Subscribe { resume: None });
-    round_trip(PeerMessage::Subscribe { resume: Some((id, 41)) });
+    round_trip(PeerMessage::Subscribe { resume: None, udp_port: 0 });
+    round_trip(PeerMessage::Subscribe { resume: Some((id, 41)), udp_port: 40_123 });
     round_trip(PeerMessage::Subscribed);
 }
 
