@@ -32,6 +32,13 @@ use std::time::{Duration, Instant};
 
 /// A feedback round: reports of one round set the FEC for two.
 pub const ROUND: Duration = Duration::from_secs(2);
+/// Rounds that end with no report at all keep the loss last reported, this
+/// many of them (30 s): silence is no news, not news of no loss. At 50% loss
+/// a round's reports (each after an echo that may be lost, over QUIC that
+/// may wait out its handshake) all failed now and then, and the FEC fell to
+/// its minimum for a round or more; over a 256 MiB carousel it spent 20 s of
+/// 30 there, and the origin resent 3 × the file.
+pub const HOLD_SILENT_ROUNDS: u32 = 15;
 /// How often the broadcaster repeats the echo (and at once when it changes).
 pub const ECHO_EVERY: Duration = Duration::from_millis(250);
 /// RFC 4654's N: an upper bound on the hubs of one channel. It sets how the
@@ -70,6 +77,8 @@ pub struct FecControl {
     round_started: Instant,
     this_round: Option<u8>,
     last_round: Option<u8>,
+    /// Rounds ended with no report since the last that had one.
+    silent_rounds: u32,
     /// K the FEC figure in the echo is given for (the channel's usual chunk).
     k: u32,
     reports: u64,
@@ -86,6 +95,7 @@ impl FecControl {
             round_started: now,
             this_round: None,
             last_round: None,
+            silent_rounds: 0,
             k: k.max(1),
             reports: 0,
         }
@@ -109,7 +119,15 @@ impl FecControl {
         while now.saturating_duration_since(self.round_started) >= ROUND {
             self.round = self.round.wrapping_add(1);
             self.round_started += ROUND;
-            self.last_round = self.this_round.take();
+            match self.this_round.take() {
+                Some(worst) => (self.last_round, self.silent_rounds) = (Some(worst), 0),
+                None => {
+                    self.silent_rounds = self.silent_rounds.saturating_add(1);
+                    if self.silent_rounds > HOLD_SILENT_ROUNDS {
+                        self.last_round = None;
+                    }
+                }
+            }
         }
     }
 
@@ -118,7 +136,8 @@ impl FecControl {
         self.round_started + ROUND
     }
 
-    /// The loss the FEC is sized for now: the worst of this round and the last.
+    /// The loss the FEC is sized for now: the worst of this round and the
+    /// last that had reports (within [`HOLD_SILENT_ROUNDS`]).
     pub fn loss(&self) -> Option<u8> {
         self.this_round.max(self.last_round)
     }
@@ -271,13 +290,24 @@ mod tests {
         // Receiving K of n at 20% loss with ~98% odds: n·0.8 − 2·√(n·0.16) ≥ K.
         assert!((0.27..0.31).contains(&at20), "{at20}");
         assert_eq!(c.echo().worst, Some(20));
-        // The next round still holds it; the one after lets it go.
+        // The next round still holds it; so do rounds with no report at all,
+        // up to HOLD_SILENT_ROUNDS of them, and then it goes.
         c.handle_timeout(t0 + ROUND);
         assert_eq!((c.echo().round, c.echo().worst, c.overhead(820)), (1, None, at20));
-        c.handle_timeout(t0 + ROUND * 2);
+        c.handle_timeout(t0 + ROUND * (1 + HOLD_SILENT_ROUNDS));
+        assert_eq!(c.overhead(820), at20, "silence is no news");
+        c.handle_timeout(t0 + ROUND * (2 + HOLD_SILENT_ROUNDS));
         assert_eq!(c.overhead(820), 0.05);
+        // A round that reports less lowers it the round after.
+        let t = t0 + ROUND * (2 + HOLD_SILENT_ROUNDS);
+        c.handle_report(t, 20);
+        c.handle_timeout(t + ROUND);
+        c.handle_report(t + ROUND, 5);
+        assert_eq!(c.overhead(820), at20, "the last round's worst still counts");
+        c.handle_timeout(t + ROUND * 2);
+        assert!(c.overhead(820) < at20, "{}", c.overhead(820));
         // The operator's ceiling holds at any loss.
-        c.handle_report(t0 + ROUND * 2, 100);
+        c.handle_report(t + ROUND * 2, 100);
         assert_eq!(c.overhead(820), 0.5);
         let mut fixed = FecControl::new(t0, 0.1, 0.1, 820);
         fixed.handle_report(t0, 50);
