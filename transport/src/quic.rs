@@ -259,8 +259,18 @@ impl NodeEndpoint {
 
     /// Connect to the node `expected` at `addr`. Fails unless the peer proves
     /// that node key.
+    ///
+    /// The side that connects only asks (requests, NAKs, registrations,
+    /// subscriptions, forest messages); what flows in bulk, answers and
+    /// feeds, flows from the side that accepted. Its window is fixed
+    /// ([`crate::congestion::Fixed`], [`ASKER_WINDOW`] datagrams): at 50%
+    /// loss each way [`crate::congestion::QueueAware`] read the delay of
+    /// lost-and-resent frames as a queue and shrank a hub's connection to the
+    /// origin to two datagrams; with two in flight a loss is found only by
+    /// the probe timeout (RFC 9002's packet threshold needs three later
+    /// packets acknowledged), and NAKs waited seconds behind it.
     pub fn connect(&self, addr: SocketAddr, expected: NodeId) -> Result<quinn::Connecting, QuicError> {
-        self.connect_with(addr, expected, transport())
+        self.connect_with(addr, expected, Arc::new(asker_config()))
     }
 
     /// [`NodeEndpoint::connect`] for a long-lived connection whose loss must be
@@ -277,11 +287,10 @@ impl NodeEndpoint {
         expected: NodeId,
         idle: std::time::Duration,
     ) -> Result<quinn::Connecting, QuicError> {
-        let mut t = transport_config();
+        let mut t = asker_config();
         t.keep_alive_interval(Some((idle / 30).max(std::time::Duration::from_millis(50))));
         let idle = quinn::IdleTimeout::try_from(idle).map_err(|e| QuicError::Config(e.to_string()))?;
         t.max_idle_timeout(Some(idle));
-        t.congestion_controller_factory(Arc::new(crate::congestion::FixedConfig { datagrams: 32 }));
         self.connect_with(addr, expected, Arc::new(t))
     }
 
@@ -495,6 +504,16 @@ pub const MAX_STREAMS_PER_PEER: u32 = 32;
 
 fn transport() -> Arc<quinn::TransportConfig> {
     Arc::new(transport_config())
+}
+
+/// The window of the side that connects, in full-size datagrams.
+pub const ASKER_WINDOW: u64 = 32;
+
+/// [`transport_config`] for the side that connects: a fixed window.
+fn asker_config() -> quinn::TransportConfig {
+    let mut t = transport_config();
+    t.congestion_controller_factory(Arc::new(crate::congestion::FixedConfig { datagrams: ASKER_WINDOW }));
+    t
 }
 
 fn transport_config() -> quinn::TransportConfig {
