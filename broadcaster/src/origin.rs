@@ -9,10 +9,12 @@
 //! the carousel sends (the carousel sends that much less), the whole rate
 //! once it is idle, and never more than `--repair-rate` when it is given.
 //!
-//! A NAK stream carries at most `MAX_NAKS_PER_STREAM` NAK frames; the answer is
+//! Hubs send NAKs and loss reports as QUIC datagrams, each in a few copies
+//! (a copy is dropped here, [`RecentNotes`]), and get no answer. On a stream,
+//! a NAK stream carries at most `MAX_NAKS_PER_STREAM` NAK frames; the answer is
 //! one Refuse frame per NAK refused (unknown object or chunk, too many waiting,
 //! over the hub's rate), then the end of the stream. A malformed stream is reset;
-//! [`MAX_BAD_STREAMS`] of them close the connection.
+//! [`MAX_BAD_STREAMS`] malformed streams or datagrams close the connection.
 
 use crate::feedback::Feedback;
 use crate::ingest::SourceFile;
@@ -189,6 +191,9 @@ impl RepairBudget {
     }
 }
 
+/// A chunk: its object and index.
+type ChunkKey = (ObjectId, u32);
+
 /// What the origin service runs with.
 pub struct Service {
     pub endpoint: Arc<NodeEndpoint>,
@@ -212,8 +217,10 @@ pub async fn run(service: Service, cancel: CancellationToken) {
 
     let mut repair = OriginRepair::new(OriginConfig::default());
     let mut pacer = Pacer::new(budget.rate(), 64 << 10);
-    let mut queue: VecDeque<Vec<u8>> = VecDeque::new();
-    let (ready_tx, mut ready_rx) = mpsc::channel::<Vec<Vec<u8>>>(PREPARING);
+    // Each resend's datagrams, its chunk beside the last: the holdoff for
+    // the chunk's NAKs starts when that one is out.
+    let mut queue: VecDeque<(Vec<u8>, Option<ChunkKey>)> = VecDeque::new();
+    let (ready_tx, mut ready_rx) = mpsc::channel::<(ChunkKey, Vec<Vec<u8>>)>(PREPARING);
     let mut preparing = 0usize;
     let mut waiting: VecDeque<Resend> = VecDeque::new();
     let (mut datagrams, mut bytes) = (0u64, 0u64);
@@ -233,15 +240,18 @@ pub async fn run(service: Service, cancel: CancellationToken) {
                     warn!(object = %r.object_id, chunk = r.index, "cannot resend: reading the file: {e}");
                     Vec::new()
                 });
-                let _ = ready.blocking_send(out);
+                let _ = ready.blocking_send(((r.object_id, r.index), out));
             });
         }
         let mut wake = repair.poll_timeout();
         pacer.set_rate(now, budget.rate());
-        while let Some(d) = queue.front() {
+        while let Some((d, _)) = queue.front() {
             match pacer.try_take(Instant::now(), d.len()) {
                 Ok(()) => {
-                    let Some(d) = queue.pop_front() else { break };
+                    let Some((d, last_of)) = queue.pop_front() else { break };
+                    if let Some((object_id, index)) = last_of {
+                        repair.handle_sent(Instant::now(), object_id, index);
+                    }
                     if let Err(e) = socket.send_to(&d, control_group).await {
                         if last_error.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
                             last_error = Some(Instant::now());
@@ -283,7 +293,12 @@ pub async fn run(service: Service, cancel: CancellationToken) {
             }
             ready = ready_rx.recv() => {
                 preparing -= 1;
-                queue.extend(ready.unwrap_or_default());
+                let Some(((object_id, index), datagrams)) = ready else { continue };
+                let n = datagrams.len();
+                if n == 0 {
+                    repair.handle_sent(Instant::now(), object_id, index); // nothing to send: not held back
+                }
+                queue.extend(datagrams.into_iter().enumerate().map(|(i, d)| (d, (i + 1 == n).then_some((object_id, index)))));
             }
             _ = sleep => {}
             _ = cancel.cancelled() => break,
@@ -340,24 +355,95 @@ async fn connection(conn: quinn::Connection, id: NodeId, shared: Arc<Shared>) {
     let bad = Arc::new(AtomicU32::new(0));
     let budget = Mutex::new(Bucket::new(NAKS_PER_SEC));
     let hub = Arc::new(Hub { id, addr: conn.remote_address(), budget });
-    while let Ok((mut send, recv)) = conn.accept_bi().await {
-        let (conn, shared, bad, hub) = (conn.clone(), shared.clone(), bad.clone(), hub.clone());
-        tokio::spawn(async move {
-            match stream(&mut send, recv, &hub, &shared).await {
-                Ok(()) => {}
-                Err(Some(e)) => {
-                    let _ = send.reset(CLOSE_MALFORMED.into());
-                    shared.status.update(|s| s.origin_repair.bad_messages += 1);
-                    let n = bad.fetch_add(1, Ordering::Relaxed) + 1;
-                    debug!(hub = %hub.id, "malformed stream ({e}), {n} from this hub");
-                    if n >= MAX_BAD_STREAMS {
-                        warn!(hub = %hub.id, "disconnecting hub: {n} malformed streams");
-                        conn.close(CLOSE_MALFORMED.into(), b"malformed messages");
+    let streams = async {
+        while let Ok((mut send, recv)) = conn.accept_bi().await {
+            let (conn, shared, bad, hub) = (conn.clone(), shared.clone(), bad.clone(), hub.clone());
+            tokio::spawn(async move {
+                match stream(&mut send, recv, &hub, &shared).await {
+                    Ok(()) => {}
+                    Err(Some(e)) => {
+                        let _ = send.reset(CLOSE_MALFORMED.into());
+                        malformed(&conn, &hub, &shared, &bad, &e);
                     }
+                    Err(None) => {}
                 }
-                Err(None) => {}
+            });
+        }
+    };
+    tokio::join!(streams, notes(&conn, &hub, &shared, &bad));
+}
+
+/// A malformed stream or datagram: counted; [`MAX_BAD_STREAMS`] of them
+/// close the connection.
+fn malformed(conn: &quinn::Connection, hub: &Hub, shared: &Shared, bad: &AtomicU32, e: &str) {
+    shared.status.update(|s| s.origin_repair.bad_messages += 1);
+    let n = bad.fetch_add(1, Ordering::Relaxed) + 1;
+    debug!(hub = %hub.id, "malformed message ({e}), {n} from this hub");
+    if n >= MAX_BAD_STREAMS {
+        warn!(hub = %hub.id, "disconnecting hub: {n} malformed messages");
+        conn.close(CLOSE_MALFORMED.into(), b"malformed messages");
+    }
+}
+
+/// NAKs and loss reports that came as QUIC datagrams: the hub sends each
+/// datagram a few times, and a copy of one taken within [`COPY_WINDOW`] is
+/// dropped before it costs the hub's NAK budget.
+async fn notes(conn: &quinn::Connection, hub: &Hub, shared: &Shared, bad: &AtomicU32) {
+    let mut recent = RecentNotes::default();
+    while let Ok(d) = conn.read_datagram().await {
+        let messages = match peer_wire::decode_all(&d) {
+            Ok(m) => m,
+            Err(e) => {
+                malformed(conn, hub, shared, bad, &e.to_string());
+                continue;
             }
-        });
+        };
+        let now = Instant::now();
+        let fresh: Vec<PeerMessage> = messages.into_iter().filter(|m| recent.first(now, m)).collect();
+        let taken = match fresh.first() {
+            None => Ok(()),
+            Some(PeerMessage::Nak { .. }) => naks(&fresh, hub, shared, &mut Vec::new()),
+            Some(&PeerMessage::LossReport { loss }) if fresh.len() == 1 => {
+                loss_report(loss, hub, shared);
+                Ok(())
+            }
+            _ => Err(Some("not NAKs or a loss report".into())),
+        };
+        if let Err(Some(e)) = taken {
+            malformed(conn, hub, shared, bad, &e);
+        }
+    }
+}
+
+/// A copy of a NAK or loss report that came within this of the first is dropped.
+/// Copies leave 15 ms apart; a hub asks again for a chunk after 2 s at the soonest.
+const COPY_WINDOW: Duration = Duration::from_millis(500);
+/// Notes remembered per hub; past this the expired ones are forgotten first.
+const MAX_RECENT_NOTES: usize = 4096;
+
+/// The notes of one hub taken in the last [`COPY_WINDOW`].
+#[derive(Default)]
+struct RecentNotes(HashMap<Option<ChunkKey>, Instant>);
+
+impl RecentNotes {
+    /// Whether `m` is the first of its copies (a NAK by its chunk; a loss
+    /// report by being one).
+    fn first(&mut self, now: Instant, m: &PeerMessage) -> bool {
+        let key = match m {
+            PeerMessage::Nak { object_id, chunk, .. } => Some((*object_id, *chunk)),
+            _ => None,
+        };
+        if self.0.get(&key).is_some_and(|t| now.saturating_duration_since(*t) < COPY_WINDOW) {
+            return false;
+        }
+        if self.0.len() >= MAX_RECENT_NOTES {
+            self.0.retain(|_, t| now.saturating_duration_since(*t) < COPY_WINDOW);
+            if self.0.len() >= MAX_RECENT_NOTES {
+                self.0.clear(); // all recent: at worst a copy counts twice
+            }
+        }
+        self.0.insert(key, now);
+        true
     }
 }
 
@@ -398,13 +484,7 @@ async fn stream(
             debug!(hub = %hub.id, listed = ?found.iter().map(|h| h.addr).collect::<Vec<_>>(), "bridges asked");
             peer_wire::encode(&PeerMessage::HubList(found.iter().map(listed).collect()), &mut out);
         }
-        Some(&PeerMessage::LossReport { loss }) if messages.len() == 1 => {
-            // Within the hub's NAK rate: a report costs the origin as little.
-            let within = hub.budget.lock().map(|mut b| b.try_take()).unwrap_or(false);
-            if let Some(f) = shared.feedback.as_ref().filter(|_| within) {
-                f.report(loss);
-            }
-        }
+        Some(&PeerMessage::LossReport { loss }) if messages.len() == 1 => loss_report(loss, hub, shared),
         Some(PeerMessage::ForestHubRequest) if messages.len() == 1 => {
             let found = shared.tracker(|t, rng| t.forest_hub(Instant::now(), Some(hub.id), rng)).flatten();
             peer_wire::encode(&PeerMessage::HubList(found.iter().map(listed).collect()), &mut out);
@@ -414,6 +494,14 @@ async fn stream(
     send.write_all(&out).await.map_err(|_| None)?;
     send.finish().map_err(|_| None)?;
     Ok(())
+}
+
+fn loss_report(loss: u8, hub: &Hub, shared: &Shared) {
+    // Within the hub's NAK rate: a report costs the origin as little.
+    let within = hub.budget.lock().map(|mut b| b.try_take()).unwrap_or(false);
+    if let Some(f) = shared.feedback.as_ref().filter(|_| within) {
+        f.report(loss);
+    }
 }
 
 fn listed(h: &HubAddr<NodeId>) -> ListedHub {
@@ -530,5 +618,27 @@ mod tests {
         let live = RepairBudget::on_top(2_500_000);
         live.spent(1400);
         assert_eq!((live.rate(), live.take_unpaid()), (2_500_000, 0));
+    }
+
+    #[test]
+    fn a_copy_of_a_note_within_the_window_is_dropped_and_a_later_ask_is_taken() {
+        let nak = |chunk| PeerMessage::Nak {
+            object_id: ObjectId([1; 32]),
+            chunk,
+            missing: 3,
+            loss: 50,
+            held: vec![],
+        };
+        let report = PeerMessage::LossReport { loss: 50 };
+        let t0 = Instant::now();
+        let mut r = RecentNotes::default();
+        assert!(r.first(t0, &nak(4)) && r.first(t0, &nak(5)) && r.first(t0, &report));
+        let copy = t0 + Duration::from_millis(30);
+        assert!(!r.first(copy, &nak(4)) && !r.first(copy, &report), "copies 15-30 ms later");
+        assert!(r.first(t0 + COPY_WINDOW, &nak(4)), "the hub asking again (2 s later at the soonest)");
+        for chunk in 0..2 * MAX_RECENT_NOTES as u32 {
+            r.first(t0, &nak(1000 + chunk));
+        }
+        assert!(r.0.len() <= MAX_RECENT_NOTES, "bounded");
     }
 }

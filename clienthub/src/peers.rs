@@ -41,6 +41,32 @@ const MAX_PACED_WAIT: Duration = Duration::from_millis(800);
 pub const MAX_BAD_REQUESTS: u32 = 3;
 /// Decoded chunks kept ready to serve.
 const SERVE_CACHE: usize = 16;
+/// Copies of each datagram that carries NAKs or a loss report, and the gap
+/// between them (losses on a lossy link come in bursts of a few packets).
+pub const NOTE_COPIES: usize = 3;
+const NOTE_COPY_GAP: Duration = Duration::from_millis(15);
+
+/// Whole frames packed into datagrams of at most `max` bytes, in order;
+/// `None` when a frame alone is larger.
+fn pack_frames(messages: &[PeerMessage], max: usize) -> Option<Vec<bytes::Bytes>> {
+    let mut out: Vec<bytes::Bytes> = Vec::new();
+    let mut cur = Vec::new();
+    for m in messages {
+        let mut frame = Vec::new();
+        peer_wire::encode(m, &mut frame);
+        if frame.len() > max {
+            return None;
+        }
+        if cur.len() + frame.len() > max {
+            out.push(std::mem::take(&mut cur).into());
+        }
+        cur.extend_from_slice(&frame);
+    }
+    if !cur.is_empty() {
+        out.push(cur.into());
+    }
+    Some(out)
+}
 
 /// A peer's request for a chunk the hub is still collecting: the receive loop
 /// answers it from the symbols it holds verified.
@@ -377,15 +403,23 @@ impl Fetcher {
     }
 
     /// Send NAKs to the origin, each with this hub's multicast loss (whole
-    /// percent); returns how many it refused.
+    /// percent), as QUIC datagrams in [`NOTE_COPIES`] copies; returns how many
+    /// it refused (none is known then: a datagram has no answer). An origin
+    /// that takes no datagrams gets them on a stream, and answers refusals.
     pub async fn send_naks(&self, origin: NodeAddr, naks: &[Nak], loss: u8) -> Result<u64, Outcome> {
-        let messages = naks.iter().map(|n| PeerMessage::Nak {
-            object_id: n.object_id,
-            chunk: n.index,
-            missing: n.missing.clamp(1, peer_wire::MAX_ESIS_PER_REQUEST) as u16,
-            loss: loss.min(100),
-            held: n.held.clone(),
-        });
+        let messages: Vec<PeerMessage> = naks
+            .iter()
+            .map(|n| PeerMessage::Nak {
+                object_id: n.object_id,
+                chunk: n.index,
+                missing: n.missing.clamp(1, peer_wire::MAX_ESIS_PER_REQUEST) as u16,
+                loss: loss.min(100),
+                held: n.held.clone(),
+            })
+            .collect();
+        if self.send_notes(origin, &messages).await? {
+            return Ok(0);
+        }
         let answers = self.exchange(origin.id, origin.addr, messages, naks.len() * 64).await?;
         Ok(answers.iter().filter(|m| matches!(m, PeerMessage::Refuse { .. })).count() as u64)
     }
@@ -393,7 +427,36 @@ impl Fetcher {
     /// Report this hub's multicast loss (whole percent, 1..=100) to the origin.
     pub async fn report_loss(&self, origin: NodeAddr, loss: u8) -> Result<(), Outcome> {
         let report = PeerMessage::LossReport { loss: loss.clamp(1, 100) };
+        if self.send_notes(origin, std::slice::from_ref(&report)).await? {
+            return Ok(());
+        }
         self.exchange(origin.id, origin.addr, [report], 64).await.map(|_| ())
+    }
+
+    /// Messages that need no answer (NAKs, loss reports), packed whole into
+    /// QUIC datagrams and sent [`NOTE_COPIES`] times, [`NOTE_COPY_GAP`] apart:
+    /// at heavy loss each way a stream's exchange waits out the connection's
+    /// loss recovery in both directions (at 50% the lab's NAK streams failed
+    /// 9 times in 10), where one of three datagrams gets through 7 times in 8.
+    /// `Ok(false)`: the connection takes no datagrams this large; use a stream.
+    async fn send_notes(&self, to: NodeAddr, messages: &[PeerMessage]) -> Result<bool, Outcome> {
+        let conn = tokio::time::timeout(FETCH_TIMEOUT, self.connection(to.id, to.addr))
+            .await
+            .ok()
+            .flatten()
+            .ok_or(Outcome::Failed)?;
+        let Some(datagrams) = conn.max_datagram_size().and_then(|max| pack_frames(messages, max)) else {
+            return Ok(false);
+        };
+        for copy in 0..NOTE_COPIES {
+            if copy > 0 {
+                tokio::time::sleep(NOTE_COPY_GAP).await;
+            }
+            for d in &datagrams {
+                conn.send_datagram(d.clone()).map_err(|_| Outcome::Failed)?;
+            }
+        }
+        Ok(true)
     }
 
     /// Register with the tracker, with what this hub holds complete, and
@@ -465,6 +528,28 @@ impl Fetcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn notes_pack_whole_frames_into_datagrams_in_order() {
+        let nak = |chunk| PeerMessage::Nak {
+            object_id: ObjectId([chunk as u8; 32]),
+            chunk,
+            missing: 7,
+            loss: 50,
+            held: vec![0xAA; 160],
+        };
+        let naks: Vec<PeerMessage> = (0..20).map(nak).collect();
+        let mut one = Vec::new();
+        peer_wire::encode(&naks[0], &mut one);
+        let datagrams = pack_frames(&naks, 1200).unwrap();
+        let per = 1200 / one.len();
+        assert_eq!(datagrams.len(), 20usize.div_ceil(per), "as few datagrams as whole frames allow");
+        assert!(datagrams.iter().all(|d| d.len() <= 1200));
+        let back: Vec<PeerMessage> =
+            datagrams.iter().flat_map(|d| peer_wire::decode_all(d).unwrap()).collect();
+        assert_eq!(back, naks, "every frame, whole and in order");
+        assert_eq!(pack_frames(&naks, one.len() - 1), None, "a frame larger than a datagram: use a stream");
+    }
 
     #[test]
     fn a_peer_that_only_takes_is_the_one_deferred() {

@@ -8,10 +8,16 @@
 //!   resend carries enough symbols that the worst-off asker of the window
 //!   receives what it lacks with about 98% odds ([`resend_size`]), so a lossy
 //!   island is not repaired one halving at a time.
-//! - **Once.** After a resend, NAKs for that chunk that ask for no more than was
-//!   sent are late copies (they left before the repair reached their hub) for
-//!   [`OriginConfig::holdoff`], and are dropped. A hub whose copy of the repair
-//!   was lost asks again after its own retry delay, which is longer.
+//! - **Once.** While a resend waits to go out (the owner paces resends, and at
+//!   heavy loss many hubs' resends queue for seconds), every NAK for its chunk
+//!   is late: the hubs ask again on their retry timer, and each of those
+//!   retries had made one more resend of the same chunk (at 50% loss and
+//!   256 chunks, the origin sent 12 × the file). Once it is out
+//!   ([`OriginRepair::handle_sent`]), NAKs for that chunk that ask for no more
+//!   than was sent are late copies (they left before the repair reached
+//!   their hub) for [`OriginConfig::holdoff`], and are dropped. A hub whose
+//!   copy of the repair was lost asks again after its own retry delay, which
+//!   is longer.
 //! - **Fresh.** A resend carries ESIs counted down from N_max − 1, below those of
 //!   earlier resends of the chunk, so they are new to every hub whatever each one
 //!   lost, and a hub that lost symbols of one resend gains from the next. Past
@@ -207,7 +213,8 @@ impl Pending {
 }
 
 struct Sent {
-    at: Instant,
+    /// When it went out; `None` while it waits to.
+    at: Option<Instant>,
     count: u32,
     /// ESIs used from the top of the chunk's N_max.
     used: u32,
@@ -255,9 +262,12 @@ impl OriginRepair {
             self.stats.merged += 1;
             return NakVerdict::Merged;
         }
-        let just_sent = self.sent.get(&key).is_some_and(|s| {
-            now.saturating_duration_since(s.at) < self.config.holdoff
-                && missing + self.config.extra <= s.count
+        let just_sent = self.sent.get(&key).is_some_and(|s| match s.at {
+            None => true,
+            Some(at) => {
+                now.saturating_duration_since(at) < self.config.holdoff
+                    && missing + self.config.extra <= s.count
+            }
         });
         if just_sent {
             self.stats.late += 1;
@@ -272,6 +282,14 @@ impl OriginRepair {
         self.pending.insert(key, p);
         self.order.push_back(key);
         NakVerdict::Queued
+    }
+
+    /// The last datagram of a chunk's resend went out: the holdoff counts
+    /// from now. Until then every NAK for the chunk is late.
+    pub fn handle_sent(&mut self, now: Instant, object_id: ObjectId, index: u32) {
+        if let Some(s) = self.sent.get_mut(&(object_id, index)) {
+            s.at = Some(now);
+        }
     }
 
     /// When the next gather window closes.
@@ -352,7 +370,7 @@ impl OriginRepair {
             }
             self.sent_order.push_back((now, key));
         }
-        self.sent.insert(key, Sent { at: now, count, used });
+        self.sent.insert(key, Sent { at: None, count, used });
         self.stats.resends += 1;
         self.stats.symbols += u64::from(count);
         self.stats.last_loss = p.loss;
@@ -418,20 +436,54 @@ mod tests {
     }
 
     #[test]
+    fn while_a_resend_waits_to_go_out_every_nak_for_its_chunk_is_late_and_the_holdoff_runs_from_when_it_went()
+    {
+        let mut o = OriginRepair::new(OriginConfig::default());
+        let t0 = Instant::now();
+        o.handle_nak(t0, nak(1, 4, 20));
+        let r = o.poll_resend(t0 + Duration::from_millis(100)).unwrap();
+        // The pacer's queue holds it for 6 s; the hub retries every 2 s, and
+        // asks for more than the resend carries once.
+        for (s, missing) in [(2, 20), (4, 60), (6, 20)] {
+            let t = t0 + Duration::from_secs(s);
+            assert_eq!(o.handle_nak(t, nak(1, 4, missing)), NakVerdict::Late, "{s} s: still queued");
+        }
+        let out = t0 + Duration::from_millis(6_500);
+        o.handle_sent(out, r.object_id, r.index);
+        assert_eq!(
+            o.handle_nak(out + Duration::from_millis(300), nak(1, 4, 20)),
+            NakVerdict::Late,
+            "a late copy"
+        );
+        assert_eq!(
+            o.handle_nak(out + Duration::from_millis(300), nak(1, 4, 60)),
+            NakVerdict::Queued,
+            "asks for more"
+        );
+        assert_eq!(o.stats().resends, 1, "one resend while it was queued, not four");
+        // A chunk never resent, or unknown to the sent log, is not held back.
+        o.handle_sent(out, ObjectId([7; 32]), 1);
+        assert_eq!(o.handle_nak(out, nak(7, 1, 5)), NakVerdict::Queued);
+    }
+
+    #[test]
     fn a_later_ask_gets_fresh_symbols_below_the_earlier_ones_then_source_symbols_then_wraps() {
         let mut o = OriginRepair::new(OriginConfig::default());
         let t0 = Instant::now();
         o.handle_nak(t0, nak(1, 0, 20));
         let first = o.poll_resend(t0 + Duration::from_secs(1)).unwrap();
+        o.handle_sent(t0 + Duration::from_secs(1), ObjectId([1; 32]), 0);
         // After the holdoff, the same hub asks again (it lost the first resend).
         let t1 = t0 + Duration::from_secs(3);
         assert_eq!(o.handle_nak(t1, nak(1, 0, 20)), NakVerdict::Queued);
         let second = o.poll_resend(t1 + Duration::from_secs(1)).unwrap();
+        o.handle_sent(t1 + Duration::from_secs(1), ObjectId([1; 32]), 0);
         assert_eq!(second.esis.last().map(|e| e + 1), first.esis.first().copied(), "just below");
         assert_eq!(o.stats().resent_again, 1);
         // Asking for more than the holdoff's resend carried is not late.
         o.handle_nak(t1 + Duration::from_secs(2), nak(1, 0, 40));
         let third = o.poll_resend(t1 + Duration::from_secs(3)).unwrap();
+        o.handle_sent(t1 + Duration::from_secs(3), ObjectId([1; 32]), 0);
         // 66 repair ESIs: 21 + 21 + 41 goes on into the source ESIs.
         assert_eq!(third.esis, (N_MAX - 83..N_MAX - 42).collect::<Vec<_>>());
         assert!(third.esis.iter().any(|e| *e < K), "{:?}", third.esis);
@@ -451,6 +503,7 @@ mod tests {
             let t = t0 + Duration::from_secs(3 * u64::from(i));
             o.handle_nak(t, nak(1, 0, 40));
             let r = o.poll_resend(t + Duration::from_secs(1)).unwrap();
+            o.handle_sent(t + Duration::from_secs(1), r.object_id, r.index);
             assert!(r.esis.iter().all(|e| seen.insert(*e)), "resend {i} repeats an ESI: {:?}", r.esis);
         }
         assert_eq!(seen.len(), 4 * 41);

@@ -476,6 +476,7 @@ impl Sim {
             let loss = self.loss;
             let islands = (0..ISLANDS * PER_ISLAND).map(|h| (h, link(loss, 5)));
             self.net.multicast(islands, &Msg::OriginRepair(Rc::new(datagrams)));
+            self.origin.handle_sent(now, r.object_id, r.index);
         }
     }
 
