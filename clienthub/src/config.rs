@@ -55,6 +55,11 @@ pub struct HubConfig {
     /// The back buffer's ceiling, in MiB (memory and store bytes it keeps
     /// serving). Default 64.
     pub back_buffer_mib: u64,
+    /// Chunks collected at once, in memory: each holds up to its size (1 MiB
+    /// by default) of verified symbols until it decodes. At heavy loss no
+    /// chunk decodes in one round, and one dropped for room is asked for
+    /// whole. Default 256.
+    pub collect_chunks: usize,
     /// Do not join the multicast group: take the feed from a bridge. Default false.
     pub no_multicast: bool,
     /// With no multicast heard for this long, take the feed from a bridge
@@ -112,6 +117,7 @@ impl Default for HubConfig {
             bridge_fanout: 8,
             back_buffer_secs: 30,
             back_buffer_mib: 64,
+            collect_chunks: hubcast_protocol::receiver::ReceiverConfig::default().max_active_chunks,
             no_multicast: false,
             desert_after_secs: 4,
             bridge_peers: Vec::new(),

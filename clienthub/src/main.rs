@@ -111,6 +111,10 @@ struct RunArgs {
     /// The back buffer's ceiling, in MiB. [default: 64]
     #[arg(long)]
     back_buffer_mib: Option<u64>,
+    /// Chunks collected at once in memory, each up to its size (1 MiB by
+    /// default) until it decodes. [default: 256]
+    #[arg(long)]
+    collect_chunks: Option<usize>,
     /// Do not join the multicast group; take the feed from a bridge.
     #[arg(long)]
     no_multicast: bool,
@@ -158,7 +162,15 @@ impl RunArgs {
             ($($f:ident),*) => { $( if self.$f.is_some() { c.$f = self.$f; } )* };
         }
         set_opt!(source, export, http, loss_seed, peer_listen, tracker, remulticast);
-        set!(bridge_fanout, back_buffer_secs, back_buffer_mib, live_buffer_secs, stripes, scrub_rate);
+        set!(
+            bridge_fanout,
+            back_buffer_secs,
+            back_buffer_mib,
+            collect_chunks,
+            live_buffer_secs,
+            stripes,
+            scrub_rate
+        );
         if let Some(s) = self.scrub_every {
             c.scrub_every_secs = s;
         }
@@ -172,6 +184,7 @@ impl RunArgs {
             b.parse::<hubcast_keys::NodeAddr>().map_err(|e| anyhow::anyhow!("--bridge-peer {e}"))?;
         }
         anyhow::ensure!(c.bridge_fanout > 0, "--bridge-fanout must be at least 1");
+        anyhow::ensure!(c.collect_chunks >= 4, "--collect-chunks must be at least 4");
         anyhow::ensure!(
             c.stripes == 0 || (3..=hubcast_protocol::forest::MAX_STRIPES).contains(&c.stripes),
             "--stripes must be 0 (no forest) or 3 to 16: any stripes − 1 of them must carry a chunk, within the digest table's N_max"

@@ -64,10 +64,10 @@ pub struct RepairConfig {
     pub nak_backoff: Duration,
     /// Least time between two NAKs for one chunk. Default 2 s.
     pub nak_retry: Duration,
-    /// Chunks under repair at once (the rest wait their turn). Default half
-    /// the receiver's `max_active_chunks` (32 of 64): each chunk under repair
-    /// takes a slot there, and one evicted mid-repair loses the symbols it had
-    /// collected and is asked for again whole.
+    /// Chunks under repair at once (the rest wait their turn). Default 32,
+    /// well within the receiver's `max_active_chunks` (256): each chunk under
+    /// repair takes a slot there, and one evicted mid-repair loses the symbols
+    /// it had collected and is asked for again whole.
     pub max_chunks: usize,
     /// Least time between two tracker lookups for one chunk. Default 3 s.
     pub lookup_every: Duration,
@@ -84,7 +84,7 @@ impl Default for RepairConfig {
             origin_after: Duration::from_secs(1),
             nak_backoff: Duration::from_millis(200),
             nak_retry: Duration::from_secs(2),
-            max_chunks: crate::receiver::ReceiverConfig::default().max_active_chunks / 2,
+            max_chunks: 32,
             lookup_every: Duration::from_secs(3),
         }
     }

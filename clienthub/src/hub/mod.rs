@@ -186,6 +186,8 @@ pub async fn run(cfg: HubConfig, status: StatusBoard, cancel: CancellationToken)
     config.forest = peers.as_ref().and_then(|p| p.forest_role);
     config.desert_after = Duration::from_secs(cfg.desert_after_secs);
     config.no_multicast = cfg.no_multicast;
+    config.receiver.max_active_chunks = cfg.collect_chunks;
+    config.repair.max_chunks = config.repair.max_chunks.min(cfg.collect_chunks / 2);
     // A forest hub takes stripes, not a bridge's feed.
     config.bridges = (cfg.peer_repair && (cfg.stripes == 0 || cfg.bridge))
         .then(|| cfg.bridge_peers.iter().filter_map(|b| b.parse::<NodeAddr>().ok()).collect());
