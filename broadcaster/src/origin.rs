@@ -399,7 +399,11 @@ async fn notes(conn: &quinn::Connection, hub: &Hub, shared: &Shared, bad: &Atomi
             }
         };
         let now = Instant::now();
+        let all = messages.len();
         let fresh: Vec<PeerMessage> = messages.into_iter().filter(|m| recent.first(now, m)).collect();
+        if fresh.len() < all {
+            shared.status.update(|s| s.origin_repair.copies += (all - fresh.len()) as u64);
+        }
         let taken = match fresh.first() {
             None => Ok(()),
             Some(PeerMessage::Nak { .. }) => naks(&fresh, hub, shared, &mut Vec::new()),

@@ -68,8 +68,12 @@ pub struct OriginRepairStatus {
     pub naks: u64,
     /// NAKs for a chunk already waiting to be resent.
     pub merged: u64,
-    /// NAKs for a chunk just resent with enough: late copies.
+    /// NAKs for a chunk just resent with enough, or whose resend waits to go
+    /// out: late.
     pub late: u64,
+    /// Copies of NAKs and loss reports that came as datagrams (hubs send
+    /// each three times), dropped before they count.
+    pub copies: u64,
     /// NAKs refused: unknown object or chunk, too many waiting, over a hub's rate.
     pub refused: u64,
     /// Chunk resends on multicast.

@@ -78,6 +78,7 @@ fn three_hubs_missing_the_same_chunks_get_one_multicast_resend_each() {
     assert!(resends < 3 * 3, "a resend went out once for all three hubs, not once per hub: {o}");
     assert!(naks_sent >= resends, "every resend answered a NAK: {o}");
     assert_eq!(u(&o["bad_messages"]), 0, "{o}");
+    assert!(u(&o["copies"]) > 0, "the NAKs came as datagrams, each in copies: {o}");
 
     // The tracker on the same service: every hub registered, and reports the
     // chunks it completed (registrations repeat every 10 s).
