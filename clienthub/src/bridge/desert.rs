@@ -129,7 +129,7 @@ async fn carry_out(
 /// [`BRIDGE_SILENCE`] without a packet and were dropped several times a
 /// minute in the lab at 50% loss. Nothing, when the bridge takes no
 /// datagrams.
-async fn nudge(conn: &quinn::Connection, loss: &AtomicU8) {
+pub(super) async fn nudge(conn: &quinn::Connection, loss: &AtomicU8) {
     let mut every = tokio::time::interval(NUDGE_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

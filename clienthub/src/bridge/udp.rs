@@ -376,6 +376,53 @@ mod tests {
         assert!(rx.try_recv().is_err(), "the heartbeat reached the loop");
     }
 
+    /// The feed's sizing of a chunk of `k` once the bridge has the report
+    /// `percent` (waits for it, up to 20 s).
+    async fn sized_once_reported(feed: &mut UdpFeed, percent: u8, k: u32) -> (u32, f64) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while feed.loss() != f64::from(percent) / 100.0 {
+            assert!(std::time::Instant::now() < deadline, "no report of {percent}% arrived");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        feed.sizing(k)
+    }
+
+    /// The subscriber's nudges carry its loss; the bridge sizes the feed by
+    /// the last report, and keeps it through nudges that say "unknown".
+    #[tokio::test]
+    async fn the_feed_is_sized_for_the_loss_the_subscriber_reports_in_its_nudges() {
+        use hubcast_transport::quic::NodeEndpoint;
+        let key = || hubcast_keys::NodeKey::generate(&mut rand::rngs::OsRng);
+        let (bridge_key, hub_key) = (key(), key());
+        let bridge = NodeEndpoint::bind("127.0.0.1:0".parse().unwrap(), &bridge_key).unwrap();
+        let hub = NodeEndpoint::bind("127.0.0.1:0".parse().unwrap(), &hub_key).unwrap();
+        let addr = bridge.local_addr().unwrap();
+        let accepted = tokio::spawn(async move { bridge.accept().await.unwrap().await.unwrap() });
+        let to_bridge = hub.connect(addr, bridge_key.id()).unwrap().await.unwrap();
+        let mut feed = UdpFeed::open(accepted.await.unwrap(), 9).unwrap();
+        tokio::spawn(feed.read_reports());
+        let loss = Arc::new(AtomicU8::new(NUDGE_UNKNOWN));
+        let nudging = loss.clone();
+        tokio::spawn(async move { super::super::desert::nudge(&to_bridge, &nudging).await });
+
+        let k = 820;
+        loss.store(40, Relaxed);
+        let (sends, at) = sized_once_reported(&mut feed, 40, k).await;
+        let n = wire::n_max(k);
+        assert_eq!(
+            (sends, at),
+            (feed_sends(k, n, 0.4).min(n), 0.4),
+            "ESIs read: all N_max, a second copy due"
+        );
+        loss.store(5, Relaxed);
+        let (sends, _) = sized_once_reported(&mut feed, 5, k).await;
+        assert_eq!(sends, feed_sends(k, n, 0.05), "the last report counts");
+        assert!(sends < n);
+        loss.store(NUDGE_UNKNOWN, Relaxed);
+        tokio::time::sleep(NUDGE_EVERY * 3).await;
+        assert_eq!(feed.loss(), 0.05, "an unknown loss keeps the last report");
+    }
+
     #[test]
     fn a_v4_mapped_address_is_the_v4_one() {
         let v4: IpAddr = "10.0.0.7".parse().unwrap();
