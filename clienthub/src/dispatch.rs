@@ -161,6 +161,10 @@ async fn serve_stream(
             },
             None => refuse_not_held(send).await?,
         }
+        let s = conn.stats();
+        debug!(%peer, rtt = ?s.path.rtt, cwnd = s.path.cwnd, sent = s.path.sent_packets, lost = s.path.lost_packets,
+            rx = s.udp_rx.datagrams, tx = s.udp_tx.datagrams, closed = ?conn.close_reason(),
+            "a subscription's connection at its end");
         return Ok(());
     }
     peers::answer_stream(send, &messages, peer, server, within_rate).await

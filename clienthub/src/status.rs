@@ -195,14 +195,16 @@ pub struct BridgeStatus {
     pub subscriptions: u64,
     pub refused_busy: u64,
     pub refused_not_live: u64,
-    /// Feed bytes sent, of them as UDP datagrams (symbols), and chunks a slow
-    /// subscriber skipped (it repairs them).
+    /// Feed bytes sent, of them as UDP datagrams (symbols), and chunks a
+    /// subscriber skipped because the history or the store no longer had
+    /// them (it repairs them).
     pub fed_bytes: u64,
     pub fed_udp_bytes: u64,
     pub skipped_chunks: u64,
     /// Subscribers dropped because they took nothing for 10 s.
     pub stalled_subscribers: u64,
-    /// Chunks in the back buffer, and their bytes.
+    /// Chunks in the feed's history (a returning subscriber goes on from
+    /// any of them; a new one starts in the back buffer), and their bytes.
     pub back_buffer_chunks: u64,
     pub back_buffer_bytes: u64,
 }

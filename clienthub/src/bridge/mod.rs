@@ -2,8 +2,11 @@
 //! that do not, over QUIC.
 //!
 //! Bridge side ([`Feed`], [`serve_subscription`]): every chunk the hub
-//! completes goes into a back buffer of recent chunks, by position. A
-//! subscriber gets, for each chunk from where it asked to start, the object's
+//! completes gets the next position in the feed's history ([`Ring`]). A new
+//! subscriber starts in the back buffer (the last seconds of the channel); one
+//! that falls behind, or comes back after a broken feed, goes on from its own
+//! position for as long as the history remembers it, and its chunks come
+//! from the store. A subscriber gets, for each chunk from there on, the object's
 //! manifest as the broadcaster signed it (once per object), then the chunk's
 //! signed ticket, its table pages and its K source symbols, served from the
 //! store exactly as a peer-repair answer is. So the bridge forwards only what
@@ -50,6 +53,11 @@ const NOT_LIVE_ENDS_AFTER: Duration = Duration::from_secs(3);
 /// A subscriber that takes none of a chunk for this long is dropped.
 const STALLED_SUBSCRIBER: Duration = Duration::from_secs(10);
 /// Chunk answers a feed keeps for its subscribers to share (about 1 MiB each).
+/// Positions the feed's history remembers: how far behind the live edge a
+/// subscriber may fall, or resume, and still get every chunk (8 GiB of
+/// 1 MiB chunks). An entry is about 100 bytes, with at most one manifest
+/// datagram (under 1.5 KB) per object: at most 13 MiB.
+pub(crate) const FEED_HISTORY: usize = 8192;
 const RECENT_ANSWERS: usize = 4;
 /// Feed bytes read from the stream at once.
 const READ_CHUNK: usize = 64 << 10;
@@ -85,7 +93,7 @@ struct FeedChunk {
 type AnswerKey = (ObjectId, u32, u32);
 type Answer = Arc<Vec<Vec<u8>>>;
 
-/// How much of the channel a feed keeps: the chunks completed in the last
+/// Where a new subscription starts: at the chunks completed in the last
 /// `secs`, within `bytes`.
 #[derive(Clone, Copy, Debug)]
 pub struct BackBuffer {
@@ -93,10 +101,13 @@ pub struct BackBuffer {
     pub bytes: u64,
 }
 
-/// The back buffer: recent chunks by position, bounded in age and bytes,
-/// with the signed manifests of their objects.
+/// The feed's history: the last [`FEED_HISTORY`] chunks by position, with
+/// the signed manifests of their objects. The chunks' bytes are in the store.
+/// Its tail, bounded in age and bytes, is the back buffer a new subscription
+/// starts in.
 struct Ring {
     chunks: VecDeque<FeedChunk>,
+    /// Bytes of the chunks in `chunks`.
     bytes: u64,
     keep: BackBuffer,
     next_seq: u64,
@@ -110,8 +121,7 @@ impl Ring {
     /// Add `c` at the next position (its `seq` is set here).
     fn push(&mut self, mut c: FeedChunk) {
         c.seq = self.next_seq;
-        let too_old = |o: &FeedChunk| c.at.saturating_duration_since(o.at) > self.keep.secs;
-        while self.bytes + u64::from(c.len) > self.keep.bytes || self.chunks.front().is_some_and(too_old) {
+        while self.chunks.len() >= FEED_HISTORY {
             let Some(old) = self.chunks.pop_front() else { break };
             self.bytes -= u64::from(old.len);
             if let Some((_, n)) = self.manifests.get_mut(&old.object_id) {
@@ -146,12 +156,26 @@ impl Ring {
         (next, manifest)
     }
 
+    /// The position just before the back buffer: the chunks completed in
+    /// the last `keep.secs` of the newest one, within `keep.bytes`.
+    fn before_back_buffer(&self) -> Option<u64> {
+        let newest = self.chunks.back()?.at;
+        let mut bytes = 0u64;
+        let first = self.chunks.iter().rev().take_while(|c| {
+            bytes += u64::from(c.len);
+            bytes <= self.keep.bytes && newest.saturating_duration_since(c.at) <= self.keep.secs
+        });
+        let first = first.last().map_or(self.next_seq, |c| c.seq);
+        first.checked_sub(1)
+    }
+
     /// Where a subscription that names `chunk` starts: just before that chunk
-    /// when the ring holds it; at the live end when the ring holds earlier
-    /// chunks of its object only (the bridge has not got there yet); otherwise
-    /// at the ring's start.
+    /// when the history holds it (however old: a subscriber that comes back
+    /// gets all it missed); at the live end when the history holds earlier
+    /// chunks of its object only (the bridge has not got there yet);
+    /// otherwise at the back buffer's start.
     fn start_for(&self, chunk: Option<(ObjectId, u32)>) -> Option<u64> {
-        let before_front = self.chunks.front().and_then(|c| c.seq.checked_sub(1));
+        let before_front = self.before_back_buffer();
         let Some((object_id, index)) = chunk else { return before_front };
         let of_object: Vec<&FeedChunk> = self.chunks.iter().filter(|c| c.object_id == object_id).collect();
         if let Some(c) = of_object.iter().find(|c| c.index == index) {
@@ -424,8 +448,8 @@ pub(crate) async fn serve_subscription(
             }
             continue;
         };
-        // A subscriber slower than the back buffer skips what fell out of it;
-        // it repairs those chunks like any it missed.
+        // A subscriber further behind than the history skips what fell out
+        // of it; it repairs those chunks like any it missed.
         if let Some(prev) = at {
             feed.skipped_chunks.fetch_add(chunk.seq - prev - 1, Relaxed);
         }
@@ -444,6 +468,10 @@ pub(crate) async fn serve_subscription(
         let mut answers = Vec::new();
         for req in requests {
             answers.extend(feed.answer(server, &req).await);
+        }
+        // A chunk the store no longer has (a live segment past its buffer).
+        if chunk.k > 0 && answers.is_empty() {
+            feed.skipped_chunks.fetch_add(1, Relaxed);
         }
         let (mut head, mut symbols): (Vec<&[u8]>, Vec<&[u8]>) = (Vec::new(), Vec::new());
         let datagrams = answers.iter().flat_map(|a| a.iter().map(Vec::as_slice));

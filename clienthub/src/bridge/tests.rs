@@ -17,32 +17,48 @@ fn ring(bytes: u64) -> Ring {
 }
 
 #[test]
-fn the_back_buffer_is_bounded_and_a_subscription_starts_where_it_asks() {
+fn a_new_subscription_starts_in_the_back_buffer_and_a_returning_one_where_it_asks() {
     let mut r = ring(500);
     r.waiting.insert(ObjectId([1; 32]), Arc::from(&b"m1"[..]));
     for i in 0..8 {
         r.push(chunk(i, 1, i as u32));
     }
-    assert_eq!(r.chunks.len(), 5, "500 bytes hold five 100-byte chunks");
-    assert_eq!(r.chunks.front().map(|c| c.index), Some(3));
-    assert!(r.manifests.contains_key(&ObjectId([1; 32])), "its object still has chunks in the ring");
-    // From the start; from a chunk it holds; past what it has of an object
-    // (live end); an unknown chunk (the start).
+    assert_eq!(r.chunks.len(), 8, "the history keeps every position; the store has the bytes");
+    assert!(r.manifests.contains_key(&ObjectId([1; 32])));
+    // A new subscriber gets the last 500 bytes' worth: five chunks.
     assert_eq!(r.after(r.start_for(None)).map(|c| c.index), Some(3));
+    // One that comes back gets everything from where it was, however far
+    // behind the back buffer; past what the bridge has of an object, the
+    // live end; an unknown chunk, the back buffer's start.
+    assert_eq!(r.after(r.start_for(Some((ObjectId([1; 32]), 1)))).map(|c| c.index), Some(1));
     assert_eq!(r.after(r.start_for(Some((ObjectId([1; 32]), 5)))).map(|c| c.index), Some(5));
     assert_eq!(r.after(r.start_for(Some((ObjectId([1; 32]), 9)))).map(|c| c.index), None);
     assert_eq!(r.start_for(Some((ObjectId([1; 32]), 9))), Some(7));
     assert_eq!(r.after(r.start_for(Some((ObjectId([2; 32]), 0)))).map(|c| c.index), Some(3));
-    // An object whose chunks all left the ring loses its manifest.
-    for i in 8..13 {
-        r.push(chunk(i, 2, i as u32));
-    }
-    assert!(!r.manifests.contains_key(&ObjectId([1; 32])));
-    assert_eq!(r.bytes, 500);
 }
 
 #[test]
-fn the_back_buffer_keeps_the_last_seconds_of_the_channel() {
+fn the_history_is_bounded_and_an_object_that_leaves_it_loses_its_manifest() {
+    let mut r = ring(u64::MAX);
+    r.waiting.insert(ObjectId([1; 32]), Arc::from(&b"m1"[..]));
+    for i in 0..3 {
+        r.push(chunk(0, 1, i));
+    }
+    for i in 0..FEED_HISTORY as u32 {
+        r.push(chunk(0, 2, i));
+        assert!(r.chunks.len() <= FEED_HISTORY);
+    }
+    assert_eq!(r.chunks.len(), FEED_HISTORY);
+    assert_eq!(r.bytes, 100 * FEED_HISTORY as u64);
+    assert!(!r.manifests.contains_key(&ObjectId([1; 32])), "its chunks all left");
+    // A subscriber that was at a chunk that left starts at the back buffer
+    // (here all the history: its bound is u64::MAX bytes).
+    assert_eq!(r.after(r.start_for(Some((ObjectId([1; 32]), 1)))).map(|c| c.index), Some(0));
+    assert_eq!(r.next_seq, 3 + FEED_HISTORY as u64);
+}
+
+#[test]
+fn the_back_buffer_is_the_last_seconds_of_the_channel() {
     let mut r = ring(1 << 20);
     r.keep.secs = Duration::from_secs(30);
     let t0 = Instant::now();
@@ -50,11 +66,10 @@ fn the_back_buffer_keeps_the_last_seconds_of_the_channel() {
     for i in 0..5u32 {
         r.push(FeedChunk { at: t0 + Duration::from_secs(10 * u64::from(i)), ..chunk(0, 1, i) });
     }
-    let kept: Vec<u32> = r.chunks.iter().map(|c| c.index).collect();
-    assert_eq!(kept, [1, 2, 3, 4]);
-    assert_eq!(r.bytes, 400);
-    // A subscription asking for the chunk that left starts at the oldest kept.
-    assert_eq!(r.after(r.start_for(Some((ObjectId([1; 32]), 0)))).map(|c| c.index), Some(1));
+    assert_eq!(r.after(r.start_for(None)).map(|c| c.index), Some(1));
+    // A subscription asking for the older chunk still gets it.
+    assert_eq!(r.after(r.start_for(Some((ObjectId([1; 32]), 0)))).map(|c| c.index), Some(0));
+    assert_eq!(r.bytes, 500);
 }
 
 #[test]
