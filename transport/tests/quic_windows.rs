@@ -35,5 +35,8 @@ async fn the_asker_keeps_a_fixed_window_and_the_answerer_its_own() {
     conn.close(0u32.into(), b"done");
     let answerer = tokio::time::timeout(LIMIT, server).await.unwrap().unwrap();
     assert_eq!(asker, ASKER_WINDOW * INITIAL_MTU, "the asker's window is fixed");
-    assert_ne!(answerer, asker, "the answerer's window is its own (queue-aware: slow start from 10)");
+    assert_ne!(
+        answerer, asker,
+        "the answerer's window is its own (queue-aware: slow start from 32 datagrams)"
+    );
 }
