@@ -79,18 +79,39 @@ pub fn unique_group() -> SocketAddr {
     SocketAddr::from(([239, 255, (pid % 250) as u8 + 1, octet], port))
 }
 
+/// Ports handed to daemons come from here, below Linux's ephemeral range
+/// (32768-60999) and the groups' ports ([`unique_group`], 20000-52000): a
+/// port the kernel picked for a socket bound to port 0 could be picked again
+/// for another (a hub's feed socket, another test's daemon) between the test
+/// freeing it and the daemon binding it. Once, a desert hub's tracker port
+/// went that way and the test timed out connecting.
+const PORTS: std::ops::Range<u32> = 10_000..20_000;
+
+/// The next port of [`PORTS`] that `free` says is free now: each process
+/// starts at its own place (by pid) and never hands out a port twice.
+fn unused_port(free: impl Fn(SocketAddr) -> bool) -> SocketAddr {
+    use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let span = PORTS.end - PORTS.start;
+    let start = std::process::id().wrapping_mul(2_654_435_761) % span;
+    for _ in 0..span {
+        let port = PORTS.start + (start + NEXT.fetch_add(1, Relaxed)) % span;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port as u16));
+        if free(addr) {
+            return addr;
+        }
+    }
+    panic!("precondition of the suite: a free loopback port in {PORTS:?}")
+}
+
 /// A TCP port free right now on loopback.
 pub fn free_port() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0")
-        .expect("precondition of the suite: loopback takes an ephemeral TCP port");
-    l.local_addr().expect("invariant: a bound socket has a local address")
+    unused_port(|a| TcpListener::bind(a).is_ok())
 }
 
 /// A UDP port free right now on loopback (for QUIC).
 pub fn free_udp_port() -> SocketAddr {
-    let s = std::net::UdpSocket::bind("127.0.0.1:0")
-        .expect("precondition of the suite: loopback takes an ephemeral UDP port");
-    s.local_addr().expect("invariant: a bound socket has a local address")
+    unused_port(|a| std::net::UdpSocket::bind(a).is_ok())
 }
 
 /// A child process, stopped with SIGTERM (and checked to exit 0) when dropped.
