@@ -30,7 +30,10 @@
 //! - **Origin.** When no peer is left to ask and nothing is in flight for
 //!   `origin_after`, a NAK is scheduled after a random backoff, and suppressed if
 //!   the chunk gained symbols meanwhile (the origin's multicast repair for
-//!   another hub's NAK reached this one too).
+//!   another hub's NAK reached this one too). Also when peers are asked but
+//!   the chunk gains nothing for `fruitless_after`: a peer that refuses every
+//!   request as busy (a bridge whose upload its feeds take) or whose answers
+//!   never arrive must not keep a chunk from the origin.
 
 use crate::peer_wire::{EsiRanges, RefuseReason};
 use crate::receiver::ChunkNeed;
@@ -64,6 +67,10 @@ pub struct RepairConfig {
     pub nak_backoff: Duration,
     /// Least time between two NAKs for one chunk. Default 2 s.
     pub nak_retry: Duration,
+    /// A chunk under repair that gains no symbol for this long, peers asked
+    /// or not, is asked of the origin too. Default 4 s: two request
+    /// timeouts.
+    pub fruitless_after: Duration,
     /// Chunks under repair at once (the rest wait their turn). Default 32,
     /// well within the receiver's `max_active_chunks` (256): each chunk under
     /// repair takes a slot there, and one evicted mid-repair loses the symbols
@@ -84,6 +91,7 @@ impl Default for RepairConfig {
             origin_after: Duration::from_secs(1),
             nak_backoff: Duration::from_millis(200),
             nak_retry: Duration::from_secs(2),
+            fruitless_after: Duration::from_secs(4),
             max_chunks: 32,
             lookup_every: Duration::from_secs(3),
         }
@@ -515,7 +523,9 @@ impl<P: Clone + PartialEq> Repairer<P> {
             }
         }
         let waiting = asked_any || self.asked.values().any(|a| a.key == key);
-        if waiting || goal == 0 {
+        let gained = c.started.map_or(c.last_change, |s| s.max(c.last_change));
+        let fruitless = now.saturating_duration_since(gained) >= config.fruitless_after;
+        if (waiting || goal == 0) && !fruitless {
             c.stuck_since = None;
             c.nak_at = None;
             return;
@@ -703,6 +713,49 @@ mod tests {
         assert_eq!((fourth[0].peer, esis(&fourth)), ("a", vec![K, K + 1]));
         assert_eq!(r.stats().timeouts, 1);
         assert_eq!(r.stats().refusals, 1);
+    }
+
+    #[test]
+    fn peers_that_bring_nothing_do_not_keep_a_chunk_from_the_origin() {
+        let t0 = Instant::now();
+        let mut r = Repairer::new(RepairConfig::default(), 5);
+        let n = need(|e| e < 50, false);
+        // One holder, a bridge whose upload its feeds take: busy, every time.
+        let busy = vec![peer("bridge", true, true, 1)];
+        let mut t = t0;
+        let mut naks = Vec::new();
+        while t < t0 + Duration::from_secs(6) {
+            r.handle_tick(t, std::slice::from_ref(&n), |_| busy.clone());
+            for q in drain(&mut r) {
+                r.handle_response(q.id, Outcome::Refused(RefuseReason::Busy));
+            }
+            naks.extend(std::iter::from_fn(|| r.poll_nak()).map(|k| (t - t0, k.missing)));
+            t += Duration::from_millis(100);
+        }
+        let config = RepairConfig::default();
+        assert!(r.stats().refusals >= 4, "the peer is asked again and again: {:?}", r.stats());
+        assert_eq!(naks.len(), 1, "one NAK in 6 s (then one per nak_retry): {naks:?}");
+        let (at, missing) = naks[0];
+        assert!(at >= config.fruitless_after, "not before the peers had their chance: {at:?}");
+        assert!(at <= config.fruitless_after + config.origin_after + config.nak_backoff, "{at:?}");
+        assert_eq!(missing, K + 1 - 50);
+        // A chunk that gains symbols from its peers never goes to the origin.
+        let mut r = Repairer::new(RepairConfig::default(), 5);
+        let mut n = need(|e| e < 10, false);
+        let mut t = t0;
+        while t < t0 + Duration::from_secs(8) && !n.held.iter().take(K as usize).all(|h| *h) {
+            r.handle_tick(t, std::slice::from_ref(&n), |_| busy.clone());
+            for q in drain(&mut r) {
+                // A slow peer: one symbol an answer, one answer a second.
+                if let Some(e) = q.esis.iter().next() {
+                    n.held[e as usize] = true;
+                }
+                r.handle_response(q.id, Outcome::Served);
+                t += Duration::from_secs(1);
+            }
+            assert!(r.poll_nak().is_none(), "progress, however slow, keeps the origin out");
+            t += Duration::from_millis(100);
+        }
     }
 
     #[test]
