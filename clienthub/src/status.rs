@@ -201,6 +201,9 @@ pub struct BridgeStatus {
     pub fed_bytes: u64,
     pub fed_udp_bytes: u64,
     pub skipped_chunks: u64,
+    /// Chunks fed again because a subscriber asked (its symbols over UDP had
+    /// not all come through).
+    pub refed_chunks: u64,
     /// Subscribers dropped because they took nothing for 10 s.
     pub stalled_subscribers: u64,
     /// Chunks in the feed's history (a returning subscriber goes on from

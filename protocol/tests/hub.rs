@@ -15,6 +15,7 @@ use hubcast_protocol::receiver::Event;
 use hubcast_protocol::repair::Outcome;
 use hubcast_protocol::serve::{answer, ChunkServer};
 use hubcast_protocol::wire::{self, Kind};
+use hubcast_protocol::ObjectId;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -355,6 +356,56 @@ fn desert_outputs(out: &[Output]) -> Vec<String> {
 fn bridge(n: u8) -> NodeAddr {
     let (id, addr) = node(n);
     NodeAddr { id, addr }
+}
+
+#[test]
+fn a_fed_hub_asks_its_bridge_to_feed_again_what_it_would_nak() {
+    let ch = channel(25);
+    let t0 = Instant::now();
+    let (_, all) = round(&ch);
+    let origin = NodeAddr { id: NodeId([9; 32]), addr: SocketAddr::from(([10, 0, 0, 9], 9000)) };
+    let mut fed = Driven::new(3, t0, &ch, |c| {
+        c.no_multicast = true;
+        c.tracker = Some(origin);
+        c.bridges = Some(vec![bridge(1)]);
+    });
+    fed.wait(t0, STEP);
+    fed.input(t0, Input::Bridges(&[bridge(1)]));
+    fed.input(t0, Input::Feeding(bridge(1)));
+    // The feed's symbols, a fifth of them lost on the way; of the last of
+    // the four chunks, none yet (the bridge completed it last).
+    let last_chunk = |d: &Vec<u8>| wire::peek_chunk(d, Kind::Symbol).is_some_and(|(_, i)| i == 3);
+    let lossy: Vec<Vec<u8>> = lossy(&all).into_iter().filter(|d| !last_chunk(d)).collect();
+    let datagrams: Vec<&[u8]> = lossy.iter().map(Vec::as_slice).collect();
+    fed.input(t0, Input::Bridge { bridge: node(1).0, datagrams: &datagrams });
+    // Its bridge, a peer too, is asked first: busy, every time (its upload
+    // goes to its feeds).
+    let mut out = Vec::new();
+    for _ in 0..100 {
+        let step = fed.wait(t0, Duration::from_millis(100));
+        for o in &step {
+            if let Output::Fetch { id, .. } = o {
+                let busy = Input::Fetched { id: *id, answer: Err(Outcome::Refused(RefuseReason::Busy)) };
+                out.extend(fed.input(t0, busy));
+            }
+        }
+        out.extend(step);
+    }
+    assert!(!out.iter().any(|o| matches!(o, Output::Naks { .. })), "the origin's answer would not reach it");
+    let asked: Vec<(NodeId, Vec<(ObjectId, u32)>)> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Refeed { bridge, chunks } => Some((*bridge, chunks.clone())),
+            _ => None,
+        })
+        .collect();
+    assert!(!asked.is_empty(), "what it would NAK, it asks its bridge for");
+    assert!(asked.iter().all(|(b, chunks)| *b == node(1).0 && !chunks.is_empty()), "{asked:?}");
+    let chunks: std::collections::BTreeSet<u32> =
+        asked.iter().flat_map(|(_, c)| c.iter().map(|c| c.1)).collect();
+    assert_eq!(chunks, [0, 1, 2].into(), "each chunk the feed brought, and not the one it has not reached");
+    let asks = asked.iter().map(|(_, c)| c.len() as u64).sum::<u64>();
+    assert!(fed.hub.naks_withheld() > asks, "the NAKs for chunk 3 are withheld and not asked of the bridge");
 }
 
 #[test]

@@ -307,6 +307,9 @@ impl Sim {
                     let bridge = index_of(self.hubs[h].hub.peers().addr(&id).expect("the bridge is a peer"));
                     self.net.unicast(h, Msg::FeedBroke { bridge }, unicast_link(0));
                 }
+                // The simulated bridge passes on every datagram it hears and
+                // keeps no history to feed again; the lab measures refeeds.
+                Output::Refeed { .. } => {}
                 Output::Tell { .. }
                 | Output::Stripe { .. }
                 | Output::AskForestHub { .. }

@@ -142,7 +142,10 @@ impl Sim {
                 | Output::Register { .. } => {
                     panic!("hub {h}: there is no origin service in this simulation")
                 }
-                Output::AskBridges { .. } | Output::Subscribe { .. } | Output::Unsubscribe(_) => {
+                Output::AskBridges { .. }
+                | Output::Subscribe { .. }
+                | Output::Unsubscribe(_)
+                | Output::Refeed { .. } => {
                     panic!("hub {h}: every hub hears the multicast here, and looks for no bridge")
                 }
                 Output::Tell { .. }

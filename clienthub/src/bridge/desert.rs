@@ -15,6 +15,8 @@ pub enum FeedCmd {
     Subscribe { bridge: NodeAddr, resume: Option<(ObjectId, u32)> },
     /// Leave the bridge's feed.
     Unsubscribe,
+    /// Ask the bridge feeding this hub to feed these chunks again.
+    Refeed(Vec<(ObjectId, u32)>),
 }
 
 /// What the feed task tells the receive loop.
@@ -77,8 +79,8 @@ async fn carry_out(
         FeedCmd::Ask { tracker, limit, leaving } => {
             return Some(FeedEvent::Bridges(ask_bridges(endpoint, tracker, limit, leaving).await))
         }
-        // Nothing is held between subscriptions.
-        FeedCmd::Unsubscribe => return None,
+        // Nothing is held between subscriptions, nor asked of no bridge.
+        FeedCmd::Unsubscribe | FeedCmd::Refeed(_) => return None,
         FeedCmd::Subscribe { bridge, resume } => (bridge, resume),
     };
     let socket = udp.then(|| feed_socket(endpoint)).flatten();
@@ -111,7 +113,7 @@ async fn carry_out(
             *udp = false;
             blocked
         }),
-        _ = until_unsubscribed(endpoint, cmds, events) => "not wanted any more".to_string(),
+        _ = until_unsubscribed(endpoint, &conn, cmds, events) => "not wanted any more".to_string(),
         _ = cancel.cancelled() => "shutting down".to_string(),
     };
     let s = conn.stats();
@@ -151,15 +153,27 @@ fn feed_socket(endpoint: &NodeEndpoint) -> Option<tokio::net::UdpSocket> {
 }
 
 /// Until the machine says to leave the feed (or is gone), answering its asks
-/// of the tracker meanwhile.
+/// of the tracker meanwhile, and passing its asks to feed chunks again to
+/// the bridge (QUIC datagrams, two copies: the machine asks again after
+/// its NAK interval if the chunk does not come).
 async fn until_unsubscribed(
     endpoint: &NodeEndpoint,
+    conn: &quinn::Connection,
     cmds: &mut mpsc::UnboundedReceiver<FeedCmd>,
     events: &mpsc::Sender<FeedEvent>,
 ) {
     loop {
         match cmds.recv().await {
             Some(FeedCmd::Unsubscribe) | None => return,
+            Some(FeedCmd::Refeed(chunks)) => {
+                for ask in udp::refeed_asks(&chunks) {
+                    for _ in 0..2 {
+                        if let Err(e) = conn.send_datagram(ask.clone()) {
+                            debug!("asking the bridge to feed chunks again: {e}");
+                        }
+                    }
+                }
+            }
             Some(FeedCmd::Ask { tracker, limit, leaving }) => {
                 let listed = ask_bridges(endpoint, tracker, limit, leaving).await;
                 if events.send(FeedEvent::Bridges(listed)).await.is_err() {

@@ -149,6 +149,13 @@ impl Ring {
         self.chunks.get(usize::try_from(at).ok()?).copied()
     }
 
+    /// A chunk of the history, by object and index (the latest, if twice),
+    /// with its object's manifest datagram.
+    fn find(&self, object_id: ObjectId, index: u32) -> Option<(FeedChunk, Option<Arc<[u8]>>)> {
+        let c = self.chunks.iter().rev().find(|c| c.object_id == object_id && c.index == index)?;
+        Some((*c, self.manifests.get(&object_id).map(|(m, _)| m.clone())))
+    }
+
     /// [`Ring::after`], with the manifest datagram of that chunk's object.
     fn after_with_manifest(&self, seq: Option<u64>) -> (Option<FeedChunk>, Option<Arc<[u8]>>) {
         let next = self.after(seq);
@@ -205,6 +212,7 @@ pub struct Feed {
     fed_bytes: AtomicU64,
     fed_udp_bytes: AtomicU64,
     skipped_chunks: AtomicU64,
+    refed_chunks: AtomicU64,
     stalled: AtomicU64,
     /// The last answers read, by (object, chunk, ESIs asked).
     recent: Mutex<VecDeque<(AnswerKey, Answer)>>,
@@ -235,6 +243,7 @@ impl Feed {
             fed_bytes: AtomicU64::new(0),
             fed_udp_bytes: AtomicU64::new(0),
             skipped_chunks: AtomicU64::new(0),
+            refed_chunks: AtomicU64::new(0),
             stalled: AtomicU64::new(0),
             recent: Mutex::new(VecDeque::new()),
         })
@@ -355,6 +364,7 @@ impl Feed {
             fed_bytes: self.fed_bytes.load(Relaxed) + self.fed_udp_bytes.load(Relaxed),
             fed_udp_bytes: self.fed_udp_bytes.load(Relaxed),
             skipped_chunks: self.skipped_chunks.load(Relaxed),
+            refed_chunks: self.refed_chunks.load(Relaxed),
             stalled_subscribers: self.stalled.load(Relaxed),
             back_buffer_chunks: ring.chunks.len() as u64,
             back_buffer_bytes: ring.bytes,
@@ -431,7 +441,13 @@ pub(crate) async fn serve_subscription(
         let changed = feed.changed.notified();
         tokio::pin!(changed);
         changed.as_mut().enable();
-        let (next, manifest) = feed.ring().after_with_manifest(at);
+        // A chunk the subscriber asked for again (over UDP, its symbols may
+        // not all come through) goes before the next of the history.
+        let again = udp.as_ref().and_then(UdpFeed::take_again).and_then(|(o, i)| feed.ring().find(o, i));
+        let (next, manifest) = match &again {
+            Some((chunk, manifest)) => (Some(*chunk), manifest.clone()),
+            None => feed.ring().after_with_manifest(at),
+        };
         let Some(chunk) = next else {
             if !feed.is_live() && stripe.is_none() && feed.ending.load(Relaxed) {
                 info!(%peer, "bridge: ending a subscription, this hub no longer serves feeds");
@@ -450,10 +466,14 @@ pub(crate) async fn serve_subscription(
         };
         // A subscriber further behind than the history skips what fell out
         // of it; it repairs those chunks like any it missed.
-        if let Some(prev) = at {
-            feed.skipped_chunks.fetch_add(chunk.seq - prev - 1, Relaxed);
+        if again.is_some() {
+            feed.refed_chunks.fetch_add(1, Relaxed);
+        } else {
+            if let Some(prev) = at {
+                feed.skipped_chunks.fetch_add(chunk.seq - prev - 1, Relaxed);
+            }
+            at = Some(chunk.seq);
         }
-        at = Some(chunk.seq);
         // The stream carries an object's manifest once; UDP with every chunk
         // (its tickets wait for it, and half of those datagrams may be lost).
         let first = sent_manifests.insert(chunk.object_id);

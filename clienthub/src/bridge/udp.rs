@@ -44,6 +44,63 @@ const MARGIN: u32 = 2;
 pub const NUDGE_UNKNOWN: u8 = 255;
 /// A subscriber's socket: room for a chunk and a half of datagrams.
 pub const RECEIVE_BUFFER: usize = 4 << 20;
+/// The first byte of a subscriber's ask to feed chunks again; then, per
+/// chunk, its object id and index (u32, big-endian).
+pub const REFEED: u8 = 0xfe;
+const REFEED_ENTRY: usize = 36;
+/// Chunks one ask names at most (a datagram under 1,200 bytes).
+pub const REFEED_PER_ASK: usize = 32;
+/// Chunks a subscription keeps asked for again at most; older asks go.
+const REFEED_QUEUE: usize = 64;
+
+/// The asks to feed `chunks` again, at most [`REFEED_PER_ASK`] a datagram.
+pub fn refeed_asks(chunks: &[(ObjectId, u32)]) -> Vec<bytes::Bytes> {
+    chunks
+        .chunks(REFEED_PER_ASK)
+        .map(|batch| {
+            let mut d = Vec::with_capacity(1 + batch.len() * REFEED_ENTRY);
+            d.push(REFEED);
+            for (object_id, index) in batch {
+                d.extend_from_slice(&object_id.0);
+                d.extend_from_slice(&index.to_be_bytes());
+            }
+            d.into()
+        })
+        .collect()
+}
+
+/// Queue the chunks asked for again: each once, at most [`REFEED_QUEUE`]
+/// (the oldest asks go first).
+fn queue_again(again: &mut VecDeque<(ObjectId, u32)>, asked: Vec<(ObjectId, u32)>) {
+    for chunk in asked {
+        if !again.contains(&chunk) {
+            again.push_back(chunk);
+        }
+    }
+    while again.len() > REFEED_QUEUE {
+        again.pop_front();
+    }
+}
+
+/// The chunks an ask names; none when it is not one, or is malformed.
+pub fn parse_refeed(d: &[u8]) -> Vec<(ObjectId, u32)> {
+    let Some((&REFEED, entries)) = d.split_first() else { return Vec::new() };
+    if entries.is_empty()
+        || entries.len() % REFEED_ENTRY != 0
+        || entries.len() > REFEED_PER_ASK * REFEED_ENTRY
+    {
+        return Vec::new();
+    }
+    entries
+        .chunks_exact(REFEED_ENTRY)
+        .map(|e| {
+            let (id, index) = e.split_at(32);
+            let id: [u8; 32] = id.try_into().unwrap_or([0; 32]);
+            let index: [u8; 4] = index.try_into().unwrap_or([0; 4]);
+            (ObjectId(id), u32::from_be_bytes(index))
+        })
+        .collect()
+}
 
 /// How many symbols of a chunk of `k` (its table covers `n` ESIs) to send
 /// over a link losing `loss` of its packets, so that the subscriber gets
@@ -118,6 +175,8 @@ pub(crate) struct UdpFeed {
     loss: LinkLoss,
     /// The subscriber's last report, percent ([`NUDGE_UNKNOWN`]: none).
     reported: Arc<AtomicU8>,
+    /// Chunks the subscriber asked to be fed again, oldest first.
+    again: Arc<Mutex<VecDeque<(ObjectId, u32)>>>,
 }
 
 impl UdpFeed {
@@ -128,21 +187,33 @@ impl UdpFeed {
             if to.is_ipv4() { Ipv4Addr::UNSPECIFIED.into() } else { Ipv6Addr::UNSPECIFIED.into() };
         let socket = hubcast_transport::udp::bind_any_port(any, 1 << 16)?;
         let reported = Arc::new(AtomicU8::new(NUDGE_UNKNOWN));
-        Ok(UdpFeed { socket: Arc::new(socket), to, conn, loss: LinkLoss::new(), reported })
+        let again = Arc::new(Mutex::new(VecDeque::new()));
+        Ok(UdpFeed { socket: Arc::new(socket), to, conn, loss: LinkLoss::new(), reported, again })
     }
 
     /// Read the subscriber's nudges (and drop them, so they never pile up),
-    /// keeping the loss each reports; never ends while the connection lives.
+    /// keeping the loss each reports and the chunks it asks to be fed again
+    /// (at most [`REFEED_QUEUE`], each once); never ends while the
+    /// connection lives.
     pub(crate) fn read_reports(&self) -> impl std::future::Future<Output = ()> + 'static {
-        let (conn, reported) = (self.conn.clone(), self.reported.clone());
+        let (conn, reported, again) = (self.conn.clone(), self.reported.clone(), self.again.clone());
         async move {
             while let Ok(d) = conn.read_datagram().await {
                 if let [percent @ 0..=100] = d[..] {
                     reported.store(percent, Relaxed);
                 }
+                let asked = parse_refeed(&d);
+                if !asked.is_empty() {
+                    queue_again(&mut again.lock().unwrap_or_else(|p| p.into_inner()), asked);
+                }
             }
             std::future::pending().await
         }
+    }
+
+    /// The next chunk the subscriber asked to be fed again.
+    pub(crate) fn take_again(&self) -> Option<(ObjectId, u32)> {
+        self.again.lock().unwrap_or_else(|p| p.into_inner()).pop_front()
     }
 
     /// The subscription's heartbeats ([`HEARTBEAT_EVERY`]), until sending fails.
@@ -403,6 +474,7 @@ mod tests {
         tokio::spawn(feed.read_reports());
         let loss = Arc::new(AtomicU8::new(NUDGE_UNKNOWN));
         let nudging = loss.clone();
+        let hub_conn = to_bridge.clone();
         tokio::spawn(async move { super::super::desert::nudge(&to_bridge, &nudging).await });
 
         let k = 820;
@@ -421,6 +493,49 @@ mod tests {
         loss.store(NUDGE_UNKNOWN, Relaxed);
         tokio::time::sleep(NUDGE_EVERY * 3).await;
         assert_eq!(feed.loss(), 0.05, "an unknown loss keeps the last report");
+
+        // An ask to feed chunks again, beside the nudges: queued in order,
+        // and the nudges' loss is untouched.
+        let asked = [(ObjectId([7; 32]), 3), (ObjectId([7; 32]), 9)];
+        for ask in refeed_asks(&asked) {
+            hub_conn.send_datagram(ask).unwrap();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let mut again = Vec::new();
+        while again.len() < 2 {
+            assert!(std::time::Instant::now() < deadline, "the asks did not arrive: {again:?}");
+            again.extend(feed.take_again());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(again, asked, "in order");
+        assert_eq!(feed.loss(), 0.05);
+    }
+
+    #[test]
+    fn an_ask_to_feed_again_names_its_chunks_and_a_malformed_one_names_none() {
+        let chunks: Vec<(ObjectId, u32)> =
+            (0..40u8).map(|i| (ObjectId([i; 32]), u32::from(i) << 20)).collect();
+        let asks = refeed_asks(&chunks);
+        assert_eq!(asks.len(), 2, "{REFEED_PER_ASK} a datagram");
+        assert!(asks.iter().all(|a| a.len() <= 1 + REFEED_PER_ASK * REFEED_ENTRY && a.len() < 1200));
+        let back: Vec<(ObjectId, u32)> = asks.iter().flat_map(|a| parse_refeed(a)).collect();
+        assert_eq!(back, chunks);
+        let one = refeed_asks(&chunks[..1]).remove(0);
+        for bad in [&one[..one.len() - 1], &one[..1], &[50][..], &[], &[REFEED; 1 + 37][..]] {
+            assert!(parse_refeed(bad).is_empty(), "{bad:?}");
+        }
+        let mut too_many = refeed_asks(&chunks[..REFEED_PER_ASK]).remove(0).to_vec();
+        too_many.extend_from_slice(&one[1..]);
+        assert!(parse_refeed(&too_many).is_empty(), "more than {REFEED_PER_ASK}");
+        // Queued once each (the ask goes twice), the oldest dropped past the bound.
+        let mut again = VecDeque::new();
+        queue_again(&mut again, chunks[..2].to_vec());
+        queue_again(&mut again, chunks[..2].to_vec());
+        assert_eq!(again, chunks[..2].to_vec());
+        let many: Vec<(ObjectId, u32)> = (0..70u32).map(|i| (ObjectId([1; 32]), i)).collect();
+        queue_again(&mut again, many.clone());
+        assert_eq!(again.len(), REFEED_QUEUE);
+        assert_eq!(again.back(), many.last());
     }
 
     #[test]

@@ -260,6 +260,7 @@ impl PeerSide {
             }
             Output::Subscribe { bridge, resume } => self.order(FeedCmd::Subscribe { bridge, resume }),
             Output::Unsubscribe(_) => self.order(FeedCmd::Unsubscribe),
+            Output::Refeed { chunks, .. } => self.order(FeedCmd::Refeed(chunks)),
             Output::Tell { to, msg } => {
                 if let Some(f) = self.forest.as_ref() {
                     f.tell(to, msg, &mut self.tasks);

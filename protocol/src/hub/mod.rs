@@ -241,6 +241,13 @@ pub enum Output {
     },
     /// Leave this bridge's feed; its end comes back as [`Input::FeedEnded`].
     Unsubscribe(NodeId),
+    /// Ask the bridge feeding this hub to send these chunks again in its
+    /// feed: what a NAK would ask of the origin, whose multicast answer this
+    /// hub would not hear. Nothing comes back; the chunks come in the feed.
+    Refeed {
+        bridge: NodeId,
+        chunks: Vec<(ObjectId, u32)>,
+    },
     /// Send this forest message.
     Tell {
         to: ForestPeer,

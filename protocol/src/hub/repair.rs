@@ -133,9 +133,17 @@ impl Hub {
         // The origin repairs by multicast on the island it sends to: a hub
         // that does not hear the origin's multicast now (a desert hub, one
         // fed by a bridge or a relay) would never hear the answer. It
-        // repairs from peers and its bridge only.
+        // repairs from peers, and asks its bridge to feed again the chunks
+        // whose symbols came in its feed: a chunk it holds nothing of (the
+        // bridge completes chunks out of order) the feed has not reached.
         if !self.hears_origin(now) {
             self.naks_withheld += naks.len() as u64;
+            let fed = |n: &&Nak| n.held.iter().any(|b| *b != 0);
+            let chunks: Vec<(ObjectId, u32)> =
+                naks.iter().filter(fed).map(|n| (n.object_id, n.index)).collect();
+            if let (Some(bridge), false) = (self.feeding(), chunks.is_empty()) {
+                self.out.push_back(Output::Refeed { bridge: bridge.id, chunks });
+            }
             naks.clear();
         }
         match (self.tracker, naks.first().cloned()) {
