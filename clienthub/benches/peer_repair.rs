@@ -186,6 +186,7 @@ async fn repair(ch: &Channel, peers: &[Peer], heard: Heard, seed: u64) -> Repair
             channel_tag: ch.channel_tag,
             node_id: p.id.0,
             quic_port: p.addr.port(),
+            loss: None,
             objects: vec![(ch.plan.manifest.object_id, all.clone())],
         };
         input(&mut hub, Input::Announcement { from: p.addr, datagram: &a.encode().0 });

@@ -231,6 +231,9 @@ pub struct FeedStatus {
     pub bridges_banned: u64,
     /// Bytes this hub sent again on its LAN with `--remulticast`.
     pub remulticast_bytes: u64,
+    /// The worst loss of its LAN's multicast the hubs of this island
+    /// announce, whole percent: what `--remulticast` sizes its relay for.
+    pub island_loss: Option<u8>,
     /// In a stripe forest (`--stripes`): its place there.
     pub forest: Option<ForestStatus>,
 }

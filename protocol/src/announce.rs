@@ -1,17 +1,25 @@
-//! Hub announcements, version 1: one UDP datagram a hub sends every few seconds
+//! Hub announcements, version 2: one UDP datagram a hub sends every few seconds
 //! on its channel's control multicast group (the data group's port + 1), so the
 //! hubs of an island find each other.
 //!
 //! ```text
-//! 0   4  magic "HCA1"
+//! 0   4  magic "HCA2"
 //! 4   8  channel tag (u64 BE): announcements of other channels are ignored
 //! 12 32  node id (Ed25519 public key)
 //! 44  2  QUIC port (the address is the datagram's source)
-//! 46  2  object count m
-//! 48  .. m x (object id (32), chunk count c (u32, 1..=MAX_CHUNKS_PER_OBJECT),
+//! 46  1  loss: the share of the multicast this hub hears on its LAN that it
+//!        loses, whole percent 0..=100; 255 when not known
+//! 47  2  object count m
+//! 49  .. m x (object id (32), chunk count c (u32, 1..=MAX_CHUNKS_PER_OBJECT),
 //!            complete bitmap (ceil(c/8) bytes, bit i = chunk i, LSB first,
 //!            unused high bits 0))
 //! ```
+//!
+//! Version 1 ("HCA1") is version 2 without the loss byte; it is still read
+//! (loss not known), so hubs of the last release are found.
+//!
+//! The loss is what a `--remulticast` hub sizes its relay for: the worst its
+//! LAN announces.
 //!
 //! The whole datagram is at most [`MAX_ANNOUNCE_LEN`] bytes, so a hub lists the
 //! objects that fit (the most recent first) and the rest are found by asking.
@@ -22,16 +30,23 @@
 use crate::peer_wire::{ChunkBitmap, MAX_CHUNKS_PER_OBJECT};
 use crate::ObjectId;
 
-pub const MAGIC: &[u8; 4] = b"HCA1";
+pub const MAGIC: &[u8; 4] = b"HCA2";
+/// Version 1: no loss byte.
+const MAGIC_V1: &[u8; 4] = b"HCA1";
+/// The loss byte of a hub that does not know its loss.
+pub const LOSS_UNKNOWN: u8 = 255;
 /// Fits an Ethernet MTU with IPv6 and UDP headers.
 pub const MAX_ANNOUNCE_LEN: usize = 1400;
-const HEADER_LEN: usize = 48;
+const HEADER_LEN: usize = 49;
+const HEADER_LEN_V1: usize = 48;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Announcement {
     pub channel_tag: u64,
     pub node_id: [u8; 32],
     pub quic_port: u16,
+    /// The share of its LAN's multicast the hub loses, whole percent.
+    pub loss: Option<u8>,
     /// What the hub holds complete, per object.
     pub objects: Vec<(ObjectId, ChunkBitmap)>,
 }
@@ -59,6 +74,7 @@ impl Announcement {
         out.extend_from_slice(&self.channel_tag.to_be_bytes());
         out.extend_from_slice(&self.node_id);
         out.extend_from_slice(&self.quic_port.to_be_bytes());
+        out.push(self.loss.map_or(LOSS_UNKNOWN, |l| l.min(100)));
         out.extend_from_slice(&[0, 0]);
         let mut listed = 0u16;
         for (id, bitmap) in &self.objects {
@@ -71,7 +87,7 @@ impl Announcement {
             out.extend_from_slice(bitmap.bytes());
             listed += 1;
         }
-        out[46..48].copy_from_slice(&listed.to_be_bytes());
+        out[HEADER_LEN - 2..HEADER_LEN].copy_from_slice(&listed.to_be_bytes());
         (out, listed as usize)
     }
 
@@ -79,15 +95,16 @@ impl Announcement {
         if buf.len() > MAX_ANNOUNCE_LEN {
             return Err(AnnounceError::TooLong);
         }
-        if buf.len() < HEADER_LEN {
-            return Err(if buf.starts_with(MAGIC) || MAGIC.starts_with(buf) {
-                AnnounceError::Truncated
-            } else {
-                AnnounceError::BadMagic
-            });
-        }
-        if &buf[..4] != MAGIC {
+        let magic = |m: &[u8; 4]| buf.starts_with(m) || m.starts_with(buf);
+        let header = if magic(MAGIC) {
+            HEADER_LEN
+        } else if magic(MAGIC_V1) {
+            HEADER_LEN_V1
+        } else {
             return Err(AnnounceError::BadMagic);
+        };
+        if buf.len() < header {
+            return Err(AnnounceError::Truncated);
         }
         let be32 = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
         let mut tag = [0u8; 8];
@@ -95,8 +112,13 @@ impl Announcement {
         let mut node_id = [0u8; 32];
         node_id.copy_from_slice(&buf[12..44]);
         let quic_port = u16::from_be_bytes([buf[44], buf[45]]);
-        let count = u16::from_be_bytes([buf[46], buf[47]]) as usize;
-        let mut rest = &buf[HEADER_LEN..];
+        let loss = match (header, buf[46]) {
+            (HEADER_LEN_V1, _) | (_, LOSS_UNKNOWN) => None,
+            (_, percent @ 0..=100) => Some(percent),
+            _ => return Err(AnnounceError::OutOfRange),
+        };
+        let count = u16::from_be_bytes([buf[header - 2], buf[header - 1]]) as usize;
+        let mut rest = &buf[header..];
         let mut objects = Vec::new();
         for _ in 0..count {
             if rest.len() < 36 {
@@ -117,7 +139,7 @@ impl Announcement {
         if !rest.is_empty() {
             return Err(AnnounceError::NotCanonical);
         }
-        Ok(Announcement { channel_tag: u64::from_be_bytes(tag), node_id, quic_port, objects })
+        Ok(Announcement { channel_tag: u64::from_be_bytes(tag), node_id, quic_port, loss, objects })
     }
 }
 
@@ -137,6 +159,7 @@ mod tests {
             channel_tag: 7,
             node_id: [3; 32],
             quic_port: 4433,
+            loss: Some(37),
             objects: vec![(ObjectId([1; 32]), bitmap(13, &[0, 12])), (ObjectId([2; 32]), bitmap(1, &[0]))],
         };
         let (d, listed) = a.encode();
@@ -147,6 +170,7 @@ mod tests {
             channel_tag: 7,
             node_id: [3; 32],
             quic_port: 1,
+            loss: None,
             objects: vec![(ObjectId([1; 32]), bitmap(20_000, &[5])), (ObjectId([2; 32]), bitmap(8, &[1]))],
         };
         let (d, listed) = big.encode();
@@ -161,6 +185,7 @@ mod tests {
             channel_tag: 1,
             node_id: [0; 32],
             quic_port: 1,
+            loss: Some(0),
             objects: vec![(ObjectId([9; 32]), bitmap(3, &[1]))],
         }
         .encode();
@@ -177,8 +202,34 @@ mod tests {
         *high_bit.last_mut().unwrap() |= 0x80; // chunk 7 of a 3-chunk object
         assert_eq!(Announcement::decode(&high_bit), Err(AnnounceError::NotCanonical));
         let mut zero = d.clone();
-        zero[48 + 32..48 + 36].copy_from_slice(&0u32.to_be_bytes());
+        zero[HEADER_LEN + 32..HEADER_LEN + 36].copy_from_slice(&0u32.to_be_bytes());
         assert_eq!(Announcement::decode(&zero), Err(AnnounceError::OutOfRange));
+        let mut over = d.clone();
+        over[46] = 101;
+        assert_eq!(Announcement::decode(&over), Err(AnnounceError::OutOfRange));
         assert_eq!(Announcement::decode(&vec![0; 2000]), Err(AnnounceError::TooLong));
+    }
+
+    #[test]
+    fn a_version_1_announcement_is_read_with_its_loss_not_known() {
+        let a = Announcement {
+            channel_tag: 5,
+            node_id: [4; 32],
+            quic_port: 9,
+            loss: Some(50),
+            objects: vec![(ObjectId([6; 32]), bitmap(9, &[8]))],
+        };
+        let (v2, _) = a.encode();
+        assert_eq!(v2[46], 50);
+        let mut v1 = MAGIC_V1.to_vec();
+        v1.extend_from_slice(&v2[4..46]);
+        v1.extend_from_slice(&v2[47..]);
+        assert_eq!(Announcement::decode(&v1), Ok(Announcement { loss: None, ..a.clone() }));
+        for cut in 0..v1.len() {
+            assert!(Announcement::decode(&v1[..cut]).is_err(), "cut {cut}");
+        }
+        let unknown = Announcement { loss: None, ..a };
+        assert_eq!(unknown.encode().0[46], LOSS_UNKNOWN);
+        assert_eq!(Announcement::decode(&unknown.encode().0), Ok(unknown));
     }
 }

@@ -81,6 +81,8 @@ struct Entry {
     heard_at: Option<Instant>,
     /// What its last announcement listed complete.
     have: HashMap<ObjectId, ChunkBitmap>,
+    /// The loss of its LAN's multicast its last announcement gave.
+    loss: Option<u8>,
     /// Chunks the tracker listed it as holding complete.
     listed: HashSet<(ObjectId, u32)>,
     strikes: u32,
@@ -98,6 +100,7 @@ impl Entry {
             last_seen: now,
             heard_at: None,
             have: HashMap::new(),
+            loss: None,
             listed: HashSet::new(),
             strikes: 0,
             banned_until: None,
@@ -136,20 +139,29 @@ impl PeerTable {
         Some((self.peers.entry(id).or_insert_with(|| Entry::new(now, addr)), new))
     }
 
-    /// An announcement from `id` at `addr`; true when the peer is new.
+    /// An announcement from `id` at `addr`, with the loss it gives; true
+    /// when the peer is new.
     pub fn heard(
         &mut self,
         now: Instant,
         id: NodeId,
         addr: SocketAddr,
         have: Vec<(ObjectId, ChunkBitmap)>,
+        loss: Option<u8>,
     ) -> bool {
         let Some((e, new)) = self.entry(now, id, addr) else { return false };
         e.addr = addr;
         e.last_seen = now;
         e.heard_at = Some(now);
         e.have = have.into_iter().collect();
+        e.loss = loss;
         new
+    }
+
+    /// The worst multicast loss this island's hubs announce (whole percent),
+    /// of those heard in the last [`PEER_EXPIRY`] that know theirs.
+    pub fn island_loss(&self, now: Instant) -> Option<u8> {
+        self.peers.values().filter(|p| p.same_island(now)).filter_map(|p| p.loss).max()
     }
 
     /// The tracker lists `id` at `addr` as holding a chunk complete; true
@@ -306,11 +318,28 @@ mod tests {
     }
 
     #[test]
+    fn the_island_loss_is_the_worst_its_live_hubs_announce() {
+        let t0 = Instant::now();
+        let mut t = PeerTable::default();
+        assert_eq!(t.island_loss(t0), None);
+        t.heard(t0, id(1), at(1), Vec::new(), Some(12));
+        t.heard(t0, id(2), at(2), Vec::new(), None);
+        t.listed(t0, id(3), at(3), ObjectId([1; 32]), 0); // not of this island
+        assert_eq!(t.island_loss(t0), Some(12));
+        t.heard(t0 + S, id(2), at(2), Vec::new(), Some(48));
+        assert_eq!(t.island_loss(t0 + S), Some(48));
+        // Hub 1 falls silent: only hub 2's figure counts once it is gone.
+        t.heard(t0 + PEER_EXPIRY, id(1), at(1), Vec::new(), Some(3));
+        assert_eq!(t.island_loss(t0 + PEER_EXPIRY), Some(48));
+        assert_eq!(t.island_loss(t0 + S + PEER_EXPIRY), Some(3));
+    }
+
+    #[test]
     fn candidates_are_live_unbanned_peers_marked_complete_by_what_they_hold() {
         let (t0, obj) = (Instant::now(), ObjectId([7; 32]));
         let mut t = PeerTable::default();
-        assert!(t.heard(t0, id(1), at(1), holding(obj, 4, &[2])));
-        assert!(!t.heard(t0, id(1), at(1), holding(obj, 4, &[2])), "known now");
+        assert!(t.heard(t0, id(1), at(1), holding(obj, 4, &[2]), None));
+        assert!(!t.heard(t0, id(1), at(1), holding(obj, 4, &[2]), None), "known now");
         assert!(t.listed(t0, id(2), at(2), obj, 3));
         assert!(t.feeding(t0, id(3), at(3), true));
         let complete = |c: &[Candidate<NodeId>], n| c.iter().find(|c| c.peer == id(n)).map(|c| c.complete);
@@ -337,7 +366,7 @@ mod tests {
     fn three_strikes_ban_for_ten_minutes_and_a_ban_outlives_silence() {
         let (t0, obj) = (Instant::now(), ObjectId([7; 32]));
         let mut t = PeerTable::default();
-        t.heard(t0, id(1), at(1), Vec::new());
+        t.heard(t0, id(1), at(1), Vec::new(), None);
         assert_eq!(t.strike(t0, &id(1), 2), Strike { strikes: 2, banned_now: false });
         assert_eq!(t.strike(t0, &id(1), 1), Strike { strikes: 3, banned_now: true });
         assert_eq!(t.strike(t0, &id(1), 1), Strike { strikes: 4, banned_now: false }, "banned already");
@@ -354,7 +383,7 @@ mod tests {
     fn an_island_peer_keeps_its_announced_address_and_a_tracker_listing_does_not_move_it() {
         let (t0, obj) = (Instant::now(), ObjectId([7; 32]));
         let mut t = PeerTable::default();
-        t.heard(t0, id(1), at(1), Vec::new());
+        t.heard(t0, id(1), at(1), Vec::new(), None);
         t.listed(t0 + S, id(1), at(99), obj, 0);
         assert_eq!(t.addr(&id(1)), Some(at(1)));
         assert_eq!(t.view(t0 + S)[0].via, Via::Island);
@@ -373,17 +402,17 @@ mod tests {
         for n in 0..MAX_PEERS + 10 {
             let mut raw = [0u8; 32];
             raw[..8].copy_from_slice(&(n as u64).to_be_bytes());
-            t.heard(t0, NodeId(raw), at(1), Vec::new());
+            t.heard(t0, NodeId(raw), at(1), Vec::new(), None);
         }
         assert_eq!(t.len(), MAX_PEERS);
-        assert!(!t.heard(t0, id(0xEE), at(1), Vec::new()), "full: not taken");
+        assert!(!t.heard(t0, id(0xEE), at(1), Vec::new(), None), "full: not taken");
     }
 
     #[test]
     fn rtts_are_kept_for_known_peers_only() {
         let t0 = Instant::now();
         let mut t = PeerTable::default();
-        t.heard(t0, id(1), at(1), Vec::new());
+        t.heard(t0, id(1), at(1), Vec::new(), None);
         let rtts = HashMap::from([(id(1), 3 * S / 1000), (id(2), S)]);
         t.note_rtts(&rtts);
         assert_eq!(t.view(t0).iter().map(|v| v.rtt).collect::<Vec<_>>(), [Some(3 * S / 1000)]);

@@ -358,8 +358,45 @@ fn bridge(n: u8) -> NodeAddr {
     NodeAddr { id, addr }
 }
 
+/// An ask to feed chunks again: when (tenths of a second in), of which
+/// bridge, which chunks.
+type Refeed = (u32, NodeId, Vec<(ObjectId, u32)>);
+
+/// Ten seconds of a fed hub whose bridge, a peer too, refuses every
+/// request as busy (its upload goes to its feeds): the asks to feed chunks
+/// again it makes, each with the tenth of a second it came in. It never
+/// NAKs (the origin's answer would not reach it).
+fn refeeds_with_a_busy_bridge(hub: &mut Driven, t0: Instant) -> Vec<Refeed> {
+    let mut asks = Vec::new();
+    for tenth in 1..=100 {
+        let mut step = hub.wait(t0, Duration::from_millis(100));
+        let fetches: Vec<u64> = step
+            .iter()
+            .filter_map(|o| if let Output::Fetch { id, .. } = o { Some(*id) } else { None })
+            .collect();
+        for id in fetches {
+            let busy = Input::Fetched { id, answer: Err(Outcome::Refused(RefuseReason::Busy)) };
+            step.extend(hub.input(t0, busy));
+        }
+        for o in step {
+            match o {
+                Output::Naks { .. } => panic!("the origin's answer would not reach it"),
+                Output::Refeed { bridge, chunks } => asks.push((tenth, bridge, chunks)),
+                _ => {}
+            }
+        }
+    }
+    asks
+}
+
+/// A datagram's kind and chunk index.
+fn kind_and_chunk(d: &[u8]) -> Option<(Kind, u32)> {
+    let kind = wire::decode_header(d).ok()?.kind;
+    Some((kind, wire::peek_chunk(d, kind)?.1))
+}
+
 #[test]
-fn a_fed_hub_asks_its_bridge_to_feed_again_what_it_would_nak() {
+fn a_fed_hub_asks_its_bridge_again_for_fed_chunks_that_did_not_decode() {
     let ch = channel(25);
     let t0 = Instant::now();
     let (_, all) = round(&ch);
@@ -373,39 +410,58 @@ fn a_fed_hub_asks_its_bridge_to_feed_again_what_it_would_nak() {
     fed.input(t0, Input::Bridges(&[bridge(1)]));
     fed.input(t0, Input::Feeding(bridge(1)));
     // The feed's symbols, a fifth of them lost on the way; of the last of
-    // the four chunks, none yet (the bridge completed it last).
-    let last_chunk = |d: &Vec<u8>| wire::peek_chunk(d, Kind::Symbol).is_some_and(|(_, i)| i == 3);
-    let lossy: Vec<Vec<u8>> = lossy(&all).into_iter().filter(|d| !last_chunk(d)).collect();
+    // the four chunks, none yet (the bridge completed it last); of chunk 2,
+    // every copy of its ticket lost (its symbols wait for one, none held).
+    let last_chunk = |d: &Vec<u8>| kind_and_chunk(d).is_some_and(|(_, i)| i == 3);
+    let ticket_2 = |d: &Vec<u8>| kind_and_chunk(d) == Some((Kind::Ticket, 2));
+    let lossy: Vec<Vec<u8>> = lossy(&all).into_iter().filter(|d| !last_chunk(d) && !ticket_2(d)).collect();
     let datagrams: Vec<&[u8]> = lossy.iter().map(Vec::as_slice).collect();
     fed.input(t0, Input::Bridge { bridge: node(1).0, datagrams: &datagrams });
-    // Its bridge, a peer too, is asked first: busy, every time (its upload
-    // goes to its feeds).
-    let mut out = Vec::new();
-    for _ in 0..100 {
-        let step = fed.wait(t0, Duration::from_millis(100));
-        for o in &step {
-            if let Output::Fetch { id, .. } = o {
-                let busy = Input::Fetched { id: *id, answer: Err(Outcome::Refused(RefuseReason::Busy)) };
-                out.extend(fed.input(t0, busy));
-            }
-        }
-        out.extend(step);
-    }
-    assert!(!out.iter().any(|o| matches!(o, Output::Naks { .. })), "the origin's answer would not reach it");
-    let asked: Vec<(NodeId, Vec<(ObjectId, u32)>)> = out
-        .iter()
-        .filter_map(|o| match o {
-            Output::Refeed { bridge, chunks } => Some((*bridge, chunks.clone())),
-            _ => None,
+    let asked = refeeds_with_a_busy_bridge(&mut fed, t0);
+    assert!(asked.iter().all(|(_, b, chunks)| *b == node(1).0 && !chunks.is_empty()), "{asked:?}");
+    let chunks: std::collections::BTreeSet<u32> =
+        asked.iter().flat_map(|(_, _, c)| c.iter().map(|c| c.1)).collect();
+    assert_eq!(chunks, [0, 1, 2].into(), "each chunk the feed brought, and not the one it has not reached");
+    // Three seconds after the feed brought them, then every three seconds.
+    let tenths: Vec<u32> = asked.iter().map(|(t, _, _)| *t).collect();
+    assert_eq!(tenths, [30, 60, 90], "{asked:?}");
+    assert!(fed.hub.naks_withheld() > 0, "the NAKs for chunk 3 are withheld and not asked of the bridge");
+}
+
+/// A hub behind a `--remulticast` relay: the relay stops partway (its own
+/// feed ended), the hub takes a bridge's feed from where it was, and asks
+/// that bridge for the chunks the relay brought and it could not decode.
+#[test]
+fn a_hub_behind_a_relay_asks_its_new_bridge_for_what_the_relay_left_incomplete() {
+    let ch = channel(26);
+    let t0 = Instant::now();
+    let (_, all) = round(&ch);
+    let origin = NodeAddr { id: NodeId([9; 32]), addr: SocketAddr::from(([10, 0, 0, 9], 9000)) };
+    let mut hub = Driven::new(3, t0, &ch, |c| {
+        c.tracker = Some(origin);
+        c.bridges = Some(vec![bridge(1)]);
+    });
+    // The relay: a fifth of the symbols lost, every ticket of chunk 1 lost,
+    // and chunk 3 never sent.
+    let relayed: Vec<Vec<u8>> = lossy(&all)
+        .into_iter()
+        .filter(|d| !kind_and_chunk(d).is_some_and(|(k, i)| i == 3 || (k == Kind::Ticket && i == 1)))
+        .map(|mut d| {
+            wire::mark_relayed(&mut d);
+            d
         })
         .collect();
-    assert!(!asked.is_empty(), "what it would NAK, it asks its bridge for");
-    assert!(asked.iter().all(|(b, chunks)| *b == node(1).0 && !chunks.is_empty()), "{asked:?}");
+    for d in &relayed {
+        hub.input(t0, Input::Multicast(d));
+    }
+    let searching = hub.wait(t0, Duration::from_secs(5));
+    assert!(searching.iter().any(|o| matches!(o, Output::AskBridges { .. })), "the relay went silent");
+    hub.input(t0, Input::Bridges(&[bridge(1)]));
+    hub.input(t0, Input::Feeding(bridge(1)));
+    let asked = refeeds_with_a_busy_bridge(&mut hub, t0);
     let chunks: std::collections::BTreeSet<u32> =
-        asked.iter().flat_map(|(_, c)| c.iter().map(|c| c.1)).collect();
-    assert_eq!(chunks, [0, 1, 2].into(), "each chunk the feed brought, and not the one it has not reached");
-    let asks = asked.iter().map(|(_, c)| c.len() as u64).sum::<u64>();
-    assert!(fed.hub.naks_withheld() > asks, "the NAKs for chunk 3 are withheld and not asked of the bridge");
+        asked.iter().flat_map(|(_, _, c)| c.iter().map(|c| c.1)).collect();
+    assert_eq!(chunks, [0, 1, 2].into(), "the chunks the relay brought, and not the one it never reached");
 }
 
 #[test]

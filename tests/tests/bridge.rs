@@ -206,7 +206,8 @@ fn a_bridge_feeding_corrupted_symbols_is_struck_out_and_the_desert_hub_moves_on(
 /// it out again on its LAN's group (`--remulticast`), marked relayed. Hub H on
 /// that LAN names no bridge and no tracker: it completes from R's multicast,
 /// and (run with --bridge) never offers itself as a bridge, since what it hears
-/// is relayed.
+/// is relayed. H loses 30% of what it hears and announces it: R sizes its
+/// relay for that loss.
 #[test]
 fn a_remulticasting_hub_turns_its_desert_lan_into_an_island() {
     let tmp = tempfile::tempdir().unwrap();
@@ -234,7 +235,7 @@ fn a_remulticasting_hub_turns_its_desert_lan_into_an_island() {
     let _relay = Daemon::spawn("relay", &bin("clienthub"), &args, t);
     let (h_http, h) = (free_port(), t.join("lan-hub"));
     let mut args = hub_args(&fingerprint, lan, &h.join("store"), &h.join("out"), h_http);
-    args.push("--bridge".into());
+    args.extend(["--bridge", "--simulate-loss", "0.3", "--loss-seed", "7"].map(String::from));
     let _hub = Daemon::spawn("lan-hub", &bin("clienthub"), &args, t);
     wait_for("the relay and the LAN hub up", DEADLINE, || status(r_http).and(status(h_http)));
 
@@ -261,6 +262,11 @@ fn a_remulticasting_hub_turns_its_desert_lan_into_an_island() {
         r_status["bytes"]
     );
     assert!(u(&r_status["feed"]["remulticast_bytes"]) >= 12 << 20, "and sent it on: {}", r_status["feed"]);
+    let r_status = wait_for("the LAN hub's loss announced", DEADLINE, || {
+        status(r_http).filter(|s| s["feed"]["island_loss"].is_u64())
+    });
+    let announced = u(&r_status["feed"]["island_loss"]);
+    assert!((20..=40).contains(&announced), "the LAN hub announced its 30% loss: {}", r_status["feed"]);
     let h_status = wait_for("the LAN hub's bridge figures", DEADLINE, || {
         status(h_http).filter(|s| s["bridge"].is_object())
     });

@@ -85,6 +85,7 @@ fn a_peer_serving_corrupted_symbols_is_banned_and_the_hub_completes_from_honest_
         channel_tag,
         node_id: key.id().0,
         quic_port: endpoint.local_addr().unwrap().port(),
+        loss: None,
         objects: vec![(archive_id("sample/film.bin", &content), all)],
     };
     rt.spawn(serve_garbage(endpoint, channel_tag));

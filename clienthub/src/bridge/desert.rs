@@ -166,6 +166,7 @@ async fn until_unsubscribed(
         match cmds.recv().await {
             Some(FeedCmd::Unsubscribe) | None => return,
             Some(FeedCmd::Refeed(chunks)) => {
+                debug!(chunks = chunks.len(), "asking the bridge to feed chunks again");
                 for ask in udp::refeed_asks(&chunks) {
                     for _ in 0..2 {
                         if let Err(e) = conn.send_datagram(ask.clone()) {
@@ -185,6 +186,12 @@ async fn until_unsubscribed(
     }
 }
 
+/// Asks of the tracker for bridges that may be under way at once: a new one
+/// starts every [`ASK_STAGGER`] while none has answered, and the first
+/// answer wins.
+const ASKS_AT_ONCE: u32 = 3;
+const ASK_STAGGER: Duration = Duration::from_secs(2);
+
 /// The tracker's bridges (none when asking failed, which is logged).
 async fn ask_bridges(
     endpoint: &NodeEndpoint,
@@ -198,7 +205,32 @@ async fn ask_bridges(
     })
 }
 
+/// Ask the tracker, with a fresh handshake every [`ASK_STAGGER`] (at most
+/// [`ASKS_AT_ONCE`]) until one answers. At 50% loss each way a handshake
+/// that lost its first flights waits out probe timeouts that double (0.3,
+/// 0.6, 1.2 s, ...); one ask at a time timed out four times in a row in the
+/// lab, and a desert hub took its feed 35-50 s after it wanted one.
 async fn try_ask_bridges(
+    endpoint: &NodeEndpoint,
+    tracker: NodeAddr,
+    limit: u8,
+    leaving: Option<NodeId>,
+) -> Result<Vec<NodeAddr>, String> {
+    let asks = (0..ASKS_AT_ONCE).map(|i| {
+        Box::pin(async move {
+            tokio::time::sleep(ASK_STAGGER * i).await;
+            ask_once(endpoint, tracker, limit, leaving).await
+        })
+    });
+    let within = SUBSCRIBE_TIMEOUT + ASK_STAGGER * (ASKS_AT_ONCE - 1);
+    match tokio::time::timeout(within, futures_util::future::select_ok(asks)).await {
+        Ok(Ok((listed, _))) => Ok(listed),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err("timed out".into()),
+    }
+}
+
+async fn ask_once(
     endpoint: &NodeEndpoint,
     tracker: NodeAddr,
     limit: u8,

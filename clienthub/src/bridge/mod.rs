@@ -44,7 +44,7 @@ mod tests;
 mod udp;
 
 pub use desert::*;
-pub use remulticast::remulticast;
+pub use remulticast::{remulticast, Relay};
 pub(crate) use udp::{read_udp, UdpFeed};
 
 /// A bridge that stops serving feeds (a bridge now feeds it) ends its

@@ -130,7 +130,12 @@ pub fn head_copies(loss: f64) -> usize {
 
 /// The order of a chunk's datagrams: `sends` symbols (ESI order, wrapping),
 /// with `head` first and again after each `sends / copies` of them.
-fn send_plan<'a>(sends: usize, copies: usize, head: &[&'a [u8]], symbols: &[&'a [u8]]) -> Vec<&'a [u8]> {
+pub(super) fn send_plan<'a>(
+    sends: usize,
+    copies: usize,
+    head: &[&'a [u8]],
+    symbols: &[&'a [u8]],
+) -> Vec<&'a [u8]> {
     let mut plan = Vec::with_capacity(sends + copies * head.len());
     let every = sends.div_ceil(copies.max(1)).max(1);
     for i in 0..sends {
@@ -204,6 +209,7 @@ impl UdpFeed {
                 }
                 let asked = parse_refeed(&d);
                 if !asked.is_empty() {
+                    debug!(chunks = asked.len(), "bridge: a subscriber asks to be fed chunks again");
                     queue_again(&mut again.lock().unwrap_or_else(|p| p.into_inner()), asked);
                 }
             }

@@ -38,7 +38,7 @@ use hubcast_transport::{Interface, MulticastConfig, TransportError};
 use rand::{Rng, SeedableRng};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -420,7 +420,7 @@ impl Loop<'_> {
             FeedEvent::Subscribed(bridge) => {
                 info!(%bridge, resume = ?self.hub.position(), "taking the channel's feed from a bridge");
                 // From its first chunk on, the feed goes out on the LAN too.
-                p.remulticasting.store(true, Ordering::Relaxed);
+                p.relay.active.store(true, Ordering::Relaxed);
                 self.status.with_feed(|f| {
                     f.mode = "bridge";
                     f.bridge = Some(bridge.to_string());
@@ -435,7 +435,7 @@ impl Loop<'_> {
             FeedEvent::Ended { bridge, why } => {
                 info!(%bridge, "the bridge's feed ended: {why}");
                 if self.hub.feeding().is_some_and(|b| b.id == bridge) {
-                    p.remulticasting.store(false, Ordering::Relaxed);
+                    p.relay.active.store(false, Ordering::Relaxed);
                 }
                 self.status.with_feed(|f| {
                     f.ended += 1;
@@ -502,10 +502,14 @@ impl Loop<'_> {
         }
         p.feed_wanted = on;
         let feeding = self.hub.feeding().is_some();
-        let remulticast_bytes = p.remulticast_bytes.load(Ordering::Relaxed);
+        let remulticast_bytes = p.relay.sent.load(Ordering::Relaxed);
+        let island_loss = self.hub.peers().island_loss(now);
+        let lan_loss = island_loss.unwrap_or(hubcast_protocol::announce::LOSS_UNKNOWN);
+        p.relay.lan_loss.store(lan_loss, Ordering::Relaxed);
         let forest = self.cfg.stripes > 0 && !self.cfg.bridge;
         self.status.with_feed(|f| {
             f.remulticast_bytes = remulticast_bytes;
+            f.island_loss = island_loss;
             f.mode = match (on, feeding, forest) {
                 (false, _, _) => "multicast",
                 (true, _, true) => "forest",

@@ -41,8 +41,7 @@ pub(super) fn start_peers(
         server.clone(),
         feed.clone().filter(|_| cfg.bridge || cfg.stripes > 0),
     );
-    let remulticasting = Arc::new(AtomicBool::new(false));
-    let remulticast_bytes = Arc::new(AtomicU64::new(0));
+    let relay = Arc::new(crate::bridge::Relay::default());
     let mut tasks = JoinSet::new();
     if let (Some(group), Some(feed)) = (cfg.remulticast, &feed) {
         let mut out = MulticastConfig::new(group);
@@ -54,9 +53,8 @@ pub(super) fn start_peers(
             server.clone(),
             socket,
             group,
-            remulticasting.clone(),
+            relay.clone(),
             upload,
-            remulticast_bytes.clone(),
             cancel.clone(),
         );
         tasks.spawn(task);
@@ -116,8 +114,7 @@ pub(super) fn start_peers(
         forest,
         forest_rx,
         forest_role,
-        remulticasting,
-        remulticast_bytes,
+        relay,
         fetcher,
         server,
         done_tx,
@@ -188,10 +185,9 @@ pub(super) struct PeerSide {
     pub(super) forest: Option<ForestIo>,
     pub(super) forest_rx: Option<mpsc::Receiver<ForestIn>>,
     pub(super) forest_role: Option<machine::ForestRole>,
-    /// `--remulticast` sends the feed on the LAN now (this hub is fed by a
-    /// bridge), and the bytes it sent.
-    pub(super) remulticasting: Arc<AtomicBool>,
-    pub(super) remulticast_bytes: Arc<AtomicU64>,
+    /// `--remulticast`: whether it sends the feed on the LAN now (this hub
+    /// is fed by a bridge), the loss it sizes it for, the bytes it sent.
+    pub(super) relay: Arc<crate::bridge::Relay>,
     /// Every task the peer side started: its services and one per request
     /// out. Ended (aborted and awaited) when the hub stops.
     pub(super) tasks: JoinSet<()>,

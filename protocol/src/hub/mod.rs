@@ -44,6 +44,7 @@ use std::time::{Duration, Instant};
 
 mod desert;
 mod forest;
+mod loss;
 mod repair;
 pub use desert::{
     BRIDGES_ASKED, LOOK_AGAIN_AFTER, MAX_BANNED_BRIDGES, MOVE_REST, RECHECK_AFTER, RETRY_BRIDGE_AFTER,
@@ -356,6 +357,9 @@ pub struct Hub {
     last_origin_multicast: Option<Instant>,
     position: Option<(ObjectId, u32)>,
     feeding: Option<NodeAddr>,
+    /// Chunks feeds or a `--remulticast` relay brought any datagram of: the
+    /// ones a bridge is asked to feed again.
+    fed: repair::FedChunks,
     /// The search for a bridge's feed (`Config::bridges`).
     desert: Option<desert::Desert>,
     forest: Option<forest::Forest>,
@@ -374,6 +378,9 @@ pub struct Hub {
     naks_withheld: u64,
     /// The origin's multicast as this hub hears it.
     loss: LossMeter,
+    /// A `--remulticast` hub's relay as this hub hears it: announced, so
+    /// that the relay is sized for its LAN.
+    relay_loss: LossMeter,
     /// When to tell the origin that loss (RFC 4654's suppressed feedback).
     reporter: LossReporter,
     /// The sequence number of the last feedback handed to the reporter.
@@ -398,6 +405,7 @@ impl Hub {
             last_origin_multicast: None,
             position: None,
             feeding: None,
+            fed: repair::FedChunks::default(),
             desert: config.bridges.clone().map(|fixed| desert::Desert::new(now, fixed)),
             forest: config.forest.map(|role| forest::Forest::new(now, role)),
             source: (Source::Multicast, None),
@@ -413,6 +421,7 @@ impl Hub {
             last_nak_warning: None,
             naks_withheld: 0,
             loss: LossMeter::default(),
+            relay_loss: LossMeter::default(),
             reporter: LossReporter::new(
                 config.seed ^ u64::from_be_bytes(config.node_id.0[..8].try_into().unwrap_or_default()),
             ),
@@ -483,10 +492,8 @@ impl Hub {
                     self.position = h.chunk.or(self.position);
                     if !h.relayed {
                         self.last_origin_multicast = Some(now);
-                        if let (Some(chunk), Some(esi)) = (h.chunk, wire::peek_esi(d)) {
-                            self.loss.heard(chunk, esi);
-                        }
                     }
+                    self.meter_multicast(now, h.chunk, h.relayed, d);
                     // A --remulticast hub hears its own relay: that is no multicast.
                     if !h.relayed || !self.config.remulticast {
                         self.heard_multicast(now);
@@ -572,30 +579,6 @@ impl Hub {
             t.min(self.next_announce).min(report)
         } else {
             t
-        }
-    }
-
-    /// A new echo of the loss reports: a new round draws this hub's timer.
-    fn take_feedback(&mut self, now: Instant) {
-        let Some(f) = self.receiver.feedback().filter(|f| Some(f.seq) != self.feedback_seq) else { return };
-        self.feedback_seq = Some(f.seq);
-        let loss = self.reportable_loss(now);
-        self.reporter.handle_echo(now, f.echo, loss);
-    }
-
-    /// This hub's multicast loss, whole percent, when it may report it: it
-    /// hears the origin, measures its loss and knows the origin service.
-    fn reportable_loss(&self, now: Instant) -> Option<u8> {
-        let may = self.config.peer_repair && self.tracker.is_some() && self.hears_origin(now);
-        self.loss.known_percent().filter(|_| may)
-    }
-
-    /// Report the loss if the round's timer fired and the echo does not cover it.
-    fn report_loss(&mut self, now: Instant) {
-        let loss = self.reportable_loss(now);
-        self.reporter.handle_loss(now, loss);
-        if let (Some(loss), Some(origin)) = (self.reporter.handle_timeout(now, loss), self.tracker) {
-            self.out.push_back(Output::LossReport { origin, loss });
         }
     }
 
@@ -775,19 +758,7 @@ impl Hub {
         self.repairer.stats()
     }
 
-    /// The share of the origin's multicast symbols this hub loses, once
-    /// enough have gone by ([`LossMeter`]).
-    pub fn multicast_loss(&self) -> Option<f64> {
-        self.loss.loss()
-    }
-
     /// NAKs not sent because the origin's multicast was not heard.
-    /// Loss reports: sent, suppressed (the echo covered them), and the
-    /// latest echo heard.
-    pub fn loss_reports(&self) -> (u64, u64, Option<Echo>) {
-        (self.reporter.sent, self.reporter.suppressed, self.reporter.echo())
-    }
-
     pub fn naks_withheld(&self) -> u64 {
         self.naks_withheld
     }

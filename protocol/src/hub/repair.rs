@@ -40,6 +40,7 @@ impl Hub {
             if let Some(key) = self.receiver.handle_datagram(unix, d).and_then(|h| h.chunk) {
                 if touched.last() != Some(&key) {
                     touched.push(key);
+                    self.fed.insert(now, key);
                 }
                 self.position = Some(key);
             }
@@ -80,7 +81,7 @@ impl Hub {
         }
         let addr = SocketAddr::new(from.ip(), a.quic_port);
         // A newcomer hears from us at once, not at our next announcement.
-        if self.peers.heard(now, NodeId(a.node_id), addr, a.objects) {
+        if self.peers.heard(now, NodeId(a.node_id), addr, a.objects, a.loss) {
             self.event(HubEvent::PeerFound { peer: NodeId(a.node_id), addr, via: Via::Island });
             self.announce_soon = true;
         }
@@ -133,18 +134,21 @@ impl Hub {
         // The origin repairs by multicast on the island it sends to: a hub
         // that does not hear the origin's multicast now (a desert hub, one
         // fed by a bridge or a relay) would never hear the answer. It
-        // repairs from peers, and asks its bridge to feed again the chunks
-        // whose symbols came in its feed: a chunk it holds nothing of (the
-        // bridge completes chunks out of order) the feed has not reached.
+        // repairs from peers, and asks its bridge to feed again each chunk
+        // a feed (or a relay on its LAN) brought datagrams of that has not
+        // decoded [`REFEED_AFTER`] later: a chunk comes in one burst, so
+        // what is missing then was lost. Not on the NAK's schedule: peers
+        // that trickle symbols over QUIC at 50% loss keep a NAK back, and
+        // fed hubs sat 30 s on their last chunks.
         if !self.hears_origin(now) {
             self.naks_withheld += naks.len() as u64;
-            let fed = |n: &&Nak| n.held.iter().any(|b| *b != 0);
-            let chunks: Vec<(ObjectId, u32)> =
-                naks.iter().filter(fed).map(|n| (n.object_id, n.index)).collect();
-            if let (Some(bridge), false) = (self.feeding(), chunks.is_empty()) {
-                self.out.push_back(Output::Refeed { bridge: bridge.id, chunks });
-            }
             naks.clear();
+            if let Some(bridge) = self.feeding() {
+                let chunks = self.fed.due(now, needs.iter().map(|n| (n.object_id, n.index)));
+                if !chunks.is_empty() {
+                    self.out.push_back(Output::Refeed { bridge: bridge.id, chunks });
+                }
+            }
         }
         match (self.tracker, naks.first().cloned()) {
             (_, None) => {}
@@ -197,6 +201,7 @@ impl Hub {
             channel_tag: self.receiver.channel_tag(),
             node_id: self.config.node_id.0,
             quic_port: self.config.quic_port,
+            loss: self.lan_loss(now),
             objects,
         };
         let (datagram, _) = a.encode();
@@ -240,3 +245,60 @@ pub(super) fn strikes_between(before: &DropCounters, now: &DropCounters) -> u64 
         .map(|((_, n), (_, b))| n.saturating_sub(b))
         .sum()
 }
+
+/// Chunks a feed brought datagrams of that the hub remembers (a bridge's
+/// history holds as many).
+const FED_KEPT: usize = 8192;
+/// A fed chunk not decoded this long after its datagrams came is asked of
+/// the bridge again; and again this long after each ask.
+pub const REFEED_AFTER: Duration = Duration::from_secs(3);
+
+/// The last [`FED_KEPT`] chunks feeds or a relay brought any datagram of
+/// (checked or not: a ticket lost in every copy leaves a chunk's symbols
+/// waiting, and none held), each with when to ask for it again.
+#[derive(Default)]
+pub(super) struct FedChunks {
+    order: VecDeque<(ObjectId, u32)>,
+    due: HashMap<(ObjectId, u32), Instant>,
+}
+
+impl FedChunks {
+    /// Datagrams of `key` came now (the first of a burst, or of a batch).
+    pub(super) fn insert(&mut self, now: Instant, key: (ObjectId, u32)) {
+        if self.order.back() == Some(&key) {
+            return;
+        }
+        if self.due.insert(key, now + REFEED_AFTER).is_none() {
+            self.order.push_back(key);
+            if self.order.len() > FED_KEPT {
+                if let Some(old) = self.order.pop_front() {
+                    self.due.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// Of `needed` (chunks not decoded), the fed ones due to be asked
+    /// again, at most [`REFEED_PER_PLAN`]; each is next due [`REFEED_AFTER`]
+    /// from now.
+    pub(super) fn due(
+        &mut self,
+        now: Instant,
+        needed: impl Iterator<Item = (ObjectId, u32)>,
+    ) -> Vec<(ObjectId, u32)> {
+        let mut out = Vec::new();
+        for key in needed {
+            if let Some(at) = self.due.get_mut(&key).filter(|at| **at <= now) {
+                *at = now + REFEED_AFTER;
+                out.push(key);
+                if out.len() == REFEED_PER_PLAN {
+                    break;
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Chunks asked of the bridge again at once, at most.
+const REFEED_PER_PLAN: usize = 32;
