@@ -141,17 +141,20 @@ fn hubs_losing_30_percent_raise_the_carousels_fec_by_their_reports() {
     eprintln!("broadcaster: fec {fec}");
     assert!(u(&fec["reports"]) >= 1, "{fec}");
     assert_eq!((fec["min"].as_f64(), fec["max"].as_f64()), (Some(0.05), Some(0.45)), "{fec}");
-    // Receiving K of n at 30% loss with ~98% odds takes n ≈ 1.48 K: above the
-    // ceiling, so the carousel runs at it.
+    // Receiving K of n with ~98% odds takes n ≈ 1.38 K at 25% loss and
+    // 1.48 K at 30%: the carousel runs near its ceiling, or at it. (One run
+    // read 28% and ran at 0.443.)
     let reported = fec["loss_percent"].as_u64().expect("a loss reported");
     assert!((25..=40).contains(&reported), "{fec}");
-    assert_eq!(fec["overhead"].as_f64(), Some(0.45), "{fec}");
+    let overhead = fec["overhead"].as_f64().unwrap_or(0.0);
+    assert!((0.37..=0.45).contains(&overhead), "{fec}");
     // The hubs say what they reported, and what the echo says the FEC is
     // (their counters go out with each announcement, every 2 s).
     let repair = wait_for("the hubs' report counters", DEADLINE, || {
         let all: Vec<Value> = https.iter().filter_map(|h| status(*h)).map(|s| s["repair"].clone()).collect();
         let sent: u64 = all.iter().map(|r| u(&r["loss_reports"])).sum();
-        let fec_seen = all.iter().all(|r| r["channel_fec"].as_f64() == Some(0.45));
+        let fec_seen =
+            all.iter().all(|r| r["channel_fec"].as_f64().is_some_and(|f| (0.37..=0.45).contains(&f)));
         (sent >= 1 && fec_seen).then_some(all)
     });
     eprintln!("hubs: {repair:?}");
