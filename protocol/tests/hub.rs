@@ -7,7 +7,7 @@ use hubcast_keys::{NodeAddr, NodeId};
 use hubcast_protocol::forest::Msg;
 use hubcast_protocol::hub::{
     Config, ForestEvent, ForestRole, Hub, HubEvent, Input, Output, Source, BUSY_MULTICAST, IDLE_TICK,
-    MOVE_REST, RECHECK_AFTER, STEADY_MULTICAST, WELCOME_WAIT,
+    MOVE_REST, RECHECK_AFTER, RECHECK_EVERY, STEADY_MULTICAST, WELCOME_WAIT,
 };
 use hubcast_protocol::peer_wire::{ForestPeer, RefuseReason};
 use hubcast_protocol::peers::{self, Via};
@@ -505,7 +505,7 @@ fn a_desert_hub_asks_its_bridge_peers_first_then_the_trackers_and_rests_those_th
 }
 
 #[test]
-fn a_hub_fed_by_a_listed_bridge_asks_again_once_and_moves_when_another_is_listed_first() {
+fn a_hub_fed_by_a_listed_bridge_asks_again_every_10_s_and_moves_when_another_is_listed_first() {
     let ch = channel(24);
     let t0 = Instant::now();
     let origin = NodeAddr { id: NodeId([9; 32]), addr: SocketAddr::from(([10, 0, 0, 9], 9000)) };
@@ -518,9 +518,9 @@ fn a_hub_fed_by_a_listed_bridge_asks_again_once_and_moves_when_another_is_listed
         assert_eq!(desert_outputs(&hub.wait(t0, STEP)), ["ask"]);
         hub
     };
-    let recheck = |hub: &mut Driven| {
+    let recheck_within = |hub: &mut Driven, within: Duration| {
         // (The machine's desert deadlines ride its idle tick.)
-        let out = hub.wait(t0, RECHECK_AFTER + IDLE_TICK);
+        let out = hub.wait(t0, within + IDLE_TICK);
         out.iter()
             .filter_map(|o| match o {
                 Output::AskBridges { leaving, .. } => Some(*leaving),
@@ -528,14 +528,20 @@ fn a_hub_fed_by_a_listed_bridge_asks_again_once_and_moves_when_another_is_listed
             })
             .collect::<Vec<_>>()
     };
+    let recheck = |hub: &mut Driven| recheck_within(hub, RECHECK_AFTER);
     // Listed by the tracker: 3 s in, it asks again naming its bridge; the
-    // tracker lists it first still, and the hub stays.
+    // tracker lists it first still, and the hub stays, and asks again every
+    // 10 s (an ask that failed, or came before other bridges registered,
+    // left three of four desert hubs on one bridge).
     let mut hub = start(Vec::new());
     assert_eq!(desert_outputs(&hub.input(t0, Input::Bridges(&[bridge(2), bridge(4)]))), ["subscribe 2"]);
     hub.input(t0, Input::Feeding(bridge(2)));
     assert_eq!(recheck(&mut hub), [Some(node(2).0)]);
     assert!(desert_outputs(&hub.input(t0, Input::Bridges(&[bridge(2), bridge(4)]))).is_empty());
-    assert!(recheck(&mut hub).is_empty(), "once per feed");
+    assert!(recheck(&mut hub).is_empty(), "not at once");
+    assert_eq!(recheck_within(&mut hub, RECHECK_EVERY - RECHECK_AFTER), [Some(node(2).0)], "10 s on");
+    hub.input(t0, Input::Bridges(&[])); // the ask failed
+    assert_eq!(recheck_within(&mut hub, RECHECK_EVERY), [Some(node(2).0)], "and 10 s after a failed ask");
     // Another listed first: the hub leaves its bridge for it.
     let mut hub = start(Vec::new());
     hub.input(t0, Input::Bridges(&[bridge(2), bridge(4)]));
@@ -547,10 +553,11 @@ fn a_hub_fed_by_a_listed_bridge_asks_again_once_and_moves_when_another_is_listed
         .iter()
         .any(|o| matches!(o, Output::Event(HubEvent::BridgeMove { to, .. }) if *to == node(4).0)));
     assert_eq!(desert_outputs(&hub.input(t0, Input::FeedEnded(node(2).0))), ["subscribe 4"]);
-    // Moved: the next feeds within MOVE_REST are not rechecked (no going
-    // back and forth as loads change); after it, they are again.
+    // Moved: not rechecked within MOVE_REST (no going back and forth as
+    // loads change); after it, again.
     hub.input(t0, Input::Feeding(bridge(4)));
     assert!(recheck(&mut hub).is_empty(), "rechecked right after a move");
+    assert_eq!(recheck_within(&mut hub, MOVE_REST), [Some(node(4).0)], "rested");
     hub.input(t0, Input::FeedEnded(node(4).0));
     hub.wait(t0, MOVE_REST);
     hub.input(t0, Input::Bridges(&[bridge(2)]));

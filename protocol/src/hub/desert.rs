@@ -5,9 +5,10 @@
 //! feed ended, after [`RETRY_BRIDGE_AFTER`]; one whose datagrams struck out
 //! ([`STRIKES_TO_BAN`](crate::peers::STRIKES_TO_BAN) in the peer table's
 //! one ledger) never again. [`RECHECK_AFTER`] into a feed from a bridge the
-//! tracker listed, the hub asks the tracker once more, naming that bridge:
-//! when it lists another first (a less loaded one, registered since), the
-//! hub moves there.
+//! tracker listed, and every [`RECHECK_EVERY`] after, the hub asks the
+//! tracker once more, naming that bridge: when it lists another first (a
+//! less loaded one, registered since), the hub moves there, at most once in
+//! [`MOVE_REST`].
 //!
 //! The driver carries out [`Output::AskBridges`], [`Output::Subscribe`] and
 //! [`Output::Unsubscribe`] one at a time, and says how each ended:
@@ -29,7 +30,12 @@ pub const BRIDGES_ASKED: u8 = 8;
 /// through a handshake that may wait out a loss): desert hubs that started
 /// together all found the first one in two of three lab runs at 20% loss.
 pub const RECHECK_AFTER: Duration = Duration::from_secs(3);
-/// After a move, feeds within this long are not rechecked: loads change as
+/// Then again this often while fed: a recheck that failed (a handshake lost
+/// at 50% loss) or came before the other bridges registered left three of
+/// four desert hubs on one of two bridges for a whole 256 MiB run, each at a
+/// third of its upload (197-210 s, the idle bridge's upload unused).
+pub const RECHECK_EVERY: Duration = Duration::from_secs(10);
+/// After a move, the feed is not rechecked within this long: loads change as
 /// hubs move, and in the lab at 50% loss hubs went back and forth between
 /// two bridges, each move a new handshake and a resumed feed.
 pub const MOVE_REST: Duration = Duration::from_secs(30);
@@ -157,13 +163,19 @@ impl Hub {
         let me = self.config.node_id;
         let Some(d) = self.desert.as_mut() else { return };
         if let State::Fed(b) = d.state {
-            // The answer to a recheck: move when another is listed first.
-            let asked = std::mem::replace(&mut d.recheck, Recheck::No) == Recheck::Asked;
-            if asked && listed.iter().any(|l| l.id == b.id) && listed.first().is_some_and(|l| l.id != b.id) {
+            // The answer to a recheck: move when another is listed first,
+            // else ask again later.
+            if d.recheck != Recheck::Asked {
+                return;
+            }
+            if listed.iter().any(|l| l.id == b.id) && listed.first().is_some_and(|l| l.id != b.id) {
+                d.recheck = Recheck::No;
                 d.state = State::Leaving(b, listed.to_vec());
                 d.moved_at = Some(now);
                 self.out.push_back(Output::Unsubscribe(b.id));
                 self.event(HubEvent::BridgeMove { from: b.id, to: listed[0].id });
+            } else {
+                d.recheck = Recheck::At(now + RECHECK_EVERY);
             }
             return;
         }
@@ -225,8 +237,8 @@ impl Hub {
             d.state = State::Fed(bridge);
             d.searching_since = None;
             let listed = !d.fixed.iter().any(|b| b.id == bridge.id);
-            let rested = d.moved_at.is_none_or(|t| now.saturating_duration_since(t) >= MOVE_REST);
-            d.recheck = if listed && rested { Recheck::At(now + RECHECK_AFTER) } else { Recheck::No };
+            let first = d.moved_at.map_or(now, |t| t + MOVE_REST).max(now) + RECHECK_AFTER;
+            d.recheck = if listed { Recheck::At(first) } else { Recheck::No };
             // Not wanted any more meanwhile, or struck out: leave it.
             self.drive_desert(now);
         }
