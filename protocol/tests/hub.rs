@@ -363,12 +363,17 @@ fn bridge(n: u8) -> NodeAddr {
 type Refeed = (u32, NodeId, Vec<(ObjectId, u32)>);
 
 /// Ten seconds of a fed hub whose bridge, a peer too, refuses every
-/// request as busy (its upload goes to its feeds): the asks to feed chunks
-/// again it makes, each with the tenth of a second it came in. It never
-/// NAKs (the origin's answer would not reach it).
-fn refeeds_with_a_busy_bridge(hub: &mut Driven, t0: Instant) -> Vec<Refeed> {
+/// request as busy (its upload goes to its feeds), and whose feed brings
+/// `alive` (a datagram of no chunk: the feed goes on) every tenth of a
+/// second, or nothing: the asks to feed chunks again it makes, each with
+/// the tenth of a second it came in. It never NAKs (the origin's answer
+/// would not reach it).
+fn refeeds_with_a_busy_bridge(hub: &mut Driven, t0: Instant, alive: Option<&[u8]>) -> Vec<Refeed> {
     let mut asks = Vec::new();
     for tenth in 1..=100 {
+        if let Some(d) = alive {
+            hub.input(t0, Input::Bridge { bridge: node(1).0, datagrams: &[d] });
+        }
         let mut step = hub.wait(t0, Duration::from_millis(100));
         let fetches: Vec<u64> = step
             .iter()
@@ -387,6 +392,11 @@ fn refeeds_with_a_busy_bridge(hub: &mut Driven, t0: Instant) -> Vec<Refeed> {
         }
     }
     asks
+}
+
+/// The first manifest datagram of `all`.
+fn manifest_of(all: &[Vec<u8>]) -> &[u8] {
+    all.iter().find(|d| wire::decode_header(d).is_ok_and(|h| h.kind == Kind::Manifest)).expect("a manifest")
 }
 
 /// A datagram's kind and chunk index.
@@ -417,7 +427,7 @@ fn a_fed_hub_asks_its_bridge_again_for_fed_chunks_that_did_not_decode() {
     let lossy: Vec<Vec<u8>> = lossy(&all).into_iter().filter(|d| !last_chunk(d) && !ticket_2(d)).collect();
     let datagrams: Vec<&[u8]> = lossy.iter().map(Vec::as_slice).collect();
     fed.input(t0, Input::Bridge { bridge: node(1).0, datagrams: &datagrams });
-    let asked = refeeds_with_a_busy_bridge(&mut fed, t0);
+    let asked = refeeds_with_a_busy_bridge(&mut fed, t0, Some(manifest_of(&all)));
     assert!(asked.iter().all(|(_, b, chunks)| *b == node(1).0 && !chunks.is_empty()), "{asked:?}");
     let chunks: std::collections::BTreeSet<u32> =
         asked.iter().flat_map(|(_, _, c)| c.iter().map(|c| c.1)).collect();
@@ -426,6 +436,12 @@ fn a_fed_hub_asks_its_bridge_again_for_fed_chunks_that_did_not_decode() {
     let tenths: Vec<u32> = asked.iter().map(|(t, _, _)| *t).collect();
     assert_eq!(tenths, [30, 60, 90], "{asked:?}");
     assert!(fed.hub.naks_withheld() > 0, "the NAKs for chunk 3 are withheld and not asked of the bridge");
+    // The feed falls quiet (the bridge fed all it has): 3 s on, every chunk
+    // missing is asked for, chunk 3 too (a feed taken up from another
+    // bridge's position skips what this one completed before it).
+    let quiet = refeeds_with_a_busy_bridge(&mut fed, t0, None);
+    let chunk_3 = quiet.iter().find(|(_, _, c)| c.iter().any(|c| c.1 == 3)).expect("chunk 3 asked");
+    assert!((29..=31).contains(&chunk_3.0), "{quiet:?}");
 }
 
 /// A hub behind a `--remulticast` relay: the relay stops partway (its own
@@ -458,7 +474,7 @@ fn a_hub_behind_a_relay_asks_its_new_bridge_for_what_the_relay_left_incomplete()
     assert!(searching.iter().any(|o| matches!(o, Output::AskBridges { .. })), "the relay went silent");
     hub.input(t0, Input::Bridges(&[bridge(1)]));
     hub.input(t0, Input::Feeding(bridge(1)));
-    let asked = refeeds_with_a_busy_bridge(&mut hub, t0);
+    let asked = refeeds_with_a_busy_bridge(&mut hub, t0, Some(manifest_of(&all)));
     let chunks: std::collections::BTreeSet<u32> =
         asked.iter().flat_map(|(_, _, c)| c.iter().map(|c| c.1)).collect();
     assert_eq!(chunks, [0, 1, 2].into(), "the chunks the relay brought, and not the one it never reached");

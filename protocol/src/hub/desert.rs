@@ -230,6 +230,7 @@ impl Hub {
     /// `bridge` feeds this hub from now.
     pub(super) fn on_feeding(&mut self, now: Instant, bridge: NodeAddr) {
         self.feeding = Some(bridge);
+        self.fed.feed_heard(now);
         if self.peers.feeding(now, bridge.id, bridge.addr, true) {
             self.event(HubEvent::PeerFound { peer: bridge.id, addr: bridge.addr, via: Via::Bridge });
         }

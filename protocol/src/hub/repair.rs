@@ -34,6 +34,7 @@ impl Hub {
 
     pub(super) fn on_bridge(&mut self, now: Instant, unix: u64, bridge: NodeId, datagrams: &[&[u8]]) {
         self.switch_source(Source::Bridge, Some(bridge));
+        self.fed.feed_heard(now);
         let drops = self.receiver.drops().clone();
         let mut touched: Vec<(ObjectId, u32)> = Vec::new();
         for d in datagrams {
@@ -139,12 +140,16 @@ impl Hub {
         // decoded [`REFEED_AFTER`] later: a chunk comes in one burst, so
         // what is missing then was lost. Not on the NAK's schedule: peers
         // that trickle symbols over QUIC at 50% loss keep a NAK back, and
-        // fed hubs sat 30 s on their last chunks.
+        // fed hubs sat 30 s on their last chunks. Once the feed has been
+        // quiet that long (the bridge fed all it has), every chunk missing:
+        // a feed taken up from another bridge's position skips the chunks
+        // this bridge completed before it.
         if !self.hears_origin(now) {
             self.naks_withheld += naks.len() as u64;
             naks.clear();
             if let Some(bridge) = self.feeding() {
-                let chunks = self.fed.due(now, needs.iter().map(|n| (n.object_id, n.index)));
+                let idle = self.fed.feed_idle(now);
+                let chunks = self.fed.due(now, needs.iter().map(|n| (n.object_id, n.index)), idle);
                 if !chunks.is_empty() {
                     self.out.push_back(Output::Refeed { bridge: bridge.id, chunks });
                 }
@@ -260,15 +265,31 @@ pub const REFEED_AFTER: Duration = Duration::from_secs(3);
 pub(super) struct FedChunks {
     order: VecDeque<(ObjectId, u32)>,
     due: HashMap<(ObjectId, u32), Instant>,
+    /// When the feed last brought anything (or began).
+    feed_heard: Option<Instant>,
 }
 
 impl FedChunks {
+    /// The feed brought datagrams now, or a new one begins.
+    pub(super) fn feed_heard(&mut self, now: Instant) {
+        self.feed_heard = Some(now);
+    }
+
+    /// The feed has brought nothing for [`REFEED_AFTER`]: the bridge has
+    /// fed all it has.
+    fn feed_idle(&self, now: Instant) -> bool {
+        self.feed_heard.is_some_and(|t| now.saturating_duration_since(t) >= REFEED_AFTER)
+    }
+
     /// Datagrams of `key` came now (the first of a burst, or of a batch).
     pub(super) fn insert(&mut self, now: Instant, key: (ObjectId, u32)) {
-        if self.order.back() == Some(&key) {
-            return;
+        if self.order.back() != Some(&key) {
+            self.insert_due(key, now + REFEED_AFTER);
         }
-        if self.due.insert(key, now + REFEED_AFTER).is_none() {
+    }
+
+    fn insert_due(&mut self, key: (ObjectId, u32), at: Instant) {
+        if self.due.insert(key, at).is_none() {
             self.order.push_back(key);
             if self.order.len() > FED_KEPT {
                 if let Some(old) = self.order.pop_front() {
@@ -279,15 +300,19 @@ impl FedChunks {
     }
 
     /// Of `needed` (chunks not decoded), the fed ones due to be asked
-    /// again, at most [`REFEED_PER_PLAN`]; each is next due [`REFEED_AFTER`]
-    /// from now.
+    /// again (with `idle`, the feed quiet: every one), at most
+    /// [`REFEED_PER_PLAN`]; each is next due [`REFEED_AFTER`] from now.
     pub(super) fn due(
         &mut self,
         now: Instant,
         needed: impl Iterator<Item = (ObjectId, u32)>,
+        idle: bool,
     ) -> Vec<(ObjectId, u32)> {
         let mut out = Vec::new();
         for key in needed {
+            if idle && !self.due.contains_key(&key) {
+                self.insert_due(key, now);
+            }
             if let Some(at) = self.due.get_mut(&key).filter(|at| **at <= now) {
                 *at = now + REFEED_AFTER;
                 out.push(key);
