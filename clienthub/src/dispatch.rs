@@ -157,7 +157,7 @@ async fn serve_stream(
         match &services.feed {
             Some(feed) => tokio::select! {
                 _ = bridge::serve_subscription(send, feed, server, peer, *resume, None, udp) => {}
-                _ = beside => debug!(%peer, "the feed's heartbeats could not be sent"),
+                _ = beside => debug!(%peer, "the subscriber went silent, or its heartbeats could not be sent"),
             },
             None => refuse_not_held(send).await?,
         }

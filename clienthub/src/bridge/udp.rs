@@ -40,6 +40,10 @@ const BURST: usize = 16;
 const BATCH: usize = 64;
 /// Symbols beyond K the subscriber should get of each chunk.
 const MARGIN: u32 = 2;
+/// A subscriber that sends nothing this long (it nudges every 100 ms) is
+/// taken for gone: at 50% loss, 30 nudges in a row lost happen once in a
+/// billion.
+pub const SUBSCRIBER_SILENCE: Duration = Duration::from_secs(3);
 /// A nudge's byte before the desert hub knows its loss.
 pub const NUDGE_UNKNOWN: u8 = 255;
 /// A subscriber's socket: room for a chunk and a half of datagrams.
@@ -198,12 +202,27 @@ impl UdpFeed {
 
     /// Read the subscriber's nudges (and drop them, so they never pile up),
     /// keeping the loss each reports and the chunks it asks to be fed again
-    /// (at most [`REFEED_QUEUE`], each once); never ends while the
-    /// connection lives.
+    /// (at most [`REFEED_QUEUE`], each once). Ends when the subscriber has
+    /// sent none for [`SUBSCRIBER_SILENCE`] (it nudges every 100 ms): it
+    /// left, and its feed must not go on into the void until the QUIC
+    /// connection's idle timeout (a bridge at 50% loss fed a hub that had
+    /// moved on for 20 s more, at its whole upload). Otherwise never ends
+    /// while the connection lives.
     pub(crate) fn read_reports(&self) -> impl std::future::Future<Output = ()> + 'static {
         let (conn, reported, again) = (self.conn.clone(), self.reported.clone(), self.again.clone());
         async move {
-            while let Ok(d) = conn.read_datagram().await {
+            loop {
+                let d = match tokio::time::timeout(SUBSCRIBER_SILENCE, conn.read_datagram()).await {
+                    Ok(Ok(d)) => d,
+                    Ok(Err(_)) => break,
+                    Err(_) => {
+                        debug!(
+                            "bridge: no word from a subscriber for {} s: ending its feed",
+                            SUBSCRIBER_SILENCE.as_secs()
+                        );
+                        return;
+                    }
+                };
                 if let [percent @ 0..=100] = d[..] {
                     reported.store(percent, Relaxed);
                 }
@@ -462,6 +481,34 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         feed.sizing(k)
+    }
+
+    /// A subscriber that stops nudging (it left; its connection still
+    /// open) ends its feed: the bridge stops reading its reports, and the
+    /// subscription with them.
+    #[tokio::test]
+    async fn a_subscriber_that_stops_nudging_ends_its_feed() {
+        use hubcast_transport::quic::NodeEndpoint;
+        let key = || hubcast_keys::NodeKey::generate(&mut rand::rngs::OsRng);
+        let (bridge_key, hub_key) = (key(), key());
+        let bridge = NodeEndpoint::bind("127.0.0.1:0".parse().unwrap(), &bridge_key).unwrap();
+        let hub = NodeEndpoint::bind("127.0.0.1:0".parse().unwrap(), &hub_key).unwrap();
+        let addr = bridge.local_addr().unwrap();
+        let accepted = tokio::spawn(async move { bridge.accept().await.unwrap().await.unwrap() });
+        let to_bridge = hub.connect(addr, bridge_key.id()).unwrap().await.unwrap();
+        let feed = UdpFeed::open(accepted.await.unwrap(), 9).unwrap();
+        let reports = tokio::spawn(feed.read_reports());
+        let loss = Arc::new(AtomicU8::new(NUDGE_UNKNOWN));
+        let conn = to_bridge.clone();
+        let nudging = tokio::spawn(async move { super::super::desert::nudge(&conn, &loss).await });
+        tokio::time::sleep(SUBSCRIBER_SILENCE + Duration::from_secs(1)).await;
+        assert!(!reports.is_finished(), "a nudging subscriber's feed goes on");
+        nudging.abort();
+        tokio::time::timeout(Duration::from_secs(20), reports)
+            .await
+            .expect("the feed of a silent subscriber ends")
+            .unwrap();
+        assert!(to_bridge.close_reason().is_none(), "though its connection is still open");
     }
 
     /// The subscriber's nudges carry its loss; the bridge sizes the feed by
