@@ -483,11 +483,10 @@ mod tests {
         feed.sizing(k)
     }
 
-    /// A subscriber that stops nudging (it left; its connection still
-    /// open) ends its feed: the bridge stops reading its reports, and the
-    /// subscription with them.
-    #[tokio::test]
-    async fn a_subscriber_that_stops_nudging_ends_its_feed() {
+    /// A hub's QUIC connection to a bridge on loopback (the hub's endpoint,
+    /// kept alive by the caller, and its side), and the bridge's UDP feed
+    /// on it.
+    async fn subscription() -> (hubcast_transport::quic::NodeEndpoint, quinn::Connection, UdpFeed) {
         use hubcast_transport::quic::NodeEndpoint;
         let key = || hubcast_keys::NodeKey::generate(&mut rand::rngs::OsRng);
         let (bridge_key, hub_key) = (key(), key());
@@ -497,6 +496,15 @@ mod tests {
         let accepted = tokio::spawn(async move { bridge.accept().await.unwrap().await.unwrap() });
         let to_bridge = hub.connect(addr, bridge_key.id()).unwrap().await.unwrap();
         let feed = UdpFeed::open(accepted.await.unwrap(), 9).unwrap();
+        (hub, to_bridge, feed)
+    }
+
+    /// A subscriber that stops nudging (it left; its connection still
+    /// open) ends its feed: the bridge stops reading its reports, and the
+    /// subscription with them.
+    #[tokio::test]
+    async fn a_subscriber_that_stops_nudging_ends_its_feed() {
+        let (_hub, to_bridge, feed) = subscription().await;
         let reports = tokio::spawn(feed.read_reports());
         let loss = Arc::new(AtomicU8::new(NUDGE_UNKNOWN));
         let conn = to_bridge.clone();
@@ -515,15 +523,7 @@ mod tests {
     /// the last report, and keeps it through nudges that say "unknown".
     #[tokio::test]
     async fn the_feed_is_sized_for_the_loss_the_subscriber_reports_in_its_nudges() {
-        use hubcast_transport::quic::NodeEndpoint;
-        let key = || hubcast_keys::NodeKey::generate(&mut rand::rngs::OsRng);
-        let (bridge_key, hub_key) = (key(), key());
-        let bridge = NodeEndpoint::bind("127.0.0.1:0".parse().unwrap(), &bridge_key).unwrap();
-        let hub = NodeEndpoint::bind("127.0.0.1:0".parse().unwrap(), &hub_key).unwrap();
-        let addr = bridge.local_addr().unwrap();
-        let accepted = tokio::spawn(async move { bridge.accept().await.unwrap().await.unwrap() });
-        let to_bridge = hub.connect(addr, bridge_key.id()).unwrap().await.unwrap();
-        let mut feed = UdpFeed::open(accepted.await.unwrap(), 9).unwrap();
+        let (_hub, to_bridge, mut feed) = subscription().await;
         tokio::spawn(feed.read_reports());
         let loss = Arc::new(AtomicU8::new(NUDGE_UNKNOWN));
         let nudging = loss.clone();
