@@ -186,11 +186,33 @@ async fn until_unsubscribed(
     }
 }
 
-/// Asks of the tracker for bridges that may be under way at once: a new one
-/// starts every [`ASK_STAGGER`] while none has answered, and the first
-/// answer wins.
-const ASKS_AT_ONCE: u32 = 3;
-const ASK_STAGGER: Duration = Duration::from_secs(2);
+/// Attempts (tracker asks, subscriptions) that may be under way at once: a
+/// new one starts every [`RACE_STAGGER`] while none has answered, and the
+/// first answer wins. At 50% loss each way a handshake that lost its first
+/// flights waits out probe timeouts that double (0.3, 0.6, 1.2 s, ...): one
+/// tracker ask at a time timed out four times in a row in the lab, and a
+/// desert hub took its feed 35-50 s after it wanted one; a hub moving to a
+/// less loaded bridge went 14 s without a feed.
+const RACERS: u32 = 3;
+const RACE_STAGGER: Duration = Duration::from_secs(2);
+
+/// Run `attempt` as [`RACERS`] staggered racers, each within `each`; the
+/// first `Ok` wins and the others are dropped (their connections close).
+/// The error is the last racer's.
+pub(super) async fn race<T, F, Fut>(each: Duration, attempt: F) -> Result<T, String>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let racers = (0..RACERS).map(|i| {
+        let go = attempt();
+        Box::pin(async move {
+            tokio::time::sleep(RACE_STAGGER * i).await;
+            tokio::time::timeout(each, go).await.unwrap_or_else(|_| Err("timed out".into()))
+        })
+    });
+    futures_util::future::select_ok(racers).await.map(|(won, _rest)| won)
+}
 
 /// The tracker's bridges (none when asking failed, which is logged).
 async fn ask_bridges(
@@ -199,35 +221,10 @@ async fn ask_bridges(
     limit: u8,
     leaving: Option<NodeId>,
 ) -> Vec<NodeAddr> {
-    try_ask_bridges(endpoint, tracker, limit, leaving).await.unwrap_or_else(|e| {
+    race(SUBSCRIBE_TIMEOUT, || ask_once(endpoint, tracker, limit, leaving)).await.unwrap_or_else(|e| {
         debug!(%tracker, "asking the tracker for bridges: {e}");
         Vec::new()
     })
-}
-
-/// Ask the tracker, with a fresh handshake every [`ASK_STAGGER`] (at most
-/// [`ASKS_AT_ONCE`]) until one answers. At 50% loss each way a handshake
-/// that lost its first flights waits out probe timeouts that double (0.3,
-/// 0.6, 1.2 s, ...); one ask at a time timed out four times in a row in the
-/// lab, and a desert hub took its feed 35-50 s after it wanted one.
-async fn try_ask_bridges(
-    endpoint: &NodeEndpoint,
-    tracker: NodeAddr,
-    limit: u8,
-    leaving: Option<NodeId>,
-) -> Result<Vec<NodeAddr>, String> {
-    let asks = (0..ASKS_AT_ONCE).map(|i| {
-        Box::pin(async move {
-            tokio::time::sleep(ASK_STAGGER * i).await;
-            ask_once(endpoint, tracker, limit, leaving).await
-        })
-    });
-    let within = SUBSCRIBE_TIMEOUT + ASK_STAGGER * (ASKS_AT_ONCE - 1);
-    match tokio::time::timeout(within, futures_util::future::select_ok(asks)).await {
-        Ok(Ok((listed, _))) => Ok(listed),
-        Ok(Err(e)) => Err(e),
-        Err(_) => Err("timed out".into()),
-    }
 }
 
 async fn ask_once(
@@ -258,7 +255,7 @@ async fn ask_once(
             _ => Err("not a hub list".to_string()),
         }
     };
-    tokio::time::timeout(SUBSCRIBE_TIMEOUT, ask).await.unwrap_or_else(|_| Err("timed out".into()))
+    ask.await
 }
 
 pub(crate) enum Subscribe {
@@ -279,40 +276,53 @@ async fn subscribe(
 }
 
 /// Open a feed stream to `bridge` with `request` (a Subscribe, or a stripe
-/// forest's Stripe) and read its answer.
+/// forest's Stripe) and read its answer: racing handshakes ([`race`]), the
+/// first answer (a refusal too) wins.
 pub(crate) async fn subscribe_with(
     endpoint: &NodeEndpoint,
     bridge: NodeAddr,
     request: PeerMessage,
     idle: Duration,
 ) -> Result<(quinn::Connection, quinn::RecvStream), Subscribe> {
-    let failed = |e: &dyn std::fmt::Display| Subscribe::Failed(e.to_string());
-    let go = async {
-        let connecting = endpoint.connect_watchful(bridge.addr, bridge.id, idle).map_err(|e| failed(&e))?;
-        let conn = connecting.await.map_err(|e| failed(&e))?;
-        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| failed(&e))?;
-        let mut out = Vec::new();
-        peer_wire::encode(&request, &mut out);
-        send.write_all(&out).await.map_err(|e| failed(&e))?;
-        send.finish().map_err(|e| failed(&e))?;
-        // The answer is one small frame.
-        let mut buf = Vec::new();
-        loop {
-            match peer_wire::decode_frame(&buf) {
-                Ok((PeerMessage::Subscribed, used)) if used == buf.len() => return Ok((conn, recv)),
-                Ok((PeerMessage::Refuse { reason, .. }, _)) => return Err(Subscribe::Refused(reason)),
-                Err(PeerWireError::Incomplete(n)) if n <= 64 => {
-                    let mut more = vec![0u8; n - buf.len()];
-                    recv.read_exact(&mut more).await.map_err(|e| failed(&e))?;
-                    buf.extend_from_slice(&more);
-                }
-                _ => return Err(Subscribe::Failed("not a subscription answer".into())),
-            }
+    let attempt = || async {
+        match subscribe_once(endpoint, bridge, request.clone(), idle).await {
+            Err(Subscribe::Failed(why)) => Err(why),
+            answered => Ok(answered),
         }
     };
-    tokio::time::timeout(SUBSCRIBE_TIMEOUT, go)
-        .await
-        .unwrap_or_else(|_| Err(Subscribe::Failed("timed out".into())))
+    race(SUBSCRIBE_TIMEOUT, attempt).await.unwrap_or_else(|why| Err(Subscribe::Failed(why)))
+}
+
+/// One handshake and request; the connection and the feed stream once the
+/// bridge said Subscribed.
+async fn subscribe_once(
+    endpoint: &NodeEndpoint,
+    bridge: NodeAddr,
+    request: PeerMessage,
+    idle: Duration,
+) -> Result<(quinn::Connection, quinn::RecvStream), Subscribe> {
+    let failed = |e: &dyn std::fmt::Display| Subscribe::Failed(e.to_string());
+    let connecting = endpoint.connect_watchful(bridge.addr, bridge.id, idle).map_err(|e| failed(&e))?;
+    let conn = connecting.await.map_err(|e| failed(&e))?;
+    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| failed(&e))?;
+    let mut out = Vec::new();
+    peer_wire::encode(&request, &mut out);
+    send.write_all(&out).await.map_err(|e| failed(&e))?;
+    send.finish().map_err(|e| failed(&e))?;
+    // The answer is one small frame.
+    let mut buf = Vec::new();
+    loop {
+        match peer_wire::decode_frame(&buf) {
+            Ok((PeerMessage::Subscribed, used)) if used == buf.len() => return Ok((conn, recv)),
+            Ok((PeerMessage::Refuse { reason, .. }, _)) => return Err(Subscribe::Refused(reason)),
+            Err(PeerWireError::Incomplete(n)) if n <= 64 => {
+                let mut more = vec![0u8; n - buf.len()];
+                recv.read_exact(&mut more).await.map_err(|e| failed(&e))?;
+                buf.extend_from_slice(&more);
+            }
+            _ => return Err(Subscribe::Failed("not a subscription answer".into())),
+        }
+    }
 }
 
 /// Read the feed's frames and hand their datagrams on, until the stream ends

@@ -61,9 +61,10 @@ pub(crate) const FEED_HISTORY: usize = 8192;
 const RECENT_ANSWERS: usize = 4;
 /// Feed bytes read from the stream at once.
 const READ_CHUNK: usize = 64 << 10;
-/// Subscribing (connection, request, answer) takes at most this long: a
-/// handshake's three flights over a link losing half its packets wait out
-/// one or two probe timeouts (1 s, then 2 s).
+/// One try at subscribing (connection, request, answer) takes at most this
+/// long: a handshake's three flights over a link losing half its packets
+/// wait out one or two probe timeouts (1 s, then 2 s). Tries race, a new one
+/// every 2 s (`desert::race`).
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(6);
 /// A bridge that sends no packet for this long (QUIC keep-alives go every
 /// thirtieth of it; over UDP, its heartbeats) is taken for dead, and the hub

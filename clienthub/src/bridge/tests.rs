@@ -99,3 +99,21 @@ fn a_feed_that_stops_being_live_ends_its_subscriptions_after_a_while_by_the_driv
     feed.set_live(false, t0 + Duration::from_secs(6));
     assert!(!feed.ending.load(Relaxed));
 }
+
+#[tokio::test]
+async fn a_racer_that_never_answers_does_not_hold_back_the_next() {
+    // The first handshake's flights all lost: it never answers. The second,
+    // started 2 s later, does, and wins.
+    let tries = std::sync::atomic::AtomicU32::new(0);
+    let won = desert::race(Duration::from_secs(30), || {
+        let n = tries.fetch_add(1, Relaxed);
+        async move {
+            if n == 0 {
+                std::future::pending::<()>().await;
+            }
+            Ok::<u32, String>(n)
+        }
+    })
+    .await;
+    assert_eq!(won, Ok(1));
+}
