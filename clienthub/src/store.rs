@@ -3,8 +3,9 @@
 //! Layout under the store directory:
 //!
 //! ```text
-//! index.redb                 signed manifests, stored chunks (with their BLAKE3), exports
-//! chunks/<object-hex>/<n>    the bytes of chunk n, exactly as verified
+//! index.redb                 signed manifests, stored chunks (with their BLAKE3), exports,
+//!                            and the bytes of chunks of at most INLINE_MAX
+//! chunks/<object-hex>/<n>    the bytes of chunk n, exactly as verified (larger chunks)
 //! tmp/                       chunk files being written
 //! quarantine/                entries found in chunks/ or tmp/ that the hub did
 //!                            not write, moved aside at open (never deleted)
@@ -12,7 +13,11 @@
 //!
 //! Crash safety: a chunk is written to `tmp/`, fsynced, renamed into `chunks/`,
 //! the directory fsynced, and only then recorded in the index (one redb commit,
-//! itself durable). The index is the truth: on open, `tmp/` is emptied and chunk
+//! itself durable). Chunks are stored in batches ([`Store::put_chunks`]): every
+//! file of a batch is durable before the one commit that records them all, so
+//! a batch is either recorded whole or not at all. A small chunk's bytes go
+//! into that commit itself (iroh-blobs keeps small blobs inline the same way):
+//! a folder of small files costs one commit per batch, not five fsyncs a file. The index is the truth: on open, `tmp/` is emptied and chunk
 //! files the index does not name (a crash between rename and commit) are deleted.
 //! Reads check the chunk's BLAKE3 against the index, so a file damaged on disk is
 //! never served or exported; it is dropped and fetched again. The hub scrubs
@@ -56,6 +61,11 @@ const PAGES: TableDefinition<&[u8; 36], &[u8]> = TableDefinition::new("pages");
 /// missing), not stored again yet. A hub repairs these from peers at once,
 /// also after a restart or a `clienthub fsck`.
 const LOST: TableDefinition<&[u8; 36], ()> = TableDefinition::new("lost");
+/// Same key as CHUNKS: the bytes of a chunk of at most [`INLINE_MAX`]
+/// (no file under `chunks/`).
+const INLINE: TableDefinition<&[u8; 36], &[u8]> = TableDefinition::new("inline_chunks");
+/// Chunks up to this long are kept in the index, not in files of their own.
+pub const INLINE_MAX: usize = 16 << 10;
 /// Object id → the name it was exported under.
 const EXPORTED: TableDefinition<&[u8; 32], &str> = TableDefinition::new("exported");
 
@@ -140,6 +150,17 @@ pub(crate) fn io_at(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
 
 fn idx<E: std::fmt::Display>(e: E) -> StoreError {
     StoreError::Index(e.to_string())
+}
+
+/// A failed commit; a full disk is told as such (small chunks are written
+/// by the commit itself).
+fn commit_err(dir: &Path) -> impl FnOnce(redb::CommitError) -> StoreError + '_ {
+    move |e| match &e {
+        redb::CommitError::Storage(redb::StorageError::Io(io)) if io.raw_os_error() == Some(28) => {
+            StoreError::DiskFull(dir.to_owned())
+        }
+        _ => idx(e),
+    }
 }
 
 /// A chunk's bytes with their BLAKE3 ([`Store::read_chunk_hashed`]).
@@ -294,6 +315,7 @@ impl Store {
             w.open_table(PAGES).map_err(idx)?;
             w.open_table(EXPORTED).map_err(idx)?;
             w.open_table(LOST).map_err(idx)?;
+            w.open_table(INLINE).map_err(idx)?;
             w.commit().map_err(idx)?;
             dropped
         };
@@ -303,6 +325,7 @@ impl Store {
             report.quarantined.push((p.clone(), store.quarantine(&p)?));
         }
         let mut indexed = std::collections::HashSet::new();
+        let mut on_disk = std::collections::HashSet::new();
         {
             let r = store.db.begin_read().map_err(idx)?;
             report.manifests = r.open_table(MANIFESTS).map_err(idx)?.len().map_err(idx)? as usize;
@@ -315,11 +338,14 @@ impl Store {
                 indexed.insert(*k);
                 report.chunks += 1;
             }
+            // Kept in the index: no file to look for.
+            for entry in r.open_table(INLINE).map_err(idx)?.iter().map_err(idx)? {
+                on_disk.insert(*entry.map_err(idx)?.0.value());
+            }
         }
         // Files the index does not name: written before a crash, never
         // committed (deleted), or not the hub's at all (moved aside).
         let chunks = dir.join("chunks");
-        let mut on_disk = std::collections::HashSet::new();
         for obj in fs::read_dir(&chunks).map_err(io_at(&chunks))? {
             let obj = obj.map_err(io_at(&chunks))?.path();
             let id = obj.file_name().and_then(|n| n.to_str()).and_then(hubcast_keys::decode_hex);
@@ -411,21 +437,71 @@ impl Store {
 
     /// Store a verified chunk durably. `false` if it was already stored.
     pub fn put_chunk(&mut self, c: &VerifiedChunk) -> Result<bool, StoreError> {
-        if self.has_chunk(&c.object_id(), c.index())? {
-            return Ok(false);
+        let mut done = self.put_chunks(&[c])?;
+        Ok(done.pop().is_some_and(|stored| stored.is_ok_and(|new| new)))
+    }
+
+    /// Store a batch of verified chunks durably, with one index commit: each
+    /// `Ok(false)` if it was already stored (or came twice), `Err` for one
+    /// whose file could not be written (the others are stored). `Err` for
+    /// the whole batch when the index cannot take it: none of it is stored.
+    pub fn put_chunks(
+        &mut self,
+        batch: &[&VerifiedChunk],
+    ) -> Result<Vec<Result<bool, StoreError>>, StoreError> {
+        let mut results = Vec::with_capacity(batch.len());
+        let mut new: Vec<(&VerifiedChunk, [u8; 36])> = Vec::new();
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        for c in batch {
+            let key = chunk_key(&c.object_id(), c.index());
+            if self.has_chunk(&c.object_id(), c.index())? || new.iter().any(|(_, k)| *k == key) {
+                results.push(Ok(false));
+                continue;
+            }
+            if c.data().len() > INLINE_MAX {
+                let path = self.chunk_path(&c.object_id(), c.index());
+                let tmp = self.dir.join("tmp").join(format!("{}.{}", c.object_id().to_hex(), c.index()));
+                if let Err(e) = write_file(&tmp, &path, c.data()) {
+                    results.push(Err(e));
+                    continue;
+                }
+                let parent = path.parent().unwrap_or(Path::new(".")).to_owned();
+                if !dirs.contains(&parent) {
+                    dirs.push(parent);
+                }
+            }
+            results.push(Ok(true));
+            new.push((c, key));
         }
-        let path = self.chunk_path(&c.object_id(), c.index());
-        let tmp = self.dir.join("tmp").join(format!("{}.{}", c.object_id().to_hex(), c.index()));
-        write_durably(&tmp, &path, c.data())?;
-        let key = chunk_key(&c.object_id(), c.index());
+        // The renames are durable before the commit names them.
+        for d in &dirs {
+            fs::File::open(d).and_then(|f| f.sync_all()).map_err(io_at(d))?;
+        }
+        if new.is_empty() {
+            return Ok(results);
+        }
         let w = self.db.begin_write().map_err(idx)?;
-        w.open_table(CHUNKS).map_err(idx)?.insert(&key, c.hash()).map_err(idx)?;
-        w.open_table(TICKETS).map_err(idx)?.insert(&key, c.ticket()).map_err(idx)?;
-        w.open_table(PAGES).map_err(idx)?.insert(&key, encode_pages(c.pages()).as_slice()).map_err(idx)?;
-        w.open_table(LOST).map_err(idx)?.remove(&key).map_err(idx)?;
-        w.commit().map_err(idx)?;
-        *self.counts.entry(c.object_id()).or_default() += 1;
-        Ok(true)
+        {
+            let mut chunks = w.open_table(CHUNKS).map_err(idx)?;
+            let mut tickets = w.open_table(TICKETS).map_err(idx)?;
+            let mut pages = w.open_table(PAGES).map_err(idx)?;
+            let mut lost = w.open_table(LOST).map_err(idx)?;
+            let mut inline = w.open_table(INLINE).map_err(idx)?;
+            for (c, key) in &new {
+                chunks.insert(key, c.hash()).map_err(idx)?;
+                tickets.insert(key, c.ticket()).map_err(idx)?;
+                pages.insert(key, encode_pages(c.pages()).as_slice()).map_err(idx)?;
+                lost.remove(key).map_err(idx)?;
+                if c.data().len() <= INLINE_MAX {
+                    inline.insert(key, c.data()).map_err(idx)?;
+                }
+            }
+        }
+        w.commit().map_err(commit_err(&self.dir))?;
+        for (c, _) in &new {
+            *self.counts.entry(c.object_id()).or_default() += 1;
+        }
+        Ok(results)
     }
 
     /// Read a stored chunk, checked against its hash. A damaged or missing
@@ -440,16 +516,19 @@ impl Store {
         id: &ObjectId,
         index: u32,
     ) -> Result<Option<HashedChunk>, StoreError> {
-        let hash = {
+        let (hash, inline) = {
+            let key = chunk_key(id, index);
             let r = self.db.begin_read().map_err(idx)?;
-            let t = r.open_table(CHUNKS).map_err(idx)?;
-            match t.get(&chunk_key(id, index)).map_err(idx)? {
+            let hash = match r.open_table(CHUNKS).map_err(idx)?.get(&key).map_err(idx)? {
                 Some(h) => *h.value(),
                 None => return Ok(None),
-            }
+            };
+            let inline =
+                r.open_table(INLINE).map_err(idx)?.get(&key).map_err(idx)?.map(|v| v.value().to_vec());
+            (hash, inline)
         };
         let path = self.chunk_path(id, index);
-        let data = match fs::read(&path) {
+        let data = match inline.map_or_else(|| fs::read(&path), Ok) {
             Ok(data) => data,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Err(self.drop_chunk(id, index, LostWhy::Missing)?);
@@ -470,6 +549,7 @@ impl Store {
         let was = w.open_table(CHUNKS).map_err(idx)?.remove(&key).map_err(idx)?.is_some();
         w.open_table(TICKETS).map_err(idx)?.remove(&key).map_err(idx)?;
         w.open_table(PAGES).map_err(idx)?.remove(&key).map_err(idx)?;
+        w.open_table(INLINE).map_err(idx)?.remove(&key).map_err(idx)?;
         w.open_table(LOST).map_err(idx)?.insert(&key, ()).map_err(idx)?;
         w.commit().map_err(idx)?;
         if was {
@@ -557,6 +637,18 @@ impl Store {
         ranges: &[std::ops::Range<u64>],
     ) -> Result<Vec<Vec<u8>>, StoreError> {
         use std::os::unix::fs::FileExt;
+        let inline = {
+            let r = self.db.begin_read().map_err(idx)?;
+            let t = r.open_table(INLINE).map_err(idx)?;
+            t.get(&chunk_key(id, index)).map_err(idx)?.map(|v| v.value().to_vec())
+        };
+        if let Some(bytes) = inline {
+            // Out of range reads come back short: the caller's check fails.
+            let at = |r: &std::ops::Range<u64>| {
+                bytes.get(r.start as usize..r.end as usize).map(<[u8]>::to_vec).unwrap_or_default()
+            };
+            return Ok(ranges.iter().map(at).collect());
+        }
         let path = self.chunk_path(id, index);
         let file = fs::File::open(&path).map_err(io_at(&path))?;
         let mut out = Vec::with_capacity(ranges.len());
@@ -571,12 +663,22 @@ impl Store {
     /// Keep a manifest the receiver accepted, as the signed datagram it came
     /// in, with when it came.
     pub fn put_manifest(&self, m: &StoredManifest) -> Result<(), StoreError> {
-        let mut v = Vec::with_capacity(8 + m.datagram.len());
-        v.extend_from_slice(&m.received_unix.to_be_bytes());
-        v.extend_from_slice(&m.datagram);
+        self.put_manifests(&[m])
+    }
+
+    /// Keep manifests, in one commit.
+    pub fn put_manifests(&self, ms: &[&StoredManifest]) -> Result<(), StoreError> {
         let w = self.db.begin_write().map_err(idx)?;
-        w.open_table(MANIFESTS).map_err(idx)?.insert(&m.object_id.0, v.as_slice()).map_err(idx)?;
-        w.commit().map_err(idx)
+        {
+            let mut t = w.open_table(MANIFESTS).map_err(idx)?;
+            for m in ms {
+                let mut v = Vec::with_capacity(8 + m.datagram.len());
+                v.extend_from_slice(&m.received_unix.to_be_bytes());
+                v.extend_from_slice(&m.datagram);
+                t.insert(&m.object_id.0, v.as_slice()).map_err(idx)?;
+            }
+        }
+        w.commit().map_err(commit_err(&self.dir))
     }
 
     /// Every manifest kept, as it came: the hub verifies each again.
@@ -622,6 +724,10 @@ impl Store {
             .retain_in::<&[u8; 36], _>(&from..=&to, |_, _| false)
             .map_err(idx)?;
         w.open_table(LOST).map_err(idx)?.retain_in::<&[u8; 36], _>(&from..=&to, |_, _| false).map_err(idx)?;
+        w.open_table(INLINE)
+            .map_err(idx)?
+            .retain_in::<&[u8; 36], _>(&from..=&to, |_, _| false)
+            .map_err(idx)?;
         w.commit().map_err(idx)?;
         self.counts.remove(id);
         let dir = self.dir.join("chunks").join(id.to_hex());
@@ -651,8 +757,9 @@ impl Store {
     }
 }
 
-/// Write `data` to `tmp`, fsync, rename to `path`, fsync the directory.
-fn write_durably(tmp: &Path, path: &Path, data: &[u8]) -> Result<(), StoreError> {
+/// Write `data` to `tmp`, fsync, rename to `path`; the caller fsyncs the
+/// directory.
+fn write_file(tmp: &Path, path: &Path, data: &[u8]) -> Result<(), StoreError> {
     let mut f = fs::File::create(tmp).map_err(io_at(tmp))?;
     if let Err(e) = f.write_all(data).and_then(|_| f.sync_all()) {
         // A half-written file on a full disk only makes it fuller.
@@ -661,8 +768,7 @@ fn write_durably(tmp: &Path, path: &Path, data: &[u8]) -> Result<(), StoreError>
     }
     let parent = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(parent).map_err(io_at(parent))?;
-    fs::rename(tmp, path).map_err(io_at(path))?;
-    fs::File::open(parent).and_then(|d| d.sync_all()).map_err(io_at(parent))
+    fs::rename(tmp, path).map_err(io_at(path))
 }
 
 /// A name from a manifest as a relative path, or `None` if it could escape the
@@ -730,6 +836,37 @@ mod tests {
             store
         };
         hubcast_protocol::store::suite(make, &manifests, &chunks).unwrap();
+    }
+
+    #[test]
+    fn a_batch_is_one_commit_and_small_chunks_live_in_the_index() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (_, chunks) = hubcast_protocol::store::suite_fixture();
+        assert!(chunks.iter().all(|c| c.data().len() <= INLINE_MAX), "the fixture's chunks are small");
+        {
+            let (mut store, _) = Store::open(dir.path()).expect("store");
+            // The same chunk twice in a batch is stored once.
+            let mut batch: Vec<&VerifiedChunk> = chunks.iter().collect();
+            batch.push(&chunks[0]);
+            let done = store.put_chunks(&batch).expect("batch");
+            let new = done.iter().filter(|r| matches!(r, Ok(true))).count();
+            assert_eq!(new, chunks.len(), "{done:?}");
+            assert!(matches!(done.last(), Some(Ok(false))));
+        }
+        let (mut store, report) = Store::open(dir.path()).expect("reopen");
+        assert_eq!(report.chunks, chunks.len() as u64);
+        assert!(report.missing.is_empty() && report.orphans_removed == 0, "{report:?}");
+        let files = fs::read_dir(dir.path().join("chunks")).expect("chunks dir").count();
+        assert_eq!(files, 0, "small chunks have no file of their own");
+        for c in &chunks {
+            let data = store.read_chunk(&c.object_id(), c.index()).expect("read").expect("held");
+            assert_eq!(data, c.data());
+            let ranges = store.read_ranges(&c.object_id(), c.index(), &[0..1, 2..5]).expect("ranges");
+            assert_eq!(ranges, vec![data[0..1].to_vec(), data[2..5].to_vec()]);
+        }
+        let id = chunks[0].object_id();
+        store.remove_object(&id).expect("remove");
+        assert_eq!(store.read_chunk(&id, chunks[0].index()).expect("read"), None);
     }
 
     #[test]

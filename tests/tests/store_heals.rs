@@ -8,7 +8,10 @@ use std::path::Path;
 use std::time::Duration;
 
 const DEADLINE: Duration = Duration::from_secs(180);
-const SIZE: usize = (3 << 20) + 5;
+// The short last chunk is larger than what the store keeps in its index
+// (`INLINE_MAX`), so it is a file this test can delete.
+const SIZE: usize = (3 << 20) + (40 << 10);
+const _: () = assert!((40 << 10) > hubcast_clienthub::store::INLINE_MAX);
 
 fn damage(chunk: &Path) {
     let mut bytes = std::fs::read(chunk).unwrap();

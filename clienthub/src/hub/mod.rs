@@ -51,7 +51,7 @@ use peer_side::{start_peers, PeerSide};
 
 /// Datagrams read per wakeup before yielding.
 const RECV_BATCH: usize = 64;
-/// Events queued for the store worker before the receive loop waits for it.
+/// Chunks the store worker could not store, queued back to the receive loop.
 const STORE_QUEUE: usize = 64;
 const DROP_REPORT_EVERY: Duration = Duration::from_secs(10);
 
@@ -174,7 +174,9 @@ pub async fn run(cfg: HubConfig, status: StatusBoard, cancel: CancellationToken)
 
     // The store worker's queue: the peer side serves from the store through
     // it; the worker starts once the stored manifests are checked.
-    let (tx, rx) = mpsc::channel(STORE_QUEUE);
+    // Bounded by the bytes of the chunks queued (`StoreRoom`) more than by
+    // its slots.
+    let (tx, rx) = mpsc::channel(crate::store_worker::STORE_QUEUE_JOBS);
     // Chunks the worker could not store go back, so the receiver collects them again.
     let (unstored_tx, mut unstored_rx) = mpsc::channel(STORE_QUEUE);
     let peers =
@@ -236,6 +238,7 @@ pub async fn run(cfg: HubConfig, status: StatusBoard, cancel: CancellationToken)
         cfg: &cfg,
         hub,
         store: &tx,
+        room: crate::store_worker::StoreRoom::new(crate::store_worker::STORE_QUEUE_BYTES),
         status: &status,
         received: 0,
         simulated: 0,
@@ -284,6 +287,9 @@ struct Loop<'a> {
     cfg: &'a HubConfig,
     hub: Hub,
     store: &'a mpsc::Sender<StoreJob>,
+    /// The store queue's room in bytes: the receive loop waits only when
+    /// the chunks queued fill it.
+    room: crate::store_worker::StoreRoom,
     status: &'a StatusBoard,
     received: u64,
     simulated: u64,
@@ -380,7 +386,10 @@ impl Loop<'_> {
                 };
                 StoreJob::Manifest(m, stored)
             }
-            Event::ChunkComplete(c) => StoreJob::Chunk(c),
+            Event::ChunkComplete(c) => {
+                let room = self.room.take(c.data().len()).await;
+                StoreJob::Chunk(c, room)
+            }
         };
         if self.store.send(job).await.is_err() {
             return false;
