@@ -85,7 +85,8 @@ impl Exporter {
     }
 
     /// Every chunk of `m` is stored: complete the `.part` file from the store,
-    /// check it hashes, with its name, to the object id, fsync, rename into place.
+    /// check it hashes, with its name, to the object id, fsync, rename into
+    /// place. The caller makes the rename durable ([`Exporter::record`]).
     pub fn finish(&mut self, store: &mut Store, m: &Manifest) -> Result<PathBuf, StoreError> {
         self.part(m)?;
         let part = self.parts.remove(&m.object_id).ok_or(StoreError::ExportMismatch(m.name.clone()))?;
@@ -95,15 +96,35 @@ impl Exporter {
         }
         result?;
         fs::rename(&part.tmp, &part.target).map_err(export_at(&part.target))?;
+        Ok(part.target)
+    }
+
+    /// Make the renames of finished exports durable (each folder fsynced
+    /// once) and record them in the index, in one commit: a batch of small
+    /// files costs one commit, not one each. A crash before the record
+    /// exports them again at the next start.
+    pub fn record(&self, store: &Store, done: &[(ObjectId, &str, &Path)]) -> Result<(), StoreError> {
+        if done.is_empty() {
+            return Ok(());
+        }
         if let Some(stall) = self.stall_after_rename {
-            tracing::warn!(name = %m.name, "testing aid ({STALL_ENV}): pausing after the export's rename");
+            tracing::warn!(
+                objects = done.len(),
+                "testing aid ({STALL_ENV}): pausing after the export's rename"
+            );
             std::thread::sleep(stall);
         }
-        if let Some(parent) = part.target.parent() {
-            fs::File::open(parent).and_then(|d| d.sync_all()).map_err(export_at(parent))?;
+        let mut dirs: Vec<&Path> = Vec::new();
+        for (_, _, path) in done {
+            if let Some(parent) = path.parent().filter(|p| !dirs.contains(p)) {
+                dirs.push(parent);
+            }
         }
-        store.mark_exported(&m.object_id, &m.name)?;
-        Ok(part.target)
+        for d in dirs {
+            fs::File::open(d).and_then(|f| f.sync_all()).map_err(export_at(d))?;
+        }
+        let names: Vec<(ObjectId, &str)> = done.iter().map(|(id, name, _)| (*id, *name)).collect();
+        store.mark_exported(&names)
     }
 
     fn complete_part(part: &Part, store: &mut Store, m: &Manifest) -> Result<(), StoreError> {

@@ -749,11 +749,16 @@ impl Store {
         Ok(t.get(&id.0).map_err(idx)?.map(|v| v.value().to_owned()))
     }
 
-    /// Record that an object was exported under `name`.
-    pub fn mark_exported(&self, id: &ObjectId, name: &str) -> Result<(), StoreError> {
+    /// Record that objects were exported, each under its name, in one commit.
+    pub fn mark_exported(&self, done: &[(ObjectId, &str)]) -> Result<(), StoreError> {
         let w = self.db.begin_write().map_err(idx)?;
-        w.open_table(EXPORTED).map_err(idx)?.insert(&id.0, name).map_err(idx)?;
-        w.commit().map_err(idx)
+        {
+            let mut t = w.open_table(EXPORTED).map_err(idx)?;
+            for (id, name) in done {
+                t.insert(&id.0, *name).map_err(idx)?;
+            }
+        }
+        w.commit().map_err(commit_err(&self.dir))
     }
 }
 

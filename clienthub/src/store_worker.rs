@@ -182,6 +182,7 @@ pub(crate) fn store_worker(
         export: export.map(crate::export::Exporter::new),
         live,
         unstored: &unstored,
+        exports: Vec::new(),
         now: started,
         last_warn: None,
         suppressed: 0,
@@ -192,6 +193,7 @@ pub(crate) fn store_worker(
         }
         w.finish_if_complete(m);
     }
+    w.record_exports();
     while let Some(first) = rx.blocking_recv() {
         // Manifests and chunks that queued up are stored together: one
         // commit for the manifests, one for the chunks.
@@ -223,6 +225,7 @@ pub(crate) fn store_worker(
         if !chunks.is_empty() {
             w.store_chunks(chunks, &manifests);
         }
+        w.record_exports();
         match next {
             // Taken into the batch above.
             None | Some(StoreJob::Chunk(..) | StoreJob::Manifest(..)) => {}
@@ -255,6 +258,8 @@ struct StoreWorker<'a> {
     export: Option<crate::export::Exporter>,
     live: LiveBoard,
     unstored: &'a mpsc::Sender<Unstored>,
+    /// Exports renamed into place and not yet recorded ([`StoreWorker::record_exports`]).
+    exports: Vec<(ObjectId, String, PathBuf)>,
     /// The driver's clock as of its last scrub tick (a second at most behind).
     now: Instant,
     last_warn: Option<Instant>,
@@ -436,33 +441,45 @@ impl StoreWorker<'_> {
             return;
         }
         let mut exported = None;
-        let mut export_failed = false;
         if let Some(exporter) = self.export.as_mut() {
             let already = matches!(self.store.exported_name(&m.object_id), Ok(Some(n)) if n == m.name);
             let target = exporter.dir().join(crate::store::safe_relative_path(&m.name).unwrap_or_default());
             if already && target.exists() {
                 exported = Some(target);
             } else {
+                // Complete once the export is recorded (`record_exports`);
+                // a failed one is tried again at the next chunk, or the next
+                // start.
                 match exporter.finish(self.store, m) {
-                    Ok(path) => {
-                        info!(name = %m.name, path = %path.display(), "complete and exported");
-                        exported = Some(path);
-                    }
-                    Err(e) => {
-                        export_failed = true;
-                        self.fail(&e);
-                    }
+                    Ok(path) => self.exports.push((m.object_id, m.name.clone(), path)),
+                    Err(e) => self.fail(&e),
                 }
+                return;
             }
-        }
-        // Complete means the user has it: not while its export failed (it
-        // is tried again at the next chunk, or the next start).
-        if export_failed {
-            return;
         }
         self.status.update_object(m.object_id, |o| {
             o.complete = true;
             o.exported = exported.map(|p| p.display().to_string());
         });
+    }
+
+    /// The exports finished since the last call: made durable and recorded
+    /// together; then they are complete.
+    fn record_exports(&mut self) {
+        let done = std::mem::take(&mut self.exports);
+        let Some(exporter) = self.export.as_ref().filter(|_| !done.is_empty()) else { return };
+        let list: Vec<(ObjectId, &str, &std::path::Path)> =
+            done.iter().map(|(id, name, path)| (*id, name.as_str(), path.as_path())).collect();
+        if let Err(e) = exporter.record(self.store, &list) {
+            // Tried again at the object's next chunk, or the next start.
+            return self.fail(&e);
+        }
+        for (id, name, path) in done {
+            info!(%name, path = %path.display(), "complete and exported");
+            self.status.update_object(id, |o| {
+                o.complete = true;
+                o.exported = Some(path.display().to_string());
+            });
+        }
     }
 }
