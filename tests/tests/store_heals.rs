@@ -10,8 +10,8 @@ use std::time::Duration;
 const DEADLINE: Duration = Duration::from_secs(180);
 // The short last chunk is larger than what the store keeps in its index
 // (`INLINE_MAX`), so it is a file this test can delete.
-const SIZE: usize = (3 << 20) + (40 << 10);
-const _: () = assert!((40 << 10) > hubcast_clienthub::store::INLINE_MAX);
+const SIZE: usize = (3 << 20) + (100 << 10);
+const _: () = assert!((100 << 10) > hubcast_clienthub::store::INLINE_MAX);
 
 fn damage(chunk: &Path) {
     let mut bytes = std::fs::read(chunk).unwrap();
