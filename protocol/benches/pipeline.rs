@@ -10,6 +10,11 @@
 //!   decoding the same surviving symbols.
 //!
 //! Figures are MB/s of chunk payload, median of several runs, and the ratio.
+//! The bench fails (exit status 1, and says which) when a ratio falls below
+//! its guard: the sender below [`SENDER_GUARD`], the receiver below
+//! [`RECEIVER_GUARD`] of raw raptorq. The ticket's commitment to all N_max
+//! digests puts the sender's ceiling near 0.65 (issue 23), so these are
+//! regression guards, not targets.
 
 use hubcast_keys::{ChannelKeys, Fingerprint, SignerKeys, TrustAnchor};
 use hubcast_protocol::receiver::{Event, Receiver, ReceiverConfig};
@@ -29,26 +34,38 @@ const OVERHEAD: f64 = 0.10;
 const LOSS: f64 = 0.05;
 const CHUNKS: usize = 24;
 const RUNS: usize = 5;
+/// The lowest ratio to raw raptorq each pipeline may show.
+const SENDER_GUARD: f64 = 0.40;
+const RECEIVER_GUARD: f64 = 0.70;
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
 }
 
-/// MB/s for processing `CHUNKS` chunks with `f`, median of RUNS.
-fn rate(mut f: impl FnMut(usize)) -> f64 {
-    f(0); // warm caches and raptorq's plan cache
-    median(
-        (0..RUNS)
-            .map(|_| {
-                let t = Instant::now();
-                for i in 0..CHUNKS {
-                    f(i);
-                }
-                (CHUNKS * CHUNK) as f64 / t.elapsed().as_secs_f64() / 1e6
-            })
-            .collect(),
-    )
+/// MB/s for processing `CHUNKS` chunks with `f`, one run.
+fn run(f: &mut impl FnMut(usize)) -> f64 {
+    let t = Instant::now();
+    for i in 0..CHUNKS {
+        f(i);
+    }
+    (CHUNKS * CHUNK) as f64 / t.elapsed().as_secs_f64() / 1e6
+}
+
+/// MB/s of the baseline and of the pipeline, median of RUNS each, their
+/// runs taken in turns: the machine's drift (shared, noisy) reaches both
+/// alike. Measured one after the other, the raw baseline alone moved
+/// 512-870 MB/s within minutes.
+fn rates(mut baseline: impl FnMut(usize), mut pipeline: impl FnMut(usize)) -> (f64, f64) {
+    // Warm caches and raptorq's plan cache.
+    baseline(0);
+    pipeline(0);
+    let (mut b, mut p) = (Vec::new(), Vec::new());
+    for _ in 0..RUNS {
+        b.push(run(&mut baseline));
+        p.push(run(&mut pipeline));
+    }
+    (median(b), median(p))
 }
 
 fn main() {
@@ -77,15 +94,16 @@ fn main() {
             p
         })
         .collect();
-    let raw_encode = rate(|i| {
+    let raw_encode = |i: usize| {
         let enc = SourceBlockEncoder::new(0, &oti, &padded[i]);
         std::hint::black_box(enc.source_packets());
         std::hint::black_box(enc.repair_packets(0, sent - k));
-    });
-    let sender = rate(|i| {
+    };
+    let sender = |i: usize| {
         let p = PreparedChunk::prepare(&signer, &plans[i].manifest, 0, &chunks[i]);
         std::hint::black_box(p.round_datagrams(tag, OVERHEAD, 0));
-    });
+    };
+    let (raw_encode, sender) = rates(raw_encode, sender);
 
     // Receiver: the datagrams one lossy hub gets, per chunk.
     let received: Vec<Vec<Vec<u8>>> = (0..CHUNKS)
@@ -111,15 +129,15 @@ fn main() {
                 .collect()
         })
         .collect();
-    let raw_decode = rate(|i| {
+    let raw_decode = |i: usize| {
         let mut dec = SourceBlockDecoder::new(0, &oti, u64::from(k) * u64::from(T));
         let packets =
             symbols[i].iter().map(|(esi, d)| EncodingPacket::new(PayloadId::new(0, *esi), d.clone()));
         assert!(dec.decode(packets).is_some());
-    });
+    };
     let mut rx = Receiver::new(anchor, ReceiverConfig::default());
     let mut completed = 0usize;
-    let receiver = rate(|i| {
+    let receiver = |i: usize| {
         if i == 0 {
             rx = Receiver::new(anchor, ReceiverConfig::default());
         }
@@ -135,7 +153,8 @@ fn main() {
                 completed += 1;
             }
         }
-    });
+    };
+    let (raw_decode, receiver) = rates(raw_decode, receiver);
     // The warm-up call decodes chunk 0 once more.
     assert_eq!(completed, 1 + CHUNKS * RUNS, "every chunk decodes in every run");
 
@@ -155,4 +174,22 @@ fn main() {
         raw_decode,
         receiver / raw_decode
     );
+    let mut below = Vec::new();
+    if sender / raw_encode < SENDER_GUARD {
+        below.push(format!(
+            "sender at {:.2} of raw raptorq, below its guard {SENDER_GUARD}",
+            sender / raw_encode
+        ));
+    }
+    if receiver / raw_decode < RECEIVER_GUARD {
+        below.push(format!(
+            "receiver at {:.2} of raw raptorq, below its guard {RECEIVER_GUARD}",
+            receiver / raw_decode
+        ));
+    }
+    if !below.is_empty() {
+        eprintln!("pipeline benchmark FAILED: {}", below.join("; "));
+        std::process::exit(1);
+    }
+    println!("within the guards: sender >= {SENDER_GUARD}, receiver >= {RECEIVER_GUARD} of raw raptorq");
 }
