@@ -171,6 +171,18 @@ pub fn render_metrics(s: &HubStatus) -> String {
         &[(String::new(), complete)],
     );
     metric(
+        "hubcast_store_queue_bytes",
+        "Bytes of verified chunks waiting for the store.",
+        "gauge",
+        &[(String::new(), s.chunks.store_queue_bytes)],
+    );
+    metric(
+        "hubcast_store_queue_waits_total",
+        "Times the receive loop waited for room in the store queue.",
+        "counter",
+        &[(String::new(), s.chunks.store_queue_waits)],
+    );
+    metric(
         "hubcast_store_errors_total",
         "Store write or read failures.",
         "counter",

@@ -94,6 +94,13 @@ pub struct ChunkCounters {
     /// Entries the hub did not write, found in the store at start and moved
     /// to its quarantine/ folder.
     pub quarantined: u64,
+    /// Bytes of verified chunks waiting for the store worker (at most
+    /// `store_queue_limit`).
+    pub store_queue_bytes: u64,
+    pub store_queue_limit: u64,
+    /// Times the receive loop waited for room in the store queue: the disk
+    /// was slower than the channel for longer than the queue holds.
+    pub store_queue_waits: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]

@@ -89,7 +89,12 @@ const BATCH_CHUNKS: usize = 256;
 /// Room in the store queue, in KiB of chunk data: taken before a chunk is
 /// queued, given back when the store worker is done with it.
 #[derive(Clone)]
-pub struct StoreRoom(std::sync::Arc<tokio::sync::Semaphore>);
+pub struct StoreRoom {
+    room: std::sync::Arc<tokio::sync::Semaphore>,
+    limit_kib: u32,
+    /// Times a chunk found no room and waited.
+    waits: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
 
 /// A queued chunk's share of [`StoreRoom`], given back on drop.
 pub struct QueueRoom {
@@ -98,20 +103,34 @@ pub struct QueueRoom {
 
 impl StoreRoom {
     pub fn new(bytes: usize) -> StoreRoom {
-        StoreRoom(std::sync::Arc::new(tokio::sync::Semaphore::new((bytes >> 10).max(1))))
+        let limit_kib = u32::try_from((bytes >> 10).max(1)).unwrap_or(u32::MAX >> 3);
+        StoreRoom {
+            room: std::sync::Arc::new(tokio::sync::Semaphore::new(limit_kib as usize)),
+            limit_kib,
+            waits: Default::default(),
+        }
     }
 
     /// Wait for room for a chunk of `len` bytes (a chunk larger than the
     /// whole queue takes all of it).
     pub async fn take(&self, len: usize) -> QueueRoom {
-        let kib = u32::try_from(len.div_ceil(1 << 10).max(1)).unwrap_or(u32::MAX);
-        let all = u32::try_from(STORE_QUEUE_BYTES >> 10).unwrap_or(u32::MAX);
-        QueueRoom { _permit: self.0.clone().acquire_many_owned(kib.min(all)).await.ok() }
+        let kib = u32::try_from(len.div_ceil(1 << 10).max(1)).unwrap_or(u32::MAX).min(self.limit_kib);
+        if let Ok(p) = self.room.clone().try_acquire_many_owned(kib) {
+            return QueueRoom { _permit: Some(p) };
+        }
+        self.waits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        QueueRoom { _permit: self.room.clone().acquire_many_owned(kib).await.ok() }
     }
 
-    /// Bytes of chunks queued now (to the KiB).
-    pub fn queued(&self) -> u64 {
-        (STORE_QUEUE_BYTES >> 10).saturating_sub(self.0.available_permits()) as u64 * 1024
+    /// Bytes of chunks queued now (to the KiB), and the bound.
+    pub fn queued(&self) -> (u64, u64) {
+        let limit = u64::from(self.limit_kib);
+        (limit.saturating_sub(self.room.available_permits() as u64) * 1024, limit * 1024)
+    }
+
+    /// Times a chunk waited for room.
+    pub fn waits(&self) -> u64 {
+        self.waits.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -481,5 +500,28 @@ impl StoreWorker<'_> {
                 o.exported = Some(path.display().to_string());
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_store_queue_is_bounded_by_bytes_and_counts_its_waits() {
+        let room = StoreRoom::new(4 << 10);
+        let a = room.take(3000).await;
+        assert_eq!(room.queued(), (3 << 10, 4 << 10), "3,000 bytes take 3 KiB of 4");
+        // A chunk larger than the whole queue takes all of it, once there is.
+        let big = room.clone();
+        let waiting = tokio::spawn(async move { big.take(1 << 20).await });
+        tokio::task::yield_now().await;
+        assert_eq!(room.waits(), 1, "no room: the receive loop waits");
+        assert!(!waiting.is_finished());
+        drop(a);
+        let b = waiting.await.expect("the wait ends once the worker is done with the first");
+        assert_eq!(room.queued(), (4 << 10, 4 << 10));
+        drop(b);
+        assert_eq!(room.queued(), (0, 4 << 10));
     }
 }

@@ -403,6 +403,12 @@ impl Loop<'_> {
     fn record(&self) {
         let rx = self.hub.receiver();
         self.status.record_receiver(rx.stats(), rx.drops(), self.received, self.simulated);
+        let ((queued, limit), waits) = (self.room.queued(), self.room.waits());
+        self.status.with_chunks(|c| {
+            c.store_queue_bytes = queued;
+            c.store_queue_limit = limit;
+            c.store_queue_waits = waits;
+        });
     }
 
     /// The live board's clock: the segments that left the back buffer leave
