@@ -321,8 +321,8 @@ fn paths_sharing_content_each_arrive_and_a_reseed_changes_nothing_already_right(
     assert_eq!(u(&s["chunks"]["refetched"]), 0, "{}", s["chunks"]);
 }
 
-/// A `kill -9` inside the export's last window: the file is renamed into
-/// place but the index has not recorded it (the testing aid
+/// A `kill -9` inside the export's last window: the files are renamed into
+/// place but the index has not recorded them (the testing aid
 /// HUBCAST_TEST_EXPORT_STALL_MS holds the hub there). The restarted hub
 /// finishes with identical copies and leaves no `.part` file behind.
 #[test]
@@ -350,8 +350,10 @@ fn a_hub_killed_between_an_exports_rename_and_its_record_finishes_identical() {
         hub.log_text().contains("pausing after the export's rename").then_some(())
     });
     hub.kill();
+    // Exports finished together are recorded together: the window holds
+    // one rename, or both when the two files completed in one batch.
     let renamed = ["a.bin", "b.txt"].iter().filter(|n| t.join("out/sample").join(n).exists()).count();
-    assert_eq!(renamed, 1, "killed after one rename, before its record");
+    assert!(renamed >= 1, "killed after a rename, before its record");
 
     let _hub = Daemon::spawn("hub-again", &bin("clienthub"), &args, t);
     wait_for("both complete after the restart", DEADLINE, || status(http).filter(|s| all_complete(s, 2)));
