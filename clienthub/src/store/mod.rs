@@ -403,8 +403,8 @@ impl Store {
 
     /// Store a verified chunk durably. `false` if it was already stored.
     pub fn put_chunk(&mut self, c: &VerifiedChunk) -> Result<bool, StoreError> {
-        let mut done = self.put_chunks(&[c])?;
-        Ok(done.pop().is_some_and(|stored| stored.is_ok_and(|new| new)))
+        // One chunk in, one result out; a failed write is this chunk's error.
+        self.put_chunks(&[c])?.pop().unwrap_or(Ok(false))
     }
 
     /// Store a batch of verified chunks durably, with one index commit: each
