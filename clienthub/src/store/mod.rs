@@ -418,9 +418,12 @@ impl Store {
         let mut results = Vec::with_capacity(batch.len());
         let mut new: Vec<(&VerifiedChunk, [u8; 36])> = Vec::new();
         let mut dirs: Vec<PathBuf> = Vec::new();
+        // One read of the index for the whole batch.
+        let r = self.db.begin_read().map_err(idx)?;
+        let held = r.open_table(CHUNKS).map_err(idx)?;
         for c in batch {
             let key = chunk_key(&c.object_id(), c.index());
-            if self.has_chunk(&c.object_id(), c.index())? || new.iter().any(|(_, k)| *k == key) {
+            if held.get(&key).map_err(idx)?.is_some() || new.iter().any(|(_, k)| *k == key) {
                 results.push(Ok(false));
                 continue;
             }
@@ -439,6 +442,7 @@ impl Store {
             results.push(Ok(true));
             new.push((c, key));
         }
+        drop((held, r));
         // The renames are durable before the commit names them.
         for d in &dirs {
             fs::File::open(d).and_then(|f| f.sync_all()).map_err(io_at(d))?;
