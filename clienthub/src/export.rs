@@ -1,38 +1,31 @@
 //! Export: completed objects appear in the export folder under their names.
 //!
-//! Each verified chunk is written into the object's `.hubcast-<id>.part` file as
-//! soon as it is stored, so finishing an object costs little more than an fsync
-//! and a rename: any chunk not written that way (stored before a restart, or
-//! before the manifest was known) is copied in from the store, the whole file is
-//! read back and must hash, with its name, to the object id
-//! ([`ObjectId::archive`]), and only then is it renamed into
-//! place. A crash leaves at most a `.part` file, which is rewritten next time.
+//! A larger object is a hard link to its file in the store
+//! ([`Store::assemble`]): the hub writes each received byte once and holds it
+//! once. The link is made under `.hubcast-<id>.part` and renamed into place,
+//! so a name in the export folder is always a whole object. A small object
+//! (at most [`INLINE_MAX`], kept in the store's index) is written out, checked
+//! against its id first. When the export folder is on another file system
+//! than the store (no hard links there), the object is copied, fsynced and
+//! renamed the same way, and the disk holds it twice.
+//!
+//! An exported file and the store's copy are one file: a chunk the scrub
+//! finds damaged in it is fetched again and written back into it. A user who
+//! wants to edit an exported file saves it under another name (most editors
+//! write a new file and rename it, which leaves the store's copy alone).
 
-use crate::store::{export_at, safe_relative_path, LostWhy, Store, StoreError};
-use hubcast_protocol::sender::{chunk_count, chunk_range};
+use crate::store::{export_at, safe_relative_path, LostWhy, Store, StoreError, INLINE_MAX};
+use hubcast_protocol::sender::chunk_count;
 use hubcast_protocol::wire::Manifest;
 use hubcast_protocol::ObjectId;
-use std::collections::HashMap;
 use std::fs;
-use std::os::unix::fs::FileExt;
+use std::io::Write;
 use std::path::{Path, PathBuf};
-
-/// Objects with an open `.part` file at once; the oldest is closed past this
-/// (its chunks are then copied from the store when it completes).
-pub const MAX_OPEN_PARTS: usize = 16;
-
-struct Part {
-    file: fs::File,
-    tmp: PathBuf,
-    target: PathBuf,
-    written: Vec<bool>,
-    opened: u64,
-}
 
 pub struct Exporter {
     dir: PathBuf,
-    parts: HashMap<ObjectId, Part>,
-    clock: u64,
+    /// Hard links failed once (another file system): told once.
+    copying: bool,
     /// Testing aid: pause this long between the rename into place and the
     /// index's record of it, so a test can kill the hub in that window.
     stall_after_rename: Option<std::time::Duration>,
@@ -45,58 +38,70 @@ impl Exporter {
     pub fn new(dir: PathBuf) -> Self {
         let stall =
             std::env::var(STALL_ENV).ok().and_then(|v| v.parse().ok()).map(std::time::Duration::from_millis);
-        Exporter { dir, parts: HashMap::new(), clock: 0, stall_after_rename: stall }
+        Exporter { dir, copying: false, stall_after_rename: stall }
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
-    fn part(&mut self, m: &Manifest) -> Result<&mut Part, StoreError> {
-        if !self.parts.contains_key(&m.object_id) {
-            let rel = safe_relative_path(&m.name).ok_or_else(|| StoreError::UnsafeName(m.name.clone()))?;
-            let target = self.dir.join(rel);
-            let parent = target.parent().unwrap_or(&self.dir).to_owned();
-            fs::create_dir_all(&parent).map_err(export_at(&parent))?;
-            let tmp = parent.join(format!(".hubcast-{}.part", m.object_id.to_hex()));
-            let file = fs::File::create(&tmp).map_err(export_at(&tmp))?;
-            if self.parts.len() >= MAX_OPEN_PARTS {
-                if let Some(oldest) = self.parts.iter().min_by_key(|(_, p)| p.opened).map(|(id, _)| *id) {
-                    self.parts.remove(&oldest);
-                }
-            }
-            self.clock += 1;
-            let written = vec![false; chunk_count(m.size, m.chunk_size) as usize];
-            self.parts.insert(m.object_id, Part { file, tmp, target, written, opened: self.clock });
+    /// Every chunk of `m` is stored: put the object in the export folder
+    /// under its `.part` name, durable, then rename it into place. The
+    /// caller makes the rename durable ([`Exporter::record`]).
+    pub fn finish(&mut self, store: &mut Store, m: &Manifest) -> Result<PathBuf, StoreError> {
+        let rel = safe_relative_path(&m.name).ok_or_else(|| StoreError::UnsafeName(m.name.clone()))?;
+        let target = self.dir.join(rel);
+        let parent = target.parent().unwrap_or(&self.dir).to_owned();
+        fs::create_dir_all(&parent).map_err(export_at(&parent))?;
+        let part = parent.join(format!(".hubcast-{}.part", m.object_id.to_hex()));
+        // One left by a crash.
+        let _ = fs::remove_file(&part);
+        let made = if m.size <= INLINE_MAX as u64 {
+            Self::write_small(store, m, &part)
+        } else {
+            self.link(store, m, &part)
+        };
+        if let Err(e) = made {
+            let _ = fs::remove_file(&part);
+            return Err(e);
         }
-        self.parts.get_mut(&m.object_id).ok_or(StoreError::ExportMismatch(m.name.clone()))
+        fs::rename(&part, &target).map_err(export_at(&target))?;
+        // A rename onto a link to the same file does nothing (a crash after
+        // the last export's rename, before its record): the part goes.
+        let _ = fs::remove_file(&part);
+        Ok(target)
     }
 
-    /// A verified chunk of `m` was stored: write it into the object's `.part` file.
-    pub fn chunk_stored(&mut self, m: &Manifest, index: u32, data: &[u8]) -> Result<(), StoreError> {
-        let range = chunk_range(m.size, m.chunk_size, index);
-        if index >= chunk_count(m.size, m.chunk_size) || data.len() as u64 != range.end - range.start {
+    /// A small object: its chunks from the store's index, checked as a
+    /// whole against the object id, written out and fsynced.
+    fn write_small(store: &mut Store, m: &Manifest, part: &Path) -> Result<(), StoreError> {
+        let mut bytes = Vec::with_capacity(m.size as usize);
+        for index in 0..chunk_count(m.size, m.chunk_size) {
+            let lost = StoreError::Lost { id: m.object_id, index, why: LostWhy::Missing };
+            bytes.extend_from_slice(&store.read_chunk(&m.object_id, index)?.ok_or(lost)?);
+        }
+        if ObjectId::archive(&m.name, blake3::hash(&bytes).as_bytes()) != m.object_id {
             return Err(StoreError::ExportMismatch(m.name.clone()));
         }
-        let part = self.part(m)?;
-        part.file.write_all_at(data, range.start).map_err(export_at(&part.tmp))?;
-        part.written[index as usize] = true;
-        Ok(())
+        let mut f = fs::File::create(part).map_err(export_at(part))?;
+        f.write_all(&bytes).and_then(|()| f.sync_all()).map_err(export_at(part))
     }
 
-    /// Every chunk of `m` is stored: complete the `.part` file from the store,
-    /// check it hashes, with its name, to the object id, fsync, rename into
-    /// place. The caller makes the rename durable ([`Exporter::record`]).
-    pub fn finish(&mut self, store: &mut Store, m: &Manifest) -> Result<PathBuf, StoreError> {
-        self.part(m)?;
-        let part = self.parts.remove(&m.object_id).ok_or(StoreError::ExportMismatch(m.name.clone()))?;
-        let result = Self::complete_part(&part, store, m);
-        if result.is_err() {
-            let _ = fs::remove_file(&part.tmp);
+    /// A larger object: a hard link to its file in the store, or a copy
+    /// where links cannot be made.
+    fn link(&mut self, store: &mut Store, m: &Manifest, part: &Path) -> Result<(), StoreError> {
+        let object = store.assemble(m)?;
+        let Err(e) = fs::hard_link(&object, part) else { return Ok(()) };
+        if !self.copying {
+            tracing::warn!(
+                export = %self.dir.display(),
+                "cannot link exports to the store ({e}): exports are copies, and the disk holds \
+                 each object twice; put --export on the same file system as --store to hold it once"
+            );
+            self.copying = true;
         }
-        result?;
-        fs::rename(&part.tmp, &part.target).map_err(export_at(&part.target))?;
-        Ok(part.target)
+        fs::copy(&object, part).map_err(export_at(part))?;
+        fs::File::open(part).and_then(|f| f.sync_all()).map_err(export_at(part))
     }
 
     /// Make the renames of finished exports durable (each folder fsynced
@@ -125,32 +130,5 @@ impl Exporter {
         }
         let names: Vec<(ObjectId, &str)> = done.iter().map(|(id, name, _)| (*id, *name)).collect();
         store.mark_exported(&names)
-    }
-
-    fn complete_part(part: &Part, store: &mut Store, m: &Manifest) -> Result<(), StoreError> {
-        for (i, written) in part.written.iter().enumerate() {
-            if !written {
-                let data = store.read_chunk(&m.object_id, i as u32)?.ok_or(StoreError::Lost {
-                    id: m.object_id,
-                    index: i as u32,
-                    why: LostWhy::Missing,
-                })?;
-                let range = chunk_range(m.size, m.chunk_size, i as u32);
-                if data.len() as u64 != range.end - range.start {
-                    return Err(StoreError::ExportMismatch(m.name.clone()));
-                }
-                part.file.write_all_at(&data, range.start).map_err(export_at(&part.tmp))?;
-            }
-        }
-        part.file.set_len(m.size).map_err(export_at(&part.tmp))?;
-        part.file.sync_all().map_err(export_at(&part.tmp))?;
-        // Read back what is on disk: the file must be exactly the object.
-        let mut hasher = blake3::Hasher::new();
-        let mut f = fs::File::open(&part.tmp).map_err(export_at(&part.tmp))?;
-        std::io::copy(&mut f, &mut hasher).map_err(export_at(&part.tmp))?;
-        if ObjectId::archive(&m.name, hasher.finalize().as_bytes()) != m.object_id {
-            return Err(StoreError::ExportMismatch(m.name.clone()));
-        }
-        Ok(())
     }
 }

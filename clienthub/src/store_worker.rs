@@ -305,7 +305,13 @@ impl StoreWorker<'_> {
         batch: Vec<(VerifiedChunk, QueueRoom)>,
         manifests: &HashMap<ObjectId, Manifest>,
     ) {
-        let chunks: Vec<&VerifiedChunk> = batch.iter().map(|(c, _)| c).collect();
+        // Where each chunk goes in its object, when the manifest says.
+        let place = |c: &VerifiedChunk| {
+            let m = manifests.get(&c.object_id())?;
+            let range = hubcast_protocol::sender::chunk_range(m.size, m.chunk_size, c.index());
+            (range.end - range.start == c.data().len() as u64).then_some(range.start)
+        };
+        let chunks: Vec<(&VerifiedChunk, Option<u64>)> = batch.iter().map(|(c, _)| (c, place(c))).collect();
         // `Err(None)`: the batch failed as a whole, told once.
         let results: Vec<Result<bool, Option<StoreError>>> = match self.store.put_chunks(&chunks) {
             Ok(results) => results.into_iter().map(|r| r.map_err(Some)).collect(),
@@ -315,20 +321,12 @@ impl StoreWorker<'_> {
             }
         };
         let mut touched: Vec<ObjectId> = Vec::new();
-        for (c, result) in chunks.iter().zip(results) {
+        for ((c, _), result) in chunks.iter().zip(results) {
             match result {
-                Ok(true) => {
-                    self.status.with_chunks(|s| {
-                        s.stored_this_run += 1;
-                        s.stored += 1;
-                    });
-                    let m = manifests.get(&c.object_id()).filter(|m| m.live.is_none());
-                    if let (Some(exporter), Some(m)) = (self.export.as_mut(), m) {
-                        if let Err(e) = exporter.chunk_stored(m, c.index(), c.data()) {
-                            self.fail(&e);
-                        }
-                    }
-                }
+                Ok(true) => self.status.with_chunks(|s| {
+                    s.stored_this_run += 1;
+                    s.stored += 1;
+                }),
                 Ok(false) => self.status.with_chunks(|s| s.refetched += 1),
                 Err(e) => {
                     if let Some(e) = e {

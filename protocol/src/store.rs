@@ -243,6 +243,24 @@ pub const FIXTURE_NOW: u64 = 1_700_000_000;
 /// receiver hands them out, received at [`FIXTURE_NOW`].
 #[cfg(any(test, feature = "test-support"))]
 pub fn suite_fixture() -> (Vec<StoredManifest>, Vec<VerifiedChunk>) {
+    let files = [
+        ("a b.bin", (0..(2 * 4096 + 1000)).map(|i| (i * 7 % 251) as u8).collect()),
+        ("dir/one.txt", b"one chunk".to_vec()),
+        ("empty", Vec::new()),
+    ];
+    let (manifests, _, chunks) = received(&files, 4096);
+    assert_eq!((manifests.len(), chunks.len()), (3, 4), "the fixture decodes whole");
+    (manifests, chunks)
+}
+
+/// `files` (name, content) sent in chunks of `chunk_size` and received at
+/// [`FIXTURE_NOW`] (test support): the manifests as stored and as decoded,
+/// and the verified chunks, in the order a receiver hands them out.
+#[cfg(any(test, feature = "test-support"))]
+pub fn received(
+    files: &[(&str, Vec<u8>)],
+    chunk_size: u32,
+) -> (Vec<StoredManifest>, Vec<crate::wire::Manifest>, Vec<VerifiedChunk>) {
     use crate::receiver::{Event, Receiver, ReceiverConfig};
     use crate::sender::{ObjectPlan, PreparedChunk};
     use crate::verify::Signer;
@@ -255,17 +273,12 @@ pub fn suite_fixture() -> (Vec<StoredManifest>, Vec<VerifiedChunk>) {
     let anchor = TrustAnchor::new(Fingerprint::of(&keys.root.verifying_key()));
     let signer = Signer::new(SignerKeys::load_from(&keys));
     let mut rx = Receiver::new(anchor, ReceiverConfig::default());
-    let files: [(&str, Vec<u8>); 3] = [
-        ("a b.bin", (0..(2 * 4096 + 1000)).map(|i| (i * 7 % 251) as u8).collect()),
-        ("dir/one.txt", b"one chunk".to_vec()),
-        ("empty", Vec::new()),
-    ];
-    for (name, data) in &files {
+    for (name, data) in files {
         let plan = ObjectPlan::new(
             name.to_string(),
             ObjectId::of(data),
             data.len() as u64,
-            4096,
+            chunk_size,
             256,
             1,
             NOW + 3600,
@@ -281,22 +294,24 @@ pub fn suite_fixture() -> (Vec<StoredManifest>, Vec<VerifiedChunk>) {
         }
         rx.handle_idle();
     }
-    let (mut manifests, mut chunks) = (Vec::new(), Vec::new());
+    let (mut manifests, mut decoded, mut chunks) = (Vec::new(), Vec::new(), Vec::new());
     while let Some(e) = rx.poll_event() {
         match e {
-            Event::Manifest(m) => manifests.push(StoredManifest {
-                object_id: m.object_id,
-                datagram: rx
-                    .manifest_datagram(&m.object_id)
-                    .expect("invariant: the receiver keeps the datagram of a manifest it just accepted")
-                    .to_vec(),
-                received_unix: NOW,
-            }),
+            Event::Manifest(m) => {
+                decoded.push((*m).clone());
+                manifests.push(StoredManifest {
+                    object_id: m.object_id,
+                    datagram: rx
+                        .manifest_datagram(&m.object_id)
+                        .expect("invariant: the receiver keeps the datagram of a manifest it just accepted")
+                        .to_vec(),
+                    received_unix: NOW,
+                })
+            }
             Event::ChunkComplete(c) => chunks.push(c),
         }
     }
-    assert_eq!((manifests.len(), chunks.len()), (3, 4), "the fixture decodes whole");
-    (manifests, chunks)
+    (manifests, decoded, chunks)
 }
 
 #[cfg(test)]

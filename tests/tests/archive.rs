@@ -187,9 +187,10 @@ fn a_hub_killed_mid_transfer_resumes_without_fetching_stored_chunks_again() {
     assert_eq!(answer, answer_complete(&few, &server).unwrap());
     // A damaged chunk on disk is never served: the symbols fail their
     // digests, the whole-chunk read finds the damage, and the chunk is dropped.
-    let file = t.join("store/chunks").join(id.to_hex()).join("1");
+    // (Chunk 1 is at 1 MiB in the object's file.)
+    let file = t.join("store/objects").join(id.to_hex());
     let mut bytes = std::fs::read(&file).unwrap();
-    bytes[150 * 1280 + 3] ^= 1;
+    bytes[(1 << 20) + 150 * 1280 + 3] ^= 1;
     std::fs::write(&file, &bytes).unwrap();
     assert!(matches!(
         read_to_serve(&mut store, &few),

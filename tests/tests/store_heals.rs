@@ -9,14 +9,23 @@ use std::time::Duration;
 
 const DEADLINE: Duration = Duration::from_secs(180);
 // The short last chunk is larger than what the store keeps in its index
-// (`INLINE_MAX`), so it is a file this test can delete.
+// (`INLINE_MAX`), so it is in the object's file, and cutting the file short
+// loses it.
 const SIZE: usize = (3 << 20) + (100 << 10);
 const _: () = assert!((100 << 10) > hubcast_clienthub::store::INLINE_MAX);
 
-fn damage(chunk: &Path) {
-    let mut bytes = std::fs::read(chunk).unwrap();
-    bytes[1000] ^= 0x5a;
-    std::fs::write(chunk, bytes).unwrap();
+/// One byte of chunk `index` flipped, in place.
+fn damage(object: &Path, index: u64) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().read(true).write(true).open(object).unwrap();
+    let mut b = [0u8];
+    f.read_exact_at(&mut b, (index << 20) + 1000).unwrap();
+    f.write_all_at(&[b[0] ^ 0x5a], (index << 20) + 1000).unwrap();
+}
+
+/// The object's file cut short: its last chunk (3) is gone.
+fn cut_last_chunk(object: &Path) {
+    std::fs::OpenOptions::new().write(true).open(object).unwrap().set_len(3 << 20).unwrap();
 }
 
 fn lost(s: &serde_json::Value) -> u64 {
@@ -54,26 +63,28 @@ fn chunks_damaged_or_deleted_are_fetched_again_from_a_peer_while_running_and_acr
     assert!(bc.wait_exit(DEADLINE).is_some_and(|s| s.success()));
     let export = t.join("out-0/sample/film.bin");
     assert_eq!(std::fs::read(&export).unwrap(), film);
+    // The export is the store's copy: one file, held once.
+    let object = t.join("store-0/objects").join(id.to_hex());
+    let inode = |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+    assert_eq!(inode(&export), inode(&object), "the export is a hard link to the store's file");
 
-    // Under the running hub: chunk 0 damaged, chunk 2 deleted.
-    let chunks = t.join("store-0/chunks").join(id.to_hex());
-    damage(&chunks.join("0"));
-    std::fs::remove_file(chunks.join("2")).unwrap();
+    // Under the running hub: chunk 0 damaged, chunk 3 cut off.
+    damage(&object, 0);
+    cut_last_chunk(&object);
     let s = wait_for("the scrub to find both and the peer to bring them back", DEADLINE, || {
         status(https[0]).filter(|s| lost(s) >= 2 && all_complete(s, 1))
     });
     assert_eq!(lost(&s), 2, "{}", s["chunks"]);
     assert!(u(&s["bytes"]["peer"]) > 0, "repaired from the peer: {}", s["bytes"]);
     assert_eq!(u(&s["bytes"]["origin"]), 0);
-    assert_eq!(std::fs::read(chunks.join("2")).unwrap().len(), 1 << 20, "stored again");
-    assert_eq!(std::fs::read(&export).unwrap(), film, "the export is whole");
+    assert_eq!(std::fs::read(&export).unwrap(), film, "the export is whole again: healed in place");
 
-    // Stopped: chunk 1 damaged, chunk 3 (the short last one) deleted, and an
-    // entry the hub never wrote; `clienthub fsck` finds them.
+    // Stopped: chunk 1 damaged, chunk 3 (the short last one) cut off again,
+    // and an entry the hub never wrote; `clienthub fsck` finds them.
     hubs[0].kill();
-    damage(&chunks.join("1"));
-    std::fs::remove_file(chunks.join("3")).unwrap();
-    std::fs::write(t.join("store-0/chunks/notes.txt"), b"mine").unwrap();
+    damage(&object, 1);
+    cut_last_chunk(&object);
+    std::fs::write(t.join("store-0/objects/notes.txt"), b"mine").unwrap();
     let fsck = std::process::Command::new(bin("clienthub"))
         .args(["fsck", "--store"])
         .arg(t.join("store-0"))
@@ -107,8 +118,6 @@ fn chunks_damaged_or_deleted_are_fetched_again_from_a_peer_while_running_and_acr
     assert_eq!(std::fs::read(quarantine.join("draft.txt")).unwrap(), b"also mine", "a file in tmp/ too");
     let log = hubs[0].log_text();
     assert!(log.contains("moved aside"), "says so: {log}");
-    for i in 0..4 {
-        assert!(chunks.join(i.to_string()).exists(), "chunk {i} stored again");
-    }
+    assert_eq!(std::fs::read(&object).unwrap(), film, "every chunk stored again");
     assert_eq!(std::fs::read(&export).unwrap(), film);
 }

@@ -5,20 +5,28 @@
 //! ```text
 //! index.redb                 signed manifests, stored chunks (with their BLAKE3), exports,
 //!                            and the bytes of chunks of at most INLINE_MAX
-//! chunks/<object-hex>/<n>    the bytes of chunk n, exactly as verified (larger chunks)
+//! objects/<object-hex>       the object's bytes, each larger chunk at its place
+//!                            in the object (written there once, exported by a
+//!                            hard link to this file)
+//! chunks/<object-hex>/<n>    the bytes of chunk n, exactly as verified (larger
+//!                            chunks that came before their object's manifest)
 //! tmp/                       chunk files being written
-//! quarantine/                entries found in chunks/ or tmp/ that the hub did
-//!                            not write, moved aside at open (never deleted)
+//! quarantine/                entries found in objects/, chunks/ or tmp/ that the
+//!                            hub did not write, moved aside at open (never deleted)
 //! ```
 //!
-//! Crash safety: a chunk is written to `tmp/`, fsynced, renamed into `chunks/`,
-//! the directory fsynced, and only then recorded in the index (one redb commit,
-//! itself durable). Chunks are stored in batches ([`Store::put_chunks`]): every
-//! file of a batch is durable before the one commit that records them all, so
-//! a batch is either recorded whole or not at all. A small chunk's bytes go
+//! Crash safety: chunks are stored in batches ([`Store::put_chunks`]). A
+//! chunk is written at its place in its object's file (or to `tmp/` and
+//! renamed into `chunks/`), every file the batch wrote is fsynced (folders
+//! too), and only then does one redb commit, itself durable, record the
+//! batch: a batch is either recorded whole or not at all. Bytes the index
+//! does not name are never read: a crash before the commit leaves at most
+//! bytes that the chunk's next arrival writes again, the same bytes, since a
+//! verified chunk has one content and one place. A small chunk's bytes go
 //! into that commit itself (iroh-blobs keeps small blobs inline the same way):
-//! a folder of small files costs one commit per batch, not five fsyncs a file. The index is the truth: on open, `tmp/` is emptied and chunk
-//! files the index does not name (a crash between rename and commit) are deleted.
+//! a folder of small files costs one commit per batch, not five fsyncs a file.
+//! The index is the truth: on open, `tmp/` is emptied, and chunk files and
+//! object files the index does not name are deleted.
 //! Reads check the chunk's BLAKE3 against the index, so a file damaged on disk is
 //! never served or exported; it is dropped and fetched again. The hub scrubs
 //! the store in the background ([`Store::scrub`]), and open drops the chunks
@@ -38,10 +46,14 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Component, Path, PathBuf};
 
 mod fsck;
+mod objects;
+mod open;
 pub use fsck::{fsck, FsckReport};
+use objects::open_object;
 
 /// Where entries the hub did not write are moved, under the store directory.
 pub const QUARANTINE: &str = "quarantine";
@@ -72,6 +84,9 @@ const INLINE: TableDefinition<&[u8; 36], &[u8]> = TableDefinition::new("inline_c
 /// machine's ext4, creating files was most of a small-file hub's CPU
 /// (3,000 small files at 200 Mbit/s: 617 objects/s at 16 KiB, 863 at 64 KiB).
 pub const INLINE_MAX: usize = 64 << 10;
+/// Same key as CHUNKS: where a chunk is in its object's file
+/// (`objects/<object-hex>`): offset and length.
+const PLACED: TableDefinition<&[u8; 36], (u64, u32)> = TableDefinition::new("placed_chunks");
 /// Object id → the name it was exported under.
 const EXPORTED: TableDefinition<&[u8; 32], &str> = TableDefinition::new("exported");
 
@@ -205,6 +220,20 @@ fn chunk_key(id: &ObjectId, index: u32) -> [u8; 36] {
     k
 }
 
+/// Where a stored chunk's bytes are.
+enum Place {
+    /// In the index ([`INLINE`]).
+    Inline(Vec<u8>),
+    /// In its object's file, at this offset, this long ([`PLACED`]).
+    InObject(u64, u32),
+    /// In a file of its own, `chunks/<object-hex>/<n>`.
+    OwnFile,
+}
+
+fn sync_dir(d: &Path) -> Result<(), StoreError> {
+    fs::File::open(d).and_then(|f| f.sync_all()).map_err(io_at(d))
+}
+
 pub struct Store {
     dir: PathBuf,
     db: Database,
@@ -240,7 +269,27 @@ pub struct ScrubStep {
     pub done: bool,
 }
 
+/// The object id a file or folder under `objects/` or `chunks/` is named by.
+fn object_id_of(name: &str) -> Option<ObjectId> {
+    let bytes = hubcast_keys::decode_hex(name)?;
+    Some(ObjectId(bytes.try_into().ok()?))
+}
+
 /// (object, index) of a CHUNKS key.
+/// Where the chunk under `key` is (the caller knows it is stored).
+fn place(r: &redb::ReadTransaction, key: &[u8; 36]) -> Result<Place, StoreError> {
+    if let Some(v) = r.open_table(INLINE).map_err(idx)?.get(key).map_err(idx)? {
+        return Ok(Place::Inline(v.value().to_vec()));
+    }
+    Ok(match r.open_table(PLACED).map_err(idx)?.get(key).map_err(idx)? {
+        Some(v) => {
+            let (at, len) = v.value();
+            Place::InObject(at, len)
+        }
+        None => Place::OwnFile,
+    })
+}
+
 fn split_key(k: &[u8; 36]) -> (ObjectId, u32) {
     let mut id = [0u8; 32];
     id.copy_from_slice(&k[..32]);
@@ -248,122 +297,8 @@ fn split_key(k: &[u8; 36]) -> (ObjectId, u32) {
 }
 
 impl Store {
-    pub fn open(dir: &Path) -> Result<(Store, OpenReport), StoreError> {
-        for sub in ["chunks", "tmp"] {
-            fs::create_dir_all(dir.join(sub)).map_err(io_at(dir))?;
-        }
-        let tmp = dir.join("tmp");
-        // Chunk files being written when the hub stopped (named as
-        // `put_chunk` names them) are deleted; anything else is not the hub's
-        // and is moved aside (after the index is open).
-        let mut strays = Vec::new();
-        for e in fs::read_dir(&tmp).map_err(io_at(&tmp))? {
-            let p = e.map_err(io_at(&tmp))?.path();
-            let ours = p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
-                n.split_once('.').is_some_and(|(id, i)| {
-                    hubcast_keys::decode_hex(id).is_some_and(|b| b.len() == 32) && i.parse::<u32>().is_ok()
-                })
-            });
-            if ours && p.is_file() {
-                fs::remove_file(&p).map_err(io_at(&p))?;
-            } else {
-                strays.push(p);
-            }
-        }
-        let db = Database::create(dir.join("index.redb")).map_err(idx)?;
-        let old_manifests_dropped = {
-            let w = db.begin_write().map_err(idx)?;
-            let old: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new(OLD_MANIFESTS);
-            let dropped = w.delete_table(old).map_err(idx)?;
-            w.open_table(MANIFESTS).map_err(idx)?;
-            w.open_table(CHUNKS).map_err(idx)?;
-            w.open_table(TICKETS).map_err(idx)?;
-            w.open_table(PAGES).map_err(idx)?;
-            w.open_table(EXPORTED).map_err(idx)?;
-            w.open_table(LOST).map_err(idx)?;
-            w.open_table(INLINE).map_err(idx)?;
-            w.commit().map_err(idx)?;
-            dropped
-        };
-        let mut store = Store { dir: dir.to_owned(), db, counts: HashMap::new() };
-        let mut report = OpenReport { old_manifests_dropped, ..OpenReport::default() };
-        for p in strays {
-            report.quarantined.push((p.clone(), store.quarantine(&p)?));
-        }
-        let mut indexed = std::collections::HashSet::new();
-        let mut on_disk = std::collections::HashSet::new();
-        {
-            let r = store.db.begin_read().map_err(idx)?;
-            report.manifests = r.open_table(MANIFESTS).map_err(idx)?.len().map_err(idx)? as usize;
-            for entry in r.open_table(CHUNKS).map_err(idx)?.iter().map_err(idx)? {
-                let (k, _) = entry.map_err(idx)?;
-                let k = k.value();
-                let mut id = [0u8; 32];
-                id.copy_from_slice(&k[..32]);
-                *store.counts.entry(ObjectId(id)).or_default() += 1;
-                indexed.insert(*k);
-                report.chunks += 1;
-            }
-            // Kept in the index: no file to look for.
-            for entry in r.open_table(INLINE).map_err(idx)?.iter().map_err(idx)? {
-                on_disk.insert(*entry.map_err(idx)?.0.value());
-            }
-        }
-        // Files the index does not name: written before a crash, never
-        // committed (deleted), or not the hub's at all (moved aside).
-        let chunks = dir.join("chunks");
-        for obj in fs::read_dir(&chunks).map_err(io_at(&chunks))? {
-            let obj = obj.map_err(io_at(&chunks))?.path();
-            let id = obj.file_name().and_then(|n| n.to_str()).and_then(hubcast_keys::decode_hex);
-            let Some(id) = id.filter(|id| id.len() == 32 && obj.is_dir()).map(|id| {
-                let mut a = [0u8; 32];
-                a.copy_from_slice(&id);
-                ObjectId(a)
-            }) else {
-                report.quarantined.push((obj.clone(), store.quarantine(&obj)?));
-                continue;
-            };
-            for f in fs::read_dir(&obj).map_err(io_at(&obj))? {
-                let f = f.map_err(io_at(&obj))?.path();
-                let n = f.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse::<u32>().ok());
-                match n.filter(|_| f.is_file()) {
-                    Some(n) if indexed.contains(&chunk_key(&id, n)) => {
-                        on_disk.insert(chunk_key(&id, n));
-                    }
-                    Some(_) => {
-                        fs::remove_file(&f).map_err(io_at(&f))?;
-                        report.orphans_removed += 1;
-                    }
-                    None => report.quarantined.push((f.clone(), store.quarantine(&f)?)),
-                }
-            }
-        }
-        // Chunks the index names whose files are gone: dropped, so the hub
-        // fetches them again.
-        for k in indexed.iter().filter(|k| !on_disk.contains(*k)) {
-            let (id, index) = split_key(k);
-            store.drop_chunk(&id, index, LostWhy::Missing)?;
-            report.missing.push((id, index));
-        }
-        report.chunks -= report.missing.len() as u64;
-        report.lost = store.lost()?;
-        Ok((store, report))
-    }
-
-    /// Move an entry the hub did not write into `quarantine/`, under a name
-    /// that does not clash. Nothing of the user's is deleted.
-    fn quarantine(&self, path: &Path) -> Result<PathBuf, StoreError> {
-        let dir = self.dir.join(QUARANTINE);
-        fs::create_dir_all(&dir).map_err(io_at(&dir))?;
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let mut to = dir.join(&name);
-        let mut n = 1;
-        while to.exists() {
-            to = dir.join(format!("{name}.{n}"));
-            n += 1;
-        }
-        fs::rename(path, &to).map_err(io_at(path))?;
-        Ok(to)
+    fn object_path(&self, id: &ObjectId) -> PathBuf {
+        self.dir.join("objects").join(id.to_hex())
     }
 
     fn chunk_path(&self, id: &ObjectId, index: u32) -> PathBuf {
@@ -401,33 +336,63 @@ impl Store {
         self.counts.get(id).copied().unwrap_or(0)
     }
 
-    /// Store a verified chunk durably. `false` if it was already stored.
+    /// Store a verified chunk durably, in a file of its own (its place in
+    /// its object is not known). `false` if it was already stored.
     pub fn put_chunk(&mut self, c: &VerifiedChunk) -> Result<bool, StoreError> {
         // One chunk in, one result out; a failed write is this chunk's error.
-        self.put_chunks(&[c])?.pop().unwrap_or(Ok(false))
+        self.put_chunks(&[(c, None)])?.pop().unwrap_or(Ok(false))
     }
 
-    /// Store a batch of verified chunks durably, with one index commit: each
-    /// `Ok(false)` if it was already stored (or came twice), `Err` for one
-    /// whose file could not be written (the others are stored). `Err` for
-    /// the whole batch when the index cannot take it: none of it is stored.
+    /// Store a batch of verified chunks durably, with one index commit, each
+    /// with its offset in its object when the object's manifest is known:
+    /// the chunk is then written at that place in the object's file (the
+    /// file an export links to). Each result is `Ok(false)` if the chunk was
+    /// already stored (or came twice), `Err` for one that could not be
+    /// written (the others are stored). `Err` for the whole batch when the
+    /// index cannot take it: none of it is stored.
     pub fn put_chunks(
         &mut self,
-        batch: &[&VerifiedChunk],
+        batch: &[(&VerifiedChunk, Option<u64>)],
     ) -> Result<Vec<Result<bool, StoreError>>, StoreError> {
         let mut results = Vec::with_capacity(batch.len());
-        let mut new: Vec<(&VerifiedChunk, [u8; 36])> = Vec::new();
+        let mut new: Vec<(&VerifiedChunk, [u8; 36], Option<u64>)> = Vec::new();
         let mut dirs: Vec<PathBuf> = Vec::new();
+        let mut objects: Vec<(PathBuf, fs::File)> = Vec::new();
         // One read of the index for the whole batch.
         let r = self.db.begin_read().map_err(idx)?;
         let held = r.open_table(CHUNKS).map_err(idx)?;
-        for c in batch {
+        for &(c, at) in batch {
             let key = chunk_key(&c.object_id(), c.index());
-            if held.get(&key).map_err(idx)?.is_some() || new.iter().any(|(_, k)| *k == key) {
+            if held.get(&key).map_err(idx)?.is_some() || new.iter().any(|(_, k, _)| *k == key) {
                 results.push(Ok(false));
                 continue;
             }
-            if c.data().len() > INLINE_MAX {
+            let at = at.filter(|_| c.data().len() > INLINE_MAX);
+            if let Some(at) = at {
+                let path = self.object_path(&c.object_id());
+                let file = match objects.iter().position(|(p, _)| *p == path) {
+                    Some(i) => &objects[i].1,
+                    None => match open_object(&path) {
+                        Ok((f, made)) => {
+                            if made && !dirs.contains(&self.dir.join("objects")) {
+                                dirs.push(self.dir.join("objects"));
+                            }
+                            objects.push((path.clone(), f));
+                            &objects[objects.len() - 1].1
+                        }
+                        Err(e) => {
+                            results.push(Err(e));
+                            continue;
+                        }
+                    },
+                };
+                // A write cut short (a full disk) leaves bytes the index
+                // does not name.
+                if let Err(e) = file.write_all_at(c.data(), at) {
+                    results.push(Err(io_at(&path)(e)));
+                    continue;
+                }
+            } else if c.data().len() > INLINE_MAX {
                 let path = self.chunk_path(&c.object_id(), c.index());
                 let tmp = self.dir.join("tmp").join(format!("{}.{}", c.object_id().to_hex(), c.index()));
                 if let Err(e) = write_file(&tmp, &path, c.data()) {
@@ -440,12 +405,15 @@ impl Store {
                 }
             }
             results.push(Ok(true));
-            new.push((c, key));
+            new.push((c, key, at));
         }
         drop((held, r));
-        // The renames are durable before the commit names them.
+        // The bytes and the renames are durable before the commit names them.
+        for (path, f) in &objects {
+            f.sync_data().map_err(io_at(path))?;
+        }
         for d in &dirs {
-            fs::File::open(d).and_then(|f| f.sync_all()).map_err(io_at(d))?;
+            sync_dir(d)?;
         }
         if new.is_empty() {
             return Ok(results);
@@ -457,18 +425,21 @@ impl Store {
             let mut pages = w.open_table(PAGES).map_err(idx)?;
             let mut lost = w.open_table(LOST).map_err(idx)?;
             let mut inline = w.open_table(INLINE).map_err(idx)?;
-            for (c, key) in &new {
+            let mut placed = w.open_table(PLACED).map_err(idx)?;
+            for (c, key, at) in &new {
                 chunks.insert(key, c.hash()).map_err(idx)?;
                 tickets.insert(key, c.ticket()).map_err(idx)?;
                 pages.insert(key, encode_pages(c.pages()).as_slice()).map_err(idx)?;
                 lost.remove(key).map_err(idx)?;
                 if c.data().len() <= INLINE_MAX {
                     inline.insert(key, c.data()).map_err(idx)?;
+                } else if let Some(at) = at {
+                    placed.insert(key, (*at, c.data().len() as u32)).map_err(idx)?;
                 }
             }
         }
         w.commit().map_err(commit_err(&self.dir))?;
-        for (c, _) in &new {
+        for (c, _, _) in &new {
             *self.counts.entry(c.object_id()).or_default() += 1;
         }
         Ok(results)
@@ -486,29 +457,45 @@ impl Store {
         id: &ObjectId,
         index: u32,
     ) -> Result<Option<HashedChunk>, StoreError> {
-        let (hash, inline) = {
+        let (hash, place) = {
             let key = chunk_key(id, index);
             let r = self.db.begin_read().map_err(idx)?;
             let hash = match r.open_table(CHUNKS).map_err(idx)?.get(&key).map_err(idx)? {
                 Some(h) => *h.value(),
                 None => return Ok(None),
             };
-            let inline =
-                r.open_table(INLINE).map_err(idx)?.get(&key).map_err(idx)?.map(|v| v.value().to_vec());
-            (hash, inline)
+            (hash, place(&r, &key)?)
         };
-        let path = self.chunk_path(id, index);
-        let data = match inline.map_or_else(|| fs::read(&path), Ok) {
+        let data = match self.read_place(id, index, place) {
             Ok(data) => data,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            // Gone, or cut short.
+            Err((e, _)) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::UnexpectedEof) => {
                 return Err(self.drop_chunk(id, index, LostWhy::Missing)?);
             }
-            Err(e) => return Err(io_at(&path)(e)),
+            Err((e, path)) => return Err(io_at(&path)(e)),
         };
         if blake3::hash(&data).as_bytes() != &hash {
             return Err(self.drop_chunk(id, index, LostWhy::Damaged)?);
         }
         Ok(Some((data, hash)))
+    }
+
+    /// A chunk's bytes where `place` says they are; an error with the path
+    /// that failed.
+    fn read_place(&self, id: &ObjectId, index: u32, place: Place) -> Result<Vec<u8>, (io::Error, PathBuf)> {
+        match place {
+            Place::Inline(bytes) => Ok(bytes),
+            Place::InObject(at, len) => {
+                let path = self.object_path(id);
+                let mut buf = vec![0; len.min(hubcast_protocol::wire::MAX_CHUNK_LEN) as usize];
+                fs::File::open(&path).and_then(|f| f.read_exact_at(&mut buf, at)).map_err(|e| (e, path))?;
+                Ok(buf)
+            }
+            Place::OwnFile => {
+                let path = self.chunk_path(id, index);
+                fs::read(&path).map_err(|e| (e, path))
+            }
+        }
     }
 
     /// Forget a chunk found damaged or missing: out of the index, its file
@@ -520,6 +507,8 @@ impl Store {
         w.open_table(TICKETS).map_err(idx)?.remove(&key).map_err(idx)?;
         w.open_table(PAGES).map_err(idx)?.remove(&key).map_err(idx)?;
         w.open_table(INLINE).map_err(idx)?.remove(&key).map_err(idx)?;
+        // Its bytes in the object's file stay, unnamed, until it comes again.
+        w.open_table(PLACED).map_err(idx)?.remove(&key).map_err(idx)?;
         w.open_table(LOST).map_err(idx)?.insert(&key, ()).map_err(idx)?;
         w.commit().map_err(idx)?;
         if was {
@@ -606,25 +595,34 @@ impl Store {
         index: u32,
         ranges: &[std::ops::Range<u64>],
     ) -> Result<Vec<Vec<u8>>, StoreError> {
-        use std::os::unix::fs::FileExt;
-        let inline = {
+        let place = {
             let r = self.db.begin_read().map_err(idx)?;
-            let t = r.open_table(INLINE).map_err(idx)?;
-            t.get(&chunk_key(id, index)).map_err(idx)?.map(|v| v.value().to_vec())
+            place(&r, &chunk_key(id, index))?
         };
-        if let Some(bytes) = inline {
-            // Out of range reads come back short: the caller's check fails.
-            let at = |r: &std::ops::Range<u64>| {
-                bytes.get(r.start as usize..r.end as usize).map(<[u8]>::to_vec).unwrap_or_default()
-            };
-            return Ok(ranges.iter().map(at).collect());
-        }
-        let path = self.chunk_path(id, index);
+        // (file, where the chunk starts in it, its length)
+        let (path, base, len) = match place {
+            Place::Inline(bytes) => {
+                // Out of range reads come back short: the caller's check fails.
+                let at = |r: &std::ops::Range<u64>| {
+                    bytes.get(r.start as usize..r.end as usize).map(<[u8]>::to_vec).unwrap_or_default()
+                };
+                return Ok(ranges.iter().map(at).collect());
+            }
+            Place::InObject(at, len) => (self.object_path(id), at, u64::from(len)),
+            Place::OwnFile => (self.chunk_path(id, index), 0, u64::MAX),
+        };
         let file = fs::File::open(&path).map_err(io_at(&path))?;
         let mut out = Vec::with_capacity(ranges.len());
         for r in ranges {
-            let mut buf = vec![0; r.end.saturating_sub(r.start) as usize];
-            file.read_exact_at(&mut buf, r.start).map_err(io_at(&path))?;
+            if r.end > len
+                || r.start > r.end
+                || r.end - r.start > u64::from(hubcast_protocol::wire::MAX_CHUNK_LEN)
+            {
+                out.push(Vec::new());
+                continue;
+            }
+            let mut buf = vec![0; (r.end - r.start) as usize];
+            file.read_exact_at(&mut buf, base + r.start).map_err(io_at(&path))?;
             out.push(buf);
         }
         Ok(out)
@@ -698,8 +696,17 @@ impl Store {
             .map_err(idx)?
             .retain_in::<&[u8; 36], _>(&from..=&to, |_, _| false)
             .map_err(idx)?;
+        w.open_table(PLACED)
+            .map_err(idx)?
+            .retain_in::<&[u8; 36], _>(&from..=&to, |_, _| false)
+            .map_err(idx)?;
         w.commit().map_err(idx)?;
         self.counts.remove(id);
+        let file = self.object_path(id);
+        match fs::remove_file(&file) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_at(&file)(e)),
+            _ => {}
+        }
         let dir = self.dir.join("chunks").join(id.to_hex());
         match fs::remove_dir_all(&dir) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_at(&dir)(e)),
