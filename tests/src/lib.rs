@@ -338,6 +338,27 @@ pub fn tree_digest(root: &Path) -> std::collections::BTreeMap<PathBuf, [u8; 32]>
     out
 }
 
+/// Bytes the files at or under `paths` take on disk (allocated blocks, as
+/// `du` counts them), a file with several names counted once.
+pub fn disk_use(paths: &[&Path]) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    fn walk(path: &Path, seen: &mut std::collections::HashSet<(u64, u64)>, total: &mut u64) {
+        let Ok(meta) = path.symlink_metadata() else { return };
+        if meta.is_dir() {
+            for e in std::fs::read_dir(path).into_iter().flatten().flatten() {
+                walk(&e.path(), seen, total);
+            }
+        } else if meta.is_file() && seen.insert((meta.dev(), meta.ino())) {
+            *total += meta.blocks() * 512;
+        }
+    }
+    let (mut seen, mut total) = (std::collections::HashSet::new(), 0);
+    for p in paths {
+        walk(p, &mut seen, &mut total);
+    }
+    total
+}
+
 /// Arguments for `clienthub run`.
 pub fn hub_args(
     trust: &str,

@@ -66,6 +66,17 @@ fn a_folder_reaches_two_hubs_bit_identical_one_of_them_losing_5_percent() {
     assert_eq!(source.len(), 7);
     assert_eq!(tree_digest(&t.join("out-a/sample")), source, "hub A's copies differ from the source");
     assert_eq!(tree_digest(&t.join("out-b/sample")), source, "hub B's copies differ from the source");
+    // Written once, held once: the exports are the store's files. (The
+    // index, tickets and digests, is counted apart: a few % of the content.)
+    let content = disk_use(&[&sample]);
+    for hub in ["a", "b"] {
+        let (store, out) = (t.join(format!("store-{hub}")), t.join(format!("out-{hub}")));
+        let held = disk_use(&[&store.join("objects"), &store.join("chunks"), &out]);
+        let index = disk_use(&[&store.join("index.redb")]);
+        println!("hub {hub}: {held} bytes of chunks and exports, index {index}, for {content} of content");
+        assert!(held * 100 <= content * 102, "hub {hub} holds {held} bytes for {content}");
+        assert!((held + index) * 100 <= content * 105, "hub {hub}: index {index} bytes");
+    }
 
     for (name, s) in [("A", &done_a), ("B", &done_b)] {
         let drops = s["drops"].as_object().unwrap();
