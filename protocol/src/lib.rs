@@ -17,6 +17,7 @@ pub mod loss;
 pub mod origin;
 pub mod peer_wire;
 pub mod peers;
+pub mod rate;
 pub mod receiver;
 pub mod repair;
 pub mod sender;
