@@ -1,7 +1,7 @@
 //! `broadcaster seed` settings: TOML file (`--config`) with documented defaults,
 //! each overridden by its command-line flag.
 
-use hubcast_daemon::units::{deserialize_u32_size, Rate};
+use hubcast_daemon::units::{deserialize_u32_size, Rate, RateSetting};
 use hubcast_protocol::wire;
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -24,8 +24,14 @@ pub struct SeedConfig {
     /// IPv4 TTL or IPv6 hop limit. Default 1: this link only.
     pub ttl: u32,
     /// Send rate, e.g. "200Mbit", "1Gbps", "25MB/s" (docs/OPERATIONS.md
-    /// lists the units). Default 200Mbit.
-    pub rate: Rate,
+    /// lists the units), or "auto": the hubs' feedback sets it between
+    /// `rate_min` and `rate_max` (with the origin service). Default 200Mbit.
+    pub rate: RateSetting,
+    /// With `rate = "auto"`: never below. Default 10Mbit.
+    pub rate_min: Rate,
+    /// With `rate = "auto"`: never above, and what origin repair's share
+    /// is taken of. Default 1Gbit.
+    pub rate_max: Rate,
     /// Repair symbols per round as a share of K, at least (`--fec-min`).
     /// Default 0.1.
     pub fec_overhead: f64,
@@ -78,7 +84,9 @@ impl Default for SeedConfig {
             group: SocketAddr::from(([239, 255, 0, 1], 5000)),
             iface: "127.0.0.1".into(),
             ttl: 1,
-            rate: Rate::from_bits_per_sec(200_000_000),
+            rate: RateSetting::Fixed(Rate::from_bits_per_sec(200_000_000)),
+            rate_min: Rate::from_bits_per_sec(10_000_000),
+            rate_max: Rate::from_bits_per_sec(1_000_000_000),
             fec_overhead: 0.1,
             fec_max: 0.5,
             rounds: 0,
@@ -110,6 +118,10 @@ pub enum ConfigError {
     BadChunkSize(u32),
     #[error("nothing to seed: give one or more files or folders")]
     NoPaths,
+    #[error("--rate-min {min} is above --rate-max {max}")]
+    BadRateBounds { min: Rate, max: Rate },
+    #[error("--rate auto: hubs send their verdicts to the origin service; give --tracker ADDR (e.g. 0.0.0.0:7100), or a fixed --rate")]
+    AutoWithoutTracker,
     #[error("--repair-share {0}: must be from 0 to 1 (0.5: repair may take half the channel while the carousel sends)")]
     BadRepairShare(f64),
     #[error("--simulate-loss {0}: must be from 0 up to (not including) 1")]
@@ -165,9 +177,33 @@ impl SeedConfig {
         if !(0.0..1.0).contains(&self.simulate_loss) {
             return Err(ConfigError::BadLoss(self.simulate_loss));
         }
-        Ok(self.rate.bytes_per_sec())
+        if self.rate == RateSetting::Auto && self.tracker.is_none() {
+            return Err(ConfigError::AutoWithoutTracker);
+        }
+        if self.rate_min.bits_per_sec() > self.rate_max.bits_per_sec() {
+            return Err(ConfigError::BadRateBounds { min: self.rate_min, max: self.rate_max });
+        }
+        Ok(match self.rate {
+            RateSetting::Fixed(r) => r.bytes_per_sec(),
+            RateSetting::Auto => self.rate_max.bytes_per_sec(),
+        })
+    }
+
+    /// With `--rate auto`: the rate control, starting at [`AUTO_START`]
+    /// within the bounds.
+    pub fn rate_control(&self) -> Option<hubcast_protocol::rate::RateControl> {
+        (self.rate == RateSetting::Auto).then(|| {
+            let (min, max) = (self.rate_min.bytes_per_sec(), self.rate_max.bytes_per_sec());
+            hubcast_protocol::rate::RateControl::new(AUTO_START.bytes_per_sec(), min, max)
+        })
     }
 }
+
+/// Where `--rate auto` starts (then doubles each round while every hub
+/// keeps up): a rate most access networks carry.
+pub const AUTO_START: Rate = Rate::from_bits_per_sec(50_000_000);
+
+impl SeedConfig {}
 
 impl SeedConfig {
     /// Where node.key is kept.
@@ -196,10 +232,29 @@ mod tests {
         let c: SeedConfig =
             toml::from_str("rate = \"1gbit\"\nrounds = 3\nchunk_size = \"512KiB\"\n").unwrap();
         assert_eq!(c.rounds, 3);
-        assert_eq!(c.rate.bits_per_sec(), 1_000_000_000);
+        assert_eq!(c.rate, RateSetting::Fixed(Rate::from_bits_per_sec(1_000_000_000)));
         assert_eq!(c.chunk_size, 512 << 10);
         assert!(toml::from_str::<SeedConfig>("rate = \"200Mb\"").is_err(), "ambiguous");
         assert!(toml::from_str::<SeedConfig>("rat = \"1gbit\"").is_err());
+    }
+
+    #[test]
+    fn rate_auto_needs_the_origin_service_and_sane_bounds() {
+        let mut c: SeedConfig =
+            toml::from_str("rate = \"auto\"\nrate_min = \"20Mbit\"\nrate_max = \"2Gbit\"\npaths = [\"x\"]\n")
+                .unwrap();
+        assert_eq!(c.rate, RateSetting::Auto);
+        assert_eq!(c.validate(), Err(ConfigError::AutoWithoutTracker));
+        assert!(ConfigError::AutoWithoutTracker.to_string().contains("--tracker"));
+        c.tracker = Some(SocketAddr::from(([127, 0, 0, 1], 7100)));
+        assert_eq!(c.validate(), Ok(250_000_000), "origin repair's share is of the highest");
+        let control = c.rate_control().expect("a rate control");
+        assert_eq!(control.rate(), AUTO_START.bytes_per_sec());
+        c.rate_min = Rate::from_bits_per_sec(4_000_000_000);
+        assert!(matches!(c.validate(), Err(ConfigError::BadRateBounds { .. })));
+        c.rate = RateSetting::Fixed(Rate::from_bits_per_sec(8_000));
+        c.rate_min = Rate::from_bits_per_sec(1);
+        assert!(c.rate_control().is_none());
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! Loss feedback on the broadcaster: hubs' reports (taken by the origin
-//! service) set the carousel's FEC, and the echo of the round goes out on the
-//! data group a few times a second so that hubs the echo covers stay quiet
-//! (`hubcast_protocol::feedback` has the rules).
+//! service) set the carousel's FEC and, with `--rate auto`, its rate; the
+//! echo of the round goes out on the data group a few times a second so that
+//! hubs the echo covers stay quiet (`hubcast_protocol::feedback` and
+//! `hubcast_protocol::rate` have the rules).
 
 use crate::status::StatusBoard;
-use hubcast_protocol::feedback::{FecControl, ECHO_EVERY};
+use hubcast_protocol::feedback::{Echo, FecControl, ECHO_EVERY};
+use hubcast_protocol::rate::{RateControl, Verdict};
 use hubcast_protocol::verify::Signer;
 use hubcast_protocol::wire::Feedback as FeedbackDatagram;
 use std::net::SocketAddr;
@@ -17,27 +19,64 @@ use tracing::{info, warn};
 /// The feedback state the origin service, the carousel's producer and the
 /// echo task share.
 pub struct Feedback {
-    control: Mutex<FecControl>,
-    /// A report raised the round's worst: echo now.
+    control: Mutex<Control>,
+    /// A report raised the round's worst, or said what no hub had said this
+    /// round: echo now.
     raised: Notify,
+}
+
+struct Control {
+    fec: FecControl,
+    /// With `--rate auto`.
+    rate: Option<RateControl>,
+    rounds_behind: u64,
+    rounds_congested: u64,
+}
+
+impl Control {
+    /// Roll the FEC's rounds to `now`, and end the rate's with them.
+    fn roll(&mut self, now: Instant) {
+        let before = self.fec.echo().round;
+        self.fec.handle_timeout(now);
+        let ended = self.fec.echo().round.wrapping_sub(before);
+        if let Some(rate) = self.rate.as_mut() {
+            for _ in 0..ended.min(64) {
+                let heard = rate.this_round();
+                self.rounds_behind += u64::from(heard.behind);
+                self.rounds_congested += u64::from(heard.congested);
+                rate.end_round();
+            }
+        }
+    }
 }
 
 impl Feedback {
     /// FEC between `min` and `max` (shares of K); `k`: a full chunk's K.
-    pub fn new(min: f64, max: f64, k: u32) -> Arc<Feedback> {
+    /// `rate`: the control of `--rate auto`.
+    pub fn new(min: f64, max: f64, k: u32, rate: Option<RateControl>) -> Arc<Feedback> {
+        let fec = FecControl::new(Instant::now(), min, max, k);
         Arc::new(Feedback {
-            control: Mutex::new(FecControl::new(Instant::now(), min, max, k)),
+            control: Mutex::new(Control { fec, rate, rounds_behind: 0, rounds_congested: 0 }),
             raised: Notify::new(),
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, FecControl> {
+    fn lock(&self) -> MutexGuard<'_, Control> {
         self.control.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A hub's report, whole percent (checked by the codec: 1..=100).
-    pub fn report(&self, loss: u8) {
-        if self.lock().handle_report(Instant::now(), loss) {
+    /// A hub's report: its loss, whole percent (checked by the codec:
+    /// 0..=100), and what it made of the last round.
+    pub fn report(&self, loss: u8, verdict: Verdict) {
+        let mut c = self.lock();
+        c.roll(Instant::now());
+        let raised = loss > 0 && c.fec.handle_report(Instant::now(), loss);
+        let news = c.rate.as_mut().is_some_and(|r| {
+            let news = !verdict.covered_by(r.this_round());
+            r.handle_verdict(verdict);
+            news
+        });
+        if raised || news {
             self.raised.notify_one();
         }
     }
@@ -45,9 +84,52 @@ impl Feedback {
     /// The repair overhead for the next chunk of `k` source symbols.
     pub fn overhead(&self, k: u32) -> f64 {
         let mut c = self.lock();
-        c.handle_timeout(Instant::now());
-        c.overhead(k)
+        c.roll(Instant::now());
+        c.fec.overhead(k)
     }
+
+    /// With `--rate auto`: the rate to send at now, bytes per second.
+    pub fn rate(&self) -> Option<u64> {
+        let mut c = self.lock();
+        c.roll(Instant::now());
+        c.rate.as_ref().map(RateControl::rate)
+    }
+
+    /// The round's echo, with what the status shows.
+    fn round(&self) -> Round {
+        let mut c = self.lock();
+        c.roll(Instant::now());
+        let mut echo = c.fec.echo();
+        let rate = c.rate.as_ref().map(|r| {
+            echo.rate_kbit =
+                Some(u32::try_from(r.rate().saturating_mul(8) / 1000).unwrap_or(u32::MAX).max(1));
+            echo.heard = r.this_round();
+            RateNow {
+                bytes_per_sec: r.rate(),
+                slow_start: r.in_slow_start(),
+                rounds_behind: c.rounds_behind,
+                rounds_congested: c.rounds_congested,
+            }
+        });
+        Round { echo, loss: c.fec.loss(), reports: c.fec.reports(), rate }
+    }
+}
+
+/// The feedback round as the echo and the status give it.
+struct Round {
+    echo: Echo,
+    loss: Option<u8>,
+    reports: u64,
+    rate: Option<RateNow>,
+}
+
+/// `--rate auto` now.
+#[derive(Clone, Copy, PartialEq)]
+struct RateNow {
+    bytes_per_sec: u64,
+    slow_start: bool,
+    rounds_behind: u64,
+    rounds_congested: u64,
 }
 
 /// Send the round's echo every [`ECHO_EVERY`], and at once when a report
@@ -65,17 +147,24 @@ pub async fn echo(
     let mut seq = crate::unix_ms();
     let mut last_error: Option<Instant> = None;
     let mut last_fec = None;
+    let mut last_rate = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = feedback.raised.notified() => {}
             _ = cancel.cancelled() => return,
         }
-        let (echo, loss, reports) = {
-            let mut c = feedback.lock();
-            c.handle_timeout(Instant::now());
-            (c.echo(), c.loss(), c.reports())
-        };
+        let Round { echo, loss, reports, rate } = feedback.round();
+        if let Some(r) = rate.filter(|r| last_rate != Some(r.bytes_per_sec)) {
+            info!(
+                mbit_per_sec = r.bytes_per_sec * 8 / 1_000_000,
+                slow_start = r.slow_start,
+                rounds_behind = r.rounds_behind,
+                rounds_congested = r.rounds_congested,
+                "--rate auto: the hubs' verdicts set the rate"
+            );
+            last_rate = Some(r.bytes_per_sec);
+        }
         if last_fec != Some(echo.fec_permille) {
             info!(
                 loss_percent = loss.unwrap_or(0),
@@ -88,6 +177,11 @@ pub async fn echo(
             let f = &mut s.fec;
             (f.overhead, f.loss_percent, f.round, f.reports) =
                 (f64::from(echo.fec_permille) / 1000.0, loss, echo.round, reports);
+            if let Some(r) = rate {
+                let st = &mut s.rate;
+                (st.bits_per_sec, st.slow_start, st.rounds_behind, st.rounds_congested) =
+                    (r.bytes_per_sec * 8, r.slow_start, r.rounds_behind, r.rounds_congested);
+            }
         });
         seq = seq.max(crate::unix_ms()).wrapping_add(1);
         let datagram = signer.feedback_datagram(&FeedbackDatagram {

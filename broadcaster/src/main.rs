@@ -4,7 +4,7 @@ use clap::{Parser, Subcommand};
 use hubcast_broadcaster::live::LiveConfig;
 use hubcast_broadcaster::status::{self, StatusBoard};
 use hubcast_broadcaster::{unix_now, SeedConfig};
-use hubcast_daemon::units::{Rate, Size};
+use hubcast_daemon::units::{Rate, RateSetting, Size};
 use hubcast_keys::{ChannelKeys, SignerKeys};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -73,10 +73,12 @@ struct SendArgs {
     #[arg(long)]
     iface: Option<String>,
     /// Send rate: 200Mbit (or Mbps, megabits per second), 25MB/s (megabytes
-    /// per second); docs/OPERATIONS.md lists every unit. [default: 200Mbit
-    /// for seed, 100Mbit for live]
+    /// per second); docs/OPERATIONS.md lists every unit. For seed, `auto`:
+    /// the hubs' feedback sets it, within --rate-min and --rate-max (needs
+    /// the origin service, --tracker). [default: 200Mbit for seed, 100Mbit
+    /// for live]
     #[arg(long)]
-    rate: Option<Rate>,
+    rate: Option<RateSetting>,
     /// Repair symbols sent as a share of the source symbols; for seed, the
     /// least sent (hubs' loss reports raise it up to --fec-max). [default: 0.1]
     #[arg(long, visible_alias = "fec-min")]
@@ -120,7 +122,7 @@ macro_rules! send_config {
     ($args:expr, $ty:ty) => {{
         let a: SendArgs = $args;
         let mut c: $ty = hubcast_daemon::load_settings(a.config.as_deref())?;
-        overlay!(c, a; keys, group, iface, rate, fec_overhead, ttl, simulate_loss);
+        overlay!(c, a; keys, group, iface, fec_overhead, ttl, simulate_loss);
         if let Some(r) = a.repair_rate {
             c.repair_rate = r.into(); // a cap for seed (Option), the rate for live
         }
@@ -156,6 +158,12 @@ struct SeedArgs {
     /// a chunk's digest table covers 0.5). [default: 0.5]
     #[arg(long)]
     fec_max: Option<f64>,
+    /// With --rate auto: the rate it never goes below. [default: 10Mbit]
+    #[arg(long)]
+    rate_min: Option<Rate>,
+    /// With --rate auto: the rate it never goes above. [default: 1Gbit]
+    #[arg(long)]
+    rate_max: Option<Rate>,
     /// Files and folders to seed.
     paths: Vec<PathBuf>,
 }
@@ -188,8 +196,18 @@ struct LiveArgs {
 
 impl LiveArgs {
     fn into_config(self) -> anyhow::Result<LiveConfig> {
+        let rate = self.send.rate;
         let mut c = send_config!(self.send, LiveConfig);
         overlay!(c, self; input, name, segment, deadline, window);
+        match rate {
+            Some(RateSetting::Fixed(r)) => c.rate = r,
+            Some(RateSetting::Auto) => {
+                anyhow::bail!(
+                    "--rate auto is for seed; a live stream sends at a fixed rate: give --rate, e.g. 20Mbit"
+                )
+            }
+            None => {}
+        }
         c.loop_input |= self.loop_input;
         Ok(c)
     }
@@ -210,8 +228,12 @@ async fn serve_status(
 
 impl SeedArgs {
     fn into_config(self) -> anyhow::Result<SeedConfig> {
+        let rate = self.send.rate;
         let mut c = send_config!(self.send, SeedConfig);
-        overlay!(c, self; rounds, repair_share, fec_max);
+        overlay!(c, self; rounds, repair_share, fec_max, rate_min, rate_max);
+        if let Some(r) = rate {
+            c.rate = r;
+        }
         if let Some(v) = self.linger {
             c.linger_secs = v;
         }

@@ -407,8 +407,8 @@ async fn notes(conn: &quinn::Connection, hub: &Hub, shared: &Shared, bad: &Atomi
         let taken = match fresh.first() {
             None => Ok(()),
             Some(PeerMessage::Nak { .. }) => naks(&fresh, hub, shared, &mut Vec::new()),
-            Some(&PeerMessage::LossReport { loss }) if fresh.len() == 1 => {
-                loss_report(loss, hub, shared);
+            Some(&PeerMessage::LossReport { loss, verdict }) if fresh.len() == 1 => {
+                loss_report(loss, verdict, hub, shared);
                 Ok(())
             }
             _ => Err(Some("not NAKs or a loss report".into())),
@@ -488,7 +488,9 @@ async fn stream(
             debug!(hub = %hub.id, listed = ?found.iter().map(|h| h.addr).collect::<Vec<_>>(), "bridges asked");
             peer_wire::encode(&PeerMessage::HubList(found.iter().map(listed).collect()), &mut out);
         }
-        Some(&PeerMessage::LossReport { loss }) if messages.len() == 1 => loss_report(loss, hub, shared),
+        Some(&PeerMessage::LossReport { loss, verdict }) if messages.len() == 1 => {
+            loss_report(loss, verdict, hub, shared)
+        }
         Some(PeerMessage::ForestHubRequest) if messages.len() == 1 => {
             let found = shared.tracker(|t, rng| t.forest_hub(Instant::now(), Some(hub.id), rng)).flatten();
             peer_wire::encode(&PeerMessage::HubList(found.iter().map(listed).collect()), &mut out);
@@ -500,11 +502,11 @@ async fn stream(
     Ok(())
 }
 
-fn loss_report(loss: u8, hub: &Hub, shared: &Shared) {
+fn loss_report(loss: u8, verdict: hubcast_protocol::rate::Verdict, hub: &Hub, shared: &Shared) {
     // Within the hub's NAK rate: a report costs the origin as little.
     let within = hub.budget.lock().map(|mut b| b.try_take()).unwrap_or(false);
     if let Some(f) = shared.feedback.as_ref().filter(|_| within) {
-        f.report(loss);
+        f.report(loss, verdict);
     }
 }
 
@@ -633,7 +635,7 @@ mod tests {
             loss: 50,
             held: vec![],
         };
-        let report = PeerMessage::LossReport { loss: 50 };
+        let report = PeerMessage::LossReport { loss: 50, verdict: Default::default() };
         let t0 = Instant::now();
         let mut r = RecentNotes::default();
         assert!(r.first(t0, &nak(4)) && r.first(t0, &nak(5)) && r.first(t0, &report));

@@ -10,6 +10,7 @@ use crate::ingest::{self, IngestError, SourceFile};
 use crate::origin::{self, Catalog, OriginError};
 use crate::status::StatusBoard;
 use crate::unix_now;
+use hubcast_daemon::units::RateSetting;
 use hubcast_keys::{NodeAddr, SignerKeys};
 use hubcast_protocol::sender::{Carousel, ObjectPlan, Pacer, PreparedChunk, Sender, Step};
 use hubcast_protocol::verify::Signer;
@@ -236,7 +237,14 @@ pub async fn seed(
     });
     let service_stop = cancel.child_token();
     let full_k = wire::source_symbols(cfg.chunk_size, cfg.symbol_size);
-    let feedback = Feedback::new(cfg.fec_overhead, cfg.fec_max, full_k);
+    let rate_control = cfg.rate_control();
+    let mut rate_now = rate_control.as_ref().map_or(rate, |r| r.rate());
+    let feedback = Feedback::new(cfg.fec_overhead, cfg.fec_max, full_k, rate_control);
+    status.update(|s| {
+        let r = &mut s.rate;
+        (r.auto, r.bits_per_sec) = (cfg.rate == RateSetting::Auto, rate_now * 8);
+        (r.min_bits_per_sec, r.max_bits_per_sec) = (cfg.rate_min.bits_per_sec(), cfg.rate_max.bits_per_sec());
+    });
     status.update(|s| {
         (s.fec.overhead, s.fec.min, s.fec.max) = (cfg.fec_overhead, cfg.fec_overhead, cfg.fec_max)
     });
@@ -283,9 +291,10 @@ pub async fn seed(
         .iter()
         .map(|p| signer.manifest_datagram(&Manifest { round_end: true, ..p.manifest.clone() }))
         .collect();
-    // Burst: 2 ms at the rate (tokio timers tick in milliseconds), at least 64 KiB.
+    // Burst: 2 ms at the rate (the highest, with --rate auto; tokio timers
+    // tick in milliseconds), at least 64 KiB.
     let burst = (rate as usize / 500).max(64 << 10);
-    let mut sender = Sender::new(manifests, cfg.manifest_every, Pacer::new(rate, burst));
+    let mut sender = Sender::new(manifests, cfg.manifest_every, Pacer::new(rate_now, burst));
 
     let (tx, mut rx) = mpsc::channel::<Batch>(BATCHES_AHEAD);
     let producer = {
@@ -309,6 +318,10 @@ pub async fn seed(
             if unpaid > 0 {
                 sender.debit(Instant::now(), unpaid);
             }
+        }
+        if let Some(r) = feedback.rate().filter(|r| *r != rate_now) {
+            sender.set_rate(Instant::now(), r);
+            rate_now = r;
         }
         out.send_ready(&mut sender).await?;
         out.publish(&status, &sender, false);

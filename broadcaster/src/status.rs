@@ -21,6 +21,23 @@ pub struct BroadcasterStatus {
     pub origin_repair: OriginRepairStatus,
     pub tracker: TrackerStatus,
     pub fec: FecStatus,
+    pub rate: RateStatus,
+}
+
+/// The carousel's rate: fixed, or as `--rate auto` sets it
+/// (hubcast_protocol::rate).
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct RateStatus {
+    pub auto: bool,
+    /// Bits per second now.
+    pub bits_per_sec: u64,
+    /// With `--rate auto`: the bounds, still in slow start, and the rounds in
+    /// which a hub said it was behind or congested.
+    pub min_bits_per_sec: u64,
+    pub max_bits_per_sec: u64,
+    pub slow_start: bool,
+    pub rounds_behind: u64,
+    pub rounds_congested: u64,
 }
 
 /// The carousel's FEC as hubs' loss reports set it (hubcast_protocol::feedback).

@@ -30,6 +30,9 @@ pub struct HubConfig {
     pub simulate_loss: f64,
     /// Seed for --simulate-loss, for a reproducible run. Default: random.
     pub loss_seed: Option<u64>,
+    /// Testing aid: drop received multicast beyond this rate, as a path
+    /// this narrow would (a second's burst passes). Default: none.
+    pub simulate_narrow: Option<Rate>,
     /// Warn when nothing arrives for this long. Default 10 s.
     pub silence_warning_secs: u64,
     /// Repair from peer hubs over QUIC. Default true.
@@ -108,6 +111,7 @@ impl Default for HubConfig {
             http: None,
             simulate_loss: 0.0,
             loss_seed: None,
+            simulate_narrow: None,
             silence_warning_secs: 10,
             peer_repair: true,
             peer_listen: None,

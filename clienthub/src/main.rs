@@ -82,6 +82,10 @@ struct RunArgs {
     /// Seed for --simulate-loss. [default: random]
     #[arg(long)]
     loss_seed: Option<u64>,
+    /// Testing aid: drop received multicast beyond this rate, as a path
+    /// this narrow would (e.g. 20Mbit). [default: none]
+    #[arg(long)]
+    simulate_narrow: Option<hubcast_daemon::units::Rate>,
     /// QUIC address for peer repair. [default: the --iface address, any port]
     #[arg(long)]
     peer_listen: Option<SocketAddr>,
@@ -161,7 +165,7 @@ impl RunArgs {
         macro_rules! set_opt {
             ($($f:ident),*) => { $( if self.$f.is_some() { c.$f = self.$f; } )* };
         }
-        set_opt!(source, export, http, loss_seed, peer_listen, tracker, remulticast);
+        set_opt!(source, export, http, loss_seed, simulate_narrow, peer_listen, tracker, remulticast);
         set!(
             bridge_fanout,
             back_buffer_secs,

@@ -424,9 +424,16 @@ impl Fetcher {
         Ok(answers.iter().filter(|m| matches!(m, PeerMessage::Refuse { .. })).count() as u64)
     }
 
-    /// Report this hub's multicast loss (whole percent, 1..=100) to the origin.
-    pub async fn report_loss(&self, origin: NodeAddr, loss: u8) -> Result<(), Outcome> {
-        let report = PeerMessage::LossReport { loss: loss.clamp(1, 100) };
+    /// Report this hub's multicast loss (whole percent) and what it made of
+    /// the last round under `--rate auto` to the origin.
+    pub async fn report_loss(
+        &self,
+        origin: NodeAddr,
+        loss: u8,
+        verdict: hubcast_protocol::rate::Verdict,
+    ) -> Result<(), Outcome> {
+        let loss = if verdict.is_clear() { loss.clamp(1, 100) } else { loss.min(100) };
+        let report = PeerMessage::LossReport { loss, verdict };
         if self.send_notes(origin, std::slice::from_ref(&report)).await? {
             return Ok(());
         }

@@ -161,6 +161,9 @@ pub struct RepairCounters {
     pub loss_reports: u64,
     pub loss_reports_suppressed: u64,
     pub channel_fec: Option<f64>,
+    /// The channel's rate as `--rate auto` sets it, bits per second (the
+    /// latest echo; none for a rate the operator fixed).
+    pub channel_rate: Option<u64>,
     /// Chunks no peer at hand held complete, looked up at the tracker; those
     /// lookups that failed; hubs the answers listed.
     pub tracker_lookups: u64,

@@ -125,7 +125,7 @@ fn scaled(given: &str, number: &str, scale: u64, max: u64) -> Result<u64, UnitEr
 }
 
 impl Rate {
-    pub fn from_bits_per_sec(bits_per_sec: u64) -> Rate {
+    pub const fn from_bits_per_sec(bits_per_sec: u64) -> Rate {
         Rate { bits_per_sec }
     }
 
@@ -249,6 +249,40 @@ where
 
 impl<'de> serde::Deserialize<'de> for Rate {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Rate, D::Error> {
+        d.deserialize_any(UnitVisitor(std::marker::PhantomData))
+    }
+}
+
+/// A sending rate: fixed, or `auto` (the hubs' feedback sets it within
+/// bounds; `hubcast_protocol::rate`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RateSetting {
+    Auto,
+    Fixed(Rate),
+}
+
+impl FromStr for RateSetting {
+    type Err = UnitError;
+
+    fn from_str(s: &str) -> Result<RateSetting, UnitError> {
+        if s.trim().eq_ignore_ascii_case("auto") {
+            return Ok(RateSetting::Auto);
+        }
+        s.parse().map(RateSetting::Fixed)
+    }
+}
+
+impl fmt::Display for RateSetting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RateSetting::Auto => f.write_str("auto"),
+            RateSetting::Fixed(r) => r.fmt(f),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for RateSetting {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<RateSetting, D::Error> {
         d.deserialize_any(UnitVisitor(std::marker::PhantomData))
     }
 }

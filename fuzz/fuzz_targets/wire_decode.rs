@@ -12,7 +12,9 @@ fuzz_target!(|data: &[u8]| {
                 assert!(t.body.page_hashes.len() <= hubcast_protocol::wire::MAX_TABLE_PAGES);
             }
             hubcast_protocol::wire::Datagram::Feedback(f) => {
-                assert_eq!(data.len(), hubcast_protocol::wire::FEEDBACK_LEN);
+                let lens = [hubcast_protocol::wire::FEEDBACK_LEN, hubcast_protocol::wire::FEEDBACK_V1_LEN];
+                assert!(lens.contains(&data.len()));
+                assert!(f.body.echo.rate_kbit != Some(0));
                 assert!(f.body.echo.worst.is_none_or(|w| w <= 100) && f.body.echo.round_ms > 0);
             }
             _ => {}

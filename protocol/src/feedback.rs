@@ -26,6 +26,7 @@
 //! echo (unsigned bytes never get here: the echo is signed) cannot exist.
 
 use crate::origin::resend_size;
+use crate::rate::Verdict;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::time::{Duration, Instant};
@@ -66,6 +67,12 @@ pub struct Echo {
     /// The FEC overhead the carousel applies now, per mille of K (what hubs
     /// show; they do not act on it).
     pub fec_permille: u16,
+    /// The carousel's rate now, kbit/s, when `--rate auto` sets it (hubs
+    /// then say whether they keep up); `None` for a rate the operator fixed.
+    pub rate_kbit: Option<u32>,
+    /// What hubs said of this round so far ([`crate::rate`]): a hub whose
+    /// verdict this covers does not report it.
+    pub heard: Verdict,
 }
 
 /// The broadcaster's side: rounds, the worst reports, and the FEC from them.
@@ -158,6 +165,8 @@ impl FecControl {
             round_ms: ROUND.as_millis() as u16,
             worst: self.this_round,
             fec_permille: (self.overhead(self.k) * 1000.0).round() as u16,
+            rate_kbit: None,
+            heard: Verdict::default(),
         }
     }
 
@@ -176,6 +185,8 @@ pub struct LossReporter {
     pending: Option<(u32, Instant)>,
     /// The latest echo heard.
     echo: Option<Echo>,
+    /// What this hub made of the last round, under `--rate auto`.
+    verdict: Verdict,
     /// The last round this hub drew a timer in (or found the echo covering it).
     drawn: Option<u32>,
     pub sent: u64,
@@ -188,6 +199,7 @@ impl LossReporter {
             rng: ChaCha8Rng::seed_from_u64(seed),
             pending: None,
             echo: None,
+            verdict: Verdict::default(),
             drawn: None,
             sent: 0,
             suppressed: 0,
@@ -196,23 +208,28 @@ impl LossReporter {
 
     /// A verified echo of the origin's multicast came. `loss`: this hub's
     /// loss now, whole percent, when it knows it and may report (it hears
-    /// the origin and knows where to send). A new round draws the timer; so
+    /// the origin and knows where to send); `verdict`: what it made of the
+    /// last round ([`crate::rate::BehindMeter`]), said only when the echo
+    /// shows a rate set by `--rate auto`. A new round draws the timer; so
     /// does the first echo after the hub learned its loss mid-round (a hub
-    /// that just joined does not wait for the next round).
-    pub fn handle_echo(&mut self, now: Instant, echo: Echo, loss: Option<u8>) {
+    /// that just joined does not wait for the next round). A hub behind or
+    /// congested answers first.
+    pub fn handle_echo(&mut self, now: Instant, echo: Echo, loss: Option<u8>, verdict: Verdict) {
         self.echo = Some(echo);
+        self.verdict = if echo.rate_kbit.is_some() { verdict } else { Verdict::default() };
         if self.drawn == Some(echo.round) {
             return;
         }
         self.pending = None;
-        let Some(loss) = loss.filter(|l| *l > 0) else { return };
+        let Some(loss) = loss.filter(|l| *l > 0 || !self.verdict.is_clear()) else { return };
         self.drawn = Some(echo.round);
-        if covered(echo, loss) {
+        if !self.says_more(echo, loss) {
             self.suppressed += 1;
             return;
         }
+        let urgency = if self.verdict.is_clear() { loss } else { 100 };
         let window = Duration::from_millis(u64::from(echo.round_ms) / 2);
-        self.pending = Some((echo.round, now + window.mul_f64(self.delay_share(loss))));
+        self.pending = Some((echo.round, now + window.mul_f64(self.delay_share(urgency))));
     }
 
     /// The hub may know its loss now: draw the round's timer if the last
@@ -220,8 +237,13 @@ impl LossReporter {
     /// enough, does not wait for the next echo).
     pub fn handle_loss(&mut self, now: Instant, loss: Option<u8>) {
         if let Some(echo) = self.echo.filter(|e| self.drawn != Some(e.round) && loss.is_some()) {
-            self.handle_echo(now, echo, loss);
+            self.handle_echo(now, echo, loss, self.verdict);
         }
+    }
+
+    /// The report would tell the broadcaster something `echo` does not.
+    fn says_more(&self, echo: Echo, loss: u8) -> bool {
+        (loss > 0 && !covered(echo, loss)) || !self.verdict.covered_by(echo.heard)
     }
 
     /// The timer's share of the window: RFC 4654's `1 + log_N x` (x uniform
@@ -240,22 +262,21 @@ impl LossReporter {
     }
 
     /// The timer fired (or any later moment): the loss to report, whole
-    /// percent, unless the round's echo covers it by now or the hub can no
-    /// longer report (`loss` is `None`).
-    pub fn handle_timeout(&mut self, now: Instant, loss: Option<u8>) -> Option<u8> {
+    /// percent, and the verdict, unless the round's echo covers both by now
+    /// or the hub can no longer report (`loss` is `None`).
+    pub fn handle_timeout(&mut self, now: Instant, loss: Option<u8>) -> Option<(u8, Verdict)> {
         let (round, at) = self.pending?;
         if now < at {
             return None;
         }
         self.pending = None;
-        let loss = loss.filter(|l| *l > 0)?;
-        let echo = self.echo.filter(|e| e.round == round);
-        if echo.is_some_and(|e| covered(e, loss)) {
+        let loss = loss.filter(|l| *l > 0 || !self.verdict.is_clear())?;
+        if self.echo.filter(|e| e.round == round).is_some_and(|e| !self.says_more(e, loss)) {
             self.suppressed += 1;
             return None;
         }
         self.sent += 1;
-        Some(loss)
+        Some((loss, self.verdict))
     }
 
     /// The latest echo heard.
@@ -276,7 +297,14 @@ mod tests {
     use super::*;
 
     fn echo(round: u32, worst: Option<u8>) -> Echo {
-        Echo { round, round_ms: ROUND.as_millis() as u16, worst, fec_permille: 0 }
+        Echo {
+            round,
+            round_ms: ROUND.as_millis() as u16,
+            worst,
+            fec_permille: 0,
+            rate_kbit: None,
+            heard: Verdict::default(),
+        }
     }
 
     #[test]
@@ -318,24 +346,48 @@ mod tests {
     fn a_hub_the_echo_covers_stays_quiet() {
         let t0 = Instant::now();
         let mut r = LossReporter::new(1);
-        r.handle_echo(t0, echo(5, None), Some(20));
+        r.handle_echo(t0, echo(5, None), Some(20), Verdict::default());
         let at = r.poll_timeout().expect("a timer for the round");
         assert!(at <= t0 + ROUND / 2);
         // Another hub reported 21% meanwhile: the echo says so.
-        r.handle_echo(t0, echo(5, Some(21)), Some(20));
+        r.handle_echo(t0, echo(5, Some(21)), Some(20), Verdict::default());
         assert_eq!(r.handle_timeout(at, Some(20)), None);
         assert_eq!((r.sent, r.suppressed), (0, 1));
         // Next round: no one has spoken; this hub does.
-        r.handle_echo(at, echo(6, None), Some(20));
+        r.handle_echo(at, echo(6, None), Some(20), Verdict::default());
         let at = r.poll_timeout().unwrap();
-        assert_eq!(r.handle_timeout(at, Some(20)), Some(20));
+        assert_eq!(r.handle_timeout(at, Some(20)), Some((20, Verdict::default())));
         assert_eq!(r.sent, 1);
         // A hub that cannot report (no loss known) draws no timer, until it
         // knows its loss: then at the next echo of the same round.
-        r.handle_echo(at, echo(7, None), None);
+        r.handle_echo(at, echo(7, None), None, Verdict::default());
         assert_eq!(r.poll_timeout(), None);
         r.handle_loss(at, Some(30));
         assert!(r.poll_timeout().is_some());
+    }
+
+    #[test]
+    fn a_hub_behind_says_so_under_an_automatic_rate_unless_the_echo_does() {
+        let t0 = Instant::now();
+        let behind = Verdict { behind: true, congested: false };
+        let auto = |round, worst, heard| Echo { rate_kbit: Some(200_000), heard, ..echo(round, worst) };
+        let mut r = LossReporter::new(2);
+        // Its loss is covered; being behind is not: it answers, and first.
+        r.handle_echo(t0, auto(1, Some(30), Verdict::default()), Some(5), behind);
+        let at = r.poll_timeout().expect("a timer");
+        assert!(at <= t0 + ROUND / 2);
+        assert_eq!(r.handle_timeout(at, Some(5)), Some((5, behind)));
+        // With no loss at all, too.
+        r.handle_echo(at, auto(2, None, Verdict::default()), Some(0), behind);
+        let at = r.poll_timeout().expect("a timer");
+        assert_eq!(r.handle_timeout(at, Some(0)), Some((0, behind)));
+        // Another hub said it this round: quiet.
+        r.handle_echo(at, auto(3, None, behind), Some(0), behind);
+        assert_eq!(r.poll_timeout(), None);
+        // A rate the operator fixed: the verdict is not the broadcaster's concern.
+        r.handle_echo(at, echo(4, None), Some(0), behind);
+        assert_eq!(r.poll_timeout(), None);
+        assert_eq!((r.sent, r.suppressed), (2, 1));
     }
 
     /// RFC 4654's point: a crowd at like loss sends a handful of reports a
@@ -353,7 +405,7 @@ mod tests {
             let mut hubs: Vec<LossReporter> =
                 (0..losses.len() as u64).map(|i| LossReporter::new(seed * 100_000 + i)).collect();
             for (h, l) in hubs.iter_mut().zip(&losses) {
-                h.handle_echo(t0, echo(round, None), Some(*l));
+                h.handle_echo(t0, echo(round, None), Some(*l), Verdict::default());
             }
             // Timers in order; a report reaches the others `delay` later.
             let mut fires: Vec<(Instant, usize)> =
@@ -363,8 +415,8 @@ mod tests {
             let mut reports = Vec::new();
             for (at, i) in fires {
                 let worst = heard.iter().filter(|(t, _)| *t + delay <= at).map(|(_, l)| *l).max();
-                hubs[i].handle_echo(at, echo(round, worst), Some(losses[i]));
-                if let Some(l) = hubs[i].handle_timeout(at, Some(losses[i])) {
+                hubs[i].handle_echo(at, echo(round, worst), Some(losses[i]), Verdict::default());
+                if let Some((l, _)) = hubs[i].handle_timeout(at, Some(losses[i])) {
                     heard.push((at, l));
                     reports.push(l);
                 }

@@ -60,6 +60,28 @@ pub struct Verdict {
     pub congested: bool,
 }
 
+impl Verdict {
+    /// Neither.
+    pub fn is_clear(self) -> bool {
+        !self.behind && !self.congested
+    }
+
+    /// Says nothing `heard` does not already say.
+    pub fn covered_by(self, heard: Verdict) -> bool {
+        (!self.behind || heard.behind) && (!self.congested || heard.congested)
+    }
+
+    /// On the wire: bit 0 behind, bit 1 congested.
+    pub fn bits(self) -> u8 {
+        u8::from(self.behind) | u8::from(self.congested) << 1
+    }
+
+    /// `None` when other bits are set.
+    pub fn from_bits(b: u8) -> Option<Verdict> {
+        (b & !3 == 0).then_some(Verdict { behind: b & 1 != 0, congested: b & 2 != 0 })
+    }
+}
+
 /// The hub's side: is it keeping up, and what loss should the FEC cover?
 /// Fed once a feedback round.
 #[derive(Clone, Debug, Default)]

@@ -389,6 +389,11 @@ impl Sender {
         self.pacer.debit(now, bytes);
     }
 
+    /// Send at `bytes_per_sec` from now on (`--rate auto` moves it).
+    pub fn set_rate(&mut self, now: Instant, bytes_per_sec: u64) {
+        self.pacer.set_rate(now, bytes_per_sec);
+    }
+
     pub fn queued(&self) -> usize {
         self.queue.len()
     }

@@ -784,13 +784,20 @@ fn a_hub_reports_its_loss_once_a_round_unless_the_echo_covers_it() {
         hub.input(t0, Input::Multicast(&d));
     }
     let echo = |seq: u64, round: u32, worst: Option<u8>, signer: &hubcast_protocol::verify::Signer| {
-        let echo = Echo { round, round_ms: ROUND.as_millis() as u16, worst, fec_permille: 50 };
+        let echo = Echo {
+            round,
+            round_ms: ROUND.as_millis() as u16,
+            worst,
+            fec_permille: 50,
+            rate_kbit: None,
+            heard: Default::default(),
+        };
         signer.feedback_datagram(&wire::Feedback { seq, expiry: NOW + 3600, echo })
     };
     let reports = |out: &[Output]| -> Vec<(NodeAddr, u8)> {
         out.iter()
             .filter_map(|o| match o {
-                Output::LossReport { origin, loss } => Some((*origin, *loss)),
+                Output::LossReport { origin, loss, .. } => Some((*origin, *loss)),
                 _ => None,
             })
             .collect()

@@ -128,7 +128,10 @@ fn service_message() -> impl Strategy<Value = PeerMessage> {
         (2..=forest::MAX_STRIPES)
             .prop_flat_map(|stripes| (0..stripes, Just(stripes), resume()))
             .prop_map(|(tree, stripes, resume)| PeerMessage::Stripe { tree, stripes, resume }),
-        (1..=100u8).prop_map(|loss| PeerMessage::LossReport { loss }),
+        (1..=100u8, 0..4u8).prop_map(|(loss, bits)| PeerMessage::LossReport {
+            loss,
+            verdict: hubcast_protocol::rate::Verdict::from_bits(bits).unwrap_or_default(),
+        }),
     ]
 }
 

@@ -239,6 +239,7 @@ pub async fn run(cfg: HubConfig, status: StatusBoard, cancel: CancellationToken)
         hub,
         store: &tx,
         room: crate::store_worker::StoreRoom::new(crate::store_worker::STORE_QUEUE_BYTES),
+        waits_seen: 0,
         status: &status,
         received: 0,
         simulated: 0,
@@ -290,6 +291,8 @@ struct Loop<'a> {
     /// The store queue's room in bytes: the receive loop waits only when
     /// the chunks queued fill it.
     room: crate::store_worker::StoreRoom,
+    /// The queue's waits when [`Loop::record`] last looked.
+    waits_seen: u64,
     status: &'a StatusBoard,
     received: u64,
     simulated: u64,
@@ -400,10 +403,16 @@ impl Loop<'_> {
         true
     }
 
-    fn record(&self) {
+    fn record(&mut self) {
         let rx = self.hub.receiver();
         self.status.record_receiver(rx.stats(), rx.drops(), self.received, self.simulated);
         let ((queued, limit), waits) = (self.room.queued(), self.room.waits());
+        // The store falls behind the channel: under `--rate auto` this hub
+        // says so at the feedback round's end.
+        if queued > limit / 2 || waits > self.waits_seen {
+            self.hub.handle_overflow();
+        }
+        self.waits_seen = waits;
         self.status.with_chunks(|c| {
             c.store_queue_bytes = queued;
             c.store_queue_limit = limit;
@@ -550,6 +559,37 @@ async fn readable_opt(socket: Option<&tokio::net::UdpSocket>) -> std::io::Result
     }
 }
 
+/// The testing aid `--simulate-narrow`: a path this many bytes a second
+/// wide, with a router's queue of [`NARROW_QUEUE`] of it; beyond, dropped.
+struct Narrow {
+    rate: f64,
+    tokens: f64,
+    at: Option<std::time::Instant>,
+}
+
+/// The narrow path's queue, as time at its rate.
+const NARROW_QUEUE: Duration = Duration::from_millis(20);
+
+impl Narrow {
+    fn new(bytes_per_sec: u64) -> Narrow {
+        Narrow { rate: bytes_per_sec as f64, tokens: 0.0, at: None }
+    }
+
+    /// Whether a datagram of `len` bytes gets through at `now`.
+    fn passes(&mut self, now: std::time::Instant, len: usize) -> bool {
+        let cap = self.rate * NARROW_QUEUE.as_secs_f64();
+        let dt =
+            self.at.map_or(NARROW_QUEUE.as_secs_f64(), |t| now.saturating_duration_since(t).as_secs_f64());
+        self.tokens = (self.tokens + dt * self.rate).min(cap);
+        self.at = Some(now);
+        let ok = self.tokens >= len as f64;
+        if ok {
+            self.tokens -= len as f64;
+        }
+        ok
+    }
+}
+
 async fn receive_loop(
     lp: &mut Loop<'_>,
     socket: Option<&tokio::net::UdpSocket>,
@@ -562,6 +602,7 @@ async fn receive_loop(
         None => rand::rngs::StdRng::from_entropy(),
     };
     let mut buf = vec![0u8; 65_536];
+    let mut narrow = cfg.simulate_narrow.map(|r| Narrow::new(r.bytes_per_sec()));
     let (start, _) = clock();
     let mut last_rx = start;
     let mut last_drops = DropCounters::default();
@@ -597,6 +638,10 @@ async fn receive_loop(
                     lp.received += 1;
                     heard = true;
                     if cfg.simulate_loss > 0.0 && rng.gen_bool(cfg.simulate_loss) {
+                        lp.simulated += 1;
+                        continue;
+                    }
+                    if narrow.as_mut().is_some_and(|b| !b.passes(now, n)) {
                         lp.simulated += 1;
                         continue;
                     }

@@ -225,10 +225,10 @@ impl PeerSide {
                     }
                 });
             }
-            Output::LossReport { origin, loss } => {
+            Output::LossReport { origin, loss, verdict } => {
                 let fetcher = self.fetcher.clone();
                 self.tasks.spawn(async move {
-                    if fetcher.report_loss(origin, loss).await.is_err() {
+                    if fetcher.report_loss(origin, loss, verdict).await.is_err() {
                         debug!(%origin, loss, "the loss report was not delivered; the next round's timer tries again");
                     }
                 });
@@ -434,6 +434,7 @@ impl Loop<'_> {
             r.origin_naks = stats.naks_sent - withheld.min(stats.naks_sent);
             (r.loss_reports, r.loss_reports_suppressed) = (reports, suppressed);
             r.channel_fec = echo.map(|e| f64::from(e.fec_permille) / 1000.0);
+            r.channel_rate = echo.and_then(|e| e.rate_kbit).map(|k| u64::from(k) * 1000);
             r.origin_naks_withheld = withheld;
             r.multicast_loss = loss;
             r.tracker_lookups = stats.lookups;

@@ -28,28 +28,47 @@ impl Hub {
         }
     }
 
-    /// A new echo of the loss reports: a new round draws this hub's timer.
+    /// A new echo of the loss reports: a new round ends the last one for
+    /// the rate's meter, and draws this hub's timer.
     pub(super) fn take_feedback(&mut self, now: Instant) {
         let Some(f) = self.receiver.feedback().filter(|f| Some(f.seq) != self.feedback_seq) else { return };
         self.feedback_seq = Some(f.seq);
-        let loss = self.reportable_loss(now);
-        self.reporter.handle_echo(now, f.echo, loss);
+        if self.meter_round != Some(f.echo.round) {
+            self.meter_round = Some(f.echo.round);
+            let loss = self.loss.known_percent().filter(|_| self.hears_origin(now));
+            self.verdict = self.keeping_up.end_round(self.receiver.backlog_bytes(), loss, self.overflowing);
+            self.overflowing = false;
+        }
+        let loss = self.reportable_loss(now, f.echo.rate_kbit.is_some());
+        self.reporter.handle_echo(now, f.echo, loss, self.verdict);
     }
 
     /// This hub's multicast loss, whole percent, when it may report it: it
     /// hears the origin, measures its loss and knows the origin service.
-    fn reportable_loss(&self, now: Instant) -> Option<u8> {
+    /// Under `--rate auto` the lowest of the last rounds: loss above it comes
+    /// with the rate, which the rate control removes ([`BehindMeter::fec_loss`]).
+    fn reportable_loss(&self, now: Instant, auto_rate: bool) -> Option<u8> {
         let may = self.config.peer_repair && self.tracker.is_some() && self.hears_origin(now);
-        self.loss.known_percent().filter(|_| may)
+        let now = self.loss.known_percent();
+        let loss = if auto_rate { self.keeping_up.fec_loss().or(now) } else { now };
+        loss.filter(|_| may)
     }
 
     /// Report the loss if the round's timer fired and the echo does not cover it.
     pub(super) fn report_loss(&mut self, now: Instant) {
-        let loss = self.reportable_loss(now);
+        let auto_rate = self.reporter.echo().is_some_and(|e| e.rate_kbit.is_some());
+        let loss = self.reportable_loss(now, auto_rate);
         self.reporter.handle_loss(now, loss);
-        if let (Some(loss), Some(origin)) = (self.reporter.handle_timeout(now, loss), self.tracker) {
-            self.out.push_back(Output::LossReport { origin, loss });
+        if let (Some((loss, verdict)), Some(origin)) = (self.reporter.handle_timeout(now, loss), self.tracker)
+        {
+            self.out.push_back(Output::LossReport { origin, loss, verdict });
         }
+    }
+
+    /// The driver's receive path is near its bound, or dropped datagrams:
+    /// counted against keeping up at the round's end.
+    pub fn handle_overflow(&mut self) {
+        self.overflowing = true;
     }
 
     /// The share of the origin's multicast symbols this hub loses, once

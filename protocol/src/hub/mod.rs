@@ -30,6 +30,7 @@ use crate::loss::LossMeter;
 use crate::peer_wire::ForestPeer;
 use crate::peer_wire::{ChunkBitmap, ListedHub, MAX_NAKS_PER_STREAM};
 use crate::peers::{PeerTable, Strike, Via};
+use crate::rate::{BehindMeter, Verdict};
 use crate::receiver::{DropCounters, DropReason, Event, Receiver, ReceiverConfig};
 use crate::repair::{Nak, Outcome, RepairConfig, RepairStats, Repaired, Repairer};
 use crate::serve::ChunkRequest;
@@ -218,11 +219,13 @@ pub enum Output {
         tracker: NodeAddr,
         holdings: Vec<(ObjectId, ChunkBitmap)>,
     },
-    /// Report this hub's multicast loss (whole percent) to the origin
-    /// service: the echo of the round did not cover it.
+    /// Report this hub's multicast loss (whole percent) and what it made of
+    /// the last round to the origin service: the echo of the round did not
+    /// cover them.
     LossReport {
         origin: NodeAddr,
         loss: u8,
+        verdict: Verdict,
     },
     /// Send this announcement on the island's control group.
     Announce(Vec<u8>),
@@ -385,6 +388,14 @@ pub struct Hub {
     reporter: LossReporter,
     /// The sequence number of the last feedback handed to the reporter.
     feedback_seq: Option<u64>,
+    /// Whether this hub keeps up with the rate (`--rate auto`), and the
+    /// loss the FEC should cover.
+    keeping_up: BehindMeter,
+    /// The feedback round the meter last ended, and what it made of it.
+    meter_round: Option<u32>,
+    verdict: Verdict,
+    /// The driver says the receive path is near its bound or dropped.
+    overflowing: bool,
 }
 
 impl Hub {
@@ -426,6 +437,10 @@ impl Hub {
                 config.seed ^ u64::from_be_bytes(config.node_id.0[..8].try_into().unwrap_or_default()),
             ),
             feedback_seq: None,
+            keeping_up: BehindMeter::default(),
+            meter_round: None,
+            verdict: Verdict::default(),
+            overflowing: false,
             config,
         };
         if root {

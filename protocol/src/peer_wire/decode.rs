@@ -350,10 +350,19 @@ fn decode_body(frame: &[u8]) -> Result<PeerMessage, PeerWireError> {
             }
             PeerMessage::Stripe { tree, stripes, resume: r.resume()? }
         }
-        17 => match r.array::<1>()?[0] {
-            loss @ 1..=100 => PeerMessage::LossReport { loss },
-            _ => return Err(PeerWireError::OutOfRange),
-        },
+        17 => {
+            let loss = r.array::<1>()?[0];
+            let verdict = match r.0.is_empty() {
+                true => crate::rate::Verdict::default(),
+                false => crate::rate::Verdict::from_bits(r.array::<1>()?[0])
+                    .filter(|v| !v.is_clear())
+                    .ok_or(PeerWireError::OutOfRange)?,
+            };
+            if loss > 100 || (loss == 0 && verdict.is_clear()) {
+                return Err(PeerWireError::OutOfRange);
+            }
+            PeerMessage::LossReport { loss, verdict }
+        }
         _ => return Err(PeerWireError::UnknownType),
     };
     r.end()?;

@@ -111,9 +111,14 @@ pub fn encode(m: &PeerMessage, out: &mut Vec<u8>) {
             out.push(*stripes);
             put_resume(resume, out);
         }
-        PeerMessage::LossReport { loss } => {
+        PeerMessage::LossReport { loss, verdict } => {
             out.push(17);
             out.push(*loss);
+            // Only when there is one: an origin of before 2026-12-06 takes
+            // the one byte.
+            if !verdict.is_clear() {
+                out.push(verdict.bits());
+            }
         }
     }
     let len = (out.len() - start - 4) as u32;

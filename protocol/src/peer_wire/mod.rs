@@ -223,10 +223,13 @@ pub enum PeerMessage {
         stripes: u8,
         resume: Option<(ObjectId, u32)>,
     },
-    /// A hub's multicast loss, whole percent (1..=100), to the origin: the
-    /// feedback round's echo did not cover it (`crate::feedback`).
+    /// A hub's multicast loss, whole percent (0..=100), and what it made of
+    /// the last round under `--rate auto` (`crate::rate`), to the origin:
+    /// the feedback round's echo did not cover them (`crate::feedback`).
+    /// A report of no loss says a verdict.
     LossReport {
         loss: u8,
+        verdict: crate::rate::Verdict,
     },
 }
 

@@ -81,13 +81,27 @@ fn every_message_round_trips_and_streams() {
         &mut nak,
     );
     assert_eq!(decode_frame(&nak), Err(PeerWireError::OutOfRange), "a held bitmap past the largest N_max");
-    round_trip(PeerMessage::LossReport { loss: 1 });
-    round_trip(PeerMessage::LossReport { loss: 100 });
+    use crate::rate::Verdict;
+    let clear = Verdict::default();
+    round_trip(PeerMessage::LossReport { loss: 1, verdict: clear });
+    round_trip(PeerMessage::LossReport { loss: 100, verdict: clear });
+    round_trip(PeerMessage::LossReport { loss: 0, verdict: Verdict { behind: true, congested: false } });
+    round_trip(PeerMessage::LossReport { loss: 30, verdict: Verdict { behind: true, congested: true } });
     for bad in [0u8, 101] {
         let mut report = Vec::new();
-        encode(&PeerMessage::LossReport { loss: 1 }, &mut report);
+        encode(&PeerMessage::LossReport { loss: 1, verdict: clear }, &mut report);
         *report.last_mut().unwrap() = bad;
         assert_eq!(decode_frame(&report), Err(PeerWireError::OutOfRange), "a loss report of {bad}%");
+    }
+    // A verdict byte with no verdict, or bits past the two.
+    for bad in [0u8, 4] {
+        let mut report = Vec::new();
+        encode(
+            &PeerMessage::LossReport { loss: 1, verdict: Verdict { behind: true, congested: false } },
+            &mut report,
+        );
+        *report.last_mut().unwrap() = bad;
+        assert_eq!(decode_frame(&report), Err(PeerWireError::OutOfRange), "verdict bits {bad}");
     }
     round_trip(PeerMessage::Register { bridge: true, forest: false, feeds: 3 });
     round_trip(PeerMessage::Register { bridge: false, forest: true, feeds: 0 });

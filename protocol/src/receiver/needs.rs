@@ -3,6 +3,10 @@
 
 use super::*;
 
+/// Chunks [`Receiver::backlog_bytes`] looks at, at most, past those being
+/// collected (a round's cost stays bounded with a large catalog).
+pub const BACKLOG_SCAN: usize = 65_536;
+
 impl Receiver {
     /// For a chunk being collected: K, and which ESIs are held (verified or
     /// waiting for their check), indexed by ESI up to N_max. What a repair plan
@@ -14,6 +18,43 @@ impl Receiver {
     /// Whether a chunk is known to be decoded (by this run or the store).
     pub fn is_complete(&self, object_id: ObjectId, index: u32) -> bool {
         self.complete.contains(&(object_id, index))
+    }
+
+    /// What the hub still misses of chunks the multicast has passed, bytes:
+    /// the symbols each chunk being collected lacks once its window closed,
+    /// and the whole of each chunk passed without its ticket (of at most
+    /// [`BACKLOG_SCAN`] chunks a round). What `rate::BehindMeter` watches:
+    /// if it grows round after round, repair does not keep up.
+    pub fn backlog_bytes(&self) -> u64 {
+        let mut bytes = 0u64;
+        for (key, c) in &self.active {
+            if self.window_open(*key) || self.past_deadline(&key.0) {
+                continue;
+            }
+            let short = c.target().saturating_sub(c.held() + c.candidates.len()) as u64;
+            bytes += short * u64::from(c.ticket.symbol_size);
+        }
+        let mut scanned = 0usize;
+        for (id, progress) in &self.progress {
+            let Some(m) = self.manifests.get(id) else { continue };
+            if self.past_deadline(id) {
+                continue;
+            }
+            let passed_to =
+                if progress.passed { chunk_count(m.size, m.chunk_size) } else { progress.max_index };
+            for index in 0..passed_to {
+                scanned += 1;
+                if scanned > BACKLOG_SCAN {
+                    return bytes;
+                }
+                let key = (*id, index);
+                if !self.complete.contains(&key) && !self.active.contains_key(&key) {
+                    let r = chunk_range(m.size, m.chunk_size, index);
+                    bytes += r.end - r.start;
+                }
+            }
+        }
+        bytes
     }
 
     /// What repair could fill: every chunk being collected that holds too few

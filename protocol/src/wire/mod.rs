@@ -76,7 +76,11 @@
 //! 184   2  round length, ms (1..)
 //! 186   1  worst loss reported this round, whole percent (0..=100); 255: none yet
 //! 187   2  FEC overhead now, per mille of K (0..=MAX_FEC_PERMILLE)
-//! 189  64  signature over everything before it, context "hubcast feedback v1"
+//! 189   4  the rate now, kbit/s, under `--rate auto`; 0: a fixed rate
+//! 193   1  verdicts heard this round: bit 0 a hub behind, bit 1 one congested
+//! 194  64  signature over everything before it, context "hubcast feedback v1"
+//!          (a broadcaster of before 2026-12-06 sends neither of the last two
+//!          fields, and the signature at 189: decoded as a fixed rate)
 //! ```
 //!
 //! Decoders here check layout and bounds only; signatures and digests are checked
@@ -142,7 +146,9 @@ const SIGNED_PREFIX_LEN: usize = HEADER_LEN + CERTIFICATE_LEN + 8 + 8 + 32;
 const MANIFEST_FIXED_LEN: usize = SIGNED_PREFIX_LEN + 8 + 4 + 2 + 1 + 1 + 2;
 const TICKET_FIXED_LEN: usize = SIGNED_PREFIX_LEN + 4 + 4 + 2 + 32 + 2;
 /// A feedback datagram's length, signature included.
-pub const FEEDBACK_LEN: usize = HEADER_LEN + CERTIFICATE_LEN + 8 + 8 + 4 + 2 + 1 + 2 + SIGNATURE_LEN;
+pub const FEEDBACK_LEN: usize = HEADER_LEN + CERTIFICATE_LEN + 8 + 8 + 4 + 2 + 1 + 2 + 4 + 1 + SIGNATURE_LEN;
+/// A feedback datagram of before 2026-12-06 (no rate, no verdicts).
+pub const FEEDBACK_V1_LEN: usize = FEEDBACK_LEN - 5;
 
 // Every layout fits one datagram at its largest, checked when compiling.
 const _: () = assert!(SYMBOL_HEADER_LEN + DEFAULT_SYMBOL_SIZE as usize == 1332);
@@ -578,7 +584,14 @@ fn decode_feedback(r: &mut Reader<'_>) -> Result<Signed<Feedback>, WireError> {
     if round_ms == 0 || fec_permille > MAX_FEC_PERMILLE {
         return Err(WireError::OutOfRange);
     }
-    let echo = crate::feedback::Echo { round, round_ms, worst, fec_permille };
+    let (rate_kbit, heard) = if r.remaining() == SIGNATURE_LEN {
+        (None, crate::rate::Verdict::default())
+    } else {
+        let rate = r.u32()?;
+        let heard = crate::rate::Verdict::from_bits(r.u8()?).ok_or(WireError::OutOfRange)?;
+        ((rate > 0).then_some(rate), heard)
+    };
+    let echo = crate::feedback::Echo { round, round_ms, worst, fec_permille, rate_kbit, heard };
     finish_signed(r, Feedback { seq, expiry, echo }, cert)
 }
 
@@ -661,6 +674,8 @@ pub fn feedback_signed_bytes(f: &Feedback, cert: &Certificate, channel_tag: u64)
     out.extend_from_slice(&f.echo.round_ms.to_be_bytes());
     out.push(f.echo.worst.map_or(NO_REPORT, |w| w.min(100)));
     out.extend_from_slice(&f.echo.fec_permille.min(MAX_FEC_PERMILLE).to_be_bytes());
+    out.extend_from_slice(&f.echo.rate_kbit.unwrap_or(0).to_be_bytes());
+    out.push(f.echo.heard.bits());
     out
 }
 
@@ -729,7 +744,9 @@ mod tests {
             d
         };
         for worst in [None, Some(0), Some(37), Some(100)] {
-            let echo = Echo { round: 7, round_ms: 2000, worst, fec_permille: 450 };
+            let heard = crate::rate::Verdict { behind: worst.is_some(), congested: true };
+            let rate_kbit = worst.map(|_| 250_000);
+            let echo = Echo { round: 7, round_ms: 2000, worst, fec_permille: 450, rate_kbit, heard };
             let f = Feedback { seq: 99, expiry: 5000, echo };
             let d = datagram(&f);
             assert_eq!(d.len(), FEEDBACK_LEN);
@@ -739,15 +756,25 @@ mod tests {
         let f = Feedback {
             seq: 1,
             expiry: 2,
-            echo: Echo { round: 0, round_ms: 1, worst: None, fec_permille: 0 },
+            echo: Echo {
+                round: 0,
+                round_ms: 1,
+                worst: None,
+                fec_permille: 0,
+                rate_kbit: None,
+                heard: crate::rate::Verdict::default(),
+            },
         };
         let at_end = |d: &mut Vec<u8>, back: usize, bytes: &[u8]| {
             let at = d.len() - SIGNATURE_LEN - back;
             d[at..at + bytes.len()].copy_from_slice(bytes);
         };
-        for (back, bytes) in
-            [(3, &[101u8][..]), (2, &1001u16.to_be_bytes()[..]), (5, &0u16.to_be_bytes()[..])]
-        {
+        for (back, bytes) in [
+            (8, &[101u8][..]),
+            (7, &1001u16.to_be_bytes()[..]),
+            (10, &0u16.to_be_bytes()[..]),
+            (1, &[4u8][..]),
+        ] {
             let mut d = datagram(&f);
             at_end(&mut d, back, bytes);
             assert_eq!(
@@ -759,6 +786,12 @@ mod tests {
         let mut d = datagram(&f);
         d.push(0);
         assert_eq!(decode(&d), Err(WireError::Oversized));
+        // A broadcaster of before 2026-12-06: no rate, no verdicts.
+        let mut old = datagram(&f);
+        old.drain(FEEDBACK_V1_LEN - SIGNATURE_LEN..FEEDBACK_LEN - SIGNATURE_LEN);
+        assert_eq!(old.len(), FEEDBACK_V1_LEN);
+        let Ok((_, Datagram::Feedback(got))) = decode(&old) else { panic!("an old feedback datagram") };
+        assert_eq!(got.body, f);
     }
 
     #[test]
