@@ -200,8 +200,10 @@ impl SeedConfig {
 }
 
 /// Where `--rate auto` starts (then doubles each round while every hub
-/// keeps up): a rate most access networks carry.
-pub const AUTO_START: Rate = Rate::from_bits_per_sec(50_000_000);
+/// keeps up): the fixed rate's default, what a channel sent at before. From
+/// 50 Mbit/s, slow start took 6 s to pass 250 Mbit/s, and a 256 MiB file in
+/// the lab took 12.47 s against UFTP's 8.11 s.
+pub const AUTO_START: Rate = Rate::from_bits_per_sec(200_000_000);
 
 impl SeedConfig {}
 
