@@ -46,6 +46,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+mod narrow;
 mod peer_side;
 use peer_side::{start_peers, PeerSide};
 
@@ -559,37 +560,6 @@ async fn readable_opt(socket: Option<&tokio::net::UdpSocket>) -> std::io::Result
     }
 }
 
-/// The testing aid `--simulate-narrow`: a path this many bytes a second
-/// wide, with a router's queue of [`NARROW_QUEUE`] of it; beyond, dropped.
-struct Narrow {
-    rate: f64,
-    tokens: f64,
-    at: Option<std::time::Instant>,
-}
-
-/// The narrow path's queue, as time at its rate.
-const NARROW_QUEUE: Duration = Duration::from_millis(20);
-
-impl Narrow {
-    fn new(bytes_per_sec: u64) -> Narrow {
-        Narrow { rate: bytes_per_sec as f64, tokens: 0.0, at: None }
-    }
-
-    /// Whether a datagram of `len` bytes gets through at `now`.
-    fn passes(&mut self, now: std::time::Instant, len: usize) -> bool {
-        let cap = self.rate * NARROW_QUEUE.as_secs_f64();
-        let dt =
-            self.at.map_or(NARROW_QUEUE.as_secs_f64(), |t| now.saturating_duration_since(t).as_secs_f64());
-        self.tokens = (self.tokens + dt * self.rate).min(cap);
-        self.at = Some(now);
-        let ok = self.tokens >= len as f64;
-        if ok {
-            self.tokens -= len as f64;
-        }
-        ok
-    }
-}
-
 async fn receive_loop(
     lp: &mut Loop<'_>,
     socket: Option<&tokio::net::UdpSocket>,
@@ -602,7 +572,7 @@ async fn receive_loop(
         None => rand::rngs::StdRng::from_entropy(),
     };
     let mut buf = vec![0u8; 65_536];
-    let mut narrow = cfg.simulate_narrow.map(|r| Narrow::new(r.bytes_per_sec()));
+    let mut narrow = cfg.simulate_narrow.map(|r| narrow::Narrow::new(r.bytes_per_sec()));
     let (start, _) = clock();
     let mut last_rx = start;
     let mut last_drops = DropCounters::default();

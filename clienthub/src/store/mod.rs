@@ -53,7 +53,7 @@ mod fsck;
 mod objects;
 mod open;
 pub use fsck::{fsck, FsckReport};
-use objects::open_object;
+use objects::{open_object, place, Place};
 
 /// Where entries the hub did not write are moved, under the store directory.
 pub const QUARANTINE: &str = "quarantine";
@@ -220,16 +220,6 @@ fn chunk_key(id: &ObjectId, index: u32) -> [u8; 36] {
     k
 }
 
-/// Where a stored chunk's bytes are.
-enum Place {
-    /// In the index ([`INLINE`]).
-    Inline(Vec<u8>),
-    /// In its object's file, at this offset, this long ([`PLACED`]).
-    InObject(u64, u32),
-    /// In a file of its own, `chunks/<object-hex>/<n>`.
-    OwnFile,
-}
-
 fn sync_dir(d: &Path) -> Result<(), StoreError> {
     fs::File::open(d).and_then(|f| f.sync_all()).map_err(io_at(d))
 }
@@ -276,20 +266,6 @@ fn object_id_of(name: &str) -> Option<ObjectId> {
 }
 
 /// (object, index) of a CHUNKS key.
-/// Where the chunk under `key` is (the caller knows it is stored).
-fn place(r: &redb::ReadTransaction, key: &[u8; 36]) -> Result<Place, StoreError> {
-    if let Some(v) = r.open_table(INLINE).map_err(idx)?.get(key).map_err(idx)? {
-        return Ok(Place::Inline(v.value().to_vec()));
-    }
-    Ok(match r.open_table(PLACED).map_err(idx)?.get(key).map_err(idx)? {
-        Some(v) => {
-            let (at, len) = v.value();
-            Place::InObject(at, len)
-        }
-        None => Place::OwnFile,
-    })
-}
-
 fn split_key(k: &[u8; 36]) -> (ObjectId, u32) {
     let mut id = [0u8; 32];
     id.copy_from_slice(&k[..32]);
@@ -478,24 +454,6 @@ impl Store {
             return Err(self.drop_chunk(id, index, LostWhy::Damaged)?);
         }
         Ok(Some((data, hash)))
-    }
-
-    /// A chunk's bytes where `place` says they are; an error with the path
-    /// that failed.
-    fn read_place(&self, id: &ObjectId, index: u32, place: Place) -> Result<Vec<u8>, (io::Error, PathBuf)> {
-        match place {
-            Place::Inline(bytes) => Ok(bytes),
-            Place::InObject(at, len) => {
-                let path = self.object_path(id);
-                let mut buf = vec![0; len.min(hubcast_protocol::wire::MAX_CHUNK_LEN) as usize];
-                fs::File::open(&path).and_then(|f| f.read_exact_at(&mut buf, at)).map_err(|e| (e, path))?;
-                Ok(buf)
-            }
-            Place::OwnFile => {
-                let path = self.chunk_path(id, index);
-                fs::read(&path).map_err(|e| (e, path))
-            }
-        }
     }
 
     /// Forget a chunk found damaged or missing: out of the index, its file

@@ -7,6 +7,7 @@
 use super::{chunk_key, idx, io_at, sync_dir, LostWhy, Store, StoreError, INLINE, PLACED};
 use hubcast_protocol::sender::{chunk_count, chunk_range};
 use hubcast_protocol::wire::Manifest;
+use hubcast_protocol::ObjectId;
 use redb::ReadableDatabase;
 use std::fs;
 use std::io;
@@ -15,6 +16,30 @@ use std::path::{Path, PathBuf};
 
 /// Open an object's file for writing, made if it is not there: the file,
 /// and whether it was made (its folder is then fsynced too).
+/// Where a stored chunk's bytes are.
+pub(super) enum Place {
+    /// In the index ([`INLINE`]).
+    Inline(Vec<u8>),
+    /// In its object's file, at this offset, this long ([`PLACED`]).
+    InObject(u64, u32),
+    /// In a file of its own, `chunks/<object-hex>/<n>`.
+    OwnFile,
+}
+
+/// Where the chunk under `key` is (the caller knows it is stored).
+pub(super) fn place(r: &redb::ReadTransaction, key: &[u8; 36]) -> Result<Place, StoreError> {
+    if let Some(v) = r.open_table(INLINE).map_err(idx)?.get(key).map_err(idx)? {
+        return Ok(Place::Inline(v.value().to_vec()));
+    }
+    Ok(match r.open_table(PLACED).map_err(idx)?.get(key).map_err(idx)? {
+        Some(v) => {
+            let (at, len) = v.value();
+            Place::InObject(at, len)
+        }
+        None => Place::OwnFile,
+    })
+}
+
 pub(super) fn open_object(path: &Path) -> Result<(fs::File, bool), StoreError> {
     match fs::OpenOptions::new().write(true).create_new(true).open(path) {
         Ok(f) => Ok((f, true)),
@@ -26,6 +51,29 @@ pub(super) fn open_object(path: &Path) -> Result<(fs::File, bool), StoreError> {
 }
 
 impl Store {
+    /// A chunk's bytes where `place` says they are; an error with the path
+    /// that failed.
+    pub(super) fn read_place(
+        &self,
+        id: &ObjectId,
+        index: u32,
+        place: Place,
+    ) -> Result<Vec<u8>, (io::Error, PathBuf)> {
+        match place {
+            Place::Inline(bytes) => Ok(bytes),
+            Place::InObject(at, len) => {
+                let path = self.object_path(id);
+                let mut buf = vec![0; len.min(hubcast_protocol::wire::MAX_CHUNK_LEN) as usize];
+                fs::File::open(&path).and_then(|f| f.read_exact_at(&mut buf, at)).map_err(|e| (e, path))?;
+                Ok(buf)
+            }
+            Place::OwnFile => {
+                let path = self.chunk_path(id, index);
+                fs::read(&path).map_err(|e| (e, path))
+            }
+        }
+    }
+
     /// The object's file with every chunk of `m` at its place, durable.
     /// Chunks kept elsewhere (in the index, or in files of their own: they
     /// came before the manifest, or before this layout) are read, checked
