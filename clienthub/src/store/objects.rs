@@ -14,8 +14,6 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-/// Open an object's file for writing, made if it is not there: the file,
-/// and whether it was made (its folder is then fsynced too).
 /// Where a stored chunk's bytes are.
 pub(super) enum Place {
     /// In the index ([`INLINE`]).
@@ -40,6 +38,8 @@ pub(super) fn place(r: &redb::ReadTransaction, key: &[u8; 36]) -> Result<Place, 
     })
 }
 
+/// Open an object's file for writing, made if it is not there: the file,
+/// and whether it was made (its folder is then fsynced too).
 pub(super) fn open_object(path: &Path) -> Result<(fs::File, bool), StoreError> {
     match fs::OpenOptions::new().write(true).create_new(true).open(path) {
         Ok(f) => Ok((f, true)),
