@@ -70,7 +70,9 @@ impl Feedback {
     pub fn report(&self, loss: u8, verdict: Verdict) {
         let mut c = self.lock();
         c.roll(Instant::now());
-        let raised = loss > 0 && c.fec.handle_report(Instant::now(), loss);
+        // A report of no loss (a hub saying a verdict) counts: the round is
+        // not silent, and the FEC may come down.
+        let raised = c.fec.handle_report(Instant::now(), loss) && loss > 0;
         let news = c.rate.as_mut().is_some_and(|r| {
             let news = !verdict.covered_by(r.this_round());
             r.handle_verdict(verdict);

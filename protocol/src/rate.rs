@@ -91,6 +91,9 @@ pub struct BehindMeter {
     growing: usize,
     /// The loss of the last rounds, whole percent, newest last.
     losses: VecDeque<u8>,
+    /// Rounds left in which this hub's loss is the narrow path's, not the
+    /// FEC's: it was congested within the last [`BASELINE_ROUNDS`].
+    narrow_rounds: usize,
 }
 
 impl BehindMeter {
@@ -101,10 +104,11 @@ impl BehindMeter {
         let grew = self.last.is_some_and(|last| backlog >= last.saturating_add(GROWTH_MIN));
         self.growing = if grew { self.growing + 1 } else { 0 };
         self.last = Some(backlog);
-        let congested = match (loss, self.fec_loss()) {
+        let congested = match (loss, self.lowest()) {
             (Some(now), Some(low)) => now >= low.saturating_add(LOSS_RISE),
             _ => false,
         };
+        self.narrow_rounds = if congested { BASELINE_ROUNDS } else { self.narrow_rounds.saturating_sub(1) };
         if let Some(loss) = loss {
             self.losses.push_back(loss);
             if self.losses.len() > BASELINE_ROUNDS {
@@ -115,12 +119,27 @@ impl BehindMeter {
     }
 
     /// The loss the FEC should cover: the lowest of the last
-    /// [`BASELINE_ROUNDS`]. Loss above it comes and goes with the rate (a
-    /// path too narrow for it): that is the rate control's to remove, and an
-    /// FEC sized for it would make every hub pay for one hub's bottleneck
-    /// (in this module's model the rate settled at 1.4 × the narrow path with 47%
-    /// FEC when hubs reported their loss of the round).
+    /// [`BASELINE_ROUNDS`], and none while the hub was congested within
+    /// them. Loss that comes and goes with the rate (a path too narrow for
+    /// it) is the rate control's to remove, and its peers' to repair: an FEC
+    /// sized for it makes every hub pay for one hub's path (in this module's
+    /// model the rate settled at 1.4 × the narrow path with 47% FEC when hubs
+    /// reported their loss of the round; in the lab, a host behind 100 Mbit/s
+    /// whose first rounds were all above its width held the FEC at its
+    /// maximum with the lowest loss alone, and the origin sent 2.08 × the file).
+    /// `None` before two rounds: a lowest of one round says nothing.
     pub fn fec_loss(&self) -> Option<u8> {
+        if self.losses.len() < 2 {
+            return None;
+        }
+        if self.narrow_rounds > 0 {
+            return Some(0);
+        }
+        self.lowest()
+    }
+
+    /// The lowest loss of the last [`BASELINE_ROUNDS`].
+    fn lowest(&self) -> Option<u8> {
         self.losses.iter().copied().min()
     }
 }

@@ -50,7 +50,9 @@ impl Hub {
     fn reportable_loss(&self, now: Instant, auto_rate: bool) -> Option<u8> {
         let may = self.config.peer_repair && self.tracker.is_some() && self.hears_origin(now);
         let now = self.loss.known_percent();
-        let loss = if auto_rate { self.keeping_up.fec_loss().or(now) } else { now };
+        // Under `--rate auto`, 0 until two rounds say what is the FEC's: the
+        // hub may still say it is behind or congested.
+        let loss = if auto_rate { now.map(|_| self.keeping_up.fec_loss().unwrap_or(0)) } else { now };
         loss.filter(|_| may)
     }
 

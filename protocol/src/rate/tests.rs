@@ -168,3 +168,31 @@ fn the_rate_stays_within_its_bounds() {
     assert_eq!(c.rate(), 10);
     assert!(!c.in_slow_start());
 }
+
+#[test]
+fn a_hubs_fec_loss_is_its_lowest_and_none_while_its_path_is_narrow() {
+    let mut m = BehindMeter::default();
+    assert_eq!(m.end_round(0, Some(20), false), Verdict::default());
+    assert_eq!(m.fec_loss(), None, "one round says nothing");
+    assert_eq!(m.end_round(0, Some(21), false), Verdict::default());
+    assert_eq!(m.fec_loss(), Some(20));
+    // The loss rises with the rate: congested, and the FEC is not asked to
+    // cover it for BASELINE_ROUNDS.
+    assert_eq!(m.end_round(0, Some(40), false), Verdict { behind: false, congested: true });
+    // While the rounds at 20% are remembered, 40% is still a rise; then
+    // BASELINE_ROUNDS more with none, and the loss is its own again.
+    let mut rounds = 0;
+    while m.fec_loss() == Some(0) {
+        m.end_round(0, Some(40), false);
+        rounds += 1;
+        assert!(rounds <= 2 * BASELINE_ROUNDS, "the narrow path is forgotten");
+    }
+    assert_eq!(m.fec_loss(), Some(40));
+    assert!(rounds > BASELINE_ROUNDS, "{rounds} rounds");
+    // Behind: the backlog grows by GROWTH_MIN two rounds running; or the
+    // receive path overflows.
+    m.end_round(GROWTH_MIN, Some(40), false);
+    assert!(m.end_round(2 * GROWTH_MIN, Some(40), false).behind);
+    assert!(!m.end_round(2 * GROWTH_MIN, Some(40), false).behind);
+    assert!(m.end_round(2 * GROWTH_MIN, Some(40), true).behind);
+}
