@@ -3,6 +3,18 @@
 
 use super::*;
 
+impl Progress {
+    /// The chunks of `m` the multicast has passed: `0..` this.
+    fn passed_to(&self, m: &Manifest) -> u32 {
+        let chunks = chunk_count(m.size, m.chunk_size);
+        match (self.passed, self.quiet) {
+            (true, _) => chunks,
+            (false, true) => self.max_index.saturating_add(1).min(chunks),
+            (false, false) => self.max_index.min(chunks),
+        }
+    }
+}
+
 /// Chunks [`Receiver::backlog_bytes`] looks at, at most, past those being
 /// collected (a round's cost stays bounded with a large catalog).
 pub const BACKLOG_SCAN: usize = 65_536;
@@ -40,9 +52,7 @@ impl Receiver {
             if self.past_deadline(id) {
                 continue;
             }
-            let passed_to =
-                if progress.passed { chunk_count(m.size, m.chunk_size) } else { progress.max_index };
-            for index in 0..passed_to {
+            for index in 0..progress.passed_to(m) {
                 scanned += 1;
                 if scanned > BACKLOG_SCAN {
                     return bytes;
@@ -98,13 +108,7 @@ impl Receiver {
             if self.past_deadline(id) {
                 continue;
             }
-            let chunks = chunk_count(m.size, m.chunk_size);
-            let passed_to = match (progress.passed, progress.quiet) {
-                (true, _) => chunks,
-                (false, true) => progress.max_index.saturating_add(1).min(chunks),
-                (false, false) => progress.max_index.min(chunks),
-            };
-            for index in 0..passed_to {
+            for index in 0..progress.passed_to(m) {
                 if absent.len() >= limit {
                     break;
                 }
