@@ -276,7 +276,7 @@ pub async fn live(
             .spawn(move || job.run(&tx, &stop))
             .map_err(|source| SeedError::Read { path: "ingest thread".into(), source })?
     };
-    let mut out = Out::new(socket, cfg.group, cfg.simulate_loss);
+    let mut out = Out::new(socket, cfg.group, cfg.simulate_loss)?;
     let started = Instant::now();
     let mut report = LiveReport::default();
     let mut failure = None;

@@ -15,6 +15,7 @@ use hubcast_keys::{NodeAddr, SignerKeys};
 use hubcast_protocol::sender::{Carousel, ObjectPlan, Pacer, PreparedChunk, Sender, Step};
 use hubcast_protocol::verify::Signer;
 use hubcast_protocol::wire::{self, Kind, Manifest};
+use hubcast_transport::batch::BatchSend;
 use hubcast_transport::{Interface, MulticastConfig, TransportError};
 use rand::Rng;
 use std::net::SocketAddr;
@@ -77,18 +78,45 @@ enum Batch {
     Failed(SeedError),
 }
 
-/// The multicast socket, with the testing aid `--simulate-loss`.
+/// The multicast socket, with the testing aid `--simulate-loss`. Datagrams
+/// go out in runs of one size, one system call a run (UDP GSO; the
+/// interface, or the kernel at it, cuts them apart).
 pub(crate) struct Out {
     socket: Arc<tokio::net::UdpSocket>,
+    batch: BatchSend,
     group: SocketAddr,
     loss: f64,
     rng: rand::rngs::ThreadRng,
     simulated_drops: u64,
+    /// The run not sent yet: `count` datagrams of `segment` bytes, the last
+    /// maybe shorter.
+    run: Vec<u8>,
+    segment: usize,
+    count: usize,
 }
 
+/// A run's payload bytes at most: all of it goes in one IP packet up to the
+/// interface (65,507 for IPv4), with room to spare.
+const RUN_BYTES: usize = 60_000;
+
 impl Out {
-    pub(crate) fn new(socket: Arc<tokio::net::UdpSocket>, group: SocketAddr, loss: f64) -> Out {
-        Out { socket, group, loss, rng: rand::thread_rng(), simulated_drops: 0 }
+    pub(crate) fn new(
+        socket: Arc<tokio::net::UdpSocket>,
+        group: SocketAddr,
+        loss: f64,
+    ) -> Result<Out, SeedError> {
+        let batch = BatchSend::new(&socket).map_err(|source| SeedError::Send { group, source })?;
+        Ok(Out {
+            socket,
+            batch,
+            group,
+            loss,
+            rng: rand::thread_rng(),
+            simulated_drops: 0,
+            run: Vec::with_capacity(RUN_BYTES + wire::MAX_DATAGRAM),
+            segment: 0,
+            count: 0,
+        })
     }
 
     /// The sender's counters on the status board.
@@ -104,9 +132,9 @@ impl Out {
     /// Send every datagram the sender's pacing allows now.
     pub(crate) async fn send_ready(&mut self, sender: &mut Sender) -> Result<(), SeedError> {
         while let Some(d) = sender.poll_transmit(Instant::now()) {
-            self.send(&d).await?;
+            self.put(&d).await?;
         }
-        Ok(())
+        self.flush().await
     }
 
     /// Send what is queued, at the paced rate, unless told to stop.
@@ -117,16 +145,24 @@ impl Out {
     ) -> Result<(), SeedError> {
         while !cancel.is_cancelled() && sender.queued() > 0 {
             match sender.poll_transmit(Instant::now()) {
-                Some(d) => self.send(&d).await?,
+                Some(d) => self.put(&d).await?,
                 None => {
+                    self.flush().await?;
                     tokio::time::sleep_until(sender.poll_timeout().unwrap_or_else(Instant::now).into()).await
                 }
             }
         }
-        Ok(())
+        self.flush().await
     }
 
+    /// Send one datagram now.
     pub(crate) async fn send(&mut self, d: &[u8]) -> Result<(), SeedError> {
+        self.put(d).await?;
+        self.flush().await
+    }
+
+    /// Add `d` to the run, sending the run first if `d` cannot join it.
+    async fn put(&mut self, d: &[u8]) -> Result<(), SeedError> {
         let lose = self.loss > 0.0
             && wire::decode_header(d).is_ok_and(|h| h.kind == Kind::Symbol)
             && self.rng.gen_bool(self.loss);
@@ -134,11 +170,30 @@ impl Out {
             self.simulated_drops += 1;
             return Ok(());
         }
-        self.socket
-            .send_to(d, self.group)
-            .await
-            .map_err(|source| SeedError::Send { group: self.group, source })?;
+        let full = self.count >= self.batch.max_segments() || self.run.len() + d.len() > RUN_BYTES;
+        if self.count > 0 && (d.len() > self.segment || full) {
+            self.flush().await?;
+        }
+        if self.count == 0 {
+            self.segment = d.len();
+        }
+        self.run.extend_from_slice(d);
+        self.count += 1;
+        // A shorter datagram can only end a run.
+        if d.len() < self.segment {
+            self.flush().await?;
+        }
         Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), SeedError> {
+        if self.count == 0 {
+            return Ok(());
+        }
+        let sent = self.batch.send(&self.socket, self.group, &self.run, self.segment).await;
+        (self.count, self.segment) = (0, 0);
+        self.run.clear();
+        sent.map_err(|source| SeedError::Send { group: self.group, source })
     }
 }
 
@@ -308,7 +363,7 @@ pub async fn seed(
             .map_err(|source| SeedError::Read { path: "producer thread".into(), source })?
     };
 
-    let mut out = Out::new(socket, cfg.group, cfg.simulate_loss);
+    let mut out = Out::new(socket, cfg.group, cfg.simulate_loss)?;
     let started = Instant::now();
     let mut last_progress = started;
     let mut failure = None;

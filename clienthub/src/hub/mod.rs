@@ -33,6 +33,7 @@ use hubcast_protocol::serve::answer_partial;
 use hubcast_protocol::store::StoredManifest;
 use hubcast_protocol::wire;
 use hubcast_protocol::ObjectId;
+use hubcast_transport::batch::BatchRecv;
 use hubcast_transport::quic::NodeEndpoint;
 use hubcast_transport::{Interface, MulticastConfig, TransportError};
 use rand::{Rng, SeedableRng};
@@ -52,6 +53,9 @@ use peer_side::{start_peers, PeerSide};
 
 /// Datagrams read per wakeup before yielding.
 const RECV_BATCH: usize = 64;
+/// Batched receive calls on the multicast socket per wakeup (each up to
+/// 32 messages).
+const RECV_CALLS: usize = 2;
 /// Chunks the store worker could not store, queued back to the receive loop.
 const STORE_QUEUE: usize = 64;
 const DROP_REPORT_EVERY: Duration = Duration::from_secs(10);
@@ -571,7 +575,10 @@ async fn receive_loop(
         Some(seed) => rand::rngs::StdRng::seed_from_u64(seed),
         None => rand::rngs::StdRng::from_entropy(),
     };
-    let mut buf = vec![0u8; 65_536];
+    let mut batch = match socket {
+        Some(s) => Some(BatchRecv::new(s).map_err(|source| HubError::Recv { group: cfg.group, source })?),
+        None => None,
+    };
     let mut narrow = cfg.simulate_narrow.map(|r| narrow::Narrow::new(r.bytes_per_sec()));
     let (start, _) = clock();
     let mut last_rx = start;
@@ -596,26 +603,30 @@ async fn receive_loop(
         tokio::select! {
             r = readable_opt(socket) => {
                 r.map_err(|source| HubError::Recv { group: cfg.group, source })?;
-                let Some(socket) = socket else { continue };
+                let (Some(socket), Some(batch)) = (socket, batch.as_mut()) else { continue };
                 let (now, unix_ms) = clock();
                 let mut heard = false;
-                for _ in 0..RECV_BATCH {
-                    let n = match socket.try_recv(&mut buf) {
-                        Ok(n) => n,
+                // Each call takes up to quinn-udp's BATCH_SIZE messages
+                // (recvmmsg), each one datagram or several (GRO).
+                for _ in 0..RECV_CALLS {
+                    let datagrams = match batch.try_recv(socket) {
+                        Ok(d) => d,
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                         Err(source) => return Err(HubError::Recv { group: cfg.group, source }),
                     };
-                    lp.received += 1;
-                    heard = true;
-                    if cfg.simulate_loss > 0.0 && rng.gen_bool(cfg.simulate_loss) {
-                        lp.simulated += 1;
-                        continue;
+                    for d in datagrams {
+                        lp.received += 1;
+                        heard = true;
+                        if cfg.simulate_loss > 0.0 && rng.gen_bool(cfg.simulate_loss) {
+                            lp.simulated += 1;
+                            continue;
+                        }
+                        if narrow.as_mut().is_some_and(|b| !b.passes(now, d.len())) {
+                            lp.simulated += 1;
+                            continue;
+                        }
+                        lp.hub.handle_input(now, unix_ms, Input::Multicast(d));
                     }
-                    if narrow.as_mut().is_some_and(|b| !b.passes(now, n)) {
-                        lp.simulated += 1;
-                        continue;
-                    }
-                    lp.hub.handle_input(now, unix_ms, Input::Multicast(&buf[..n]));
                 }
                 // Outputs after the whole batch: the receiver checks digests many at a time.
                 if !lp.carry_out(now, unix_ms).await {
