@@ -57,14 +57,6 @@ fn make_folder(folder: &Path, count: usize) -> (usize, u64) {
     (count, bytes)
 }
 
-fn rcvbuf_errors() -> u64 {
-    let snmp = std::fs::read_to_string("/proc/net/snmp").expect("/proc/net/snmp");
-    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
-    let (names, values) = (udp.next().expect("Udp header"), udp.next().expect("Udp values"));
-    let at = names.split_whitespace().position(|n| n == "RcvbufErrors").expect("RcvbufErrors");
-    values.split_whitespace().nth(at).and_then(|v| v.parse().ok()).expect("a count")
-}
-
 fn count_complete(s: &serde_json::Value) -> (usize, usize) {
     let list = s["objects"].as_array().map(Vec::as_slice).unwrap_or(&[]);
     (list.len(), list.iter().filter(|o| o["complete"] == true).count())

@@ -299,6 +299,16 @@ pub fn archive_id(name: &str, content: &[u8]) -> hubcast_protocol::ObjectId {
     hubcast_protocol::ObjectId::archive(name, blake3::hash(content).as_bytes())
 }
 
+/// UDP datagrams this network namespace's kernel dropped for a full
+/// receive buffer so far (`RcvbufErrors` of /proc/net/snmp).
+pub fn rcvbuf_errors() -> u64 {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").expect("/proc/net/snmp");
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let (names, values) = (udp.next().expect("Udp header"), udp.next().expect("Udp values"));
+    let at = names.split_whitespace().position(|n| n == "RcvbufErrors").expect("RcvbufErrors");
+    values.split_whitespace().nth(at).and_then(|v| v.parse().ok()).expect("a count")
+}
+
 /// Deterministic pseudo-random bytes (xorshift), fast enough for tens of MiB.
 pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
