@@ -25,8 +25,10 @@ pub struct SeedConfig {
     pub ttl: u32,
     /// Send rate, e.g. "200Mbit", "1Gbps", "25MB/s" (docs/OPERATIONS.md
     /// lists the units), or "auto": the hubs' feedback sets it between
-    /// `rate_min` and `rate_max` (with the origin service). Default 200Mbit.
-    pub rate: RateSetting,
+    /// `rate_min` and `rate_max` (needs the origin service). Default: auto
+    /// with the origin service (`tracker`), else 200Mbit
+    /// ([`SeedConfig::rate_setting`]).
+    pub rate: Option<RateSetting>,
     /// With `rate = "auto"`: never below. Default 10Mbit.
     pub rate_min: Rate,
     /// With `rate = "auto"`: never above, and what origin repair's share
@@ -84,7 +86,7 @@ impl Default for SeedConfig {
             group: SocketAddr::from(([239, 255, 0, 1], 5000)),
             iface: "127.0.0.1".into(),
             ttl: 1,
-            rate: RateSetting::Fixed(Rate::from_bits_per_sec(200_000_000)),
+            rate: None,
             rate_min: Rate::from_bits_per_sec(10_000_000),
             rate_max: Rate::from_bits_per_sec(1_000_000_000),
             fec_overhead: 0.1,
@@ -177,22 +179,32 @@ impl SeedConfig {
         if !(0.0..1.0).contains(&self.simulate_loss) {
             return Err(ConfigError::BadLoss(self.simulate_loss));
         }
-        if self.rate == RateSetting::Auto && self.tracker.is_none() {
+        if self.rate == Some(RateSetting::Auto) && self.tracker.is_none() {
             return Err(ConfigError::AutoWithoutTracker);
         }
         if self.rate_min.bits_per_sec() > self.rate_max.bits_per_sec() {
             return Err(ConfigError::BadRateBounds { min: self.rate_min, max: self.rate_max });
         }
-        Ok(match self.rate {
+        Ok(match self.rate_setting() {
             RateSetting::Fixed(r) => r.bytes_per_sec(),
             RateSetting::Auto => self.rate_max.bytes_per_sec(),
         })
     }
 
+    /// The rate given, else the default: `auto` where the hubs can be heard
+    /// (the origin service is on), [`FIXED_DEFAULT`] where they cannot.
+    pub fn rate_setting(&self) -> RateSetting {
+        match (self.rate, self.tracker) {
+            (Some(r), _) => r,
+            (None, Some(_)) => RateSetting::Auto,
+            (None, None) => RateSetting::Fixed(FIXED_DEFAULT),
+        }
+    }
+
     /// With `--rate auto`: the rate control, starting at [`AUTO_START`]
     /// within the bounds.
     pub fn rate_control(&self) -> Option<hubcast_protocol::rate::RateControl> {
-        (self.rate == RateSetting::Auto).then(|| {
+        (self.rate_setting() == RateSetting::Auto).then(|| {
             let (min, max) = (self.rate_min.bytes_per_sec(), self.rate_max.bytes_per_sec());
             hubcast_protocol::rate::RateControl::new(AUTO_START.bytes_per_sec(), min, max)
         })
@@ -204,6 +216,10 @@ impl SeedConfig {
 /// 50 Mbit/s, slow start took 6 s to pass 250 Mbit/s, and a 256 MiB file in
 /// the lab took 12.47 s against UFTP's 8.11 s.
 pub const AUTO_START: Rate = Rate::from_bits_per_sec(200_000_000);
+
+/// The rate without the origin service and without `--rate`: no hub can
+/// say it keeps up, so the channel sends at what a home's wired LAN takes.
+pub const FIXED_DEFAULT: Rate = Rate::from_bits_per_sec(200_000_000);
 
 impl SeedConfig {}
 
@@ -234,10 +250,23 @@ mod tests {
         let c: SeedConfig =
             toml::from_str("rate = \"1gbit\"\nrounds = 3\nchunk_size = \"512KiB\"\n").unwrap();
         assert_eq!(c.rounds, 3);
-        assert_eq!(c.rate, RateSetting::Fixed(Rate::from_bits_per_sec(1_000_000_000)));
+        assert_eq!(c.rate, Some(RateSetting::Fixed(Rate::from_bits_per_sec(1_000_000_000))));
         assert_eq!(c.chunk_size, 512 << 10);
         assert!(toml::from_str::<SeedConfig>("rate = \"200Mb\"").is_err(), "ambiguous");
         assert!(toml::from_str::<SeedConfig>("rat = \"1gbit\"").is_err());
+    }
+
+    #[test]
+    fn the_rate_is_auto_by_default_where_the_origin_service_hears_the_hubs() {
+        let mut c: SeedConfig = toml::from_str("paths = [\"x\"]\n").unwrap();
+        assert_eq!(c.rate_setting(), RateSetting::Fixed(FIXED_DEFAULT));
+        assert_eq!(c.validate(), Ok(FIXED_DEFAULT.bytes_per_sec()));
+        assert!(c.rate_control().is_none());
+        c.tracker = Some(SocketAddr::from(([127, 0, 0, 1], 7100)));
+        assert_eq!(c.rate_setting(), RateSetting::Auto);
+        assert_eq!(c.rate_control().map(|r| r.rate()), Some(AUTO_START.bytes_per_sec()));
+        let fixed: SeedConfig = toml::from_str("rate = \"50mbit\"\ntracker = \"127.0.0.1:7100\"\n").unwrap();
+        assert_eq!(fixed.rate_setting(), RateSetting::Fixed(Rate::from_bits_per_sec(50_000_000)));
     }
 
     #[test]
@@ -245,7 +274,7 @@ mod tests {
         let mut c: SeedConfig =
             toml::from_str("rate = \"auto\"\nrate_min = \"20Mbit\"\nrate_max = \"2Gbit\"\npaths = [\"x\"]\n")
                 .unwrap();
-        assert_eq!(c.rate, RateSetting::Auto);
+        assert_eq!(c.rate, Some(RateSetting::Auto));
         assert_eq!(c.validate(), Err(ConfigError::AutoWithoutTracker));
         assert!(ConfigError::AutoWithoutTracker.to_string().contains("--tracker"));
         c.tracker = Some(SocketAddr::from(([127, 0, 0, 1], 7100)));
@@ -254,7 +283,7 @@ mod tests {
         assert_eq!(control.rate(), AUTO_START.bytes_per_sec());
         c.rate_min = Rate::from_bits_per_sec(4_000_000_000);
         assert!(matches!(c.validate(), Err(ConfigError::BadRateBounds { .. })));
-        c.rate = RateSetting::Fixed(Rate::from_bits_per_sec(8_000));
+        c.rate = Some(RateSetting::Fixed(Rate::from_bits_per_sec(8_000)));
         c.rate_min = Rate::from_bits_per_sec(1);
         assert!(c.rate_control().is_none());
     }

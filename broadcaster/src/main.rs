@@ -75,8 +75,8 @@ struct SendArgs {
     /// Send rate: 200Mbit (or Mbps, megabits per second), 25MB/s (megabytes
     /// per second); docs/OPERATIONS.md lists every unit. For seed, `auto`:
     /// the hubs' feedback sets it, within --rate-min and --rate-max (needs
-    /// the origin service, --tracker). [default: 200Mbit for seed, 100Mbit
-    /// for live]
+    /// the origin service, --tracker). [default: seed: auto with --tracker,
+    /// else 200Mbit; live: 100Mbit]
     #[arg(long)]
     rate: Option<RateSetting>,
     /// Repair symbols sent as a share of the source symbols; for seed, the
@@ -231,8 +231,8 @@ impl SeedArgs {
         let rate = self.send.rate;
         let mut c = send_config!(self.send, SeedConfig);
         overlay!(c, self; rounds, repair_share, fec_max, rate_min, rate_max);
-        if let Some(r) = rate {
-            c.rate = r;
+        if rate.is_some() {
+            c.rate = rate;
         }
         if let Some(v) = self.linger {
             c.linger_secs = v;

@@ -297,7 +297,7 @@ pub async fn seed(
     let feedback = Feedback::new(cfg.fec_overhead, cfg.fec_max, full_k, rate_control);
     status.update(|s| {
         let r = &mut s.rate;
-        (r.auto, r.bits_per_sec) = (cfg.rate == RateSetting::Auto, rate_now * 8);
+        (r.auto, r.bits_per_sec) = (cfg.rate_setting() == RateSetting::Auto, rate_now * 8);
         (r.min_bits_per_sec, r.max_bits_per_sec) = (cfg.rate_min.bits_per_sec(), cfg.rate_max.bits_per_sec());
     });
     status.update(|s| {
@@ -335,7 +335,7 @@ pub async fn seed(
         }
         _ => None,
     };
-    info!(objects = files.len(), bytes = total, group = %cfg.group, iface = %mc.interface, rate = %cfg.rate, rate_bytes_per_sec = rate,
+    info!(objects = files.len(), bytes = total, group = %cfg.group, iface = %mc.interface, rate = %cfg.rate_setting(), rate_bytes_per_sec = rate,
         %fingerprint, "seeding");
 
     let manifests = plans.iter().map(|p| signer.manifest_datagram(&p.manifest)).collect();

@@ -110,6 +110,9 @@ pub struct DatagramCounters {
     pub simulated_loss: u64,
     pub symbols_accepted: u64,
     pub decode_attempts: u64,
+    /// Multicast datagrams the kernel dropped for a full receive buffer
+    /// (the socket's `drops` in /proc/net/udp): the hub did not keep up.
+    pub kernel_drops: u64,
 }
 
 /// One peer, as this hub sees it.
@@ -427,8 +430,13 @@ impl StatusBoard {
             simulated_loss,
             symbols_accepted: stats.symbols_accepted,
             decode_attempts: stats.decode_attempts,
+            kernel_drops: b.status.datagrams.kernel_drops,
         };
         b.status.drops = drops.iter().map(|(r, n)| (r.as_str(), n)).collect();
+    }
+
+    pub fn record_kernel_drops(&self, total: u64) {
+        self.lock().status.datagrams.kernel_drops = total;
     }
 
     /// Verified symbol bytes that came from peers (a running total).

@@ -1,4 +1,5 @@
-//! `--rate auto` end to end: a broadcaster seeding with no rate set and a
+//! `--rate auto` end to end: a broadcaster seeding with the origin service
+//! and no `--rate` (auto is then the default), and a
 //! hub behind a narrow path (the testing aid `--simulate-narrow`). The hub's
 //! loss rises as slow start doubles the rate past the path's width; it says
 //! so in its report, slow start ends, the rate falls back to 85% of the
@@ -29,6 +30,9 @@ fn a_hub_behind_a_narrow_path_ends_slow_start_and_the_rate_falls_back() {
 
     let bc_http = free_port();
     let mut seed = seed_args_with_origin(&t.join("keys"), group, "auto", 0, &[&dir]);
+    // No --rate: auto is the default where the origin service hears the hubs.
+    let at = seed.iter().position(|a| a == "--rate").unwrap();
+    seed.drain(at..at + 2);
     seed.extend(["--rate-max".into(), "800Mbit".into(), "--http".into(), bc_http.to_string()]);
     let _bc = Daemon::spawn("broadcaster", &bin("broadcaster"), &seed, t);
 

@@ -584,6 +584,8 @@ async fn receive_loop(
     let mut last_rx = start;
     let mut last_drops = DropCounters::default();
     let mut last_drop_report = start;
+    // The socket's kernel drops at the last warning and at the last look.
+    let mut kernel_drops = (0u64, 0u64);
     let mut report_tick = tokio::time::interval(REPORT_EVERY);
     let mut feed_tick = tokio::time::interval(FEED_MODE_EVERY);
     let mut scrub_tick = tokio::time::interval(SCRUB_TICK);
@@ -714,6 +716,15 @@ async fn receive_loop(
             }
             _ = report_tick.tick() => {
                 let (now, _) = clock();
+                // The kernel dropped datagrams for a full socket buffer: the
+                // hub does not keep up, and under --rate auto says so.
+                if let Some(drops) = socket.and_then(hubcast_transport::udp::kernel_drops) {
+                    if drops > kernel_drops.1 {
+                        lp.hub.handle_overflow();
+                    }
+                    kernel_drops.1 = drops;
+                    lp.status.record_kernel_drops(drops);
+                }
                 lp.record();
                 lp.status.tick(now);
                 let fed = lp.hub.feeding().is_some();
@@ -725,6 +736,10 @@ async fn receive_loop(
                 }
                 lp.warn_foreign_channel(now);
                 if now.saturating_duration_since(last_drop_report) >= DROP_REPORT_EVERY {
+                    if kernel_drops.1 > kernel_drops.0 {
+                        warn!(dropped = kernel_drops.1 - kernel_drops.0, "the kernel dropped multicast datagrams in the last {} s for a full receive buffer: this hub's CPU did not keep up (busy with other work?), or the socket buffer is small (raise net.core.rmem_max to 8 MiB or more)", DROP_REPORT_EVERY.as_secs());
+                    }
+                    kernel_drops.0 = kernel_drops.1;
                     report_drops(&last_drops, lp.hub.receiver().drops());
                     last_drops = lp.hub.receiver().drops().clone();
                     last_drop_report = now;
