@@ -2,13 +2,14 @@
 //! (Prometheus text), a small status page at `/`, and live channels:
 //! `/live/NAME/index.m3u8` (an HLS media playlist), `/live/NAME/SEQ.ts` (one
 //! segment) and `/live/NAME.ts` (a continuous MPEG-TS stream from the live
-//! edge). Only verified segments are served.
+//! edge). Only verified segments are served. And the gateway
+//! (`crate::gateway`): `/objects/{id}` and `/files/{path...}`, with `Range`.
 
 use crate::live::LiveBoard;
 use crate::status::{HubStatus, StatusBoard};
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -24,6 +25,8 @@ pub struct AppState {
     pub live: LiveBoard,
     /// The listener's own counters (connections), for `/metrics`.
     pub http: std::sync::Arc<hubcast_daemon::http_server::HttpCounters>,
+    /// Objects to players: `/objects/{id}`, `/files/{path...}`.
+    pub gateway: crate::gateway::Gateway,
 }
 
 impl AppState {
@@ -48,9 +51,31 @@ pub async fn serve(listener: tokio::net::TcpListener, state: AppState, cancel: C
         .route("/metrics", get(metrics))
         .route("/live/{name}/{file}", get(live_file))
         .route("/live/{file}", get(live_stream))
+        .route("/objects/{id}", get(object))
+        .route("/files/{*path}", get(file))
         .with_state(state);
     let counters = state_counters.clone();
     hubcast_daemon::http_server::serve(listener, app, HttpLimits::default(), counters, cancel).await;
+}
+
+/// `GET`/`HEAD` (axum routes both to `get`) of an object by id.
+async fn object(
+    State(s): State<AppState>,
+    method: Method,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    crate::gateway::object(&s.gateway, &method, &headers, &id).await
+}
+
+/// `GET`/`HEAD` of an object by its name in the channel.
+async fn file(
+    State(s): State<AppState>,
+    method: Method,
+    headers: HeaderMap,
+    Path(path): Path<String>,
+) -> Response {
+    crate::gateway::file(&s.gateway, &method, &headers, &path).await
 }
 
 async fn api_status(State(s): State<AppState>) -> Json<HubStatus> {

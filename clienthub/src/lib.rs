@@ -9,6 +9,7 @@ pub mod config;
 pub mod dispatch;
 pub mod export;
 pub mod forest;
+pub mod gateway;
 pub mod http;
 pub mod hub;
 pub mod live;

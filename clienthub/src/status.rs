@@ -401,6 +401,17 @@ impl StatusBoard {
         o.completed_by.add(source);
     }
 
+    /// One object, as the status shows it.
+    pub fn object(&self, id: &ObjectId) -> Option<ObjectStatus> {
+        self.lock().objects.get(id).cloned()
+    }
+
+    /// The object a path names (its name in the channel), and its id. A walk
+    /// over every object: the catalog's index replaces it.
+    pub fn object_named(&self, name: &str) -> Option<(ObjectId, ObjectStatus)> {
+        self.lock().objects.iter().find(|(_, o)| o.name == name).map(|(id, o)| (*id, o.clone()))
+    }
+
     /// Forget an object (a live segment, shown under `live` instead).
     pub fn remove_object(&self, id: &ObjectId) {
         self.lock().objects.remove(id);

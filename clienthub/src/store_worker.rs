@@ -69,6 +69,9 @@ pub enum StoreJob {
     /// A chunk to store, and its room in the queue ([`StoreRoom`]).
     Chunk(VerifiedChunk, QueueRoom),
     Read(StoreRead),
+    /// A stored chunk whole, checked against its hash (`None`: not stored,
+    /// or found damaged: then the hub fetches it again). For the HTTP gateway.
+    ReadChunk(ObjectId, u32, oneshot::Sender<Option<Vec<u8>>>),
     Retire(Vec<ObjectId>),
     /// A second passed (the driver's clock says `now`): check the next
     /// stored chunks ([`Scrub`]).
@@ -254,6 +257,13 @@ pub(crate) fn store_worker(
                     None
                 });
                 let _ = r.reply.send(chunk);
+            }
+            Some(StoreJob::ReadChunk(id, index, reply)) => {
+                let chunk = w.store.read_chunk(&id, index).unwrap_or_else(|e| {
+                    w.fail(&e);
+                    None
+                });
+                let _ = reply.send(chunk);
             }
             Some(StoreJob::Scrub(now)) => {
                 w.now = now;

@@ -61,6 +61,14 @@ impl ObjectId {
     pub fn to_hex(&self) -> String {
         hubcast_keys::encode_hex(&self.0)
     }
+
+    /// The id from its 64 hex digits (either case); `None` for anything else.
+    pub fn from_hex(s: &str) -> Option<ObjectId> {
+        if s.len() != 64 {
+            return None;
+        }
+        Some(ObjectId(hubcast_keys::decode_hex(s)?.try_into().ok()?))
+    }
 }
 
 impl fmt::Debug for ObjectId {

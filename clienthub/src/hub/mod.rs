@@ -161,6 +161,11 @@ pub async fn run(cfg: HubConfig, status: StatusBoard, cancel: CancellationToken)
         info!("the store kept manifests unsigned (before 2026-12-05): dropped; the channel sends them again, and the chunks stay");
     }
 
+    // The store worker's queue: the peer side and the HTTP gateway read
+    // from the store through it; the worker starts once the stored
+    // manifests are checked. Bounded by the bytes of the chunks queued
+    // (`StoreRoom`) more than by its slots.
+    let (tx, rx) = mpsc::channel(crate::store_worker::STORE_QUEUE_JOBS);
     let http = match cfg.http {
         Some(addr) => {
             let listener = hubcast_transport::tcp::listen(addr)
@@ -171,17 +176,13 @@ pub async fn run(cfg: HubConfig, status: StatusBoard, cancel: CancellationToken)
                 status: status.clone(),
                 live: live.clone(),
                 http: Default::default(),
+                gateway: crate::gateway::Gateway { status: status.clone(), store: tx.clone() },
             };
             Some(tokio::spawn(crate::http::serve(listener, state, cancel.clone())))
         }
         None => None,
     };
 
-    // The store worker's queue: the peer side serves from the store through
-    // it; the worker starts once the stored manifests are checked.
-    // Bounded by the bytes of the chunks queued (`StoreRoom`) more than by
-    // its slots.
-    let (tx, rx) = mpsc::channel(crate::store_worker::STORE_QUEUE_JOBS);
     // Chunks the worker could not store go back, so the receiver collects them again.
     let (unstored_tx, mut unstored_rx) = mpsc::channel(STORE_QUEUE);
     let peers =

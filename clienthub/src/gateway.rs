@@ -1,0 +1,220 @@
+//! The HTTP gateway for players and browsers: `GET` and `HEAD` of
+//! `/objects/{id}` and `/files/{path...}` (the object's name in the
+//! channel), whole or one byte range (`Range`: 206, or 416 past the end),
+//! with `Accept-Ranges`, `ETag` (the object id) and a `Content-Type` from
+//! the name. Objects the hub holds complete are served; the bytes come
+//! from the store worker a chunk at a time, each checked against its hash
+//! as it is read, so nothing is served that the broadcaster did not sign.
+
+use crate::status::{ObjectStatus, StatusBoard};
+use crate::store_worker::StoreJob;
+use axum::body::{Body, Bytes};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use hubcast_protocol::ObjectId;
+use std::ops::RangeInclusive;
+use tokio::sync::{mpsc, oneshot};
+
+/// What the gateway reads through.
+#[derive(Clone)]
+pub struct Gateway {
+    pub status: StatusBoard,
+    pub store: mpsc::Sender<StoreJob>,
+}
+
+/// What a `Range` header asks of an object of `size` bytes.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Wanted {
+    /// No range, or one the gateway ignores (several ranges, or a header
+    /// that does not parse: RFC 9110 lets a server answer with the whole).
+    Whole,
+    /// One satisfiable range, inclusive.
+    Part(RangeInclusive<u64>),
+    /// A range that starts at or past the end, or asks for no bytes: 416.
+    Unsatisfiable,
+}
+
+/// Read a `Range` header value against an object of `size` bytes. Only
+/// `bytes=` with a single range counts; nothing here allocates.
+pub fn wanted(range: Option<&str>, size: u64) -> Wanted {
+    let Some(spec) = range.and_then(|r| r.trim().strip_prefix("bytes=")) else { return Wanted::Whole };
+    if spec.contains(',') {
+        return Wanted::Whole;
+    }
+    let Some((first, last)) = spec.trim().split_once('-') else { return Wanted::Whole };
+    let number =
+        |s: &str| (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse::<u64>().ok())?;
+    match (first, last) {
+        // bytes=-N: the last N bytes.
+        ("", n) => match number(n) {
+            Some(0) => Wanted::Unsatisfiable,
+            Some(_) if size == 0 => Wanted::Unsatisfiable,
+            Some(n) => Wanted::Part(size.saturating_sub(n)..=size - 1),
+            None => Wanted::Whole,
+        },
+        (a, "") => match number(a) {
+            Some(a) if a >= size => Wanted::Unsatisfiable,
+            Some(a) => Wanted::Part(a..=size - 1),
+            None => Wanted::Whole,
+        },
+        (a, b) => match (number(a), number(b)) {
+            (Some(a), Some(b)) if a > b => Wanted::Whole,
+            (Some(a), Some(_)) if a >= size => Wanted::Unsatisfiable,
+            (Some(a), Some(b)) => Wanted::Part(a..=b.min(size - 1)),
+            _ => Wanted::Whole,
+        },
+    }
+}
+
+/// `GET`/`HEAD /objects/{id}`.
+pub async fn object(gw: &Gateway, method: &Method, headers: &HeaderMap, id: &str) -> Response {
+    let Some(id) = ObjectId::from_hex(id) else {
+        return refuse(StatusCode::NOT_FOUND, "an object id is 64 hex digits");
+    };
+    match gw.status.object(&id) {
+        Some(o) => serve(gw, method, headers, id, o).await,
+        None => refuse(StatusCode::NOT_FOUND, "no such object on this channel"),
+    }
+}
+
+/// `GET`/`HEAD /files/{path...}`: the object of that name.
+pub async fn file(gw: &Gateway, method: &Method, headers: &HeaderMap, path: &str) -> Response {
+    if crate::store::safe_relative_path(path).is_none() {
+        return refuse(StatusCode::BAD_REQUEST, "a path in the channel: relative, no `..`, no NUL");
+    }
+    match gw.status.object_named(path) {
+        Some((id, o)) => serve(gw, method, headers, id, o).await,
+        None => refuse(StatusCode::NOT_FOUND, "no such file on this channel"),
+    }
+}
+
+fn refuse(code: StatusCode, why: &'static str) -> Response {
+    (code, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{why}\n")).into_response()
+}
+
+async fn serve(
+    gw: &Gateway,
+    method: &Method,
+    headers: &HeaderMap,
+    id: ObjectId,
+    o: ObjectStatus,
+) -> Response {
+    if !o.complete {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "5")],
+            format!("not held yet: {:.0}% stored\n", o.percent),
+        )
+            .into_response();
+    }
+    let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    let (code, span) = match wanted(range, o.size) {
+        Wanted::Whole => (StatusCode::OK, (o.size > 0).then(|| 0..=o.size - 1)),
+        Wanted::Part(r) => (StatusCode::PARTIAL_CONTENT, Some(r)),
+        Wanted::Unsatisfiable => {
+            let mut r = refuse(StatusCode::RANGE_NOT_SATISFIABLE, "the range is past the end");
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{}", o.size)) {
+                r.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            return r;
+        }
+    };
+    let len = span.as_ref().map_or(0, |r| r.end() - r.start() + 1);
+    let mut response = Response::builder()
+        .status(code)
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(header::CONTENT_LENGTH, len)
+        .header(header::ETAG, format!("\"{}\"", id.to_hex()))
+        .header(header::CONTENT_TYPE, content_type(&o.name));
+    if let (StatusCode::PARTIAL_CONTENT, Some(r)) = (code, &span) {
+        response =
+            response.header(header::CONTENT_RANGE, format!("bytes {}-{}/{}", r.start(), r.end(), o.size));
+    }
+    let body = match span {
+        Some(r) if method != Method::HEAD && o.chunk_size > 0 => {
+            Body::from_stream(chunks(gw.store.clone(), id, u64::from(o.chunk_size), r))
+        }
+        _ => Body::empty(),
+    };
+    response.body(body).unwrap_or_else(|_| refuse(StatusCode::INTERNAL_SERVER_ERROR, "bad response"))
+}
+
+/// The bytes of `range`, a chunk at a time from the store worker. A chunk
+/// that is not there (lost, or found damaged as it was read) ends the body
+/// with an error: the client sees it cut short, never wrong bytes.
+fn chunks(
+    store: mpsc::Sender<StoreJob>,
+    id: ObjectId,
+    chunk_size: u64,
+    range: RangeInclusive<u64>,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
+    let (first, last) = (*range.start(), *range.end());
+    futures_util::stream::try_unfold(first, move |at| {
+        let store = store.clone();
+        async move {
+            if at > last {
+                return Ok(None);
+            }
+            let index = at / chunk_size;
+            let (tx, rx) = oneshot::channel();
+            let gone = || std::io::Error::other(format!("chunk {index} of {id} is not in the store"));
+            store.send(StoreJob::ReadChunk(id, index as u32, tx)).await.map_err(|_| gone())?;
+            let data = rx.await.ok().flatten().ok_or_else(gone)?;
+            let base = index * chunk_size;
+            let (from, to) = ((at - base) as usize, ((last - base) as usize + 1).min(data.len()));
+            let piece = data.get(from..to).filter(|p| !p.is_empty()).ok_or_else(gone)?;
+            let next = at + piece.len() as u64;
+            Ok(Some((Bytes::copy_from_slice(piece), next)))
+        }
+    })
+}
+
+/// The media type a player expects, from the name's extension. MPEG-TS is
+/// `video/mp2t` to players (HLS); mime_guess's table says a DLNA name.
+fn content_type(name: &str) -> String {
+    let ext = std::path::Path::new(name).extension().and_then(|e| e.to_str()).unwrap_or("");
+    if ext.eq_ignore_ascii_case("ts") || ext.eq_ignore_ascii_case("m2ts") {
+        return "video/mp2t".into();
+    }
+    mime_guess::from_path(name).first_or_octet_stream().essence_str().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_are_read_as_rfc_9110_says_and_hostile_ones_get_a_clean_answer() {
+        let part = |r: RangeInclusive<u64>| Wanted::Part(r);
+        assert_eq!(wanted(None, 10), Wanted::Whole);
+        assert_eq!(wanted(Some("bytes=0-0"), 10), part(0..=0));
+        assert_eq!(wanted(Some("bytes=-1"), 10), part(9..=9));
+        assert_eq!(wanted(Some("bytes=-100"), 10), part(0..=9));
+        assert_eq!(wanted(Some("bytes=3-"), 10), part(3..=9));
+        assert_eq!(wanted(Some("bytes=3-1000"), 10), part(3..=9));
+        assert_eq!(wanted(Some("bytes=10-"), 10), Wanted::Unsatisfiable);
+        assert_eq!(wanted(Some("bytes=10-20"), 10), Wanted::Unsatisfiable);
+        assert_eq!(wanted(Some("bytes=-0"), 10), Wanted::Unsatisfiable);
+        assert_eq!(wanted(Some("bytes=0-0"), 0), Wanted::Unsatisfiable);
+        assert_eq!(wanted(Some("bytes=-5"), 0), Wanted::Unsatisfiable);
+        // Ignored: the whole is the answer.
+        for odd in
+            ["bytes=5-3", "bytes=a-b", "bytes=-", "bytes=1", "items=0-1", "bytes=+1-2", "bytes=0-1,3-4"]
+        {
+            assert_eq!(wanted(Some(odd), 10), Wanted::Whole, "{odd}");
+        }
+        let many = format!("bytes={}", vec!["0-0"; 10_000].join(","));
+        assert_eq!(wanted(Some(&many), 10), Wanted::Whole);
+        let huge = format!("bytes={}-", "9".repeat(40));
+        assert_eq!(wanted(Some(&huge), 10), Wanted::Whole, "a number past u64 does not parse");
+    }
+
+    #[test]
+    fn media_types_come_from_the_name() {
+        assert_eq!(content_type("films/a film.mp4"), "video/mp4");
+        assert_eq!(content_type("x.ts"), "video/mp2t");
+        assert_eq!(content_type("notes.txt"), "text/plain");
+        assert_eq!(content_type("live/seg.M2TS"), "video/mp2t");
+        assert_eq!(content_type("no-extension"), "application/octet-stream");
+    }
+}

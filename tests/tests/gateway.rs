@@ -1,0 +1,194 @@
+//! The HTTP gateway end to end: a hub holding a seeded folder serves it to
+//! curl at `/files/{path}` and `/objects/{id}`, whole and by `Range`, and
+//! every byte is checked against the source. Hostile requests get clean
+//! answers, and the hub still serves after them.
+
+use hubcast_tests::*;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+const DEADLINE: Duration = Duration::from_secs(120);
+const CHUNK: usize = 64 << 10;
+
+/// What curl got: status code, headers (lowercase names), body.
+struct Got {
+    code: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Got {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+fn curl(t: &Path, url: &str, extra: &[&str]) -> Got {
+    let (head, body) = (t.join("curl.head"), t.join("curl.body"));
+    let _ = std::fs::remove_file(&body);
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "20", "--path-as-is", "-D"])
+        .arg(&head)
+        .arg("-o")
+        .arg(&body)
+        .args(["-w", "%{http_code}"])
+        .args(extra)
+        .arg(url)
+        .output()
+        .expect("curl (apt-get install curl)");
+    let code = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0);
+    let headers = std::fs::read_to_string(&head)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Got { code, headers, body: std::fs::read(&body).unwrap_or_default() }
+}
+
+#[test]
+fn a_player_reads_held_files_whole_and_by_range_and_hostile_requests_get_clean_answers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let dir = t.join("sample");
+    std::fs::create_dir_all(&dir).unwrap();
+    // Three chunks and a piece, one at a chunk edge, an empty file and a
+    // small one kept in the index; a name with a space.
+    let files: Vec<(&str, Vec<u8>)> = vec![
+        ("a film.mp4", pattern(3 * CHUNK + 1000, 1)),
+        ("edge.bin", pattern(2 * CHUNK, 2)),
+        ("empty.txt", Vec::new()),
+        ("small.txt", pattern(100, 3)),
+    ];
+    for (name, bytes) in &files {
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+    // A real MP4 with its index at the end: a player seeks there first.
+    let out = Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", "2"])
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac"])
+        .arg(dir.join("clip.mp4"))
+        .output()
+        .expect("ffmpeg makes the test clip: install it (apt-get install ffmpeg)");
+    assert!(out.status.success(), "ffmpeg: {}", String::from_utf8_lossy(&out.stderr));
+    let fingerprint = keygen(&t.join("keys"));
+    let group = unique_group();
+    let http = free_port();
+    let _hub = Daemon::spawn(
+        "hub",
+        &bin("clienthub"),
+        &hub_args(&fingerprint, group, &t.join("store"), &t.join("out"), http),
+        t,
+    );
+    wait_for("the hub to answer", DEADLINE, || status(http));
+    let mut seed = seed_args(&t.join("keys"), group, "200mbit", 0, &[&dir]);
+    seed.extend(["--chunk-size".into(), "64KiB".into()]);
+    let _bc = Daemon::spawn("broadcaster", &bin("broadcaster"), &seed, t);
+    let s = wait_for("every file complete", DEADLINE, || {
+        status(http).filter(|s| all_complete(s, files.len() + 1))
+    });
+
+    let base = format!("http://{http}");
+    let object = |suffix: &str| -> (String, String) {
+        let o =
+            s["objects"].as_array().unwrap().iter().find(|o| o["name"].as_str().unwrap().ends_with(suffix));
+        let o = o.unwrap_or_else(|| panic!("{suffix} in {}", s["objects"]));
+        (o["name"].as_str().unwrap().replace(' ', "%20"), o["id"].as_str().unwrap().to_owned())
+    };
+    // The store serves, not the export folder: it is gone.
+    std::fs::remove_dir_all(t.join("out")).unwrap();
+
+    let (film_name, film_id) = object("a film.mp4");
+    let film = &files[0].1;
+    let whole = curl(t, &format!("{base}/files/{film_name}"), &[]);
+    assert_eq!(whole.code, 200);
+    assert!(whole.body == *film, "the whole file differs from the source");
+    assert_eq!(whole.header("content-type"), Some("video/mp4"));
+    assert_eq!(whole.header("accept-ranges"), Some("bytes"));
+    assert_eq!(whole.header("etag"), Some(format!("\"{film_id}\"").as_str()));
+    let by_id = curl(t, &format!("{base}/objects/{film_id}"), &[]);
+    assert!(by_id.code == 200 && by_id.body == *film);
+
+    let n = film.len();
+    let edge = CHUNK * 2;
+    for (range, want, content_range) in [
+        ("0-0", &film[..1], format!("bytes 0-0/{n}")),
+        ("-1", &film[n - 1..], format!("bytes {}-{}/{n}", n - 1, n - 1)),
+        (
+            &*format!("{}-{}", edge - 10, edge + 9),
+            &film[edge - 10..edge + 10],
+            format!("bytes {}-{}/{n}", edge - 10, edge + 9),
+        ),
+        (&*format!("{}-", CHUNK + 5), &film[CHUNK + 5..], format!("bytes {}-{}/{n}", CHUNK + 5, n - 1)),
+        (&*format!("0-{}", 10 * n), &film[..], format!("bytes 0-{}/{n}", n - 1)),
+    ] {
+        let got = curl(t, &format!("{base}/files/{film_name}"), &["-H", &format!("Range: bytes={range}")]);
+        assert_eq!(got.code, 206, "bytes={range}");
+        assert!(got.body == want, "bytes={range}: the bytes differ from the source");
+        assert_eq!(got.header("content-range"), Some(content_range.as_str()), "bytes={range}");
+        assert_eq!(got.header("content-length"), Some(want.len().to_string().as_str()));
+    }
+    let past = curl(t, &format!("{base}/files/{film_name}"), &["-H", &format!("Range: bytes={n}-")]);
+    assert_eq!(past.code, 416);
+    assert_eq!(past.header("content-range"), Some(format!("bytes */{n}").as_str()));
+    let head = curl(t, &format!("{base}/files/{film_name}"), &["-I"]);
+    assert_eq!(head.code, 200);
+    assert_eq!(head.header("content-length"), Some(n.to_string().as_str()));
+
+    // A file at a chunk edge, and its last chunk's last byte.
+    let (edge_name, _) = object("edge.bin");
+    let got = curl(t, &format!("{base}/files/{edge_name}"), &[]);
+    assert!(got.code == 200 && got.body == files[1].1);
+    let got = curl(t, &format!("{base}/files/{edge_name}"), &["-H", "Range: bytes=-1"]);
+    assert!(got.code == 206 && got.body == files[1].1[2 * CHUNK - 1..]);
+    // The empty file: whole is nothing; any range is past its end.
+    let (empty_name, _) = object("empty.txt");
+    let got = curl(t, &format!("{base}/files/{empty_name}"), &[]);
+    assert!(got.code == 200 && got.body.is_empty() && got.header("content-length") == Some("0"));
+    assert_eq!(curl(t, &format!("{base}/files/{empty_name}"), &["-H", "Range: bytes=0-0"]).code, 416);
+    // A small file, kept in the store's index.
+    let (small_name, _) = object("small.txt");
+    let got = curl(t, &format!("{base}/files/{small_name}"), &["-H", "Range: bytes=10-19"]);
+    assert!(got.code == 206 && got.body == files[3].1[10..20]);
+    assert_eq!(got.header("content-type"), Some("text/plain"));
+
+    // Hostile: ten thousand ranges get the whole; bytes=-0 is past the end;
+    // paths out of the channel and unknown ids are refused.
+    let many = format!("Range: bytes={}", vec!["0-0"; 10_000].join(","));
+    let got = curl(t, &format!("{base}/files/{film_name}"), &["-H", &many]);
+    assert!(got.code == 200 && got.body == *film, "{}", got.code);
+    assert_eq!(curl(t, &format!("{base}/files/{film_name}"), &["-H", "Range: bytes=-0"]).code, 416);
+    for (path, code) in [
+        ("/files/../keys/root.key", 400),
+        ("/files/sample/%2E%2E/x", 400),
+        ("/files/a%00b", 400),
+        ("/files/%2Fetc%2Fpasswd", 400),
+        ("/files/not-there.bin", 404),
+        ("/objects/00", 404),
+        (&*format!("/objects/{}", "0".repeat(64)), 404),
+    ] {
+        let got = curl(t, &format!("{base}{path}"), &[]);
+        assert_eq!(got.code, code, "{path}");
+    }
+    // A player: ffprobe opens the clip through the gateway (seeking by
+    // Range to the index at its end) and finds its streams and length.
+    let (clip, _) = object("clip.mp4");
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-show_entries", "stream=codec_name:format=duration", "-of", "json"])
+        .arg(format!("{base}/files/{clip}"))
+        .output()
+        .expect("ffprobe (apt-get install ffmpeg)");
+    let probed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ffprobe's JSON");
+    let mut codecs: Vec<&str> =
+        probed["streams"].as_array().unwrap().iter().filter_map(|s| s["codec_name"].as_str()).collect();
+    codecs.sort();
+    assert_eq!(codecs, ["aac", "h264"], "{probed}");
+    let secs: f64 = probed["format"]["duration"].as_str().unwrap().parse().unwrap();
+    assert!((1.9..2.2).contains(&secs), "{probed}");
+
+    // Still serving, and the status still answers.
+    assert!(curl(t, &format!("{base}/objects/{film_id}"), &["-H", "Range: bytes=0-3"]).body == film[..4]);
+    assert!(status(http).is_some());
+}
