@@ -10,6 +10,7 @@ pub mod dispatch;
 pub mod export;
 pub mod forest;
 pub mod gateway;
+pub mod get;
 pub mod http;
 pub mod hub;
 pub mod live;

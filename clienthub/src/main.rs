@@ -28,6 +28,19 @@ enum Command {
         #[arg(long)]
         store: PathBuf,
     },
+    /// Copy a file the running hub holds out of it, by its name in the
+    /// channel or its object id (as `clienthub status` lists them), through
+    /// the hub's HTTP gateway. Written whole or not at all.
+    Get {
+        /// The object's name in the channel (e.g. `sample/a film.mp4`) or its id.
+        what: String,
+        /// Where to write it. [default: the name's last part, in this folder]
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// The hub's --http address: host:port, a host (port 8080), or a URL.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        http: String,
+    },
     /// Show a running hub's status.
     Status {
         /// The hub's --http address: host:port, a host (port 8080), or a URL.
@@ -241,6 +254,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             let lost = o.lost.len() + r.damaged.len();
             println!("chunks the hub will fetch again from peers at its next start: {lost}");
+        }
+        Command::Get { what, output, http } => {
+            let out = output.unwrap_or_else(|| hubcast_clienthub::get::default_output(&what));
+            let got = tokio::task::spawn_blocking(move || {
+                let http = hubcast_clienthub::status_client::resolve_target(&http)?;
+                let bar = std::io::IsTerminal::is_terminal(&std::io::stderr());
+                anyhow::Ok(hubcast_clienthub::get::get(http, &what, &out, bar)?)
+            })
+            .await??;
+            println!("{} ({} bytes)", got.path.display(), got.bytes);
         }
         Command::Status { http, json, watch, interval } => {
             let http =

@@ -88,6 +88,14 @@ pub const STORE_QUEUE_BYTES: usize = 64 << 20;
 pub const STORE_QUEUE_JOBS: usize = 16_384;
 /// Chunks the store worker takes into one batch at most (one commit).
 const BATCH_CHUNKS: usize = 256;
+/// How long a batch waits for more chunks after its first, and how often it
+/// looks: the chunks and manifests of this long are one commit. A read
+/// (a peer's, the gateway's) ends the wait when it comes.
+const GATHER: Duration = Duration::from_millis(50);
+const GATHER_POLL: Duration = Duration::from_millis(5);
+/// A batch this big (in jobs, or in chunk bytes) does not wait.
+const GATHER_JOBS: usize = 32;
+const GATHER_BYTES: usize = 4 << 20;
 
 /// Room in the store queue, in KiB of chunk data: taken before a chunk is
 /// queued, given back when the store worker is done with it.
@@ -221,6 +229,7 @@ pub(crate) fn store_worker(
         // commit for the manifests, one for the chunks.
         let (mut kept, mut chunks) = (Vec::new(), Vec::new());
         let mut next = Some(first);
+        let gathering = Instant::now();
         loop {
             match next.take() {
                 Some(StoreJob::Chunk(c, room)) => chunks.push((c, room)),
@@ -234,6 +243,17 @@ pub(crate) fn store_worker(
                 break;
             }
             next = rx.try_recv().ok();
+            // A small batch gathers for a moment: each commit rewrites the
+            // index's pages it touches, and one per chunk as they trickle
+            // in wrote 6.5% more than the content (a 1 MiB chunk every
+            // ~20 ms at 400 Mbit/s). A full one goes at once: waiting made
+            // 3,000 small files 8-15% slower.
+            let small = chunks.len() + kept.len() < GATHER_JOBS
+                && chunks.iter().map(|(c, _)| c.data().len()).sum::<usize>() < GATHER_BYTES;
+            while next.is_none() && small && gathering.elapsed() < GATHER {
+                std::thread::sleep(GATHER_POLL);
+                next = rx.try_recv().ok();
+            }
         }
         if !kept.is_empty() {
             let stored: Vec<&StoredManifest> = kept.iter().map(|(_, s)| s).collect();

@@ -153,6 +153,15 @@ impl Daemon {
         Daemon { name: name.into(), child: Some(child), log }
     }
 
+    /// Bytes this process has caused to be written to storage so far
+    /// (`write_bytes` of /proc/PID/io, counted when pages are dirtied, less
+    /// `cancelled_write_bytes`: what truncation took back).
+    pub fn write_bytes(&self) -> Option<u64> {
+        let io = std::fs::read_to_string(format!("/proc/{}/io", self.child.as_ref()?.id())).ok()?;
+        let field = |name: &str| io.lines().find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok());
+        Some(field("write_bytes:")?.saturating_sub(field("cancelled_write_bytes:").unwrap_or(0)))
+    }
+
     /// Kill with SIGKILL, as a power cut would, and reap.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -36,7 +36,7 @@ fn a_folder_reaches_two_hubs_bit_identical_one_of_them_losing_5_percent() {
     let group = unique_group();
     let (http_a, http_b) = (free_port(), free_port());
 
-    let _a = Daemon::spawn(
+    let a = Daemon::spawn(
         "hub-a",
         &bin("clienthub"),
         &hub_args(&fingerprint, group, &t.join("store-a"), &t.join("out-a"), http_a),
@@ -77,6 +77,14 @@ fn a_folder_reaches_two_hubs_bit_identical_one_of_them_losing_5_percent() {
         assert!(held * 100 <= content * 102, "hub {hub} holds {held} bytes for {content}");
         assert!((held + index) * 100 <= content * 105, "hub {hub}: index {index} bytes");
     }
+    // And written once: what hub A put on disk, index and all, against
+    // the content.
+    let written = a.write_bytes().expect("/proc/PID/io of hub A");
+    println!(
+        "hub a wrote {written} bytes for {content} of content ({:.3} ×)",
+        written as f64 / content as f64
+    );
+    assert!(written * 100 <= content * 105, "hub a wrote {written} bytes for {content}");
 
     for (name, s) in [("A", &done_a), ("B", &done_b)] {
         let drops = s["drops"].as_object().unwrap();

@@ -188,6 +188,33 @@ fn a_player_reads_held_files_whole_and_by_range_and_hostile_requests_get_clean_a
     let secs: f64 = probed["format"]["duration"].as_str().unwrap().parse().unwrap();
     assert!((1.9..2.2).contains(&secs), "{probed}");
 
+    // `clienthub get`, by name (with a space) and by id: whole, and no
+    // `.part` left; a name the channel does not have is refused, and
+    // writes nothing.
+    let get = |what: &str, out: &Path| {
+        Command::new(bin("clienthub"))
+            .args(["get", what, "--http", &http.to_string(), "-o"])
+            .arg(out)
+            .output()
+            .expect("clienthub get")
+    };
+    let name = film_name.replace("%20", " ");
+    let r = get(&name, &t.join("by-name.mp4"));
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(std::fs::read(t.join("by-name.mp4")).unwrap() == *film);
+    let r = get(&film_id, &t.join("by-id.mp4"));
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(std::fs::read(t.join("by-id.mp4")).unwrap() == *film);
+    assert!(!t.join("by-id.mp4.part").exists());
+    let r = get("sample/not-there.bin", &t.join("nothing"));
+    assert!(!r.status.success());
+    assert!(
+        String::from_utf8_lossy(&r.stderr).contains("clienthub status"),
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    assert!(!t.join("nothing").exists() && !t.join("nothing.part").exists());
+
     // Still serving, and the status still answers.
     assert!(curl(t, &format!("{base}/objects/{film_id}"), &["-H", "Range: bytes=0-3"]).body == film[..4]);
     assert!(status(http).is_some());
