@@ -50,7 +50,8 @@ pub fn default_output(what: &str) -> PathBuf {
     PathBuf::from(what.rsplit('/').find(|p| !p.is_empty()).unwrap_or(what))
 }
 
-fn percent_encode(path: &str) -> String {
+/// A path for a URL: every byte but letters, digits, `-._~/` as `%XX`.
+pub fn percent_encode(path: &str) -> String {
     let mut out = String::with_capacity(path.len());
     for b in path.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {

@@ -256,12 +256,18 @@ async fn page(State(s): State<AppState>) -> Html<String> {
             (None, true) => "complete".into(),
             _ => "receiving".into(),
         };
+        // A held object opens in the browser (or a player) from its name.
+        let name = match o.complete {
+            true => {
+                format!("<a href=\"/files/{}\">{}</a>", crate::get::percent_encode(&o.name), escape(&o.name))
+            }
+            false => escape(&o.name),
+        };
         let _ = write!(
             rows,
-            "<tr class=object><td>{}</td><td><progress max=100 value={:.1}></progress> <span class=percent>{:.1}%</span></td>\
+            "<tr class=object><td>{name}</td><td><progress max=100 value={:.1}></progress> <span class=percent>{:.1}%</span></td>\
              <td>{} of {}</td><td class=rate>{}/s</td><td class=eta>{}</td>\
              <td>multicast {}, peer {}, origin {}, bridge {}</td><td class=state>{state}</td></tr>",
-            escape(&o.name),
             o.percent,
             o.percent,
             human_bytes(o.bytes_stored),

@@ -215,6 +215,11 @@ fn a_player_reads_held_files_whole_and_by_range_and_hostile_requests_get_clean_a
     );
     assert!(!t.join("nothing").exists() && !t.join("nothing.part").exists());
 
+    // The status page links each held file to the gateway.
+    let page = String::from_utf8(curl(t, &format!("{base}/"), &[]).body).unwrap();
+    let href = format!("href=\"/files/{film_name}\"");
+    assert!(page.contains(&href), "{href} in {page}");
+
     // Still serving, and the status still answers.
     assert!(curl(t, &format!("{base}/objects/{film_id}"), &["-H", "Range: bytes=0-3"]).body == film[..4]);
     assert!(status(http).is_some());
