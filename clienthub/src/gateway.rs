@@ -2,9 +2,11 @@
 //! `/objects/{id}` and `/files/{path...}` (the object's name in the
 //! channel), whole or one byte range (`Range`: 206, or 416 past the end),
 //! with `Accept-Ranges`, `ETag` (the object id) and a `Content-Type` from
-//! the name. Objects the hub holds complete are served; the bytes come
-//! from the store worker a chunk at a time, each checked against its hash
-//! as it is read, so nothing is served that the broadcaster did not sign.
+//! the name. The bytes come from the store worker a chunk at a time, each
+//! checked against its hash as it is read, so nothing is served that the
+//! broadcaster did not sign. An object still arriving is served too: a
+//! chunk not held yet is waited for (bounded), so a player can start before
+//! the transfer ends.
 
 use crate::status::{ObjectStatus, StatusBoard};
 use crate::store_worker::StoreJob;
@@ -13,6 +15,7 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use hubcast_protocol::ObjectId;
 use std::ops::RangeInclusive;
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 /// What the gateway reads through.
@@ -99,13 +102,8 @@ async fn serve(
     id: ObjectId,
     o: ObjectStatus,
 ) -> Response {
-    if !o.complete {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(header::RETRY_AFTER, "5")],
-            format!("not held yet: {:.0}% stored\n", o.percent),
-        )
-            .into_response();
+    if o.chunk_size == 0 && o.size > 0 {
+        return not_yet("the hub has not heard this object's manifest yet", &o);
     }
     let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
     let (code, span) = match wanted(range, o.size) {
@@ -119,6 +117,19 @@ async fn serve(
             return r;
         }
     };
+    let chunk_size = u64::from(o.chunk_size);
+    // The first chunk is read (or waited for) before the answer starts: an
+    // object whose bytes do not come is a 503, not a body cut short.
+    let body = match span.clone() {
+        Some(r) if method != Method::HEAD => {
+            let index = r.start() / chunk_size;
+            match read_chunk(&gw.store, id, index).await {
+                Some(first) => Body::from_stream(chunks(gw.store.clone(), id, chunk_size, r, (index, first))),
+                None => return not_yet("waited for its first bytes in vain", &o),
+            }
+        }
+        _ => Body::empty(),
+    };
     let len = span.as_ref().map_or(0, |r| r.end() - r.start() + 1);
     let mut response = Response::builder()
         .status(code)
@@ -130,41 +141,66 @@ async fn serve(
         response =
             response.header(header::CONTENT_RANGE, format!("bytes {}-{}/{}", r.start(), r.end(), o.size));
     }
-    let body = match span {
-        Some(r) if method != Method::HEAD && o.chunk_size > 0 => {
-            Body::from_stream(chunks(gw.store.clone(), id, u64::from(o.chunk_size), r))
-        }
-        _ => Body::empty(),
-    };
     response.body(body).unwrap_or_else(|_| refuse(StatusCode::INTERNAL_SERVER_ERROR, "bad response"))
 }
 
-/// The bytes of `range`, a chunk at a time from the store worker. A chunk
-/// that is not there (lost, or found damaged as it was read) ends the body
-/// with an error: the client sees it cut short, never wrong bytes.
+fn not_yet(why: &str, o: &ObjectStatus) -> Response {
+    let body = format!("not held yet ({why}): {:.0}% stored\n", o.percent);
+    (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "5")], body).into_response()
+}
+
+/// How long a read waits for a chunk the hub does not hold yet (the
+/// carousel, peers or the origin bring it), and how often it asks again.
+const WAIT_FOR_CHUNK: Duration = Duration::from_secs(30);
+const WAIT_STEP: Duration = Duration::from_millis(250);
+
+/// A stored chunk, checked, from the store worker; one not there yet is
+/// waited for, up to [`WAIT_FOR_CHUNK`].
+async fn read_chunk(store: &mpsc::Sender<StoreJob>, id: ObjectId, index: u64) -> Option<Vec<u8>> {
+    let index = u32::try_from(index).ok()?;
+    let until = tokio::time::Instant::now() + WAIT_FOR_CHUNK;
+    loop {
+        let (tx, rx) = oneshot::channel();
+        store.send(StoreJob::ReadChunk(id, index, tx)).await.ok()?;
+        if let Some(data) = rx.await.ok()? {
+            return Some(data);
+        }
+        if tokio::time::Instant::now() + WAIT_STEP > until {
+            return None;
+        }
+        tokio::time::sleep(WAIT_STEP).await;
+    }
+}
+
+/// The bytes of `range`, a chunk at a time from the store worker, from the
+/// `first` chunk already read. A chunk that does not come within the wait
+/// (or is found damaged as it is read, and not brought again) ends the
+/// body with an error: the client sees it cut short, never wrong bytes.
 fn chunks(
     store: mpsc::Sender<StoreJob>,
     id: ObjectId,
     chunk_size: u64,
     range: RangeInclusive<u64>,
+    first: (u64, Vec<u8>),
 ) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
-    let (first, last) = (*range.start(), *range.end());
-    futures_util::stream::try_unfold(first, move |at| {
+    let (start, last) = (*range.start(), *range.end());
+    futures_util::stream::try_unfold((start, Some(first)), move |(at, read)| {
         let store = store.clone();
         async move {
             if at > last {
                 return Ok(None);
             }
             let index = at / chunk_size;
-            let (tx, rx) = oneshot::channel();
-            let gone = || std::io::Error::other(format!("chunk {index} of {id} is not in the store"));
-            store.send(StoreJob::ReadChunk(id, index as u32, tx)).await.map_err(|_| gone())?;
-            let data = rx.await.ok().flatten().ok_or_else(gone)?;
+            let gone = || std::io::Error::other(format!("chunk {index} of {id} did not come"));
+            let data = match read {
+                Some((i, data)) if i == index => data,
+                _ => read_chunk(&store, id, index).await.ok_or_else(gone)?,
+            };
             let base = index * chunk_size;
             let (from, to) = ((at - base) as usize, ((last - base) as usize + 1).min(data.len()));
             let piece = data.get(from..to).filter(|p| !p.is_empty()).ok_or_else(gone)?;
             let next = at + piece.len() as u64;
-            Ok(Some((Bytes::copy_from_slice(piece), next)))
+            Ok(Some((Bytes::copy_from_slice(piece), (next, None))))
         }
     })
 }

@@ -224,3 +224,63 @@ fn a_player_reads_held_files_whole_and_by_range_and_hostile_requests_get_clean_a
     assert!(curl(t, &format!("{base}/objects/{film_id}"), &["-H", "Range: bytes=0-3"]).body == film[..4]);
     assert!(status(http).is_some());
 }
+
+/// A file still arriving: a player opens it (ffprobe, whose MP4 index is
+/// at the end) and curl asks for its last bytes, both before the hub holds
+/// them; the gateway waits for the chunks and both get the right bytes.
+#[test]
+fn a_player_opens_a_file_while_it_is_still_arriving() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let dir = t.join("slow");
+    std::fs::create_dir_all(&dir).unwrap();
+    let clip = dir.join("clip.mp4");
+    let out = Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", "8"])
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-b:v", "2M", "-pix_fmt", "yuv420p", "-c:a", "aac"])
+        .arg(&clip)
+        .output()
+        .expect("ffmpeg makes the test clip: install it (apt-get install ffmpeg)");
+    assert!(out.status.success(), "ffmpeg: {}", String::from_utf8_lossy(&out.stderr));
+    let source = std::fs::read(&clip).unwrap();
+    let fingerprint = keygen(&t.join("keys"));
+    let group = unique_group();
+    let http = free_port();
+    let _hub = Daemon::spawn(
+        "hub",
+        &bin("clienthub"),
+        &hub_args(&fingerprint, group, &t.join("store"), &t.join("out"), http),
+        t,
+    );
+    wait_for("the hub to answer", DEADLINE, || status(http));
+    // The clip (about 0.5 MB) in chunks of 32 KiB, one every ~0.13 s: the
+    // requests below start after the first and wait for the last.
+    let mut seed = seed_args(&t.join("keys"), group, "2mbit", 0, &[&dir]);
+    seed.extend(["--chunk-size".into(), "32KiB".into()]);
+    let _bc = Daemon::spawn("broadcaster", &bin("broadcaster"), &seed, t);
+    let s = wait_for("the first chunk, not the last", DEADLINE, || {
+        status(http).filter(|s| {
+            let o = &s["objects"][0];
+            o["chunks_stored"].as_u64().is_some_and(|n| n >= 1) && o["complete"] == false
+        })
+    });
+    let name = s["objects"][0]["name"].as_str().unwrap().to_owned();
+    let url = format!("http://{http}/files/{name}");
+    let tail = Command::new("curl")
+        .args(["-sS", "--max-time", "60", "-H", "Range: bytes=-100", "-o"])
+        .arg(t.join("tail"))
+        .arg(&url)
+        .spawn()
+        .expect("curl");
+    let probe = Command::new("ffprobe")
+        .args(["-v", "error", "-rw_timeout", "60000000", "-show_entries", "format=duration", "-of", "json"])
+        .arg(&url)
+        .output()
+        .expect("ffprobe (apt-get install ffmpeg)");
+    let probed: serde_json::Value = serde_json::from_slice(&probe.stdout).expect("ffprobe's JSON");
+    let secs: f64 = probed["format"]["duration"].as_str().unwrap().parse().unwrap();
+    assert!((7.9..8.2).contains(&secs), "{probed}");
+    assert!(tail.wait_with_output().unwrap().status.success());
+    assert!(std::fs::read(t.join("tail")).unwrap() == source[source.len() - 100..]);
+}
