@@ -182,6 +182,11 @@ pub enum Input<'a> {
     ChunkLost { object_id: ObjectId, index: u32 },
     /// Live segments that left the back buffer: no longer held.
     Retired(&'a [ObjectId]),
+    /// Objects the hub no longer keeps (evicted, or not chosen): their
+    /// chunks are neither collected nor announced nor asked for.
+    Unwanted(&'a [ObjectId]),
+    /// Objects the hub keeps again (fetched on demand): collected from now.
+    Wanted(&'a [ObjectId]),
     /// Round-trip times measured on the connections to peers.
     Rtts(&'a HashMap<NodeId, Duration>),
     /// [`Hub::poll_timeout`] passed.
@@ -570,6 +575,18 @@ impl Hub {
                     self.holdings.remove(id);
                     self.live.remove(id);
                 }
+            }
+            Input::Unwanted(ids) => {
+                for id in ids {
+                    self.holdings.remove(id);
+                    self.receiver.set_unwanted(*id, true);
+                }
+            }
+            Input::Wanted(ids) => {
+                for id in ids {
+                    self.receiver.set_unwanted(*id, false);
+                }
+                self.plan_repair(now);
             }
             Input::Rtts(rtts) => self.peers.note_rtts(rtts),
             Input::Timer => self.on_timer(now, unix_ms),

@@ -49,10 +49,12 @@ pub enum DropReason {
     AlreadyComplete,
     /// A live segment's manifest or data past its playout deadline.
     Late,
+    /// For an object the hub does not keep (evicted, or not chosen): benign.
+    Unwanted,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 25] = [
+    pub const ALL: [DropReason; 26] = [
         DropReason::Truncated,
         DropReason::Oversized,
         DropReason::BadMagic,
@@ -78,6 +80,7 @@ impl DropReason {
         DropReason::Duplicate,
         DropReason::AlreadyComplete,
         DropReason::Late,
+        DropReason::Unwanted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -107,13 +110,14 @@ impl DropReason {
             DropReason::Duplicate => "duplicate",
             DropReason::AlreadyComplete => "already_complete",
             DropReason::Late => "late",
+            DropReason::Unwanted => "unwanted",
         }
     }
 
     /// Benign drops are a normal part of a carousel; the others mean loss of
     /// data, a misconfiguration or an attack.
     pub fn is_benign(self) -> bool {
-        matches!(self, DropReason::Duplicate | DropReason::AlreadyComplete)
+        matches!(self, DropReason::Duplicate | DropReason::AlreadyComplete | DropReason::Unwanted)
     }
 }
 

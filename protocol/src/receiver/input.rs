@@ -64,6 +64,11 @@ impl Receiver {
         if key.is_some_and(|(id, _)| self.past_deadline(&id)) {
             return Err(DropReason::Late);
         }
+        // An object the hub does not keep: its chunks are not collected (its
+        // manifest still is: the channel still offers it).
+        if key.is_some_and(|(id, _)| self.unwanted.contains(&id)) {
+            return Err(DropReason::Unwanted);
+        }
         // Tickets repeat three times a round: skip the repeats before parsing (a
         // ticket's certificate costs two curve-point decompressions to parse).
         if let (wire::Kind::Ticket, Some(key)) = (header.kind, key) {

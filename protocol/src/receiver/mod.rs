@@ -278,6 +278,9 @@ pub struct Receiver {
     tracker: Option<(u64, NodeAddr)>,
     active: HashMap<ChunkKey, ActiveChunk>,
     complete: HashSet<ChunkKey>,
+    /// Objects the hub does not keep: their chunks are dropped as they
+    /// come and never asked for ([`Receiver::set_unwanted`]).
+    unwanted: HashSet<ObjectId>,
     /// Chunks the hub held and lost (damaged or missing on disk): wanted
     /// again whether or not the multicast is near them, so repair asks peers.
     /// At most [`MAX_LOST_CHUNKS`].
@@ -327,6 +330,7 @@ impl Receiver {
             tracker: None,
             active: HashMap::new(),
             complete: HashSet::new(),
+            unwanted: HashSet::new(),
             lost: std::collections::BTreeSet::new(),
             pending: HashMap::new(),
             pending_order: VecDeque::new(),
@@ -389,6 +393,32 @@ impl Receiver {
         let key = (object_id, index);
         self.active.remove(&key);
         self.complete.insert(key);
+    }
+
+    /// Stop keeping an object (`true`: the hub evicted it, or does not
+    /// choose it) or keep it again (`false`: it is wanted after all, and its
+    /// chunks are collected from then on). What was collected of it goes.
+    pub fn set_unwanted(&mut self, object_id: ObjectId, unwanted: bool) {
+        if !unwanted {
+            self.unwanted.remove(&object_id);
+            return;
+        }
+        self.unwanted.insert(object_id);
+        self.active.retain(|k, _| k.0 != object_id);
+        self.complete.retain(|k| k.0 != object_id);
+        self.lost.retain(|k| k.0 != object_id);
+        let dropped: Vec<ChunkKey> = self.pending.keys().filter(|k| k.0 == object_id).copied().collect();
+        for key in dropped {
+            self.take_pending(&key);
+        }
+        if self.current.is_some_and(|(id, _)| id == object_id) {
+            self.current = None;
+        }
+    }
+
+    /// Whether the hub keeps `object_id` ([`Receiver::set_unwanted`]).
+    pub fn is_unwanted(&self, object_id: &ObjectId) -> bool {
+        self.unwanted.contains(object_id)
     }
 
     /// A chunk reported complete could not be stored: collect it again.

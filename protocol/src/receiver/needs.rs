@@ -49,7 +49,7 @@ impl Receiver {
         let mut scanned = 0usize;
         for (id, progress) in &self.progress {
             let Some(m) = self.manifests.get(id) else { continue };
-            if self.past_deadline(id) {
+            if self.past_deadline(id) || self.unwanted.contains(id) {
                 continue;
             }
             for index in 0..progress.passed_to(m) {
@@ -105,7 +105,7 @@ impl Receiver {
         }
         for (id, progress) in &self.progress {
             let Some(m) = self.manifests.get(id) else { continue };
-            if self.past_deadline(id) {
+            if self.past_deadline(id) || self.unwanted.contains(id) {
                 continue;
             }
             for index in 0..progress.passed_to(m) {
