@@ -83,6 +83,10 @@ pub struct HubConfig {
     /// joins the forest at its first `--bridge-peer` instead of taking a
     /// bridge's whole feed. Default 0.
     pub stripes: u8,
+    /// The most the store holds of objects (e.g. "500GiB"): past it the
+    /// least recently used complete objects are evicted (their manifests
+    /// stay: the channel still offers them). Default: no limit.
+    pub quota: Option<hubcast_daemon::units::Size>,
     /// The background scrub reads stored chunks at most this fast to check
     /// their hashes. Default "8MiB/s".
     pub scrub_rate: Rate,
@@ -128,6 +132,7 @@ impl Default for HubConfig {
             remulticast: None,
             live_buffer_secs: 30,
             stripes: 0,
+            quota: None,
             scrub_rate: Rate::from_bits_per_sec(8 * 8 * (1 << 20)),
             scrub_every_secs: 86_400,
             quic_max_handshakes: AcceptLimits::default().max_handshakes,

@@ -102,6 +102,9 @@ async fn serve(
     id: ObjectId,
     o: ObjectStatus,
 ) -> Response {
+    if o.evicted {
+        return not_yet("evicted to stay within --quota; fetching on demand is not built yet", &o);
+    }
     if o.chunk_size == 0 && o.size > 0 {
         return not_yet("the hub has not heard this object's manifest yet", &o);
     }

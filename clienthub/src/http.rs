@@ -254,6 +254,7 @@ async fn page(State(s): State<AppState>) -> Html<String> {
         let state = match (&o.exported, o.complete) {
             (Some(path), true) => format!("complete: {}", escape(path)),
             (None, true) => "complete".into(),
+            _ if o.evicted => "evicted (--quota)".into(),
             _ => "receiving".into(),
         };
         // A held object opens in the browser (or a player) from its name.

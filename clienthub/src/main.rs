@@ -155,6 +155,10 @@ struct RunArgs {
     /// one stripe from each of its parents. [default: 0, no forest]
     #[arg(long)]
     stripes: Option<u8>,
+    /// The most the store holds (e.g. 500GiB): past it the least recently
+    /// used complete objects are evicted. [default: no limit]
+    #[arg(long)]
+    quota: Option<hubcast_daemon::units::Size>,
     /// How fast the background scrub reads stored chunks to check their
     /// hashes (units as for rates, e.g. 8MiB/s). [default: 8MiB/s]
     #[arg(long)]
@@ -178,7 +182,7 @@ impl RunArgs {
         macro_rules! set_opt {
             ($($f:ident),*) => { $( if self.$f.is_some() { c.$f = self.$f; } )* };
         }
-        set_opt!(source, export, http, loss_seed, simulate_narrow, peer_listen, tracker, remulticast);
+        set_opt!(source, export, http, loss_seed, simulate_narrow, peer_listen, tracker, remulticast, quota);
         set!(
             bridge_fanout,
             back_buffer_secs,

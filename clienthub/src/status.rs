@@ -18,6 +18,9 @@ pub struct ObjectStatus {
     pub complete: bool,
     /// Where the exported copy is, once it is.
     pub exported: Option<String>,
+    /// Evicted to keep the store within `--quota`: the channel still offers
+    /// it; the hub no longer holds it.
+    pub evicted: bool,
     /// Bytes of the object in stored chunks.
     pub bytes_stored: u64,
     /// `bytes_stored` of `size`, 0 to 100 (100 for an empty object).
@@ -101,6 +104,11 @@ pub struct ChunkCounters {
     /// Times the receive loop waited for room in the store queue: the disk
     /// was slower than the channel for longer than the queue holds.
     pub store_queue_waits: u64,
+    /// `--quota` in bytes (none: no limit), what the store holds of
+    /// objects, and the objects evicted to stay within it (this run).
+    pub quota_bytes: Option<u64>,
+    pub held_bytes: u64,
+    pub evicted: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -399,6 +407,15 @@ impl StatusBoard {
         let mut b = self.lock();
         let o = b.objects.entry(id).or_insert_with(|| ObjectStatus { id: id.to_hex(), ..Default::default() });
         o.completed_by.add(source);
+    }
+
+    /// Bytes of objects held in the store, and the complete objects that
+    /// could make room: (id, bytes held).
+    pub fn held(&self) -> (u64, Vec<(ObjectId, u64)>) {
+        let b = self.lock();
+        let held = b.objects.values().map(ObjectStatus::stored_bytes).sum();
+        let complete = b.objects.iter().filter(|(_, o)| o.complete && !o.evicted);
+        (held, complete.map(|(id, o)| (*id, o.stored_bytes())).collect())
     }
 
     /// One object, as the status shows it.

@@ -153,7 +153,21 @@ pub enum Unstored {
     Failed(ObjectId, u32),
     /// It was stored and is gone (damaged or missing on disk): repair it now.
     Lost(ObjectId, u32),
+    /// The whole object left the store to stay within `--quota`: do not
+    /// take it from the channel again until it is asked for.
+    Evicted(ObjectId),
 }
+
+/// `--quota`: the most the store holds of objects (`None`: no limit), and
+/// the objects evicted before this run.
+pub struct Quota {
+    pub bytes: Option<u64>,
+    pub evicted: Vec<ObjectId>,
+}
+
+/// An object read through the gateway this recently is being read: it is
+/// not evicted.
+const READ_GRACE: Duration = Duration::from_secs(30);
 
 /// The background scrub: every stored chunk checked against its hash, at
 /// most `rate` bytes a second, a pass starting at most every `every`.
@@ -204,6 +218,7 @@ pub(crate) fn store_worker(
     mut manifests: HashMap<ObjectId, Manifest>,
     live: LiveBoard,
     mut scrub: Scrub,
+    quota: Quota,
     started: Instant,
 ) {
     let mut w = StoreWorker {
@@ -213,6 +228,10 @@ pub(crate) fn store_worker(
         live,
         unstored: &unstored,
         exports: Vec::new(),
+        quota: quota.bytes,
+        last_use: HashMap::new(),
+        use_clock: 0,
+        read_at: HashMap::new(),
         now: started,
         last_warn: None,
         suppressed: 0,
@@ -224,6 +243,10 @@ pub(crate) fn store_worker(
         w.finish_if_complete(m);
     }
     w.record_exports();
+    for id in &quota.evicted {
+        status.update_object(*id, |o| o.evicted = true);
+    }
+    w.make_room(0);
     while let Some(first) = rx.blocking_recv() {
         // Manifests and chunks that queued up are stored together: one
         // commit for the manifests, one for the chunks.
@@ -265,6 +288,12 @@ pub(crate) fn store_worker(
             }
         }
         if !chunks.is_empty() {
+            // Room first: the store never holds more than the quota and a
+            // batch (a batch is at most 4 MiB when chunks trickle in).
+            w.make_room(chunks.iter().map(|(c, _)| c.data().len() as u64).sum());
+            for (c, _) in &chunks {
+                w.touch(c.object_id());
+            }
             w.store_chunks(chunks, &manifests);
         }
         w.record_exports();
@@ -279,6 +308,8 @@ pub(crate) fn store_worker(
                 let _ = r.reply.send(chunk);
             }
             Some(StoreJob::ReadChunk(id, index, reply)) => {
+                w.read_at.insert(id, Instant::now());
+                w.touch(id);
                 let chunk = w.store.read_chunk(&id, index).unwrap_or_else(|e| {
                     w.fail(&e);
                     None
@@ -309,6 +340,13 @@ struct StoreWorker<'a> {
     unstored: &'a mpsc::Sender<Unstored>,
     /// Exports renamed into place and not yet recorded ([`StoreWorker::record_exports`]).
     exports: Vec<(ObjectId, String, PathBuf)>,
+    /// `--quota` in bytes.
+    quota: Option<u64>,
+    /// When each object was last used (stored into, or read), as a count.
+    last_use: HashMap<ObjectId, u64>,
+    use_clock: u64,
+    /// When the gateway last read each object.
+    read_at: HashMap<ObjectId, Instant>,
     /// The driver's clock as of its last scrub tick (a second at most behind).
     now: Instant,
     last_warn: Option<Instant>,
@@ -316,6 +354,58 @@ struct StoreWorker<'a> {
 }
 
 impl StoreWorker<'_> {
+    fn touch(&mut self, id: ObjectId) {
+        self.use_clock += 1;
+        self.last_use.insert(id, self.use_clock);
+    }
+
+    /// Evict the least recently used complete objects until `need` more
+    /// bytes fit within the quota. Never one being read; an object still
+    /// arriving is not complete, so never one in progress.
+    fn make_room(&mut self, need: u64) {
+        let Some(quota) = self.quota else { return };
+        let (mut held, mut candidates) = self.status.held();
+        if held + need > quota {
+            let now = Instant::now();
+            candidates
+                .retain(|(id, _)| self.read_at.get(id).is_none_or(|t| now.duration_since(*t) > READ_GRACE));
+            candidates.sort_by_key(|(id, _)| (self.last_use.get(id).copied().unwrap_or(0), *id));
+            for (id, bytes) in candidates {
+                if held + need <= quota {
+                    break;
+                }
+                match self.store.evict(&id, hubcast_daemon::unix_ms() / 1000) {
+                    Ok(exported) => {
+                        self.remove_export(exported.as_deref());
+                        self.status.update_object(id, |o| {
+                            (o.complete, o.evicted, o.exported) = (false, true, None);
+                            (o.chunks_stored, o.bytes_stored, o.percent) = (0, 0, 0.0);
+                        });
+                        self.status.with_chunks(|c| c.evicted += 1);
+                        let _ = self.unstored.try_send(Unstored::Evicted(id));
+                        self.last_use.remove(&id);
+                        held = held.saturating_sub(bytes);
+                        info!(object = %id, bytes, quota, "evicted, the least recently used, to stay within --quota");
+                    }
+                    Err(e) => self.fail(&e),
+                }
+            }
+        }
+        self.status.with_chunks(|c| (c.quota_bytes, c.held_bytes) = (Some(quota), held));
+    }
+
+    /// An evicted object's export: the same bytes, so it goes too.
+    fn remove_export(&self, name: Option<&str>) {
+        let (Some(exporter), Some(name)) = (self.export.as_ref(), name) else { return };
+        let Some(relative) = crate::store::safe_relative_path(name) else { return };
+        let path = exporter.dir().join(relative);
+        if let Err(e) = std::fs::remove_file(&path) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                warn!(path = %path.display(), "an evicted object's export could not be removed: {e}");
+            }
+        }
+    }
+
     /// A manifest the receiver accepted (and the store kept).
     fn on_manifest(&mut self, m: Manifest, manifests: &mut HashMap<ObjectId, Manifest>) {
         if self.live.on_manifest(&m) {

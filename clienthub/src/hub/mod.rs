@@ -21,7 +21,7 @@ use crate::peers::{Fetcher, PartialAsk, Server};
 use crate::status::PeerStatus;
 use crate::status::{Source, StatusBoard};
 use crate::store::{Store, StoreError};
-use crate::store_worker::{drop_stale_segments, store_worker, Scrub, StoreJob, Unstored, SCRUB_TICK};
+use crate::store_worker::{drop_stale_segments, store_worker, Quota, Scrub, StoreJob, Unstored, SCRUB_TICK};
 use hubcast_keys::{Fingerprint, KeyFileError, NodeAddr, TrustAnchor};
 use hubcast_protocol::announce::MAX_ANNOUNCE_LEN;
 use hubcast_protocol::hub::{self as machine, Hub, HubEvent, Input, Output};
@@ -218,6 +218,10 @@ pub async fn run(cfg: HubConfig, status: StatusBoard, cancel: CancellationToken)
     let (manifests, stale) = drop_stale_segments(&mut store, held, unix_ms)?;
     hub.handle_input(now, unix_ms, Input::Retired(&stale));
     hub.restore_chunks(store.chunks()?, report.lost.iter().copied());
+    // Objects evicted to stay within --quota: not taken from the carousel
+    // again until asked for.
+    let evicted = store.evicted()?;
+    hub.handle_input(now, unix_ms, Input::Unwanted(&evicted));
     if let Some(feed) = peers.as_ref().and_then(|p| p.feed.as_ref()) {
         // A restarted bridge forwards what it holds with the manifests it
         // was sent.
@@ -233,11 +237,13 @@ pub async fn run(cfg: HubConfig, status: StatusBoard, cancel: CancellationToken)
         let export = cfg.export.clone();
         let manifests = manifests.iter().map(|m| (m.object_id, (**m).clone())).collect();
         let live = live.clone();
+        let quota = cfg.quota;
         let scrub = Scrub::new(cfg.scrub_rate.bytes_per_sec(), Duration::from_secs(cfg.scrub_every_secs));
         std::thread::Builder::new()
             .name("store".into())
             .spawn(move || {
-                store_worker(store, rx, unstored_tx, status, export, manifests, live, scrub, started)
+                let quota = Quota { bytes: quota.map(|q| q.0), evicted };
+                store_worker(store, rx, unstored_tx, status, export, manifests, live, scrub, quota, started)
             })
             .map_err(|source| HubError::Store(StoreError::Io { path: "store thread".into(), source }))?
     };

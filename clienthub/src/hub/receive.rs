@@ -201,9 +201,14 @@ pub(super) async fn receive_loop(
                 }
             }
             Some(u) = unstored.recv() => {
+                let evicted;
                 let input = match u {
                     Unstored::Failed(object_id, index) => Input::StoreFailed { object_id, index },
                     Unstored::Lost(object_id, index) => Input::ChunkLost { object_id, index },
+                    Unstored::Evicted(id) => {
+                        evicted = [id];
+                        Input::Unwanted(&evicted)
+                    }
                 };
                 if !lp.input(input).await {
                     return Ok(());

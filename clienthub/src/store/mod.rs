@@ -49,6 +49,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Component, Path, PathBuf};
 
+mod evict;
 mod fsck;
 mod objects;
 mod open;
@@ -632,34 +633,16 @@ impl Store {
     /// segment that left the back buffer). The index goes first, so a crash
     /// midway leaves only files the next open removes as orphans.
     pub fn remove_object(&mut self, id: &ObjectId) -> Result<(), StoreError> {
-        let from = chunk_key(id, 0);
-        let to = chunk_key(id, u32::MAX);
         let w = self.db.begin_write().map_err(idx)?;
         w.open_table(MANIFESTS).map_err(idx)?.remove(&id.0).map_err(idx)?;
-        w.open_table(EXPORTED).map_err(idx)?.remove(&id.0).map_err(idx)?;
-        w.open_table(CHUNKS)
-            .map_err(idx)?
-            .retain_in::<&[u8; 36], _>(&from..=&to, |_, _| false)
-            .map_err(idx)?;
-        w.open_table(TICKETS)
-            .map_err(idx)?
-            .retain_in::<&[u8; 36], _>(&from..=&to, |_, _| false)
-            .map_err(idx)?;
-        w.open_table(PAGES)
-            .map_err(idx)?
-            .retain_in::<&[u8; 36], _>(&from..=&to, |_, _| false)
-            .map_err(idx)?;
-        w.open_table(LOST).map_err(idx)?.retain_in::<&[u8; 36], _>(&from..=&to, |_, _| false).map_err(idx)?;
-        w.open_table(INLINE)
-            .map_err(idx)?
-            .retain_in::<&[u8; 36], _>(&from..=&to, |_, _| false)
-            .map_err(idx)?;
-        w.open_table(PLACED)
-            .map_err(idx)?
-            .retain_in::<&[u8; 36], _>(&from..=&to, |_, _| false)
-            .map_err(idx)?;
+        remove_chunks_of(&w, id)?;
         w.commit().map_err(idx)?;
         self.counts.remove(id);
+        self.remove_files_of(id)
+    }
+
+    /// The object's file and any chunk files of its own.
+    fn remove_files_of(&self, id: &ObjectId) -> Result<(), StoreError> {
         let file = self.object_path(id);
         match fs::remove_file(&file) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_at(&file)(e)),
@@ -709,6 +692,19 @@ fn write_file(tmp: &Path, path: &Path, data: &[u8]) -> Result<(), StoreError> {
     let parent = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(parent).map_err(io_at(parent))?;
     fs::rename(tmp, path).map_err(io_at(path))
+}
+
+/// Every index entry of `id`'s chunks, and its export record, in `w`.
+fn remove_chunks_of(w: &redb::WriteTransaction, id: &ObjectId) -> Result<(), StoreError> {
+    let (from, to) = (chunk_key(id, 0), chunk_key(id, u32::MAX));
+    w.open_table(EXPORTED).map_err(idx)?.remove(&id.0).map_err(idx)?;
+    w.open_table(CHUNKS).map_err(idx)?.retain_in::<&[u8; 36], _>(&from..=&to, |_, _| false).map_err(idx)?;
+    w.open_table(TICKETS).map_err(idx)?.retain_in::<&[u8; 36], _>(&from..=&to, |_, _| false).map_err(idx)?;
+    w.open_table(PAGES).map_err(idx)?.retain_in::<&[u8; 36], _>(&from..=&to, |_, _| false).map_err(idx)?;
+    w.open_table(LOST).map_err(idx)?.retain_in::<&[u8; 36], _>(&from..=&to, |_, _| false).map_err(idx)?;
+    w.open_table(INLINE).map_err(idx)?.retain_in::<&[u8; 36], _>(&from..=&to, |_, _| false).map_err(idx)?;
+    w.open_table(PLACED).map_err(idx)?.retain_in::<&[u8; 36], _>(&from..=&to, |_, _| false).map_err(idx)?;
+    Ok(())
 }
 
 /// A name from a manifest as a relative path, or `None` if it could escape the

@@ -1,0 +1,47 @@
+//! Eviction: an object's chunks and file leave the store, its manifest
+//! stays (the channel still offers it), and the index remembers that it was
+//! evicted, so that the hub does not take it again from the carousel until
+//! it is asked for.
+
+use super::{idx, remove_chunks_of, Store, StoreError, EXPORTED};
+use hubcast_protocol::ObjectId;
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+
+/// Object id → when it was evicted (unix seconds).
+pub(super) const EVICTED: TableDefinition<&[u8; 32], u64> = TableDefinition::new("evicted");
+
+impl Store {
+    /// Evict `id`: its chunks out of the index and its file deleted, in one
+    /// commit with the record that it was evicted. Returns the name it was
+    /// exported under, if it was (the caller removes that file: the export
+    /// is a link to the same bytes).
+    pub fn evict(&mut self, id: &ObjectId, unix_now: u64) -> Result<Option<String>, StoreError> {
+        let w = self.db.begin_write().map_err(idx)?;
+        let exported =
+            w.open_table(EXPORTED).map_err(idx)?.get(&id.0).map_err(idx)?.map(|v| v.value().to_owned());
+        remove_chunks_of(&w, id)?;
+        w.open_table(EVICTED).map_err(idx)?.insert(&id.0, unix_now).map_err(idx)?;
+        w.commit().map_err(idx)?;
+        self.counts.remove(id);
+        self.remove_files_of(id)?;
+        Ok(exported)
+    }
+
+    /// The objects evicted and not asked for since.
+    pub fn evicted(&self) -> Result<Vec<ObjectId>, StoreError> {
+        let r = self.db.begin_read().map_err(idx)?;
+        let t = r.open_table(EVICTED).map_err(idx)?;
+        let mut out = Vec::new();
+        for entry in t.iter().map_err(idx)? {
+            out.push(ObjectId(*entry.map_err(idx)?.0.value()));
+        }
+        Ok(out)
+    }
+
+    /// `id` is wanted again: the hub takes it from the channel from now on.
+    pub fn unevict(&mut self, id: &ObjectId) -> Result<(), StoreError> {
+        let w = self.db.begin_write().map_err(idx)?;
+        w.open_table(EVICTED).map_err(idx)?.remove(&id.0).map_err(idx)?;
+        w.commit().map_err(idx)
+    }
+}
