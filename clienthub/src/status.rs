@@ -409,13 +409,16 @@ impl StatusBoard {
         o.completed_by.add(source);
     }
 
-    /// Bytes of objects held in the store, and the complete objects that
-    /// could make room: (id, bytes held).
-    pub fn held(&self) -> (u64, Vec<(ObjectId, u64)>) {
+    /// Bytes of objects held in the store.
+    pub fn held_bytes(&self) -> u64 {
+        self.lock().objects.values().map(ObjectStatus::stored_bytes).sum()
+    }
+
+    /// The complete objects that could make room: (id, bytes held).
+    pub fn evictable(&self) -> Vec<(ObjectId, u64)> {
         let b = self.lock();
-        let held = b.objects.values().map(ObjectStatus::stored_bytes).sum();
         let complete = b.objects.iter().filter(|(_, o)| o.complete && !o.evicted);
-        (held, complete.map(|(id, o)| (*id, o.stored_bytes())).collect())
+        complete.map(|(id, o)| (*id, o.stored_bytes())).collect()
     }
 
     /// One object, as the status shows it.

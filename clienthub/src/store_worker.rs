@@ -364,8 +364,10 @@ impl StoreWorker<'_> {
     /// arriving is not complete, so never one in progress.
     fn make_room(&mut self, need: u64) {
         let Some(quota) = self.quota else { return };
-        let (mut held, mut candidates) = self.status.held();
+        let mut held = self.status.held_bytes();
         if held + need > quota {
+            // Listed only when room is needed: most batches fit.
+            let mut candidates = self.status.evictable();
             let now = Instant::now();
             candidates
                 .retain(|(id, _)| self.read_at.get(id).is_none_or(|t| now.duration_since(*t) > READ_GRACE));

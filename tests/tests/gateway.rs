@@ -4,6 +4,7 @@
 //! answers, and the hub still serves after them.
 
 use hubcast_tests::*;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -47,6 +48,54 @@ fn curl(t: &Path, url: &str, extra: &[&str]) -> Got {
     Got { code, headers, body: std::fs::read(&body).unwrap_or_default() }
 }
 
+/// ffmpeg's test pattern as an MP4 of `secs` seconds, its index at the end
+/// (ffmpeg's default): a player seeks there before it can play.
+fn make_clip(path: &Path, secs: u32) {
+    let out = Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", &secs.to_string()])
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-b:v", "2M", "-pix_fmt", "yuv420p", "-c:a", "aac"])
+        .arg(path)
+        .output()
+        .expect("ffmpeg makes the test clip: install it (apt-get install ffmpeg)");
+    assert!(out.status.success(), "ffmpeg: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A hub on `http`, then a broadcaster seeding `dir` round and round at
+/// `rate` in chunks of `chunk`.
+fn hub_and_broadcaster(t: &Path, dir: &Path, rate: &str, chunk: &str) -> (Daemon, Daemon, SocketAddr) {
+    let fingerprint = keygen(&t.join("keys"));
+    let group = unique_group();
+    let http = free_port();
+    let hub = Daemon::spawn(
+        "hub",
+        &bin("clienthub"),
+        &hub_args(&fingerprint, group, &t.join("store"), &t.join("out"), http),
+        t,
+    );
+    wait_for("the hub to answer", DEADLINE, || status(http));
+    let mut seed = seed_args(&t.join("keys"), group, rate, 0, &[dir]);
+    seed.extend(["--chunk-size".into(), chunk.into()]);
+    (hub, Daemon::spawn("broadcaster", &bin("broadcaster"), &seed, t), http)
+}
+
+/// What ffprobe reads of `url`: the codecs, sorted, and the length in seconds.
+fn probe(url: &str) -> (Vec<String>, f64) {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-rw_timeout", "60000000"])
+        .args(["-show_entries", "stream=codec_name:format=duration", "-of", "json"])
+        .arg(url)
+        .output()
+        .expect("ffprobe (apt-get install ffmpeg)");
+    let probed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ffprobe's JSON");
+    let streams = probed["streams"].as_array().unwrap_or_else(|| panic!("no streams: {probed}"));
+    let mut codecs: Vec<String> =
+        streams.iter().filter_map(|s| s["codec_name"].as_str().map(String::from)).collect();
+    codecs.sort();
+    let secs = probed["format"]["duration"].as_str().and_then(|d| d.parse().ok());
+    (codecs, secs.unwrap_or_else(|| panic!("no duration: {probed}")))
+}
+
 #[test]
 fn a_player_reads_held_files_whole_and_by_range_and_hostile_requests_get_clean_answers() {
     let tmp = tempfile::tempdir().unwrap();
@@ -65,27 +114,8 @@ fn a_player_reads_held_files_whole_and_by_range_and_hostile_requests_get_clean_a
         std::fs::write(dir.join(name), bytes).unwrap();
     }
     // A real MP4 with its index at the end: a player seeks there first.
-    let out = Command::new("ffmpeg")
-        .args(["-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25"])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", "2"])
-        .args(["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac"])
-        .arg(dir.join("clip.mp4"))
-        .output()
-        .expect("ffmpeg makes the test clip: install it (apt-get install ffmpeg)");
-    assert!(out.status.success(), "ffmpeg: {}", String::from_utf8_lossy(&out.stderr));
-    let fingerprint = keygen(&t.join("keys"));
-    let group = unique_group();
-    let http = free_port();
-    let _hub = Daemon::spawn(
-        "hub",
-        &bin("clienthub"),
-        &hub_args(&fingerprint, group, &t.join("store"), &t.join("out"), http),
-        t,
-    );
-    wait_for("the hub to answer", DEADLINE, || status(http));
-    let mut seed = seed_args(&t.join("keys"), group, "200mbit", 0, &[&dir]);
-    seed.extend(["--chunk-size".into(), "64KiB".into()]);
-    let _bc = Daemon::spawn("broadcaster", &bin("broadcaster"), &seed, t);
+    make_clip(&dir.join("clip.mp4"), 2);
+    let (_hub, _bc, http) = hub_and_broadcaster(t, &dir, "200mbit", "64KiB");
     let s = wait_for("every file complete", DEADLINE, || {
         status(http).filter(|s| all_complete(s, files.len() + 1))
     });
@@ -175,18 +205,9 @@ fn a_player_reads_held_files_whole_and_by_range_and_hostile_requests_get_clean_a
     // A player: ffprobe opens the clip through the gateway (seeking by
     // Range to the index at its end) and finds its streams and length.
     let (clip, _) = object("clip.mp4");
-    let out = Command::new("ffprobe")
-        .args(["-v", "error", "-show_entries", "stream=codec_name:format=duration", "-of", "json"])
-        .arg(format!("{base}/files/{clip}"))
-        .output()
-        .expect("ffprobe (apt-get install ffmpeg)");
-    let probed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ffprobe's JSON");
-    let mut codecs: Vec<&str> =
-        probed["streams"].as_array().unwrap().iter().filter_map(|s| s["codec_name"].as_str()).collect();
-    codecs.sort();
-    assert_eq!(codecs, ["aac", "h264"], "{probed}");
-    let secs: f64 = probed["format"]["duration"].as_str().unwrap().parse().unwrap();
-    assert!((1.9..2.2).contains(&secs), "{probed}");
+    let (codecs, secs) = probe(&format!("{base}/files/{clip}"));
+    assert_eq!(codecs, ["aac", "h264"]);
+    assert!((1.9..2.2).contains(&secs), "{secs} s");
 
     // `clienthub get`, by name (with a space) and by id: whole, and no
     // `.part` left; a name the channel does not have is refused, and
@@ -235,30 +256,11 @@ fn a_player_opens_a_file_while_it_is_still_arriving() {
     let dir = t.join("slow");
     std::fs::create_dir_all(&dir).unwrap();
     let clip = dir.join("clip.mp4");
-    let out = Command::new("ffmpeg")
-        .args(["-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25"])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", "8"])
-        .args(["-c:v", "libx264", "-preset", "ultrafast", "-b:v", "2M", "-pix_fmt", "yuv420p", "-c:a", "aac"])
-        .arg(&clip)
-        .output()
-        .expect("ffmpeg makes the test clip: install it (apt-get install ffmpeg)");
-    assert!(out.status.success(), "ffmpeg: {}", String::from_utf8_lossy(&out.stderr));
+    make_clip(&clip, 8);
     let source = std::fs::read(&clip).unwrap();
-    let fingerprint = keygen(&t.join("keys"));
-    let group = unique_group();
-    let http = free_port();
-    let _hub = Daemon::spawn(
-        "hub",
-        &bin("clienthub"),
-        &hub_args(&fingerprint, group, &t.join("store"), &t.join("out"), http),
-        t,
-    );
-    wait_for("the hub to answer", DEADLINE, || status(http));
     // The clip (about 0.5 MB) in chunks of 32 KiB, one every ~0.13 s: the
     // requests below start after the first and wait for the last.
-    let mut seed = seed_args(&t.join("keys"), group, "2mbit", 0, &[&dir]);
-    seed.extend(["--chunk-size".into(), "32KiB".into()]);
-    let _bc = Daemon::spawn("broadcaster", &bin("broadcaster"), &seed, t);
+    let (_hub, _bc, http) = hub_and_broadcaster(t, &dir, "2mbit", "32KiB");
     let s = wait_for("the first chunk, not the last", DEADLINE, || {
         status(http).filter(|s| {
             let o = &s["objects"][0];
@@ -273,14 +275,9 @@ fn a_player_opens_a_file_while_it_is_still_arriving() {
         .arg(&url)
         .spawn()
         .expect("curl");
-    let probe = Command::new("ffprobe")
-        .args(["-v", "error", "-rw_timeout", "60000000", "-show_entries", "format=duration", "-of", "json"])
-        .arg(&url)
-        .output()
-        .expect("ffprobe (apt-get install ffmpeg)");
-    let probed: serde_json::Value = serde_json::from_slice(&probe.stdout).expect("ffprobe's JSON");
-    let secs: f64 = probed["format"]["duration"].as_str().unwrap().parse().unwrap();
-    assert!((7.9..8.2).contains(&secs), "{probed}");
+    let (codecs, secs) = probe(&url);
+    assert_eq!(codecs, ["aac", "h264"]);
+    assert!((7.9..8.2).contains(&secs), "{secs} s");
     assert!(tail.wait_with_output().unwrap().status.success());
     assert!(std::fs::read(t.join("tail")).unwrap() == source[source.len() - 100..]);
 }
