@@ -7,9 +7,15 @@
 //! broadcaster did not sign. An object still arriving is served too: a
 //! chunk not held yet is waited for (bounded), so a player can start before
 //! the transfer ends.
+//!
+//! What changes the hub needs its token (`crate::token`): `POST
+//! /api/fetch|pin|unpin/{id or path}`, and a `GET` that would start a fetch
+//! (of an object evicted, or not yet held). Without it: 401, and nothing
+//! changes; a player without it is served what the hub holds.
 
 use crate::status::{ObjectStatus, StatusBoard};
-use crate::store_worker::StoreJob;
+use crate::store_worker::{Ask, StoreJob};
+use crate::token::Token;
 use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -23,6 +29,8 @@ use tokio::sync::{mpsc, oneshot};
 pub struct Gateway {
     pub status: StatusBoard,
     pub store: mpsc::Sender<StoreJob>,
+    /// What a request that changes the hub must carry.
+    pub token: Token,
 }
 
 /// What a `Range` header asks of an object of `size` bytes.
@@ -91,6 +99,40 @@ pub async fn file(gw: &Gateway, method: &Method, headers: &HeaderMap, path: &str
     }
 }
 
+/// `POST /api/fetch|pin|unpin/{what}`: `what` an object id or a name in
+/// the channel. 401 without the token (nothing changes), 404 for an object
+/// the hub has not heard of, else 202: the store worker records the ask
+/// and the hub acts on it (the status shows it).
+pub async fn ask(gw: &Gateway, headers: &HeaderMap, ask: Ask, what: &str) -> Response {
+    if !admitted(gw, headers) {
+        return unauthorized();
+    }
+    let found = match ObjectId::from_hex(what) {
+        Some(id) => gw.status.object(&id).map(|o| (id, o)),
+        None if crate::store::safe_relative_path(what).is_none() => {
+            return refuse(StatusCode::BAD_REQUEST, "a path in the channel: relative, no `..`, no NUL");
+        }
+        None => gw.status.object_named(what),
+    };
+    let Some((id, o)) = found else { return refuse(StatusCode::NOT_FOUND, "no such object on this channel") };
+    if gw.store.send(StoreJob::Ask(id, ask)).await.is_err() {
+        return refuse(StatusCode::SERVICE_UNAVAILABLE, "the hub is stopping");
+    }
+    let body =
+        serde_json::json!({ "id": id.to_hex(), "name": o.name, "asked": format!("{ask:?}").to_lowercase() });
+    (StatusCode::ACCEPTED, axum::Json(body)).into_response()
+}
+
+fn admitted(gw: &Gateway, headers: &HeaderMap) -> bool {
+    gw.token.admits(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()))
+}
+
+fn unauthorized() -> Response {
+    let why = "this changes the hub: send `Authorization: Bearer TOKEN`, the token in the hub's store \
+               (api-token, readable by the hub's user); `clienthub get/pin/unpin` send it\n";
+    (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], why).into_response()
+}
+
 fn refuse(code: StatusCode, why: &'static str) -> Response {
     (code, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{why}\n")).into_response()
 }
@@ -102,8 +144,17 @@ async fn serve(
     id: ObjectId,
     o: ObjectStatus,
 ) -> Response {
-    if o.evicted {
-        return not_yet("evicted to stay within --quota; fetching on demand is not built yet", &o);
+    // A reader with the token asks for what the hub lacks, and is served
+    // as it arrives; one without is served what the hub holds.
+    let asked = !o.complete && method != Method::HEAD && admitted(gw, headers);
+    if asked && gw.store.send(StoreJob::Ask(id, Ask::Fetch)).await.is_err() {
+        return refuse(StatusCode::SERVICE_UNAVAILABLE, "the hub is stopping");
+    }
+    if o.evicted && !asked {
+        return not_yet(
+            "evicted to stay within --quota; `clienthub get` fetches it again (a GET with the hub's token)",
+            &o,
+        );
     }
     if o.chunk_size == 0 && o.size > 0 {
         return not_yet("the hub has not heard this object's manifest yet", &o);

@@ -1,8 +1,11 @@
-//! `clienthub get NAME_OR_ID [-o FILE]`: copy an object the running hub
-//! holds out of it, through its HTTP gateway (`/files/NAME` or
-//! `/objects/ID`), with a progress bar on a terminal. The copy is written
-//! under `FILE.part`, made durable and renamed: a `FILE` is whole or absent.
+//! `clienthub get NAME_OR_ID [-o FILE]`: copy an object out of the running
+//! hub, through its HTTP gateway (`/files/NAME` or `/objects/ID`), with a
+//! progress bar on a terminal; with the hub's token, one it does not hold is
+//! fetched first. The copy is written under `FILE.part`, made durable and
+//! renamed: a `FILE` is whole or absent. And `clienthub pin/unpin`.
 
+use crate::store_worker::Ask;
+use crate::token::Token;
 use hubcast_protocol::ObjectId;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
@@ -63,27 +66,66 @@ pub fn percent_encode(path: &str) -> String {
     out
 }
 
-/// Copy `what` from the hub at `addr` to `out`.
-pub fn get(addr: SocketAddr, what: &str, out: &Path, progress: bool) -> Result<Got, GetError> {
-    let path = gateway_path(what);
+/// Send one request to the hub; the answer's status line and
+/// `Content-Length`, and the reader left at its body.
+fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&Token>,
+) -> Result<(String, Option<u64>, BufReader<std::net::TcpStream>), GetError> {
     let mut s = hubcast_transport::tcp::connect(addr, Duration::from_secs(5))
         .map_err(|e| GetError::Connect(addr, e))?;
     s.set_read_timeout(Some(Duration::from_secs(60))).map_err(|e| GetError::Connect(addr, e))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
-        .map_err(|e| GetError::Connect(addr, e))?;
+    let auth = token.map(|t| format!("Authorization: Bearer {}\r\n", t.as_str())).unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| GetError::Connect(addr, e))?;
     let mut r = BufReader::new(s);
     let (status, length) = read_head(&mut r, addr)?;
+    Ok((status, length, r))
+}
+
+/// An answer other than `ok`: what the hub said, and what to do.
+fn refused(addr: SocketAddr, what: &str, status: String, r: &mut impl Read, token: bool) -> GetError {
+    let mut body = String::new();
+    let _ = r.take(4096).read_to_string(&mut body);
+    let hint = match status.split_whitespace().nth(1) {
+        Some("404") => "`clienthub status` lists the names the hub knows".to_owned(),
+        Some("401" | "503") if !token => {
+            format!("{} (no token was read: give --store the hub's store, as the hub's user)", body.trim())
+        }
+        _ => body.trim().to_owned(),
+    };
+    GetError::Refused { addr, what: what.to_owned(), line: status, hint }
+}
+
+/// Ask the hub at `addr` to fetch, pin or unpin `what` (with its token).
+pub fn ask(addr: SocketAddr, ask: Ask, what: &str, token: &Token) -> Result<(), GetError> {
+    let verb = format!("{ask:?}").to_lowercase();
+    let path = format!("/api/{verb}/{}", percent_encode(what.trim_start_matches('/')));
+    let (status, _, mut r) = request(addr, "POST", &path, Some(token))?;
+    match status.split_whitespace().nth(1) {
+        Some("202") => Ok(()),
+        _ => Err(refused(addr, what, status, &mut r, true)),
+    }
+}
+
+/// Copy `what` from the hub at `addr` to `out`. With the hub's token, an
+/// object the hub does not hold is fetched (from peers, the origin for
+/// what no peer has) and copied as it arrives.
+pub fn get(
+    addr: SocketAddr,
+    what: &str,
+    out: &Path,
+    progress: bool,
+    token: Option<&Token>,
+) -> Result<Got, GetError> {
+    let (status, length, mut r) = request(addr, "GET", &gateway_path(what), token)?;
     if status.split_whitespace().nth(1) != Some("200") {
-        let mut body = String::new();
-        let _ = r.take(4096).read_to_string(&mut body);
-        let hint = match status.split_whitespace().nth(1) {
-            Some("404") => "`clienthub status` lists the names the hub knows".to_owned(),
-            Some("503") => {
-                format!("{} (fetching on demand is not built yet: wait for the carousel)", body.trim())
-            }
-            _ => body.trim().to_owned(),
-        };
-        return Err(GetError::Refused { addr, what: what.to_owned(), line: status, hint });
+        return Err(refused(addr, what, status, &mut r, token.is_some()));
     }
     let want = length.ok_or_else(|| GetError::BadAnswer(addr, "no Content-Length".into()))?;
     let part = out.with_file_name(format!(

@@ -7,11 +7,12 @@
 
 use crate::live::LiveBoard;
 use crate::status::{HubStatus, StatusBoard};
+use crate::store_worker::Ask;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use hubcast_daemon::http_server::HttpLimits;
 use std::fmt::Write;
@@ -53,6 +54,9 @@ pub async fn serve(listener: tokio::net::TcpListener, state: AppState, cancel: C
         .route("/live/{file}", get(live_stream))
         .route("/objects/{id}", get(object))
         .route("/files/{*path}", get(file))
+        .route("/api/fetch/{*what}", post(fetch))
+        .route("/api/pin/{*what}", post(pin))
+        .route("/api/unpin/{*what}", post(unpin))
         .with_state(state);
     let counters = state_counters.clone();
     hubcast_daemon::http_server::serve(listener, app, HttpLimits::default(), counters, cancel).await;
@@ -66,6 +70,21 @@ async fn object(
     Path(id): Path<String>,
 ) -> Response {
     crate::gateway::object(&s.gateway, &method, &headers, &id).await
+}
+
+/// `POST /api/fetch/{id or name}` (with the token): hold it again.
+async fn fetch(State(s): State<AppState>, headers: HeaderMap, Path(what): Path<String>) -> Response {
+    crate::gateway::ask(&s.gateway, &headers, Ask::Fetch, &what).await
+}
+
+/// `POST /api/pin/{id or name}` (with the token): keep it whatever the quota.
+async fn pin(State(s): State<AppState>, headers: HeaderMap, Path(what): Path<String>) -> Response {
+    crate::gateway::ask(&s.gateway, &headers, Ask::Pin, &what).await
+}
+
+/// `POST /api/unpin/{id or name}` (with the token).
+async fn unpin(State(s): State<AppState>, headers: HeaderMap, Path(what): Path<String>) -> Response {
+    crate::gateway::ask(&s.gateway, &headers, Ask::Unpin, &what).await
 }
 
 /// `GET`/`HEAD` of an object by its name in the channel.
@@ -257,6 +276,7 @@ async fn page(State(s): State<AppState>) -> Html<String> {
             _ if o.evicted => "evicted (--quota)".into(),
             _ => "receiving".into(),
         };
+        let state = if o.pinned { format!("{state}, pinned") } else { state };
         // A held object opens in the browser (or a player) from its name.
         let name = match o.complete {
             true => {
@@ -291,6 +311,7 @@ async fn page(State(s): State<AppState>) -> Html<String> {
          <h1>hubcast hub</h1>\
          <p>channel <code>{}</code> on {}, up {}. <a href=/api/status>status (JSON)</a> · <a href=/metrics>metrics</a></p>\
          <p>verified bytes by path: multicast {}, peer {}, origin {}, bridge {}</p>\
+         <p class=store>held {} of a quota of {}; pinned {}, evicted {}, fetched on demand {}</p>\
          <table><tr><th>object</th><th>progress</th><th>stored</th><th>rate</th><th>time left</th>\
          <th>chunks completed by</th><th>state</th></tr>{}</table>",
         escape(&s.channel),
@@ -300,6 +321,11 @@ async fn page(State(s): State<AppState>) -> Html<String> {
         human_bytes(b.peer),
         human_bytes(b.origin),
         human_bytes(b.bridge),
+        human_bytes(s.chunks.held_bytes),
+        s.chunks.quota_bytes.map_or("none (no --quota)".into(), human_bytes),
+        s.chunks.pinned,
+        s.chunks.evicted,
+        s.chunks.fetches,
         rows
     ))
 }

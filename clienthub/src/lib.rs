@@ -19,6 +19,7 @@ pub mod status;
 pub mod status_client;
 pub mod store;
 pub mod store_worker;
+pub mod token;
 pub mod watch;
 
 pub use config::HubConfig;

@@ -2,6 +2,8 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use hubcast_clienthub::store_worker::Ask;
+use hubcast_clienthub::token::Token;
 use hubcast_clienthub::{HubConfig, StatusBoard};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -28,18 +30,32 @@ enum Command {
         #[arg(long)]
         store: PathBuf,
     },
-    /// Copy a file the running hub holds out of it, by its name in the
-    /// channel or its object id (as `clienthub status` lists them), through
-    /// the hub's HTTP gateway. Written whole or not at all.
+    /// Copy a file out of the running hub, by its name in the channel or
+    /// its object id (as `clienthub status` lists them), through the hub's
+    /// HTTP gateway; one the hub does not hold (evicted, not yet sent) is
+    /// fetched first, from peers. Written whole or not at all.
     Get {
         /// The object's name in the channel (e.g. `sample/a film.mp4`) or its id.
         what: String,
         /// Where to write it. [default: the name's last part, in this folder]
         #[arg(short, long)]
         output: Option<PathBuf>,
-        /// The hub's --http address: host:port, a host (port 8080), or a URL.
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        http: String,
+        #[command(flatten)]
+        hub: HubAddr,
+    },
+    /// Keep an object whatever --quota (fetching it if the hub does not hold it).
+    Pin {
+        /// The object's name in the channel or its id.
+        what: String,
+        #[command(flatten)]
+        hub: HubAddr,
+    },
+    /// Let --quota evict a pinned object again.
+    Unpin {
+        /// The object's name in the channel or its id.
+        what: String,
+        #[command(flatten)]
+        hub: HubAddr,
     },
     /// Show a running hub's status.
     Status {
@@ -57,6 +73,18 @@ enum Command {
         #[arg(long, default_value_t = 1.0, requires = "watch")]
         interval: f64,
     },
+}
+
+/// Where the running hub is, and its token.
+#[derive(clap::Args)]
+struct HubAddr {
+    /// The hub's --http address: host:port, a host (port 8080), or a URL.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    http: String,
+    /// The hub's --store: its API token (`api-token`, readable by the hub's
+    /// user) is read from there; fetch, pin and unpin need it.
+    #[arg(long, default_value = "hubcast-store")]
+    store: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -259,16 +287,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let lost = o.lost.len() + r.damaged.len();
             println!("chunks the hub will fetch again from peers at its next start: {lost}");
         }
-        Command::Get { what, output, http } => {
+        Command::Get { what, output, hub } => {
             let out = output.unwrap_or_else(|| hubcast_clienthub::get::default_output(&what));
             let got = tokio::task::spawn_blocking(move || {
-                let http = hubcast_clienthub::status_client::resolve_target(&http)?;
+                let http = hubcast_clienthub::status_client::resolve_target(&hub.http)?;
+                // Without the token, what the hub holds is still served.
+                let token = Token::read(&hub.store).ok();
                 let bar = std::io::IsTerminal::is_terminal(&std::io::stderr());
-                anyhow::Ok(hubcast_clienthub::get::get(http, &what, &out, bar)?)
+                anyhow::Ok(hubcast_clienthub::get::get(http, &what, &out, bar, token.as_ref())?)
             })
             .await??;
             println!("{} ({} bytes)", got.path.display(), got.bytes);
         }
+        Command::Pin { what, hub } => ask(Ask::Pin, what, hub).await?,
+        Command::Unpin { what, hub } => ask(Ask::Unpin, what, hub).await?,
         Command::Status { http, json, watch, interval } => {
             let http =
                 tokio::task::spawn_blocking(move || hubcast_clienthub::status_client::resolve_target(&http))
@@ -291,4 +323,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `clienthub pin/unpin`: the ask, with the token, to the running hub.
+async fn ask(ask: Ask, what: String, hub: HubAddr) -> anyhow::Result<()> {
+    tokio::task::spawn_blocking(move || {
+        let http = hubcast_clienthub::status_client::resolve_target(&hub.http)?;
+        let token = Token::read(&hub.store)?;
+        hubcast_clienthub::get::ask(http, ask, &what, &token)?;
+        println!("{what}: {}", if ask == Ask::Pin { "pinned" } else { "unpinned" });
+        anyhow::Ok(())
+    })
+    .await?
 }

@@ -21,6 +21,8 @@ pub struct ObjectStatus {
     /// Evicted to keep the store within `--quota`: the channel still offers
     /// it; the hub no longer holds it.
     pub evicted: bool,
+    /// Pinned by the user (`clienthub pin`): never evicted.
+    pub pinned: bool,
     /// Bytes of the object in stored chunks.
     pub bytes_stored: u64,
     /// `bytes_stored` of `size`, 0 to 100 (100 for an empty object).
@@ -109,6 +111,11 @@ pub struct ChunkCounters {
     pub quota_bytes: Option<u64>,
     pub held_bytes: u64,
     pub evicted: u64,
+    /// Objects pinned (`clienthub pin`): kept whatever the quota.
+    pub pinned: u64,
+    /// Objects fetched again on demand (`clienthub get`, a GET with the
+    /// token) after they were evicted or before the channel sent them.
+    pub fetches: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -414,10 +421,10 @@ impl StatusBoard {
         self.lock().objects.values().map(ObjectStatus::stored_bytes).sum()
     }
 
-    /// The complete objects that could make room: (id, bytes held).
+    /// The complete, unpinned objects that could make room: (id, bytes held).
     pub fn evictable(&self) -> Vec<(ObjectId, u64)> {
         let b = self.lock();
-        let complete = b.objects.iter().filter(|(_, o)| o.complete && !o.evicted);
+        let complete = b.objects.iter().filter(|(_, o)| o.complete && !o.evicted && !o.pinned);
         complete.map(|(id, o)| (*id, o.stored_bytes())).collect()
     }
 

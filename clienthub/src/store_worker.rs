@@ -76,6 +76,20 @@ pub enum StoreJob {
     /// A second passed (the driver's clock says `now`): check the next
     /// stored chunks ([`Scrub`]).
     Scrub(Instant),
+    /// What the hub's user asked of an object (with the API token).
+    Ask(ObjectId, Ask),
+}
+
+/// What the hub's user can ask of an object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ask {
+    /// Hold it: an evicted object is taken again, a missing chunk is asked
+    /// of peers now rather than when the carousel comes round.
+    Fetch,
+    /// Keep it whatever the quota (and fetch it, if it is not held).
+    Pin,
+    /// Let the quota evict it again.
+    Unpin,
 }
 
 /// The store queue's bound in bytes: chunks wait in memory for the store
@@ -156,6 +170,9 @@ pub enum Unstored {
     /// The whole object left the store to stay within `--quota`: do not
     /// take it from the channel again until it is asked for.
     Evicted(ObjectId),
+    /// The user asked for the object ([`Ask::Fetch`], [`Ask::Pin`]): take
+    /// it from the channel again, and its missing chunks from peers now.
+    Wanted(ObjectId),
 }
 
 /// `--quota`: the most the store holds of objects (`None`: no limit), and
@@ -163,6 +180,8 @@ pub enum Unstored {
 pub struct Quota {
     pub bytes: Option<u64>,
     pub evicted: Vec<ObjectId>,
+    /// Objects the user pinned: never evicted.
+    pub pinned: Vec<ObjectId>,
 }
 
 /// An object read through the gateway this recently is being read: it is
@@ -246,6 +265,10 @@ pub(crate) fn store_worker(
     for id in &quota.evicted {
         status.update_object(*id, |o| o.evicted = true);
     }
+    for id in &quota.pinned {
+        status.update_object(*id, |o| o.pinned = true);
+    }
+    status.with_chunks(|c| c.pinned = quota.pinned.len() as u64);
     w.make_room(0);
     while let Some(first) = rx.blocking_recv() {
         // Manifests and chunks that queued up are stored together: one
@@ -320,6 +343,7 @@ pub(crate) fn store_worker(
                 w.now = now;
                 w.scrub(&mut scrub);
             }
+            Some(StoreJob::Ask(id, ask)) => w.ask(id, ask),
             Some(StoreJob::Retire(ids)) => {
                 for id in ids {
                     if let Err(e) = w.store.remove_object(&id) {
@@ -363,8 +387,10 @@ impl StoreWorker<'_> {
     /// bytes fit within the quota. Never one being read; an object still
     /// arriving is not complete, so never one in progress.
     fn make_room(&mut self, need: u64) {
-        let Some(quota) = self.quota else { return };
         let mut held = self.status.held_bytes();
+        let Some(quota) = self.quota else {
+            return self.status.with_chunks(|c| c.held_bytes = held);
+        };
         if held + need > quota {
             // Listed only when room is needed: most batches fit.
             let mut candidates = self.status.evictable();
@@ -394,6 +420,44 @@ impl StoreWorker<'_> {
             }
         }
         self.status.with_chunks(|c| (c.quota_bytes, c.held_bytes) = (Some(quota), held));
+    }
+
+    /// The user's ask: recorded in the store first, so that it holds
+    /// across a restart, then shown, then handed to the receiver.
+    fn ask(&mut self, id: ObjectId, ask: Ask) {
+        let Some(o) = self.status.object(&id) else { return };
+        if ask == Ask::Unpin || ask == Ask::Pin {
+            let pinned = (ask == Ask::Pin).then(|| hubcast_daemon::unix_ms() / 1000);
+            if let Err(e) = self.store.pin(&id, pinned) {
+                return self.fail(&e);
+            }
+            if o.pinned != pinned.is_some() {
+                self.status.update_object(id, |o| o.pinned = pinned.is_some());
+                self.status.with_chunks(|c| match pinned {
+                    Some(_) => c.pinned += 1,
+                    None => c.pinned = c.pinned.saturating_sub(1),
+                });
+            }
+            info!(object = %id, name = %o.name, pinned = pinned.is_some(), "asked by the hub's user");
+        }
+        if ask == Ask::Unpin {
+            // Unpinned, it may have to go now.
+            return self.make_room(0);
+        }
+        if o.complete {
+            return;
+        }
+        if o.evicted {
+            if let Err(e) = self.store.unevict(&id) {
+                return self.fail(&e);
+            }
+            self.status.update_object(id, |o| o.evicted = false);
+        }
+        self.status.with_chunks(|c| c.fetches += 1);
+        info!(object = %id, name = %o.name, "fetching on the user's ask: from peers now, and the channel");
+        if self.unstored.try_send(Unstored::Wanted(id)).is_err() {
+            warn!(object = %id, "the hub is too busy to take the ask now: ask again");
+        }
     }
 
     /// An evicted object's export: the same bytes, so it goes too.

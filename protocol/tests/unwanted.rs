@@ -1,7 +1,7 @@
 //! An object the hub does not keep (evicted, or not chosen): the carousel
 //! bringing it again collects nothing of it, it is neither asked for nor
-//! counted as harm, its manifest is still known, and wanting it again
-//! collects it whole.
+//! counted as harm, its manifest is still known, and asking for it again
+//! lists all of it for repair at once and collects it whole.
 
 mod support;
 
@@ -37,8 +37,17 @@ fn an_unwanted_object_is_not_collected_again_until_it_is_wanted() {
     assert!(rx.manifest_datagram(&evicted).is_some(), "the channel still offers it");
     assert!(again.chunks.keys().all(|(id, _)| *id != kept), "the kept object stays complete");
 
-    // Wanted again (fetched on demand): the next round brings it whole.
-    rx.set_unwanted(evicted, false);
+    // Asked for by the user: every chunk of it is for repair at once (the
+    // carousel may never come round again), and nothing of the kept one.
+    rx.fetch_now(evicted);
+    assert!(!rx.is_unwanted(&evicted));
+    let mut asked: Vec<u32> =
+        rx.needs(64).iter().filter(|n| n.object_id == evicted).map(|n| n.index).collect();
+    asked.sort();
+    assert_eq!(asked, [0, 1], "the whole evicted object is asked of peers");
+    assert!(rx.needs(64).iter().all(|n| n.object_id != kept));
+
+    // And the next round brings it whole too.
     let mut back = Received::default();
     receive(&mut rx, broadcast(&ch, &objects, CHUNK, T, 0.1, 1), &mut back);
     assert_eq!(back.object(evicted, objects[1].bytes.len(), CHUNK).as_deref(), Some(&objects[1].bytes[..]));

@@ -72,6 +72,8 @@ pub enum HubError {
     Transport(#[from] TransportError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Token(#[from] crate::token::TokenError),
     #[error("--simulate-loss {0}: must be from 0 up to (not including) 1")]
     BadLoss(f64),
     #[error("{source}: give --store a folder this user can write (its chunks and index live there)")]
@@ -134,6 +136,7 @@ pub async fn run(cfg: HubConfig, status: StatusBoard, cancel: CancellationToken)
         .map_err(|e| StoreError::Io { path: cfg.store.clone(), source: std::io::Error::other(e) })?
         .map_err(|source| HubError::StoreOpen { dir: cfg.store.clone(), source })?;
     let node = hubcast_keys::NodeKey::load_or_create(&cfg.store).map_err(HubError::NodeKey)?;
+    let token = crate::token::Token::open_or_create(&cfg.store)?;
     let (started, _) = clock();
     status.init(node.id().to_string(), anchor.fingerprint.to_string(), cfg.group.to_string(), started);
     status.with_chunks(|c| {
@@ -178,7 +181,7 @@ pub async fn run(cfg: HubConfig, status: StatusBoard, cancel: CancellationToken)
                 status: status.clone(),
                 live: live.clone(),
                 http: Default::default(),
-                gateway: crate::gateway::Gateway { status: status.clone(), store: tx.clone() },
+                gateway: crate::gateway::Gateway { status: status.clone(), store: tx.clone(), token },
             };
             Some(tokio::spawn(crate::http::serve(listener, state, cancel.clone())))
         }
@@ -222,6 +225,7 @@ pub async fn run(cfg: HubConfig, status: StatusBoard, cancel: CancellationToken)
     // again until asked for.
     let evicted = store.evicted()?;
     hub.handle_input(now, unix_ms, Input::Unwanted(&evicted));
+    let pinned = store.pinned()?;
     if let Some(feed) = peers.as_ref().and_then(|p| p.feed.as_ref()) {
         // A restarted bridge forwards what it holds with the manifests it
         // was sent.
@@ -242,7 +246,7 @@ pub async fn run(cfg: HubConfig, status: StatusBoard, cancel: CancellationToken)
         std::thread::Builder::new()
             .name("store".into())
             .spawn(move || {
-                let quota = Quota { bytes: quota.map(|q| q.0), evicted };
+                let quota = Quota { bytes: quota.map(|q| q.0), evicted, pinned };
                 store_worker(store, rx, unstored_tx, status, export, manifests, live, scrub, quota, started)
             })
             .map_err(|source| HubError::Store(StoreError::Io { path: "store thread".into(), source }))?

@@ -201,13 +201,17 @@ pub(super) async fn receive_loop(
                 }
             }
             Some(u) = unstored.recv() => {
-                let evicted;
+                let one;
                 let input = match u {
                     Unstored::Failed(object_id, index) => Input::StoreFailed { object_id, index },
                     Unstored::Lost(object_id, index) => Input::ChunkLost { object_id, index },
                     Unstored::Evicted(id) => {
-                        evicted = [id];
-                        Input::Unwanted(&evicted)
+                        one = [id];
+                        Input::Unwanted(&one)
+                    }
+                    Unstored::Wanted(id) => {
+                        one = [id];
+                        Input::Wanted(&one)
                     }
                 };
                 if !lp.input(input).await {

@@ -1,7 +1,7 @@
 //! Eviction: an object's chunks and file leave the store, its manifest
 //! stays (the channel still offers it), and the index remembers that it was
 //! evicted, so that the hub does not take it again from the carousel until
-//! it is asked for.
+//! it is asked for. And pins: objects the user keeps, never evicted.
 
 use super::{idx, remove_chunks_of, Store, StoreError, EXPORTED};
 use hubcast_protocol::ObjectId;
@@ -9,6 +9,8 @@ use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
 /// Object id → when it was evicted (unix seconds).
 pub(super) const EVICTED: TableDefinition<&[u8; 32], u64> = TableDefinition::new("evicted");
+/// Object id → when it was pinned (unix seconds).
+pub(super) const PINNED: TableDefinition<&[u8; 32], u64> = TableDefinition::new("pinned");
 
 impl Store {
     /// Evict `id`: its chunks out of the index and its file deleted, in one
@@ -29,13 +31,7 @@ impl Store {
 
     /// The objects evicted and not asked for since.
     pub fn evicted(&self) -> Result<Vec<ObjectId>, StoreError> {
-        let r = self.db.begin_read().map_err(idx)?;
-        let t = r.open_table(EVICTED).map_err(idx)?;
-        let mut out = Vec::new();
-        for entry in t.iter().map_err(idx)? {
-            out.push(ObjectId(*entry.map_err(idx)?.0.value()));
-        }
-        Ok(out)
+        ids_in(self, EVICTED)
     }
 
     /// `id` is wanted again: the hub takes it from the channel from now on.
@@ -44,4 +40,32 @@ impl Store {
         w.open_table(EVICTED).map_err(idx)?.remove(&id.0).map_err(idx)?;
         w.commit().map_err(idx)
     }
+
+    /// Pin `id` (kept whatever the quota) or unpin it (`unix_now: None`).
+    pub fn pin(&mut self, id: &ObjectId, unix_now: Option<u64>) -> Result<(), StoreError> {
+        let w = self.db.begin_write().map_err(idx)?;
+        {
+            let mut t = w.open_table(PINNED).map_err(idx)?;
+            match unix_now {
+                Some(at) => t.insert(&id.0, at).map_err(idx)?,
+                None => t.remove(&id.0).map_err(idx)?,
+            };
+        }
+        w.commit().map_err(idx)
+    }
+
+    /// The pinned objects.
+    pub fn pinned(&self) -> Result<Vec<ObjectId>, StoreError> {
+        ids_in(self, PINNED)
+    }
+}
+
+fn ids_in(store: &Store, table: TableDefinition<&[u8; 32], u64>) -> Result<Vec<ObjectId>, StoreError> {
+    let r = store.db.begin_read().map_err(idx)?;
+    let t = r.open_table(table).map_err(idx)?;
+    let mut out = Vec::new();
+    for entry in t.iter().map_err(idx)? {
+        out.push(ObjectId(*entry.map_err(idx)?.0.value()));
+    }
+    Ok(out)
 }

@@ -39,6 +39,7 @@ impl Store {
             w.open_table(INLINE).map_err(idx)?;
             w.open_table(PLACED).map_err(idx)?;
             w.open_table(super::evict::EVICTED).map_err(idx)?;
+            w.open_table(super::evict::PINNED).map_err(idx)?;
             w.commit().map_err(idx)?;
             dropped
         };

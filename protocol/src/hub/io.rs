@@ -59,7 +59,8 @@ pub enum Input<'a> {
     /// Objects the hub no longer keeps (evicted, or not chosen): their
     /// chunks are neither collected nor announced nor asked for.
     Unwanted(&'a [ObjectId]),
-    /// Objects the hub keeps again (fetched on demand): collected from now.
+    /// Objects the hub's user asked for (fetched on demand, pinned): kept
+    /// again, and what is missing of them asked of peers now.
     Wanted(&'a [ObjectId]),
     /// Round-trip times measured on the connections to peers.
     Rtts(&'a HashMap<NodeId, Duration>),

@@ -376,7 +376,7 @@ impl Hub {
             }
             Input::Wanted(ids) => {
                 for id in ids {
-                    self.receiver.set_unwanted(*id, false);
+                    self.receiver.fetch_now(*id);
                 }
                 self.plan_repair(now);
             }

@@ -219,6 +219,14 @@ impl Receiver {
         (0..chunk_count(m.size, m.chunk_size)).any(|i| !self.complete.contains(&(id, i)))
     }
 
+    /// The hub's user asked for `id`: it is kept again, and every chunk of
+    /// it this hub lacks is for repair now, not when the carousel comes
+    /// round (which may be never: an on-demand object, a finished seed).
+    pub fn fetch_now(&mut self, id: ObjectId) {
+        self.set_unwanted(id, false);
+        self.note_passed(id);
+    }
+
     /// A verified manifest says the round has passed `id`: every chunk of it
     /// this hub lacks is for repair now.
     pub(super) fn note_passed(&mut self, id: ObjectId) {
