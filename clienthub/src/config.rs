@@ -85,7 +85,8 @@ pub struct HubConfig {
     pub stripes: u8,
     /// The most the store holds of objects (e.g. "500GiB"): past it the
     /// least recently used complete objects are evicted (their manifests
-    /// stay: the channel still offers them). Default: no limit.
+    /// stay: the channel still offers them). Default: what the store holds
+    /// at start and 90% of its disk's free space.
     pub quota: Option<hubcast_daemon::units::Size>,
     /// The background scrub reads stored chunks at most this fast to check
     /// their hashes. Default "8MiB/s".

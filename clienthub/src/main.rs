@@ -184,7 +184,8 @@ struct RunArgs {
     #[arg(long)]
     stripes: Option<u8>,
     /// The most the store holds (e.g. 500GiB): past it the least recently
-    /// used complete objects are evicted. [default: no limit]
+    /// used complete, unpinned objects are evicted. [default: what the store
+    /// holds at start and 90% of its disk's free space]
     #[arg(long)]
     quota: Option<hubcast_daemon::units::Size>,
     /// How fast the background scrub reads stored chunks to check their

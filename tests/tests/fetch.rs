@@ -4,6 +4,7 @@
 //! pin` and `clienthub get` bring evicted objects back from a peer, origin
 //! bytes 0, bit-identical, the pinned one kept when room is made again;
 //! without the token a pin or a fetch is refused (401) and changes nothing.
+//! A hub given no quota takes 90% of its disk's free space.
 
 use hubcast_tests::*;
 use std::io::{Read, Write};
@@ -69,7 +70,13 @@ fn evicted_objects_come_back_from_peers_on_demand_and_a_pin_holds() {
     let _bc = Daemon::spawn("broadcaster", &bin("broadcaster"), &seed, t);
 
     let state = |s: &serde_json::Value, n: &str, key: &str| object(s, n)[key] == true;
-    wait_for("hub 0 to hold every file", DEADLINE, || status(full).filter(|s| all_complete(s, 4)));
+    let s = wait_for("hub 0 to hold every file", DEADLINE, || status(full).filter(|s| all_complete(s, 4)));
+    // Hub 0 was given no quota: 90% of its disk's free space, as `df` says
+    // it now (other tests write beside it: within a tenth).
+    let df = Command::new("df").args(["-B1", "--output=avail"]).arg(t).output().unwrap();
+    let free: f64 = String::from_utf8_lossy(&df.stdout).lines().nth(1).unwrap().trim().parse().unwrap();
+    let quota = u(&s["chunks"]["quota_bytes"]) as f64;
+    assert!((quota - 0.9 * free).abs() <= 0.1 * free, "default quota {quota} with {free} free");
     let s = wait_for("hub 1: f1, f2 evicted; f3, f4 held", DEADLINE, || {
         status(small).filter(|s| {
             names[..2].iter().all(|n| state(s, n, "evicted"))

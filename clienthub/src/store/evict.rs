@@ -54,6 +54,12 @@ impl Store {
         w.commit().map_err(idx)
     }
 
+    /// Bytes free for this user on the store's file system.
+    pub fn free_space(&self) -> std::io::Result<u64> {
+        let v = rustix::fs::statvfs(&self.dir)?;
+        Ok(v.f_bavail.saturating_mul(v.f_frsize))
+    }
+
     /// The pinned objects.
     pub fn pinned(&self) -> Result<Vec<ObjectId>, StoreError> {
         ids_in(self, PINNED)
