@@ -76,6 +76,9 @@ pub struct SeedConfig {
     pub simulate_loss: f64,
     /// Files and folders to seed.
     pub paths: Vec<PathBuf>,
+    /// The catalog's metadata for the seeded files (TOML, `[[item]]`s; see
+    /// docs/OPERATIONS.md). Default: none (names, types and times only).
+    pub catalog: Option<PathBuf>,
 }
 
 impl Default for SeedConfig {
@@ -104,6 +107,7 @@ impl Default for SeedConfig {
             http: None,
             simulate_loss: 0.0,
             paths: Vec::new(),
+            catalog: None,
         }
     }
 }

@@ -33,6 +33,8 @@ pub enum IngestError {
     NotUtf8(PathBuf),
     #[error("{0}: the name is longer than {max} bytes", max = hubcast_protocol::wire::MAX_NAME_LEN)]
     NameTooLong(PathBuf),
+    #[error("{0}: names under `.hubcast/` are the channel's own (its catalog): rename it to seed it")]
+    Reserved(PathBuf),
     #[error("{0}: two seeded paths give the same name `{1}`")]
     DuplicateName(PathBuf, String),
 }
@@ -90,6 +92,9 @@ fn describe(path: &Path, base: &Path) -> Result<SourceFile, IngestError> {
     let name = parts.ok_or_else(|| IngestError::NotUtf8(path.to_owned()))?.join("/");
     if name.len() > hubcast_protocol::wire::MAX_NAME_LEN {
         return Err(IngestError::NameTooLong(path.to_owned()));
+    }
+    if name.starts_with(".hubcast/") {
+        return Err(IngestError::Reserved(path.to_owned()));
     }
     let mut file = fs::File::open(path).map_err(io_err(path))?;
     let mut hasher = blake3::Hasher::new();

@@ -3,6 +3,7 @@
 //!
 //! `main.rs` only parses the command line; everything runs from here.
 
+pub mod channel_catalog;
 pub mod config;
 pub mod feedback;
 pub mod ingest;

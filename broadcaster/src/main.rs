@@ -148,6 +148,11 @@ struct SeedArgs {
     /// the last round. [default: 30]
     #[arg(long)]
     linger: Option<u64>,
+    /// The catalog's metadata (titles, descriptions, tags, types) for the
+    /// seeded files: a TOML file of `[[item]]`s, as docs/OPERATIONS.md shows.
+    /// [default: none: each file's name, type and time]
+    #[arg(long, value_name = "FILE")]
+    catalog: Option<PathBuf>,
     /// With --tracker: the share of --rate origin repair may take while the
     /// carousel sends (the carousel sends that much less); all of it once the
     /// carousel is idle. [default: 0.5]
@@ -236,6 +241,9 @@ impl SeedArgs {
         }
         if let Some(v) = self.linger {
             c.linger_secs = v;
+        }
+        if self.catalog.is_some() {
+            c.catalog = self.catalog;
         }
         if !self.paths.is_empty() {
             c.paths = self.paths;

@@ -14,7 +14,7 @@ use hubcast_daemon::units::RateSetting;
 use hubcast_keys::{NodeAddr, SignerKeys};
 use hubcast_protocol::sender::{Carousel, ObjectPlan, Pacer, PreparedChunk, Sender, Step};
 use hubcast_protocol::verify::Signer;
-use hubcast_protocol::wire::{self, Kind, Manifest};
+use hubcast_protocol::wire::{self, CatalogRoot, Kind, Manifest};
 use hubcast_transport::batch::BatchSend;
 use hubcast_transport::{Interface, MulticastConfig, TransportError};
 use rand::Rng;
@@ -36,6 +36,8 @@ pub enum SeedError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Ingest(#[from] IngestError),
+    #[error(transparent)]
+    Catalog(#[from] crate::channel_catalog::CatalogBuildError),
     #[error(transparent)]
     Transport(#[from] TransportError),
     #[error(transparent)]
@@ -255,7 +257,7 @@ pub async fn seed(
 ) -> Result<SeedReport, SeedError> {
     let rate = cfg.validate()?;
     check_certificate(&keys)?;
-    let files = ingest::collect(&cfg.paths)?;
+    let mut files = ingest::collect(&cfg.paths)?;
     let mut mc = MulticastConfig::new(cfg.group);
     mc.interface = cfg.iface.parse::<Interface>()?;
     mc.ttl = cfg.ttl;
@@ -266,6 +268,16 @@ pub async fn seed(
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
     let expiry = unix_now() + cfg.expiry_secs;
+    let total: u64 = files.iter().map(|f| f.size).sum();
+    let object_count = files.len();
+    // The catalog goes first: its index, then its pages, objects like the
+    // files; its signed root goes with the manifests. Its version is the
+    // manifests' sequence number (ms since the epoch): a restarted
+    // broadcaster's is higher.
+    let catalog =
+        crate::channel_catalog::build(&files, cfg.catalog.as_deref(), cfg.state_dir(), seq, expiry)?;
+    let catalog_root = catalog.root;
+    files.splice(0..0, catalog.files);
     // The origin service binds first: the manifests name it, for hubs not
     // given --tracker.
     let bound = cfg.tracker.map(|addr| origin::bind(addr, cfg.state_dir())).transpose()?;
@@ -282,8 +294,6 @@ pub async fn seed(
             p
         })
         .collect();
-    let total: u64 = files.iter().map(|f| f.size).sum();
-    let object_count = files.len();
     let fingerprint = hubcast_keys::Fingerprint::of(&signer.certificate().root);
     status.update(|s| {
         s.fingerprint = fingerprint.to_string();
@@ -338,14 +348,17 @@ pub async fn seed(
     info!(objects = files.len(), bytes = total, group = %cfg.group, iface = %mc.interface, rate = %cfg.rate_setting(), rate_bytes_per_sec = rate,
         %fingerprint, "seeding");
 
-    let manifests = plans.iter().map(|p| signer.manifest_datagram(&p.manifest)).collect();
+    // The catalog's root is mixed in with the manifests, after them.
+    let mut manifests: Vec<Vec<u8>> = plans.iter().map(|p| signer.manifest_datagram(&p.manifest)).collect();
+    manifests.push(signer.catalog_root_datagram(&catalog_root));
     // While lingering, the channel stays audible: one round-end manifest a
     // second, so hubs tell an idle channel from lost multicast (and a late
     // joiner learns what went by).
-    let heartbeat: Vec<Vec<u8>> = plans
+    let mut heartbeat: Vec<Vec<u8>> = plans
         .iter()
         .map(|p| signer.manifest_datagram(&Manifest { round_end: true, ..p.manifest.clone() }))
         .collect();
+    heartbeat.push(signer.catalog_root_datagram(&catalog_root));
     // Burst: 2 ms at the rate (the highest, with --rate auto; tokio timers
     // tick in milliseconds), at least 64 KiB.
     let burst = (rate as usize / 500).max(64 << 10);
@@ -359,7 +372,7 @@ pub async fn seed(
         let feedback = feedback.clone();
         std::thread::Builder::new()
             .name("seed-producer".into())
-            .spawn(move || produce(&cfg, &signer, &feedback, plans, &files, &tx, &stop))
+            .spawn(move || produce(&cfg, &signer, &feedback, plans, catalog_root, &files, &tx, &stop))
             .map_err(|source| SeedError::Read { path: "producer thread".into(), source })?
     };
 
@@ -446,11 +459,13 @@ pub async fn seed(
 
 /// Producer thread: walk the carousel, read and prepare each chunk, hand the
 /// datagrams to the pacer. Re-signs manifests when half their lifetime is gone.
+#[allow(clippy::too_many_arguments)]
 fn produce(
     cfg: &SeedConfig,
     signer: &Signer,
     feedback: &Feedback,
     mut plans: Vec<ObjectPlan>,
+    mut catalog_root: CatalogRoot,
     files: &[SourceFile],
     tx: &mpsc::Sender<Batch>,
     stop: &CancellationToken,
@@ -474,6 +489,11 @@ fn produce(
                         if tx.blocking_send(Batch::Manifest(i, signer.manifest_datagram(&m))).is_err() {
                             return;
                         }
+                    }
+                    catalog_root.expiry = now + cfg.expiry_secs;
+                    let root = signer.catalog_root_datagram(&catalog_root);
+                    if tx.blocking_send(Batch::Manifest(plans.len(), root)).is_err() {
+                        return;
                     }
                 }
                 // After its chunks, the object's manifest says the round has

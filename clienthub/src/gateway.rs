@@ -123,6 +123,50 @@ pub async fn ask(gw: &Gateway, headers: &HeaderMap, ask: Ask, what: &str) -> Res
     (StatusCode::ACCEPTED, axum::Json(body)).into_response()
 }
 
+/// `GET /api/catalog`'s parameters, as they come: each is checked here.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct CatalogParams {
+    pub q: Option<String>,
+    pub tag: Option<String>,
+    pub held: Option<String>,
+    pub cursor: Option<String>,
+    pub limit: Option<String>,
+}
+
+/// `GET /api/catalog?q=&tag=&held=&cursor=&limit=`: the channel's catalog,
+/// a page at a time (`limit`, default 50, at most 500; `next` is the
+/// cursor of the page after), each entry with whether this hub holds it.
+pub async fn catalog(gw: &Gateway, p: CatalogParams) -> Response {
+    let held = match p.held.as_deref() {
+        None | Some("") => None,
+        Some("true" | "1" | "yes") => Some(true),
+        Some("false" | "0" | "no") => Some(false),
+        Some(_) => return refuse(StatusCode::BAD_REQUEST, "held: true or false"),
+    };
+    let limit = match p.limit.as_deref().map(str::parse::<usize>) {
+        None => 50,
+        Some(Ok(n)) if (1..=crate::library::MAX_LIMIT).contains(&n) => n,
+        Some(_) => return refuse(StatusCode::BAD_REQUEST, "limit: 1 to 500"),
+    };
+    let bounded = |s: Option<String>| s.filter(|s| !s.is_empty() && s.len() <= 1000);
+    let query = crate::library::Query {
+        q: bounded(p.q),
+        tag: bounded(p.tag),
+        held,
+        cursor: bounded(p.cursor),
+        limit,
+    };
+    let (tx, rx) = oneshot::channel();
+    if gw.store.send(StoreJob::Catalog(query, tx)).await.is_err() {
+        return refuse(StatusCode::SERVICE_UNAVAILABLE, "the hub is stopping");
+    }
+    match rx.await {
+        Ok(Ok(found)) => axum::Json(found).into_response(),
+        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("the store: {e}\n")).into_response(),
+        Err(_) => refuse(StatusCode::SERVICE_UNAVAILABLE, "the hub is stopping"),
+    }
+}
+
 fn admitted(gw: &Gateway, headers: &HeaderMap) -> bool {
     gw.token.admits(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()))
 }
@@ -190,7 +234,7 @@ async fn serve(
         .header(header::ACCEPT_RANGES, "bytes")
         .header(header::CONTENT_LENGTH, len)
         .header(header::ETAG, format!("\"{}\"", id.to_hex()))
-        .header(header::CONTENT_TYPE, content_type(&o.name));
+        .header(header::CONTENT_TYPE, hubcast_daemon::content_type(&o.name));
     if let (StatusCode::PARTIAL_CONTENT, Some(r)) = (code, &span) {
         response =
             response.header(header::CONTENT_RANGE, format!("bytes {}-{}/{}", r.start(), r.end(), o.size));
@@ -259,16 +303,6 @@ fn chunks(
     })
 }
 
-/// The media type a player expects, from the name's extension. MPEG-TS is
-/// `video/mp2t` to players (HLS); mime_guess's table says a DLNA name.
-fn content_type(name: &str) -> String {
-    let ext = std::path::Path::new(name).extension().and_then(|e| e.to_str()).unwrap_or("");
-    if ext.eq_ignore_ascii_case("ts") || ext.eq_ignore_ascii_case("m2ts") {
-        return "video/mp2t".into();
-    }
-    mime_guess::from_path(name).first_or_octet_stream().essence_str().to_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -297,14 +331,5 @@ mod tests {
         assert_eq!(wanted(Some(&many), 10), Wanted::Whole);
         let huge = format!("bytes={}-", "9".repeat(40));
         assert_eq!(wanted(Some(&huge), 10), Wanted::Whole, "a number past u64 does not parse");
-    }
-
-    #[test]
-    fn media_types_come_from_the_name() {
-        assert_eq!(content_type("films/a film.mp4"), "video/mp4");
-        assert_eq!(content_type("x.ts"), "video/mp2t");
-        assert_eq!(content_type("notes.txt"), "text/plain");
-        assert_eq!(content_type("live/seg.M2TS"), "video/mp2t");
-        assert_eq!(content_type("no-extension"), "application/octet-stream");
     }
 }

@@ -48,12 +48,14 @@ pub async fn serve(listener: tokio::net::TcpListener, state: AppState, cancel: C
     let state_counters = state.http.clone();
     let app = Router::new()
         .route("/", get(page))
+        .route("/library", get(library))
         .route("/api/status", get(api_status))
         .route("/metrics", get(metrics))
         .route("/live/{name}/{file}", get(live_file))
         .route("/live/{file}", get(live_stream))
         .route("/objects/{id}", get(object))
         .route("/files/{*path}", get(file))
+        .route("/api/catalog", get(catalog))
         .route("/api/fetch/{*what}", post(fetch))
         .route("/api/pin/{*what}", post(pin))
         .route("/api/unpin/{*what}", post(unpin))
@@ -70,6 +72,20 @@ async fn object(
     Path(id): Path<String>,
 ) -> Response {
     crate::gateway::object(&s.gateway, &method, &headers, &id).await
+}
+
+/// `GET /library`: the catalog to browse, search and fetch from (plain
+/// HTML; its script reads `/api/catalog` and `/api/status`).
+async fn library() -> Html<&'static str> {
+    Html(include_str!("library.html"))
+}
+
+/// `GET /api/catalog`: the channel's catalog, paged and filtered.
+async fn catalog(
+    State(s): State<AppState>,
+    axum::extract::Query(p): axum::extract::Query<crate::gateway::CatalogParams>,
+) -> Response {
+    crate::gateway::catalog(&s.gateway, p).await
 }
 
 /// `POST /api/fetch/{id or name}` (with the token): hold it again.
@@ -309,7 +325,7 @@ async fn page(State(s): State<AppState>) -> Html<String> {
          <style>body{{font-family:sans-serif;margin:1.5em}}table{{border-collapse:collapse}}\
          td,th{{border:1px solid #bbb;padding:.3em .6em;text-align:left}}progress{{width:8em}}</style>\
          <h1>hubcast hub</h1>\
-         <p>channel <code>{}</code> on {}, up {}. <a href=/api/status>status (JSON)</a> · <a href=/metrics>metrics</a></p>\
+         <p>channel <code>{}</code> on {}, up {}. <a href=/library>library</a> · <a href=/api/status>status (JSON)</a> · <a href=/metrics>metrics</a></p>\
          <p>verified bytes by path: multicast {}, peer {}, origin {}, bridge {}</p>\
          <p class=store>held {} of a quota of {}; pinned {}, evicted {}, fetched on demand {}</p>\
          <table><tr><th>object</th><th>progress</th><th>stored</th><th>rate</th><th>time left</th>\

@@ -13,6 +13,7 @@ pub mod gateway;
 pub mod get;
 pub mod http;
 pub mod hub;
+pub mod library;
 pub mod live;
 pub mod peers;
 pub mod status;

@@ -118,6 +118,15 @@ pub struct ChunkCounters {
     pub fetches: u64,
 }
 
+/// The catalog assembled: its version (0: none yet) and entries, and the
+/// versions whose objects did not check out against their root.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CatalogStatus {
+    pub version: u64,
+    pub entries: u64,
+    pub refused: u64,
+}
+
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct DatagramCounters {
     pub received: u64,
@@ -297,6 +306,8 @@ pub struct HubStatus {
     pub uptime_ms: u64,
     pub bytes: BytesBySource,
     pub chunks: ChunkCounters,
+    /// The channel's catalog as this hub holds it.
+    pub catalog: CatalogStatus,
     pub datagrams: DatagramCounters,
     /// Datagrams not used, by reason (see docs/PROTOCOL.md).
     pub drops: BTreeMap<&'static str, u64>,
@@ -362,7 +373,14 @@ struct Board {
     /// stored a chunk of it, and the bytes it held just before; its rate is
     /// measured from there at every tick, and kept when it completes.
     progress: BTreeMap<ObjectId, (std::time::Instant, u64)>,
+    /// Chunks completed of objects whose manifest the store has not
+    /// published yet (it may never come: the catalog's own objects, a
+    /// manifest lost): credited to the object when it is listed.
+    unlisted: BTreeMap<ObjectId, ChunkSources>,
 }
+
+/// Objects [`Board::unlisted`] remembers at most.
+const UNLISTED_MAX: usize = 4096;
 
 impl StatusBoard {
     fn lock(&self) -> MutexGuard<'_, Board> {
@@ -395,9 +413,22 @@ impl StatusBoard {
         });
     }
 
+    /// Change an object the status lists already (its manifest was
+    /// published); one it does not list (the catalog's own objects, or one
+    /// whose manifest is still to come) is left out.
+    pub fn update_listed(&self, id: ObjectId, f: impl FnOnce(&mut ObjectStatus)) {
+        if self.lock().objects.contains_key(&id) {
+            self.update_object(id, f);
+        }
+    }
+
     pub fn update_object(&self, id: ObjectId, f: impl FnOnce(&mut ObjectStatus)) {
         let mut b = self.lock();
+        let credit = if b.objects.contains_key(&id) { None } else { b.unlisted.remove(&id) };
         let o = b.objects.entry(id).or_insert_with(|| ObjectStatus { id: id.to_hex(), ..Default::default() });
+        if let Some(c) = credit {
+            o.completed_by = c;
+        }
         // Progress counts from the manifest on: chunks found in the store
         // at start, or stored before the manifest came, are not this run's rate.
         let known = o.chunk_size > 0;
@@ -410,10 +441,16 @@ impl StatusBoard {
     }
 
     /// A chunk of `id` was completed by datagrams that came on `source`.
+    /// A chunk completed by `source`: credited to its object, or kept until
+    /// the object is listed (its manifest published).
     pub fn chunk_completed_by(&self, id: ObjectId, source: Source) {
         let mut b = self.lock();
-        let o = b.objects.entry(id).or_insert_with(|| ObjectStatus { id: id.to_hex(), ..Default::default() });
-        o.completed_by.add(source);
+        if let Some(o) = b.objects.get_mut(&id) {
+            return o.completed_by.add(source);
+        }
+        if b.unlisted.len() < UNLISTED_MAX || b.unlisted.contains_key(&id) {
+            b.unlisted.entry(id).or_default().add(source);
+        }
     }
 
     /// Bytes of objects held in the store.
@@ -441,11 +478,17 @@ impl StatusBoard {
 
     /// Forget an object (a live segment, shown under `live` instead).
     pub fn remove_object(&self, id: &ObjectId) {
-        self.lock().objects.remove(id);
+        let mut b = self.lock();
+        b.objects.remove(id);
+        b.unlisted.remove(id);
     }
 
     pub fn with_chunks(&self, f: impl FnOnce(&mut ChunkCounters)) {
         f(&mut self.lock().status.chunks);
+    }
+
+    pub fn with_catalog(&self, f: impl FnOnce(&mut CatalogStatus)) {
+        f(&mut self.lock().status.catalog);
     }
 
     pub fn store_error(&self, message: String) {

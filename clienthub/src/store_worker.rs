@@ -12,7 +12,7 @@ use hubcast_protocol::receiver::VerifiedChunk;
 use hubcast_protocol::serve::{ChunkRequest, ChunkServer, KeptTable};
 use hubcast_protocol::store::StoredManifest;
 use hubcast_protocol::verify::VerifiedManifest;
-use hubcast_protocol::wire::Manifest;
+use hubcast_protocol::wire::{CatalogRoot, Manifest};
 use hubcast_protocol::ObjectId;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -78,6 +78,10 @@ pub enum StoreJob {
     Scrub(Instant),
     /// What the hub's user asked of an object (with the API token).
     Ask(ObjectId, Ask),
+    /// A catalog root newer than the one held, verified, and its datagram.
+    CatalogRoot(CatalogRoot, Vec<u8>),
+    /// A query of the catalog (`/api/catalog`).
+    Catalog(crate::library::Query, oneshot::Sender<Result<crate::library::Found, String>>),
 }
 
 /// What the hub's user can ask of an object.
@@ -261,6 +265,7 @@ pub(crate) fn store_worker(
     quota: Quota,
     started: Instant,
 ) {
+    let library = crate::library::Library::open(&store, &status);
     let mut w = StoreWorker {
         store: &mut store,
         status: &status,
@@ -275,6 +280,8 @@ pub(crate) fn store_worker(
         now: started,
         last_warn: None,
         suppressed: 0,
+        library,
+        catalog_stored: false,
     };
     for m in manifests.values() {
         if !w.live.on_manifest(m) {
@@ -344,6 +351,9 @@ pub(crate) fn store_worker(
             w.store_chunks(chunks, &manifests);
         }
         w.record_exports();
+        if std::mem::take(&mut w.catalog_stored) {
+            w.library.on_object(w.store, w.status, &mut manifests);
+        }
         match next {
             // Taken into the batch above.
             None | Some(StoreJob::Chunk(..) | StoreJob::Manifest(..)) => {}
@@ -368,6 +378,13 @@ pub(crate) fn store_worker(
                 w.scrub(&mut scrub);
             }
             Some(StoreJob::Ask(id, ask)) => w.ask(id, ask),
+            Some(StoreJob::CatalogRoot(root, datagram)) => {
+                w.library.on_root(w.store, w.status, root, &datagram, &mut manifests);
+            }
+            Some(StoreJob::Catalog(query, reply)) => {
+                let found = w.library.query(w.store, w.status, &query).map_err(|e| e.to_string());
+                let _ = reply.send(found);
+            }
             Some(StoreJob::Retire(ids)) => {
                 for id in ids {
                     if let Err(e) = w.store.remove_object(&id) {
@@ -399,6 +416,10 @@ struct StoreWorker<'a> {
     now: Instant,
     last_warn: Option<Instant>,
     suppressed: u64,
+    /// The channel's catalog, assembled here.
+    library: crate::library::Library,
+    /// A catalog object was stored whole since the library last looked.
+    catalog_stored: bool,
 }
 
 impl StoreWorker<'_> {
@@ -554,7 +575,8 @@ impl StoreWorker<'_> {
         for id in touched {
             if !self.live.is_segment(&id) {
                 let n = self.store.chunk_count(&id);
-                self.status.update_object(id, |o| o.chunks_stored = n);
+                // Publishing the manifest sets it for an object not listed yet.
+                self.status.update_listed(id, |o| o.chunks_stored = n);
             }
             if let Some(m) = manifests.get(&id) {
                 self.finish_if_complete(m);
@@ -591,7 +613,7 @@ impl StoreWorker<'_> {
         });
         let n = self.store.chunk_count(&id);
         if !self.live.is_segment(&id) {
-            self.status.update_object(id, |o| {
+            self.status.update_listed(id, |o| {
                 o.chunks_stored = n;
                 o.complete = false;
             });
@@ -648,6 +670,12 @@ impl StoreWorker<'_> {
     }
 
     fn publish(&self, m: &Manifest) {
+        // The catalog's own objects are the library's, not the user's (its
+        // chunks may have come before the manifest, counted as an object).
+        if hubcast_protocol::catalog::is_catalog_name(&m.name) {
+            self.status.remove_object(&m.object_id);
+            return;
+        }
         let chunks = hubcast_protocol::sender::chunk_count(m.size, m.chunk_size);
         let stored = self.store.chunk_count(&m.object_id);
         self.status.update_object(m.object_id, |o| {
@@ -665,6 +693,10 @@ impl StoreWorker<'_> {
         }
         if m.live.is_some() {
             self.finish_segment(m);
+            return;
+        }
+        if hubcast_protocol::catalog::is_catalog_name(&m.name) {
+            self.catalog_stored = true;
             return;
         }
         let mut exported = None;

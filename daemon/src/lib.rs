@@ -128,3 +128,27 @@ mod tests {
         assert!(load_settings::<S>(Some(&missing)).unwrap_err().to_string().contains("missing.toml"));
     }
 }
+
+/// The media type a player expects, from the name's extension. MPEG-TS is
+/// `video/mp2t` to players (HLS); mime_guess's table says a DLNA name.
+pub fn content_type(name: &str) -> String {
+    let ext = std::path::Path::new(name).extension().and_then(|e| e.to_str()).unwrap_or("");
+    if ext.eq_ignore_ascii_case("ts") || ext.eq_ignore_ascii_case("m2ts") {
+        return "video/mp2t".into();
+    }
+    mime_guess::from_path(name).first_or_octet_stream().essence_str().to_owned()
+}
+
+#[cfg(test)]
+mod content_type_tests {
+    use super::*;
+
+    #[test]
+    fn media_types_come_from_the_name() {
+        assert_eq!(content_type("films/a film.mp4"), "video/mp4");
+        assert_eq!(content_type("x.ts"), "video/mp2t");
+        assert_eq!(content_type("notes.txt"), "text/plain");
+        assert_eq!(content_type("live/seg.M2TS"), "video/mp2t");
+        assert_eq!(content_type("no-extension"), "application/octet-stream");
+    }
+}

@@ -17,6 +17,11 @@ fuzz_target!(|data: &[u8]| {
                 assert!(f.body.echo.rate_kbit != Some(0));
                 assert!(f.body.echo.worst.is_none_or(|w| w <= 100) && f.body.echo.round_ms > 0);
             }
+            hubcast_protocol::wire::Datagram::CatalogRoot(c) => {
+                assert_eq!(data.len(), hubcast_protocol::wire::CATALOG_ROOT_LEN);
+                assert!(c.body.pages as usize <= hubcast_protocol::catalog::MAX_PAGES);
+                assert_eq!(c.body.index_size, 8 + u64::from(c.body.pages) * 36);
+            }
             _ => {}
         }
     }

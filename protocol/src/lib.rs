@@ -7,6 +7,7 @@
 //! and timers between these state machines and the network.
 
 pub mod announce;
+pub mod catalog;
 pub mod digest;
 pub mod fec;
 pub mod feedback;

@@ -555,7 +555,11 @@ mod tests {
                 wire::Datagram::Symbol(s) => {
                     assert!(seen_pages.contains_key(&page_of(s.esi)), "ESI {}", s.esi)
                 }
-                wire::Datagram::Manifest(_) | wire::Datagram::Feedback(_) => unreachable!(),
+                wire::Datagram::Manifest(_)
+                | wire::Datagram::Feedback(_)
+                | wire::Datagram::CatalogRoot(_) => {
+                    unreachable!()
+                }
             }
         }
         assert_eq!(tickets, 3);

@@ -3,7 +3,7 @@
 //! tickets exist; their types ([`VerifiedManifest`], [`VerifiedTicket`]) can only
 //! be made here.
 
-use crate::wire::{self, Feedback, Manifest, Signed, Ticket, SIGNATURE_LEN};
+use crate::wire::{self, CatalogRoot, Feedback, Manifest, Signed, Ticket, SIGNATURE_LEN};
 use hubcast_keys::{
     sign_with_context, verify_with_context, CertError, Certificate, Signature, SignerKeys, TrustAnchor,
     CERTIFICATE_LEN,
@@ -13,6 +13,7 @@ use std::collections::HashMap;
 const MANIFEST_CONTEXT: &[u8] = b"hubcast manifest v1";
 const TICKET_CONTEXT: &[u8] = b"hubcast ticket v1";
 const FEEDBACK_CONTEXT: &[u8] = b"hubcast feedback v1";
+const CATALOG_CONTEXT: &[u8] = b"hubcast catalog v1";
 /// Distinct certificates whose root signature is remembered as checked.
 pub const MAX_CACHED_CERTS: usize = 16;
 
@@ -105,6 +106,20 @@ impl Verifier {
         Ok(s.body)
     }
 
+    /// A catalog root, once its signature and expiry hold. Whether its
+    /// version is newer than the one held is the caller's check.
+    pub fn verify_catalog_root(
+        &mut self,
+        s: Signed<CatalogRoot>,
+        unix_now: u64,
+    ) -> Result<CatalogRoot, VerifyError> {
+        self.check_chain(&s, CATALOG_CONTEXT, unix_now)?;
+        if unix_now >= s.body.expiry {
+            return Err(VerifyError::Expired);
+        }
+        Ok(s.body)
+    }
+
     pub fn verify_ticket(&mut self, s: Signed<Ticket>, unix_now: u64) -> Result<VerifiedTicket, VerifyError> {
         self.check_chain(&s, TICKET_CONTEXT, unix_now)?;
         if unix_now >= s.body.expiry {
@@ -149,6 +164,11 @@ impl Signer {
     pub fn feedback_datagram(&self, f: &Feedback) -> Vec<u8> {
         let bytes = wire::feedback_signed_bytes(f, &self.keys.cert, self.channel_tag);
         self.finish(bytes, FEEDBACK_CONTEXT)
+    }
+
+    pub fn catalog_root_datagram(&self, c: &CatalogRoot) -> Vec<u8> {
+        let bytes = wire::catalog_root_signed_bytes(c, &self.keys.cert, self.channel_tag);
+        self.finish(bytes, CATALOG_CONTEXT)
     }
 
     pub fn ticket_datagram(&self, t: &Ticket) -> Vec<u8> {

@@ -505,3 +505,31 @@ pub fn ask_tracker(
         }
     })
 }
+
+/// Debian's headless Chromium, if installed (else the test says it is skipped).
+pub fn chromium() -> Option<&'static str> {
+    let found = ["chromium", "chromium-browser"].into_iter().find(|c| {
+        Command::new(c).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok()
+    });
+    can_run(found.is_none().then_some("chromium is missing: apt-get install chromium"));
+    found
+}
+
+/// The page as the browser built it, scripts and all (their requests
+/// answered within the virtual time budget).
+pub fn dump_dom(browser: &str, url: &str) -> String {
+    let out = Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--virtual-time-budget=1000",
+            "--dump-dom",
+            url,
+        ])
+        .stderr(Stdio::null())
+        .output()
+        .expect("run chromium");
+    assert!(out.status.success(), "chromium failed");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -138,7 +138,9 @@ fn a_hub_killed_mid_transfer_resumes_without_fetching_stored_chunks_again() {
     let src = t.join("movie.bin");
     let size = 24 << 20;
     std::fs::write(&src, pattern(size, 42)).unwrap();
-    let chunks = 24u64;
+    // The film's 24, and the catalog's index and page, a chunk each.
+    let film_chunks = 24u64;
+    let chunks = film_chunks + 2;
     let fingerprint = keygen(&t.join("keys"));
     let group = unique_group();
     let http = free_port();
@@ -184,7 +186,7 @@ fn a_hub_killed_mid_transfer_resumes_without_fetching_stored_chunks_again() {
     hub.kill();
     let (mut store, _) = hubcast_clienthub::store::Store::open(&t.join("store")).unwrap();
     let id = archive_id("movie.bin", &std::fs::read(&src).unwrap());
-    for i in 0..chunks as u32 {
+    for i in 0..film_chunks as u32 {
         let data = store.read_chunk(&id, i).unwrap().expect("chunk stored");
         let ticket = store.read_ticket(&id, i).unwrap().expect("ticket stored");
         assert!(hubcast_protocol::serve::ChunkServer::new(ticket, data.clone()).is_ok(), "chunk {i}");

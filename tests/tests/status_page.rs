@@ -8,32 +8,6 @@ use std::time::Duration;
 
 const DEADLINE: Duration = Duration::from_secs(120);
 
-fn chromium() -> Option<&'static str> {
-    let found = ["chromium", "chromium-browser"].into_iter().find(|c| {
-        Command::new(c).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok()
-    });
-    can_run(found.is_none().then_some("chromium is missing: apt-get install chromium"));
-    found
-}
-
-/// The page as the browser built it, scripts and all.
-fn dump_dom(browser: &str, url: &str) -> String {
-    let out = Command::new(browser)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--virtual-time-budget=1000",
-            "--dump-dom",
-            url,
-        ])
-        .stderr(Stdio::null())
-        .output()
-        .expect("run chromium");
-    assert!(out.status.success(), "chromium failed");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[test]
 fn the_status_page_and_watch_show_an_object_part_way_with_rate_and_time_left() {
     let Some(browser) = chromium() else { return };

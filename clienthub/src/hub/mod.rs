@@ -223,6 +223,12 @@ pub async fn run(cfg: HubConfig, status: StatusBoard, cancel: CancellationToken)
     hub.restore_chunks(store.chunks()?, report.lost.iter().copied());
     // Objects evicted to stay within --quota: not taken from the carousel
     // again until asked for.
+    // The catalog's root as stored: anything older is refused from now on.
+    if let Some((datagram, at)) = store.catalog_root()? {
+        if let Err(why) = hub.restore_catalog_root(&datagram, at) {
+            warn!(?why, "the stored catalog root fails its check (damaged, or another channel's): the channel sends it again");
+        }
+    }
     let evicted = store.evicted()?;
     hub.handle_input(now, unix_ms, Input::Unwanted(&evicted));
     let pinned = store.pinned()?;
@@ -341,6 +347,11 @@ impl Loop<'_> {
             match out {
                 Output::Store { event, source } => {
                     if !self.store_event((now, unix_ms), event, source).await {
+                        return false;
+                    }
+                }
+                Output::Event(HubEvent::Catalog { root, datagram }) => {
+                    if self.store.send(StoreJob::CatalogRoot(root, datagram)).await.is_err() {
                         return false;
                     }
                 }

@@ -328,6 +328,8 @@ impl Loop<'_> {
                 forest_said(e);
                 self.publish_forest();
             }
+            // Taken to the store in `carry_out`, which may wait.
+            HubEvent::Catalog { .. } => {}
             HubEvent::Struck { peer, strike, .. } => {
                 if strike.banned_now {
                     warn!(%peer, strikes = strike.strikes,

@@ -49,10 +49,12 @@ use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Component, Path, PathBuf};
 
+mod catalog;
 mod evict;
 mod fsck;
 mod objects;
 mod open;
+pub use catalog::SCAN_LIMIT;
 pub use fsck::{fsck, FsckReport};
 use objects::{open_object, place, Place};
 

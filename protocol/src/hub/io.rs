@@ -213,4 +213,11 @@ pub enum HubEvent {
         strikes: u32,
     },
     Forest(ForestEvent),
+    /// A catalog root newer than the one held verified: keep it (the
+    /// datagram, to check again at start), and assemble its pages as they
+    /// complete.
+    Catalog {
+        root: wire::CatalogRoot,
+        datagram: Vec<u8>,
+    },
 }

@@ -385,6 +385,11 @@ impl Hub {
         }
     }
 
+    /// The catalog root the store kept, checked again as of when it came.
+    pub fn restore_catalog_root(&mut self, datagram: &[u8], received_unix: u64) -> Result<(), DropReason> {
+        self.receiver.restore_catalog_root(datagram, received_unix)
+    }
+
     /// The next thing to do, until `None`.
     pub fn poll_output(&mut self) -> Option<Output> {
         if self.out.is_empty() {
@@ -459,6 +464,9 @@ impl Hub {
                 }
             }
             self.out.push_back(Output::Store { event, source: self.source.0 });
+        }
+        if let Some((root, datagram)) = self.receiver.take_new_catalog_root() {
+            self.event(HubEvent::Catalog { root, datagram });
         }
         let accepted = self.receiver.stats().symbol_bytes_accepted;
         if accepted > self.credited {

@@ -49,6 +49,9 @@ impl Receiver {
         if header.kind == wire::Kind::Feedback {
             return self.handle_feedback(unix_now, datagram);
         }
+        if header.kind == wire::Kind::CatalogRoot {
+            return self.handle_catalog_root(unix_now, datagram);
+        }
         if !self.from_peer {
             self.quiet_ticks = 0;
             if let Some(previous) = self.current.filter(|c| Some(*c) != key) {
@@ -137,7 +140,9 @@ impl Receiver {
             }
             Datagram::TablePage(p) => self.handle_page(p),
             Datagram::Symbol(s) => self.handle_symbol(s),
-            Datagram::Feedback(_) => unreachable!("feedback is handled before the chunk's bookkeeping"),
+            Datagram::Feedback(_) | Datagram::CatalogRoot(_) => {
+                unreachable!("feedback and the catalog's root are handled before the chunk's bookkeeping")
+            }
         }
     }
 
@@ -151,6 +156,53 @@ impl Receiver {
         }
         self.feedback = Some(self.verifier.verify_feedback(f, unix_now)?);
         Ok(())
+    }
+
+    /// The catalog's signed root: taken when it verifies and its version is
+    /// higher than the one held (or stored before: restarts do not open a
+    /// way back). A copy of the held one is a duplicate, unverified; an
+    /// older one is refused (`rolled_back`) once its signature holds (an
+    /// unsigned forgery is `bad_signature`, not a rollback).
+    fn handle_catalog_root(&mut self, unix_now: u64, datagram: &[u8]) -> Result<(), DropReason> {
+        let Datagram::CatalogRoot(c) = wire::decode(datagram)?.1 else { return Err(DropReason::BadKind) };
+        let held = self.catalog.as_ref().map_or(0, |(r, _)| r.version);
+        if c.body.version == held {
+            return Err(DropReason::Duplicate);
+        }
+        let root = self.verifier.verify_catalog_root(c, unix_now)?;
+        if root.version < held {
+            return Err(DropReason::RolledBack);
+        }
+        self.catalog = Some((root, datagram.to_vec()));
+        self.catalog_new = true;
+        Ok(())
+    }
+
+    /// The catalog root the hub's store kept, verified again as of when it
+    /// came: the version to refuse anything older than.
+    pub fn restore_catalog_root(&mut self, datagram: &[u8], received_unix: u64) -> Result<(), DropReason> {
+        let header = wire::decode_header(datagram)?;
+        if header.channel_tag != self.channel_tag {
+            return Err(DropReason::WrongChannel);
+        }
+        let Datagram::CatalogRoot(c) = wire::decode(datagram)?.1 else { return Err(DropReason::BadKind) };
+        let root = self.verifier.verify_catalog_root(c, received_unix)?;
+        self.catalog = Some((root, datagram.to_vec()));
+        Ok(())
+    }
+
+    /// A catalog root taken since the last call, with its datagram (for
+    /// the store, and for peers).
+    pub fn take_new_catalog_root(&mut self) -> Option<(wire::CatalogRoot, Vec<u8>)> {
+        if !std::mem::take(&mut self.catalog_new) {
+            return None;
+        }
+        self.catalog.clone()
+    }
+
+    /// The catalog root held, with its datagram.
+    pub fn catalog_root(&self) -> Option<&(wire::CatalogRoot, Vec<u8>)> {
+        self.catalog.as_ref()
     }
 
     /// A manifest the hub's store kept, as the signed datagram it came in:

@@ -312,6 +312,10 @@ pub struct Receiver {
     use_clock: u64,
     /// The newest verified feedback (the echo of loss reports).
     feedback: Option<wire::Feedback>,
+    /// The newest catalog root verified (or restored), with its datagram;
+    /// `catalog_new` until [`Receiver::take_new_catalog_root`] takes it.
+    catalog: Option<(wire::CatalogRoot, Vec<u8>)>,
+    catalog_new: bool,
     events: VecDeque<Event>,
     drops: DropCounters,
     stats: ReceiverStats,
@@ -346,6 +350,8 @@ impl Receiver {
             foreign_root: None,
             use_clock: 0,
             feedback: None,
+            catalog: None,
+            catalog_new: false,
             events: VecDeque::new(),
             drops: DropCounters::default(),
             stats: ReceiverStats::default(),

@@ -90,8 +90,11 @@ use crate::ObjectId;
 use hubcast_keys::{Certificate, NodeAddr, NodeId, CERTIFICATE_LEN};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
+mod catalog_root;
 mod feedback;
 mod peek;
+use catalog_root::decode_catalog_root;
+pub use catalog_root::{catalog_root_signed_bytes, CatalogRoot, CATALOG_ROOT_LEN};
 use feedback::decode_feedback;
 pub use feedback::feedback_signed_bytes;
 pub use peek::{field_range, peek_chunk, peek_esi, peek_ticket_geometry, Field};
@@ -179,6 +182,7 @@ pub enum Kind {
     TablePage = 3,
     Symbol = 4,
     Feedback = 5,
+    CatalogRoot = 6,
 }
 
 /// Why a datagram could not be parsed.
@@ -330,6 +334,7 @@ pub enum Datagram<'a> {
     TablePage(TablePage<'a>),
     Symbol(SymbolPacket<'a>),
     Feedback(Signed<Feedback>),
+    CatalogRoot(Signed<CatalogRoot>),
 }
 
 /// N_max: how many ESIs the digest table covers for a chunk of `k` source symbols.
@@ -411,6 +416,7 @@ pub fn decode_header(buf: &[u8]) -> Result<Header, WireError> {
         3 => Kind::TablePage,
         4 => Kind::Symbol,
         5 => Kind::Feedback,
+        6 => Kind::CatalogRoot,
         _ => return Err(WireError::BadKind),
     };
     Ok(Header { kind, channel_tag: r.u64()?, relayed })
@@ -453,6 +459,7 @@ pub fn decode(buf: &[u8]) -> Result<(Header, Datagram<'_>), WireError> {
             Datagram::Symbol(SymbolPacket { object_id, chunk_index, esi, data })
         }
         Kind::Feedback => Datagram::Feedback(decode_feedback(&mut r)?),
+        Kind::CatalogRoot => Datagram::CatalogRoot(decode_catalog_root(&mut r)?),
     };
     Ok((header, datagram))
 }
