@@ -104,6 +104,16 @@ pub fn load_settings<T: DeserializeOwned + Default>(path: Option<&Path>) -> Resu
     toml::from_str(&text).map_err(|source| SettingsError::Parse { path: path.to_owned(), source })
 }
 
+/// The media type a player expects, from the name's extension. MPEG-TS is
+/// `video/mp2t` to players (HLS); mime_guess's table says a DLNA name.
+pub fn content_type(name: &str) -> String {
+    let ext = std::path::Path::new(name).extension().and_then(|e| e.to_str()).unwrap_or("");
+    if ext.eq_ignore_ascii_case("ts") || ext.eq_ignore_ascii_case("m2ts") {
+        return "video/mp2t".into();
+    }
+    mime_guess::from_path(name).first_or_octet_stream().essence_str().to_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,21 +137,6 @@ mod tests {
         let missing = dir.path().join("missing.toml");
         assert!(load_settings::<S>(Some(&missing)).unwrap_err().to_string().contains("missing.toml"));
     }
-}
-
-/// The media type a player expects, from the name's extension. MPEG-TS is
-/// `video/mp2t` to players (HLS); mime_guess's table says a DLNA name.
-pub fn content_type(name: &str) -> String {
-    let ext = std::path::Path::new(name).extension().and_then(|e| e.to_str()).unwrap_or("");
-    if ext.eq_ignore_ascii_case("ts") || ext.eq_ignore_ascii_case("m2ts") {
-        return "video/mp2t".into();
-    }
-    mime_guess::from_path(name).first_or_octet_stream().essence_str().to_owned()
-}
-
-#[cfg(test)]
-mod content_type_tests {
-    use super::*;
 
     #[test]
     fn media_types_come_from_the_name() {
