@@ -250,7 +250,7 @@ fn not_yet(why: &str, o: &ObjectStatus) -> Response {
 /// How long a read waits for a chunk the hub does not hold yet (the
 /// carousel, peers or the origin bring it), and how often it asks again.
 const WAIT_FOR_CHUNK: Duration = Duration::from_secs(30);
-const WAIT_STEP: Duration = Duration::from_millis(250);
+const WAIT_STEP: Duration = Duration::from_millis(20);
 
 /// A stored chunk, checked, from the store worker; one not there yet is
 /// waited for, up to [`WAIT_FOR_CHUNK`].
