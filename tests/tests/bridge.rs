@@ -271,7 +271,10 @@ fn a_remulticasting_hub_turns_its_desert_lan_into_an_island() {
         status(h_http).filter(|s| s["bridge"].is_object())
     });
     let bytes = &h_status["bytes"];
-    assert!(u(&bytes["multicast"]) >= (12 << 20) / 2, "the LAN hub heard the relay as multicast: {bytes}");
+    // What it lacks after the relay's multicast its peer (the relay) fills,
+    // racing the relay's later symbols: 42-58% of the film came by multicast
+    // in five runs of 2026-12-06 (one on a CI run's loaded machine).
+    assert!(u(&bytes["multicast"]) >= (12 << 20) / 3, "the LAN hub heard the relay as multicast: {bytes}");
     assert_eq!(u(&bytes["bridge"]), 0, "{bytes}");
     assert_eq!(h_status["feed"]["mode"], "multicast", "{}", h_status["feed"]);
     assert_eq!(
