@@ -18,6 +18,8 @@ use hubcast_protocol::ObjectId;
 use hubcast_tests::*;
 use std::time::{Duration, Instant};
 
+type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
 fn entries(n: usize) -> Vec<Entry> {
     let mut out: Vec<Entry> = (0..n)
         .map(|i| Entry {
@@ -48,18 +50,18 @@ fn memory(pid: u32) -> (u64, u64) {
 }
 
 /// Median and worst of `runs` requests of `path`, ms.
-fn latency(http: std::net::SocketAddr, path: &str, runs: usize) -> (f64, f64, usize) {
+fn latency(http: std::net::SocketAddr, path: &str, runs: usize) -> Res<(f64, f64, usize)> {
     let mut ms = Vec::new();
     let mut items = 0;
     for _ in 0..runs {
         let t = Instant::now();
-        let body = hubcast_clienthub::status_client::get(http, path).expect("an answer");
+        let body = hubcast_clienthub::status_client::get(http, path)?;
         ms.push(t.elapsed().as_secs_f64() * 1e3);
-        let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        let v: serde_json::Value = serde_json::from_str(&body)?;
         items = v["items"].as_array().map_or(0, Vec::len);
     }
     ms.sort_by(f64::total_cmp);
-    (ms[ms.len() / 2], ms[ms.len() - 1], items)
+    Ok((ms[ms.len() / 2], ms[ms.len() - 1], items))
 }
 
 /// A hub on `store`, its HTTP address, once it answers.
@@ -76,10 +78,10 @@ fn hub(
     (hub, http)
 }
 
-fn main() {
+fn main() -> Res<()> {
     let n: usize =
         std::env::var("HUBCAST_BENCH_ENTRIES").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
-    let tmp = tempfile::tempdir().expect("temp dir");
+    let tmp = tempfile::tempdir()?;
     let t = tmp.path();
     let list = entries(n);
 
@@ -88,7 +90,7 @@ fn main() {
     let encode = start.elapsed();
     let bytes: usize = pages.iter().map(Vec::len).sum();
     let start = Instant::now();
-    let parsed: Vec<Vec<Entry>> = pages.iter().map(|p| catalog::decode_page(p).expect("a page")).collect();
+    let parsed: Vec<Vec<Entry>> = pages.iter().map(|p| catalog::decode_page(p)).collect::<Result<_, _>>()?;
     let parse = start.elapsed();
     assert_eq!(parsed.iter().map(Vec::len).sum::<usize>(), n);
     drop(list);
@@ -96,9 +98,8 @@ fn main() {
     let store_dir = t.join("store");
     let start = Instant::now();
     {
-        let (mut store, _) = Store::open(&store_dir).expect("store");
-        let count =
-            store.replace_catalog::<()>(1, parsed.into_iter().map(Ok)).expect("store").expect("pages");
+        let (mut store, _) = Store::open(&store_dir)?;
+        let count = store.replace_catalog::<catalog::CatalogError>(1, parsed.into_iter().map(Ok))??;
         assert_eq!(count, n as u64);
     }
     let assemble = start.elapsed();
@@ -107,11 +108,11 @@ fn main() {
     // The building block: every row of the table read and decoded.
     let start = Instant::now();
     {
-        let (store, _) = Store::open(&store_dir).expect("store");
+        let (store, _) = Store::open(&store_dir)?;
         let mut cursor: Option<String> = None;
         let mut rows = 0;
         loop {
-            let (found, next) = store.catalog_scan(cursor.as_deref(), usize::MAX, |_| true).expect("scan");
+            let (found, next) = store.catalog_scan(cursor.as_deref(), usize::MAX, |_| true)?;
             rows += found.len();
             match next {
                 Some(c) => cursor = Some(c),
@@ -126,9 +127,9 @@ fn main() {
     let (empty_hub, empty_http) = hub(t, "hub-empty", &t.join("empty-store"), &fingerprint);
     let (big_hub, http) = hub(t, "hub-catalog", &store_dir, &fingerprint);
     std::thread::sleep(Duration::from_secs(1));
-    let pid = big_hub.pid().expect("the hub's pid");
+    let pid = big_hub.pid().ok_or("the hub with the catalog exited")?;
     let idle = memory(pid);
-    let empty_idle = memory(empty_hub.pid().expect("pid"));
+    let empty_idle = memory(empty_hub.pid().ok_or("the hub with no catalog exited")?);
     let middle = format!("shows/s250/episode-{:07}.mp4", n / 2);
     let queries = [
         ("first page of 50", "/api/catalog".to_owned()),
@@ -157,18 +158,19 @@ fn main() {
     println!("| query | items | median ms | worst ms | median ÷ full scan |");
     println!("|---|---|---|---|---|");
     for (what, path) in &queries {
-        let (median, worst, items) = latency(http, path, 20);
+        let (median, worst, items) = latency(http, path, 20)?;
         println!(
             "| {what} | {items} | {median:.1} | {worst:.1} | {:.4} |",
             median / (scan.as_secs_f64() * 1e3)
         );
     }
     let after = memory(pid);
-    let empty_after = memory(empty_hub.pid().expect("pid"));
-    let _ = latency(empty_http, "/api/catalog", 5);
+    let empty_after = memory(empty_hub.pid().ok_or("the hub with no catalog exited")?);
+    latency(empty_http, "/api/catalog", 5)?;
     println!(
         "hub memory, MiB (RSS, peak): with the catalog idle {} / {}, after the queries {} / {}; \
          an empty catalog {} / {}, {} / {}",
         idle.0, idle.1, after.0, after.1, empty_idle.0, empty_idle.1, empty_after.0, empty_after.1
     );
+    Ok(())
 }

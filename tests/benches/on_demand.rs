@@ -20,22 +20,26 @@ use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
 const DEADLINE: Duration = Duration::from_secs(300);
 
 /// A `GET` with the token: (time to the first body byte, to the last, the
 /// body's BLAKE3).
-fn timed_get(http: SocketAddr, path: &str, token: &str) -> (Duration, Duration, [u8; 32], usize) {
+fn timed_get(http: SocketAddr, path: &str, token: &str) -> Res<(Duration, Duration, [u8; 32], usize)> {
     let start = Instant::now();
-    let mut s = std::net::TcpStream::connect(http).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(120))).expect("timeout");
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n")
-        .expect("request");
+    let mut s = std::net::TcpStream::connect(http)?;
+    s.set_read_timeout(Some(Duration::from_secs(120)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    )?;
     let mut buf = vec![0u8; 1 << 16];
     let mut head = Vec::new();
     let mut hasher = blake3::Hasher::new();
     let (mut first, mut body) = (None, 0usize);
     loop {
-        let n = s.read(&mut buf).expect("read");
+        let n = s.read(&mut buf)?;
         if n == 0 {
             break;
         }
@@ -56,66 +60,66 @@ fn timed_get(http: SocketAddr, path: &str, token: &str) -> (Duration, Duration, 
         hasher.update(data);
         body += data.len();
     }
-    (first.unwrap_or_default(), start.elapsed(), *hasher.finalize().as_bytes(), body)
+    Ok((first.unwrap_or_default(), start.elapsed(), *hasher.finalize().as_bytes(), body))
 }
 
 /// Raw quinn: `bytes` over one stream between two loopback endpoints, with
 /// the hubs' TLS and transport settings. Time to the first byte received
 /// and to the last.
-async fn raw_quinn(bytes: usize) -> (Duration, Duration) {
+async fn raw_quinn(bytes: usize) -> Res<(Duration, Duration)> {
     let (a, b) = (NodeKey::generate(&mut rand::thread_rng()), NodeKey::generate(&mut rand::thread_rng()));
-    let server = NodeEndpoint::bind("127.0.0.1:0".parse().expect("addr"), &b).expect("bind");
-    let client = NodeEndpoint::bind("127.0.0.1:0".parse().expect("addr"), &a).expect("bind");
-    let addr = server.local_addr().expect("addr");
+    let server = NodeEndpoint::bind("127.0.0.1:0".parse()?, &b)?;
+    let client = NodeEndpoint::bind("127.0.0.1:0".parse()?, &a)?;
+    let addr = server.local_addr()?;
     let sending = tokio::spawn(async move {
-        let conn = server.accept().await.expect("incoming").await.expect("handshake");
-        let (mut send, mut recv) = conn.accept_bi().await.expect("stream");
+        let conn = server.accept().await.ok_or("the endpoint closed")?.await?;
+        let (mut send, mut recv) = conn.accept_bi().await?;
         let mut ask = [0u8; 1];
-        recv.read_exact(&mut ask).await.expect("the ask");
+        recv.read_exact(&mut ask).await?;
         let payload = vec![0x5a_u8; 1 << 20];
         let mut left = bytes;
         while left > 0 {
             let n = left.min(payload.len());
-            send.write_all(&payload[..n]).await.expect("write");
+            send.write_all(&payload[..n]).await?;
             left -= n;
         }
-        send.finish().expect("finish");
+        send.finish()?;
         let _ = send.stopped().await;
-        server
+        Res::Ok(server)
     });
     let start = Instant::now();
-    let conn = client.connect(addr, b.id()).expect("connect").await.expect("handshake");
-    let (mut send, mut recv) = conn.open_bi().await.expect("stream");
-    send.write_all(&[1]).await.expect("ask");
+    let conn = client.connect(addr, b.id())?.await?;
+    let (mut send, mut recv) = conn.open_bi().await?;
+    send.write_all(&[1]).await?;
     let mut buf = vec![0u8; 1 << 16];
     let (mut first, mut n) = (None, 0);
-    while let Some(k) = recv.read(&mut buf).await.expect("read") {
+    while let Some(k) = recv.read(&mut buf).await? {
         first.get_or_insert_with(|| start.elapsed());
         n += k;
     }
     let last = start.elapsed();
     assert_eq!(n, bytes);
-    let _ = sending.await;
-    (first.unwrap_or_default(), last)
+    sending.await??;
+    Ok((first.unwrap_or_default(), last))
 }
 
-fn main() {
+fn main() -> Res<()> {
     let mib: usize = std::env::var("HUBCAST_BENCH_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(64);
     let runs: usize = std::env::var("HUBCAST_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
-    let tmp = tempfile::tempdir().expect("temp dir");
+    let tmp = tempfile::tempdir()?;
     let t = tmp.path();
     let dir = t.join("chan");
-    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::create_dir_all(&dir)?;
     // One big file a run, and a small one after them: hub 3's quota holds
     // one big file at most, so the small one's arrival evicted the last.
     let digests: Vec<[u8; 32]> = (0..runs)
         .map(|i| {
             let big = pattern(mib << 20, i as u64 + 1);
-            std::fs::write(dir.join(format!("a-big-{i}.bin")), &big).expect("write");
-            *blake3::hash(&big).as_bytes()
+            std::fs::write(dir.join(format!("a-big-{i}.bin")), &big)?;
+            Ok(*blake3::hash(&big).as_bytes())
         })
-        .collect();
-    std::fs::write(dir.join("b-small.bin"), pattern(8 << 20, 99)).expect("write");
+        .collect::<std::io::Result<_>>()?;
+    std::fs::write(dir.join("b-small.bin"), pattern(8 << 20, 99))?;
     let quota = format!("{}MiB", mib + 6);
     let fingerprint = keygen(&t.join("keys"));
     let group = unique_group();
@@ -145,14 +149,15 @@ fn main() {
     };
     wait_for("hub 3 to evict every big one", DEADLINE, || status(hub).filter(evicted));
     bc.kill();
-    let token = std::fs::read_to_string(t.join("store-3/api-token")).expect("the token");
-    let rt = tokio::runtime::Runtime::new().expect("tokio");
+    let token = std::fs::read_to_string(t.join("store-3/api-token"))?;
+    let rt = tokio::runtime::Runtime::new()?;
     println!("{mib} MiB on demand from 3 peers (loopback) serving at most {upload} each, {runs} runs, raw quinn before each");
     println!("| run | raw quinn: first byte / last | hub: first byte / last | last ÷ raw quinn's | MB/s |");
     println!("|---|---|---|---|---|");
     for (run, digest) in digests.iter().enumerate() {
-        let (q_first, q_last) = rt.block_on(raw_quinn(mib << 20));
-        let (first, last, got, bytes) = timed_get(hub, &format!("/files/chan/a-big-{run}.bin"), token.trim());
+        let (q_first, q_last) = rt.block_on(raw_quinn(mib << 20))?;
+        let (first, last, got, bytes) =
+            timed_get(hub, &format!("/files/chan/a-big-{run}.bin"), token.trim())?;
         assert_eq!((bytes, &got), (mib << 20, digest), "the fetched bytes differ from the source");
         println!(
             "| {run} | {:.1} ms / {:.0} ms | {:.0} ms / {:.0} ms | {:.2} | {:.0} |",
@@ -164,6 +169,7 @@ fn main() {
             bytes as f64 / last.as_secs_f64() / 1e6
         );
     }
-    let s = status(hub).expect("status");
+    let s = status(hub).ok_or("hub 3 stopped answering")?;
     println!("hub 3: verified bytes by path {}, fetches {}", s["bytes"], s["chunks"]["fetches"]);
+    Ok(())
 }
