@@ -99,7 +99,7 @@ pub fn build(
             name: f.name.clone(),
             size: f.size,
             published,
-            on_demand: false,
+            on_demand: f.on_demand,
             content_type: m
                 .as_ref()
                 .and_then(|m| m.content_type.clone())
@@ -156,7 +156,7 @@ fn write(dir: &Path, file: &str, name: &str, bytes: &[u8]) -> std::io::Result<So
     let path = dir.join(file);
     std::fs::write(&path, bytes)?;
     let id = ObjectId::archive(name, blake3::hash(bytes).as_bytes());
-    Ok(SourceFile { path, name: name.to_owned(), size: bytes.len() as u64, id })
+    Ok(SourceFile { path, name: name.to_owned(), size: bytes.len() as u64, id, on_demand: false })
 }
 
 fn read_meta(path: Option<&Path>) -> Result<HashMap<String, MetaItem>, CatalogBuildError> {
@@ -189,7 +189,7 @@ mod tests {
         std::fs::create_dir_all(src.join("films")).unwrap();
         std::fs::write(src.join("films/a film.mp4"), b"film").unwrap();
         std::fs::write(src.join("films/notes.txt"), b"").unwrap();
-        let files = crate::ingest::collect(&[src.join("films")]).unwrap();
+        let files = crate::ingest::collect(&[src.join("films")], &[]).unwrap();
         let meta = tmp.path().join("catalog.toml");
         std::fs::write(
             &meta,

@@ -76,6 +76,10 @@ pub struct SeedConfig {
     pub simulate_loss: f64,
     /// Files and folders to seed.
     pub paths: Vec<PathBuf>,
+    /// Files and folders announced in the catalog but not sent on the
+    /// carousel: the origin multicasts one when hubs ask for it (needs
+    /// `tracker`).
+    pub on_demand: Vec<PathBuf>,
     /// The catalog's metadata for the seeded files (TOML, `[[item]]`s; see
     /// docs/OPERATIONS.md). Default: none (names, types and times only).
     pub catalog: Option<PathBuf>,
@@ -107,6 +111,7 @@ impl Default for SeedConfig {
             http: None,
             simulate_loss: 0.0,
             paths: Vec::new(),
+            on_demand: Vec::new(),
             catalog: None,
         }
     }
@@ -124,6 +129,8 @@ pub enum ConfigError {
     BadChunkSize(u32),
     #[error("nothing to seed: give one or more files or folders")]
     NoPaths,
+    #[error("--on-demand: hubs ask the origin service for what no peer holds; give --tracker ADDR (e.g. 0.0.0.0:7100)")]
+    OnDemandWithoutTracker,
     #[error("--rate-min {min} is above --rate-max {max}")]
     BadRateBounds { min: Rate, max: Rate },
     #[error("--rate auto: hubs send their verdicts to the origin service; give --tracker ADDR (e.g. 0.0.0.0:7100), or a fixed --rate")]
@@ -177,8 +184,11 @@ impl SeedConfig {
         {
             return Err(ConfigError::BadChunkSize(self.chunk_size));
         }
-        if self.paths.is_empty() {
+        if self.paths.is_empty() && self.on_demand.is_empty() {
             return Err(ConfigError::NoPaths);
+        }
+        if !self.on_demand.is_empty() && self.tracker.is_none() {
+            return Err(ConfigError::OnDemandWithoutTracker);
         }
         if !(0.0..1.0).contains(&self.simulate_loss) {
             return Err(ConfigError::BadLoss(self.simulate_loss));

@@ -19,6 +19,8 @@ pub struct SourceFile {
     pub name: String,
     pub size: u64,
     pub id: ObjectId,
+    /// Announced, not sent on the carousel (`seed --on-demand`).
+    pub on_demand: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -43,16 +45,21 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> IngestError + '_ {
     move |source| IngestError::Io { path: path.to_owned(), source }
 }
 
-/// Walk `paths` and hash every file. Result is sorted by name.
-pub fn collect(paths: &[PathBuf]) -> Result<Vec<SourceFile>, IngestError> {
+/// Walk `paths` (pushed) and `on_demand` (announced) and hash every file.
+/// Result is sorted by name; a name given twice is refused.
+pub fn collect(paths: &[PathBuf], on_demand: &[PathBuf]) -> Result<Vec<SourceFile>, IngestError> {
     let mut files = Vec::new();
-    for p in paths {
+    for (p, demand) in paths.iter().map(|p| (p, false)).chain(on_demand.iter().map(|p| (p, true))) {
         let meta = fs::symlink_metadata(p).map_err(io_err(p))?;
         let base = p.parent().unwrap_or(Path::new(""));
+        let from = files.len();
         if meta.is_dir() {
             walk(p, base, &mut files)?;
         } else {
             files.push(describe(p, base)?);
+        }
+        for f in &mut files[from..] {
+            f.on_demand = demand;
         }
     }
     files.sort_by(|a, b| a.name.cmp(&b.name));
@@ -100,7 +107,7 @@ fn describe(path: &Path, base: &Path) -> Result<SourceFile, IngestError> {
     let mut hasher = blake3::Hasher::new();
     let size = io::copy(&mut file, &mut hasher).map_err(io_err(path))?;
     let id = ObjectId::archive(&name, hasher.finalize().as_bytes());
-    Ok(SourceFile { path: path.to_owned(), name, size, id })
+    Ok(SourceFile { path: path.to_owned(), name, size, id, on_demand: false })
 }
 
 #[cfg(test)]
@@ -115,13 +122,21 @@ mod tests {
         fs::write(root.join("empty.txt"), b"").unwrap();
         fs::write(root.join("nested/deeper/x.bin"), b"xyz").unwrap();
         fs::write(dir.path().join("lone.txt"), b"lone").unwrap();
-        let files = collect(&[root.clone(), dir.path().join("lone.txt")]).unwrap();
+        let files = collect(&[root.clone(), dir.path().join("lone.txt")], &[]).unwrap();
         let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
         assert_eq!(names, ["lone.txt", "sample/empty.txt", "sample/nested/deeper/x.bin"]);
         assert_eq!(files[2].size, 3);
         let xyz = *blake3::hash(b"xyz").as_bytes();
         assert_eq!(files[2].id, ObjectId::archive("sample/nested/deeper/x.bin", &xyz));
-        assert!(matches!(collect(&[root.clone(), root]), Err(IngestError::DuplicateName(..))));
+        assert!(matches!(collect(&[root.clone(), root.clone()], &[]), Err(IngestError::DuplicateName(..))));
+        // Pushed and announced alike: one name, one object.
+        assert!(matches!(
+            collect(std::slice::from_ref(&root), std::slice::from_ref(&root)),
+            Err(IngestError::DuplicateName(..))
+        ));
+        let lone = dir.path().join("lone.txt");
+        let files = collect(&[], std::slice::from_ref(&lone)).unwrap();
+        assert!(files[0].on_demand, "announced, not pushed");
     }
 
     #[test]
@@ -133,11 +148,11 @@ mod tests {
             let content: &[u8] = if name.starts_with('e') { b"" } else { b"same" };
             fs::write(root.join(name), content).unwrap();
         }
-        let files = collect(std::slice::from_ref(&root)).unwrap();
+        let files = collect(std::slice::from_ref(&root), &[]).unwrap();
         let mut ids: Vec<ObjectId> = files.iter().map(|f| f.id).collect();
         ids.sort();
         ids.dedup();
         assert_eq!(ids.len(), 5, "every path is its own object");
-        assert_eq!(collect(&[root]).unwrap(), files, "a second walk gives the same ids");
+        assert_eq!(collect(&[root], &[]).unwrap(), files, "a second walk gives the same ids");
     }
 }

@@ -169,6 +169,11 @@ struct SeedArgs {
     /// With --rate auto: the rate it never goes above. [default: 1Gbit]
     #[arg(long)]
     rate_max: Option<Rate>,
+    /// A file or folder announced in the catalog but not sent on the
+    /// carousel: the origin service multicasts it once when hubs ask
+    /// (`clienthub get`). Repeatable; needs --tracker.
+    #[arg(long = "on-demand", value_name = "PATH")]
+    on_demand: Vec<PathBuf>,
     /// Files and folders to seed.
     paths: Vec<PathBuf>,
 }
@@ -247,6 +252,9 @@ impl SeedArgs {
         }
         if !self.paths.is_empty() {
             c.paths = self.paths;
+        }
+        if !self.on_demand.is_empty() {
+            c.on_demand = self.on_demand;
         }
         Ok(c)
     }

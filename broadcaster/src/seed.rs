@@ -257,7 +257,7 @@ pub async fn seed(
 ) -> Result<SeedReport, SeedError> {
     let rate = cfg.validate()?;
     check_certificate(&keys)?;
-    let mut files = ingest::collect(&cfg.paths)?;
+    let files = ingest::collect(&cfg.paths, &cfg.on_demand)?;
     let mut mc = MulticastConfig::new(cfg.group);
     mc.interface = cfg.iface.parse::<Interface>()?;
     mc.ttl = cfg.ttl;
@@ -277,6 +277,11 @@ pub async fn seed(
     let catalog =
         crate::channel_catalog::build(&files, cfg.catalog.as_deref(), cfg.state_dir(), seq, expiry)?;
     let catalog_root = catalog.root;
+    // The carousel sends the catalog's objects, then the pushed files;
+    // on-demand files are announced (their manifests mixed in) and sent by
+    // the origin service when hubs ask.
+    let (announced_files, mut files): (Vec<SourceFile>, Vec<SourceFile>) =
+        files.into_iter().partition(|f| f.on_demand);
     files.splice(0..0, catalog.files);
     // The origin service binds first: the manifests name it, for hubs not
     // given --tracker.
@@ -285,15 +290,16 @@ pub async fn seed(
         Some((_, at)) => Some(public_tracker(*at, cfg.tracker_public, &mc.interface)?),
         None => None,
     };
-    let plans: Vec<ObjectPlan> = files
-        .iter()
-        .map(|f| {
-            let mut p =
-                ObjectPlan::new(f.name.clone(), f.id, f.size, cfg.chunk_size, cfg.symbol_size, seq, expiry);
-            p.manifest.tracker = public;
-            p
-        })
-        .collect();
+    let plan = |f: &SourceFile| {
+        let mut p =
+            ObjectPlan::new(f.name.clone(), f.id, f.size, cfg.chunk_size, cfg.symbol_size, seq, expiry);
+        p.manifest.tracker = public;
+        // The carousel never sends it: every round has passed it.
+        (p.manifest.on_demand, p.manifest.round_end) = (f.on_demand, f.on_demand);
+        p
+    };
+    let plans: Vec<ObjectPlan> = files.iter().map(plan).collect();
+    let announced: Vec<ObjectPlan> = announced_files.iter().map(plan).collect();
     let fingerprint = hubcast_keys::Fingerprint::of(&signer.certificate().root);
     status.update(|s| {
         s.fingerprint = fingerprint.to_string();
@@ -317,7 +323,9 @@ pub async fn seed(
         (Some((endpoint, _)), Some(at)) => {
             info!(tracker = %at, "origin service named in every manifest; hubs out of the multicast's reach take --tracker {at}");
             status.update(|s| s.origin_service = Some(at.to_string()));
-            let catalog = Arc::new(Catalog::new(&plans, &files, cfg.expiry_secs));
+            let all_plans: Vec<ObjectPlan> = plans.iter().chain(&announced).cloned().collect();
+            let all_files: Vec<SourceFile> = files.iter().chain(&announced_files).cloned().collect();
+            let catalog = Arc::new(Catalog::new(&all_plans, &all_files, cfg.expiry_secs));
             let cap = cfg.repair_rate.map(|r| r.bytes_per_sec());
             let budget = origin::RepairBudget::shared(rate, cfg.repair_share, cap);
             let service = origin::Service {
@@ -348,9 +356,11 @@ pub async fn seed(
     info!(objects = files.len(), bytes = total, group = %cfg.group, iface = %mc.interface, rate = %cfg.rate_setting(), rate_bytes_per_sec = rate,
         %fingerprint, "seeding");
 
-    // The catalog's root is mixed in with the manifests, after them.
+    // The catalog's root is mixed in with the manifests, after them, and the
+    // on-demand objects' manifests after it.
     let mut manifests: Vec<Vec<u8>> = plans.iter().map(|p| signer.manifest_datagram(&p.manifest)).collect();
     manifests.push(signer.catalog_root_datagram(&catalog_root));
+    manifests.extend(announced.iter().map(|p| signer.manifest_datagram(&p.manifest)));
     // While lingering, the channel stays audible: one round-end manifest a
     // second, so hubs tell an idle channel from lost multicast (and a late
     // joiner learns what went by).
@@ -359,6 +369,7 @@ pub async fn seed(
         .map(|p| signer.manifest_datagram(&Manifest { round_end: true, ..p.manifest.clone() }))
         .collect();
     heartbeat.push(signer.catalog_root_datagram(&catalog_root));
+    heartbeat.extend(announced.iter().map(|p| signer.manifest_datagram(&p.manifest)));
     // Burst: 2 ms at the rate (the highest, with --rate auto; tokio timers
     // tick in milliseconds), at least 64 KiB.
     let burst = (rate as usize / 500).max(64 << 10);
@@ -372,7 +383,10 @@ pub async fn seed(
         let feedback = feedback.clone();
         std::thread::Builder::new()
             .name("seed-producer".into())
-            .spawn(move || produce(&cfg, &signer, &feedback, plans, catalog_root, &files, &tx, &stop))
+            .spawn(move || {
+                let announced = Announced { plans: announced, catalog_root };
+                produce(&cfg, &signer, &feedback, plans, announced, &files, &tx, &stop)
+            })
             .map_err(|source| SeedError::Read { path: "producer thread".into(), source })?
     };
 
@@ -457,6 +471,14 @@ pub async fn seed(
     })
 }
 
+/// What the carousel mixes in but never sends chunks of: the catalog's root
+/// and the on-demand objects' manifests (after the carousel's manifests, in
+/// that order).
+struct Announced {
+    plans: Vec<ObjectPlan>,
+    catalog_root: CatalogRoot,
+}
+
 /// Producer thread: walk the carousel, read and prepare each chunk, hand the
 /// datagrams to the pacer. Re-signs manifests when half their lifetime is gone.
 #[allow(clippy::too_many_arguments)]
@@ -465,7 +487,7 @@ fn produce(
     signer: &Signer,
     feedback: &Feedback,
     mut plans: Vec<ObjectPlan>,
-    mut catalog_root: CatalogRoot,
+    mut announced: Announced,
     files: &[SourceFile],
     tx: &mpsc::Sender<Batch>,
     stop: &CancellationToken,
@@ -490,10 +512,17 @@ fn produce(
                             return;
                         }
                     }
-                    catalog_root.expiry = now + cfg.expiry_secs;
-                    let root = signer.catalog_root_datagram(&catalog_root);
+                    announced.catalog_root.expiry = now + cfg.expiry_secs;
+                    let root = signer.catalog_root_datagram(&announced.catalog_root);
                     if tx.blocking_send(Batch::Manifest(plans.len(), root)).is_err() {
                         return;
+                    }
+                    for (i, p) in announced.plans.iter_mut().enumerate() {
+                        p.manifest.expiry = now + cfg.expiry_secs;
+                        let d = signer.manifest_datagram(&p.manifest);
+                        if tx.blocking_send(Batch::Manifest(plans.len() + 1 + i, d)).is_err() {
+                            return;
+                        }
                     }
                 }
                 // After its chunks, the object's manifest says the round has

@@ -323,6 +323,7 @@ mod tests {
             name: "news".into(),
             tracker: None,
             round_end: false,
+            on_demand: false,
             live: Some(LiveSegment {
                 seq,
                 ingest_ms: deadline_ms.saturating_sub(3000),

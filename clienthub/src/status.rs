@@ -23,6 +23,8 @@ pub struct ObjectStatus {
     pub evicted: bool,
     /// Pinned by the user (`clienthub pin`): never evicted.
     pub pinned: bool,
+    /// Announced on demand: the hub takes it when asked (`clienthub get`).
+    pub on_demand: bool,
     /// Bytes of the object in stored chunks.
     pub bytes_stored: u64,
     /// `bytes_stored` of `size`, 0 to 100 (100 for an empty object).

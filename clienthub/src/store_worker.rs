@@ -684,6 +684,7 @@ impl StoreWorker<'_> {
             o.chunk_size = m.chunk_size;
             o.chunks = chunks;
             o.chunks_stored = stored;
+            o.on_demand = m.on_demand;
         });
     }
 

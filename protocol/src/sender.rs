@@ -52,6 +52,7 @@ impl ObjectPlan {
                 tracker: None,
                 round_end: false,
                 live: None,
+                on_demand: false,
             },
         }
     }

@@ -130,6 +130,11 @@ fn eight(b: &mut [u8]) {
 fn round_end(b: &mut [u8]) {
     b[0] ^= 2;
 }
+/// The on-demand mark: a hub that believes it never takes the object
+/// from the carousel (or, cleared, waits for a carousel that never sends it).
+fn on_demand(b: &mut [u8]) {
+    b[0] ^= 8;
+}
 
 macro_rules! forged {
     ($($test:ident: $kind:ident $field:ident $flip:ident;)*) => {$(
@@ -148,6 +153,7 @@ forged! {
     manifest_chunk_size: Archive ChunkSize low_bit;
     manifest_symbol_size: Archive SymbolSize eight;
     manifest_round_end_mark: Archive Flags round_end;
+    manifest_on_demand_mark: Archive Flags on_demand;
     manifest_name: Archive Name letter_case;
     manifest_tracker_id: Archive TrackerId first_bit;
     manifest_tracker_address: Archive TrackerIp low_bit;
@@ -221,4 +227,20 @@ fn field_ranges_hold_each_fields_encoded_value() {
         .unwrap();
     assert_eq!(wire::field_range(&symbol, Field::Seq), None);
     assert_eq!(wire::field_range(&g.manifest[..100], Field::Name), None);
+}
+
+/// The on-demand mark round-trips, and is refused on a live segment (a
+/// segment is never announced without being sent).
+#[test]
+fn the_on_demand_mark_round_trips_and_never_marks_a_live_segment() {
+    let g = genuine();
+    let Ok((_, Datagram::Manifest(m))) = decode(&g.manifest) else { panic!("the genuine manifest decodes") };
+    assert!(!m.body.on_demand);
+    let marked = Manifest { on_demand: true, ..m.body.clone() };
+    let d = g.ch.signer.manifest_datagram(&marked);
+    let Ok((_, Datagram::Manifest(back))) = decode(&d) else { panic!("an on-demand manifest decodes") };
+    assert_eq!(back.body, marked);
+    let Ok((_, Datagram::Manifest(l))) = decode(&g.live) else { panic!("the live manifest decodes") };
+    let d = g.ch.signer.manifest_datagram(&Manifest { on_demand: true, ..l.body.clone() });
+    assert_eq!(decode(&d).err(), Some(wire::WireError::OutOfRange));
 }

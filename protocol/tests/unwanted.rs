@@ -52,3 +52,55 @@ fn an_unwanted_object_is_not_collected_again_until_it_is_wanted() {
     receive(&mut rx, broadcast(&ch, &objects, CHUNK, T, 0.1, 1), &mut back);
     assert_eq!(back.object(evicted, objects[1].bytes.len(), CHUNK).as_deref(), Some(&objects[1].bytes[..]));
 }
+
+/// An on-demand object: its manifest (marked on demand and round end, as the
+/// broadcaster sends it) makes it known and unwanted at once, so the
+/// origin's multicast of it for another hub's ask is not collected and
+/// nothing of it is asked; asked for, all of it is, and it arrives whole. A
+/// hub restarted with the manifest stored does not take it either.
+#[test]
+fn an_on_demand_object_is_announced_not_collected_until_asked() {
+    let ch = channel(22);
+    let objects = [content("films/on demand.mkv", 2 * CHUNK as usize + 5, 3)];
+    let plan = plans(&objects, CHUNK, T).remove(0);
+    let id = plan.manifest.object_id;
+    let announced = ch.signer.manifest_datagram(&hubcast_protocol::wire::Manifest {
+        on_demand: true,
+        round_end: true,
+        ..plan.manifest.clone()
+    });
+    // What the origin multicasts when a hub asks: tickets, tables, symbols.
+    let resend: Vec<Vec<u8>> = broadcast(&ch, &objects, CHUNK, T, 0.1, 1)
+        .into_iter()
+        .filter(|d| {
+            hubcast_protocol::wire::decode_header(d).unwrap().kind != hubcast_protocol::wire::Kind::Manifest
+        })
+        .collect();
+
+    let mut rx = receiver(ch.anchor);
+    let mut got = Received::default();
+    receive(&mut rx, [announced.clone()], &mut got);
+    assert_eq!(got.manifests, ["films/on demand.mkv"], "announced: the hub knows it");
+    assert!(rx.is_unwanted(&id));
+    assert!(rx.needs(64).is_empty(), "nothing of it is asked before the user asks");
+    receive(&mut rx, resend.clone(), &mut got);
+    assert!(got.chunks.is_empty(), "another hub's fetch was collected");
+    assert!(rx.drops().get(DropReason::Unwanted) > 0);
+    // Its copies mixed in with the carousel change nothing.
+    receive(&mut rx, [announced.clone()], &mut got);
+    assert!(rx.is_unwanted(&id) && rx.needs(64).is_empty());
+
+    rx.fetch_now(id);
+    let mut asked: Vec<u32> = rx.needs(64).iter().map(|n| n.index).collect();
+    asked.sort();
+    assert_eq!(asked, [0, 1, 2], "the whole object is asked at once");
+    receive(&mut rx, resend, &mut got);
+    assert_eq!(got.object(id, objects[0].bytes.len(), CHUNK).as_deref(), Some(&objects[0].bytes[..]));
+
+    // Restarted with the manifest stored: still only announced.
+    let mut restarted = receiver(ch.anchor);
+    restarted.restore_manifest(&announced, NOW).unwrap();
+    assert!(restarted.is_unwanted(&id));
+    receive(&mut restarted, [announced], &mut Received::default());
+    assert!(restarted.needs(64).is_empty(), "a restart opened a way to fetch it unasked");
+}

@@ -280,6 +280,26 @@ pub fn status(http: SocketAddr) -> Option<Value> {
     serde_json::from_str(&body).ok()
 }
 
+/// One request's status line (`POST` with an empty body, or `GET`), with
+/// an `Authorization` header if given.
+pub fn request(http: SocketAddr, method: &str, path: &str, auth: Option<&str>) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(http).expect("connect to the hub's HTTP");
+    s.set_read_timeout(Some(Duration::from_secs(30))).expect("a read timeout");
+    let auth = auth.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n")
+        .expect("send the request");
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    answer.lines().next().unwrap_or("").to_owned()
+}
+
+/// The `Authorization` header a hub's API token (in its store) makes.
+pub fn bearer(store: &Path) -> String {
+    let token = std::fs::read_to_string(store.join("api-token")).expect("the hub's api-token");
+    format!("Bearer {}", token.trim())
+}
+
 /// Poll `f` until it returns `Some`, or panic after `deadline` with `what`.
 pub fn wait_for<T>(what: &str, deadline: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();

@@ -7,7 +7,6 @@
 //! A hub given no quota takes 90% of its disk's free space.
 
 use hubcast_tests::*;
-use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
@@ -18,18 +17,6 @@ const FILE: usize = 256 << 10;
 const CHUNK: u64 = 64 << 10;
 /// Two of the four files fit.
 const QUOTA: u64 = 600 << 10;
-
-/// One request's status line (`POST` with an empty body, or `GET`).
-fn request(http: SocketAddr, method: &str, path: &str, auth: Option<&str>) -> String {
-    let mut s = std::net::TcpStream::connect(http).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let auth = auth.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut answer = String::new();
-    let _ = s.read_to_string(&mut answer);
-    answer.lines().next().unwrap_or("").to_owned()
-}
 
 fn object<'a>(s: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
     s["objects"].as_array().unwrap().iter().find(|o| o["name"].as_str().unwrap().ends_with(name)).unwrap()

@@ -285,6 +285,9 @@ impl Hub {
         lost: impl IntoIterator<Item = (ObjectId, u32)>,
     ) {
         for (id, index) in chunks {
+            // Held: asked for once, if it is on demand (evicted objects hold
+            // no chunk, and are handed in as unwanted after this).
+            self.receiver.set_unwanted(id, false);
             self.receiver.mark_complete(id, index);
             if let Some(b) = self.holdings.get_mut(&id) {
                 b.set(index);

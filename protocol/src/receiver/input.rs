@@ -224,6 +224,10 @@ impl Receiver {
             return Err(DropReason::BadKind);
         };
         let m = self.verifier.verify_manifest(m, received_unix)?;
+        if m.on_demand {
+            // Until the store says it holds chunks of it (the user asked).
+            self.unwanted.insert(m.object_id);
+        }
         self.remember_manifest(m.clone());
         self.keep_manifest_datagram(m.object_id, datagram);
         Ok(m)
@@ -250,8 +254,13 @@ impl Receiver {
         if m.live.is_none() && self.seq_by_name.get(&m.name).is_some_and(|seq| *seq > m.seq) {
             return Err(DropReason::RolledBack);
         }
-        if !self.manifests.contains_key(&m.object_id) && self.manifests.len() >= self.config.max_objects {
+        let first_sight = !self.manifests.contains_key(&m.object_id);
+        if first_sight && self.manifests.len() >= self.config.max_objects {
             return Err(DropReason::TooManyObjects);
+        }
+        if first_sight && m.on_demand {
+            // Announced only: kept once the hub's user asks (`fetch_now`).
+            self.set_unwanted(m.object_id, true);
         }
         match m.live {
             Some(live) => self.accept_live(&m, live)?,

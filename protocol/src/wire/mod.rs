@@ -24,7 +24,9 @@
 //! 226   1  codec: 1 = RaptorQ (RFC 6330, raptorq crate 2.0.x), one source block per chunk
 //! 227   1  flags: bit 0 = a tracker follows the name; bit 1 = round end (sent
 //!          after the object's last chunk this round); bit 2 = a live segment
-//!          (the live block follows); other bits 0
+//!          (the live block follows); bit 3 = on demand (announced, not on the
+//!          carousel: the origin sends it when hubs ask; not with bit 2);
+//!          other bits 0
 //! 228   2  name length n (1..=MAX_NAME_LEN; a live segment's: 1..=MAX_CHANNEL_NAME_LEN)
 //! 230   n  name: UTF-8 relative path, '/' separated; a live segment's is its
 //!          channel's name (ASCII letters, digits, '-', '_', '.')
@@ -124,6 +126,8 @@ const FLAG_TRACKER: u8 = 1;
 const FLAG_ROUND_END: u8 = 2;
 /// Manifest flag: a live segment; the live block follows.
 const FLAG_LIVE: u8 = 4;
+/// Manifest flag: announced, not on the carousel; sent when a hub asks.
+const FLAG_ON_DEMAND: u8 = 8;
 /// A feedback datagram's worst loss when no hub has reported this round.
 const NO_REPORT: u8 = 255;
 /// Largest FEC overhead a feedback datagram may state, per mille of K.
@@ -252,6 +256,10 @@ pub struct Manifest {
     /// For a segment of a live channel (`name` is the channel's): where it
     /// stands in the stream and when it must be played.
     pub live: Option<LiveSegment>,
+    /// Announced only: the carousel does not send it; a hub that wants it
+    /// asks (peers, then the origin, which multicasts it once for all who
+    /// asked). Never a live segment.
+    pub on_demand: bool,
 }
 
 /// What a live segment's manifest says beyond an archive object's.
@@ -496,7 +504,11 @@ fn decode_manifest(r: &mut Reader<'_>) -> Result<Signed<Manifest>, WireError> {
     let codec = r.u8()?;
     let flags = r.u8()?;
     let name_len = r.u16()? as usize;
-    if name_len == 0 || name_len > MAX_NAME_LEN || flags & !(FLAG_TRACKER | FLAG_ROUND_END | FLAG_LIVE) != 0 {
+    if name_len == 0
+        || name_len > MAX_NAME_LEN
+        || flags & !(FLAG_TRACKER | FLAG_ROUND_END | FLAG_LIVE | FLAG_ON_DEMAND) != 0
+        || flags & (FLAG_LIVE | FLAG_ON_DEMAND) == FLAG_LIVE | FLAG_ON_DEMAND
+    {
         return Err(WireError::OutOfRange);
     }
     let name = std::str::from_utf8(r.take(name_len)?).map_err(|_| WireError::OutOfRange)?;
@@ -554,6 +566,7 @@ fn decode_manifest(r: &mut Reader<'_>) -> Result<Signed<Manifest>, WireError> {
         tracker,
         round_end: flags & FLAG_ROUND_END != 0,
         live,
+        on_demand: flags & FLAG_ON_DEMAND != 0,
     };
     finish_signed(r, body, cert)
 }
@@ -612,7 +625,8 @@ pub fn manifest_signed_bytes(m: &Manifest, cert: &Certificate, channel_tag: u64)
     out.push(
         if m.tracker.is_some() { FLAG_TRACKER } else { 0 }
             | if m.round_end { FLAG_ROUND_END } else { 0 }
-            | if m.live.is_some() { FLAG_LIVE } else { 0 },
+            | if m.live.is_some() { FLAG_LIVE } else { 0 }
+            | if m.on_demand { FLAG_ON_DEMAND } else { 0 },
     );
     out.extend_from_slice(&(m.name.len() as u16).to_be_bytes());
     out.extend_from_slice(m.name.as_bytes());
