@@ -1,8 +1,9 @@
 //! The HTTP gateway for players and browsers: `GET` and `HEAD` of
 //! `/objects/{id}` and `/files/{path...}` (the object's name in the
 //! channel), whole or one byte range (`Range`: 206, or 416 past the end),
-//! with `Accept-Ranges`, `ETag` (the object id) and a `Content-Type` from
-//! the name. The bytes come from the store worker a chunk at a time, each
+//! with `Accept-Ranges`, `ETag` (the object id; `If-None-Match` it: 304),
+//! and the catalog's `Content-Type` and `Last-Modified` (its published time)
+//! where the catalog lists the object, else a type from the name. The bytes come from the store worker a chunk at a time, each
 //! checked against its hash as it is read, so nothing is served that the
 //! broadcaster did not sign. An object still arriving is served too: a
 //! chunk not held yet is waited for (bounded), so a player can start before
@@ -203,6 +204,17 @@ async fn serve(
     if o.chunk_size == 0 && o.size > 0 {
         return not_yet("the hub has not heard this object's manifest yet", &o);
     }
+    let etag = format!("\"{}\"", id.to_hex());
+    if headers.get(header::IF_NONE_MATCH).is_some_and(|v| v.as_bytes() == etag.as_bytes() || v == "*") {
+        return Response::builder()
+            .status(StatusCode::NOT_MODIFIED)
+            .header(header::ETAG, etag)
+            .body(Body::empty())
+            .unwrap_or_else(|_| refuse(StatusCode::INTERNAL_SERVER_ERROR, "bad response"));
+    }
+    // The catalog's entry, if it lists this very object (not an older
+    // version of the file under the same name).
+    let entry = catalog_entry(&gw.store, &o.name).await.filter(|e| e.id == id);
     let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
     let (code, span) = match wanted(range, o.size) {
         Wanted::Whole => (StatusCode::OK, (o.size > 0).then(|| 0..=o.size - 1)),
@@ -233,8 +245,15 @@ async fn serve(
         .status(code)
         .header(header::ACCEPT_RANGES, "bytes")
         .header(header::CONTENT_LENGTH, len)
-        .header(header::ETAG, format!("\"{}\"", id.to_hex()))
-        .header(header::CONTENT_TYPE, hubcast_daemon::content_type(&o.name));
+        .header(header::ETAG, etag);
+    response = match &entry {
+        Some(e) => response.header(header::CONTENT_TYPE, e.content_type.as_str()),
+        None => response.header(header::CONTENT_TYPE, hubcast_daemon::content_type(&o.name)),
+    };
+    if let Some(e) = entry.filter(|e| e.published > 0) {
+        let at = std::time::UNIX_EPOCH + Duration::from_secs(e.published);
+        response = response.header(header::LAST_MODIFIED, httpdate::fmt_http_date(at));
+    }
     if let (StatusCode::PARTIAL_CONTENT, Some(r)) = (code, &span) {
         response =
             response.header(header::CONTENT_RANGE, format!("bytes {}-{}/{}", r.start(), r.end(), o.size));
@@ -245,6 +264,17 @@ async fn serve(
 fn not_yet(why: &str, o: &ObjectStatus) -> Response {
     let body = format!("not held yet ({why}): {:.0}% stored\n", o.percent);
     (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "5")], body).into_response()
+}
+
+/// The catalog's entry named `name` (`None`: no catalog, not listed, or the
+/// hub is stopping).
+async fn catalog_entry(
+    store: &mpsc::Sender<StoreJob>,
+    name: &str,
+) -> Option<hubcast_protocol::catalog::Entry> {
+    let (tx, rx) = oneshot::channel();
+    store.send(StoreJob::Entry(name.to_owned(), tx)).await.ok()?;
+    rx.await.ok()?
 }
 
 /// How long a read waits for a chunk the hub does not hold yet (the

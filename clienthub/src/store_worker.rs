@@ -82,6 +82,9 @@ pub enum StoreJob {
     CatalogRoot(CatalogRoot, Vec<u8>),
     /// A query of the catalog (`/api/catalog`).
     Catalog(crate::library::Query, oneshot::Sender<Result<crate::library::Found, String>>),
+    /// The catalog's entry for a name (the gateway's `Content-Type` and
+    /// `Last-Modified`).
+    Entry(String, oneshot::Sender<Option<hubcast_protocol::catalog::Entry>>),
 }
 
 /// What the hub's user can ask of an object.
@@ -384,6 +387,13 @@ pub(crate) fn store_worker(
             Some(StoreJob::Catalog(query, reply)) => {
                 let found = w.library.query(w.store, w.status, &query).map_err(|e| e.to_string());
                 let _ = reply.send(found);
+            }
+            Some(StoreJob::Entry(name, reply)) => {
+                let entry = w.store.catalog_entry(&name).unwrap_or_else(|e| {
+                    w.fail(&e);
+                    None
+                });
+                let _ = reply.send(entry);
             }
             Some(StoreJob::Retire(ids)) => {
                 for id in ids {

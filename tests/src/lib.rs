@@ -283,15 +283,38 @@ pub fn status(http: SocketAddr) -> Option<Value> {
 /// One request's status line (`POST` with an empty body, or `GET`), with
 /// an `Authorization` header if given.
 pub fn request(http: SocketAddr, method: &str, path: &str, auth: Option<&str>) -> String {
+    let auth = auth.map(|a| format!("Authorization: {a}"));
+    let head = response_head(http, method, path, auth.as_deref().into_iter());
+    head.lines().next().unwrap_or("").to_owned()
+}
+
+/// One request with these header lines; the answer's status line and
+/// headers (the body left unread).
+pub fn response_head<'a>(
+    http: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: impl Iterator<Item = &'a str>,
+) -> String {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(http).expect("connect to the hub's HTTP");
     s.set_read_timeout(Some(Duration::from_secs(30))).expect("a read timeout");
-    let auth = auth.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n")
-        .expect("send the request");
-    let mut answer = String::new();
-    let _ = s.read_to_string(&mut answer);
-    answer.lines().next().unwrap_or("").to_owned()
+    let headers: String = headers.map(|h| format!("{h}\r\n")).collect();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\n{headers}Content-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send the request");
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+        }
+    }
+    let end = answer.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(answer.len());
+    String::from_utf8_lossy(&answer[..end]).into_owned()
 }
 
 /// The `Authorization` header a hub's API token (in its store) makes.

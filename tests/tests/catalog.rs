@@ -38,6 +38,7 @@ fn a_hub_lists_the_channels_catalog_searches_it_and_pages_through_it() {
         "[[item]]\npath = \"chan/films/a film.mp4\"\ntitle = \"The Sea\"\ndescription = \"Waves, mostly.\"\n\
          tags = [\"film\", \"nature\"]\n\
          [[item]]\npath = \"chan/films/b film.mkv\"\ntitle = \"Mountains\"\ntags = [\"film\"]\n\
+         content_type = \"video/webm\"\n\
          [[item]]\npath = \"chan/news-0.ts\"\ntitle = \"<img src=x onerror=alert(1)>\"\n",
     )
     .unwrap();
@@ -85,6 +86,27 @@ fn a_hub_lists_the_channels_catalog_searches_it_and_pages_through_it() {
     assert!(names(&catalog(http, "?q=nothing-like-this").unwrap()).is_empty());
     wait_for("every file held", DEADLINE, || status(http).filter(|s| all_complete(s, 8)));
     assert_eq!(names(&catalog(http, "?held=true").unwrap()).len(), 8);
+
+    // The gateway's headers come from the catalog: its type (not the one
+    // the name suggests), its published time; the id as ETag, and a reader
+    // that has it gets a 304.
+    let b = all["items"].as_array().unwrap().iter().find(|i| i["title"] == "Mountains").unwrap();
+    let head = response_head(http, "HEAD", "/files/chan/films/b%20film.mkv", std::iter::empty());
+    let header = |name: &str| {
+        head.lines()
+            .find_map(|l| {
+                l.split_once(": ").filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.to_owned())
+            })
+            .unwrap_or_else(|| panic!("no {name}: {head}"))
+    };
+    assert_eq!(header("content-type"), "video/webm", "{head}");
+    let published = std::time::UNIX_EPOCH + Duration::from_secs(b["published"].as_u64().unwrap());
+    assert_eq!(header("last-modified"), httpdate::fmt_http_date(published), "{head}");
+    let etag = header("etag");
+    assert_eq!(etag, format!("\"{}\"", b["id"].as_str().unwrap()));
+    let again = format!("If-None-Match: {etag}");
+    let head = response_head(http, "GET", "/files/chan/films/b%20film.mkv", std::iter::once(again.as_str()));
+    assert!(head.starts_with("HTTP/1.1 304"), "{head}");
     assert!(names(&catalog(http, "?held=false").unwrap()).is_empty());
 
     // The library page in a real browser: its script renders the rows the

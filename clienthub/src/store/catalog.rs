@@ -78,6 +78,16 @@ impl Store {
         Ok(Ok(count))
     }
 
+    /// The entry named `name` in the assembled catalog.
+    pub fn catalog_entry(&self, name: &str) -> Result<Option<Entry>, StoreError> {
+        let r = self.db.begin_read().map_err(idx)?;
+        let t = r.open_table(CATALOG).map_err(idx)?;
+        let row = t.get(name).map_err(idx)?;
+        // Written by this hub from checked pages: one that no longer decodes
+        // (a damaged index) is as good as none.
+        Ok(row.and_then(|v| Entry::decode_one(v.value()).ok()))
+    }
+
     /// Entries after `cursor` (by name) that `keep` keeps, up to `limit`;
     /// and where to go on from, if the scan stopped before the end.
     pub fn catalog_scan(
