@@ -9,6 +9,19 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// What a hub takes from the carousel without being asked (`--keep`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Keep {
+    /// Every pushed object.
+    #[default]
+    All,
+    /// The pushed objects whose catalog entry carries one of `tags`.
+    Tagged,
+    /// None: only what the user asks for.
+    OnDemand,
+}
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HubConfig {
@@ -88,6 +101,11 @@ pub struct HubConfig {
     /// stay: the channel still offers them). Default: what the store holds
     /// at start and 90% of its disk's free space.
     pub quota: Option<hubcast_daemon::units::Size>,
+    /// What the hub takes unasked: `all` pushed objects, the `tagged` ones
+    /// (`tags`), or only what its user asks for (`on-demand`). Default all.
+    pub keep: Keep,
+    /// With `keep = "tagged"`: the tags whose objects the hub takes.
+    pub tags: Vec<String>,
     /// The background scrub reads stored chunks at most this fast to check
     /// their hashes. Default "8MiB/s".
     pub scrub_rate: Rate,
@@ -134,6 +152,8 @@ impl Default for HubConfig {
             live_buffer_secs: 30,
             stripes: 0,
             quota: None,
+            keep: Keep::All,
+            tags: Vec::new(),
             scrub_rate: Rate::from_bits_per_sec(8 * 8 * (1 << 20)),
             scrub_every_secs: 86_400,
             quic_max_handshakes: AcceptLimits::default().max_handshakes,

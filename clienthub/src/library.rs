@@ -80,18 +80,42 @@ pub struct Library {
     /// The version assembled, and its entries.
     version: u64,
     entries: u64,
+    /// `--keep tagged`: the tags whose pushed objects the hub takes.
+    tags: Option<Vec<String>>,
 }
 
 impl Library {
     /// The catalog the store holds, shown in the status.
-    pub fn open(store: &Store, status: &StatusBoard) -> Library {
+    pub fn open(store: &Store, status: &StatusBoard, tags: Option<Vec<String>>) -> Library {
         let (version, entries) = store.catalog_version().unwrap_or_default();
         status.with_catalog(|c| (c.version, c.entries) = (version, entries));
-        Library { version, entries, ..Library::default() }
+        Library { version, entries, tags, ..Library::default() }
+    }
+
+    /// With `--keep tagged`: the pushed objects the catalog's entries with
+    /// one of the tags name, less those evicted (taken again only when
+    /// asked). `None` without `--keep tagged`, or when the store fails.
+    pub fn chosen(&self, store: &Store) -> Option<Vec<ObjectId>> {
+        let tags = self.tags.as_ref()?;
+        let evicted: std::collections::HashSet<ObjectId> = store.evicted().ok()?.into_iter().collect();
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let picks = |e: &Entry| {
+                !e.on_demand && !evicted.contains(&e.id) && e.tags.iter().any(|t| tags.contains(t))
+            };
+            let (found, next) = store.catalog_scan(cursor.as_deref(), usize::MAX, picks).ok()?;
+            out.extend(found.into_iter().map(|e| e.id));
+            match next {
+                Some(n) => cursor = Some(n),
+                None => return Some(out),
+            }
+        }
     }
 
     /// A root newer than the one held: kept in the store, then assembled
-    /// when its objects are all there.
+    /// when its objects are all there. True when a new version is the
+    /// catalog now.
     pub fn on_root(
         &mut self,
         store: &mut Store,
@@ -99,24 +123,26 @@ impl Library {
         root: CatalogRoot,
         datagram: &[u8],
         manifests: &mut HashMap<ObjectId, Manifest>,
-    ) {
+    ) -> bool {
         if let Err(e) = store.put_catalog_root(datagram, hubcast_daemon::unix_ms() / 1000) {
             warn!("the catalog's root could not be stored: {e}");
         }
-        if root.version > self.version {
-            (self.pending, self.index) = (Some(root), None);
-            self.try_assemble(store, status, manifests);
+        if root.version <= self.version {
+            return false;
         }
+        (self.pending, self.index) = (Some(root), None);
+        self.try_assemble(store, status, manifests)
     }
 
-    /// A catalog object completed: perhaps the last one the pending version waited for.
+    /// A catalog object completed: perhaps the last one the pending version
+    /// waited for. True when a new version is the catalog now.
     pub fn on_object(
         &mut self,
         store: &mut Store,
         status: &StatusBoard,
         manifests: &mut HashMap<ObjectId, Manifest>,
-    ) {
-        self.try_assemble(store, status, manifests);
+    ) -> bool {
+        self.try_assemble(store, status, manifests)
     }
 
     fn try_assemble(
@@ -124,16 +150,17 @@ impl Library {
         store: &mut Store,
         status: &StatusBoard,
         manifests: &mut HashMap<ObjectId, Manifest>,
-    ) {
-        let Some(root) = self.pending else { return };
+    ) -> bool {
+        let Some(root) = self.pending else { return false };
         match self.assemble(store, root, manifests) {
-            Ok(false) => {}
+            Ok(false) => false,
             Ok(true) => {
                 self.pending = None;
                 self.index = None;
                 status.with_catalog(|c| (c.version, c.entries) = (self.version, self.entries));
                 info!(version = self.version, entries = self.entries, "the channel's catalog is up to date");
                 remove_older_catalogs(store, manifests, self.version);
+                true
             }
             Err(e) => {
                 // The root stays pending: a damaged chunk is fetched again
@@ -141,6 +168,7 @@ impl Library {
                 status.with_catalog(|c| c.refused += 1);
                 warn!(version = root.version, "the catalog could not be assembled: {e}");
                 self.index = None;
+                false
             }
         }
     }

@@ -188,6 +188,14 @@ struct RunArgs {
     /// holds at start and 90% of its disk's free space]
     #[arg(long)]
     quota: Option<hubcast_daemon::units::Size>,
+    /// What the hub takes from the carousel unasked: all (every pushed
+    /// object), tagged (those whose catalog entry has a --tag), or on-demand
+    /// (only what its user asks for). [default: all]
+    #[arg(long, value_enum)]
+    keep: Option<hubcast_clienthub::config::Keep>,
+    /// With --keep tagged: a tag whose objects the hub takes (repeatable).
+    #[arg(long = "tag", value_name = "TAG")]
+    tags: Vec<String>,
     /// How fast the background scrub reads stored chunks to check their
     /// hashes (units as for rates, e.g. 8MiB/s). [default: 8MiB/s]
     #[arg(long)]
@@ -227,6 +235,10 @@ impl RunArgs {
         if let Some(s) = self.desert_after {
             c.desert_after_secs = s;
         }
+        if let Some(k) = self.keep {
+            c.keep = k;
+        }
+        c.tags.extend(self.tags);
         c.bridge |= self.bridge;
         c.no_multicast |= self.no_multicast;
         c.bridge_peers.extend(self.bridge_peer);
@@ -244,6 +256,15 @@ impl RunArgs {
             "--stripes on a desert hub needs the forest's root: --bridge-peer NODEID@HOST:PORT of a --bridge hub with --stripes"
         );
         anyhow::ensure!(c.desert_after_secs > 0, "--desert-after must be at least 1 s");
+        use hubcast_clienthub::config::Keep;
+        anyhow::ensure!(
+            c.keep != Keep::Tagged || !c.tags.is_empty(),
+            "--keep tagged takes the objects whose catalog entry carries a --tag: give one or more, e.g. --tag news"
+        );
+        anyhow::ensure!(
+            c.keep == Keep::Tagged || c.tags.is_empty(),
+            "--tag chooses what --keep tagged takes: add --keep tagged"
+        );
         anyhow::ensure!(
             c.peer_repair || (!c.no_multicast && !c.bridge && c.remulticast.is_none()),
             "--no-multicast, --bridge and --remulticast need the QUIC side: drop --no-peer-repair"

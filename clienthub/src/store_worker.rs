@@ -168,7 +168,7 @@ impl StoreRoom {
 
 /// What the store worker tells the receive loop about a chunk it reported
 /// complete.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub enum Unstored {
     /// It could not be stored (a full disk): collect it when it comes again.
     Failed(ObjectId, u32),
@@ -180,6 +180,8 @@ pub enum Unstored {
     /// The user asked for the object ([`Ask::Fetch`], [`Ask::Pin`]): take
     /// it from the channel again, and its missing chunks from peers now.
     Wanted(ObjectId),
+    /// `--keep tagged`: the pushed objects the newest catalog's tags select.
+    Chosen(Vec<ObjectId>),
 }
 
 /// `--quota`: the most the store holds of objects (`None`: no limit), and
@@ -189,6 +191,8 @@ pub struct Quota {
     pub evicted: Vec<ObjectId>,
     /// Objects the user pinned: never evicted.
     pub pinned: Vec<ObjectId>,
+    /// `--keep tagged`: the tags whose pushed objects the hub takes.
+    pub tags: Option<Vec<String>>,
 }
 
 /// Without `--quota`: what the store holds at start and 90% of its file
@@ -268,7 +272,7 @@ pub(crate) fn store_worker(
     quota: Quota,
     started: Instant,
 ) {
-    let library = crate::library::Library::open(&store, &status);
+    let library = crate::library::Library::open(&store, &status, quota.tags);
     let mut w = StoreWorker {
         store: &mut store,
         status: &status,
@@ -304,6 +308,7 @@ pub(crate) fn store_worker(
         w.quota = default_quota(w.store, status.held_bytes());
     }
     w.make_room(0);
+    w.choose();
     while let Some(first) = rx.blocking_recv() {
         // Manifests and chunks that queued up are stored together: one
         // commit for the manifests, one for the chunks.
@@ -354,8 +359,8 @@ pub(crate) fn store_worker(
             w.store_chunks(chunks, &manifests);
         }
         w.record_exports();
-        if std::mem::take(&mut w.catalog_stored) {
-            w.library.on_object(w.store, w.status, &mut manifests);
+        if std::mem::take(&mut w.catalog_stored) && w.library.on_object(w.store, w.status, &mut manifests) {
+            w.choose();
         }
         match next {
             // Taken into the batch above.
@@ -382,7 +387,9 @@ pub(crate) fn store_worker(
             }
             Some(StoreJob::Ask(id, ask)) => w.ask(id, ask),
             Some(StoreJob::CatalogRoot(root, datagram)) => {
-                w.library.on_root(w.store, w.status, root, &datagram, &mut manifests);
+                if w.library.on_root(w.store, w.status, root, &datagram, &mut manifests) {
+                    w.choose();
+                }
             }
             Some(StoreJob::Catalog(query, reply)) => {
                 let found = w.library.query(w.store, w.status, &query).map_err(|e| e.to_string());
@@ -433,6 +440,16 @@ struct StoreWorker<'a> {
 }
 
 impl StoreWorker<'_> {
+    /// With `--keep tagged`, tell the receiver what the catalog's tags select.
+    fn choose(&self) {
+        if let Some(ids) = self.library.chosen(self.store) {
+            info!(objects = ids.len(), "--keep tagged: the objects the catalog's tags select");
+            if self.unstored.try_send(Unstored::Chosen(ids)).is_err() {
+                warn!("the hub is too busy to take what --keep tagged selects now; it is told at the next catalog");
+            }
+        }
+    }
+
     fn touch(&mut self, id: ObjectId) {
         self.use_clock += 1;
         self.last_use.insert(id, self.use_clock);

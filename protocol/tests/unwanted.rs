@@ -104,3 +104,44 @@ fn an_on_demand_object_is_announced_not_collected_until_asked() {
     receive(&mut restarted, [announced], &mut Received::default());
     assert!(restarted.needs(64).is_empty(), "a restart opened a way to fetch it unasked");
 }
+
+/// `--keep tagged` and `--keep on-demand` (`keep_pushed` off): a pushed
+/// object is taken only once chosen; the catalog's own objects always. The
+/// choice replaces the one before, and a restart keeps unchosen objects out.
+#[test]
+fn without_keep_pushed_only_chosen_objects_and_the_catalog_are_taken() {
+    use hubcast_protocol::receiver::{Receiver, ReceiverConfig};
+    let ch = channel(23);
+    let objects = [
+        content(".hubcast/catalog/7/index", 300, 4),
+        content("news.txt", CHUNK as usize + 9, 5),
+        content("film.bin", 2 * CHUNK as usize, 6),
+    ];
+    let plans = plans(&objects, CHUNK, T);
+    let (index, news, film) =
+        (plans[0].manifest.object_id, plans[1].manifest.object_id, plans[2].manifest.object_id);
+    let config = ReceiverConfig { keep_pushed: false, ..ReceiverConfig::default() };
+    let mut rx = Receiver::new(ch.anchor, config.clone());
+    rx.choose(&[news]);
+    let mut got = Received::default();
+    receive(&mut rx, broadcast(&ch, &objects, CHUNK, T, 0.1, 1), &mut got);
+    assert!(got.object(index, 300, CHUNK).is_some(), "the catalog is always taken");
+    assert_eq!(got.object(news, objects[1].bytes.len(), CHUNK).as_deref(), Some(&objects[1].bytes[..]));
+    assert!(got.chunks.keys().all(|(id, _)| *id != film), "an unchosen object was taken");
+    assert!(rx.is_unwanted(&film) && rx.needs(64).iter().all(|n| n.object_id != film));
+
+    // Chosen later (a new catalog): taken from the next round, and what
+    // the round already passed is for repair.
+    rx.choose(&[news, film]);
+    assert!(!rx.is_unwanted(&film));
+    receive(&mut rx, broadcast(&ch, &objects, CHUNK, T, 0.1, 1), &mut got);
+    assert_eq!(got.object(film, objects[2].bytes.len(), CHUNK).as_deref(), Some(&objects[2].bytes[..]));
+
+    // Restarted: a stored manifest of an object not chosen stays out.
+    let mut restarted = Receiver::new(ch.anchor, config);
+    let manifest = ch.signer.manifest_datagram(&plans[2].manifest);
+    restarted.restore_manifest(&manifest, NOW).unwrap();
+    assert!(restarted.is_unwanted(&film));
+    restarted.choose(&[film]);
+    assert!(!restarted.is_unwanted(&film), "chosen once the catalog says so");
+}

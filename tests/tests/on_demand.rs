@@ -105,3 +105,72 @@ fn five_hubs_ask_for_an_on_demand_film_and_the_origin_sends_it_once() {
     assert!(u(&s["drops"]["unwanted"]) > 0, "the unasked hub heard nothing of it: {}", s["drops"]);
     assert_eq!(u(&s["chunks"]["fetches"]), 0);
 }
+
+/// `--keep tagged --tag news` takes the pushed files the catalog tags
+/// `news` and nothing else; `--keep on-demand` takes none; both list the
+/// whole catalog, and the second fetches an untagged file when asked, from
+/// the hub that keeps everything.
+#[test]
+fn hubs_keep_what_their_tags_choose_and_fetch_the_rest_when_asked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let dir = t.join("chan");
+    std::fs::create_dir_all(&dir).unwrap();
+    let files = [("a news.txt", 30_000), ("b news.txt", 70_000), ("film.bin", 200_000), ("plain.txt", 5_000)];
+    for (i, (name, len)) in files.iter().enumerate() {
+        std::fs::write(dir.join(name), pattern(*len, i as u64 + 10)).unwrap();
+    }
+    let meta = t.join("catalog.toml");
+    std::fs::write(
+        &meta,
+        "[[item]]\npath = \"chan/a news.txt\"\ntags = [\"news\"]\n\
+         [[item]]\npath = \"chan/b news.txt\"\ntags = [\"sport\", \"news\"]\n\
+         [[item]]\npath = \"chan/film.bin\"\ntags = [\"film\"]\n",
+    )
+    .unwrap();
+    let fingerprint = keygen(&t.join("keys"));
+    let group = unique_group();
+    let (_hubs, https) = start_hubs(t, &fingerprint, group, 3, |i| match i {
+        1 => ["--keep", "tagged", "--tag", "news"].map(String::from).to_vec(),
+        2 => ["--keep", "on-demand"].map(String::from).to_vec(),
+        _ => vec![],
+    });
+    wait_for_peers(&https, 2, DEADLINE);
+    let mut seed = seed_args_with_origin(&t.join("keys"), group, "20mbit", 2, &[&dir]);
+    seed.extend(["--chunk-size".into(), "64KiB".into(), "--catalog".into(), meta.display().to_string()]);
+    let bc_http = free_port();
+    seed.extend(["--http".into(), bc_http.to_string()]);
+    let _bc = Daemon::spawn("broadcaster", &bin("broadcaster"), &seed, t);
+
+    wait_for("hub 0 to hold everything", DEADLINE, || status(https[0]).filter(|s| all_complete(s, 4)));
+    wait_for("the carousel's two rounds", DEADLINE, || {
+        status(bc_http).filter(|s| s["carousel"]["done"] == true)
+    });
+    let held = |s: &serde_json::Value, name: &str| {
+        let o =
+            s["objects"].as_array().unwrap().iter().find(|o| o["name"] == format!("chan/{name}")).unwrap();
+        (o["complete"] == true, u(&o["chunks_stored"]))
+    };
+    let s = wait_for("hub 1: the news held", DEADLINE, || {
+        status(https[1]).filter(|s| held(s, "a news.txt").0 && held(s, "b news.txt").0)
+    });
+    assert_eq!(held(&s, "film.bin"), (false, 0), "--keep tagged took an untagged file");
+    assert_eq!(held(&s, "plain.txt"), (false, 0), "--keep tagged took a file with no tags");
+    assert!(std::fs::read(t.join("out-1/chan/b news.txt")).unwrap() == pattern(70_000, 11));
+    let s = status(https[2]).unwrap();
+    for (name, _) in &files {
+        assert_eq!(held(&s, name), (false, 0), "--keep on-demand took {name}");
+    }
+    for http in &https[1..] {
+        let body = hubcast_clienthub::status_client::get(*http, "/api/catalog").unwrap();
+        let c: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(c["entries"], 4, "every hub lists the whole catalog: {c}");
+    }
+
+    // Asked, the on-demand hub takes the film from hub 0.
+    let line = request(https[2], "POST", "/api/fetch/chan/film.bin", Some(&bearer(&t.join("store-2"))));
+    assert!(line.contains(" 202 "), "{line}");
+    let s = wait_for("hub 2: the film", DEADLINE, || status(https[2]).filter(|s| held(s, "film.bin").0));
+    assert!(std::fs::read(t.join("out-2/chan/film.bin")).unwrap() == pattern(200_000, 12));
+    assert_eq!(held(&s, "plain.txt"), (false, 0));
+}

@@ -200,6 +200,7 @@ pub async fn run(cfg: HubConfig, status: StatusBoard, cancel: CancellationToken)
     config.desert_after = Duration::from_secs(cfg.desert_after_secs);
     config.no_multicast = cfg.no_multicast;
     config.receiver.max_active_chunks = cfg.collect_chunks;
+    config.receiver.keep_pushed = cfg.keep == crate::config::Keep::All;
     config.repair.max_chunks = config.repair.max_chunks.min(cfg.collect_chunks / 2);
     // A forest hub takes stripes, not a bridge's feed.
     config.bridges = (cfg.peer_repair && (cfg.stripes == 0 || cfg.bridge))
@@ -248,11 +249,12 @@ pub async fn run(cfg: HubConfig, status: StatusBoard, cancel: CancellationToken)
         let manifests = manifests.iter().map(|m| (m.object_id, (**m).clone())).collect();
         let live = live.clone();
         let quota = cfg.quota;
+        let tags = (cfg.keep == crate::config::Keep::Tagged).then(|| cfg.tags.clone());
         let scrub = Scrub::new(cfg.scrub_rate.bytes_per_sec(), Duration::from_secs(cfg.scrub_every_secs));
         std::thread::Builder::new()
             .name("store".into())
             .spawn(move || {
-                let quota = Quota { bytes: quota.map(|q| q.0), evicted, pinned };
+                let quota = Quota { bytes: quota.map(|q| q.0), evicted, pinned, tags };
                 store_worker(store, rx, unstored_tx, status, export, manifests, live, scrub, quota, started)
             })
             .map_err(|source| HubError::Store(StoreError::Io { path: "store thread".into(), source }))?

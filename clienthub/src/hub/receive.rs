@@ -213,6 +213,7 @@ pub(super) async fn receive_loop(
                         one = [id];
                         Input::Wanted(&one)
                     }
+                    Unstored::Chosen(ref ids) => Input::Choose(ids),
                 };
                 if !lp.input(input).await {
                     return Ok(());

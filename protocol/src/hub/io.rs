@@ -62,6 +62,9 @@ pub enum Input<'a> {
     /// Objects the hub's user asked for (fetched on demand, pinned): kept
     /// again, and what is missing of them asked of peers now.
     Wanted(&'a [ObjectId]),
+    /// The pushed objects `--keep tagged` selects in the newest catalog
+    /// ([`crate::receiver::Receiver::choose`]).
+    Choose(&'a [ObjectId]),
     /// Round-trip times measured on the connections to peers.
     Rtts(&'a HashMap<NodeId, Duration>),
     /// [`Hub::poll_timeout`] passed.

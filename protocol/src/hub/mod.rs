@@ -383,6 +383,10 @@ impl Hub {
                 }
                 self.plan_repair(now);
             }
+            Input::Choose(ids) => {
+                self.receiver.choose(ids);
+                self.plan_repair(now);
+            }
             Input::Rtts(rtts) => self.peers.note_rtts(rtts),
             Input::Timer => self.on_timer(now, unix_ms),
         }

@@ -224,8 +224,9 @@ impl Receiver {
             return Err(DropReason::BadKind);
         };
         let m = self.verifier.verify_manifest(m, received_unix)?;
-        if m.on_demand {
-            // Until the store says it holds chunks of it (the user asked).
+        if !self.taken_unasked(&m) {
+            // Until the store says it holds chunks of it (the user asked),
+            // or it is chosen.
             self.unwanted.insert(m.object_id);
         }
         self.remember_manifest(m.clone());
@@ -258,8 +259,9 @@ impl Receiver {
         if first_sight && self.manifests.len() >= self.config.max_objects {
             return Err(DropReason::TooManyObjects);
         }
-        if first_sight && m.on_demand {
-            // Announced only: kept once the hub's user asks (`fetch_now`).
+        if first_sight && !self.taken_unasked(&m) {
+            // Announced only, or not chosen: kept once the hub's user asks
+            // (`fetch_now`) or it is chosen.
             self.set_unwanted(m.object_id, true);
         }
         match m.live {

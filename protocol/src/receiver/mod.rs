@@ -65,6 +65,11 @@ pub struct ReceiverConfig {
     /// Older ones are forgotten, and a manifest for one is refused as rolled
     /// back. Default 120.
     pub live_window: u64,
+    /// Take every pushed archive object from the carousel (`--keep all`).
+    /// Off, only those chosen ([`Receiver::choose`]: `--keep tagged`) and
+    /// those the user asks for; live segments and the catalog's own objects
+    /// always. Default on.
+    pub keep_pushed: bool,
 }
 
 impl Default for ReceiverConfig {
@@ -74,6 +79,7 @@ impl Default for ReceiverConfig {
             max_pending_bytes: 32 << 20,
             max_objects: 100_000,
             live_window: 120,
+            keep_pushed: true,
         }
     }
 }
@@ -281,6 +287,9 @@ pub struct Receiver {
     /// Objects the hub does not keep: their chunks are dropped as they
     /// come and never asked for ([`Receiver::set_unwanted`]).
     unwanted: HashSet<ObjectId>,
+    /// Pushed objects the hub takes though `keep_pushed` is off
+    /// ([`Receiver::choose`]); at most `max_objects`.
+    chosen: HashSet<ObjectId>,
     /// Chunks the hub held and lost (damaged or missing on disk): wanted
     /// again whether or not the multicast is near them, so repair asks peers.
     /// At most [`MAX_LOST_CHUNKS`].
@@ -335,6 +344,7 @@ impl Receiver {
             active: HashMap::new(),
             complete: HashSet::new(),
             unwanted: HashSet::new(),
+            chosen: HashSet::new(),
             lost: std::collections::BTreeSet::new(),
             pending: HashMap::new(),
             pending_order: VecDeque::new(),
@@ -420,6 +430,33 @@ impl Receiver {
         if self.current.is_some_and(|(id, _)| id == object_id) {
             self.current = None;
         }
+    }
+
+    /// The pushed objects this hub takes when it does not take them all
+    /// (`keep_pushed` off): the ones its `--keep tagged` tags select in the
+    /// newest catalog (the caller leaves out what it evicted). Replaces the
+    /// choice before; those chosen and known are taken from now on (those
+    /// the carousel has passed are for repair). One no longer chosen is not
+    /// dropped: what the store holds of it stays until the quota needs room.
+    pub fn choose(&mut self, ids: &[ObjectId]) {
+        self.chosen.clear();
+        for id in ids.iter().take(self.config.max_objects) {
+            self.chosen.insert(*id);
+            if self.manifests.get(id).is_some_and(|m| !m.on_demand) {
+                self.unwanted.remove(id);
+            }
+        }
+    }
+
+    /// Whether an object whose manifest this hub sees for the first time is
+    /// taken without the user asking: not on demand, and pushed to all
+    /// (`keep_pushed`), chosen, live or the catalog's.
+    pub(super) fn taken_unasked(&self, m: &Manifest) -> bool {
+        !m.on_demand
+            && (self.config.keep_pushed
+                || m.live.is_some()
+                || crate::catalog::is_catalog_name(&m.name)
+                || self.chosen.contains(&m.object_id))
     }
 
     /// Whether the hub keeps `object_id` ([`Receiver::set_unwanted`]).
