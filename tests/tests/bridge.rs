@@ -108,6 +108,11 @@ fn desert_hubs_take_the_feed_from_bridges_and_move_when_one_is_full_or_killed() 
         assert_eq!(u(&s["bytes"]["multicast"]), 0, "a desert hub hears no multicast: {}", s["bytes"]);
         assert!(u(&s["bytes"]["bridge"]) >= SIZE as u64 / 2, "most of it came in a feed: {}", s["bytes"]);
         assert_eq!(u(&s["feed"]["strikes"]), 0);
+        // The catalog came with the feed: its root, then its objects.
+        let c = wait_for("the catalog in the desert", DEADLINE, || {
+            status(*http).filter(|s| u(&s["catalog"]["entries"]) == 2).map(|s| s["catalog"].clone())
+        });
+        assert_eq!(c["version"], status(b_http).unwrap()["catalog"]["version"], "desert hub {i}: {c}");
     }
     let moved = status(deserts[on_a].1).unwrap();
     let feed = &moved["feed"];

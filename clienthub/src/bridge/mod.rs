@@ -217,6 +217,10 @@ pub struct Feed {
     stalled: AtomicU64,
     /// The last answers read, by (object, chunk, ESIs asked).
     recent: Mutex<VecDeque<(AnswerKey, Answer)>>,
+    /// The newest catalog root this hub took, as signed: every subscriber
+    /// gets it when it subscribes and when it changes (a desert hub hears
+    /// no multicast to take it from).
+    catalog_root: Mutex<Option<Arc<[u8]>>>,
 }
 
 impl Feed {
@@ -247,6 +251,7 @@ impl Feed {
             refed_chunks: AtomicU64::new(0),
             stalled: AtomicU64::new(0),
             recent: Mutex::new(VecDeque::new()),
+            catalog_root: Mutex::new(None),
         })
     }
 
@@ -308,6 +313,17 @@ impl Feed {
                 ring.waiting.insert(object_id, datagram);
             }
         }
+    }
+
+    /// A catalog root newer than the one before, verified: subscribers get
+    /// it next.
+    pub fn catalog_root(&self, datagram: &[u8]) {
+        *self.catalog_root.lock().unwrap_or_else(|p| p.into_inner()) = Some(datagram.into());
+        self.changed.notify_waiters();
+    }
+
+    fn current_catalog_root(&self) -> Option<Arc<[u8]>> {
+        self.catalog_root.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// An object with no chunks (an empty file): subscribers get its manifest
@@ -437,11 +453,22 @@ pub(crate) async fn serve_subscription(
     }
     let mut at = feed.ring().start_for(resume);
     let mut sent_manifests: HashSet<ObjectId> = HashSet::new();
+    let mut sent_root: Option<Arc<[u8]>> = None;
     loop {
         // Registered before looking, so a chunk pushed in between wakes us.
         let changed = feed.changed.notified();
         tokio::pin!(changed);
         changed.as_mut().enable();
+        // The catalog's root, when the subscriber does not have this one.
+        let root = feed.current_catalog_root();
+        if let Some(r) = root.as_ref().filter(|r| !sent_root.as_ref().is_some_and(|s| Arc::ptr_eq(s, r))) {
+            let mut out = Vec::new();
+            peer_wire::encode_datagram(r, &mut out);
+            if send.write_all(&out).await.is_err() {
+                return;
+            }
+            sent_root = root;
+        }
         // A chunk the subscriber asked for again (over UDP, its symbols may
         // not all come through) goes before the next of the history.
         let again = udp.as_ref().and_then(UdpFeed::take_again).and_then(|(o, i)| feed.ring().find(o, i));

@@ -225,8 +225,9 @@ pub async fn run(cfg: HubConfig, status: StatusBoard, cancel: CancellationToken)
     // Objects evicted to stay within --quota: not taken from the carousel
     // again until asked for.
     // The catalog's root as stored: anything older is refused from now on.
-    if let Some((datagram, at)) = store.catalog_root()? {
-        if let Err(why) = hub.restore_catalog_root(&datagram, at) {
+    let catalog_root = store.catalog_root()?;
+    if let Some((datagram, at)) = &catalog_root {
+        if let Err(why) = hub.restore_catalog_root(datagram, *at) {
             warn!(?why, "the stored catalog root fails its check (damaged, or another channel's): the channel sends it again");
         }
     }
@@ -235,7 +236,10 @@ pub async fn run(cfg: HubConfig, status: StatusBoard, cancel: CancellationToken)
     let pinned = store.pinned()?;
     if let Some(feed) = peers.as_ref().and_then(|p| p.feed.as_ref()) {
         // A restarted bridge forwards what it holds with the manifests it
-        // was sent.
+        // was sent, and the catalog's root.
+        if let Some(d) = hub.receiver().catalog_root().map(|(_, d)| d) {
+            feed.catalog_root(d);
+        }
         for m in &manifests {
             if let Some(d) = hub.receiver().manifest_datagram(&m.object_id) {
                 feed.manifest(m.object_id, d);
@@ -353,6 +357,9 @@ impl Loop<'_> {
                     }
                 }
                 Output::Event(HubEvent::Catalog { root, datagram }) => {
+                    if let Some(feed) = self.peers.as_ref().and_then(|p| p.feed.as_ref()) {
+                        feed.catalog_root(&datagram);
+                    }
                     if self.store.send(StoreJob::CatalogRoot(root, datagram)).await.is_err() {
                         return false;
                     }
