@@ -80,6 +80,10 @@ pub struct SeedConfig {
     /// carousel: the origin multicasts one when hubs ask for it (needs
     /// `tracker`).
     pub on_demand: Vec<PathBuf>,
+    /// Scan `paths` and `on_demand` again this often, publishing what
+    /// changed (a new catalog version; the carousel starts over the new
+    /// objects). 0: only on SIGHUP. Default 300.
+    pub rescan_secs: u64,
     /// The catalog's metadata for the seeded files (TOML, `[[item]]`s; see
     /// docs/OPERATIONS.md). Default: none (names, types and times only).
     pub catalog: Option<PathBuf>,
@@ -112,6 +116,7 @@ impl Default for SeedConfig {
             simulate_loss: 0.0,
             paths: Vec::new(),
             on_demand: Vec::new(),
+            rescan_secs: 300,
             catalog: None,
         }
     }

@@ -8,6 +8,7 @@
 //! object of its own even where contents are equal.
 
 use hubcast_protocol::ObjectId;
+use std::collections::HashMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -48,15 +49,45 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> IngestError + '_ {
 /// Walk `paths` (pushed) and `on_demand` (announced) and hash every file.
 /// Result is sorted by name; a name given twice is refused.
 pub fn collect(paths: &[PathBuf], on_demand: &[PathBuf]) -> Result<Vec<SourceFile>, IngestError> {
+    Scanner::default().scan(paths, on_demand)
+}
+
+/// Walks the seeded paths again and again (a rescan), hashing only the
+/// files that are new or changed since the scan before: a file whose path,
+/// size and modification time are as they were keeps its id.
+#[derive(Default)]
+pub struct Scanner {
+    known: HashMap<PathBuf, (u64, std::time::SystemTime, SourceFile)>,
+}
+
+impl Scanner {
+    /// [`collect`], remembering what it hashed.
+    pub fn scan(&mut self, paths: &[PathBuf], on_demand: &[PathBuf]) -> Result<Vec<SourceFile>, IngestError> {
+        let files = gather(paths, on_demand, &self.known)?;
+        self.known.clear();
+        for f in &files {
+            if let Ok(m) = fs::metadata(&f.path) {
+                if let Ok(at) = m.modified() {
+                    self.known.insert(f.path.clone(), (f.size, at, f.clone()));
+                }
+            }
+        }
+        Ok(files)
+    }
+}
+
+type Known = HashMap<PathBuf, (u64, std::time::SystemTime, SourceFile)>;
+
+fn gather(paths: &[PathBuf], on_demand: &[PathBuf], known: &Known) -> Result<Vec<SourceFile>, IngestError> {
     let mut files = Vec::new();
     for (p, demand) in paths.iter().map(|p| (p, false)).chain(on_demand.iter().map(|p| (p, true))) {
         let meta = fs::symlink_metadata(p).map_err(io_err(p))?;
         let base = p.parent().unwrap_or(Path::new(""));
         let from = files.len();
         if meta.is_dir() {
-            walk(p, base, &mut files)?;
+            walk(p, base, known, &mut files)?;
         } else {
-            files.push(describe(p, base)?);
+            files.push(describe(p, base, known)?);
         }
         for f in &mut files[from..] {
             f.on_demand = demand;
@@ -71,7 +102,7 @@ pub fn collect(paths: &[PathBuf], on_demand: &[PathBuf]) -> Result<Vec<SourceFil
     Ok(files)
 }
 
-fn walk(dir: &Path, base: &Path, out: &mut Vec<SourceFile>) -> Result<(), IngestError> {
+fn walk(dir: &Path, base: &Path, known: &Known, out: &mut Vec<SourceFile>) -> Result<(), IngestError> {
     let mut entries: Vec<_> =
         fs::read_dir(dir).map_err(io_err(dir))?.collect::<Result<_, _>>().map_err(io_err(dir))?;
     entries.sort_by_key(|e| e.file_name());
@@ -79,15 +110,15 @@ fn walk(dir: &Path, base: &Path, out: &mut Vec<SourceFile>) -> Result<(), Ingest
         let path = e.path();
         let ty = e.file_type().map_err(io_err(&path))?;
         if ty.is_dir() {
-            walk(&path, base, out)?;
+            walk(&path, base, known, out)?;
         } else if ty.is_file() {
-            out.push(describe(&path, base)?);
+            out.push(describe(&path, base, known)?);
         }
     }
     Ok(())
 }
 
-fn describe(path: &Path, base: &Path) -> Result<SourceFile, IngestError> {
+fn describe(path: &Path, base: &Path, known: &Known) -> Result<SourceFile, IngestError> {
     let rel = path.strip_prefix(base).unwrap_or(path);
     let parts: Option<Vec<&str>> = rel
         .components()
@@ -102,6 +133,13 @@ fn describe(path: &Path, base: &Path) -> Result<SourceFile, IngestError> {
     }
     if name.starts_with(".hubcast/") {
         return Err(IngestError::Reserved(path.to_owned()));
+    }
+    let meta = fs::metadata(path).map_err(io_err(path))?;
+    let same = |(size, at, f): &(u64, std::time::SystemTime, SourceFile)| {
+        *size == meta.len() && meta.modified().is_ok_and(|m| m == *at) && f.name == name
+    };
+    if let Some((_, _, f)) = known.get(path).filter(|k| same(k)) {
+        return Ok(SourceFile { on_demand: false, ..f.clone() });
     }
     let mut file = fs::File::open(path).map_err(io_err(path))?;
     let mut hasher = blake3::Hasher::new();
@@ -154,5 +192,28 @@ mod tests {
         ids.dedup();
         assert_eq!(ids.len(), 5, "every path is its own object");
         assert_eq!(collect(&[root], &[]).unwrap(), files, "a second walk gives the same ids");
+    }
+
+    #[test]
+    fn a_rescan_hashes_only_what_changed_and_sees_new_and_gone_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("chan");
+        fs::create_dir_all(&root).unwrap();
+        fs::write(root.join("a"), b"first").unwrap();
+        let mut scanner = Scanner::default();
+        let first = scanner.scan(std::slice::from_ref(&root), &[]).unwrap();
+        assert_eq!(first.len(), 1);
+        // Unchanged: the same file, taken from what the scan before hashed.
+        assert_eq!(scanner.scan(std::slice::from_ref(&root), &[]).unwrap(), first);
+        // A new file, and a changed one (another size): both hashed.
+        fs::write(root.join("b"), b"new").unwrap();
+        fs::write(root.join("a"), b"changed!").unwrap();
+        let second = scanner.scan(std::slice::from_ref(&root), &[]).unwrap();
+        let names: Vec<&str> = second.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["chan/a", "chan/b"]);
+        assert_eq!(second[0].id, ObjectId::archive("chan/a", blake3::hash(b"changed!").as_bytes()));
+        assert_eq!(second[1].id, ObjectId::archive("chan/b", blake3::hash(b"new").as_bytes()));
+        fs::remove_file(root.join("b")).unwrap();
+        assert_eq!(scanner.scan(std::slice::from_ref(&root), &[]).unwrap().len(), 1, "a removed file goes");
     }
 }

@@ -6,6 +6,7 @@
 pub mod channel_catalog;
 pub mod config;
 pub mod feedback;
+pub mod generation;
 pub mod ingest;
 pub mod live;
 pub mod origin;

@@ -174,6 +174,11 @@ struct SeedArgs {
     /// (`clienthub get`). Repeatable; needs --tracker.
     #[arg(long = "on-demand", value_name = "PATH")]
     on_demand: Vec<PathBuf>,
+    /// Scan the paths again every this many seconds (and on SIGHUP), and
+    /// publish what changed without a restart; 0: on SIGHUP only.
+    /// [default: 300]
+    #[arg(long = "rescan-every", value_name = "SECS")]
+    rescan_secs: Option<u64>,
     /// Files and folders to seed.
     paths: Vec<PathBuf>,
 }
@@ -240,7 +245,7 @@ impl SeedArgs {
     fn into_config(self) -> anyhow::Result<SeedConfig> {
         let rate = self.send.rate;
         let mut c = send_config!(self.send, SeedConfig);
-        overlay!(c, self; rounds, repair_share, fec_max, rate_min, rate_max);
+        overlay!(c, self; rounds, repair_share, fec_max, rate_min, rate_max, rescan_secs);
         if rate.is_some() {
             c.rate = rate;
         }

@@ -76,6 +76,16 @@ impl Catalog {
         Catalog { objects: Mutex::new(objects), expiry_secs }
     }
 
+    /// The seeded files changed (a rescan): these are the objects from now
+    /// on. Live segments stay.
+    pub fn replace_files(&self, plans: &[ObjectPlan], files: &[SourceFile]) {
+        let mut objects = self.lock();
+        objects.retain(|_, (_, source)| matches!(source, Source::Memory(_)));
+        for (p, f) in plans.iter().zip(files) {
+            objects.insert(p.manifest.object_id, (p.clone(), Source::File(f.path.clone())));
+        }
+    }
+
     /// A live segment hubs may NAK until it is retired (or its deadline passes).
     pub fn add_segment(&self, plan: ObjectPlan, bytes: Arc<Vec<u8>>) {
         self.lock().insert(plan.manifest.object_id, (plan, Source::Memory(bytes)));

@@ -6,6 +6,7 @@
 
 use crate::config::{ConfigError, SeedConfig};
 use crate::feedback::Feedback;
+use crate::generation::Generation;
 use crate::ingest::{self, IngestError, SourceFile};
 use crate::origin::{self, Catalog, OriginError};
 use crate::status::StatusBoard;
@@ -24,7 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// Prepared chunks the producer may be ahead of the pacer.
 pub const BATCHES_AHEAD: usize = 4;
@@ -257,32 +258,13 @@ pub async fn seed(
 ) -> Result<SeedReport, SeedError> {
     let rate = cfg.validate()?;
     check_certificate(&keys)?;
-    let files = ingest::collect(&cfg.paths, &cfg.on_demand)?;
+    let mut scanner = ingest::Scanner::default();
+    let scanned = scanner.scan(&cfg.paths, &cfg.on_demand)?;
     let mut mc = MulticastConfig::new(cfg.group);
     mc.interface = cfg.iface.parse::<Interface>()?;
     mc.ttl = cfg.ttl;
     let socket = Arc::new(hubcast_transport::multicast::sender(&mc)?);
     let signer = Arc::new(Signer::new(keys));
-    let seq = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    let expiry = unix_now() + cfg.expiry_secs;
-    let total: u64 = files.iter().map(|f| f.size).sum();
-    let object_count = files.len();
-    // The catalog goes first: its index, then its pages, objects like the
-    // files; its signed root goes with the manifests. Its version is the
-    // manifests' sequence number (ms since the epoch): a restarted
-    // broadcaster's is higher.
-    let catalog =
-        crate::channel_catalog::build(&files, cfg.catalog.as_deref(), cfg.state_dir(), seq, expiry)?;
-    let catalog_root = catalog.root;
-    // The carousel sends the catalog's objects, then the pushed files;
-    // on-demand files are announced (their manifests mixed in) and sent by
-    // the origin service when hubs ask.
-    let (announced_files, mut files): (Vec<SourceFile>, Vec<SourceFile>) =
-        files.into_iter().partition(|f| f.on_demand);
-    files.splice(0..0, catalog.files);
     // The origin service binds first: the manifests name it, for hubs not
     // given --tracker.
     let bound = cfg.tracker.map(|addr| origin::bind(addr, cfg.state_dir())).transpose()?;
@@ -290,16 +272,8 @@ pub async fn seed(
         Some((_, at)) => Some(public_tracker(*at, cfg.tracker_public, &mc.interface)?),
         None => None,
     };
-    let plan = |f: &SourceFile| {
-        let mut p =
-            ObjectPlan::new(f.name.clone(), f.id, f.size, cfg.chunk_size, cfg.symbol_size, seq, expiry);
-        p.manifest.tracker = public;
-        // The carousel never sends it: every round has passed it.
-        (p.manifest.on_demand, p.manifest.round_end) = (f.on_demand, f.on_demand);
-        p
-    };
-    let plans: Vec<ObjectPlan> = files.iter().map(plan).collect();
-    let announced: Vec<ObjectPlan> = announced_files.iter().map(plan).collect();
+    let mut generation = Generation::build(cfg, scanned, public, 0)?;
+    let (object_count, total) = generation.seeded();
     let fingerprint = hubcast_keys::Fingerprint::of(&signer.certificate().root);
     status.update(|s| {
         s.fingerprint = fingerprint.to_string();
@@ -319,18 +293,19 @@ pub async fn seed(
     status.update(|s| {
         (s.fec.overhead, s.fec.min, s.fec.max) = (cfg.fec_overhead, cfg.fec_overhead, cfg.fec_max)
     });
+    let origin_catalog = {
+        let (plans, files) = generation.origin_objects();
+        Arc::new(Catalog::new(&plans, &files, cfg.expiry_secs))
+    };
     let service = match (bound, public) {
         (Some((endpoint, _)), Some(at)) => {
             info!(tracker = %at, "origin service named in every manifest; hubs out of the multicast's reach take --tracker {at}");
             status.update(|s| s.origin_service = Some(at.to_string()));
-            let all_plans: Vec<ObjectPlan> = plans.iter().chain(&announced).cloned().collect();
-            let all_files: Vec<SourceFile> = files.iter().chain(&announced_files).cloned().collect();
-            let catalog = Arc::new(Catalog::new(&all_plans, &all_files, cfg.expiry_secs));
             let cap = cfg.repair_rate.map(|r| r.bytes_per_sec());
             let budget = origin::RepairBudget::shared(rate, cfg.repair_share, cap);
             let service = origin::Service {
                 endpoint,
-                catalog,
+                catalog: origin_catalog.clone(),
                 signer: signer.clone(),
                 socket: socket.clone(),
                 control_group: SocketAddr::new(cfg.group.ip(), cfg.group.port().wrapping_add(1)),
@@ -353,42 +328,17 @@ pub async fn seed(
         }
         _ => None,
     };
-    info!(objects = files.len(), bytes = total, group = %cfg.group, iface = %mc.interface, rate = %cfg.rate_setting(), rate_bytes_per_sec = rate,
+    info!(objects = object_count, bytes = total, group = %cfg.group, iface = %mc.interface, rate = %cfg.rate_setting(), rate_bytes_per_sec = rate,
         %fingerprint, "seeding");
 
-    // The catalog's root is mixed in with the manifests, after them, and the
-    // on-demand objects' manifests after it.
-    let mut manifests: Vec<Vec<u8>> = plans.iter().map(|p| signer.manifest_datagram(&p.manifest)).collect();
-    manifests.push(signer.catalog_root_datagram(&catalog_root));
-    manifests.extend(announced.iter().map(|p| signer.manifest_datagram(&p.manifest)));
-    // While lingering, the channel stays audible: one round-end manifest a
-    // second, so hubs tell an idle channel from lost multicast (and a late
-    // joiner learns what went by).
-    let mut heartbeat: Vec<Vec<u8>> = plans
-        .iter()
-        .map(|p| signer.manifest_datagram(&Manifest { round_end: true, ..p.manifest.clone() }))
-        .collect();
-    heartbeat.push(signer.catalog_root_datagram(&catalog_root));
-    heartbeat.extend(announced.iter().map(|p| signer.manifest_datagram(&p.manifest)));
+    let mut heartbeat = generation.heartbeat(&signer);
     // Burst: 2 ms at the rate (the highest, with --rate auto; tokio timers
     // tick in milliseconds), at least 64 KiB.
     let burst = (rate as usize / 500).max(64 << 10);
-    let mut sender = Sender::new(manifests, cfg.manifest_every, Pacer::new(rate_now, burst));
-
-    let (tx, mut rx) = mpsc::channel::<Batch>(BATCHES_AHEAD);
-    let producer = {
-        let cfg = cfg.clone();
-        let stop = cancel.clone();
-        let signer = signer.clone();
-        let feedback = feedback.clone();
-        std::thread::Builder::new()
-            .name("seed-producer".into())
-            .spawn(move || {
-                let announced = Announced { plans: announced, catalog_root };
-                produce(&cfg, &signer, &feedback, plans, announced, &files, &tx, &stop)
-            })
-            .map_err(|source| SeedError::Read { path: "producer thread".into(), source })?
-    };
+    let mut sender =
+        Sender::new(generation.manifests(&signer), cfg.manifest_every, Pacer::new(rate_now, burst));
+    let mut producer = Producer::start(cfg, &signer, &feedback, &generation, &cancel)?;
+    let mut rescans = rescan_triggers(cfg.rescan_secs, cancel.clone());
 
     let mut out = Out::new(socket, cfg.group, cfg.simulate_loss)?;
     let started = Instant::now();
@@ -424,18 +374,45 @@ pub async fn seed(
             }
         }
         tokio::select! {
-            batch = rx.recv() => match batch {
+            batch = producer.rx.recv() => match batch {
                 Some(Batch::Datagrams(d)) => sender.handle_datagrams(d),
                 Some(Batch::Manifest(i, m)) => sender.handle_manifest(i, m),
                 Some(Batch::Failed(e)) => { failure = Some(e); break 'outer; }
                 None => break,
             },
+            Some(why) = rescans.recv() => {
+                let scan = {
+                    let (paths, on_demand) = (cfg.paths.clone(), cfg.on_demand.clone());
+                    let mut s = std::mem::take(&mut scanner);
+                    tokio::task::spawn_blocking(move || (s.scan(&paths, &on_demand), s)).await
+                };
+                let scanned = match scan {
+                    Ok((Ok(scanned), s)) => { scanner = s; scanned }
+                    Ok((Err(e), s)) => { scanner = s; warn!(why, "rescan: {e}; seeding on with what was there"); continue }
+                    Err(e) => { warn!(why, "rescan: {e}"); continue }
+                };
+                if scanned == generation.scanned {
+                    debug!(why, "rescan: nothing changed");
+                    continue;
+                }
+                // The next generation: the producer stops where it is, and
+                // a new one starts the carousel over the new objects.
+                producer.stop();
+                generation = Generation::build(cfg, scanned, public, generation.seq)?;
+                let (plans, files) = generation.origin_objects();
+                origin_catalog.replace_files(&plans, &files);
+                sender.new_generation(generation.manifests(&signer));
+                heartbeat = generation.heartbeat(&signer);
+                let (objects, bytes) = generation.seeded();
+                status.update(|s| (s.objects, s.object_bytes) = (objects, bytes));
+                info!(why, objects, bytes, catalog_version = generation.seq, "rescan: the seeded files changed; publishing them");
+                producer = Producer::start(cfg, &signer, &feedback, &generation, &cancel)?;
+            }
             _ = cancel.cancelled() => break,
         }
     }
     out.drain(&mut sender, &cancel).await?;
     out.publish(&status, &sender, failure.is_none() && !cancel.is_cancelled());
-    drop(rx);
     if let Some((service, budget)) = service {
         budget.set_carousel_idle(true);
         if failure.is_none() && !cancel.is_cancelled() && cfg.linger_secs > 0 {
@@ -457,7 +434,7 @@ pub async fn seed(
         let _ = service.await;
     }
     cancel.cancel();
-    let _ = producer.join();
+    producer.stop();
     if let Some(e) = failure {
         return Err(e);
     }
@@ -469,6 +446,68 @@ pub async fn seed(
         bytes: s.bytes,
         elapsed: started.elapsed(),
     })
+}
+
+/// The producer thread of one generation, and what it hands the pacer.
+struct Producer {
+    rx: mpsc::Receiver<Batch>,
+    stop: CancellationToken,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Producer {
+    fn start(
+        cfg: &SeedConfig,
+        signer: &Arc<Signer>,
+        feedback: &Arc<Feedback>,
+        generation: &Generation,
+        cancel: &CancellationToken,
+    ) -> Result<Producer, SeedError> {
+        let (tx, rx) = mpsc::channel::<Batch>(BATCHES_AHEAD);
+        let stop = cancel.child_token();
+        let (cfg, signer, feedback, halt) = (cfg.clone(), signer.clone(), feedback.clone(), stop.clone());
+        let (plans, files) = (generation.plans.clone(), generation.files.clone());
+        let announced =
+            Announced { plans: generation.announced.clone(), catalog_root: generation.catalog_root };
+        let thread = std::thread::Builder::new()
+            .name("seed-producer".into())
+            .spawn(move || produce(&cfg, &signer, &feedback, plans, announced, &files, &tx, &halt))
+            .map_err(|source| SeedError::Read { path: "producer thread".into(), source })?;
+        Ok(Producer { rx, stop, thread: Some(thread) })
+    }
+
+    /// Stop the thread and wait for it: it ends at its next chunk (or at
+    /// once, if it waits for room to hand one in).
+    fn stop(&mut self) {
+        self.stop.cancel();
+        self.rx.close();
+        while self.rx.try_recv().is_ok() {}
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// What makes the broadcaster scan its paths again: SIGHUP, and every
+/// `every_secs` (0: never). Each yields why.
+fn rescan_triggers(every_secs: u64, cancel: CancellationToken) -> mpsc::Receiver<&'static str> {
+    let (tx, rx) = mpsc::channel(1);
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hangup = signal(SignalKind::hangup()).ok();
+        let every = Duration::from_secs(every_secs.max(1));
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        loop {
+            let why = tokio::select! {
+                Some(()) = async { hangup.as_mut()?.recv().await } => "SIGHUP",
+                _ = tick.tick(), if every_secs > 0 => "interval",
+                _ = cancel.cancelled() => return,
+            };
+            // One waiting is enough: a scan finds everything up to when it runs.
+            let _ = tx.try_send(why);
+        }
+    });
+    rx
 }
 
 /// What the carousel mixes in but never sends chunks of: the catalog's root
@@ -589,6 +628,19 @@ mod tests {
         assert!(err.to_string().contains("broadcaster keygen"));
         // A time people read, not unix seconds.
         assert!(err.to_string().contains("1970-01-01T00:16:50Z"), "{err}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rescan_comes_every_interval_and_never_with_zero() {
+        let cancel = CancellationToken::new();
+        let mut every = rescan_triggers(300, cancel.clone());
+        let started = tokio::time::Instant::now();
+        assert_eq!(every.recv().await, Some("interval"));
+        assert_eq!(started.elapsed(), Duration::from_secs(300), "not before the interval");
+        let mut never = rescan_triggers(0, cancel.clone());
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        assert!(never.try_recv().is_err(), "--rescan-every 0: SIGHUP only");
+        cancel.cancel();
     }
 
     #[test]

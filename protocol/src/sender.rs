@@ -372,6 +372,14 @@ impl Sender {
         self.next_manifest = 0;
     }
 
+    /// The objects changed (a rescan): mix in `manifests` from now on, and
+    /// drop the manifest changes still queued (they index the list before).
+    /// Datagrams queued still go out.
+    pub fn new_generation(&mut self, manifests: Vec<Vec<u8>>) {
+        self.queue.retain(|q| matches!(q, Queued::Datagram(_)));
+        self.set_manifests(manifests);
+    }
+
     pub fn handle_datagrams(&mut self, datagrams: impl IntoIterator<Item = Vec<u8>>) {
         self.queue.extend(datagrams.into_iter().map(Queued::Datagram));
     }

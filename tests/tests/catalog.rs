@@ -168,3 +168,50 @@ fn a_hub_lists_the_channels_catalog_searches_it_and_pages_through_it() {
         wait_for("the hub to show it", DEADLINE, || status(http).filter(|s| s["catalog"]["entries"] == 9));
     assert_eq!(s["catalog"]["refused"], 0);
 }
+
+/// A long-running broadcaster publishes what changes in its seeded folder
+/// without a restart: on SIGHUP it scans again, and a new file is sent and
+/// listed in a new catalog version, a removed one leaves the catalog, and an
+/// unchanged one keeps its id (hubs keep what they hold).
+#[test]
+fn a_rescan_on_sighup_publishes_a_new_file_without_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let dir = t.join("chan");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("first.bin"), pattern(40_000, 1)).unwrap();
+    std::fs::write(dir.join("gone.txt"), b"soon removed").unwrap();
+    let fingerprint = keygen(&t.join("keys"));
+    let group = unique_group();
+    let http = free_port();
+    let _hub = Daemon::spawn(
+        "hub",
+        &bin("clienthub"),
+        &hub_args(&fingerprint, group, &t.join("store"), &t.join("out"), http),
+        t,
+    );
+    wait_for("the hub to answer", DEADLINE, || status(http));
+    let mut seed = seed_args(&t.join("keys"), group, "20mbit", 0, &[&dir]);
+    seed.extend(["--rescan-every".into(), "0".into()]);
+    let bc = Daemon::spawn("broadcaster", &bin("broadcaster"), &seed, t);
+    let before = wait_for("the first catalog", DEADLINE, || catalog(http, "").filter(|c| c["entries"] == 2));
+    wait_for("both files held", DEADLINE, || status(http).filter(|s| all_complete(s, 2)));
+
+    std::fs::write(dir.join("new file.bin"), pattern(70_000, 2)).unwrap();
+    std::fs::remove_file(dir.join("gone.txt")).unwrap();
+    let pid = bc.pid().expect("the broadcaster runs").to_string();
+    assert!(std::process::Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+
+    let after = wait_for("the rescanned catalog", DEADLINE, || {
+        catalog(http, "").filter(|c| c["version"].as_u64() > before["version"].as_u64())
+    });
+    assert_eq!(names(&after), ["chan/first.bin", "chan/new file.bin"], "{after}");
+    let id = |c: &Value, n: &str| {
+        c["items"].as_array().unwrap().iter().find(|i| i["name"] == n).unwrap()["id"].clone()
+    };
+    assert_eq!(id(&after, "chan/first.bin"), id(&before, "chan/first.bin"), "an unchanged file keeps its id");
+    wait_for("the new file held", DEADLINE, || {
+        std::fs::read(t.join("out/chan/new file.bin")).ok().filter(|b| *b == pattern(70_000, 2))
+    });
+    assert!(std::fs::read(t.join("out/chan/first.bin")).unwrap() == pattern(40_000, 1));
+}
