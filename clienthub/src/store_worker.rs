@@ -182,6 +182,8 @@ pub enum Unstored {
     Wanted(ObjectId),
     /// `--keep tagged`: the pushed objects the newest catalog's tags select.
     Chosen(Vec<ObjectId>),
+    /// A reader (the gateway) waits for this chunk: fetch it first.
+    Awaited(ObjectId, u32),
 }
 
 /// `--quota`: the most the store holds of objects (`None`: no limit), and
@@ -379,6 +381,10 @@ pub(crate) fn store_worker(
                     w.fail(&e);
                     None
                 });
+                if chunk.is_none() {
+                    // Best effort: the reader asks again shortly.
+                    let _ = w.unstored.try_send(Unstored::Awaited(id, index));
+                }
                 let _ = reply.send(chunk);
             }
             Some(StoreJob::Scrub(now)) => {

@@ -94,6 +94,12 @@ fn an_on_demand_object_is_announced_not_collected_until_asked() {
     let mut asked: Vec<u32> = rx.needs(64).iter().map(|n| n.index).collect();
     asked.sort();
     assert_eq!(asked, [0, 1, 2], "the whole object is asked at once");
+    // A player seeks to the end: that chunk is asked first, even when
+    // repair plans only one chunk at a time.
+    assert!(rx.await_chunk(id, 2));
+    assert!(!rx.await_chunk(id, 2), "the same wait twice changes nothing");
+    assert_eq!(rx.needs(1).iter().map(|n| n.index).collect::<Vec<_>>(), [2]);
+    assert_eq!(rx.needs(64).iter().map(|n| n.index).collect::<Vec<_>>(), [2, 0, 1], "listed once");
     receive(&mut rx, resend, &mut got);
     assert_eq!(got.object(id, objects[0].bytes.len(), CHUNK).as_deref(), Some(&objects[0].bytes[..]));
 

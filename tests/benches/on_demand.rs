@@ -11,7 +11,9 @@
 //! big file per run and a small one after them, and stops. Hubs 0-2 hold
 //! everything; hub 3's `--quota` holds one big file at most, so it evicted
 //! every big one. Run i asks hub 3 for big file i, times the answer and
-//! checks its bytes.
+//! checks its bytes; then it seeks: asks for the last MiB of another big
+//! file it evicted (a player jumping to the end), and times that answer,
+//! which the hub fetches before the rest of the file.
 
 use hubcast_keys::NodeKey;
 use hubcast_tests::*;
@@ -24,16 +26,23 @@ type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 const DEADLINE: Duration = Duration::from_secs(300);
 
-/// A `GET` with the token: (time to the first body byte, to the last, the
-/// body's BLAKE3).
-fn timed_get(http: SocketAddr, path: &str, token: &str) -> Res<(Duration, Duration, [u8; 32], usize)> {
+/// A `GET` with the token, of the last `tail` bytes if given: (time to the
+/// first body byte, to the last, the body's BLAKE3, its length).
+fn timed_get(
+    http: SocketAddr,
+    path: &str,
+    token: &str,
+    tail: Option<usize>,
+) -> Res<(Duration, Duration, [u8; 32], usize)> {
     let start = Instant::now();
     let mut s = std::net::TcpStream::connect(http)?;
     s.set_read_timeout(Some(Duration::from_secs(120)))?;
+    let range = tail.map(|n| format!("Range: bytes=-{n}\r\n")).unwrap_or_default();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: x\r\n{range}Authorization: Bearer {token}\r\nConnection: close\r\n\r\n"
     )?;
+    let ok: &[u8] = if tail.is_some() { b"HTTP/1.1 206" } else { b"HTTP/1.1 200" };
     let mut buf = vec![0u8; 1 << 16];
     let mut head = Vec::new();
     let mut hasher = blake3::Hasher::new();
@@ -47,7 +56,7 @@ fn timed_get(http: SocketAddr, path: &str, token: &str) -> Res<(Duration, Durati
         if first.is_none() {
             head.extend_from_slice(data);
             let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
-            assert!(head.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&head));
+            assert!(head.starts_with(ok), "{}", String::from_utf8_lossy(&head));
             let rest = head.split_off(end + 4);
             if rest.is_empty() {
                 continue;
@@ -110,13 +119,15 @@ fn main() -> Res<()> {
     let t = tmp.path();
     let dir = t.join("chan");
     std::fs::create_dir_all(&dir)?;
-    // One big file a run, and a small one after them: hub 3's quota holds
-    // one big file at most, so the small one's arrival evicted the last.
-    let digests: Vec<[u8; 32]> = (0..runs)
+    // Two big files a run (one read whole, one sought in), and a small one
+    // after them: hub 3's quota holds one big file at most, so the small
+    // one's arrival evicted the last. (BLAKE3 of the whole, of the last MiB.)
+    let digests: Vec<([u8; 32], [u8; 32])> = (0..2 * runs)
         .map(|i| {
             let big = pattern(mib << 20, i as u64 + 1);
             std::fs::write(dir.join(format!("a-big-{i}.bin")), &big)?;
-            Ok(*blake3::hash(&big).as_bytes())
+            let tail = &big[big.len() - (1 << 20)..];
+            Ok((*blake3::hash(&big).as_bytes(), *blake3::hash(tail).as_bytes()))
         })
         .collect::<std::io::Result<_>>()?;
     std::fs::write(dir.join("b-small.bin"), pattern(8 << 20, 99))?;
@@ -135,7 +146,7 @@ fn main() -> Res<()> {
     let mut bc = Daemon::spawn("broadcaster", &bin("broadcaster"), &seed, t);
     for http in &https[..3] {
         wait_for("the peers to hold everything", DEADLINE, || {
-            status(*http).filter(|s| all_complete(s, runs + 1))
+            status(*http).filter(|s| all_complete(s, 2 * runs + 1))
         });
     }
     let hub = https[3];
@@ -144,7 +155,7 @@ fn main() -> Res<()> {
             o.iter()
                 .filter(|o| o["name"].as_str().unwrap_or("").contains("a-big-") && o["evicted"] == true)
                 .count()
-                == runs
+                == 2 * runs
         })
     };
     wait_for("hub 3 to evict every big one", DEADLINE, || status(hub).filter(evicted));
@@ -152,21 +163,27 @@ fn main() -> Res<()> {
     let token = std::fs::read_to_string(t.join("store-3/api-token"))?;
     let rt = tokio::runtime::Runtime::new()?;
     println!("{mib} MiB on demand from 3 peers (loopback) serving at most {upload} each, {runs} runs, raw quinn before each");
-    println!("| run | raw quinn: first byte / last | hub: first byte / last | last ÷ raw quinn's | MB/s |");
-    println!("|---|---|---|---|---|");
-    for (run, digest) in digests.iter().enumerate() {
+    println!("| run | raw quinn: first byte / last | hub: first byte / last | last ÷ raw quinn's | MB/s | seek to the last MiB: first byte / last |");
+    println!("|---|---|---|---|---|---|");
+    for run in 0..runs {
         let (q_first, q_last) = rt.block_on(raw_quinn(mib << 20))?;
         let (first, last, got, bytes) =
-            timed_get(hub, &format!("/files/chan/a-big-{run}.bin"), token.trim())?;
-        assert_eq!((bytes, &got), (mib << 20, digest), "the fetched bytes differ from the source");
+            timed_get(hub, &format!("/files/chan/a-big-{run}.bin"), token.trim(), None)?;
+        assert_eq!((bytes, got), (mib << 20, digests[run].0), "the fetched bytes differ from the source");
+        let sought = runs + run;
+        let (s_first, s_last, got, tail) =
+            timed_get(hub, &format!("/files/chan/a-big-{sought}.bin"), token.trim(), Some(1 << 20))?;
+        assert_eq!((tail, got), (1 << 20, digests[sought].1), "the sought bytes differ from the source");
         println!(
-            "| {run} | {:.1} ms / {:.0} ms | {:.0} ms / {:.0} ms | {:.2} | {:.0} |",
+            "| {run} | {:.1} ms / {:.0} ms | {:.0} ms / {:.0} ms | {:.2} | {:.0} | {:.0} ms / {:.0} ms |",
             q_first.as_secs_f64() * 1e3,
             q_last.as_secs_f64() * 1e3,
             first.as_secs_f64() * 1e3,
             last.as_secs_f64() * 1e3,
             last.as_secs_f64() / q_last.as_secs_f64(),
-            bytes as f64 / last.as_secs_f64() / 1e6
+            bytes as f64 / last.as_secs_f64() / 1e6,
+            s_first.as_secs_f64() * 1e3,
+            s_last.as_secs_f64() * 1e3,
         );
     }
     let s = status(hub).ok_or("hub 3 stopped answering")?;

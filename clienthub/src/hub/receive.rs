@@ -214,6 +214,7 @@ pub(super) async fn receive_loop(
                         Input::Wanted(&one)
                     }
                     Unstored::Chosen(ref ids) => Input::Choose(ids),
+                    Unstored::Awaited(object_id, index) => Input::Awaited { object_id, index },
                 };
                 if !lp.input(input).await {
                     return Ok(());

@@ -65,6 +65,8 @@ pub enum Input<'a> {
     /// The pushed objects `--keep tagged` selects in the newest catalog
     /// ([`crate::receiver::Receiver::choose`]).
     Choose(&'a [ObjectId]),
+    /// A reader waits for this chunk (the gateway): repair asks for it first.
+    Awaited { object_id: ObjectId, index: u32 },
     /// Round-trip times measured on the connections to peers.
     Rtts(&'a HashMap<NodeId, Duration>),
     /// [`Hub::poll_timeout`] passed.

@@ -387,6 +387,11 @@ impl Hub {
                 self.receiver.choose(ids);
                 self.plan_repair(now);
             }
+            Input::Awaited { object_id, index } => {
+                if self.receiver.await_chunk(object_id, index) {
+                    self.plan_repair(now);
+                }
+            }
             Input::Rtts(rtts) => self.peers.note_rtts(rtts),
             Input::Timer => self.on_timer(now, unix_ms),
         }

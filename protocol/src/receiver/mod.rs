@@ -294,6 +294,9 @@ pub struct Receiver {
     /// again whether or not the multicast is near them, so repair asks peers.
     /// At most [`MAX_LOST_CHUNKS`].
     lost: std::collections::BTreeSet<ChunkKey>,
+    /// Chunks a reader waits for (the gateway), newest first: repair asks
+    /// for them before any other ([`Receiver::await_chunk`]).
+    awaited: VecDeque<ChunkKey>,
     pending: HashMap<ChunkKey, Pending>,
     pending_order: VecDeque<ChunkKey>,
     pending_bytes: usize,
@@ -346,6 +349,7 @@ impl Receiver {
             unwanted: HashSet::new(),
             chosen: HashSet::new(),
             lost: std::collections::BTreeSet::new(),
+            awaited: VecDeque::new(),
             pending: HashMap::new(),
             pending_order: VecDeque::new(),
             pending_bytes: 0,

@@ -18,6 +18,8 @@ impl Progress {
 /// Chunks [`Receiver::backlog_bytes`] looks at, at most, past those being
 /// collected (a round's cost stays bounded with a large catalog).
 pub const BACKLOG_SCAN: usize = 65_536;
+/// Chunks readers wait for, remembered at once ([`Receiver::await_chunk`]).
+pub const MAX_AWAITED: usize = 16;
 
 impl Receiver {
     /// For a chunk being collected: K, and which ESIs are held (verified or
@@ -95,13 +97,24 @@ impl Receiver {
             .collect();
         out.sort_by_key(|n| (n.object_id, n.index));
         let mut absent = Vec::new();
+        // What a reader waits for, held nothing of yet.
+        for &(id, index) in &self.awaited {
+            let Some(m) = self.manifests.get(&id) else { continue };
+            let key = (id, index);
+            let skip = self.complete.contains(&key) || self.active.contains_key(&key);
+            if !skip && !self.unwanted.contains(&id) && index < chunk_count(m.size, m.chunk_size) {
+                absent.push(self.absent_need(id, index, m));
+            }
+        }
         let lost = self.lost.iter().filter(|k| !self.complete.contains(k) && !self.active.contains_key(k));
         for &(id, index) in lost {
             let Some(m) = self.manifests.get(&id) else { continue };
             if absent.len() >= limit {
                 break;
             }
-            absent.push(self.absent_need(id, index, m));
+            if !self.awaited.contains(&(id, index)) {
+                absent.push(self.absent_need(id, index, m));
+            }
         }
         for (id, progress) in &self.progress {
             let Some(m) = self.manifests.get(id) else { continue };
@@ -113,7 +126,10 @@ impl Receiver {
                     break;
                 }
                 let key = (*id, index);
-                if self.complete.contains(&key) || self.active.contains_key(&key) || self.lost.contains(&key)
+                if self.complete.contains(&key)
+                    || self.active.contains_key(&key)
+                    || self.lost.contains(&key)
+                    || self.awaited.contains(&key)
                 {
                     continue;
                 }
@@ -121,8 +137,12 @@ impl Receiver {
             }
         }
         out.extend(absent);
-        // Live segments first, the nearest deadline first (a stable sort).
-        out.sort_by_key(|n| n.deadline_ms.unwrap_or(u64::MAX));
+        // What a reader waits for first, then live segments, the nearest
+        // deadline first (a stable sort).
+        out.sort_by_key(|n| {
+            let waited = self.awaited.iter().position(|k| *k == (n.object_id, n.index));
+            (waited.unwrap_or(usize::MAX), n.deadline_ms.unwrap_or(u64::MAX))
+        });
         out
     }
 
@@ -217,6 +237,23 @@ impl Receiver {
         }
         let Some(m) = self.manifests.get(&id) else { return true };
         (0..chunk_count(m.size, m.chunk_size)).any(|i| !self.complete.contains(&(id, i)))
+    }
+
+    /// A reader waits for chunk `index` of `id` (a player reads a range the
+    /// hub does not hold yet): [`Receiver::needs`] lists it first, so repair
+    /// asks for it before the chunks it was going to ask for anyway. At most
+    /// [`MAX_AWAITED`] are remembered, the newest.
+    /// False when it changes nothing (it is the newest awaited already, or
+    /// held).
+    pub fn await_chunk(&mut self, id: ObjectId, index: u32) -> bool {
+        let key = (id, index);
+        if self.awaited.front() == Some(&key) || self.complete.contains(&key) {
+            return false;
+        }
+        self.awaited.retain(|k| *k != key && !self.complete.contains(k));
+        self.awaited.push_front(key);
+        self.awaited.truncate(MAX_AWAITED);
+        true
     }
 
     /// The hub's user asked for `id`: it is kept again, and every chunk of
