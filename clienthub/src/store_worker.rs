@@ -197,27 +197,6 @@ pub struct Quota {
     pub tags: Option<Vec<String>>,
 }
 
-/// Without `--quota`: what the store holds at start and 90% of its file
-/// system's free space then, so that the hub never fills the disk (what
-/// else writes there keeps a tenth of what was free). `None` (no limit)
-/// when the free space cannot be read.
-fn default_quota(store: &Store, held: u64) -> Option<u64> {
-    match store.free_space() {
-        Ok(free) => {
-            let quota = held.saturating_add(free / 10 * 9);
-            info!(
-                quota,
-                held, free, "no --quota given: what the store holds and 90% of its disk's free space"
-            );
-            Some(quota)
-        }
-        Err(e) => {
-            warn!("the store's free space cannot be read ({e}): no quota; give --quota SIZE");
-            None
-        }
-    }
-}
-
 /// An object read through the gateway this recently is being read: it is
 /// not evicted.
 const READ_GRACE: Duration = Duration::from_secs(30);
@@ -307,7 +286,7 @@ pub(crate) fn store_worker(
     }
     status.with_chunks(|c| c.pinned = quota.pinned.len() as u64);
     if w.quota.is_none() {
-        w.quota = default_quota(w.store, status.held_bytes());
+        w.quota = w.store.default_quota(status.held_bytes());
     }
     w.make_room(0);
     w.choose();

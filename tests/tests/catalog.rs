@@ -183,14 +183,8 @@ fn a_rescan_on_sighup_publishes_a_new_file_without_a_restart() {
     std::fs::write(dir.join("gone.txt"), b"soon removed").unwrap();
     let fingerprint = keygen(&t.join("keys"));
     let group = unique_group();
-    let http = free_port();
-    let _hub = Daemon::spawn(
-        "hub",
-        &bin("clienthub"),
-        &hub_args(&fingerprint, group, &t.join("store"), &t.join("out"), http),
-        t,
-    );
-    wait_for("the hub to answer", DEADLINE, || status(http));
+    let (_hub, https) = start_hubs(t, &fingerprint, group, 1, |_| vec![]);
+    let http = https[0];
     let mut seed = seed_args(&t.join("keys"), group, "20mbit", 0, &[&dir]);
     seed.extend(["--rescan-every".into(), "0".into()]);
     let bc = Daemon::spawn("broadcaster", &bin("broadcaster"), &seed, t);
@@ -211,7 +205,7 @@ fn a_rescan_on_sighup_publishes_a_new_file_without_a_restart() {
     };
     assert_eq!(id(&after, "chan/first.bin"), id(&before, "chan/first.bin"), "an unchanged file keeps its id");
     wait_for("the new file held", DEADLINE, || {
-        std::fs::read(t.join("out/chan/new file.bin")).ok().filter(|b| *b == pattern(70_000, 2))
+        std::fs::read(t.join("out-0/chan/new file.bin")).ok().filter(|b| *b == pattern(70_000, 2))
     });
-    assert!(std::fs::read(t.join("out/chan/first.bin")).unwrap() == pattern(40_000, 1));
+    assert!(std::fs::read(t.join("out-0/chan/first.bin")).unwrap() == pattern(40_000, 1));
 }

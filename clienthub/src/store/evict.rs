@@ -60,6 +60,29 @@ impl Store {
         Ok(v.f_bavail.saturating_mul(v.f_frsize))
     }
 
+    /// Without `--quota`: what the store holds at start (`held`) and 90% of
+    /// its file system's free space then, so that the hub never fills the
+    /// disk (what else writes there keeps a tenth of what was free). `None`
+    /// (no limit) when the free space cannot be read.
+    pub fn default_quota(&self, held: u64) -> Option<u64> {
+        match self.free_space() {
+            Ok(free) => {
+                let quota = held.saturating_add(free / 10 * 9);
+                tracing::info!(
+                    quota,
+                    held,
+                    free,
+                    "no --quota given: what the store holds and 90% of its disk's free space"
+                );
+                Some(quota)
+            }
+            Err(e) => {
+                tracing::warn!("the store's free space cannot be read ({e}): no quota; give --quota SIZE");
+                None
+            }
+        }
+    }
+
     /// The pinned objects.
     pub fn pinned(&self) -> Result<Vec<ObjectId>, StoreError> {
         ids_in(self, PINNED)
