@@ -57,28 +57,27 @@ pub fn collect(paths: &[PathBuf], on_demand: &[PathBuf]) -> Result<Vec<SourceFil
 /// size and modification time are as they were keeps its id.
 #[derive(Default)]
 pub struct Scanner {
-    known: HashMap<PathBuf, (u64, std::time::SystemTime, SourceFile)>,
+    known: Known,
 }
 
 impl Scanner {
     /// [`collect`], remembering what it hashed.
     pub fn scan(&mut self, paths: &[PathBuf], on_demand: &[PathBuf]) -> Result<Vec<SourceFile>, IngestError> {
-        let files = gather(paths, on_demand, &self.known)?;
-        self.known.clear();
-        for f in &files {
-            if let Ok(m) = fs::metadata(&f.path) {
-                if let Ok(at) = m.modified() {
-                    self.known.insert(f.path.clone(), (f.size, at, f.clone()));
-                }
-            }
-        }
-        Ok(files)
+        let seen = gather(paths, on_demand, &self.known)?;
+        self.known = seen.iter().filter_map(|(f, at)| Some((f.path.clone(), ((*at)?, f.clone())))).collect();
+        Ok(seen.into_iter().map(|(f, _)| f).collect())
     }
 }
 
-type Known = HashMap<PathBuf, (u64, std::time::SystemTime, SourceFile)>;
+/// Path → its modification time when it was hashed (read before hashing:
+/// a file that changes meanwhile is hashed again at the next scan), and
+/// what that gave.
+type Known = HashMap<PathBuf, (std::time::SystemTime, SourceFile)>;
 
-fn gather(paths: &[PathBuf], on_demand: &[PathBuf], known: &Known) -> Result<Vec<SourceFile>, IngestError> {
+/// Every file, and its modification time as read before hashing it.
+type Seen = Vec<(SourceFile, Option<std::time::SystemTime>)>;
+
+fn gather(paths: &[PathBuf], on_demand: &[PathBuf], known: &Known) -> Result<Seen, IngestError> {
     let mut files = Vec::new();
     for (p, demand) in paths.iter().map(|p| (p, false)).chain(on_demand.iter().map(|p| (p, true))) {
         let meta = fs::symlink_metadata(p).map_err(io_err(p))?;
@@ -89,20 +88,20 @@ fn gather(paths: &[PathBuf], on_demand: &[PathBuf], known: &Known) -> Result<Vec
         } else {
             files.push(describe(p, base, known)?);
         }
-        for f in &mut files[from..] {
+        for (f, _) in &mut files[from..] {
             f.on_demand = demand;
         }
     }
-    files.sort_by(|a, b| a.name.cmp(&b.name));
+    files.sort_by(|a, b| a.0.name.cmp(&b.0.name));
     for w in files.windows(2) {
-        if w[0].name == w[1].name {
-            return Err(IngestError::DuplicateName(w[1].path.clone(), w[1].name.clone()));
+        if w[0].0.name == w[1].0.name {
+            return Err(IngestError::DuplicateName(w[1].0.path.clone(), w[1].0.name.clone()));
         }
     }
     Ok(files)
 }
 
-fn walk(dir: &Path, base: &Path, known: &Known, out: &mut Vec<SourceFile>) -> Result<(), IngestError> {
+fn walk(dir: &Path, base: &Path, known: &Known, out: &mut Seen) -> Result<(), IngestError> {
     let mut entries: Vec<_> =
         fs::read_dir(dir).map_err(io_err(dir))?.collect::<Result<_, _>>().map_err(io_err(dir))?;
     entries.sort_by_key(|e| e.file_name());
@@ -118,7 +117,11 @@ fn walk(dir: &Path, base: &Path, known: &Known, out: &mut Vec<SourceFile>) -> Re
     Ok(())
 }
 
-fn describe(path: &Path, base: &Path, known: &Known) -> Result<SourceFile, IngestError> {
+fn describe(
+    path: &Path,
+    base: &Path,
+    known: &Known,
+) -> Result<(SourceFile, Option<std::time::SystemTime>), IngestError> {
     let rel = path.strip_prefix(base).unwrap_or(path);
     let parts: Option<Vec<&str>> = rel
         .components()
@@ -135,17 +138,18 @@ fn describe(path: &Path, base: &Path, known: &Known) -> Result<SourceFile, Inges
         return Err(IngestError::Reserved(path.to_owned()));
     }
     let meta = fs::metadata(path).map_err(io_err(path))?;
-    let same = |(size, at, f): &(u64, std::time::SystemTime, SourceFile)| {
-        *size == meta.len() && meta.modified().is_ok_and(|m| m == *at) && f.name == name
+    let modified = meta.modified().ok();
+    let same = |(at, f): &(std::time::SystemTime, SourceFile)| {
+        f.size == meta.len() && modified == Some(*at) && f.name == name
     };
-    if let Some((_, _, f)) = known.get(path).filter(|k| same(k)) {
-        return Ok(SourceFile { on_demand: false, ..f.clone() });
+    if let Some((_, f)) = known.get(path).filter(|k| same(k)) {
+        return Ok((SourceFile { on_demand: false, ..f.clone() }, modified));
     }
     let mut file = fs::File::open(path).map_err(io_err(path))?;
     let mut hasher = blake3::Hasher::new();
     let size = io::copy(&mut file, &mut hasher).map_err(io_err(path))?;
     let id = ObjectId::archive(&name, hasher.finalize().as_bytes());
-    Ok(SourceFile { path: path.to_owned(), name, size, id, on_demand: false })
+    Ok((SourceFile { path: path.to_owned(), name, size, id, on_demand: false }, modified))
 }
 
 #[cfg(test)]

@@ -297,14 +297,15 @@ pub fn response_head<'a>(
     headers: impl Iterator<Item = &'a str>,
 ) -> String {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(http).expect("connect to the hub's HTTP");
-    s.set_read_timeout(Some(Duration::from_secs(30))).expect("a read timeout");
+    let mut s = std::net::TcpStream::connect(http)
+        .expect("precondition of the test: the hub's HTTP listener is up (its status answered)");
+    s.set_read_timeout(Some(Duration::from_secs(30))).expect("invariant: a nonzero read timeout is accepted");
     let headers: String = headers.map(|h| format!("{h}\r\n")).collect();
     write!(
         s,
         "{method} {path} HTTP/1.1\r\nHost: x\r\n{headers}Content-Length: 0\r\nConnection: close\r\n\r\n"
     )
-    .expect("send the request");
+    .expect("precondition of the test: the hub keeps the connection open for a request");
     let mut answer = Vec::new();
     let mut buf = [0u8; 4096];
     while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -319,7 +320,8 @@ pub fn response_head<'a>(
 
 /// The `Authorization` header a hub's API token (in its store) makes.
 pub fn bearer(store: &Path) -> String {
-    let token = std::fs::read_to_string(store.join("api-token")).expect("the hub's api-token");
+    let token = std::fs::read_to_string(store.join("api-token"))
+        .expect("precondition of the test: the hub has started and made its api-token");
     format!("Bearer {}", token.trim())
 }
 
