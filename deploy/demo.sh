@@ -27,7 +27,8 @@ trap cleanup EXIT
 
 rm -rf "$work" && mkdir -p "$work"
 echo "== keys in $work/keys"
-fingerprint=$("$bin/broadcaster" keygen --dir "$work/keys" | tail -n 1)
+# The root stays apart from what the broadcaster reads (offline, in a real channel).
+fingerprint=$("$bin/broadcaster" keygen --root-dir "$work/root" --keys "$work/keys" | tail -n 1)
 echo "   channel fingerprint $fingerprint"
 
 echo "== sample folder $work/sample"

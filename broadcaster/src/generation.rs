@@ -74,25 +74,31 @@ impl Generation {
     /// catalog's root, then the on-demand objects' manifests (the order the
     /// producer re-signs them in).
     pub fn manifests(&self, signer: &Signer) -> Vec<Vec<u8>> {
-        self.mixed_in(signer, false)
+        self.mixed_in(signer, false, None)
     }
 
     /// What a lingering broadcaster repeats: the same, every carousel
     /// object's copy marked round end (the carousel has passed it), so hubs
     /// tell an idle channel from lost multicast and a late joiner learns
     /// what went by.
-    pub fn heartbeat(&self, signer: &Signer) -> Vec<Vec<u8>> {
-        self.mixed_in(signer, true)
+    /// Signed to expire at `expiry` (the generation may be older than a
+    /// manifest's lifetime by the time the carousel is done).
+    pub fn heartbeat(&self, signer: &Signer, expiry: u64) -> Vec<Vec<u8>> {
+        self.mixed_in(signer, true, Some(expiry))
     }
 
-    fn mixed_in(&self, signer: &Signer, passed: bool) -> Vec<Vec<u8>> {
-        let mut out: Vec<Vec<u8>> = self
-            .plans
-            .iter()
-            .map(|p| signer.manifest_datagram(&Manifest { round_end: passed, ..p.manifest.clone() }))
-            .collect();
-        out.push(signer.catalog_root_datagram(&self.catalog_root));
-        out.extend(self.announced.iter().map(|p| signer.manifest_datagram(&p.manifest)));
+    fn mixed_in(&self, signer: &Signer, passed: bool, expiry: Option<u64>) -> Vec<Vec<u8>> {
+        let manifest = |p: &ObjectPlan, round_end: bool| {
+            let m = &p.manifest;
+            Manifest { round_end, expiry: expiry.unwrap_or(m.expiry), ..m.clone() }
+        };
+        let mut out: Vec<Vec<u8>> =
+            self.plans.iter().map(|p| signer.manifest_datagram(&manifest(p, passed))).collect();
+        let root = CatalogRoot { expiry: expiry.unwrap_or(self.catalog_root.expiry), ..self.catalog_root };
+        out.push(signer.catalog_root_datagram(&root));
+        out.extend(
+            self.announced.iter().map(|p| signer.manifest_datagram(&manifest(p, p.manifest.round_end))),
+        );
         out
     }
 

@@ -10,6 +10,7 @@ pub mod generation;
 pub mod ingest;
 pub mod live;
 pub mod origin;
+pub mod renewal;
 pub mod seed;
 pub mod segment;
 pub mod status;

@@ -218,7 +218,7 @@ pub async fn live(
     cancel: CancellationToken,
 ) -> Result<LiveReport, SeedError> {
     let checked = cfg.check()?;
-    crate::seed::check_certificate(&keys)?;
+    crate::renewal::check_valid_now(&keys.cert, crate::unix_now())?;
     let mut mc = MulticastConfig::new(cfg.group);
     mc.interface = cfg.iface.parse::<Interface>()?;
     mc.ttl = cfg.ttl;
@@ -231,6 +231,13 @@ pub async fn live(
     });
     let catalog = Arc::new(Catalog::new(&[], &[], 0));
     let service_stop = cancel.child_token();
+    // Each segment is signed as it is cut: a renewal applies from the next.
+    tokio::spawn(crate::renewal::watch(
+        cfg.keys.clone(),
+        signer.clone(),
+        status.clone(),
+        service_stop.clone(),
+    ));
     let mut tracker = None;
     let service = match cfg.tracker {
         Some(addr) => {

@@ -5,7 +5,7 @@ use hubcast_broadcaster::live::LiveConfig;
 use hubcast_broadcaster::status::{self, StatusBoard};
 use hubcast_broadcaster::{unix_now, SeedConfig};
 use hubcast_daemon::units::{Rate, RateSetting, Size};
-use hubcast_keys::{ChannelKeys, SignerKeys};
+use hubcast_keys::{KeyFileError, RootKeys, SignerKeys};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -21,18 +21,39 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Write an offline root key, an online signing key and its certificate.
+    /// Make a channel: an offline root key (in --root-dir) and an online
+    /// signing key with its certificate (in --keys, what seed and live read).
     /// Prints the channel's trust fingerprint alone on the last line.
     Keygen {
-        /// Directory for the key files (created if missing).
-        #[arg(long)]
-        dir: PathBuf,
-        /// Days the signing key's certificate is valid (1 to 3650).
-        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3650))]
-        validity_days: u64,
-        /// Replace keys already in the directory.
+        /// The offline root folder: root.key and the serial counter. Keep it
+        /// off the broadcasting machine (created if missing).
+        #[arg(long, required_unless_present = "dir")]
+        root_dir: Option<PathBuf>,
+        /// The online keys folder the broadcaster reads (created if missing).
+        #[arg(long, required_unless_present = "dir")]
+        keys: Option<PathBuf>,
+        /// Shorthand for --root-dir DIR --keys DIR: the root key beside the
+        /// online one, for trying things out (warns).
+        #[arg(long, conflicts_with_all = ["root_dir", "keys"])]
+        dir: Option<PathBuf>,
+        #[command(flatten)]
+        validity: Validity,
+        /// Replace a root already in the folder (a new channel: every hub
+        /// must be given the new fingerprint).
         #[arg(long)]
         force: bool,
+    },
+    /// Make a fresh signing key and its certificate with the root, offline,
+    /// with the next serial; a running broadcaster takes them on SIGHUP.
+    Certify {
+        /// The offline root folder from `keygen --root-dir`.
+        #[arg(long)]
+        root_dir: PathBuf,
+        /// The keys folder to write signing.key and signing.cert into.
+        #[arg(long)]
+        keys: PathBuf,
+        #[command(flatten)]
+        validity: Validity,
     },
     /// Send files and folders in a carousel until stopped or for --rounds rounds.
     Seed(Box<SeedArgs>),
@@ -49,6 +70,43 @@ enum Command {
         #[arg(long)]
         state_dir: Option<PathBuf>,
     },
+}
+
+/// How long a certificate lasts.
+#[derive(clap::Args)]
+struct Validity {
+    /// Days the signing certificate is valid (1 to 3650).
+    #[arg(long, visible_alias = "validity-days", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3650))]
+    days: u64,
+    /// Testing aid: seconds instead of days.
+    #[arg(long, hide = true, conflicts_with = "days")]
+    seconds: Option<u64>,
+}
+
+/// A certificate starts this long before it is made, so hubs whose clocks
+/// run a little behind take it at once.
+const CLOCK_SLACK_SECS: u64 = 300;
+
+impl Validity {
+    /// `[not_before, not_after)` of a certificate made now.
+    fn window(&self) -> (u64, u64) {
+        let now = unix_now();
+        let secs = self.seconds.unwrap_or(self.days * 86_400);
+        (now.saturating_sub(CLOCK_SLACK_SECS), now.saturating_add(secs))
+    }
+}
+
+/// Certify a fresh signing key into `keys` and say what was written.
+fn certify(root: &RootKeys, keys: &std::path::Path, validity: &Validity) -> anyhow::Result<()> {
+    let (not_before, not_after) = validity.window();
+    let issued = root.certify(&mut rand::rngs::OsRng, keys, not_before, not_after)?;
+    println!(
+        "wrote {}/{{signing.key,signing.cert,root.pub}}: serial {}, valid until {}",
+        keys.display(),
+        issued.cert.serial,
+        hubcast_broadcaster::renewal::utc(not_after)
+    );
+    Ok(())
 }
 
 /// Flags `seed` and `live` share: where and how the channel is sent.
@@ -273,13 +331,30 @@ async fn main() {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Keygen { dir, validity_days, force } => {
-            let keys = ChannelKeys::generate(&mut rand::rngs::OsRng, unix_now(), validity_days * 86_400);
-            keys.write(&dir, force)?;
-            let fp = keys.signer.fingerprint();
-            println!("wrote {}/{{root.key,signing.key,signing.cert,root.pub}}", dir.display());
-            println!("keep root.key offline; give hubs root.pub or the fingerprint below as --trust");
-            println!("{fp}");
+        Command::Keygen { root_dir, keys, dir, validity, force } => {
+            let (root_dir, keys) = match (dir, root_dir, keys) {
+                (Some(dir), _, _) => {
+                    eprintln!(
+                        "warning: --dir puts root.key beside the online signing key; for a channel that \
+                         lasts, use --root-dir ROOT --keys KEYS and keep ROOT offline"
+                    );
+                    (dir.clone(), dir)
+                }
+                (None, Some(root_dir), Some(keys)) => (root_dir, keys),
+                _ => anyhow::bail!("give --root-dir ROOT and --keys KEYS (or --dir DIR for both)"),
+            };
+            if !force && keys.join(hubcast_keys::files::SIGNING_KEY_FILE).exists() {
+                anyhow::bail!(KeyFileError::AlreadyExists(keys));
+            }
+            let root = RootKeys::create(&mut rand::rngs::OsRng, &root_dir, force)?;
+            certify(&root, &keys, &validity)?;
+            println!("wrote {}/{{root.key,root.pub,serial}}: keep this folder offline", root_dir.display());
+            println!("give hubs root.pub or the fingerprint below as --trust");
+            println!("{}", root.fingerprint());
+        }
+        Command::Certify { root_dir, keys, validity } => {
+            certify(&RootKeys::open(&root_dir)?, &keys, &validity)?;
+            println!("a running broadcaster takes it on SIGHUP: systemctl reload hubcast-broadcaster, or kill -HUP PID");
         }
         Command::NodeId { keys, state_dir } => {
             let dir = state_dir.unwrap_or(keys);

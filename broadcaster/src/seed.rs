@@ -53,8 +53,8 @@ pub enum SeedError {
         "--tracker {0}: hubs cannot dial this address; give the one they reach as --tracker-public HOST:PORT"
     )]
     TrackerPublic(SocketAddr),
-    #[error("the signing certificate is valid from {} to {} and it is now {}: hubs would drop everything; make new keys with `broadcaster keygen`", utc(*.not_before), utc(*.not_after), utc(*.now))]
-    CertificateNotValid { not_before: u64, not_after: u64, now: u64 },
+    #[error(transparent)]
+    Certificate(#[from] crate::renewal::NotValidNow),
     #[error("reading {path} while seeding (did it change or vanish?): {source}")]
     Read {
         path: std::path::PathBuf,
@@ -219,28 +219,6 @@ pub(crate) fn public_tracker(
     Ok(NodeAddr { id: bound.id, addr })
 }
 
-/// Unix seconds as an RFC 3339 UTC time, for people.
-fn utc(unix: u64) -> String {
-    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix))
-        .to_string()
-}
-
-/// Refuse to send what hubs would drop; warn when the certificate runs out soon.
-pub(crate) fn check_certificate(keys: &SignerKeys) -> Result<(), SeedError> {
-    let now = unix_now();
-    if keys.cert.check_validity(now).is_err() {
-        let c = &keys.cert;
-        return Err(SeedError::CertificateNotValid { not_before: c.not_before, not_after: c.not_after, now });
-    }
-    if keys.cert.not_after.saturating_sub(now) < 3 * 86_400 {
-        warn!(
-            expires_in_secs = keys.cert.not_after - now,
-            "the signing certificate expires soon; make new keys"
-        );
-    }
-    Ok(())
-}
-
 /// How often a lingering broadcaster sends a manifest, so the channel is
 /// heard. Four a second: a hub takes 4 s without multicast for a desert
 /// (and a bridge for no longer live); at 50% loss one a second left a hub
@@ -257,7 +235,7 @@ pub async fn seed(
     cancel: CancellationToken,
 ) -> Result<SeedReport, SeedError> {
     let rate = cfg.validate()?;
-    check_certificate(&keys)?;
+    crate::renewal::check_valid_now(&keys.cert, unix_now())?;
     let mut scanner = ingest::Scanner::default();
     let scanned = scanner.scan(&cfg.paths, &cfg.on_demand)?;
     let mut mc = MulticastConfig::new(cfg.group);
@@ -281,6 +259,12 @@ pub async fn seed(
         (s.objects, s.object_bytes) = (object_count, total);
     });
     let service_stop = cancel.child_token();
+    tokio::spawn(crate::renewal::watch(
+        cfg.keys.clone(),
+        signer.clone(),
+        status.clone(),
+        service_stop.clone(),
+    ));
     let full_k = wire::source_symbols(cfg.chunk_size, cfg.symbol_size);
     let rate_control = cfg.rate_control();
     let mut rate_now = rate_control.as_ref().map_or(rate, |r| r.rate());
@@ -331,7 +315,6 @@ pub async fn seed(
     info!(objects = object_count, bytes = total, group = %cfg.group, iface = %mc.interface, rate = %cfg.rate_setting(), rate_bytes_per_sec = rate,
         %fingerprint, "seeding");
 
-    let mut heartbeat = generation.heartbeat(&signer);
     // Burst: 2 ms at the rate (the highest, with --rate auto; tokio timers
     // tick in milliseconds), at least 64 KiB.
     let burst = (rate as usize / 500).max(64 << 10);
@@ -402,7 +385,6 @@ pub async fn seed(
                 let (plans, files) = generation.origin_objects();
                 origin_catalog.replace_files(&plans, &files);
                 sender.new_generation(generation.manifests(&signer));
-                heartbeat = generation.heartbeat(&signer);
                 let (objects, bytes) = generation.seeded();
                 status.update(|s| (s.objects, s.object_bytes) = (objects, bytes));
                 info!(why, objects, bytes, catalog_version = generation.seq, "rescan: the seeded files changed; publishing them");
@@ -420,10 +402,11 @@ pub async fn seed(
             let until = tokio::time::sleep(Duration::from_secs(cfg.linger_secs));
             tokio::pin!(until);
             let mut beat = tokio::time::interval(HEARTBEAT_EVERY);
+            let mut heartbeat = Heartbeat::default();
             for i in 0.. {
                 tokio::select! {
-                    _ = beat.tick() => if let Some(d) = heartbeat.get(i % heartbeat.len().max(1)) {
-                        out.send(d).await?;
+                    _ = beat.tick() => if let Some(d) = heartbeat.get(&generation, &signer, cfg.expiry_secs, i) {
+                        out.send(&d).await?;
                     },
                     _ = &mut until => break,
                     _ = cancel.cancelled() => break,
@@ -446,6 +429,35 @@ pub async fn seed(
         bytes: s.bytes,
         elapsed: started.elapsed(),
     })
+}
+
+/// What a lingering broadcaster repeats, signed again when half its
+/// lifetime is gone or the signing key was renewed.
+#[derive(Default)]
+struct Heartbeat {
+    datagrams: Vec<Vec<u8>>,
+    expiry: u64,
+    renewals: u64,
+}
+
+impl Heartbeat {
+    fn get(
+        &mut self,
+        generation: &Generation,
+        signer: &Signer,
+        expiry_secs: u64,
+        i: usize,
+    ) -> Option<Vec<u8>> {
+        let now = unix_now();
+        if self.datagrams.is_empty()
+            || self.expiry < now + expiry_secs / 2
+            || self.renewals != signer.renewals()
+        {
+            (self.expiry, self.renewals) = (now + expiry_secs, signer.renewals());
+            self.datagrams = generation.heartbeat(signer, self.expiry);
+        }
+        self.datagrams.get(i % self.datagrams.len().max(1)).cloned()
+    }
 }
 
 /// The producer thread of one generation, and what it hands the pacer.
@@ -519,7 +531,7 @@ struct Announced {
 }
 
 /// Producer thread: walk the carousel, read and prepare each chunk, hand the
-/// datagrams to the pacer. Re-signs manifests when half their lifetime is gone.
+/// datagrams to the pacer. Re-signs manifests when half their lifetime is gone or the key was renewed.
 #[allow(clippy::too_many_arguments)]
 fn produce(
     cfg: &SeedConfig,
@@ -536,34 +548,41 @@ fn produce(
     let mut buf = Vec::new();
     let mut open: Option<(usize, std::fs::File)> = None;
     let mut passed = vec![false; plans.len()];
+    let mut signed_at = signer.renewals();
+    // All of a generation's manifests share one expiry.
+    let mut expiry = plans.first().map_or(u64::MAX, |p| p.manifest.expiry);
     for step in Carousel::new(&plans.clone(), rounds) {
         if stop.is_cancelled() {
             return;
         }
+        // Half their lifetime gone, or a new signing key: every manifest
+        // mixed in is signed again (checked at every step: one chunk may
+        // take seconds at a low rate, and a key may be renewed late).
+        let now = unix_now();
+        if expiry < now + cfg.expiry_secs / 2 || signed_at != signer.renewals() {
+            (expiry, signed_at) = (now + cfg.expiry_secs, signer.renewals());
+            for (i, p) in plans.iter_mut().enumerate() {
+                p.manifest.expiry = expiry;
+                let m = Manifest { round_end: passed[i], ..p.manifest.clone() };
+                if tx.blocking_send(Batch::Manifest(i, signer.manifest_datagram(&m))).is_err() {
+                    return;
+                }
+            }
+            announced.catalog_root.expiry = expiry;
+            let root = signer.catalog_root_datagram(&announced.catalog_root);
+            if tx.blocking_send(Batch::Manifest(plans.len(), root)).is_err() {
+                return;
+            }
+            for (i, p) in announced.plans.iter_mut().enumerate() {
+                p.manifest.expiry = expiry;
+                let d = signer.manifest_datagram(&p.manifest);
+                if tx.blocking_send(Batch::Manifest(plans.len() + 1 + i, d)).is_err() {
+                    return;
+                }
+            }
+        }
         let batch = match step {
             Step::Manifest { object, end } => {
-                let now = unix_now();
-                if plans[object].manifest.expiry < now + cfg.expiry_secs / 2 {
-                    for (i, p) in plans.iter_mut().enumerate() {
-                        p.manifest.expiry = now + cfg.expiry_secs;
-                        let m = Manifest { round_end: passed[i], ..p.manifest.clone() };
-                        if tx.blocking_send(Batch::Manifest(i, signer.manifest_datagram(&m))).is_err() {
-                            return;
-                        }
-                    }
-                    announced.catalog_root.expiry = now + cfg.expiry_secs;
-                    let root = signer.catalog_root_datagram(&announced.catalog_root);
-                    if tx.blocking_send(Batch::Manifest(plans.len(), root)).is_err() {
-                        return;
-                    }
-                    for (i, p) in announced.plans.iter_mut().enumerate() {
-                        p.manifest.expiry = now + cfg.expiry_secs;
-                        let d = signer.manifest_datagram(&p.manifest);
-                        if tx.blocking_send(Batch::Manifest(plans.len() + 1 + i, d)).is_err() {
-                            return;
-                        }
-                    }
-                }
                 // After its chunks, the object's manifest says the round has
                 // passed it, and so do its copies mixed in until its next round:
                 // a hub that joined later learns to repair it from peers.
@@ -624,8 +643,8 @@ mod tests {
         let cfg = SeedConfig { paths: vec![dir.path().join("f")], ..SeedConfig::default() };
         let keys = SignerKeys::load_from(&keys);
         let err = seed(&cfg, keys, StatusBoard::default(), CancellationToken::new()).await.unwrap_err();
-        assert!(matches!(err, SeedError::CertificateNotValid { .. }), "{err}");
-        assert!(err.to_string().contains("broadcaster keygen"));
+        assert!(matches!(err, SeedError::Certificate(_)), "{err}");
+        assert!(err.to_string().contains("broadcaster certify"), "{err}");
         // A time people read, not unix seconds.
         assert!(err.to_string().contains("1970-01-01T00:16:50Z"), "{err}");
     }

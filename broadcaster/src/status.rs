@@ -1,9 +1,12 @@
 //! What the broadcaster has done, for `GET /api/status` on `--http`.
 
 use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
+use std::fmt::Write;
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 
@@ -22,6 +25,22 @@ pub struct BroadcasterStatus {
     pub tracker: TrackerStatus,
     pub fec: FecStatus,
     pub rate: RateStatus,
+    pub certificate: CertificateStatus,
+}
+
+/// The signing certificate in use (crate::renewal).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CertificateStatus {
+    pub serial: u64,
+    /// Unix seconds.
+    pub not_before: u64,
+    pub not_after: u64,
+    /// 0 once it has ended.
+    pub expires_in_secs: u64,
+    /// New certificates taken without a restart (SIGHUP).
+    pub renewals: u64,
+    /// From a week before the end: what to do.
+    pub warning: Option<String>,
 }
 
 /// The carousel's rate: fixed, or as `--rate auto` sets it
@@ -126,7 +145,10 @@ impl StatusBoard {
 }
 
 pub async fn serve(listener: tokio::net::TcpListener, status: StatusBoard, cancel: CancellationToken) {
-    let app = Router::new().route("/api/status", get(api_status)).with_state(status);
+    let app = Router::new()
+        .route("/api/status", get(api_status))
+        .route("/metrics", get(metrics))
+        .with_state(status);
     // Slow and idle clients are bounded as on a hub (hubcast_daemon::http_server).
     let limits = hubcast_daemon::http_server::HttpLimits::default();
     hubcast_daemon::http_server::serve(listener, app, limits, Default::default(), cancel).await;
@@ -134,4 +156,54 @@ pub async fn serve(listener: tokio::net::TcpListener, status: StatusBoard, cance
 
 async fn api_status(State(s): State<StatusBoard>) -> Json<BroadcasterStatus> {
     Json(s.snapshot())
+}
+
+async fn metrics(State(s): State<StatusBoard>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], render_metrics(&s.snapshot()))
+}
+
+/// The status as Prometheus text.
+pub fn render_metrics(s: &BroadcasterStatus) -> String {
+    let mut out = String::new();
+    let mut metric = |name: &str, help: &str, kind: &str, value: u64| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+    };
+    let c = &s.certificate;
+    metric("hubcast_certificate_serial", "Serial of the signing certificate in use.", "gauge", c.serial);
+    metric(
+        "hubcast_certificate_not_after_seconds",
+        "When the signing certificate in use ends, unix seconds.",
+        "gauge",
+        c.not_after,
+    );
+    metric(
+        "hubcast_certificate_expires_in_seconds",
+        "Seconds until the signing certificate in use ends (0: ended).",
+        "gauge",
+        c.expires_in_secs,
+    );
+    metric(
+        "hubcast_certificate_expiring",
+        "1 from a week before the signing certificate ends: run `broadcaster certify`.",
+        "gauge",
+        u64::from(c.warning.is_some()),
+    );
+    metric(
+        "hubcast_certificate_renewals_total",
+        "Certificates taken without a restart.",
+        "counter",
+        c.renewals,
+    );
+    metric("hubcast_carousel_bytes_total", "Bytes the carousel sent.", "counter", s.carousel.bytes);
+    metric(
+        "hubcast_carousel_datagrams_total",
+        "Datagrams the carousel sent.",
+        "counter",
+        s.carousel.datagrams,
+    );
+    let r = &s.origin_repair;
+    metric("hubcast_origin_repair_bytes_total", "Bytes origin repair multicast.", "counter", r.bytes);
+    metric("hubcast_origin_repair_naks_total", "NAKs accepted from hubs.", "counter", r.naks);
+    metric("hubcast_tracker_hubs", "Live hubs registered with the tracker.", "gauge", s.tracker.hubs as u64);
+    out
 }

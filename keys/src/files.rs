@@ -1,13 +1,20 @@
-//! Key files in a key directory, as written by `broadcaster keygen`:
+//! Key files, as written by `broadcaster keygen` and `broadcaster certify`.
 //!
-//! | file           | contents                                          | mode |
-//! |----------------|---------------------------------------------------|------|
-//! | `root.key`     | root private key, PKCS#8 PEM (keep it offline)    | 0600 |
-//! | `signing.key`  | online signing private key, PKCS#8 PEM            | 0600 |
-//! | `signing.cert` | the root's certificate for the signing key, hex   | 0644 |
-//! | `root.pub`     | fingerprint and root public key, text             | 0644 |
+//! The root folder (`--root-dir`) stays offline; the keys folder (`--keys`)
+//! is all the online broadcaster reads:
 //!
-//! `root.pub` is what a hub may be given with `--trust FILE`.
+//! | folder | file           | contents                                        | mode |
+//! |--------|----------------|-------------------------------------------------|------|
+//! | root   | `root.key`     | root private key, PKCS#8 PEM                    | 0600 |
+//! | root   | `serial`       | the last certificate serial issued, decimal     | 0644 |
+//! | both   | `root.pub`     | fingerprint and root public key, text           | 0644 |
+//! | keys   | `signing.key`  | online signing private key, PKCS#8 PEM          | 0600 |
+//! | keys   | `signing.cert` | the root's certificate for the signing key, hex | 0644 |
+//!
+//! `root.pub` is what a hub may be given with `--trust FILE`. A new signing
+//! key and its certificate replace the old ones by rename, the key first, so a
+//! reader sees either pair or a key that its certificate does not certify
+//! (refused as [`KeyFileError::CertificateMismatch`]; read again later).
 
 use crate::{decode_hex, encode_hex, Certificate, Fingerprint, TrustAnchor};
 use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
@@ -21,6 +28,7 @@ pub const ROOT_KEY_FILE: &str = "root.key";
 pub const SIGNING_KEY_FILE: &str = "signing.key";
 pub const CERT_FILE: &str = "signing.cert";
 pub const ROOT_PUB_FILE: &str = "root.pub";
+pub const SERIAL_FILE: &str = "serial";
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyFileError {
@@ -34,12 +42,16 @@ pub enum KeyFileError {
     BadPrivateKey(PathBuf),
     #[error("{0}: not a hubcast certificate (one line of hex, as keygen writes it)")]
     BadCertificate(PathBuf),
-    #[error("{0}: signing.cert does not certify signing.key; run `broadcaster keygen` again")]
+    #[error("{0}: signing.cert does not certify signing.key (halfway through `broadcaster certify`? try again; else run it again)")]
     CertificateMismatch(PathBuf),
     #[error("{0}: not a root.pub file (needs `fingerprint:` and `root-public-key:` lines that match)")]
     BadRootPub(PathBuf),
-    #[error("no signing key in {0}: make the channel's keys with `broadcaster keygen --dir {0}`")]
+    #[error("no signing key in {0}: make the channel's keys with `broadcaster keygen --root-dir ROOT --keys {0}`, or a new signing key with `broadcaster certify --root-dir ROOT --keys {0}`")]
     NoKeys(PathBuf),
+    #[error("no root key in {0}: give the root folder `broadcaster keygen --root-dir` wrote")]
+    NoRoot(PathBuf),
+    #[error("{0}: not a serial counter (one decimal number, the last serial issued)")]
+    BadSerial(PathBuf),
     #[error("{0} already holds keys; refusing to overwrite them (pass --force to replace)")]
     AlreadyExists(PathBuf),
     #[error("`{0}` is neither a 64-hex-character fingerprint nor a readable root.pub file")]
@@ -116,25 +128,103 @@ impl ChannelKeys {
         );
         ChannelKeys { root, signer: SignerKeys { signing, cert } }
     }
+}
 
-    /// Write all four files to `dir` (created if missing). Refuses to overwrite
-    /// existing keys unless `force`.
-    pub fn write(&self, dir: &Path, force: bool) -> Result<(), KeyFileError> {
+/// The offline root: its key, and the folder that keeps the serial counter.
+pub struct RootKeys {
+    pub key: SigningKey,
+    dir: PathBuf,
+}
+
+impl RootKeys {
+    /// Make a new root in `dir` (created if missing): `root.key`, `root.pub`
+    /// and the serial counter at 0. Refuses a folder with a root unless `force`.
+    pub fn create<R: rand::CryptoRng + rand::RngCore>(
+        rng: &mut R,
+        dir: &Path,
+        force: bool,
+    ) -> Result<RootKeys, KeyFileError> {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
-        if !force && (dir.join(ROOT_KEY_FILE).exists() || dir.join(SIGNING_KEY_FILE).exists()) {
+        if !force && dir.join(ROOT_KEY_FILE).exists() {
             return Err(KeyFileError::AlreadyExists(dir.to_owned()));
         }
-        let pem = |k: &SigningKey| {
-            // Invariant: PKCS#8 encoding of an Ed25519 key cannot fail (fixed-size DER).
-            k.to_pkcs8_pem(Default::default())
-                .expect("invariant: an Ed25519 key always encodes as PKCS#8 (fixed-size DER)")
-        };
-        write_file(&dir.join(ROOT_KEY_FILE), pem(&self.root).as_bytes(), 0o600)?;
-        write_file(&dir.join(SIGNING_KEY_FILE), pem(&self.signer.signing).as_bytes(), 0o600)?;
-        let cert = format!("{}\n", encode_hex(&self.signer.cert.encode()));
-        write_file(&dir.join(CERT_FILE), cert.as_bytes(), 0o644)?;
-        write_file(&dir.join(ROOT_PUB_FILE), root_pub_text(&self.root.verifying_key()).as_bytes(), 0o644)
+        let key = SigningKey::generate(rng);
+        write_file(&dir.join(ROOT_KEY_FILE), pem(&key).as_bytes(), 0o600)?;
+        write_file(&dir.join(ROOT_PUB_FILE), root_pub_text(&key.verifying_key()).as_bytes(), 0o644)?;
+        write_file(&dir.join(SERIAL_FILE), b"0\n", 0o644)?;
+        Ok(RootKeys { key, dir: dir.to_owned() })
     }
+
+    /// Open the root `keygen` wrote in `dir`.
+    pub fn open(dir: &Path) -> Result<RootKeys, KeyFileError> {
+        let path = dir.join(ROOT_KEY_FILE);
+        if !path.exists() {
+            return Err(KeyFileError::NoRoot(dir.to_owned()));
+        }
+        let text = fs::read_to_string(&path).map_err(io_err(&path))?;
+        let key = SigningKey::from_pkcs8_pem(&text).map_err(|_| KeyFileError::BadPrivateKey(path))?;
+        Ok(RootKeys { key, dir: dir.to_owned() })
+    }
+
+    pub fn fingerprint(&self) -> Fingerprint {
+        Fingerprint::of(&self.key.verifying_key())
+    }
+
+    /// The last serial issued (0: none yet).
+    pub fn last_serial(&self) -> Result<u64, KeyFileError> {
+        let path = self.dir.join(SERIAL_FILE);
+        match fs::read_to_string(&path) {
+            Ok(text) => text.trim().parse().map_err(|_| KeyFileError::BadSerial(path)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+            Err(source) => Err(KeyFileError::Io { path, source }),
+        }
+    }
+
+    /// A fresh signing key certified with the next serial for
+    /// `[not_before, not_after)`, written to `keys_dir` (created if missing)
+    /// with `root.pub`. The counter moves on before the key is written, so a
+    /// serial is never issued twice, even if writing the key fails.
+    pub fn certify<R: rand::CryptoRng + rand::RngCore>(
+        &self,
+        rng: &mut R,
+        keys_dir: &Path,
+        not_before: u64,
+        not_after: u64,
+    ) -> Result<SignerKeys, KeyFileError> {
+        let serial = self
+            .last_serial()?
+            .checked_add(1)
+            .ok_or_else(|| KeyFileError::BadSerial(self.dir.join(SERIAL_FILE)))?;
+        replace_file(&self.dir.join(SERIAL_FILE), format!("{serial}\n").as_bytes(), 0o644)?;
+        let signing = SigningKey::generate(rng);
+        let cert = Certificate::issue(&self.key, &signing.verifying_key(), not_before, not_after, serial);
+        fs::create_dir_all(keys_dir).map_err(io_err(keys_dir))?;
+        replace_file(&keys_dir.join(SIGNING_KEY_FILE), pem(&signing).as_bytes(), 0o600)?;
+        let cert_text = format!("{}\n", encode_hex(&cert.encode()));
+        replace_file(&keys_dir.join(CERT_FILE), cert_text.as_bytes(), 0o644)?;
+        let root_pub = root_pub_text(&self.key.verifying_key());
+        replace_file(&keys_dir.join(ROOT_PUB_FILE), root_pub.as_bytes(), 0o644)?;
+        Ok(SignerKeys { signing, cert })
+    }
+}
+
+fn pem(k: &SigningKey) -> impl std::ops::Deref<Target = String> {
+    k.to_pkcs8_pem(Default::default())
+        .expect("invariant: an Ed25519 key always encodes as PKCS#8 (fixed-size DER)")
+}
+
+/// Write `path` whole or not at all: a temporary file beside it, synced, then
+/// renamed over it, and the folder synced.
+fn replace_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), KeyFileError> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".new");
+    let tmp = PathBuf::from(tmp);
+    write_file(&tmp, contents, mode)?;
+    fs::rename(&tmp, path).map_err(io_err(path))?;
+    if let Some(dir) = path.parent() {
+        fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))?;
+    }
+    Ok(())
 }
 
 fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), KeyFileError> {
@@ -188,23 +278,64 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     #[test]
-    fn keygen_files_load_back_with_private_modes() {
-        let dir = tempfile::tempdir().unwrap();
-        let keys = ChannelKeys::generate(&mut rand::rngs::OsRng, 1000, 3600);
-        keys.write(dir.path(), false).unwrap();
-        for f in [ROOT_KEY_FILE, SIGNING_KEY_FILE] {
-            let mode = fs::metadata(dir.path().join(f)).unwrap().permissions().mode();
-            assert_eq!(mode & 0o777, 0o600, "{f}");
-        }
-        let signer = SignerKeys::load(dir.path()).unwrap();
-        assert_eq!(signer.cert, keys.signer.cert);
+    fn root_and_keys_live_apart_and_load_back_with_private_modes() {
+        let (root_dir, keys_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let root = RootKeys::create(&mut rand::rngs::OsRng, root_dir.path(), false).unwrap();
+        let issued = root.certify(&mut rand::rngs::OsRng, keys_dir.path(), 1000, 4600).unwrap();
+        assert_eq!(
+            fs::metadata(root_dir.path().join(ROOT_KEY_FILE)).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(
+            fs::metadata(keys_dir.path().join(SIGNING_KEY_FILE)).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert!(!keys_dir.path().join(ROOT_KEY_FILE).exists(), "the online folder holds no root key");
+        let signer = SignerKeys::load(keys_dir.path()).unwrap();
+        assert_eq!(signer.cert, issued.cert);
+        assert_eq!(signer.cert.serial, 1);
         let fp = signer.fingerprint();
-        let anchor = TrustAnchor::from_arg(dir.path().join(ROOT_PUB_FILE).to_str().unwrap()).unwrap();
-        assert_eq!(anchor.fingerprint, fp);
-        assert_eq!(TrustAnchor::from_arg(&fp.to_string()).unwrap(), anchor);
+        assert_eq!(fp, root.fingerprint());
+        for dir in [root_dir.path(), keys_dir.path()] {
+            let anchor = TrustAnchor::from_arg(dir.join(ROOT_PUB_FILE).to_str().unwrap()).unwrap();
+            assert_eq!(anchor.fingerprint, fp);
+        }
+        let anchor = TrustAnchor::from_arg(&fp.to_string()).unwrap();
         assert_eq!(signer.cert.verify(&anchor, 2000), Ok(signer.signing.verifying_key()));
-        assert!(matches!(keys.write(dir.path(), false), Err(KeyFileError::AlreadyExists(_))));
-        keys.write(dir.path(), true).unwrap();
+        assert!(matches!(
+            RootKeys::create(&mut rand::rngs::OsRng, root_dir.path(), false),
+            Err(KeyFileError::AlreadyExists(_))
+        ));
+        assert!(matches!(RootKeys::open(keys_dir.path()), Err(KeyFileError::NoRoot(_))));
+        assert!(matches!(SignerKeys::load(root_dir.path()), Err(KeyFileError::NoKeys(_))));
+    }
+
+    #[test]
+    fn each_certificate_takes_the_next_serial_and_replaces_the_last() {
+        let (root_dir, keys_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        RootKeys::create(&mut rand::rngs::OsRng, root_dir.path(), false).unwrap();
+        let root = RootKeys::open(root_dir.path()).unwrap();
+        let mut last = None;
+        for serial in 1..=3 {
+            let issued = root.certify(&mut rand::rngs::OsRng, keys_dir.path(), 0, 10).unwrap();
+            assert_eq!(issued.cert.serial, serial);
+            let loaded = SignerKeys::load(keys_dir.path()).unwrap();
+            assert_eq!(loaded.cert, issued.cert, "the new pair replaced the old");
+            assert_ne!(Some(loaded.signing.verifying_key()), last, "a fresh key each time");
+            last = Some(loaded.signing.verifying_key());
+        }
+        assert_eq!(root.last_serial().unwrap(), 3);
+        let leftovers: Vec<_> = fs::read_dir(keys_dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.ends_with(".new"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+        fs::write(root_dir.path().join(SERIAL_FILE), "seven").unwrap();
+        assert!(matches!(
+            root.certify(&mut rand::rngs::OsRng, keys_dir.path(), 0, 10),
+            Err(KeyFileError::BadSerial(_))
+        ));
     }
 
     #[test]

@@ -16,7 +16,7 @@ pub mod node;
 
 pub use cert::{CertError, Certificate, CERTIFICATE_LEN};
 pub use ed25519_dalek::{Signature, SigningKey, VerifyingKey, SIGNATURE_LENGTH};
-pub use files::{ChannelKeys, KeyFileError, SignerKeys};
+pub use files::{ChannelKeys, KeyFileError, RootKeys, SignerKeys};
 pub use hex::{decode_hex, encode_hex};
 pub use node::{NodeAddr, NodeId, NodeKey};
 

@@ -4,11 +4,14 @@
 //! be made here.
 
 use crate::wire::{self, CatalogRoot, Feedback, Manifest, Signed, Ticket, SIGNATURE_LEN};
+use hubcast_keys::Fingerprint;
 use hubcast_keys::{
     sign_with_context, verify_with_context, CertError, Certificate, Signature, SignerKeys, TrustAnchor,
     CERTIFICATE_LEN,
 };
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 
 const MANIFEST_CONTEXT: &[u8] = b"hubcast manifest v1";
 const TICKET_CONTEXT: &[u8] = b"hubcast ticket v1";
@@ -130,49 +133,90 @@ impl Verifier {
 }
 
 /// The broadcaster's side: signs manifests and tickets into datagrams.
+///
+/// Shared by every task that signs (the carousel, the origin's repair, the
+/// loss reports' echo, live segments); [`Signer::renew`] swaps in a new
+/// signing key and certificate of the same root while they run.
 pub struct Signer {
-    keys: SignerKeys,
+    keys: RwLock<Arc<SignerKeys>>,
+    renewals: AtomicU64,
     channel_tag: u64,
+}
+
+/// Why [`Signer::renew`] kept the key it had.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RenewError {
+    #[error("the new certificate is from another root ({0}): hubs trust {1}")]
+    OtherRoot(Fingerprint, Fingerprint),
 }
 
 impl Signer {
     pub fn new(keys: SignerKeys) -> Self {
         let channel_tag = keys.fingerprint().channel_tag();
-        Signer { keys, channel_tag }
+        Signer { keys: RwLock::new(Arc::new(keys)), renewals: AtomicU64::new(0), channel_tag }
     }
 
     pub fn channel_tag(&self) -> u64 {
         self.channel_tag
     }
 
-    pub fn certificate(&self) -> &Certificate {
-        &self.keys.cert
+    fn current(&self) -> Arc<SignerKeys> {
+        self.keys.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
-    fn finish(&self, mut bytes: Vec<u8>, context: &[u8]) -> Vec<u8> {
-        let sig = sign_with_context(&self.keys.signing, context, &bytes);
+    /// The certificate signing now.
+    pub fn certificate(&self) -> Certificate {
+        self.current().cert.clone()
+    }
+
+    /// Sign with `keys` from now on. Datagrams signed before stay valid
+    /// while their certificate is: hubs take both.
+    pub fn renew(&self, keys: SignerKeys) -> Result<(), RenewError> {
+        let held = Fingerprint::of(&self.current().cert.root);
+        if keys.fingerprint() != held {
+            return Err(RenewError::OtherRoot(keys.fingerprint(), held));
+        }
+        *self.keys.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(keys);
+        self.renewals.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// How many times [`Signer::renew`] swapped the key: what was signed at
+    /// a lower count is due to be signed again.
+    pub fn renewals(&self) -> u64 {
+        self.renewals.load(Ordering::Relaxed)
+    }
+
+    /// Sign `bytes` (made with `keys`' certificate) with `keys`: one pair,
+    /// even when a renewal comes in between.
+    fn finish(keys: &SignerKeys, mut bytes: Vec<u8>, context: &[u8]) -> Vec<u8> {
+        let sig = sign_with_context(&keys.signing, context, &bytes);
         bytes.extend_from_slice(&sig.to_bytes());
         debug_assert!(bytes.len() <= wire::MAX_DATAGRAM && SIGNATURE_LEN == 64);
         bytes
     }
 
     pub fn manifest_datagram(&self, m: &Manifest) -> Vec<u8> {
-        let bytes = wire::manifest_signed_bytes(m, &self.keys.cert, self.channel_tag);
-        self.finish(bytes, MANIFEST_CONTEXT)
+        let keys = self.current();
+        let bytes = wire::manifest_signed_bytes(m, &keys.cert, self.channel_tag);
+        Self::finish(&keys, bytes, MANIFEST_CONTEXT)
     }
 
     pub fn feedback_datagram(&self, f: &Feedback) -> Vec<u8> {
-        let bytes = wire::feedback_signed_bytes(f, &self.keys.cert, self.channel_tag);
-        self.finish(bytes, FEEDBACK_CONTEXT)
+        let keys = self.current();
+        let bytes = wire::feedback_signed_bytes(f, &keys.cert, self.channel_tag);
+        Self::finish(&keys, bytes, FEEDBACK_CONTEXT)
     }
 
     pub fn catalog_root_datagram(&self, c: &CatalogRoot) -> Vec<u8> {
-        let bytes = wire::catalog_root_signed_bytes(c, &self.keys.cert, self.channel_tag);
-        self.finish(bytes, CATALOG_CONTEXT)
+        let keys = self.current();
+        let bytes = wire::catalog_root_signed_bytes(c, &keys.cert, self.channel_tag);
+        Self::finish(&keys, bytes, CATALOG_CONTEXT)
     }
 
     pub fn ticket_datagram(&self, t: &Ticket) -> Vec<u8> {
-        let bytes = wire::ticket_signed_bytes(t, &self.keys.cert, self.channel_tag);
-        self.finish(bytes, TICKET_CONTEXT)
+        let keys = self.current();
+        let bytes = wire::ticket_signed_bytes(t, &keys.cert, self.channel_tag);
+        Self::finish(&keys, bytes, TICKET_CONTEXT)
     }
 }

@@ -254,12 +254,22 @@ pub fn can_run(missing: Option<&str>) -> bool {
     false
 }
 
-/// Run `broadcaster keygen`; returns the fingerprint it printed last.
-pub fn keygen(dir: &Path) -> String {
+/// The offline root folder [`keygen`] keeps apart from the keys folder
+/// `keys`: its sibling `KEYS-root`.
+pub fn root_dir(keys: &Path) -> PathBuf {
+    let name = keys.file_name().expect("precondition: a keys folder has a name").to_string_lossy();
+    keys.with_file_name(format!("{name}-root"))
+}
+
+/// Run `broadcaster keygen --root-dir KEYS-root --keys KEYS`; returns the
+/// fingerprint it printed last. Seeding never sees the root.
+pub fn keygen(keys: &Path) -> String {
     let out = Command::new(bin("broadcaster"))
         .arg("keygen")
-        .arg("--dir")
-        .arg(dir)
+        .arg("--root-dir")
+        .arg(root_dir(keys))
+        .arg("--keys")
+        .arg(keys)
         .output()
         .expect("precondition of the suite: the built broadcaster runs");
     assert!(out.status.success(), "keygen failed: {}", String::from_utf8_lossy(&out.stderr));
