@@ -458,7 +458,9 @@ impl Ingest {
             discontinuity,
         });
         let tag = self.signer.channel_tag();
-        let mut datagrams = vec![self.signer.manifest_datagram(&plan.manifest)];
+        // The root's statements (the revocation list) with every segment.
+        let mut datagrams = self.signer.statements().to_vec();
+        datagrams.push(self.signer.manifest_datagram(&plan.manifest));
         for index in 0..plan.chunk_count() {
             let r = plan.chunk_range(index);
             let chunk = &s.bytes[r.start as usize..r.end as usize];

@@ -55,6 +55,20 @@ enum Command {
         #[command(flatten)]
         validity: Validity,
     },
+    /// Revoke signing certificates by serial (a leaked signing key): the
+    /// root signs a new revocation list, one version up, which the
+    /// broadcaster carries to every hub after a reload.
+    Revoke {
+        /// The offline root folder from `keygen --root-dir`.
+        #[arg(long)]
+        root_dir: PathBuf,
+        /// The serial to revoke (as `certify` printed it); repeatable.
+        #[arg(long = "serial", required = true)]
+        serials: Vec<u64>,
+        /// Also write the list into this keys folder.
+        #[arg(long)]
+        keys: Option<PathBuf>,
+    },
     /// Send files and folders in a carousel until stopped or for --rounds rounds.
     Seed(Box<SeedArgs>),
     /// Send a live MPEG-TS stream as signed segments, until the input ends or
@@ -351,6 +365,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("wrote {}/{{root.key,root.pub,serial}}: keep this folder offline", root_dir.display());
             println!("give hubs root.pub or the fingerprint below as --trust");
             println!("{}", root.fingerprint());
+        }
+        Command::Revoke { root_dir, serials, keys } => {
+            let root = RootKeys::open(&root_dir)?;
+            let list = root.revoke(&serials, unix_now(), keys.as_deref())?;
+            println!(
+                "wrote {}/revocations: version {}, revoking serials {:?}",
+                root_dir.display(),
+                list.version,
+                list.serials()
+            );
+            match keys {
+                Some(k) => println!("and {}/revocations", k.display()),
+                None => println!("copy it into the broadcaster's keys folder"),
+            }
+            println!(
+                "then certify a new signing key if the one in use is revoked, and reload the broadcaster (systemctl reload hubcast-broadcaster, or kill -HUP PID)"
+            );
         }
         Command::Certify { root_dir, keys, validity } => {
             certify(&RootKeys::open(&root_dir)?, &keys, &validity)?;

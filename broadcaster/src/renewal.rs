@@ -10,7 +10,7 @@
 
 use crate::status::{CertificateStatus, StatusBoard};
 use crate::unix_now;
-use hubcast_keys::{Certificate, SignerKeys};
+use hubcast_keys::{Certificate, Fingerprint, SignerKeys, TrustAnchor};
 use hubcast_protocol::verify::Signer;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -76,12 +76,14 @@ pub fn certificate_status(cert: &Certificate, renewals: u64, now: u64) -> Certif
         expires_in_secs: left,
         renewals,
         warning,
+        revocations_version: 0,
     }
 }
 
 /// Publish the certificate in use, and log its warning if it has one.
-fn publish(signer: &Signer, status: &StatusBoard) {
-    let s = certificate_status(&signer.certificate(), signer.renewals(), unix_now());
+fn publish(signer: &Signer, status: &StatusBoard, revocations: u64) {
+    let mut s = certificate_status(&signer.certificate(), signer.renewals(), unix_now());
+    s.revocations_version = revocations;
     match &s.warning {
         Some(w) if s.expires_in_secs == 0 => error!("{w}"),
         Some(w) => warn!("{w}"),
@@ -121,13 +123,48 @@ pub fn reload(dir: &Path, signer: &Signer) -> Reload {
     }
 }
 
+/// Carry the revocation list in `dir` if it is newer than `held` (the
+/// version carried) and the channel's root signed it. Returns the version
+/// carried after.
+pub fn reload_revocations(dir: &Path, signer: &Signer, held: u64) -> u64 {
+    let list = match hubcast_keys::files::load_revocations(dir) {
+        Ok(Some(list)) => list,
+        Ok(None) => return held,
+        Err(e) => {
+            warn!("{e}; carrying revocation list version {held} on");
+            return held;
+        }
+    };
+    let anchor = TrustAnchor::new(Fingerprint::of(&signer.certificate().root));
+    if let Err(e) = list.verify(&anchor) {
+        warn!(keys = %dir.display(), "the revocation list is not this channel's root's ({e}); carrying version {held} on");
+        return held;
+    }
+    if list.version < held {
+        warn!(
+            version = list.version,
+            held, "the revocation list in the keys folder is older than the one carried; carrying it on"
+        );
+        return held;
+    }
+    if list.version > held {
+        signer.set_revocations(&list);
+        info!(version = list.version, revoked = ?list.serials(), "carrying the root's revocation list: hubs refuse these certificates from now on");
+    }
+    if list.revokes(signer.certificate().serial) {
+        error!(serial = signer.certificate().serial, "the signing certificate in use is revoked: hubs refuse everything it signs; run `broadcaster certify` and reload");
+    }
+    list.version
+}
+
 /// Until `cancel`: on SIGHUP read the keys folder again, and check the
 /// certificate in use against the clock at least hourly (and as it crosses
 /// the warning and its end).
 pub async fn watch(dir: PathBuf, signer: Arc<Signer>, status: StatusBoard, cancel: CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hangup = signal(SignalKind::hangup()).ok();
-    publish(&signer, &status);
+    let mut revocations = reload_revocations(&dir, &signer, 0);
+    publish(&signer, &status, revocations);
     loop {
         let sleep = next_check(&signer.certificate(), unix_now());
         tokio::select! {
@@ -137,11 +174,12 @@ pub async fn watch(dir: PathBuf, signer: Arc<Signer>, status: StatusBoard, cance
                     Reload::Renewed { serial } => info!(serial, keys = %dir.display(), "SIGHUP: signing with the new certificate from now on"),
                     Reload::Refused(why) => warn!(keys = %dir.display(), serial = signer.certificate().serial, "SIGHUP: keeping the signing key in use: {why}"),
                 }
+                revocations = reload_revocations(&dir, &signer, revocations);
             }
             _ = tokio::time::sleep(sleep) => {}
             _ = cancel.cancelled() => return,
         }
-        publish(&signer, &status);
+        publish(&signer, &status, revocations);
     }
 }
 

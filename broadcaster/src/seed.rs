@@ -219,6 +219,10 @@ pub(crate) fn public_tracker(
     Ok(NodeAddr { id: bound.id, addr })
 }
 
+/// How often the root's statements (the revocation list) go out with the
+/// carousel.
+const STATEMENTS_EVERY: Duration = Duration::from_secs(1);
+
 /// How often a lingering broadcaster sends a manifest, so the channel is
 /// heard. Four a second: a hub takes 4 s without multicast for a desert
 /// (and a bridge for no longer live); at 50% loss one a second left a hub
@@ -431,13 +435,14 @@ pub async fn seed(
     })
 }
 
-/// What a lingering broadcaster repeats, signed again when half its
-/// lifetime is gone or the signing key was renewed.
+/// What a lingering broadcaster repeats, with the root's statements;
+/// signed again when half its lifetime is gone or the key or statements
+/// changed.
 #[derive(Default)]
 struct Heartbeat {
     datagrams: Vec<Vec<u8>>,
     expiry: u64,
-    renewals: u64,
+    epoch: u64,
 }
 
 impl Heartbeat {
@@ -449,12 +454,10 @@ impl Heartbeat {
         i: usize,
     ) -> Option<Vec<u8>> {
         let now = unix_now();
-        if self.datagrams.is_empty()
-            || self.expiry < now + expiry_secs / 2
-            || self.renewals != signer.renewals()
-        {
-            (self.expiry, self.renewals) = (now + expiry_secs, signer.renewals());
+        if self.datagrams.is_empty() || self.expiry < now + expiry_secs / 2 || self.epoch != signer.epoch() {
+            (self.expiry, self.epoch) = (now + expiry_secs, signer.epoch());
             self.datagrams = generation.heartbeat(signer, self.expiry);
+            self.datagrams.extend(signer.statements().iter().cloned());
         }
         self.datagrams.get(i % self.datagrams.len().max(1)).cloned()
     }
@@ -548,7 +551,10 @@ fn produce(
     let mut buf = Vec::new();
     let mut open: Option<(usize, std::fs::File)> = None;
     let mut passed = vec![false; plans.len()];
-    let mut signed_at = signer.renewals();
+    let mut signed_at = signer.epoch();
+    // The root's statements (the revocation list) go out every second and
+    // at every change.
+    let mut statements_at: Option<std::time::Instant> = None;
     // All of a generation's manifests share one expiry.
     let mut expiry = plans.first().map_or(u64::MAX, |p| p.manifest.expiry);
     for step in Carousel::new(&plans.clone(), rounds) {
@@ -559,8 +565,16 @@ fn produce(
         // mixed in is signed again (checked at every step: one chunk may
         // take seconds at a low rate, and a key may be renewed late).
         let now = unix_now();
-        if expiry < now + cfg.expiry_secs / 2 || signed_at != signer.renewals() {
-            (expiry, signed_at) = (now + cfg.expiry_secs, signer.renewals());
+        let changed = signed_at != signer.epoch();
+        if changed || statements_at.is_none_or(|t| t.elapsed() >= STATEMENTS_EVERY) {
+            statements_at = Some(std::time::Instant::now());
+            let statements = signer.statements();
+            if !statements.is_empty() && tx.blocking_send(Batch::Datagrams(statements.to_vec())).is_err() {
+                return;
+            }
+        }
+        if expiry < now + cfg.expiry_secs / 2 || changed {
+            (expiry, signed_at) = (now + cfg.expiry_secs, signer.epoch());
             for (i, p) in plans.iter_mut().enumerate() {
                 p.manifest.expiry = expiry;
                 let m = Manifest { round_end: passed[i], ..p.manifest.clone() };

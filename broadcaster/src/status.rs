@@ -41,6 +41,8 @@ pub struct CertificateStatus {
     pub renewals: u64,
     /// From a week before the end: what to do.
     pub warning: Option<String>,
+    /// The root's revocation list carried (0: none).
+    pub revocations_version: u64,
 }
 
 /// The carousel's rate: fixed, or as `--rate auto` sets it

@@ -313,6 +313,8 @@ pub struct HubStatus {
     pub datagrams: DatagramCounters,
     /// Datagrams not used, by reason (see docs/PROTOCOL.md).
     pub drops: BTreeMap<&'static str, u64>,
+    /// What the hub trusts beyond the root it was given.
+    pub trust: TrustStatus,
     /// Peers heard on the control group, with what went each way.
     pub peers: Vec<PeerStatus>,
     pub repair: RepairCounters,
@@ -327,6 +329,17 @@ pub struct HubStatus {
     pub store_errors: u64,
     /// The last store failure, e.g. a full disk, with what to do.
     pub last_store_error: Option<String>,
+}
+
+/// The root's revocation list as the hub holds it.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct TrustStatus {
+    /// The list's version (0: none taken).
+    pub revocations_version: u64,
+    /// The certificate serials it revokes.
+    pub revoked_serials: Vec<u64>,
+    /// Datagrams refused because their certificate is revoked.
+    pub refused_revoked: u64,
 }
 
 /// Bytes for people: `0 B`, `1000 B`, `1.5 KiB`, `20.0 MiB`.
@@ -516,6 +529,17 @@ impl StatusBoard {
             kernel_drops: b.status.datagrams.kernel_drops,
         };
         b.status.drops = drops.iter().map(|(r, n)| (r.as_str(), n)).collect();
+        b.status.trust.refused_revoked = drops.get(hubcast_protocol::receiver::DropReason::CertRevoked);
+    }
+
+    /// The revocation list held, when it changes.
+    pub fn record_revocations(&self, list: Option<&hubcast_keys::RevocationList>) {
+        let mut b = self.lock();
+        let t = &mut b.status.trust;
+        if list.map_or(0, |l| l.version) != t.revocations_version {
+            t.revocations_version = list.map_or(0, |l| l.version);
+            t.revoked_serials = list.map(|l| l.serials().to_vec()).unwrap_or_default();
+        }
     }
 
     pub fn record_kernel_drops(&self, total: u64) {

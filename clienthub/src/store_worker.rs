@@ -80,6 +80,8 @@ pub enum StoreJob {
     Ask(ObjectId, Ask),
     /// A catalog root newer than the one held, verified, and its datagram.
     CatalogRoot(CatalogRoot, Vec<u8>),
+    /// A newer revocation list: kept, checked again at start.
+    Revocations(Vec<u8>),
     /// A query of the catalog (`/api/catalog`).
     Catalog(crate::library::Query, oneshot::Sender<Result<crate::library::Found, String>>),
     /// The catalog's entry for a name (the gateway's `Content-Type` and
@@ -374,6 +376,11 @@ pub(crate) fn store_worker(
             Some(StoreJob::CatalogRoot(root, datagram)) => {
                 if w.library.on_root(w.store, w.status, root, &datagram, &mut manifests) {
                     w.choose();
+                }
+            }
+            Some(StoreJob::Revocations(datagram)) => {
+                if let Err(e) = w.store.put_revocations(&datagram) {
+                    w.fail(&e);
                 }
             }
             Some(StoreJob::Catalog(query, reply)) => {

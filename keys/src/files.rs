@@ -10,13 +10,14 @@
 //! | both   | `root.pub`     | fingerprint and root public key, text           | 0644 |
 //! | keys   | `signing.key`  | online signing private key, PKCS#8 PEM          | 0600 |
 //! | keys   | `signing.cert` | the root's certificate for the signing key, hex | 0644 |
+//! | both   | `revocations`  | the root's newest revocation list, hex          | 0644 |
 //!
 //! `root.pub` is what a hub may be given with `--trust FILE`. A new signing
 //! key and its certificate replace the old ones by rename, the key first, so a
 //! reader sees either pair or a key that its certificate does not certify
 //! (refused as [`KeyFileError::CertificateMismatch`]; read again later).
 
-use crate::{decode_hex, encode_hex, Certificate, Fingerprint, TrustAnchor};
+use crate::{decode_hex, encode_hex, Certificate, Fingerprint, RevocationList, TrustAnchor};
 use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use std::fs;
@@ -29,6 +30,7 @@ pub const SIGNING_KEY_FILE: &str = "signing.key";
 pub const CERT_FILE: &str = "signing.cert";
 pub const ROOT_PUB_FILE: &str = "root.pub";
 pub const SERIAL_FILE: &str = "serial";
+pub const REVOCATIONS_FILE: &str = "revocations";
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyFileError {
@@ -52,6 +54,10 @@ pub enum KeyFileError {
     NoRoot(PathBuf),
     #[error("{0}: not a serial counter (one decimal number, the last serial issued)")]
     BadSerial(PathBuf),
+    #[error("{0}: not a revocation list of this root (one line of hex, as `broadcaster revoke` writes it)")]
+    BadRevocations(PathBuf),
+    #[error("{0}")]
+    Revocation(#[from] crate::RevocationError),
     #[error("{0} already holds keys; refusing to overwrite them (pass --force to replace)")]
     AlreadyExists(PathBuf),
     #[error("`{0}` is neither a 64-hex-character fingerprint nor a readable root.pub file")]
@@ -208,6 +214,58 @@ impl RootKeys {
     }
 }
 
+impl RootKeys {
+    /// The root's newest revocation list, if it made one (checked: its own).
+    pub fn revocations(&self) -> Result<Option<RevocationList>, KeyFileError> {
+        let anchor = TrustAnchor::new(self.fingerprint());
+        let list = load_revocations(&self.dir)?;
+        match list {
+            Some(l) if l.verify(&anchor).is_err() => {
+                Err(KeyFileError::BadRevocations(self.dir.join(REVOCATIONS_FILE)))
+            }
+            list => Ok(list),
+        }
+    }
+
+    /// Add `serials` to the root's revocation list, one version up, issued
+    /// `now`; written to the root folder and to `keys_dir` if given.
+    pub fn revoke(
+        &self,
+        serials: &[u64],
+        now: u64,
+        keys_dir: Option<&Path>,
+    ) -> Result<RevocationList, KeyFileError> {
+        let held = self.revocations()?;
+        let mut all: std::collections::BTreeSet<u64> =
+            held.as_ref().map(|l| l.serials().iter().copied().collect()).unwrap_or_default();
+        all.extend(serials);
+        let version = held.map_or(1, |l| l.version + 1);
+        let list = RevocationList::issue(&self.key, version, now, &all)?;
+        let text = format!("{}\n", encode_hex(&list.encode()));
+        replace_file(&self.dir.join(REVOCATIONS_FILE), text.as_bytes(), 0o644)?;
+        if let Some(dir) = keys_dir {
+            fs::create_dir_all(dir).map_err(io_err(dir))?;
+            replace_file(&dir.join(REVOCATIONS_FILE), text.as_bytes(), 0o644)?;
+        }
+        Ok(list)
+    }
+}
+
+/// The revocation list in `dir`, if there is one. Its signature is the
+/// reader's to check: a broadcaster carries it, hubs verify it.
+pub fn load_revocations(dir: &Path) -> Result<Option<RevocationList>, KeyFileError> {
+    let path = dir.join(REVOCATIONS_FILE);
+    let text = match fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(KeyFileError::Io { path, source }),
+    };
+    decode_hex(text.trim())
+        .and_then(|b| RevocationList::decode(&b).ok())
+        .map(Some)
+        .ok_or(KeyFileError::BadRevocations(path))
+}
+
 fn pem(k: &SigningKey) -> impl std::ops::Deref<Target = String> {
     k.to_pkcs8_pem(Default::default())
         .expect("invariant: an Ed25519 key always encodes as PKCS#8 (fixed-size DER)")
@@ -336,6 +394,24 @@ mod tests {
             root.certify(&mut rand::rngs::OsRng, keys_dir.path(), 0, 10),
             Err(KeyFileError::BadSerial(_))
         ));
+    }
+
+    #[test]
+    fn each_revocation_adds_to_the_list_one_version_up() {
+        let (root_dir, keys_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let root = RootKeys::create(&mut rand::rngs::OsRng, root_dir.path(), false).unwrap();
+        assert_eq!(root.revocations().unwrap(), None);
+        let first = root.revoke(&[3], 100, None).unwrap();
+        assert_eq!((first.version, first.serials()), (1, &[3][..]));
+        let second = root.revoke(&[1, 3], 200, Some(keys_dir.path())).unwrap();
+        assert_eq!((second.version, second.serials()), (2, &[1, 3][..]));
+        assert_eq!(load_revocations(keys_dir.path()).unwrap(), Some(second.clone()));
+        assert_eq!(root.revocations().unwrap(), Some(second));
+        // Another root's list in this root's folder is refused, not extended.
+        let other_dir = tempfile::tempdir().unwrap();
+        let other = RootKeys::create(&mut rand::rngs::OsRng, other_dir.path(), false).unwrap();
+        other.revoke(&[9], 0, Some(root_dir.path())).unwrap();
+        assert!(matches!(root.revoke(&[4], 300, None), Err(KeyFileError::BadRevocations(_))));
     }
 
     #[test]

@@ -13,12 +13,14 @@ pub mod cert;
 pub mod files;
 mod hex;
 pub mod node;
+pub mod revocation;
 
 pub use cert::{CertError, Certificate, CERTIFICATE_LEN};
 pub use ed25519_dalek::{Signature, SigningKey, VerifyingKey, SIGNATURE_LENGTH};
 pub use files::{ChannelKeys, KeyFileError, RootKeys, SignerKeys};
 pub use hex::{decode_hex, encode_hex};
 pub use node::{NodeAddr, NodeId, NodeKey};
+pub use revocation::{RevocationError, RevocationList, MAX_REVOCATIONS_LEN, MAX_REVOKED};
 
 use std::fmt;
 use std::str::FromStr;

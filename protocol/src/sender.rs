@@ -566,7 +566,8 @@ mod tests {
                 }
                 wire::Datagram::Manifest(_)
                 | wire::Datagram::Feedback(_)
-                | wire::Datagram::CatalogRoot(_) => {
+                | wire::Datagram::CatalogRoot(_)
+                | wire::Datagram::Revocations(_) => {
                     unreachable!()
                 }
             }

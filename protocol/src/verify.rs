@@ -6,8 +6,8 @@
 use crate::wire::{self, CatalogRoot, Feedback, Manifest, Signed, Ticket, SIGNATURE_LEN};
 use hubcast_keys::Fingerprint;
 use hubcast_keys::{
-    sign_with_context, verify_with_context, CertError, Certificate, Signature, SignerKeys, TrustAnchor,
-    CERTIFICATE_LEN,
+    sign_with_context, verify_with_context, CertError, Certificate, RevocationList, Signature, SignerKeys,
+    TrustAnchor, CERTIFICATE_LEN,
 };
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,6 +32,9 @@ pub enum VerifyError {
     /// Past its expiry.
     #[error("expired")]
     Expired,
+    /// Signed under a certificate the root's revocation list names.
+    #[error("certificate revoked")]
+    Revoked,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,11 +63,13 @@ impl std::ops::Deref for VerifiedTicket {
 pub struct Verifier {
     anchor: TrustAnchor,
     checked_certs: HashMap<[u8; CERTIFICATE_LEN], ()>,
+    /// The newest revocation list of the trusted root taken.
+    revocations: Option<RevocationList>,
 }
 
 impl Verifier {
     pub fn new(anchor: TrustAnchor) -> Self {
-        Verifier { anchor, checked_certs: HashMap::new() }
+        Verifier { anchor, checked_certs: HashMap::new(), revocations: None }
     }
 
     pub fn channel_tag(&self) -> u64 {
@@ -81,11 +86,31 @@ impl Verifier {
             self.checked_certs.insert(encoded, ());
         }
         s.cert.check_validity(unix_now)?;
+        if self.revocations.as_ref().is_some_and(|l| l.revokes(s.cert.serial)) {
+            return Err(VerifyError::Revoked);
+        }
         let sig = Signature::from_bytes(&s.signature);
         if !verify_with_context(&s.cert.signing, context, &s.signed_bytes, &sig) {
             return Err(VerifyError::BadSignature);
         }
         Ok(())
+    }
+
+    /// The revocation list held (the newest taken).
+    pub fn revocations(&self) -> Option<&RevocationList> {
+        self.revocations.as_ref()
+    }
+
+    /// Did the trusted root sign `list`?
+    pub fn check_revocations(&self, list: &RevocationList) -> Result<(), CertError> {
+        list.verify(&self.anchor)
+    }
+
+    /// Refuse `list`'s serials from now on. Only a list
+    /// [`Verifier::check_revocations`] passed, newer than the one held: the
+    /// caller's checks.
+    pub(crate) fn set_revocations(&mut self, list: RevocationList) {
+        self.revocations = Some(list);
     }
 
     pub fn verify_manifest(
@@ -139,7 +164,11 @@ impl Verifier {
 /// signing key and certificate of the same root while they run.
 pub struct Signer {
     keys: RwLock<Arc<SignerKeys>>,
+    /// The root's statements carried as they are: the revocation list.
+    statements: RwLock<Arc<Vec<Vec<u8>>>>,
     renewals: AtomicU64,
+    /// Bumped at each change of key or statements.
+    epoch: AtomicU64,
     channel_tag: u64,
 }
 
@@ -153,7 +182,13 @@ pub enum RenewError {
 impl Signer {
     pub fn new(keys: SignerKeys) -> Self {
         let channel_tag = keys.fingerprint().channel_tag();
-        Signer { keys: RwLock::new(Arc::new(keys)), renewals: AtomicU64::new(0), channel_tag }
+        Signer {
+            keys: RwLock::new(Arc::new(keys)),
+            statements: RwLock::default(),
+            renewals: AtomicU64::new(0),
+            epoch: AtomicU64::new(0),
+            channel_tag,
+        }
     }
 
     pub fn channel_tag(&self) -> u64 {
@@ -178,11 +213,29 @@ impl Signer {
         }
         *self.keys.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(keys);
         self.renewals.fetch_add(1, Ordering::Relaxed);
+        self.epoch.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
-    /// How many times [`Signer::renew`] swapped the key: what was signed at
-    /// a lower count is due to be signed again.
+    /// Carry `list` from now on (the root signed it; hubs check that).
+    pub fn set_revocations(&self, list: &RevocationList) {
+        let datagram = wire::revocations_datagram(list, self.channel_tag);
+        *self.statements.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(vec![datagram]);
+        self.epoch.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The root's statements to send with the manifests.
+    pub fn statements(&self) -> Arc<Vec<Vec<u8>>> {
+        self.statements.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Changes with every renewal and every new statement: what was sent
+    /// at another epoch is due to be sent again.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Relaxed)
+    }
+
+    /// How many times [`Signer::renew`] swapped the key.
     pub fn renewals(&self) -> u64 {
         self.renewals.load(Ordering::Relaxed)
     }

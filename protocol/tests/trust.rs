@@ -64,3 +64,70 @@ fn a_key_renewed_mid_carousel_is_taken_beside_the_one_before() {
     assert!(matches!(refused, Err(RenewError::OtherRoot(..))), "{refused:?}");
     assert_eq!(ch.signer.certificate().serial, 2, "kept the key in use");
 }
+
+/// The root's revocation list: once a hub holds it, what the revoked key
+/// signs is refused and counted; the renewed key's is taken; an older
+/// list, a forged one and a malformed one are refused each by name, and a
+/// restart keeps the newest.
+#[test]
+fn a_revoked_key_is_refused_from_the_list_on_and_the_list_never_rolls_back() {
+    use hubcast_keys::RevocationList;
+    use hubcast_protocol::wire::revocations_datagram;
+    let ch = channel(42);
+    let revoked_serial = ch.signer.certificate().serial;
+    let objects = [content("old.bin", 2 * CHUNK as usize, 3)];
+    let replay = broadcast(&ch, &objects, CHUNK, T, 0.1, 1);
+    let tag = ch.signer.channel_tag();
+    let list = |version, serials: &[u64]| {
+        let l =
+            RevocationList::issue(&ch.keys.root, version, NOW, &serials.iter().copied().collect()).unwrap();
+        revocations_datagram(&l, tag)
+    };
+    let (v1, v2) = (list(1, &[12345]), list(2, &[12345, revoked_serial]));
+
+    let mut rx = receiver(ch.anchor);
+    let mut got = Received::default();
+    receive(&mut rx, [v1.clone(), v2.clone(), v2.clone(), v1.clone()], &mut got);
+    assert_eq!(rx.drops().get(DropReason::Duplicate), 1, "the held list again");
+    assert_eq!(rx.drops().get(DropReason::RevocationsRolledBack), 1, "version 1 after 2");
+    assert_eq!(rx.take_new_revocations().as_deref(), Some(&v2[..]));
+
+    receive(&mut rx, replay.clone(), &mut got);
+    assert!(got.chunks.is_empty() && got.manifests.is_empty(), "nothing signed by the revoked key taken");
+    let refused = rx.drops().get(DropReason::CertRevoked);
+    assert!(refused >= 2, "the manifest and the tickets: {refused}");
+
+    // The renewed key's content is taken.
+    let renewed = SigningKey::from_bytes(&[79; 32]);
+    let cert =
+        Certificate::issue(&ch.keys.root, &renewed.verifying_key(), NOW - 5, NOW + 100, revoked_serial + 1);
+    ch.signer.renew(SignerKeys { signing: renewed, cert }).unwrap();
+    let fresh = [content("new.bin", CHUNK as usize + 9, 4)];
+    receive(&mut rx, broadcast(&ch, &fresh, CHUNK, T, 0.1, 1), &mut got);
+    let id = hubcast_protocol::ObjectId::of(&fresh[0].bytes);
+    assert_eq!(got.object(id, fresh[0].bytes.len(), CHUNK).as_deref(), Some(&fresh[0].bytes[..]));
+
+    // A list signed by another root, one with a flipped byte, one cut short.
+    let stranger = SigningKey::from_bytes(&[80; 32]);
+    let foreign = RevocationList::issue(&stranger, 9, NOW, &Default::default()).unwrap();
+    let mut forged = list(3, &[]);
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    let mut short = list(4, &[1]);
+    short.truncate(short.len() - 8);
+    receive(&mut rx, [revocations_datagram(&foreign, tag), forged, short], &mut got);
+    assert_eq!(rx.drops().get(DropReason::UntrustedRoot), 1);
+    assert_eq!(rx.drops().get(DropReason::RevocationsSignature), 1);
+    assert_eq!(rx.drops().get(DropReason::BadRevocations), 1);
+
+    // A restart restores the newest list: the revoked key stays refused and
+    // version 1 stays old.
+    let mut restarted = receiver(ch.anchor);
+    restarted.restore_revocations(&v2).unwrap();
+    assert_eq!(restarted.take_new_revocations(), None, "restored, not new");
+    let mut after = Received::default();
+    receive(&mut restarted, replay.into_iter().chain([v1]), &mut after);
+    assert!(after.chunks.is_empty());
+    assert!(restarted.drops().get(DropReason::CertRevoked) > 0);
+    assert_eq!(restarted.drops().get(DropReason::RevocationsRolledBack), 1);
+}

@@ -96,3 +96,116 @@ fn a_twenty_second_certificate_renewed_twice_while_seeding_loses_nothing() {
     assert!(metrics.contains("hubcast_certificate_serial 4"), "{metrics}");
     assert!(metrics.contains("hubcast_certificate_renewals_total 2"), "{metrics}");
 }
+
+/// `broadcaster revoke` as the key ceremony runs it.
+fn revoke(keys: &Path, serial: u64) {
+    let out = Command::new(bin("broadcaster"))
+        .args(["revoke", "--serial", &serial.to_string(), "--root-dir"])
+        .arg(root_dir(keys))
+        .arg("--keys")
+        .arg(keys)
+        .output()
+        .expect("precondition of the suite: the built broadcaster runs");
+    assert!(out.status.success(), "revoke failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Record what goes by on `group` until `stop` says enough.
+fn capture(group: std::net::SocketAddr, mut stop: impl FnMut(&[Vec<u8>]) -> bool) -> Vec<Vec<u8>> {
+    use hubcast_transport::multicast::MulticastConfig;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let socket = hubcast_transport::multicast::receiver(&MulticastConfig::new(group)).unwrap();
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        while !stop(&got) {
+            match tokio::time::timeout(DEADLINE, socket.recv(&mut buf)).await {
+                Ok(Ok(n)) => got.push(buf[..n].to_vec()),
+                _ => panic!("no multicast on {group} to capture"),
+            }
+        }
+        got
+    })
+}
+
+fn replay(group: std::net::SocketAddr, datagrams: &[Vec<u8>]) {
+    use hubcast_transport::multicast::MulticastConfig;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let socket = hubcast_transport::multicast::sender(&MulticastConfig::new(group)).unwrap();
+        for d in datagrams {
+            socket.send_to(d, group).await.unwrap();
+        }
+    });
+}
+
+/// A leaked signing key: the operator revokes its serial and certifies a
+/// new one, and the running broadcaster carries the root's list from its
+/// reload on. A hub switched on after hears the list, then datagrams the
+/// leaked key signed, replayed from a capture: it refuses each one and
+/// counts it, takes nothing from them, and takes the new key's content.
+#[test]
+fn after_revoke_and_renewal_the_revoked_keys_replayed_datagrams_are_refused() {
+    use hubcast_protocol::wire::{decode_header, Kind};
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let (keys, leaked_dir, dir) = (t.join("keys"), t.join("leaked"), t.join("sample"));
+    std::fs::create_dir_all(&leaked_dir).unwrap();
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(leaked_dir.join("leaked era.bin"), pattern(200_000, 26)).unwrap();
+    let fresh = pattern(150_000, 27);
+    std::fs::write(dir.join("new era.bin"), &fresh).unwrap();
+    let fingerprint = keygen(&keys);
+    let group = unique_group();
+
+    // What the leaked key signed, captured off the air: one round of
+    // another folder, manifests and tickets.
+    let kinds =
+        |d: &[Vec<u8>], k: Kind| d.iter().filter(|d| decode_header(d).is_ok_and(|h| h.kind == k)).count();
+    let capturing = std::thread::spawn(move || {
+        capture(group, |d| kinds(d, Kind::Manifest) >= 4 && kinds(d, Kind::Ticket) >= 3)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let mut once = Daemon::spawn(
+        "broadcaster-once",
+        &bin("broadcaster"),
+        &seed_args(&keys, group, "4mbit", 1, &[&leaked_dir]),
+        t,
+    );
+    let captured = capturing.join().expect("the capture");
+    assert!(once.wait_exit(DEADLINE).is_some_and(|s| s.success()), "{}", once.log_text());
+
+    let bc_http = free_port();
+    let mut args = seed_args(&keys, group, "4mbit", 0, &[&dir]);
+    args.extend(["--http".into(), bc_http.to_string()]);
+    let bc = Daemon::spawn("broadcaster", &bin("broadcaster"), &args, t);
+    signing_with(bc_http, 1);
+    revoke(&keys, 1);
+    assert_eq!(certify(&keys, 3600), 2);
+    hangup(&bc);
+    let s = signing_with(bc_http, 2);
+    assert_eq!(s["certificate"]["revocations_version"], 1, "{}", s["certificate"]);
+
+    let hub_http = free_port();
+    let _hub = Daemon::spawn(
+        "hub",
+        &bin("clienthub"),
+        &hub_args(&fingerprint, group, &t.join("store"), &t.join("out"), hub_http),
+        t,
+    );
+    wait_for("the hub to hold the revocation list", DEADLINE, || {
+        status(hub_http).filter(|s| s["trust"]["revocations_version"] == 1)
+    });
+    let before = u(&status(hub_http).expect("the hub answers")["trust"]["refused_revoked"]);
+    replay(group, &captured);
+    let refused = wait_for("the replay refused", DEADLINE, || {
+        status(hub_http).filter(|s| u(&s["trust"]["refused_revoked"]) >= before + 4)
+    });
+    assert_eq!(refused["trust"]["revoked_serials"], serde_json::json!([1]));
+    let done = wait_for("the new key's file", DEADLINE, || status(hub_http).filter(|s| all_complete(s, 1)));
+    assert_eq!(std::fs::read(t.join("out/sample/new era.bin")).unwrap(), fresh);
+    let names: Vec<&str> =
+        done["objects"].as_array().unwrap().iter().filter_map(|o| o["name"].as_str()).collect();
+    assert_eq!(names, ["sample/new era.bin"], "nothing taken from the replay");
+    assert!(!t.join("out/leaked").exists());
+    eprintln!("refused as revoked: {}, drops {}", done["trust"]["refused_revoked"], done["drops"]);
+}

@@ -28,7 +28,7 @@ use hubcast_protocol::serve::ChunkRequest;
 use hubcast_protocol::wire;
 use hubcast_protocol::ObjectId;
 use hubcast_transport::quic::NodeEndpoint;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -217,10 +217,11 @@ pub struct Feed {
     stalled: AtomicU64,
     /// The last answers read, by (object, chunk, ESIs asked).
     recent: Mutex<VecDeque<(AnswerKey, Answer)>>,
-    /// The newest catalog root this hub took, as signed: every subscriber
-    /// gets it when it subscribes and when it changes (a desert hub hears
-    /// no multicast to take it from).
-    catalog_root: Mutex<Option<Arc<[u8]>>>,
+    /// The channel's statements this hub took, newest of each kind (the
+    /// catalog root, the revocation list), as they came: every subscriber
+    /// gets each when it subscribes and when it changes (a desert hub hears
+    /// no multicast to take them from).
+    statements: Mutex<BTreeMap<u8, Arc<[u8]>>>,
 }
 
 impl Feed {
@@ -251,7 +252,7 @@ impl Feed {
             refed_chunks: AtomicU64::new(0),
             stalled: AtomicU64::new(0),
             recent: Mutex::new(VecDeque::new()),
-            catalog_root: Mutex::new(None),
+            statements: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -315,15 +316,16 @@ impl Feed {
         }
     }
 
-    /// A catalog root newer than the one before, verified: subscribers get
-    /// it next.
-    pub fn catalog_root(&self, datagram: &[u8]) {
-        *self.catalog_root.lock().unwrap_or_else(|p| p.into_inner()) = Some(datagram.into());
+    /// A statement newer than the one of its kind before (a catalog root, a
+    /// revocation list), verified: subscribers get it next.
+    pub fn statement(&self, datagram: &[u8]) {
+        let kind = datagram.get(3).map_or(0, |k| k & 0x7f);
+        self.statements.lock().unwrap_or_else(|p| p.into_inner()).insert(kind, datagram.into());
         self.changed.notify_waiters();
     }
 
-    fn current_catalog_root(&self) -> Option<Arc<[u8]>> {
-        self.catalog_root.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    fn current_statements(&self) -> Vec<Arc<[u8]>> {
+        self.statements.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
     }
 
     /// An object with no chunks (an empty file): subscribers get its manifest
@@ -453,21 +455,24 @@ pub(crate) async fn serve_subscription(
     }
     let mut at = feed.ring().start_for(resume);
     let mut sent_manifests: HashSet<ObjectId> = HashSet::new();
-    let mut sent_root: Option<Arc<[u8]>> = None;
+    let mut sent_statements: Vec<Arc<[u8]>> = Vec::new();
     loop {
         // Registered before looking, so a chunk pushed in between wakes us.
         let changed = feed.changed.notified();
         tokio::pin!(changed);
         changed.as_mut().enable();
-        // The catalog's root, when the subscriber does not have this one.
-        let root = feed.current_catalog_root();
-        if let Some(r) = root.as_ref().filter(|r| !sent_root.as_ref().is_some_and(|s| Arc::ptr_eq(s, r))) {
+        // The channel's statements the subscriber does not have yet.
+        for st in feed.current_statements() {
+            if sent_statements.iter().any(|s| Arc::ptr_eq(s, &st)) {
+                continue;
+            }
             let mut out = Vec::new();
-            peer_wire::encode_datagram(r, &mut out);
+            peer_wire::encode_datagram(&st, &mut out);
             if send.write_all(&out).await.is_err() {
                 return;
             }
-            sent_root = root;
+            sent_statements.retain(|s| s.get(3).map(|k| k & 0x7f) != st.get(3).map(|k| k & 0x7f));
+            sent_statements.push(st);
         }
         // A chunk the subscriber asked for again (over UDP, its symbols may
         // not all come through) goes before the next of the history.

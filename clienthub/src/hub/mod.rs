@@ -231,6 +231,13 @@ pub async fn run(cfg: HubConfig, status: StatusBoard, cancel: CancellationToken)
             warn!(?why, "the stored catalog root fails its check (damaged, or another channel's): the channel sends it again");
         }
     }
+    // The newest revocation list as stored: its serials stay refused, and
+    // no older list is taken.
+    if let Some(datagram) = store.revocations()? {
+        if let Err(why) = hub.restore_revocations(&datagram) {
+            warn!(?why, "the stored revocation list fails its check (damaged, or another channel's): the channel sends it again");
+        }
+    }
     let evicted = store.evicted()?;
     hub.handle_input(now, unix_ms, Input::Unwanted(&evicted));
     let pinned = store.pinned()?;
@@ -238,7 +245,10 @@ pub async fn run(cfg: HubConfig, status: StatusBoard, cancel: CancellationToken)
         // A restarted bridge forwards what it holds with the manifests it
         // was sent, and the catalog's root.
         if let Some(d) = hub.receiver().catalog_root().map(|(_, d)| d) {
-            feed.catalog_root(d);
+            feed.statement(d);
+        }
+        if let Some(d) = hub.receiver().revocations() {
+            feed.statement(d);
         }
         for m in &manifests {
             if let Some(d) = hub.receiver().manifest_datagram(&m.object_id) {
@@ -356,9 +366,17 @@ impl Loop<'_> {
                         return false;
                     }
                 }
+                Output::Event(HubEvent::Revocations { datagram }) => {
+                    if let Some(feed) = self.peers.as_ref().and_then(|p| p.feed.as_ref()) {
+                        feed.statement(&datagram);
+                    }
+                    if self.store.send(StoreJob::Revocations(datagram)).await.is_err() {
+                        return false;
+                    }
+                }
                 Output::Event(HubEvent::Catalog { root, datagram }) => {
                     if let Some(feed) = self.peers.as_ref().and_then(|p| p.feed.as_ref()) {
-                        feed.catalog_root(&datagram);
+                        feed.statement(&datagram);
                     }
                     if self.store.send(StoreJob::CatalogRoot(root, datagram)).await.is_err() {
                         return false;
@@ -444,6 +462,7 @@ impl Loop<'_> {
     fn record(&mut self) {
         let rx = self.hub.receiver();
         self.status.record_receiver(rx.stats(), rx.drops(), self.received, self.simulated);
+        self.status.record_revocations(rx.revocation_list());
         let ((queued, limit), waits) = (self.room.queued(), self.room.waits());
         // The store falls behind the channel: under `--rate auto` this hub
         // says so at the feedback round's end.

@@ -54,6 +54,7 @@ mod evict;
 mod fsck;
 mod objects;
 mod open;
+mod trust;
 pub use catalog::SCAN_LIMIT;
 pub use fsck::{fsck, FsckReport};
 use objects::{open_object, place, Place};

@@ -41,6 +41,7 @@ impl Store {
             w.open_table(super::evict::EVICTED).map_err(idx)?;
             w.open_table(super::evict::PINNED).map_err(idx)?;
             w.open_table(super::catalog::CATALOG_ROOT).map_err(idx)?;
+            w.open_table(super::trust::TRUST).map_err(idx)?;
             w.open_table(super::catalog::CATALOG).map_err(idx)?;
             w.open_table(super::catalog::CATALOG_META).map_err(idx)?;
             w.commit().map_err(idx)?;

@@ -225,4 +225,9 @@ pub enum HubEvent {
         root: wire::CatalogRoot,
         datagram: Vec<u8>,
     },
+    /// A revocation list newer than the one held taken: keep it (to check
+    /// again at start) and pass it on to desert hubs.
+    Revocations {
+        datagram: Vec<u8>,
+    },
 }

@@ -402,6 +402,11 @@ impl Hub {
         self.receiver.restore_catalog_root(datagram, received_unix)
     }
 
+    /// The revocation list the store kept, checked again.
+    pub fn restore_revocations(&mut self, datagram: &[u8]) -> Result<(), DropReason> {
+        self.receiver.restore_revocations(datagram)
+    }
+
     /// The next thing to do, until `None`.
     pub fn poll_output(&mut self) -> Option<Output> {
         if self.out.is_empty() {
@@ -479,6 +484,9 @@ impl Hub {
         }
         if let Some((root, datagram)) = self.receiver.take_new_catalog_root() {
             self.event(HubEvent::Catalog { root, datagram });
+        }
+        if let Some(datagram) = self.receiver.take_new_revocations() {
+            self.event(HubEvent::Revocations { datagram });
         }
         let accepted = self.receiver.stats().symbol_bytes_accepted;
         if accepted > self.credited {

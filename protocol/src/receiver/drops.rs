@@ -51,10 +51,18 @@ pub enum DropReason {
     Late,
     /// For an object the hub does not keep (evicted, or not chosen): benign.
     Unwanted,
+    /// Signed under a certificate the root's revocation list names.
+    CertRevoked,
+    /// A revocation list that does not parse.
+    BadRevocations,
+    /// A revocation list whose root signature does not verify.
+    RevocationsSignature,
+    /// A revocation list older than the one held.
+    RevocationsRolledBack,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 26] = [
+    pub const ALL: [DropReason; 30] = [
         DropReason::Truncated,
         DropReason::Oversized,
         DropReason::BadMagic,
@@ -81,6 +89,10 @@ impl DropReason {
         DropReason::AlreadyComplete,
         DropReason::Late,
         DropReason::Unwanted,
+        DropReason::CertRevoked,
+        DropReason::BadRevocations,
+        DropReason::RevocationsSignature,
+        DropReason::RevocationsRolledBack,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -111,6 +123,10 @@ impl DropReason {
             DropReason::AlreadyComplete => "already_complete",
             DropReason::Late => "late",
             DropReason::Unwanted => "unwanted",
+            DropReason::CertRevoked => "cert_revoked",
+            DropReason::BadRevocations => "bad_revocations",
+            DropReason::RevocationsSignature => "revocations_signature",
+            DropReason::RevocationsRolledBack => "revocations_rolled_back",
         }
     }
 
@@ -131,6 +147,7 @@ impl From<WireError> for DropReason {
             WireError::BadKind => DropReason::BadKind,
             WireError::OutOfRange => DropReason::OutOfRange,
             WireError::BadCertificate => DropReason::BadCertificate,
+            WireError::BadRevocations => DropReason::BadRevocations,
         }
     }
 }
@@ -144,6 +161,7 @@ impl From<VerifyError> for DropReason {
             VerifyError::Cert(CertError::Malformed) => DropReason::BadCertificate,
             VerifyError::BadSignature => DropReason::BadSignature,
             VerifyError::Expired => DropReason::Expired,
+            VerifyError::Revoked => DropReason::CertRevoked,
         }
     }
 }

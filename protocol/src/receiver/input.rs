@@ -52,6 +52,9 @@ impl Receiver {
         if header.kind == wire::Kind::CatalogRoot {
             return self.handle_catalog_root(unix_now, datagram);
         }
+        if header.kind == wire::Kind::Revocations {
+            return self.handle_revocations(datagram);
+        }
         if !self.from_peer {
             self.quiet_ticks = 0;
             if let Some(previous) = self.current.filter(|c| Some(*c) != key) {
@@ -140,7 +143,7 @@ impl Receiver {
             }
             Datagram::TablePage(p) => self.handle_page(p),
             Datagram::Symbol(s) => self.handle_symbol(s),
-            Datagram::Feedback(_) | Datagram::CatalogRoot(_) => {
+            Datagram::Feedback(_) | Datagram::CatalogRoot(_) | Datagram::Revocations(_) => {
                 unreachable!("feedback and the catalog's root are handled before the chunk's bookkeeping")
             }
         }
@@ -176,6 +179,60 @@ impl Receiver {
         self.catalog = Some((root, datagram.to_vec()));
         self.catalog_new = true;
         Ok(())
+    }
+
+    /// The root's revocation list: taken when the trusted root signed it
+    /// and its version is higher than the one held (or stored before). A
+    /// copy of the held one is a duplicate, unverified; an older one is
+    /// refused once its signature holds (a forgery is a signature drop).
+    fn handle_revocations(&mut self, datagram: &[u8]) -> Result<(), DropReason> {
+        let Datagram::Revocations(list) = wire::decode(datagram)?.1 else { return Err(DropReason::BadKind) };
+        let held = self.verifier.revocations().map_or(0, |l| l.version);
+        if list.version == held {
+            return Err(DropReason::Duplicate);
+        }
+        self.verifier.check_revocations(&list).map_err(|e| match e {
+            hubcast_keys::CertError::UntrustedRoot => DropReason::UntrustedRoot,
+            _ => DropReason::RevocationsSignature,
+        })?;
+        if list.version < held {
+            return Err(DropReason::RevocationsRolledBack);
+        }
+        self.verifier.set_revocations(list);
+        self.revocations = Some(datagram.to_vec());
+        self.revocations_new = true;
+        Ok(())
+    }
+
+    /// The revocation list the hub's store kept: checked again, and held
+    /// (no restart opens a way back to an older one).
+    pub fn restore_revocations(&mut self, datagram: &[u8]) -> Result<(), DropReason> {
+        let header = wire::decode_header(datagram)?;
+        if header.channel_tag != self.channel_tag {
+            return Err(DropReason::WrongChannel);
+        }
+        self.handle_revocations(datagram)?;
+        self.revocations_new = false;
+        Ok(())
+    }
+
+    /// A revocation list taken since the last call, as its datagram (for
+    /// the store, and for peers).
+    pub fn take_new_revocations(&mut self) -> Option<Vec<u8>> {
+        if !std::mem::take(&mut self.revocations_new) {
+            return None;
+        }
+        self.revocations.clone()
+    }
+
+    /// The revocation list held.
+    pub fn revocation_list(&self) -> Option<&hubcast_keys::RevocationList> {
+        self.verifier.revocations()
+    }
+
+    /// The revocation list held: its datagram.
+    pub fn revocations(&self) -> Option<&[u8]> {
+        self.revocations.as_deref()
     }
 
     /// The catalog root the hub's store kept, verified again as of when it

@@ -328,6 +328,10 @@ pub struct Receiver {
     /// `catalog_new` until [`Receiver::take_new_catalog_root`] takes it.
     catalog: Option<(wire::CatalogRoot, Vec<u8>)>,
     catalog_new: bool,
+    /// The datagram of the revocation list the verifier holds, and whether
+    /// [`Receiver::take_new_revocations`] has yet to take it.
+    revocations: Option<Vec<u8>>,
+    revocations_new: bool,
     events: VecDeque<Event>,
     drops: DropCounters,
     stats: ReceiverStats,
@@ -366,6 +370,8 @@ impl Receiver {
             feedback: None,
             catalog: None,
             catalog_new: false,
+            revocations: None,
+            revocations_new: false,
             events: VecDeque::new(),
             drops: DropCounters::default(),
             stats: ReceiverStats::default(),

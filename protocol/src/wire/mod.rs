@@ -89,7 +89,7 @@
 //! by [`crate::verify`]. Every bound is a named constant.
 
 use crate::ObjectId;
-use hubcast_keys::{Certificate, NodeAddr, NodeId, CERTIFICATE_LEN};
+use hubcast_keys::{Certificate, NodeAddr, NodeId, RevocationList, CERTIFICATE_LEN};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 mod catalog_root;
@@ -187,6 +187,7 @@ pub enum Kind {
     Symbol = 4,
     Feedback = 5,
     CatalogRoot = 6,
+    Revocations = 7,
 }
 
 /// Why a datagram could not be parsed.
@@ -213,6 +214,9 @@ pub enum WireError {
     /// The embedded certificate is not well formed.
     #[error("malformed certificate")]
     BadCertificate,
+    /// A revocation list that is not well formed (count, order, length).
+    #[error("malformed revocation list")]
+    BadRevocations,
 }
 
 /// The fixed header every datagram starts with.
@@ -343,6 +347,8 @@ pub enum Datagram<'a> {
     Symbol(SymbolPacket<'a>),
     Feedback(Signed<Feedback>),
     CatalogRoot(Signed<CatalogRoot>),
+    /// The root's revocation list: signed by the root, carried as it came.
+    Revocations(RevocationList),
 }
 
 /// N_max: how many ESIs the digest table covers for a chunk of `k` source symbols.
@@ -425,6 +431,7 @@ pub fn decode_header(buf: &[u8]) -> Result<Header, WireError> {
         4 => Kind::Symbol,
         5 => Kind::Feedback,
         6 => Kind::CatalogRoot,
+        7 => Kind::Revocations,
         _ => return Err(WireError::BadKind),
     };
     Ok(Header { kind, channel_tag: r.u64()?, relayed })
@@ -468,6 +475,9 @@ pub fn decode(buf: &[u8]) -> Result<(Header, Datagram<'_>), WireError> {
         }
         Kind::Feedback => Datagram::Feedback(decode_feedback(&mut r)?),
         Kind::CatalogRoot => Datagram::CatalogRoot(decode_catalog_root(&mut r)?),
+        Kind::Revocations => {
+            Datagram::Revocations(RevocationList::decode(r.rest()).map_err(|_| WireError::BadRevocations)?)
+        }
     };
     Ok((header, datagram))
 }
@@ -592,6 +602,14 @@ fn decode_ticket(r: &mut Reader<'_>) -> Result<Signed<Ticket>, WireError> {
     let body =
         Ticket { seq, expiry, object_id, chunk_index, chunk_len, symbol_size, chunk_hash, page_hashes };
     finish_signed(r, body, cert)
+}
+
+/// The root's revocation list as a datagram of the channel `channel_tag`.
+pub fn revocations_datagram(list: &RevocationList, channel_tag: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN + hubcast_keys::MAX_REVOCATIONS_LEN);
+    put_header(&mut out, Kind::Revocations, channel_tag);
+    out.extend_from_slice(&list.encode());
+    out
 }
 
 fn put_header(out: &mut Vec<u8>, kind: Kind, channel_tag: u64) {
