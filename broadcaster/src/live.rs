@@ -223,8 +223,8 @@ pub async fn live(
     mc.interface = cfg.iface.parse::<Interface>()?;
     mc.ttl = cfg.ttl;
     let socket = Arc::new(hubcast_transport::multicast::sender(&mc)?);
-    let signer = Arc::new(Signer::new(keys));
-    let fingerprint = hubcast_keys::Fingerprint::of(&signer.certificate().root);
+    let signer = Arc::new(crate::renewal::signer(&cfg.keys, keys)?);
+    let fingerprint = signer.channel();
     status.update(|s| {
         s.fingerprint = fingerprint.to_string();
         s.group = cfg.group.to_string();

@@ -69,6 +69,21 @@ enum Command {
         #[arg(long)]
         keys: Option<PathBuf>,
     },
+    /// Hand the channel to a new root (a root that leaked, or one past its
+    /// time): a statement signed by the old root and the new one, which the
+    /// broadcaster carries and hubs follow. The channel keeps its
+    /// fingerprint.
+    RotateRoot {
+        /// The root folder in use now.
+        #[arg(long)]
+        root_dir: PathBuf,
+        /// Where to make the new root (created; must not hold one).
+        #[arg(long)]
+        new_root_dir: PathBuf,
+        /// Also write the chain (and the revocation list) into this keys folder.
+        #[arg(long)]
+        keys: Option<PathBuf>,
+    },
     /// Send files and folders in a carousel until stopped or for --rounds rounds.
     Seed(Box<SeedArgs>),
     /// Send a live MPEG-TS stream as signed segments, until the input ends or
@@ -382,6 +397,29 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!(
                 "then certify a new signing key if the one in use is revoked, and reload the broadcaster (systemctl reload hubcast-broadcaster, or kill -HUP PID)"
             );
+        }
+        Command::RotateRoot { root_dir, new_root_dir, keys } => {
+            let old = RootKeys::open(&root_dir)?;
+            let (new, statement) =
+                old.rotate(&mut rand::rngs::OsRng, &new_root_dir, keys.as_deref(), unix_now())?;
+            println!(
+                "wrote {}: root version {} (fingerprint {}), the chain of rotations, the serial counter{}",
+                new_root_dir.display(),
+                statement.version,
+                new.fingerprint(),
+                if new.revocations()?.is_some() { " and the revocation list" } else { "" }
+            );
+            println!(
+                "now certify a signing key with it (broadcaster certify --root-dir {} --keys KEYS), copy rotations and the key to the broadcaster and reload; keep {} offline, retire {}",
+                new_root_dir.display(),
+                new_root_dir.display(),
+                root_dir.display()
+            );
+            println!("hubs follow the chain; the channel's fingerprint stays the one below (give new hubs the same)");
+            let channel =
+                hubcast_keys::files::parse_root_pub(&std::fs::read_to_string(new_root_dir.join("root.pub"))?)
+                    .ok_or_else(|| anyhow::anyhow!("{}/root.pub is unreadable", new_root_dir.display()))?;
+            println!("{channel}");
         }
         Command::Certify { root_dir, keys, validity } => {
             certify(&RootKeys::open(&root_dir)?, &keys, &validity)?;

@@ -123,6 +123,50 @@ pub fn reload(dir: &Path, signer: &Signer) -> Reload {
     }
 }
 
+/// Why the keys folder's chain of root rotations was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum ChainError {
+    #[error(transparent)]
+    File(#[from] hubcast_keys::KeyFileError),
+    #[error("{0}/rotations: the chain of root rotations does not check out (each signed by both roots, each from the one before, versions 2, 3, …): copy it again from the newest root folder")]
+    Broken(PathBuf),
+    #[error("{0}/signing.cert is from root {1}, but the chain of rotations ends at root {2}: certify a signing key with the newest root (`broadcaster certify --root-dir NEWEST`)")]
+    NotTheHead(PathBuf, Fingerprint, Fingerprint),
+}
+
+/// The signer for `keys`, of the channel the chain of rotations in `dir`
+/// starts from (or the certificate's root, with no chain), carrying it.
+pub fn signer(dir: &Path, keys: SignerKeys) -> Result<Signer, ChainError> {
+    let chain = hubcast_keys::files::load_rotations(dir)?;
+    hubcast_keys::files::check_chain(&chain).map_err(|_| ChainError::Broken(dir.to_owned()))?;
+    let Some(first) = chain.first() else { return Ok(Signer::new(keys)) };
+    let head = chain.last().map_or(first.new, |r| r.new);
+    if keys.cert.root != head {
+        return Err(ChainError::NotTheHead(dir.to_owned(), keys.fingerprint(), Fingerprint::of(&head)));
+    }
+    let signer = Signer::for_channel(keys, Fingerprint::of(&first.old));
+    signer.set_rotations(&chain);
+    Ok(signer)
+}
+
+/// Carry a longer chain of rotations from `dir`, if it starts at the
+/// channel's first root, extends the one carried and checks out.
+fn reload_rotations(dir: &Path, signer: &Signer) {
+    let chain = match hubcast_keys::files::load_rotations(dir) {
+        Ok(c) => c,
+        Err(e) => return warn!("{e}; carrying the chain of rotations held"),
+    };
+    if chain.len() <= signer.rotation_count() {
+        return;
+    }
+    let starts = chain.first().is_some_and(|r| Fingerprint::of(&r.old) == signer.channel());
+    if !starts || hubcast_keys::files::check_chain(&chain).is_err() {
+        return warn!(keys = %dir.display(), "the chain of root rotations does not check out from the channel's root; carrying the one held");
+    }
+    signer.set_rotations(&chain);
+    info!(version = chain.len() + 1, "carrying the chain of root rotations: hubs follow it to the new root");
+}
+
 /// Carry the revocation list in `dir` if it is newer than `held` (the
 /// version carried) and the channel's root signed it. Returns the version
 /// carried after.
@@ -135,7 +179,7 @@ pub fn reload_revocations(dir: &Path, signer: &Signer, held: u64) -> u64 {
             return held;
         }
     };
-    let anchor = TrustAnchor::new(Fingerprint::of(&signer.certificate().root));
+    let anchor = TrustAnchor::new(signer.root());
     if let Err(e) = list.verify(&anchor) {
         warn!(keys = %dir.display(), "the revocation list is not this channel's root's ({e}); carrying version {held} on");
         return held;
@@ -169,6 +213,7 @@ pub async fn watch(dir: PathBuf, signer: Arc<Signer>, status: StatusBoard, cance
         let sleep = next_check(&signer.certificate(), unix_now());
         tokio::select! {
             Some(()) = async { hangup.as_mut()?.recv().await } => {
+                reload_rotations(&dir, &signer);
                 match reload(&dir, &signer) {
                     Reload::Unchanged => debug!(keys = %dir.display(), "SIGHUP: the signing certificate is unchanged"),
                     Reload::Renewed { serial } => info!(serial, keys = %dir.display(), "SIGHUP: signing with the new certificate from now on"),

@@ -55,6 +55,8 @@ pub enum SeedError {
     TrackerPublic(SocketAddr),
     #[error(transparent)]
     Certificate(#[from] crate::renewal::NotValidNow),
+    #[error(transparent)]
+    Chain(#[from] crate::renewal::ChainError),
     #[error("reading {path} while seeding (did it change or vanish?): {source}")]
     Read {
         path: std::path::PathBuf,
@@ -246,7 +248,7 @@ pub async fn seed(
     mc.interface = cfg.iface.parse::<Interface>()?;
     mc.ttl = cfg.ttl;
     let socket = Arc::new(hubcast_transport::multicast::sender(&mc)?);
-    let signer = Arc::new(Signer::new(keys));
+    let signer = Arc::new(crate::renewal::signer(&cfg.keys, keys)?);
     // The origin service binds first: the manifests name it, for hubs not
     // given --tracker.
     let bound = cfg.tracker.map(|addr| origin::bind(addr, cfg.state_dir())).transpose()?;
@@ -256,7 +258,7 @@ pub async fn seed(
     };
     let mut generation = Generation::build(cfg, scanned, public, 0)?;
     let (object_count, total) = generation.seeded();
-    let fingerprint = hubcast_keys::Fingerprint::of(&signer.certificate().root);
+    let fingerprint = signer.channel();
     status.update(|s| {
         s.fingerprint = fingerprint.to_string();
         s.group = cfg.group.to_string();

@@ -217,6 +217,18 @@ pub fn render_metrics(s: &HubStatus) -> String {
         s.drops.iter().map(|(r, n)| (format!("{{reason=\"{r}\"}}"), *n)).collect();
     metric("hubcast_datagrams_dropped_total", "Datagrams not used, by reason.", "counter", &drops);
     metric(
+        "hubcast_trust_root_version",
+        "Version of the channel's root trusted now (1: the configured one; one up per rotation followed).",
+        "gauge",
+        &[(String::new(), s.trust.root_version)],
+    );
+    metric(
+        "hubcast_revocations_version",
+        "Version of the root's revocation list held (0: none).",
+        "gauge",
+        &[(String::new(), s.trust.revocations_version)],
+    );
+    metric(
         "hubcast_chunks_stored",
         "Verified chunks in the store.",
         "gauge",

@@ -334,7 +334,11 @@ pub struct HubStatus {
 /// The root's revocation list as the hub holds it.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct TrustStatus {
-    /// The list's version (0: none taken).
+    /// The root trusted now: the configured one (version 1), or the newest
+    /// the channel's root rotations led to.
+    pub root: String,
+    pub root_version: u64,
+    /// The revocation list's version (0: none taken).
     pub revocations_version: u64,
     /// The certificate serials it revokes.
     pub revoked_serials: Vec<u64>,
@@ -532,10 +536,17 @@ impl StatusBoard {
         b.status.trust.refused_revoked = drops.get(hubcast_protocol::receiver::DropReason::CertRevoked);
     }
 
-    /// The revocation list held, when it changes.
-    pub fn record_revocations(&self, list: Option<&hubcast_keys::RevocationList>) {
+    /// The root trusted now and the revocation list held, when they change.
+    pub fn record_trust(
+        &self,
+        root: (hubcast_keys::Fingerprint, u64),
+        list: Option<&hubcast_keys::RevocationList>,
+    ) {
         let mut b = self.lock();
         let t = &mut b.status.trust;
+        if t.root_version != root.1 || t.root.is_empty() {
+            (t.root, t.root_version) = (root.0.to_string(), root.1);
+        }
         if list.map_or(0, |l| l.version) != t.revocations_version {
             t.revocations_version = list.map_or(0, |l| l.version);
             t.revoked_serials = list.map(|l| l.serials().to_vec()).unwrap_or_default();

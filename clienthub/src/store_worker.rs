@@ -82,6 +82,8 @@ pub enum StoreJob {
     CatalogRoot(CatalogRoot, Vec<u8>),
     /// A newer revocation list: kept, checked again at start.
     Revocations(Vec<u8>),
+    /// A root rotation followed: kept, followed again at start.
+    Rotation(u64, Vec<u8>),
     /// A query of the catalog (`/api/catalog`).
     Catalog(crate::library::Query, oneshot::Sender<Result<crate::library::Found, String>>),
     /// The catalog's entry for a name (the gateway's `Content-Type` and
@@ -376,6 +378,11 @@ pub(crate) fn store_worker(
             Some(StoreJob::CatalogRoot(root, datagram)) => {
                 if w.library.on_root(w.store, w.status, root, &datagram, &mut manifests) {
                     w.choose();
+                }
+            }
+            Some(StoreJob::Rotation(version, datagram)) => {
+                if let Err(e) = w.store.put_rotation(version, &datagram) {
+                    w.fail(&e);
                 }
             }
             Some(StoreJob::Revocations(datagram)) => {

@@ -11,13 +11,17 @@
 //! | keys   | `signing.key`  | online signing private key, PKCS#8 PEM          | 0600 |
 //! | keys   | `signing.cert` | the root's certificate for the signing key, hex | 0644 |
 //! | both   | `revocations`  | the root's newest revocation list, hex          | 0644 |
+//! | both   | `rotations`    | the chain of root rotations, one hex line each  | 0644 |
+//!
+//! After a rotation (`broadcaster rotate-root`) `root.pub` stays the first
+//! root's: the channel's name, what hubs are given; they follow `rotations`.
 //!
 //! `root.pub` is what a hub may be given with `--trust FILE`. A new signing
 //! key and its certificate replace the old ones by rename, the key first, so a
 //! reader sees either pair or a key that its certificate does not certify
 //! (refused as [`KeyFileError::CertificateMismatch`]; read again later).
 
-use crate::{decode_hex, encode_hex, Certificate, Fingerprint, RevocationList, TrustAnchor};
+use crate::{decode_hex, encode_hex, Certificate, Fingerprint, RevocationList, RootRotation, TrustAnchor};
 use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use std::fs;
@@ -31,6 +35,7 @@ pub const CERT_FILE: &str = "signing.cert";
 pub const ROOT_PUB_FILE: &str = "root.pub";
 pub const SERIAL_FILE: &str = "serial";
 pub const REVOCATIONS_FILE: &str = "revocations";
+pub const ROTATIONS_FILE: &str = "rotations";
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyFileError {
@@ -58,6 +63,8 @@ pub enum KeyFileError {
     BadRevocations(PathBuf),
     #[error("{0}")]
     Revocation(#[from] crate::RevocationError),
+    #[error("{0}: not a chain of root rotations that ends at this root (one hex line per rotation, as `broadcaster rotate-root` writes them)")]
+    BadRotations(PathBuf),
     #[error("{0} already holds keys; refusing to overwrite them (pass --force to replace)")]
     AlreadyExists(PathBuf),
     #[error("`{0}` is neither a 64-hex-character fingerprint nor a readable root.pub file")]
@@ -208,8 +215,15 @@ impl RootKeys {
         replace_file(&keys_dir.join(SIGNING_KEY_FILE), pem(&signing).as_bytes(), 0o600)?;
         let cert_text = format!("{}\n", encode_hex(&cert.encode()));
         replace_file(&keys_dir.join(CERT_FILE), cert_text.as_bytes(), 0o644)?;
-        let root_pub = root_pub_text(&self.key.verifying_key());
-        replace_file(&keys_dir.join(ROOT_PUB_FILE), root_pub.as_bytes(), 0o644)?;
+        // The channel's root.pub (the first root's, after rotations) and
+        // its chain of rotations go with the key.
+        let root_pub = self.dir.join(ROOT_PUB_FILE);
+        let root_pub = fs::read(&root_pub).map_err(io_err(&root_pub))?;
+        replace_file(&keys_dir.join(ROOT_PUB_FILE), &root_pub, 0o644)?;
+        let chain = self.rotations()?;
+        if !chain.is_empty() {
+            replace_file(&keys_dir.join(ROTATIONS_FILE), rotations_text(&chain).as_bytes(), 0o644)?;
+        }
         Ok(SignerKeys { signing, cert })
     }
 }
@@ -249,6 +263,94 @@ impl RootKeys {
         }
         Ok(list)
     }
+}
+
+impl RootKeys {
+    /// The chain of rotations that led to this root (empty for a first
+    /// root), checked: each signed by both, each from the one before, the
+    /// last to this root.
+    pub fn rotations(&self) -> Result<Vec<RootRotation>, KeyFileError> {
+        let chain = load_rotations(&self.dir)?;
+        let path = || KeyFileError::BadRotations(self.dir.join(ROTATIONS_FILE));
+        if !chain.is_empty() && chain.last().map(|r| r.new) != Some(self.key.verifying_key()) {
+            return Err(path());
+        }
+        check_chain(&chain).map_err(|_| path())?;
+        Ok(chain)
+    }
+
+    /// Hand the channel to a new root, made in `new_dir`: a statement signed
+    /// by this root and the new one, one version up. The new folder takes
+    /// the channel's `root.pub`, the chain, the serial counter and the
+    /// revocation list (signed again by the new root, one version up);
+    /// `keys_dir`, if given, the chain and the list.
+    pub fn rotate<R: rand::CryptoRng + rand::RngCore>(
+        &self,
+        rng: &mut R,
+        new_dir: &Path,
+        keys_dir: Option<&Path>,
+        now: u64,
+    ) -> Result<(RootKeys, RootRotation), KeyFileError> {
+        let mut chain = self.rotations()?;
+        let last_serial = self.last_serial()?;
+        let revocations = self.revocations()?;
+        let new = RootKeys::create(rng, new_dir, false)?;
+        let statement = RootRotation::issue(&self.key, &new.key, chain.len() as u64 + 2);
+        chain.push(statement.clone());
+        let text = rotations_text(&chain);
+        replace_file(&new_dir.join(ROTATIONS_FILE), text.as_bytes(), 0o644)?;
+        replace_file(&new_dir.join(SERIAL_FILE), format!("{last_serial}\n").as_bytes(), 0o644)?;
+        let root_pub = self.dir.join(ROOT_PUB_FILE);
+        let root_pub = fs::read(&root_pub).map_err(io_err(&root_pub))?;
+        replace_file(&new_dir.join(ROOT_PUB_FILE), &root_pub, 0o644)?;
+        if let Some(dir) = keys_dir {
+            fs::create_dir_all(dir).map_err(io_err(dir))?;
+            replace_file(&dir.join(ROTATIONS_FILE), text.as_bytes(), 0o644)?;
+        }
+        if let Some(held) = revocations {
+            let serials = held.serials().iter().copied().collect();
+            let list = RevocationList::issue(&new.key, held.version + 1, now, &serials)?;
+            let text = format!("{}\n", encode_hex(&list.encode()));
+            replace_file(&new_dir.join(REVOCATIONS_FILE), text.as_bytes(), 0o644)?;
+            if let Some(dir) = keys_dir {
+                replace_file(&dir.join(REVOCATIONS_FILE), text.as_bytes(), 0o644)?;
+            }
+        }
+        Ok((new, statement))
+    }
+}
+
+/// Each statement signed by both its roots, each from the root the one
+/// before handed to, versions 2, 3, … in order.
+pub fn check_chain(chain: &[RootRotation]) -> Result<(), crate::RotationError> {
+    for (i, r) in chain.iter().enumerate() {
+        r.verify()?;
+        let linked = i == 0 || chain[i - 1].new == r.old;
+        if !linked || r.version != i as u64 + 2 {
+            return Err(crate::RotationError::Malformed);
+        }
+    }
+    Ok(())
+}
+
+fn rotations_text(chain: &[RootRotation]) -> String {
+    chain.iter().map(|r| format!("{}\n", encode_hex(&r.encode()))).collect()
+}
+
+/// The chain of rotations in `dir` (empty if there is none), parsed; the
+/// reader checks it ([`check_chain`]).
+pub fn load_rotations(dir: &Path) -> Result<Vec<RootRotation>, KeyFileError> {
+    let path = dir.join(ROTATIONS_FILE);
+    let text = match fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => return Err(KeyFileError::Io { path, source }),
+    };
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| decode_hex(l.trim()).and_then(|b| RootRotation::decode(&b).ok()))
+        .collect::<Option<Vec<_>>>()
+        .ok_or(KeyFileError::BadRotations(path))
 }
 
 /// The revocation list in `dir`, if there is one. Its signature is the
@@ -412,6 +514,33 @@ mod tests {
         let other = RootKeys::create(&mut rand::rngs::OsRng, other_dir.path(), false).unwrap();
         other.revoke(&[9], 0, Some(root_dir.path())).unwrap();
         assert!(matches!(root.revoke(&[4], 300, None), Err(KeyFileError::BadRevocations(_))));
+    }
+
+    #[test]
+    fn a_rotated_root_takes_the_chain_the_serials_and_the_list_and_keeps_the_channels_name() {
+        let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+        let (first, keys) = (dirs[0].path(), dirs[3].path());
+        let r1 = RootKeys::create(&mut rand::rngs::OsRng, first, false).unwrap();
+        r1.certify(&mut rand::rngs::OsRng, keys, 0, 10).unwrap();
+        r1.revoke(&[1], 5, None).unwrap();
+        let (r2, s2) = r1.rotate(&mut rand::rngs::OsRng, dirs[1].path(), Some(keys), 6).unwrap();
+        let (r3, s3) = r2.rotate(&mut rand::rngs::OsRng, dirs[2].path(), Some(keys), 7).unwrap();
+        assert_eq!((s2.version, s3.version), (2, 3));
+        assert_eq!(r3.rotations().unwrap(), vec![s2, s3]);
+        assert_eq!(load_rotations(keys).unwrap().len(), 2);
+        let list = r3.revocations().unwrap().unwrap();
+        assert_eq!(
+            (list.version, list.serials()),
+            (3, &[1][..]),
+            "re-signed one version up by each new root"
+        );
+        let issued = r3.certify(&mut rand::rngs::OsRng, keys, 0, 10).unwrap();
+        assert_eq!(issued.cert.serial, 2, "the serials go on");
+        let anchor = TrustAnchor::from_arg(keys.join(ROOT_PUB_FILE).to_str().unwrap()).unwrap();
+        assert_eq!(anchor.fingerprint, r1.fingerprint(), "root.pub names the channel's first root");
+        // A chain with a link missing does not check out.
+        let chain = r3.rotations().unwrap();
+        assert!(check_chain(&chain[1..]).is_err());
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod files;
 mod hex;
 pub mod node;
 pub mod revocation;
+pub mod rotation;
 
 pub use cert::{CertError, Certificate, CERTIFICATE_LEN};
 pub use ed25519_dalek::{Signature, SigningKey, VerifyingKey, SIGNATURE_LENGTH};
@@ -21,6 +22,7 @@ pub use files::{ChannelKeys, KeyFileError, RootKeys, SignerKeys};
 pub use hex::{decode_hex, encode_hex};
 pub use node::{NodeAddr, NodeId, NodeKey};
 pub use revocation::{RevocationError, RevocationList, MAX_REVOCATIONS_LEN, MAX_REVOKED};
+pub use rotation::{RootRotation, RotationError, ROTATION_LEN};
 
 use std::fmt;
 use std::str::FromStr;

@@ -567,7 +567,8 @@ mod tests {
                 wire::Datagram::Manifest(_)
                 | wire::Datagram::Feedback(_)
                 | wire::Datagram::CatalogRoot(_)
-                | wire::Datagram::Revocations(_) => {
+                | wire::Datagram::Revocations(_)
+                | wire::Datagram::RootRotation(_) => {
                     unreachable!()
                 }
             }

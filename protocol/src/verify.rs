@@ -6,8 +6,8 @@
 use crate::wire::{self, CatalogRoot, Feedback, Manifest, Signed, Ticket, SIGNATURE_LEN};
 use hubcast_keys::Fingerprint;
 use hubcast_keys::{
-    sign_with_context, verify_with_context, CertError, Certificate, RevocationList, Signature, SignerKeys,
-    TrustAnchor, CERTIFICATE_LEN,
+    sign_with_context, verify_with_context, CertError, Certificate, RevocationList, RootRotation, Signature,
+    SignerKeys, TrustAnchor, CERTIFICATE_LEN,
 };
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -61,7 +61,13 @@ impl std::ops::Deref for VerifiedTicket {
 /// certificates' root signatures it has checked, so a ticket costs one Ed25519
 /// verification, not two.
 pub struct Verifier {
+    /// The root trusted now: the configured one, or the newest the chain of
+    /// rotations led to.
     anchor: TrustAnchor,
+    /// Its version: 1 for the configured root, one up per rotation taken.
+    root_version: u64,
+    /// The rotations taken, in order.
+    rotations: Vec<RootRotation>,
     checked_certs: HashMap<[u8; CERTIFICATE_LEN], ()>,
     /// The newest revocation list of the trusted root taken.
     revocations: Option<RevocationList>,
@@ -69,7 +75,13 @@ pub struct Verifier {
 
 impl Verifier {
     pub fn new(anchor: TrustAnchor) -> Self {
-        Verifier { anchor, checked_certs: HashMap::new(), revocations: None }
+        Verifier {
+            anchor,
+            root_version: 1,
+            rotations: Vec::new(),
+            checked_certs: HashMap::new(),
+            revocations: None,
+        }
     }
 
     pub fn channel_tag(&self) -> u64 {
@@ -94,6 +106,26 @@ impl Verifier {
             return Err(VerifyError::BadSignature);
         }
         Ok(())
+    }
+
+    /// The root trusted now and its version.
+    pub fn root(&self) -> (Fingerprint, u64) {
+        (self.anchor.fingerprint, self.root_version)
+    }
+
+    /// The rotations taken, in order.
+    pub fn rotations(&self) -> &[RootRotation] {
+        &self.rotations
+    }
+
+    /// Follow `r` to its new root: certificates of the old one are refused
+    /// from now on. Only a statement from the root trusted now, one
+    /// version up, signed by both: the caller's checks.
+    pub(crate) fn rotate(&mut self, r: RootRotation) {
+        self.anchor = TrustAnchor::new(Fingerprint::of(&r.new));
+        self.root_version = r.version;
+        self.rotations.push(r);
+        self.checked_certs.clear();
     }
 
     /// The revocation list held (the newest taken).
@@ -164,12 +196,22 @@ impl Verifier {
 /// signing key and certificate of the same root while they run.
 pub struct Signer {
     keys: RwLock<Arc<SignerKeys>>,
-    /// The root's statements carried as they are: the revocation list.
-    statements: RwLock<Arc<Vec<Vec<u8>>>>,
+    /// The root's statements carried as they are: the chain of rotations,
+    /// then the revocation list.
+    statements: RwLock<Arc<Statements>>,
     renewals: AtomicU64,
     /// Bumped at each change of key or statements.
     epoch: AtomicU64,
+    channel: Fingerprint,
     channel_tag: u64,
+}
+
+#[derive(Default)]
+struct Statements {
+    rotations: Vec<Vec<u8>>,
+    /// The root the chain ends at, if there is a chain.
+    head: Option<Fingerprint>,
+    revocations: Option<Vec<u8>>,
 }
 
 /// Why [`Signer::renew`] kept the key it had.
@@ -180,19 +222,44 @@ pub enum RenewError {
 }
 
 impl Signer {
+    /// A signer for the channel its certificate's root names (no rotation).
     pub fn new(keys: SignerKeys) -> Self {
-        let channel_tag = keys.fingerprint().channel_tag();
+        let channel = keys.fingerprint();
+        Self::for_channel(keys, channel)
+    }
+
+    /// A signer for the channel named `channel` (its first root), whatever
+    /// root certified `keys` since.
+    pub fn for_channel(keys: SignerKeys, channel: Fingerprint) -> Self {
+        let channel_tag = channel.channel_tag();
         Signer {
             keys: RwLock::new(Arc::new(keys)),
             statements: RwLock::default(),
             renewals: AtomicU64::new(0),
             epoch: AtomicU64::new(0),
+            channel,
             channel_tag,
         }
     }
 
     pub fn channel_tag(&self) -> u64 {
         self.channel_tag
+    }
+
+    /// The channel's name: its first root's fingerprint.
+    pub fn channel(&self) -> Fingerprint {
+        self.channel
+    }
+
+    /// The newest root: the chain's end, or the certificate's root.
+    pub fn root(&self) -> Fingerprint {
+        let head = self.statements.read().unwrap_or_else(PoisonError::into_inner).head;
+        head.unwrap_or_else(|| Fingerprint::of(&self.current().cert.root))
+    }
+
+    /// The rotations carried.
+    pub fn rotation_count(&self) -> usize {
+        self.statements.read().unwrap_or_else(PoisonError::into_inner).rotations.len()
     }
 
     fn current(&self) -> Arc<SignerKeys> {
@@ -208,7 +275,8 @@ impl Signer {
     /// while their certificate is: hubs take both.
     pub fn renew(&self, keys: SignerKeys) -> Result<(), RenewError> {
         let held = Fingerprint::of(&self.current().cert.root);
-        if keys.fingerprint() != held {
+        let head = self.statements.read().unwrap_or_else(PoisonError::into_inner).head;
+        if keys.fingerprint() != held && Some(keys.fingerprint()) != head {
             return Err(RenewError::OtherRoot(keys.fingerprint(), held));
         }
         *self.keys.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(keys);
@@ -220,13 +288,34 @@ impl Signer {
     /// Carry `list` from now on (the root signed it; hubs check that).
     pub fn set_revocations(&self, list: &RevocationList) {
         let datagram = wire::revocations_datagram(list, self.channel_tag);
-        *self.statements.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(vec![datagram]);
+        self.change_statements(|s| s.revocations = Some(datagram));
+    }
+
+    /// Carry the chain of root rotations from now on (checked by the
+    /// caller); a certificate of the root it ends at may then renew.
+    pub fn set_rotations(&self, chain: &[RootRotation]) {
+        let datagrams = chain.iter().map(|r| wire::rotation_datagram(r, self.channel_tag)).collect();
+        let head = chain.last().map(|r| Fingerprint::of(&r.new));
+        self.change_statements(|s| (s.rotations, s.head) = (datagrams, head));
+    }
+
+    fn change_statements(&self, f: impl FnOnce(&mut Statements)) {
+        let mut held = self.statements.write().unwrap_or_else(PoisonError::into_inner);
+        let mut next = Statements {
+            rotations: held.rotations.clone(),
+            head: held.head,
+            revocations: held.revocations.clone(),
+        };
+        f(&mut next);
+        *held = Arc::new(next);
         self.epoch.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The root's statements to send with the manifests.
-    pub fn statements(&self) -> Arc<Vec<Vec<u8>>> {
-        self.statements.read().unwrap_or_else(PoisonError::into_inner).clone()
+    /// The root's statements to send with the manifests: the rotations in
+    /// order (a hub follows them one at a time), then the revocation list.
+    pub fn statements(&self) -> Vec<Vec<u8>> {
+        let s = self.statements.read().unwrap_or_else(PoisonError::into_inner).clone();
+        s.rotations.iter().cloned().chain(s.revocations.clone()).collect()
     }
 
     /// Changes with every renewal and every new statement: what was sent

@@ -24,7 +24,8 @@ fn chunk_of(d: &[u8]) -> u32 {
         hubcast_protocol::wire::Datagram::Manifest(_)
         | hubcast_protocol::wire::Datagram::Feedback(_)
         | hubcast_protocol::wire::Datagram::CatalogRoot(_)
-        | hubcast_protocol::wire::Datagram::Revocations(_) => u32::MAX,
+        | hubcast_protocol::wire::Datagram::Revocations(_)
+        | hubcast_protocol::wire::Datagram::RootRotation(_) => u32::MAX,
     }
 }
 

@@ -131,3 +131,79 @@ fn a_revoked_key_is_refused_from_the_list_on_and_the_list_never_rolls_back() {
     assert!(restarted.drops().get(DropReason::CertRevoked) > 0);
     assert_eq!(restarted.drops().get(DropReason::RevocationsRolledBack), 1);
 }
+
+/// Root rotation: a hub configured with the first root follows the chain
+/// one version at a time, refuses a forged statement (new root alone), a
+/// skipped version and a rollback, each by name, takes the new root's
+/// certificates and no longer the old root's, and a restart follows the
+/// stored chain again.
+#[test]
+fn a_hub_follows_root_rotations_one_at_a_time_and_refuses_forged_skipped_and_rolled_back_ones() {
+    use hubcast_keys::RootRotation;
+    use hubcast_protocol::verify::Signer;
+    use hubcast_protocol::wire::rotation_datagram;
+    let ch = channel(43);
+    let tag = ch.signer.channel_tag();
+    let r1 = ch.keys.root.clone();
+    let (r2, r3, thief) = (
+        SigningKey::from_bytes(&[82; 32]),
+        SigningKey::from_bytes(&[83; 32]),
+        SigningKey::from_bytes(&[84; 32]),
+    );
+    let s2 = rotation_datagram(&RootRotation::issue(&r1, &r2, 2), tag);
+    let s3 = rotation_datagram(&RootRotation::issue(&r2, &r3, 3), tag);
+    let forged = RootRotation::sign_with(&thief, &thief, r2.verifying_key(), thief.verifying_key(), 3);
+    let skipped = RootRotation::issue(&r2, &thief, 4);
+    let rolled_back = RootRotation::issue(&r1, &thief, 2); // the old root leaked
+    let mut rx = receiver(ch.anchor);
+    let mut got = Received::default();
+    receive(&mut rx, [s3.clone(), s2.clone(), s2.clone()], &mut got);
+    assert_eq!(rx.drops().get(DropReason::RotationSkipped), 1, "version 3 before 2");
+    assert_eq!(rx.drops().get(DropReason::Duplicate), 1);
+    assert_eq!(rx.root().1, 2);
+    let refusals = [
+        (rotation_datagram(&forged, tag), DropReason::RotationSignature),
+        (rotation_datagram(&skipped, tag), DropReason::RotationSkipped),
+        (rotation_datagram(&rolled_back, tag), DropReason::RotationRolledBack),
+    ];
+    for (d, reason) in refusals {
+        let before = rx.drops().get(reason);
+        receive(&mut rx, [d], &mut got);
+        assert_eq!(rx.drops().get(reason), before + 1, "{reason:?}");
+        assert_eq!(rx.root().1, 2, "{reason:?} not followed");
+    }
+    receive(&mut rx, [s3.clone()], &mut got);
+    assert_eq!(rx.root(), (hubcast_keys::Fingerprint::of(&r3.verifying_key()), 3));
+    assert_eq!(rx.take_new_rotations().len(), 2);
+
+    // Content signed under root 3 is taken; the first root's is refused.
+    let objects = [content("after.bin", CHUNK as usize * 2, 5)];
+    let signing = SigningKey::from_bytes(&[85; 32]);
+    let cert = Certificate::issue(&r3, &signing.verifying_key(), NOW - 5, NOW + 100, 9);
+    let rotated = support::Channel {
+        keys: hubcast_keys::ChannelKeys {
+            root: r3.clone(),
+            signer: SignerKeys { signing: signing.clone(), cert: cert.clone() },
+        },
+        signer: Signer::for_channel(SignerKeys { signing, cert }, ch.anchor.fingerprint),
+        anchor: ch.anchor,
+    };
+    assert_eq!(rotated.signer.channel_tag(), tag, "the channel keeps its tag");
+    receive(&mut rx, broadcast(&rotated, &objects, CHUNK, T, 0.1, 1), &mut got);
+    let id = hubcast_protocol::ObjectId::of(&objects[0].bytes);
+    assert_eq!(got.object(id, objects[0].bytes.len(), CHUNK).as_deref(), Some(&objects[0].bytes[..]));
+    let old = rx.drops().get(DropReason::UntrustedRoot);
+    receive(&mut rx, broadcast(&ch, &[content("old root.bin", 100, 6)], CHUNK, T, 0.1, 1), &mut got);
+    assert!(rx.drops().get(DropReason::UntrustedRoot) > old, "the first root's certificates are refused");
+
+    // A restart follows the stored chain: root 3, and version 2 is old.
+    let mut restarted = receiver(ch.anchor);
+    restarted.restore_rotation(&s2).unwrap();
+    restarted.restore_rotation(&s3).unwrap();
+    assert_eq!(restarted.root().1, 3);
+    assert!(restarted.take_new_rotations().is_empty());
+    assert_eq!(
+        restarted.restore_rotation(&rotation_datagram(&rolled_back, tag)),
+        Err(DropReason::RotationRolledBack)
+    );
+}

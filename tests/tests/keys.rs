@@ -209,3 +209,93 @@ fn after_revoke_and_renewal_the_revoked_keys_replayed_datagrams_are_refused() {
     assert!(!t.join("out/leaked").exists());
     eprintln!("refused as revoked: {}, drops {}", done["trust"]["refused_revoked"], done["drops"]);
 }
+
+/// `broadcaster rotate-root`, then `certify` with the new root.
+fn rotate_root(keys: &Path, old: &Path, new: &Path) {
+    let out = Command::new(bin("broadcaster"))
+        .arg("rotate-root")
+        .arg("--root-dir")
+        .arg(old)
+        .arg("--new-root-dir")
+        .arg(new)
+        .arg("--keys")
+        .arg(keys)
+        .output()
+        .expect("precondition of the suite: the built broadcaster runs");
+    assert!(out.status.success(), "rotate-root failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(bin("broadcaster"))
+        .args(["certify", "--root-dir"])
+        .arg(new)
+        .arg("--keys")
+        .arg(keys)
+        .output()
+        .expect("precondition of the suite: the built broadcaster runs");
+    assert!(out.status.success(), "certify failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Two root rotations while the channel runs: a hub configured with the
+/// first fingerprint follows both (the files sent under each root arrive
+/// whole), and refuses a forged rotation (signed by the new root alone), a
+/// skipped version and a rollback, each counted by name.
+#[test]
+fn a_hub_follows_two_root_rotations_and_refuses_forged_skipped_and_rolled_back_ones() {
+    use hubcast_keys::{Fingerprint, RootKeys, RootRotation, SigningKey};
+    use hubcast_protocol::wire::rotation_datagram;
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let (keys, dir) = (t.join("keys"), t.join("sample"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("root one.bin"), pattern(120_000, 41)).unwrap();
+    let fingerprint = keygen(&keys);
+    let roots = [root_dir(&keys), t.join("root-2"), t.join("root-3")];
+    let (group, hub_http, bc_http) = (unique_group(), free_port(), free_port());
+    let _hub = Daemon::spawn(
+        "hub",
+        &bin("clienthub"),
+        &hub_args(&fingerprint, group, &t.join("store"), &t.join("out"), hub_http),
+        t,
+    );
+    wait_for("the hub up", DEADLINE, || status(hub_http));
+    let mut args = seed_args(&keys, group, "8mbit", 0, &[&dir]);
+    args.extend(["--http".into(), bc_http.to_string()]);
+    let bc = Daemon::spawn("broadcaster", &bin("broadcaster"), &args, t);
+    wait_for("the first root's file", DEADLINE, || status(hub_http).filter(|s| all_complete(s, 1)));
+    let started = std::time::Instant::now();
+
+    for (version, file) in [(2u64, "root two.bin"), (3, "root three.bin")] {
+        let i = version as usize - 1;
+        rotate_root(&keys, &roots[i - 1], &roots[i]);
+        std::fs::write(dir.join(file), pattern(100_000, version)).unwrap();
+        hangup(&bc);
+        signing_with(bc_http, version);
+        let s = wait_for(&format!("the hub at root version {version}"), DEADLINE, || {
+            status(hub_http).filter(|s| s["trust"]["root_version"] == version && all_complete(s, i + 1))
+        });
+        eprintln!("root version {version}: at {:?}, drops {}", started.elapsed(), s["drops"]);
+        assert_ne!(s["trust"]["root"], fingerprint.as_str(), "a new root is trusted");
+        if version == 2 {
+            // What a thief with the first root, or with a key of their own, sends.
+            let tag = fingerprint.parse::<Fingerprint>().unwrap().channel_tag();
+            let (r1, r2) = (RootKeys::open(&roots[0]).unwrap(), RootKeys::open(&roots[1]).unwrap());
+            let thief = SigningKey::from_bytes(&[0x5a; 32]);
+            let forged =
+                RootRotation::sign_with(&thief, &thief, r2.key.verifying_key(), thief.verifying_key(), 3);
+            let attacks = [
+                (RootRotation::issue(&r1.key, &thief, 2), "rotation_rolled_back"),
+                (RootRotation::issue(&r2.key, &thief, 4), "rotation_skipped"),
+                (forged, "rotation_signature"),
+            ];
+            let before = s["drops"].clone();
+            for (statement, reason) in &attacks {
+                replay(group, &[rotation_datagram(statement, tag)]);
+                wait_for(&format!("{reason} counted"), DEADLINE, || {
+                    status(hub_http).filter(|s| u(&s["drops"][reason]) > u(&before[reason]))
+                });
+            }
+            assert_eq!(status(hub_http).expect("the hub answers")["trust"]["root_version"], 2);
+        }
+    }
+    assert_eq!(tree_digest(&t.join("out/sample")), tree_digest(&dir), "every file, under each root");
+    let metrics = hubcast_clienthub::status_client::get(bc_http, "/api/status").expect("broadcaster status");
+    assert!(metrics.contains(&fingerprint), "the broadcaster names the channel by its first root: {metrics}");
+}

@@ -221,7 +221,7 @@ pub struct Feed {
     /// catalog root, the revocation list), as they came: every subscriber
     /// gets each when it subscribes and when it changes (a desert hub hears
     /// no multicast to take them from).
-    statements: Mutex<BTreeMap<u8, Arc<[u8]>>>,
+    statements: Mutex<BTreeMap<StatementKey, Arc<[u8]>>>,
 }
 
 impl Feed {
@@ -317,13 +317,17 @@ impl Feed {
     }
 
     /// A statement newer than the one of its kind before (a catalog root, a
-    /// revocation list), verified: subscribers get it next.
+    /// revocation list), or a root rotation (each kept: a desert hub follows
+    /// the chain one at a time), verified: subscribers get it next.
     pub fn statement(&self, datagram: &[u8]) {
-        let kind = datagram.get(3).map_or(0, |k| k & 0x7f);
-        self.statements.lock().unwrap_or_else(|p| p.into_inner()).insert(kind, datagram.into());
+        self.statements
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(statement_key(datagram), datagram.into());
         self.changed.notify_waiters();
     }
 
+    /// In key order: rotations by version, then the other kinds.
     fn current_statements(&self) -> Vec<Arc<[u8]>> {
         self.statements.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
     }
@@ -471,7 +475,7 @@ pub(crate) async fn serve_subscription(
             if send.write_all(&out).await.is_err() {
                 return;
             }
-            sent_statements.retain(|s| s.get(3).map(|k| k & 0x7f) != st.get(3).map(|k| k & 0x7f));
+            sent_statements.retain(|s| statement_key(s) != statement_key(&st));
             sent_statements.push(st);
         }
         // A chunk the subscriber asked for again (over UDP, its symbols may
@@ -610,5 +614,21 @@ fn all_pages(pages: u32) -> u32 {
         u32::MAX
     } else {
         (1u32 << pages) - 1
+    }
+}
+
+/// A statement's kind, and for a root rotation (kind 0 here: first) its
+/// version.
+type StatementKey = (u8, u64);
+
+/// What a newer statement replaces: the one of its kind, or for a root
+/// rotation (kind 8) the one of its version.
+fn statement_key(datagram: &[u8]) -> StatementKey {
+    let kind = datagram.get(3).map_or(0, |k| k & 0x7f);
+    match (kind, datagram.get(12..20)) {
+        // Rotations first, in version order: what the others are signed
+        // under may be the newest root.
+        (8, Some(v)) => (0, v.iter().fold(0u64, |n, b| n << 8 | u64::from(*b))),
+        _ => (kind, 0),
     }
 }

@@ -231,6 +231,14 @@ pub async fn run(cfg: HubConfig, status: StatusBoard, cancel: CancellationToken)
             warn!(?why, "the stored catalog root fails its check (damaged, or another channel's): the channel sends it again");
         }
     }
+    // The root rotations followed, in order: the root trusted now is the
+    // newest, and no rotation back is taken.
+    for datagram in store.rotations()? {
+        if let Err(why) = hub.restore_rotation(&datagram) {
+            warn!(?why, "a stored root rotation does not follow from the configured root (another channel's store, or damaged): the channel sends the chain again");
+            break;
+        }
+    }
     // The newest revocation list as stored: its serials stay refused, and
     // no older list is taken.
     if let Some(datagram) = store.revocations()? {
@@ -246,6 +254,9 @@ pub async fn run(cfg: HubConfig, status: StatusBoard, cancel: CancellationToken)
         // was sent, and the catalog's root.
         if let Some(d) = hub.receiver().catalog_root().map(|(_, d)| d) {
             feed.statement(d);
+        }
+        for r in store.rotations()? {
+            feed.statement(&r);
         }
         if let Some(d) = hub.receiver().revocations() {
             feed.statement(d);
@@ -366,6 +377,14 @@ impl Loop<'_> {
                         return false;
                     }
                 }
+                Output::Event(HubEvent::Rotation { version, datagram }) => {
+                    if let Some(feed) = self.peers.as_ref().and_then(|p| p.feed.as_ref()) {
+                        feed.statement(&datagram);
+                    }
+                    if self.store.send(StoreJob::Rotation(version, datagram)).await.is_err() {
+                        return false;
+                    }
+                }
                 Output::Event(HubEvent::Revocations { datagram }) => {
                     if let Some(feed) = self.peers.as_ref().and_then(|p| p.feed.as_ref()) {
                         feed.statement(&datagram);
@@ -462,7 +481,7 @@ impl Loop<'_> {
     fn record(&mut self) {
         let rx = self.hub.receiver();
         self.status.record_receiver(rx.stats(), rx.drops(), self.received, self.simulated);
-        self.status.record_revocations(rx.revocation_list());
+        self.status.record_trust(rx.root(), rx.revocation_list());
         let ((queued, limit), waits) = (self.room.queued(), self.room.waits());
         // The store falls behind the channel: under `--rate auto` this hub
         // says so at the feedback round's end.

@@ -329,7 +329,7 @@ impl Loop<'_> {
                 self.publish_forest();
             }
             // Taken to the store in `carry_out`, which may wait.
-            HubEvent::Catalog { .. } | HubEvent::Revocations { .. } => {}
+            HubEvent::Catalog { .. } | HubEvent::Revocations { .. } | HubEvent::Rotation { .. } => {}
             HubEvent::Struck { peer, strike, .. } => {
                 if strike.banned_now {
                     warn!(%peer, strikes = strike.strikes,

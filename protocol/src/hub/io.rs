@@ -230,4 +230,10 @@ pub enum HubEvent {
     Revocations {
         datagram: Vec<u8>,
     },
+    /// A root rotation followed: keep it (the chain is followed again at
+    /// start) and pass it on to desert hubs.
+    Rotation {
+        version: u64,
+        datagram: Vec<u8>,
+    },
 }

@@ -402,6 +402,11 @@ impl Hub {
         self.receiver.restore_catalog_root(datagram, received_unix)
     }
 
+    /// A rotation the store kept, followed again.
+    pub fn restore_rotation(&mut self, datagram: &[u8]) -> Result<(), DropReason> {
+        self.receiver.restore_rotation(datagram)
+    }
+
     /// The revocation list the store kept, checked again.
     pub fn restore_revocations(&mut self, datagram: &[u8]) -> Result<(), DropReason> {
         self.receiver.restore_revocations(datagram)
@@ -484,6 +489,9 @@ impl Hub {
         }
         if let Some((root, datagram)) = self.receiver.take_new_catalog_root() {
             self.event(HubEvent::Catalog { root, datagram });
+        }
+        for (version, datagram) in self.receiver.take_new_rotations() {
+            self.event(HubEvent::Rotation { version, datagram });
         }
         if let Some(datagram) = self.receiver.take_new_revocations() {
             self.event(HubEvent::Revocations { datagram });

@@ -59,10 +59,18 @@ pub enum DropReason {
     RevocationsSignature,
     /// A revocation list older than the one held.
     RevocationsRolledBack,
+    /// A root rotation statement that does not parse.
+    BadRotation,
+    /// A rotation from the root trusted now not signed by both roots.
+    RotationSignature,
+    /// A rotation more than one version past the root trusted now.
+    RotationSkipped,
+    /// A rotation to a version at or below the root trusted now.
+    RotationRolledBack,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 30] = [
+    pub const ALL: [DropReason; 34] = [
         DropReason::Truncated,
         DropReason::Oversized,
         DropReason::BadMagic,
@@ -93,6 +101,10 @@ impl DropReason {
         DropReason::BadRevocations,
         DropReason::RevocationsSignature,
         DropReason::RevocationsRolledBack,
+        DropReason::BadRotation,
+        DropReason::RotationSignature,
+        DropReason::RotationSkipped,
+        DropReason::RotationRolledBack,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -127,6 +139,10 @@ impl DropReason {
             DropReason::BadRevocations => "bad_revocations",
             DropReason::RevocationsSignature => "revocations_signature",
             DropReason::RevocationsRolledBack => "revocations_rolled_back",
+            DropReason::BadRotation => "bad_rotation",
+            DropReason::RotationSignature => "rotation_signature",
+            DropReason::RotationSkipped => "rotation_skipped",
+            DropReason::RotationRolledBack => "rotation_rolled_back",
         }
     }
 
@@ -148,6 +164,7 @@ impl From<WireError> for DropReason {
             WireError::OutOfRange => DropReason::OutOfRange,
             WireError::BadCertificate => DropReason::BadCertificate,
             WireError::BadRevocations => DropReason::BadRevocations,
+            WireError::BadRotation => DropReason::BadRotation,
         }
     }
 }
@@ -167,8 +184,14 @@ impl From<VerifyError> for DropReason {
 }
 
 /// Drop counters, one per [`DropReason`].
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DropCounters([u64; DropReason::ALL.len()]);
+
+impl Default for DropCounters {
+    fn default() -> Self {
+        DropCounters([0; DropReason::ALL.len()])
+    }
+}
 
 impl DropCounters {
     pub fn get(&self, r: DropReason) -> u64 {

@@ -55,6 +55,9 @@ impl Receiver {
         if header.kind == wire::Kind::Revocations {
             return self.handle_revocations(datagram);
         }
+        if header.kind == wire::Kind::RootRotation {
+            return self.handle_rotation(datagram);
+        }
         if !self.from_peer {
             self.quiet_ticks = 0;
             if let Some(previous) = self.current.filter(|c| Some(*c) != key) {
@@ -143,7 +146,10 @@ impl Receiver {
             }
             Datagram::TablePage(p) => self.handle_page(p),
             Datagram::Symbol(s) => self.handle_symbol(s),
-            Datagram::Feedback(_) | Datagram::CatalogRoot(_) | Datagram::Revocations(_) => {
+            Datagram::Feedback(_)
+            | Datagram::CatalogRoot(_)
+            | Datagram::Revocations(_)
+            | Datagram::RootRotation(_) => {
                 unreachable!("feedback and the catalog's root are handled before the chunk's bookkeeping")
             }
         }
@@ -202,6 +208,54 @@ impl Receiver {
         self.revocations = Some(datagram.to_vec());
         self.revocations_new = true;
         Ok(())
+    }
+
+    /// A root rotation: followed when it comes from the root trusted now,
+    /// one version up, signed by both roots. Cheap checks first: one that
+    /// does not start at the root trusted now is refused by its version
+    /// without a signature check. One already taken is a duplicate.
+    fn handle_rotation(&mut self, datagram: &[u8]) -> Result<(), DropReason> {
+        let Datagram::RootRotation(r) = wire::decode(datagram)?.1 else { return Err(DropReason::BadKind) };
+        if self.verifier.rotations().contains(&r) {
+            return Err(DropReason::Duplicate);
+        }
+        let (root, version) = self.verifier.root();
+        if r.version <= version {
+            return Err(DropReason::RotationRolledBack);
+        }
+        if r.version > version + 1 {
+            return Err(DropReason::RotationSkipped);
+        }
+        if hubcast_keys::Fingerprint::of(&r.old) != root {
+            return Err(DropReason::UntrustedRoot);
+        }
+        r.verify().map_err(|_| DropReason::RotationSignature)?;
+        self.rotations_new.push((r.version, datagram.to_vec()));
+        self.verifier.rotate(r);
+        Ok(())
+    }
+
+    /// A rotation the hub's store kept: followed again, in order from the
+    /// configured root (a store of another channel's chain is refused).
+    pub fn restore_rotation(&mut self, datagram: &[u8]) -> Result<(), DropReason> {
+        let header = wire::decode_header(datagram)?;
+        if header.channel_tag != self.channel_tag {
+            return Err(DropReason::WrongChannel);
+        }
+        self.handle_rotation(datagram)?;
+        self.rotations_new.clear();
+        Ok(())
+    }
+
+    /// Rotations followed since the last call: their versions and
+    /// datagrams (for the store, and for peers).
+    pub fn take_new_rotations(&mut self) -> Vec<(u64, Vec<u8>)> {
+        std::mem::take(&mut self.rotations_new)
+    }
+
+    /// The root trusted now and its version (1: the configured one).
+    pub fn root(&self) -> (hubcast_keys::Fingerprint, u64) {
+        self.verifier.root()
     }
 
     /// The revocation list the hub's store kept: checked again, and held

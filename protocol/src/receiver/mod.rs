@@ -332,6 +332,8 @@ pub struct Receiver {
     /// [`Receiver::take_new_revocations`] has yet to take it.
     revocations: Option<Vec<u8>>,
     revocations_new: bool,
+    /// Rotations followed that the hub has yet to take for its store.
+    rotations_new: Vec<(u64, Vec<u8>)>,
     events: VecDeque<Event>,
     drops: DropCounters,
     stats: ReceiverStats,
@@ -372,6 +374,7 @@ impl Receiver {
             catalog_new: false,
             revocations: None,
             revocations_new: false,
+            rotations_new: Vec::new(),
             events: VecDeque::new(),
             drops: DropCounters::default(),
             stats: ReceiverStats::default(),

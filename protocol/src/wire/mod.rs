@@ -89,7 +89,7 @@
 //! by [`crate::verify`]. Every bound is a named constant.
 
 use crate::ObjectId;
-use hubcast_keys::{Certificate, NodeAddr, NodeId, RevocationList, CERTIFICATE_LEN};
+use hubcast_keys::{Certificate, NodeAddr, NodeId, RevocationList, RootRotation, CERTIFICATE_LEN};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 mod catalog_root;
@@ -188,6 +188,7 @@ pub enum Kind {
     Feedback = 5,
     CatalogRoot = 6,
     Revocations = 7,
+    RootRotation = 8,
 }
 
 /// Why a datagram could not be parsed.
@@ -217,6 +218,9 @@ pub enum WireError {
     /// A revocation list that is not well formed (count, order, length).
     #[error("malformed revocation list")]
     BadRevocations,
+    /// A root rotation statement that is not well formed.
+    #[error("malformed root rotation")]
+    BadRotation,
 }
 
 /// The fixed header every datagram starts with.
@@ -349,6 +353,8 @@ pub enum Datagram<'a> {
     CatalogRoot(Signed<CatalogRoot>),
     /// The root's revocation list: signed by the root, carried as it came.
     Revocations(RevocationList),
+    /// A root rotation: signed by the old root and the new one.
+    RootRotation(RootRotation),
 }
 
 /// N_max: how many ESIs the digest table covers for a chunk of `k` source symbols.
@@ -432,6 +438,7 @@ pub fn decode_header(buf: &[u8]) -> Result<Header, WireError> {
         5 => Kind::Feedback,
         6 => Kind::CatalogRoot,
         7 => Kind::Revocations,
+        8 => Kind::RootRotation,
         _ => return Err(WireError::BadKind),
     };
     Ok(Header { kind, channel_tag: r.u64()?, relayed })
@@ -477,6 +484,9 @@ pub fn decode(buf: &[u8]) -> Result<(Header, Datagram<'_>), WireError> {
         Kind::CatalogRoot => Datagram::CatalogRoot(decode_catalog_root(&mut r)?),
         Kind::Revocations => {
             Datagram::Revocations(RevocationList::decode(r.rest()).map_err(|_| WireError::BadRevocations)?)
+        }
+        Kind::RootRotation => {
+            Datagram::RootRotation(RootRotation::decode(r.rest()).map_err(|_| WireError::BadRotation)?)
         }
     };
     Ok((header, datagram))
@@ -609,6 +619,14 @@ pub fn revocations_datagram(list: &RevocationList, channel_tag: u64) -> Vec<u8> 
     let mut out = Vec::with_capacity(HEADER_LEN + hubcast_keys::MAX_REVOCATIONS_LEN);
     put_header(&mut out, Kind::Revocations, channel_tag);
     out.extend_from_slice(&list.encode());
+    out
+}
+
+/// A root rotation as a datagram of the channel `channel_tag`.
+pub fn rotation_datagram(r: &RootRotation, channel_tag: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN + hubcast_keys::ROTATION_LEN);
+    put_header(&mut out, Kind::RootRotation, channel_tag);
+    out.extend_from_slice(&r.encode());
     out
 }
 

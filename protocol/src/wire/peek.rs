@@ -9,7 +9,9 @@ use super::*;
 /// manifests and for anything too short to hold the fields.
 pub fn peek_chunk(buf: &[u8], kind: Kind) -> Option<(ObjectId, u32)> {
     let at = match kind {
-        Kind::Manifest | Kind::Feedback | Kind::CatalogRoot | Kind::Revocations => return None,
+        Kind::Manifest | Kind::Feedback | Kind::CatalogRoot | Kind::Revocations | Kind::RootRotation => {
+            return None
+        }
         Kind::Ticket => HEADER_LEN + CERTIFICATE_LEN + 8 + 8,
         Kind::TablePage | Kind::Symbol => HEADER_LEN,
     };
@@ -102,9 +104,12 @@ pub fn field_range(datagram: &[u8], field: Field) -> Option<std::ops::Range<usiz
     let fixed: &[(Field, usize)] = match kind {
         Kind::Manifest => &[(Size, 8), (ChunkSize, 4), (SymbolSize, 2), (Codec, 1), (Flags, 1), (NameLen, 2)],
         Kind::Ticket => &[(ChunkIndex, 4), (ChunkLen, 4), (SymbolSize, 2), (ChunkHash, 32), (PageCount, 2)],
-        Kind::TablePage | Kind::Symbol | Kind::Feedback | Kind::CatalogRoot | Kind::Revocations => {
-            return None
-        }
+        Kind::TablePage
+        | Kind::Symbol
+        | Kind::Feedback
+        | Kind::CatalogRoot
+        | Kind::Revocations
+        | Kind::RootRotation => return None,
     };
     for &(f, len) in common.iter().chain(fixed) {
         if f == field {
