@@ -232,6 +232,7 @@ pub async fn run(service: Service, cancel: CancellationToken) {
     let mut queue: VecDeque<(Vec<u8>, Option<ChunkKey>)> = VecDeque::new();
     let (ready_tx, mut ready_rx) = mpsc::channel::<(ChunkKey, Vec<Vec<u8>>)>(PREPARING);
     let mut preparing = 0usize;
+    let mut statements_at: Option<Instant> = None;
     let mut waiting: VecDeque<Resend> = VecDeque::new();
     let (mut datagrams, mut bytes) = (0u64, 0u64);
     let mut last_error: Option<Instant> = None;
@@ -307,6 +308,12 @@ pub async fn run(service: Service, cancel: CancellationToken) {
                 let n = datagrams.len();
                 if n == 0 {
                     repair.handle_sent(Instant::now(), object_id, index); // nothing to send: not held back
+                }
+                // The root's statements go with repair too, once a second at
+                // most: a hub that hears only the control group learns them.
+                if n > 0 && statements_at.is_none_or(|t: Instant| t.elapsed() >= Duration::from_secs(1)) {
+                    statements_at = Some(Instant::now());
+                    queue.extend(signer.statements().into_iter().map(|d| (d, None)));
                 }
                 queue.extend(datagrams.into_iter().enumerate().map(|(i, d)| (d, (i + 1 == n).then_some((object_id, index)))));
             }

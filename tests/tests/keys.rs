@@ -9,18 +9,30 @@ use std::time::Duration;
 
 const DEADLINE: Duration = Duration::from_secs(120);
 
+/// Run `broadcaster ARGS` to success; what it printed.
+fn broadcaster(args: &[&std::ffi::OsStr]) -> String {
+    let out = Command::new(bin("broadcaster"))
+        .args(args)
+        .output()
+        .expect("precondition of the suite: the built broadcaster runs");
+    assert!(out.status.success(), "broadcaster {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// `broadcaster certify` with a test-only validity in seconds; the serial it
 /// printed.
 fn certify(keys: &Path, seconds: u64) -> u64 {
-    let out = Command::new(bin("broadcaster"))
-        .args(["certify", "--seconds", &seconds.to_string(), "--root-dir"])
-        .arg(root_dir(keys))
-        .arg("--keys")
-        .arg(keys)
-        .output()
-        .expect("precondition of the suite: the built broadcaster runs");
-    assert!(out.status.success(), "certify failed: {}", String::from_utf8_lossy(&out.stderr));
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let seconds = seconds.to_string();
+    let root = root_dir(keys);
+    let text = broadcaster(&[
+        "certify".as_ref(),
+        "--seconds".as_ref(),
+        seconds.as_ref(),
+        "--root-dir".as_ref(),
+        root.as_os_str(),
+        "--keys".as_ref(),
+        keys.as_os_str(),
+    ]);
     let serial = text.split("serial ").nth(1).and_then(|t| t.split(',').next()).and_then(|n| n.parse().ok());
     serial.unwrap_or_else(|| panic!("certify names the serial: {text}"))
 }
@@ -58,13 +70,9 @@ fn a_twenty_second_certificate_renewed_twice_while_seeding_loses_nothing() {
     assert!(root_dir(&keys).join("root.key").exists());
     assert_eq!(certify(&keys, 20), 2, "keygen's certificate was serial 1");
 
-    let (group, hub_http, bc_http) = (unique_group(), free_port(), free_port());
-    let _hub = Daemon::spawn(
-        "hub",
-        &bin("clienthub"),
-        &hub_args(&fingerprint, group, &t.join("store"), &t.join("out"), hub_http),
-        t,
-    );
+    let (group, bc_http) = (unique_group(), free_port());
+    let (_hub, https) = start_hubs(t, &fingerprint, group, 1, |_| vec![]);
+    let hub_http = https[0];
     wait_for("the hub up", DEADLINE, || status(hub_http));
     let mut args = seed_args(&keys, group, "500kbit", 0, &[&dir]);
     // 64 KiB chunks: about a second each, so what was signed before a
@@ -87,7 +95,7 @@ fn a_twenty_second_certificate_renewed_twice_while_seeding_loses_nothing() {
     assert!(!all_complete(&midway, 1), "the seed must outlast both renewals: {}", midway["objects"]);
 
     let done = wait_for("the hub complete", DEADLINE, || status(hub_http).filter(|s| all_complete(s, 1)));
-    assert_eq!(std::fs::read(t.join("out/sample/film.bin")).unwrap(), content);
+    assert_eq!(std::fs::read(t.join("out-0/sample/film.bin")).unwrap(), content);
     let drops = &done["drops"];
     for reason in REFUSALS {
         assert_eq!(drops[reason].as_u64().unwrap_or(0), 0, "{reason}: {drops}");
@@ -99,14 +107,16 @@ fn a_twenty_second_certificate_renewed_twice_while_seeding_loses_nothing() {
 
 /// `broadcaster revoke` as the key ceremony runs it.
 fn revoke(keys: &Path, serial: u64) {
-    let out = Command::new(bin("broadcaster"))
-        .args(["revoke", "--serial", &serial.to_string(), "--root-dir"])
-        .arg(root_dir(keys))
-        .arg("--keys")
-        .arg(keys)
-        .output()
-        .expect("precondition of the suite: the built broadcaster runs");
-    assert!(out.status.success(), "revoke failed: {}", String::from_utf8_lossy(&out.stderr));
+    let (serial, root) = (serial.to_string(), root_dir(keys));
+    broadcaster(&[
+        "revoke".as_ref(),
+        "--serial".as_ref(),
+        serial.as_ref(),
+        "--root-dir".as_ref(),
+        root.as_os_str(),
+        "--keys".as_ref(),
+        keys.as_os_str(),
+    ]);
 }
 
 /// Record what goes by on `group` until `stop` says enough.
@@ -185,13 +195,8 @@ fn after_revoke_and_renewal_the_revoked_keys_replayed_datagrams_are_refused() {
     let s = signing_with(bc_http, 2);
     assert_eq!(s["certificate"]["revocations_version"], 1, "{}", s["certificate"]);
 
-    let hub_http = free_port();
-    let _hub = Daemon::spawn(
-        "hub",
-        &bin("clienthub"),
-        &hub_args(&fingerprint, group, &t.join("store"), &t.join("out"), hub_http),
-        t,
-    );
+    let (_hub, https) = start_hubs(t, &fingerprint, group, 1, |_| vec![]);
+    let hub_http = https[0];
     wait_for("the hub to hold the revocation list", DEADLINE, || {
         status(hub_http).filter(|s| s["trust"]["revocations_version"] == 1)
     });
@@ -202,35 +207,27 @@ fn after_revoke_and_renewal_the_revoked_keys_replayed_datagrams_are_refused() {
     });
     assert_eq!(refused["trust"]["revoked_serials"], serde_json::json!([1]));
     let done = wait_for("the new key's file", DEADLINE, || status(hub_http).filter(|s| all_complete(s, 1)));
-    assert_eq!(std::fs::read(t.join("out/sample/new era.bin")).unwrap(), fresh);
+    assert_eq!(std::fs::read(t.join("out-0/sample/new era.bin")).unwrap(), fresh);
     let names: Vec<&str> =
         done["objects"].as_array().unwrap().iter().filter_map(|o| o["name"].as_str()).collect();
     assert_eq!(names, ["sample/new era.bin"], "nothing taken from the replay");
-    assert!(!t.join("out/leaked").exists());
+    assert!(!t.join("out-0/leaked").exists());
     eprintln!("refused as revoked: {}, drops {}", done["trust"]["refused_revoked"], done["drops"]);
 }
 
 /// `broadcaster rotate-root`, then `certify` with the new root.
 fn rotate_root(keys: &Path, old: &Path, new: &Path) {
-    let out = Command::new(bin("broadcaster"))
-        .arg("rotate-root")
-        .arg("--root-dir")
-        .arg(old)
-        .arg("--new-root-dir")
-        .arg(new)
-        .arg("--keys")
-        .arg(keys)
-        .output()
-        .expect("precondition of the suite: the built broadcaster runs");
-    assert!(out.status.success(), "rotate-root failed: {}", String::from_utf8_lossy(&out.stderr));
-    let out = Command::new(bin("broadcaster"))
-        .args(["certify", "--root-dir"])
-        .arg(new)
-        .arg("--keys")
-        .arg(keys)
-        .output()
-        .expect("precondition of the suite: the built broadcaster runs");
-    assert!(out.status.success(), "certify failed: {}", String::from_utf8_lossy(&out.stderr));
+    let (keys, old, new) = (keys.as_os_str(), old.as_os_str(), new.as_os_str());
+    broadcaster(&[
+        "rotate-root".as_ref(),
+        "--root-dir".as_ref(),
+        old,
+        "--new-root-dir".as_ref(),
+        new,
+        "--keys".as_ref(),
+        keys,
+    ]);
+    broadcaster(&["certify".as_ref(), "--root-dir".as_ref(), new, "--keys".as_ref(), keys]);
 }
 
 /// Two root rotations while the channel runs: a hub configured with the
@@ -248,13 +245,9 @@ fn a_hub_follows_two_root_rotations_and_refuses_forged_skipped_and_rolled_back_o
     std::fs::write(dir.join("root one.bin"), pattern(120_000, 41)).unwrap();
     let fingerprint = keygen(&keys);
     let roots = [root_dir(&keys), t.join("root-2"), t.join("root-3")];
-    let (group, hub_http, bc_http) = (unique_group(), free_port(), free_port());
-    let _hub = Daemon::spawn(
-        "hub",
-        &bin("clienthub"),
-        &hub_args(&fingerprint, group, &t.join("store"), &t.join("out"), hub_http),
-        t,
-    );
+    let (group, bc_http) = (unique_group(), free_port());
+    let (_hub, https) = start_hubs(t, &fingerprint, group, 1, |_| vec![]);
+    let hub_http = https[0];
     wait_for("the hub up", DEADLINE, || status(hub_http));
     let mut args = seed_args(&keys, group, "8mbit", 0, &[&dir]);
     args.extend(["--http".into(), bc_http.to_string()]);
@@ -295,7 +288,7 @@ fn a_hub_follows_two_root_rotations_and_refuses_forged_skipped_and_rolled_back_o
             assert_eq!(status(hub_http).expect("the hub answers")["trust"]["root_version"], 2);
         }
     }
-    assert_eq!(tree_digest(&t.join("out/sample")), tree_digest(&dir), "every file, under each root");
+    assert_eq!(tree_digest(&t.join("out-0/sample")), tree_digest(&dir), "every file, under each root");
     let metrics = hubcast_clienthub::status_client::get(bc_http, "/api/status").expect("broadcaster status");
     assert!(metrics.contains(&fingerprint), "the broadcaster names the channel by its first root: {metrics}");
 }
