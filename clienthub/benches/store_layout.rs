@@ -14,7 +14,7 @@ const CHUNK: usize = 1 << 20;
 const INDEX: TableDefinition<u64, &[u8; 32]> = TableDefinition::new("index");
 const DATA: TableDefinition<u64, &[u8]> = TableDefinition::new("data");
 
-fn main() {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     let base = std::env::var_os("HUBCAST_BENCH_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(std::env::temp_dir);
@@ -23,31 +23,31 @@ fn main() {
     let mut files_mbs = Vec::new();
     let mut redb_mbs = Vec::new();
     for _ in 0..3 {
-        let dir = tempfile::tempdir_in(&base).expect("temp dir");
-        std::fs::create_dir_all(dir.path().join("tmp")).unwrap();
-        std::fs::create_dir_all(dir.path().join("chunks")).unwrap();
-        let db = Database::create(dir.path().join("index.redb")).unwrap();
+        let dir = tempfile::tempdir_in(&base)?;
+        std::fs::create_dir_all(dir.path().join("tmp"))?;
+        std::fs::create_dir_all(dir.path().join("chunks"))?;
+        let db = Database::create(dir.path().join("index.redb"))?;
         let t = Instant::now();
         for i in 0..CHUNKS as u64 {
             let tmp = dir.path().join("tmp").join(i.to_string());
-            let mut f = std::fs::File::create(&tmp).unwrap();
-            f.write_all(&chunk).unwrap();
-            f.sync_all().unwrap();
-            std::fs::rename(&tmp, dir.path().join("chunks").join(i.to_string())).unwrap();
-            std::fs::File::open(dir.path().join("chunks")).unwrap().sync_all().unwrap();
-            let w = db.begin_write().unwrap();
-            w.open_table(INDEX).unwrap().insert(i, &hash).unwrap();
-            w.commit().unwrap();
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&chunk)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, dir.path().join("chunks").join(i.to_string()))?;
+            std::fs::File::open(dir.path().join("chunks"))?.sync_all()?;
+            let w = db.begin_write()?;
+            w.open_table(INDEX)?.insert(i, &hash)?;
+            w.commit()?;
         }
         files_mbs.push((CHUNKS * CHUNK) as f64 / t.elapsed().as_secs_f64() / 1e6);
 
-        let db = Database::create(dir.path().join("data.redb")).unwrap();
+        let db = Database::create(dir.path().join("data.redb"))?;
         let t = Instant::now();
         for i in 0..CHUNKS as u64 {
-            let w = db.begin_write().unwrap();
-            w.open_table(DATA).unwrap().insert(i, chunk.as_slice()).unwrap();
-            w.open_table(INDEX).unwrap().insert(i, &hash).unwrap();
-            w.commit().unwrap();
+            let w = db.begin_write()?;
+            w.open_table(DATA)?.insert(i, chunk.as_slice())?;
+            w.open_table(INDEX)?.insert(i, &hash)?;
+            w.commit()?;
         }
         redb_mbs.push((CHUNKS * CHUNK) as f64 / t.elapsed().as_secs_f64() / 1e6);
     }
@@ -63,4 +63,5 @@ fn main() {
     println!("{:<50} {:>8} {:>7}", "", "MB/s", "ratio");
     println!("{:<50} {:>8.0} {:>7}", "files + redb index (the hub's store)", f, "1.00");
     println!("{:<50} {:>8.0} {:>7.2}", "chunk bytes inside redb", r, r / f);
+    Ok(())
 }

@@ -22,12 +22,15 @@ use std::time::{Duration, Instant};
 
 const DATAGRAM: usize = 1332;
 
-fn plain_udp_multicast(group: std::net::SocketAddr, count: usize) -> (f64, f64) {
-    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+/// A bench that cannot set up says why and exits non-zero.
+type BenchError = Box<dyn std::error::Error + Send + Sync>;
+
+fn plain_udp_multicast(group: std::net::SocketAddr, count: usize) -> Result<(f64, f64), BenchError> {
+    let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
         let cfg = MulticastConfig::new(group);
-        let rx = hubcast_transport::multicast::receiver(&cfg).expect("receiver");
-        let tx = hubcast_transport::multicast::sender(&cfg).expect("sender");
+        let rx = hubcast_transport::multicast::receiver(&cfg)?;
+        let tx = hubcast_transport::multicast::sender(&cfg)?;
         let recv = tokio::spawn(async move {
             let mut buf = vec![0u8; 2048];
             let (mut n, mut first, mut last) = (0usize, None, Instant::now());
@@ -41,22 +44,25 @@ fn plain_udp_multicast(group: std::net::SocketAddr, count: usize) -> (f64, f64) 
         });
         let payload = vec![0x5a; DATAGRAM];
         for _ in 0..count {
-            tx.send_to(&payload, group).await.expect("send");
+            tx.send_to(&payload, group).await?;
         }
-        let (bytes, span) = recv.await.expect("receiver task");
-        (bytes as f64 / span.as_secs_f64().max(1e-9), bytes as f64 / (count * DATAGRAM) as f64)
+        let (bytes, span) = recv.await?;
+        Ok::<_, BenchError>((
+            bytes as f64 / span.as_secs_f64().max(1e-9),
+            bytes as f64 / (count * DATAGRAM) as f64,
+        ))
     })
 }
 
 /// The same blast in runs of up to 45 datagrams a call, received in batches.
-fn batched_udp_multicast(group: std::net::SocketAddr, count: usize) -> (f64, f64) {
+fn batched_udp_multicast(group: std::net::SocketAddr, count: usize) -> Result<(f64, f64), BenchError> {
     use hubcast_transport::batch::{BatchRecv, BatchSend};
-    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
         let cfg = MulticastConfig::new(group);
-        let rx = hubcast_transport::multicast::receiver(&cfg).expect("receiver");
-        let tx = hubcast_transport::multicast::sender(&cfg).expect("sender");
-        let mut batch = BatchRecv::new(&rx).expect("batched receive");
+        let rx = hubcast_transport::multicast::receiver(&cfg)?;
+        let tx = hubcast_transport::multicast::sender(&cfg)?;
+        let mut batch = BatchRecv::new(&rx)?;
         let recv = tokio::spawn(async move {
             let (mut n, mut first, mut last) = (0usize, None, Instant::now());
             while let Ok(Ok(())) = tokio::time::timeout(Duration::from_millis(500), rx.readable()).await {
@@ -67,15 +73,15 @@ fn batched_udp_multicast(group: std::net::SocketAddr, count: usize) -> (f64, f64
             }
             (n, first.map(|f| last - f).unwrap_or_default())
         });
-        let send = BatchSend::new(&tx).expect("batched send");
+        let send = BatchSend::new(&tx)?;
         let per_call = send.max_segments().min(45);
         let run = vec![0x5a; DATAGRAM * per_call];
         for _ in 0..count.div_ceil(per_call) {
-            send.send(&tx, group, &run, DATAGRAM).await.expect("send");
+            send.send(&tx, group, &run, DATAGRAM).await?;
         }
-        let (bytes, span) = recv.await.expect("receiver task");
+        let (bytes, span) = recv.await?;
         let sent = count.div_ceil(per_call) * per_call * DATAGRAM;
-        (bytes as f64 / span.as_secs_f64().max(1e-9), bytes as f64 / sent as f64)
+        Ok::<_, BenchError>((bytes as f64 / span.as_secs_f64().max(1e-9), bytes as f64 / sent as f64))
     })
 }
 
@@ -87,7 +93,7 @@ fn hubcast_run(
     rate: &str,
     loss: f64,
     tag: &str,
-) -> (f64, u64) {
+) -> Result<(f64, u64), BenchError> {
     let group = unique_group();
     let http = free_port();
     let fingerprint = keygen(&t.join(format!("keys-{tag}")));
@@ -108,30 +114,30 @@ fn hubcast_run(
     let _bc = Daemon::spawn(&format!("broadcaster-{tag}"), &bin("broadcaster"), &args, t);
     wait_for("hub complete", Duration::from_secs(600), || status(http).filter(|s| all_complete(s, 1)));
     let elapsed = start.elapsed();
-    let name = file.file_name().expect("file name");
-    assert_eq!(std::fs::metadata(t.join(format!("out-{tag}")).join(name)).expect("exported").len(), size);
-    (size as f64 / elapsed.as_secs_f64(), rcvbuf_errors() - drops)
+    let name = file.file_name().ok_or("the payload path has no file name")?;
+    assert_eq!(std::fs::metadata(t.join(format!("out-{tag}")).join(name))?.len(), size);
+    Ok((size as f64 / elapsed.as_secs_f64(), rcvbuf_errors() - drops))
 }
 
-fn main() {
+fn main() -> Result<(), BenchError> {
     let mib: u64 = std::env::var("HUBCAST_BENCH_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(256);
     let rate = std::env::var("HUBCAST_BENCH_RATE").unwrap_or_else(|_| "1gbit".into());
-    let tmp = tempfile::tempdir().expect("tempdir");
+    let tmp = tempfile::tempdir()?;
     let t = tmp.path();
     let size = mib << 20;
     let file = t.join("payload.bin");
-    std::fs::write(&file, pattern(size as usize, 9)).expect("write payload");
+    std::fs::write(&file, pattern(size as usize, 9))?;
     bin_dir();
 
     let datagrams = (size as usize / DATAGRAM) * 11 / 10;
-    let (udp, delivered) = plain_udp_multicast(unique_group(), datagrams);
-    let (batched, batched_delivered) = batched_udp_multicast(unique_group(), datagrams);
+    let (udp, delivered) = plain_udp_multicast(unique_group(), datagrams)?;
+    let (batched, batched_delivered) = batched_udp_multicast(unique_group(), datagrams)?;
     let runs = [(rate.as_str(), 0.0), (rate.as_str(), 0.05), ("auto", 0.0), ("auto", 0.05)];
-    let results: Vec<_> = runs
+    let results: Vec<(f64, u64)> = runs
         .iter()
         .enumerate()
         .map(|(i, (r, loss))| hubcast_run(t, &file, size, r, *loss, &i.to_string()))
-        .collect();
+        .collect::<Result<_, _>>()?;
 
     println!("goodput benchmark: {mib} MiB over loopback multicast");
     println!("{:<58} {:>8} {:>8} {:>10} {:>13}", "", "MB/s", "ratio", "÷ batched", "kernel drops");
@@ -158,4 +164,5 @@ fn main() {
             drops
         );
     }
+    Ok(())
 }

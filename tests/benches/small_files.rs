@@ -37,7 +37,7 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
 
 /// Copy `count` small files into `folder`, keeping their relative paths.
 /// Returns (files, bytes).
-fn make_folder(folder: &Path, count: usize) -> (usize, u64) {
+fn make_folder(folder: &Path, count: usize) -> std::io::Result<(usize, u64)> {
     let mut files = Vec::new();
     for src in SOURCES {
         walk(Path::new(src), &mut files);
@@ -49,12 +49,14 @@ fn make_folder(folder: &Path, count: usize) -> (usize, u64) {
     );
     let mut bytes = 0;
     for path in files.iter().take(count) {
-        let rel = path.strip_prefix("/").expect("absolute path");
-        let to = folder.join(rel);
-        std::fs::create_dir_all(to.parent().expect("a file has a parent")).expect("mkdir");
-        bytes += std::fs::copy(path, &to).expect("copy a small file");
+        // `walk` started from absolute SOURCES: every path is under `/`.
+        let to = folder.join(path.strip_prefix("/").unwrap_or(path));
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        bytes += std::fs::copy(path, &to)?;
     }
-    (count, bytes)
+    Ok((count, bytes))
 }
 
 fn count_complete(s: &serde_json::Value) -> (usize, usize) {
@@ -62,13 +64,13 @@ fn count_complete(s: &serde_json::Value) -> (usize, usize) {
     (list.len(), list.iter().filter(|o| o["complete"] == true).count())
 }
 
-fn main() {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     let count: usize = std::env::var("HUBCAST_BENCH_FILES").ok().and_then(|v| v.parse().ok()).unwrap_or(3000);
     let rate = std::env::var("HUBCAST_BENCH_RATE").unwrap_or_else(|_| "50mbit".into());
-    let tmp = tempfile::tempdir().expect("tempdir");
+    let tmp = tempfile::tempdir()?;
     let t = tmp.path();
     let folder = t.join("archive");
-    let (files, bytes) = make_folder(&folder, count);
+    let (files, bytes) = make_folder(&folder, count)?;
     bin_dir();
 
     let group = unique_group();
@@ -87,7 +89,8 @@ fn main() {
     let start = Instant::now();
     let mut bc =
         Daemon::spawn("broadcaster", &bin("broadcaster"), &seed_args(&keys, group, &rate, 1, &[&folder]), t);
-    bc.wait_exit(Duration::from_secs(3600)).expect("the broadcaster ends after its one round");
+    bc.wait_exit(Duration::from_secs(3600))
+        .ok_or("the broadcaster did not end its one round within an hour")?;
     let round = start.elapsed();
     // After the round nothing more comes: wait until the hub stops making
     // progress (10 s without a new completion), or has everything.
@@ -123,4 +126,5 @@ fn main() {
         complete as f64 / done_at.as_secs_f64().max(1e-9),
         files as f64 / round.as_secs_f64().max(1e-9)
     );
+    Ok(())
 }
