@@ -206,7 +206,7 @@ pub struct Signer {
     channel_tag: u64,
 }
 
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct Statements {
     rotations: Vec<Vec<u8>>,
     /// The root the chain ends at, if there is a chain.
@@ -301,11 +301,7 @@ impl Signer {
 
     fn change_statements(&self, f: impl FnOnce(&mut Statements)) {
         let mut held = self.statements.write().unwrap_or_else(PoisonError::into_inner);
-        let mut next = Statements {
-            rotations: held.rotations.clone(),
-            head: held.head,
-            revocations: held.revocations.clone(),
-        };
+        let mut next = Statements::clone(&held);
         f(&mut next);
         *held = Arc::new(next);
         self.epoch.fetch_add(1, Ordering::Relaxed);
