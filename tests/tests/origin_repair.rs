@@ -70,12 +70,24 @@ fn three_hubs_missing_the_same_chunks_get_one_multicast_resend_each() {
     });
     // Each chunk's first resend is one for all the hubs. A hub whose NAK
     // left late (a busy machine) may draw a second resend of a chunk, counted
-    // apart: how many depends on timing, and is printed, not asserted. One
-    // resend per hub per chunk would be 9.
+    // apart: how many depends on timing, and is printed, not asserted. The
+    // film's three chunks always need the origin; the catalog's small objects
+    // (a few symbols, one of repair) sometimes do too, as the random loss
+    // falls. The hubs all lack the same chunks, so the most chunks a hub
+    // repaired is how many needed a first resend; the counters reach the
+    // status with the next announcement. One resend per hub per chunk would
+    // be three times as many.
     let (resends, again) = (u(&o["resends"]), u(&o["resent_again"]));
-    eprintln!("hubs sent {naks_sent} NAKs; the origin resent {resends} chunks, {again} of them again");
-    assert_eq!(resends - again, 3, "one first resend per chunk: {o}");
-    assert!(resends < 3 * 3, "a resend went out once for all three hubs, not once per hub: {o}");
+    let first = resends - again;
+    let repaired =
+        wait_for("the hubs' repaired chunks to match the origin's first resends", DEADLINE, || {
+            let r: Vec<u64> =
+                https.iter().filter_map(|h| status(*h)).map(|s| u(&s["repair"]["chunks_repaired"])).collect();
+            (r.len() == https.len() && r.iter().max() == Some(&first)).then_some(r)
+        });
+    eprintln!("hubs sent {naks_sent} NAKs and repaired {repaired:?} chunks; the origin resent {resends}, {again} of them again");
+    assert!(first >= 3, "every hub needed the origin for the film's three chunks: {o}");
+    assert!(resends < 3 * first, "a resend went out once for all three hubs, not once per hub: {o}");
     assert!(naks_sent >= resends, "every resend answered a NAK: {o}");
     assert_eq!(u(&o["bad_messages"]), 0, "{o}");
     assert!(u(&o["copies"]) > 0, "the NAKs came as datagrams, each in copies: {o}");
