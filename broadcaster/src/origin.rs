@@ -22,7 +22,9 @@ use crate::status::StatusBoard;
 use hubcast_daemon::Bucket;
 use hubcast_keys::{NodeAddr, NodeId};
 use hubcast_protocol::origin::{NakVerdict, OriginConfig, OriginNak, OriginRepair, Resend};
-use hubcast_protocol::peer_wire::{self, ListedHub, PeerMessage, RefuseReason, MAX_NAKS_PER_STREAM};
+use hubcast_protocol::peer_wire::{
+    self, ListedHub, PeerMessage, RefuseReason, MAX_NAKS_PER_STREAM, MAX_REGISTER_STATEMENTS,
+};
 use hubcast_protocol::sender::{round_count, ObjectPlan, Pacer, PreparedChunk, IP_UDP_OVERHEAD};
 use hubcast_protocol::tracker::{HubAddr, Role, Tracker, TrackerConfig};
 use hubcast_protocol::verify::Signer;
@@ -223,7 +225,15 @@ pub struct Service {
 pub async fn run(service: Service, cancel: CancellationToken) {
     let Service { endpoint, catalog, signer, socket, control_group, budget, feedback, status } = service;
     let (nak_tx, mut nak_rx) = mpsc::channel::<OriginNak>(NAK_QUEUE);
-    tokio::spawn(accept(endpoint, catalog.clone(), nak_tx, feedback, status.clone(), cancel.clone()));
+    let shared = Shared {
+        catalog: catalog.clone(),
+        signer: signer.clone(),
+        naks: nak_tx,
+        feedback,
+        status: status.clone(),
+        tracker: Mutex::new((Tracker::new(TrackerConfig::default()), rand::SeedableRng::from_entropy())),
+    };
+    tokio::spawn(accept(endpoint, shared, cancel.clone()));
 
     let mut repair = OriginRepair::new(OriginConfig::default());
     let mut pacer = Pacer::new(budget.rate(), 64 << 10);
@@ -326,6 +336,8 @@ pub async fn run(service: Service, cancel: CancellationToken) {
 /// What every connection handler shares.
 struct Shared {
     catalog: Arc<Catalog>,
+    /// The root's statements a registering hub lacks go back in the answer.
+    signer: Arc<Signer>,
     naks: mpsc::Sender<OriginNak>,
     feedback: Option<Arc<Feedback>>,
     status: StatusBoard,
@@ -347,17 +359,8 @@ impl Shared {
     }
 }
 
-async fn accept(
-    endpoint: Arc<NodeEndpoint>,
-    catalog: Arc<Catalog>,
-    naks: mpsc::Sender<OriginNak>,
-    feedback: Option<Arc<Feedback>>,
-    status: StatusBoard,
-    cancel: CancellationToken,
-) {
-    use rand::SeedableRng;
-    let tracker = Mutex::new((Tracker::new(TrackerConfig::default()), rand::rngs::StdRng::from_entropy()));
-    let shared = Arc::new(Shared { catalog, naks, feedback, status, tracker });
+async fn accept(endpoint: Arc<NodeEndpoint>, shared: Shared, cancel: CancellationToken) {
+    let shared = Arc::new(shared);
     accept_each(&endpoint, cancel, move |conn, hub| connection(conn, hub, shared.clone())).await;
 }
 
@@ -486,8 +489,16 @@ async fn stream(
     let mut out = Vec::new();
     match messages.first() {
         Some(PeerMessage::Nak { .. }) => naks(&messages, hub, shared, &mut out)?,
-        Some(&PeerMessage::Register { bridge, forest, feeds }) => {
-            register(Role { bridge, forest, feeds }, &messages[1..], hub, shared)?
+        Some(&PeerMessage::Register { bridge, forest, feeds, root_version, revocations_version }) => {
+            register(Role { bridge, forest, feeds }, &messages[1..], hub, shared)?;
+            // The root's statements the hub lacks (none in the steady state):
+            // a hub that hears neither the carousel nor the origin's repair
+            // still learns a rotation or a revocation here.
+            for d in
+                shared.signer.statements_newer(root_version, revocations_version, MAX_REGISTER_STATEMENTS)
+            {
+                peer_wire::encode(&PeerMessage::Datagram(d), &mut out);
+            }
         }
         Some(PeerMessage::HoldersRequest { object_id, chunk, limit }) if messages.len() == 1 => {
             let found = shared

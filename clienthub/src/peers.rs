@@ -468,19 +468,30 @@ impl Fetcher {
 
     /// Register with the tracker, with what this hub holds complete, and
     /// whether it is a bridge (serving `feeds` now) and in the stripe forest.
+    /// `trust`: the versions of the root and of the revocation list held.
+    /// The answer: the root's statements the hub lacks, as datagrams (not
+    /// trusted here: the receiver checks them).
     pub async fn register(
         &self,
         tracker: NodeAddr,
         holdings: Vec<(ObjectId, ChunkBitmap)>,
         (bridge, forest, feeds): (bool, bool, u16),
-    ) -> Result<(), Outcome> {
+        (root_version, revocations_version): (u64, u64),
+    ) -> Result<Vec<Vec<u8>>, Outcome> {
         let maps = holdings.into_iter().map(|(object_id, complete)| PeerMessage::HaveMap {
             object_id,
             complete,
             partial: Vec::new(),
         });
-        let messages = std::iter::once(PeerMessage::Register { bridge, forest, feeds }).chain(maps);
-        self.exchange(tracker.id, tracker.addr, messages, 64).await.map(|_| ())
+        let register = PeerMessage::Register { bridge, forest, feeds, root_version, revocations_version };
+        let messages = std::iter::once(register).chain(maps);
+        let limit = peer_wire::MAX_REGISTER_STATEMENTS * (MAX_DATAGRAM + 5);
+        let answer = self.exchange(tracker.id, tracker.addr, messages, limit).await?;
+        let statements = answer.into_iter().filter_map(|m| match m {
+            PeerMessage::Datagram(d) => Some(d),
+            _ => None,
+        });
+        Ok(statements.take(peer_wire::MAX_REGISTER_STATEMENTS).collect())
     }
 
     /// Ask the tracker for up to `limit` hubs holding a chunk complete.

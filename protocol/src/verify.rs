@@ -208,10 +208,12 @@ pub struct Signer {
 
 #[derive(Clone, Default)]
 struct Statements {
-    rotations: Vec<Vec<u8>>,
+    /// Each rotation's datagram beside the version of the root it names.
+    rotations: Vec<(u64, Vec<u8>)>,
     /// The root the chain ends at, if there is a chain.
     head: Option<Fingerprint>,
-    revocations: Option<Vec<u8>>,
+    /// The list's datagram beside its version.
+    revocations: Option<(u64, Vec<u8>)>,
 }
 
 /// Why [`Signer::renew`] kept the key it had.
@@ -288,13 +290,14 @@ impl Signer {
     /// Carry `list` from now on (the root signed it; hubs check that).
     pub fn set_revocations(&self, list: &RevocationList) {
         let datagram = wire::revocations_datagram(list, self.channel_tag);
-        self.change_statements(|s| s.revocations = Some(datagram));
+        self.change_statements(|s| s.revocations = Some((list.version, datagram)));
     }
 
     /// Carry the chain of root rotations from now on (checked by the
     /// caller); a certificate of the root it ends at may then renew.
     pub fn set_rotations(&self, chain: &[RootRotation]) {
-        let datagrams = chain.iter().map(|r| wire::rotation_datagram(r, self.channel_tag)).collect();
+        let datagrams =
+            chain.iter().map(|r| (r.version, wire::rotation_datagram(r, self.channel_tag))).collect();
         let head = chain.last().map(|r| Fingerprint::of(&r.new));
         self.change_statements(|s| (s.rotations, s.head) = (datagrams, head));
     }
@@ -310,8 +313,21 @@ impl Signer {
     /// The root's statements to send with the manifests: the rotations in
     /// order (a hub follows them one at a time), then the revocation list.
     pub fn statements(&self) -> Vec<Vec<u8>> {
+        self.statements_newer(0, 0, usize::MAX)
+    }
+
+    /// The statements a hub lacks that holds root version `root_version`
+    /// and revocation list version `revocations_version` (0: none), at most
+    /// `max`: the rotations past its root in order, then the list when it
+    /// is newer and no rotation before it was left out (the list is signed
+    /// by the newest root).
+    pub fn statements_newer(&self, root_version: u64, revocations_version: u64, max: usize) -> Vec<Vec<u8>> {
         let s = self.statements.read().unwrap_or_else(PoisonError::into_inner).clone();
-        s.rotations.iter().cloned().chain(s.revocations.clone()).collect()
+        let rotations: Vec<&Vec<u8>> =
+            s.rotations.iter().filter(|(v, _)| *v > root_version).map(|(_, d)| d).collect();
+        let list = s.revocations.as_ref().filter(|(v, _)| *v > revocations_version).map(|(_, d)| d);
+        let list = list.filter(|_| rotations.len() < max);
+        rotations.into_iter().take(max).chain(list).cloned().collect()
     }
 
     /// Changes with every renewal and every new statement: what was sent

@@ -114,8 +114,15 @@ fn service_message() -> impl Strategy<Value = PeerMessage> {
                 loss,
                 held
             }),
-        (any::<bool>(), any::<bool>(), any::<u16>())
-            .prop_map(|(bridge, forest, feeds)| PeerMessage::Register { bridge, forest, feeds }),
+        (any::<bool>(), any::<bool>(), any::<u16>(), any::<u64>(), any::<u64>()).prop_map(
+            |(bridge, forest, feeds, root_version, revocations_version)| PeerMessage::Register {
+                bridge,
+                forest,
+                feeds,
+                root_version,
+                revocations_version
+            }
+        ),
         (id(), proptest::option::of(0..u32::MAX), 1..=MAX_HUB_LIST as u8)
             .prop_map(|(object_id, chunk, limit)| PeerMessage::HoldersRequest { object_id, chunk, limit }),
         Just(PeerMessage::ForestHubRequest),

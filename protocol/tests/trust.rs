@@ -207,3 +207,38 @@ fn a_hub_follows_root_rotations_one_at_a_time_and_refuses_forged_skipped_and_rol
         Err(DropReason::RotationRolledBack)
     );
 }
+
+/// What the tracker answers a registration with: the statements newer than
+/// the versions the hub holds, rotations first, and the list only when every
+/// rotation before it fits (it checks out under the newest root alone).
+#[test]
+fn a_registration_is_answered_with_the_statements_the_hub_lacks_in_an_order_it_can_follow() {
+    use hubcast_keys::{RevocationList, RootRotation};
+    let ch = channel(44);
+    let r1 = ch.keys.root.clone();
+    let (r2, r3) = (SigningKey::from_bytes(&[86; 32]), SigningKey::from_bytes(&[87; 32]));
+    let chain = [RootRotation::issue(&r1, &r2, 2), RootRotation::issue(&r2, &r3, 3)];
+    ch.signer.set_rotations(&chain);
+    let list = RevocationList::issue(&r3, 4, NOW, &[7u64].into_iter().collect()).unwrap();
+    ch.signer.set_revocations(&list);
+    let all = ch.signer.statements();
+    assert_eq!(all.len(), 3);
+    assert_eq!(ch.signer.statements_newer(1, 0, 8), all, "a new hub lacks every one");
+    assert!(ch.signer.statements_newer(3, 4, 8).is_empty(), "nothing in the steady state");
+    assert_eq!(ch.signer.statements_newer(2, 0, 8), all[1..], "past its root only");
+    assert_eq!(ch.signer.statements_newer(3, 3, 8), all[2..], "a newer list alone");
+    assert_eq!(ch.signer.statements_newer(1, 0, 2), all[..2], "the list waits for the rotations");
+    assert_eq!(ch.signer.statements_newer(1, 0, 1), all[..1]);
+
+    // A hub at the first root that takes the answer in two registrations of
+    // one statement each ends where the whole answer takes it.
+    let mut rx = receiver(ch.anchor);
+    let mut got = Received::default();
+    for _ in 0..3 {
+        let held = (rx.root().1, rx.revocation_list().map_or(0, |l| l.version));
+        receive(&mut rx, ch.signer.statements_newer(held.0, held.1, 1), &mut got);
+    }
+    assert_eq!(rx.root(), (hubcast_keys::Fingerprint::of(&r3.verifying_key()), 3));
+    assert_eq!(rx.revocation_list().map(|l| l.version), Some(4));
+    assert!(rx.drops().iter().all(|(_, n)| n == 0), "nothing refused: {:?}", rx.drops());
+}

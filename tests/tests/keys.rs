@@ -292,3 +292,47 @@ fn a_hub_follows_two_root_rotations_and_refuses_forged_skipped_and_rolled_back_o
     let metrics = hubcast_clienthub::status_client::get(bc_http, "/api/status").expect("broadcaster status");
     assert!(metrics.contains(&fingerprint), "the broadcaster names the channel by its first root: {metrics}");
 }
+
+/// A hub that hears none of the channel's multicast learns the root's
+/// statements from the tracker: its registration says which versions it
+/// holds, and the answer carries the rotation and the revocation list the
+/// new root signed (in that order: the list checks out only under the new
+/// root).
+#[test]
+fn a_hub_that_hears_no_multicast_learns_the_roots_statements_from_the_tracker() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let (keys, dir) = (t.join("keys"), t.join("sample"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("film.bin"), pattern(50_000, 3)).unwrap();
+    let fingerprint = keygen(&keys);
+    revoke(&keys, 1);
+    rotate_root(&keys, &root_dir(&keys), &t.join("root-2"));
+    let node_id = broadcaster(&["node-id".as_ref(), "--keys".as_ref(), keys.as_os_str()]);
+    let addr = free_udp_port();
+    let tracker = format!("{}@{addr}", node_id.trim());
+    // The hub listens on a group of its own: nothing the channel multicasts
+    // reaches it.
+    let (_hub, https) =
+        start_hubs(t, &fingerprint, unique_group(), 1, |_| vec!["--tracker".into(), tracker.clone()]);
+    let mut args = seed_args(&keys, unique_group(), "8mbit", 0, &[&dir]);
+    args.extend(["--tracker".into(), addr.to_string()]);
+    let _bc = Daemon::spawn("broadcaster", &bin("broadcaster"), &args, t);
+    let started = std::time::Instant::now();
+    let s = wait_for("the hub to take the rotation and the list from the tracker", DEADLINE, || {
+        status(https[0]).filter(|s| s["trust"]["root_version"] == 2 && s["trust"]["revocations_version"] == 2)
+    });
+    eprintln!(
+        "after {:?}: trust {}, bytes {}, drops {}",
+        started.elapsed(),
+        s["trust"],
+        s["bytes"],
+        s["drops"]
+    );
+    assert_eq!(s["trust"]["revoked_serials"], serde_json::json!([1]));
+    assert_ne!(s["trust"]["root"], fingerprint.as_str(), "the new root is trusted");
+    assert_eq!(u(&s["bytes"]["multicast"]), 0, "nothing came by multicast: {}", s["bytes"]);
+    for reason in ["untrusted_root", "revocations_signature", "rotation_signature", "rotation_skipped"] {
+        assert_eq!(u(&s["drops"][reason]), 0, "{reason}: {}", s["drops"]);
+    }
+}

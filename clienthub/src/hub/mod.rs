@@ -50,7 +50,7 @@ use tracing::{debug, info, warn};
 mod narrow;
 mod peer_side;
 mod receive;
-use peer_side::{start_peers, PeerSide};
+use peer_side::{start_peers, PeerSide, TrackerAnswer};
 use receive::receive_loop;
 
 /// Datagrams read per wakeup before yielding.

@@ -100,7 +100,7 @@ pub(super) fn start_peers(
     });
 
     let (done_tx, done_rx) = mpsc::channel(256);
-    let (lookup_tx, lookup_rx) = mpsc::channel(64);
+    let (tracker_tx, tracker_rx) = mpsc::channel(64);
     Ok(PeerSide {
         feed,
         feed_cmd,
@@ -119,8 +119,8 @@ pub(super) fn start_peers(
         server,
         done_tx,
         done_rx,
-        lookup_tx,
-        lookup_rx,
+        tracker_tx,
+        tracker_rx,
         partial_rx,
         control,
         control_out,
@@ -138,11 +138,12 @@ pub(super) struct FetchDone {
     pub(super) result: Result<DatagramFrames, Outcome>,
 }
 
-/// The tracker's answer to a lookup: hubs holding the chunk complete.
-pub(super) struct LookupDone {
-    pub(super) object_id: ObjectId,
-    pub(super) index: u32,
-    pub(super) hubs: Result<Vec<ListedHub>, Outcome>,
+/// What the tracker answered.
+pub(super) enum TrackerAnswer {
+    /// To a lookup: hubs holding the chunk complete.
+    Listed { object_id: ObjectId, index: u32, hubs: Result<Vec<ListedHub>, Outcome> },
+    /// To a registration: the root's statements this hub lacked.
+    Statements(Vec<Vec<u8>>),
 }
 
 /// Peer repair's IO, when enabled: the QUIC side, the control group, the
@@ -153,8 +154,8 @@ pub(super) struct PeerSide {
     pub(super) server: Arc<Server>,
     pub(super) done_tx: mpsc::Sender<FetchDone>,
     pub(super) done_rx: mpsc::Receiver<FetchDone>,
-    pub(super) lookup_tx: mpsc::Sender<LookupDone>,
-    pub(super) lookup_rx: mpsc::Receiver<LookupDone>,
+    pub(super) tracker_tx: mpsc::Sender<TrackerAnswer>,
+    pub(super) tracker_rx: mpsc::Receiver<TrackerAnswer>,
     pub(super) partial_rx: mpsc::Receiver<PartialAsk>,
     pub(super) control: tokio::net::UdpSocket,
     pub(super) control_out: tokio::net::UdpSocket,
@@ -234,20 +235,24 @@ impl PeerSide {
                 });
             }
             Output::Lookup { tracker, object_id, index, limit } => {
-                let (fetcher, done) = (self.fetcher.clone(), self.lookup_tx.clone());
+                let (fetcher, done) = (self.fetcher.clone(), self.tracker_tx.clone());
                 self.tasks.spawn(async move {
                     let hubs = fetcher.holders(tracker, object_id, index, limit).await;
-                    let _ = done.send(LookupDone { object_id, index, hubs }).await;
+                    let _ = done.send(TrackerAnswer::Listed { object_id, index, hubs }).await;
                 });
             }
-            Output::Register { tracker, holdings } => {
-                let fetcher = self.fetcher.clone();
+            Output::Register { tracker, holdings, trust } => {
+                let (fetcher, done) = (self.fetcher.clone(), self.tracker_tx.clone());
                 let feeds = self.feed.as_ref().filter(|_| self.advertised).map_or(0, |f| f.subscribers());
                 let role = (self.advertised, self.in_forest, feeds);
                 self.tasks.spawn(async move {
-                    if fetcher.register(tracker, holdings, role).await.is_err() {
-                        debug!(%tracker, "registering with the tracker failed; again in {} s",
-                            machine::REGISTER_EVERY.as_secs());
+                    match fetcher.register(tracker, holdings, role, trust).await {
+                        Ok(statements) if statements.is_empty() => {}
+                        Ok(statements) => {
+                            let _ = done.send(TrackerAnswer::Statements(statements)).await;
+                        }
+                        Err(_) => debug!(%tracker, "registering with the tracker failed; again in {} s",
+                            machine::REGISTER_EVERY.as_secs()),
                     }
                 });
             }

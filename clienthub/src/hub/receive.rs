@@ -46,10 +46,10 @@ pub(super) async fn receive_loop(
     let mut scrub_tick = tokio::time::interval(SCRUB_TICK);
     loop {
         let timeout = tokio::time::Instant::from_std(lp.hub.poll_timeout());
-        let (done_rx, lookup_rx, partial_rx, control, feed_rx, forest_rx) = match lp.peers.as_mut() {
+        let (done_rx, tracker_rx, partial_rx, control, feed_rx, forest_rx) = match lp.peers.as_mut() {
             Some(p) => (
                 Some(&mut p.done_rx),
-                Some(&mut p.lookup_rx),
+                Some(&mut p.tracker_rx),
                 Some(&mut p.partial_rx),
                 Some(&p.control),
                 Some(&mut p.feed_rx),
@@ -110,12 +110,20 @@ pub(super) async fn receive_loop(
                     return Ok(());
                 }
             }
-            Some(done) = recv_opt(lookup_rx) => {
-                if let Err(e) = &done.hubs {
-                    debug!(object = %done.object_id, chunk = done.index, "tracker lookup failed ({e:?}); again later");
-                }
-                let hubs = done.hubs.as_deref().ok();
-                if !lp.input(Input::Listed { object_id: done.object_id, index: done.index, hubs }).await {
+            Some(answer) = recv_opt(tracker_rx) => {
+                let go_on = match answer {
+                    TrackerAnswer::Listed { object_id, index, hubs } => {
+                        if let Err(e) = &hubs {
+                            debug!(object = %object_id, chunk = index, "tracker lookup failed ({e:?}); again later");
+                        }
+                        lp.input(Input::Listed { object_id, index, hubs: hubs.as_deref().ok() }).await
+                    }
+                    TrackerAnswer::Statements(datagrams) => {
+                        let datagrams: Vec<&[u8]> = datagrams.iter().map(Vec::as_slice).collect();
+                        lp.input(Input::Statements(&datagrams)).await
+                    }
+                };
+                if !go_on {
                     return Ok(());
                 }
             }

@@ -45,6 +45,9 @@ pub enum Input<'a> {
     /// The tracker's answer to [`Output::AskForestHub`] (`None`: none, or
     /// asking failed).
     ForestHub(Option<ForestPeer>),
+    /// The datagrams of the tracker's answer to [`Output::Register`]: the
+    /// root's statements this hub lacked. Checked as any datagram is.
+    Statements(&'a [&'a [u8]]),
     /// A datagram on the control group that is not the origin's repair.
     Announcement { from: SocketAddr, datagram: &'a [u8] },
     /// The tracker's answer to [`Output::Lookup`]: hubs that hold the chunk
@@ -99,10 +102,14 @@ pub enum Output {
         index: u32,
         limit: u8,
     },
-    /// Register with the tracker, reporting these holdings.
+    /// Register with the tracker, reporting these holdings and the
+    /// versions of the root's statements held; the statements it answers
+    /// with come back as [`Input::Statements`].
     Register {
         tracker: NodeAddr,
         holdings: Vec<(ObjectId, ChunkBitmap)>,
+        /// The root's version and the revocation list's (0: none).
+        trust: (u64, u64),
     },
     /// Report this hub's multicast loss (whole percent) and what it made of
     /// the last round to the origin service: the echo of the round did not

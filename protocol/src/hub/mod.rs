@@ -356,6 +356,12 @@ impl Hub {
             Input::ChildGone { tree, child } => self.on_child_gone(now, tree, child),
             Input::ForestHub(pick) => self.on_forest_hub(now, pick),
             Input::Announcement { from, datagram } => self.on_announcement(now, from, datagram),
+            Input::Statements(datagrams) => {
+                for d in datagrams {
+                    self.receiver.handle_repair_datagram(unix, d);
+                }
+                self.flush_events();
+            }
             Input::Listed { object_id, index, hubs } => self.on_listed(now, object_id, index, hubs),
             Input::StoreFailed { object_id, index } => self.receiver.forget_complete(object_id, index),
             Input::ChunkLost { object_id, index } => {

@@ -224,7 +224,8 @@ impl Hub {
                     bytes <= MAX_REPORT_BYTES
                 })
                 .collect();
-            self.out.push_back(Output::Register { tracker, holdings });
+            let trust = (self.receiver.root().1, self.receiver.revocation_list().map_or(0, |l| l.version));
+            self.out.push_back(Output::Register { tracker, holdings, trust });
         }
     }
 }

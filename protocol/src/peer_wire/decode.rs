@@ -85,6 +85,9 @@ impl<'a> Reader<'a> {
     fn u32(&mut self) -> Result<u32, PeerWireError> {
         Ok(u32::from_be_bytes(self.array()?))
     }
+    fn u64(&mut self) -> Result<u64, PeerWireError> {
+        Ok(u64::from_be_bytes(self.array()?))
+    }
     fn object(&mut self) -> Result<ObjectId, PeerWireError> {
         Ok(ObjectId(self.array()?))
     }
@@ -295,9 +298,13 @@ fn decode_body(frame: &[u8]) -> Result<PeerMessage, PeerWireError> {
             PeerMessage::Nak { object_id, chunk, missing, loss, held }
         }
         8 => match r.array::<1>()?[0] {
-            f if f & !0b11 == 0 => {
-                PeerMessage::Register { bridge: f & 1 != 0, forest: f & 2 != 0, feeds: r.u16()? }
-            }
+            f if f & !0b11 == 0 => PeerMessage::Register {
+                bridge: f & 1 != 0,
+                forest: f & 2 != 0,
+                feeds: r.u16()?,
+                root_version: r.u64()?,
+                revocations_version: r.u64()?,
+            },
             _ => return Err(PeerWireError::OutOfRange),
         },
         9 => {

@@ -68,10 +68,12 @@ pub fn encode(m: &PeerMessage, out: &mut Vec<u8>) {
             out.extend_from_slice(&(held.len() as u16).to_be_bytes());
             out.extend_from_slice(held);
         }
-        PeerMessage::Register { bridge, forest, feeds } => {
+        PeerMessage::Register { bridge, forest, feeds, root_version, revocations_version } => {
             out.push(8);
             out.push(u8::from(*bridge) | u8::from(*forest) << 1);
             out.extend_from_slice(&feeds.to_be_bytes());
+            out.extend_from_slice(&root_version.to_be_bytes());
+            out.extend_from_slice(&revocations_version.to_be_bytes());
         }
         PeerMessage::HoldersRequest { object_id, chunk, limit } => {
             out.push(9);

@@ -33,6 +33,10 @@ pub const MAX_PARTIAL: usize = 1024;
 pub const MAX_HUB_LIST: usize = 32;
 /// NAK frames in one stream to the origin.
 pub const MAX_NAKS_PER_STREAM: usize = 64;
+/// The root's statements (rotations, the revocation list) the tracker puts
+/// in its answer to one `Register`, as `Datagram` frames; a hub further
+/// behind takes the rest at its next registration.
+pub const MAX_REGISTER_STATEMENTS: usize = 8;
 /// Bytes of a NAK's held-ESI bitmap: one bit per ESI of the largest N_max.
 pub const MAX_HELD_BYTES: usize = MAX_ESIS_PER_REQUEST.div_ceil(8) as usize;
 /// ESI ranges in one symbol request.
@@ -193,6 +197,11 @@ pub enum PeerMessage {
         forest: bool,
         /// Feeds the hub serves now as a bridge.
         feeds: u16,
+        /// The root's statements the hub holds: the version of the root it
+        /// trusts (1: the configured one) and of its revocation list (0:
+        /// none). The tracker answers with the newer ones it carries.
+        root_version: u64,
+        revocations_version: u64,
     },
     /// `chunk: None` asks for holders of any chunk of the object.
     HoldersRequest {

@@ -103,8 +103,20 @@ fn every_message_round_trips_and_streams() {
         *report.last_mut().unwrap() = bad;
         assert_eq!(decode_frame(&report), Err(PeerWireError::OutOfRange), "verdict bits {bad}");
     }
-    round_trip(PeerMessage::Register { bridge: true, forest: false, feeds: 3 });
-    round_trip(PeerMessage::Register { bridge: false, forest: true, feeds: 0 });
+    round_trip(PeerMessage::Register {
+        bridge: true,
+        forest: false,
+        feeds: 3,
+        root_version: 1,
+        revocations_version: 0,
+    });
+    round_trip(PeerMessage::Register {
+        bridge: false,
+        forest: true,
+        feeds: 0,
+        root_version: 3,
+        revocations_version: u64::MAX,
+    });
     round_trip(PeerMessage::HoldersRequest { object_id: id, chunk: Some(3), limit: 8 });
     round_trip(PeerMessage::HoldersRequest { object_id: id, chunk: None, limit: 1 });
     round_trip(PeerMessage::ForestHubRequest);
