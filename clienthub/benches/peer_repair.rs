@@ -48,7 +48,12 @@ const CHUNK: u32 = 1 << 20;
 const T: u16 = 1280;
 const OVERHEAD: f64 = 0.05;
 const PEERS: usize = 3;
+const LOOPBACK: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
 const EXPIRY: u64 = u64::MAX / 2;
+
+/// A setup step that failed, or a figure that cannot be right: said, and
+/// the bench exits 1.
+type Error = Box<dyn std::error::Error + Send + Sync>;
 
 struct Channel {
     anchor: TrustAnchor,
@@ -90,9 +95,9 @@ struct Peer {
     _store_dir: tempfile::TempDir,
 }
 
-fn start_peer(ch: &Channel, cancel: &CancellationToken) -> Peer {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let (mut store, _) = Store::open(dir.path()).expect("store");
+fn start_peer(ch: &Channel, cancel: &CancellationToken) -> Result<Peer, Error> {
+    let dir = tempfile::tempdir()?;
+    let (mut store, _) = Store::open(dir.path())?;
     let mut rx = Receiver::new(ch.anchor, ReceiverConfig::default());
     rx.handle_datagram(1, &ch.manifest);
     for d in ch.rounds.iter().flatten() {
@@ -103,17 +108,20 @@ fn start_peer(ch: &Channel, cancel: &CancellationToken) -> Peer {
     while let Some(e) = rx.poll_event() {
         match e {
             Event::Manifest(m) => {
-                let datagram = rx.manifest_datagram(&m.object_id).expect("kept").to_vec();
-                let stored = StoredManifest { object_id: m.object_id, datagram, received_unix: 1 };
-                store.put_manifest(&stored).expect("store manifest")
+                let datagram = rx.manifest_datagram(&m.object_id).ok_or("the receiver keeps the manifest")?;
+                let stored =
+                    StoredManifest { object_id: m.object_id, datagram: datagram.to_vec(), received_unix: 1 };
+                store.put_manifest(&stored)?
             }
             Event::ChunkComplete(c) => {
-                store.put_chunk(&c).expect("store chunk");
+                store.put_chunk(&c)?;
                 chunks += 1;
             }
         }
     }
-    assert_eq!(chunks, ch.plan.chunk_count(), "a lossless peer decodes every chunk");
+    if chunks != ch.plan.chunk_count() {
+        return Err(format!("a lossless peer decoded {chunks} of {} chunks", ch.plan.chunk_count()).into());
+    }
 
     let (store_tx, mut store_rx) = mpsc::channel::<StoreJob>(64);
     std::thread::spawn(move || {
@@ -129,11 +137,11 @@ fn start_peer(ch: &Channel, cancel: &CancellationToken) -> Peer {
     let (partial_tx, _) = mpsc::channel(1);
     let server = Server::new(store_tx, partial_tx, 1e12, StatusBoard::default());
     let key = NodeKey::generate(&mut rand::thread_rng());
-    let endpoint = Arc::new(NodeEndpoint::bind("127.0.0.1:0".parse().expect("addr"), &key).expect("bind"));
-    let addr = endpoint.local_addr().expect("local addr");
+    let endpoint = Arc::new(NodeEndpoint::bind(LOOPBACK, &key)?);
+    let addr = endpoint.local_addr()?;
     let services = hubcast_clienthub::dispatch::Services::new(server, None);
     tokio::spawn(hubcast_clienthub::dispatch::serve(endpoint, services, cancel.clone()));
-    Peer { id: key.id(), addr, _store_dir: dir }
+    Ok(Peer { id: key.id(), addr, _store_dir: dir })
 }
 
 struct Repaired {
@@ -165,11 +173,11 @@ const MULTICAST_CHUNK_EVERY: Duration = Duration::from_millis(8);
 /// drives it (multicast in, its fetches out on QUIC, each answer back in, its
 /// timer), hearing the multicast as `heard` says, until every chunk is
 /// decoded and correct. It learns the peers from their announcements.
-async fn repair(ch: &Channel, peers: &[Peer], heard: Heard, seed: u64) -> Repaired {
+async fn repair(ch: &Channel, peers: &[Peer], heard: Heard, seed: u64) -> Result<Repaired, Error> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let key = NodeKey::generate(&mut rand::thread_rng());
-    let endpoint = Arc::new(NodeEndpoint::bind("127.0.0.1:0".parse().expect("addr"), &key).expect("bind"));
-    let mut config = Config::new(key.id(), endpoint.local_addr().expect("addr").port());
+    let endpoint = Arc::new(NodeEndpoint::bind(LOOPBACK, &key)?);
+    let mut config = Config::new(key.id(), endpoint.local_addr()?.port());
     config.seed = seed;
     let start = Instant::now();
     let mut hub = Hub::new(start, ch.anchor, config);
@@ -216,7 +224,9 @@ async fn repair(ch: &Channel, peers: &[Peer], heard: Heard, seed: u64) -> Repair
             match out {
                 Output::Store { event: Event::ChunkComplete(c), .. } => {
                     let range = ch.plan.chunk_range(c.index());
-                    assert_eq!(c.data(), &ch.data[range.start as usize..range.end as usize]);
+                    if c.data() != &ch.data[range.start as usize..range.end as usize] {
+                        return Err(format!("chunk {} decoded to other bytes", c.index()).into());
+                    }
                     done += 1;
                 }
                 Output::Fetch { id, peer, addr, req } => {
@@ -226,7 +236,7 @@ async fn repair(ch: &Channel, peers: &[Peer], heard: Heard, seed: u64) -> Repair
                     });
                 }
                 Output::Naks { .. } | Output::Event(HubEvent::NoOrigin(_)) => {
-                    panic!("three complete peers: never the origin")
+                    return Err("the hub asked the origin, with three complete peers at hand".into())
                 }
                 _ => {}
             }
@@ -267,46 +277,48 @@ async fn repair(ch: &Channel, peers: &[Peer], heard: Heard, seed: u64) -> Repair
             _ = tokio::time::sleep_until(feed_at), if fed < chunks => {}
         }
     }
-    Repaired {
+    Ok(Repaired {
         elapsed: start.elapsed(),
         repair_bytes,
         missing_bytes,
         after_multicast: multicast_end.elapsed(),
         requests: hub.repair_stats().requests,
-    }
+    })
 }
 
 /// Raw quinn: `bytes` over one bidirectional stream between two endpoints; bytes per second.
-async fn raw_quinn(bytes: usize) -> f64 {
+async fn raw_quinn(bytes: usize) -> Result<f64, Error> {
     let (a, b) = (NodeKey::generate(&mut rand::thread_rng()), NodeKey::generate(&mut rand::thread_rng()));
-    let server = NodeEndpoint::bind("127.0.0.1:0".parse().expect("addr"), &b).expect("bind");
-    let client = NodeEndpoint::bind("127.0.0.1:0".parse().expect("addr"), &a).expect("bind");
-    let addr = server.local_addr().expect("addr");
+    let server = NodeEndpoint::bind(LOOPBACK, &b)?;
+    let client = NodeEndpoint::bind(LOOPBACK, &a)?;
+    let addr = server.local_addr()?;
     let receiving = tokio::spawn(async move {
-        let conn = server.accept().await.expect("incoming").await.expect("handshake");
-        let (_send, mut recv) = conn.accept_bi().await.expect("stream");
+        let conn = server.accept().await.ok_or("the endpoint closed")?.await?;
+        let (_send, mut recv) = conn.accept_bi().await?;
         let mut buf = vec![0u8; 1 << 16];
         let mut n = 0;
-        while let Some(k) = recv.read(&mut buf).await.expect("read") {
+        while let Some(k) = recv.read(&mut buf).await? {
             n += k;
         }
-        (n, server)
+        Ok::<_, Error>((n, server))
     });
-    let conn = client.connect(addr, b.id()).expect("connect").await.expect("handshake");
+    let conn = client.connect(addr, b.id())?.await?;
     let payload = vec![0x5a_u8; 1 << 20];
     let start = Instant::now();
-    let (mut send, _recv) = conn.open_bi().await.expect("stream");
+    let (mut send, _recv) = conn.open_bi().await?;
     let mut left = bytes;
     while left > 0 {
         let n = left.min(payload.len());
-        send.write_all(&payload[..n]).await.expect("write");
+        send.write_all(&payload[..n]).await?;
         left -= n;
     }
-    send.finish().expect("finish");
-    let (n, _server) = receiving.await.expect("receiver");
+    send.finish()?;
+    let (n, _server) = receiving.await??;
     let elapsed = start.elapsed();
-    assert_eq!(n, bytes);
-    bytes as f64 / elapsed.as_secs_f64()
+    if n != bytes {
+        return Err(format!("raw quinn carried {n} of {bytes} bytes").into());
+    }
+    Ok(bytes as f64 / elapsed.as_secs_f64())
 }
 
 /// CPU seconds this process has used (user + system), from /proc.
@@ -323,35 +335,35 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn main() {
+fn main() -> Result<(), Error> {
     let mib: u32 = std::env::var("HUBCAST_BENCH_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(64);
-    let runs: u64 = std::env::var("HUBCAST_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
-    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let runs: u64 = std::env::var("HUBCAST_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3).max(1);
+    let rt = tokio::runtime::Runtime::new()?;
     let ch = channel(mib);
     let bytes = ch.data.len();
     rt.block_on(async {
         let cancel = CancellationToken::new();
-        let peers: Vec<Peer> = (0..PEERS).map(|_| start_peer(&ch, &cancel)).collect();
+        let peers = (0..PEERS).map(|_| start_peer(&ch, &cancel)).collect::<Result<Vec<Peer>, Error>>()?;
         println!("{mib} MiB, chunks of 1 MiB, T = {T}, {PEERS} serving peers, median of {runs} runs");
         if std::env::var("HUBCAST_BENCH_ONLY").is_ok_and(|v| v == "repair") {
             for seed in 0..runs {
-                let (cpu, p) = (cpu_seconds(), repair(&ch, &peers, Heard::Nothing, seed).await);
+                let (cpu, p) = (cpu_seconds(), repair(&ch, &peers, Heard::Nothing, seed).await?);
                 let cores = (cpu_seconds() - cpu) / p.elapsed.as_secs_f64();
                 let rate = p.missing_bytes as f64 / p.elapsed.as_secs_f64() / 1e6;
                 println!("  run {seed}: repair {rate:6.1} MB/s ({cores:.2} cores, {} requests)", p.requests);
             }
             cancel.cancel();
-            return;
+            return Ok(());
         }
 
         // Baseline and repair alternate, so the machine's noise falls on both.
         let (mut raw, mut rep, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
         for seed in 0..runs {
             let (cpu, start) = (cpu_seconds(), Instant::now());
-            let r = raw_quinn(bytes).await;
+            let r = raw_quinn(bytes).await?;
             let raw_cores = (cpu_seconds() - cpu) / start.elapsed().as_secs_f64();
             let cpu = cpu_seconds();
-            let p = repair(&ch, &peers, Heard::Nothing, seed).await;
+            let p = repair(&ch, &peers, Heard::Nothing, seed).await?;
             let p_rate = p.missing_bytes as f64 / p.elapsed.as_secs_f64();
             println!(
                 "  run {seed}: raw {:6.1} MB/s ({raw_cores:.2} cores), repair {:6.1} MB/s ({:.2} cores, {} requests)",
@@ -372,7 +384,7 @@ fn main() {
         println!("multicast at 1 Gbit/s ({secs:.2} s), repair while it runs:");
         println!("loss  missing MB  repair MB  repair/missing  requests  done after the multicast");
         for loss in [0.05, 0.10, 0.20] {
-            let r = repair(&ch, &peers, Heard::Loss(loss), 7).await;
+            let r = repair(&ch, &peers, Heard::Loss(loss), 7).await?;
             println!(
                 "{:3.0}%  {:10.2}  {:9.2}  {:14.3}  {:8}  {:.3} s",
                 loss * 100.0,
@@ -384,5 +396,6 @@ fn main() {
             );
         }
         cancel.cancel();
-    });
+        Ok(())
+    })
 }
