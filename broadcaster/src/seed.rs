@@ -678,6 +678,47 @@ mod tests {
         cancel.cancel();
     }
 
+    /// The lingering heartbeat is signed again when the key or the root's
+    /// statements change and when half its lifetime is gone: one signed once
+    /// at the start went out expired on a long seed.
+    #[test]
+    fn the_heartbeat_is_signed_again_at_a_new_epoch_and_at_half_its_life() {
+        use hubcast_protocol::wire::{decode, Datagram};
+        let keys = hubcast_keys::ChannelKeys::generate(&mut rand::rngs::OsRng, 0, u64::MAX / 2);
+        let signer = Signer::new(SignerKeys::load_from(&keys));
+        let state = tempfile::tempdir().unwrap();
+        let cfg = SeedConfig { state_dir: Some(state.path().into()), ..SeedConfig::default() };
+        let generation = Generation::build(&cfg, Vec::new(), None, 0).unwrap();
+        let expiries = |d: &[Vec<u8>]| -> Vec<u64> {
+            d.iter()
+                .filter_map(|d| match decode(d).ok()?.1 {
+                    Datagram::Manifest(m) => Some(m.body.expiry),
+                    Datagram::CatalogRoot(r) => Some(r.body.expiry),
+                    _ => None,
+                })
+                .collect()
+        };
+        let mut hb = Heartbeat::default();
+        let first = hb.get(&generation, &signer, 600, 0).unwrap();
+        let signed = hb.datagrams.clone();
+        assert!(!signed.is_empty() && expiries(&signed).iter().all(|e| *e >= unix_now() + 599));
+        assert_eq!(hb.get(&generation, &signer, 600, 0), Some(first), "the same datagrams while valid");
+        assert_eq!(hb.datagrams, signed);
+
+        // A new revocation list: signed again, and the list goes with it.
+        let list = hubcast_keys::RevocationList::issue(&keys.root, 1, unix_now(), &[9].into()).unwrap();
+        signer.set_revocations(&list);
+        hb.get(&generation, &signer, 600, 0);
+        assert_eq!(hb.datagrams.len(), signed.len() + 1);
+        assert_eq!(hb.datagrams.last(), signer.statements().last());
+
+        // Half its life gone (as if 300 s had passed): a fresh expiry.
+        hb.expiry = unix_now() + 299;
+        hb.get(&generation, &signer, 600, 0);
+        assert!(hb.expiry >= unix_now() + 599);
+        assert!(expiries(&hb.datagrams).iter().all(|e| *e >= unix_now() + 599), "every datagram re-signed");
+    }
+
     #[test]
     fn the_manifests_name_an_address_hubs_can_dial() {
         let id = hubcast_keys::NodeId([7; 32]);

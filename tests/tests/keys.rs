@@ -336,3 +336,50 @@ fn a_hub_that_hears_no_multicast_learns_the_roots_statements_from_the_tracker() 
         assert_eq!(u(&s["drops"][reason]), 0, "{reason}: {}", s["drops"]);
     }
 }
+
+/// A bridge passes the root's statements on: a desert hub (no multicast, no
+/// tracker) fed by a bridge follows a rotation and takes the revocation list
+/// the new root signed, and the file signed by the new root's key arrives
+/// whole.
+#[test]
+fn a_desert_hub_follows_a_rotation_and_a_revocation_through_its_bridge() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let (keys, dir) = (t.join("keys"), t.join("sample"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("after the rotation.bin"), pattern(300_000, 8)).unwrap();
+    let fingerprint = keygen(&keys);
+    revoke(&keys, 1);
+    rotate_root(&keys, &root_dir(&keys), &t.join("root-2"));
+    let (island, desert) = (unique_group(), unique_group());
+    let (b_http, quic, bd) = (free_port(), free_udp_port(), t.join("bridge"));
+    let mut args = hub_args(&fingerprint, island, &bd.join("store"), &bd.join("out"), b_http);
+    args.extend(["--bridge", "--peer-listen", &quic.to_string()].map(String::from));
+    let _bridge = Daemon::spawn("bridge", &bin("clienthub"), &args, t);
+    let id = wait_for("the bridge up", DEADLINE, || status(b_http))["node_id"].as_str().unwrap().to_owned();
+    let _bc =
+        Daemon::spawn("broadcaster", &bin("broadcaster"), &seed_args(&keys, island, "8mbit", 0, &[&dir]), t);
+    // A bridge that does not hear the channel yet refuses a subscriber, who
+    // asks again later: the desert hub starts once the bridge hears it.
+    wait_for("the bridge to hear the channel", DEADLINE, || {
+        status(b_http).filter(|s| s["bridge"]["live"] == true)
+    });
+    let (d_http, dd) = (free_port(), t.join("desert"));
+    let mut dargs = hub_args(&fingerprint, desert, &dd.join("store"), &dd.join("out"), d_http);
+    dargs.extend(["--no-multicast", "--bridge-peer", &format!("{id}@{quic}")].map(String::from));
+    let _desert = Daemon::spawn("desert", &bin("clienthub"), &dargs, t);
+
+    let s = wait_for("the desert hub at root 2 with the list and the file", DEADLINE, || {
+        status(d_http).filter(|s| {
+            s["trust"]["root_version"] == 2 && s["trust"]["revocations_version"] == 2 && all_complete(s, 1)
+        })
+    });
+    eprintln!("desert hub: trust {}, bytes {}, feed {}", s["trust"], s["bytes"], s["feed"]);
+    assert_eq!(s["trust"]["revoked_serials"], serde_json::json!([1]));
+    assert!(u(&s["bytes"]["bridge"]) > 0 && u(&s["bytes"]["multicast"]) == 0, "{}", s["bytes"]);
+    assert_eq!(tree_digest(&dd.join("out/sample")), tree_digest(&dir), "the desert hub's copy differs");
+    for reason in REFUSALS.iter().chain(&["revocations_signature", "rotation_signature", "rotation_skipped"])
+    {
+        assert_eq!(u(&s["drops"][reason]), 0, "{reason}: {}", s["drops"]);
+    }
+}
