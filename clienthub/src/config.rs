@@ -27,6 +27,11 @@ pub enum Keep {
 pub struct HubConfig {
     /// The channel's trust fingerprint, or the path of its root.pub. Required.
     pub trust: String,
+    /// The channel's chain of root rotations (the `rotations` file
+    /// `broadcaster rotate-root` writes): the hub starts at the newest root
+    /// it leads to, and no statement of a retired root can lead it
+    /// elsewhere. Default: none (the hub follows the chain the channel sends).
+    pub trust_chain: Option<PathBuf>,
     /// Multicast group and port. Default 239.255.0.1:5000.
     pub group: SocketAddr,
     /// Interface: IPv4 address, or index/name for IPv6. Default 127.0.0.1.
@@ -126,6 +131,7 @@ impl Default for HubConfig {
     fn default() -> Self {
         HubConfig {
             trust: String::new(),
+            trust_chain: None,
             group: SocketAddr::from(([239, 255, 0, 1], 5000)),
             iface: "127.0.0.1".into(),
             source: None,

@@ -96,6 +96,11 @@ struct RunArgs {
     /// here or as `trust` in --config.
     #[arg(long, value_name = "FINGERPRINT|FILE")]
     trust: Option<String>,
+    /// The channel's `rotations` file (from the newest root's folder, or the
+    /// broadcaster's keys): start at the newest root it leads to from --trust.
+    /// [default: follow the chain the channel sends]
+    #[arg(long, value_name = "FILE")]
+    trust_chain: Option<PathBuf>,
     /// Multicast group and port. [default: 239.255.0.1:5000]
     #[arg(long)]
     group: Option<SocketAddr>,
@@ -219,7 +224,18 @@ impl RunArgs {
         macro_rules! set_opt {
             ($($f:ident),*) => { $( if self.$f.is_some() { c.$f = self.$f; } )* };
         }
-        set_opt!(source, export, http, loss_seed, simulate_narrow, peer_listen, tracker, remulticast, quota);
+        set_opt!(
+            trust_chain,
+            source,
+            export,
+            http,
+            loss_seed,
+            simulate_narrow,
+            peer_listen,
+            tracker,
+            remulticast,
+            quota
+        );
         set!(
             bridge_fanout,
             back_buffer_secs,

@@ -340,17 +340,23 @@ fn rotations_text(chain: &[RootRotation]) -> String {
 /// The chain of rotations in `dir` (empty if there is none), parsed; the
 /// reader checks it ([`check_chain`]).
 pub fn load_rotations(dir: &Path) -> Result<Vec<RootRotation>, KeyFileError> {
-    let path = dir.join(ROTATIONS_FILE);
-    let text = match fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => return Err(KeyFileError::Io { path, source }),
-    };
+    match read_rotations(&dir.join(ROTATIONS_FILE)) {
+        Err(KeyFileError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Ok(Vec::new())
+        }
+        read => read,
+    }
+}
+
+/// The chain of rotations in the file `path` (a `rotations` file), parsed;
+/// the reader checks it ([`check_chain`]).
+pub fn read_rotations(path: &Path) -> Result<Vec<RootRotation>, KeyFileError> {
+    let text = fs::read_to_string(path).map_err(io_err(path))?;
     text.lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| decode_hex(l.trim()).and_then(|b| RootRotation::decode(&b).ok()))
         .collect::<Option<Vec<_>>>()
-        .ok_or(KeyFileError::BadRotations(path))
+        .ok_or_else(|| KeyFileError::BadRotations(path.to_owned()))
 }
 
 /// The revocation list in `dir`, if there is one. Its signature is the

@@ -383,3 +383,57 @@ fn a_desert_hub_follows_a_rotation_and_a_revocation_through_its_bridge() {
         assert_eq!(u(&s["drops"][reason]), 0, "{reason}: {}", s["drops"]);
     }
 }
+
+/// A hub switched on after a rotation, given the channel's `rotations` file
+/// (`--trust-chain`), trusts the newest root from its first second: a thief
+/// holding the retired root cannot lead it off with a statement of their own
+/// (a rollback to it), and the channel's file arrives. A file that does not
+/// lead on from `--trust` stops the hub at start, naming the flag.
+#[test]
+fn a_hub_given_the_chain_starts_at_the_newest_root_and_a_leaked_old_root_cannot_lead_it() {
+    use hubcast_keys::{Fingerprint, RootKeys, RootRotation, SigningKey};
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let (keys, dir) = (t.join("keys"), t.join("sample"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("film.bin"), pattern(200_000, 12)).unwrap();
+    let fingerprint = keygen(&keys);
+    rotate_root(&keys, &root_dir(&keys), &t.join("root-2"));
+    let chain = keys.join("rotations").display().to_string();
+    let group = unique_group();
+    let (_hub, https) =
+        start_hubs(t, &fingerprint, group, 1, |_| vec!["--trust-chain".into(), chain.clone()]);
+    let s = wait_for("the hub up", DEADLINE, || status(https[0]));
+    assert_eq!(s["trust"]["root_version"], 2, "at root 2 before the channel said anything: {}", s["trust"]);
+
+    // The first root leaked: its holder signs a rotation to a root of their own.
+    let thief = SigningKey::from_bytes(&[0x66; 32]);
+    let leaked = RootKeys::open(&root_dir(&keys)).unwrap();
+    let tag = fingerprint.parse::<Fingerprint>().unwrap().channel_tag();
+    replay(
+        group,
+        &[hubcast_protocol::wire::rotation_datagram(&RootRotation::issue(&leaked.key, &thief, 2), tag)],
+    );
+    wait_for("the thief's rotation refused", DEADLINE, || {
+        status(https[0]).filter(|s| u(&s["drops"]["rotation_rolled_back"]) == 1)
+    });
+    let _bc =
+        Daemon::spawn("broadcaster", &bin("broadcaster"), &seed_args(&keys, group, "8mbit", 0, &[&dir]), t);
+    let s = wait_for("the channel's file", DEADLINE, || status(https[0]).filter(|s| all_complete(s, 1)));
+    assert_eq!(tree_digest(&t.join("out-0/sample")), tree_digest(&dir));
+    assert_eq!(s["trust"]["root_version"], 2);
+    assert_eq!(s["trust"]["root"], RootKeys::open(&t.join("root-2")).unwrap().fingerprint().to_string());
+
+    // Another channel's chain (or a damaged file): the hub refuses to start.
+    let other = t.join("other-keys");
+    let other_fp = keygen(&other);
+    rotate_root(&other, &root_dir(&other), &t.join("other-root-2"));
+    let mut args = hub_args(&fingerprint, unique_group(), &t.join("store-x"), &t.join("out-x"), free_port());
+    args.extend(["--trust-chain".into(), other.join("rotations").display().to_string()]);
+    let mut wrong = Daemon::spawn("wrong-chain", &bin("clienthub"), &args, t);
+    let exit = wrong.wait_exit(DEADLINE).expect("a hub given another channel's chain stops");
+    assert!(!exit.success());
+    let log = wrong.log_text();
+    assert!(log.contains("--trust-chain") && log.contains("does not lead on"), "{log}");
+    assert_ne!(other_fp, fingerprint);
+}

@@ -66,6 +66,8 @@ const DROP_REPORT_EVERY: Duration = Duration::from_secs(10);
 pub enum HubError {
     #[error("--trust: {0}")]
     Trust(#[from] KeyFileError),
+    #[error("--trust-chain {path}: {why}")]
+    TrustChain { path: PathBuf, why: String },
     #[error("node key: {0}")]
     NodeKey(KeyFileError),
     #[error(transparent)]
@@ -239,6 +241,9 @@ pub async fn run(cfg: HubConfig, status: StatusBoard, cancel: CancellationToken)
             break;
         }
     }
+    if let Some(path) = &cfg.trust_chain {
+        follow_trust_chain(&mut hub, path, (now, unix_ms))?;
+    }
     // The newest revocation list as stored: its serials stay refused, and
     // no older list is taken.
     if let Some(datagram) = store.revocations()? {
@@ -355,6 +360,34 @@ struct Loop<'a> {
     /// same words do not come again until some does.
     silence_told: bool,
     last_foreign_warning: Option<Instant>,
+}
+
+/// Follow the chain of rotations the operator gave (`--trust-chain`) from
+/// the root trusted now: a hub switched on after a rotation starts at the
+/// newest root, and a statement from a retired root (one that leaked) is a
+/// rollback to it. The rotations taken go to the store as the channel's do.
+fn follow_trust_chain(
+    hub: &mut Hub,
+    path: &std::path::Path,
+    (now, unix_ms): (Instant, u64),
+) -> Result<(), HubError> {
+    let fail = |why: String| HubError::TrustChain { path: path.to_owned(), why };
+    let chain = hubcast_keys::files::read_rotations(path).map_err(|e| fail(e.to_string()))?;
+    let Some(last) = chain.last().map(|r| r.version) else { return Ok(()) };
+    let held = hub.receiver().root().1;
+    let tag = hub.receiver().channel_tag();
+    let datagrams: Vec<Vec<u8>> =
+        chain.iter().filter(|r| r.version > held).map(|r| wire::rotation_datagram(r, tag)).collect();
+    let refs: Vec<&[u8]> = datagrams.iter().map(Vec::as_slice).collect();
+    hub.handle_input(now, unix_ms, Input::Statements(&refs));
+    let (root, version) = hub.receiver().root();
+    if version < last {
+        return Err(fail(format!(
+            "the chain does not lead on from the root this hub trusts (version {version}, {root}): is it this channel's `rotations` file, as `broadcaster rotate-root` wrote it?"
+        )));
+    }
+    info!(root = %root, version, "following the root rotations of --trust-chain");
+    Ok(())
 }
 
 impl Loop<'_> {
