@@ -827,3 +827,45 @@ fn a_hub_reports_its_loss_once_a_round_unless_the_echo_covers_it() {
     assert_eq!(drops.get(DropReason::Duplicate) - before.get(DropReason::Duplicate), 1);
     assert_eq!(hub.hub.loss_reports().2.map(|e| e.round), Some(2));
 }
+
+/// A bridge that followed a root rotation before this hub did passes on
+/// what the new root's key signs (its symbols over UDP overtake the
+/// statement on its stream): refused as `untrusted_root` until the
+/// statement comes, but no strike: the bridge is ahead, not hostile. Struck,
+/// the hub's only bridge was banned and the hub left searching for good.
+#[test]
+fn a_bridge_ahead_of_the_hub_by_a_root_rotation_is_not_struck() {
+    use hubcast_keys::{Certificate, RootRotation, SignerKeys, SigningKey};
+    use hubcast_protocol::receiver::DropReason;
+    use hubcast_protocol::verify::Signer;
+    let ch = channel(28);
+    let t0 = Instant::now();
+    let mut hub = Driven::new(3, t0, &ch, |c| c.bridges = Some(vec![bridge(1)]));
+    assert_eq!(desert_outputs(&hub.wait(t0, Duration::from_secs(5))), ["subscribe 1"]);
+    hub.input(t0, Input::Feeding(bridge(1)));
+    // The channel after a rotation to root 2: a new key certified by it.
+    let (r2, signing) = (SigningKey::from_bytes(&[91; 32]), SigningKey::from_bytes(&[92; 32]));
+    let cert = Certificate::issue(&r2, &signing.verifying_key(), NOW - 5, NOW + 3600, 2);
+    let rotated = Channel {
+        keys: hubcast_keys::ChannelKeys {
+            root: r2.clone(),
+            signer: SignerKeys { signing: signing.clone(), cert: cert.clone() },
+        },
+        signer: Signer::for_channel(SignerKeys { signing, cert }, ch.anchor.fingerprint),
+        anchor: ch.anchor,
+    };
+    let (_, all) = round(&rotated);
+    let frames: Vec<&[u8]> = all.iter().map(Vec::as_slice).collect();
+    let out = hub.input(t0, Input::Bridge { bridge: node(1).0, datagrams: &frames });
+    assert!(hub.hub.receiver().drops().get(DropReason::UntrustedRoot) > 0);
+    assert!(!events(&out).iter().any(|e| matches!(e, HubEvent::Struck { .. })), "{:?}", events(&out));
+    assert!(desert_outputs(&out).is_empty(), "the bridge is kept: {:?}", desert_outputs(&out));
+    assert!(hub.chunks.is_empty());
+    // The statement, then the feed again: every chunk taken from it.
+    let statement =
+        wire::rotation_datagram(&RootRotation::issue(&ch.keys.root, &r2, 2), ch.signer.channel_tag());
+    hub.input(t0, Input::Bridge { bridge: node(1).0, datagrams: &[&statement] });
+    let out = hub.input(t0, Input::Bridge { bridge: node(1).0, datagrams: &frames });
+    assert!(!events(&out).iter().any(|e| matches!(e, HubEvent::Struck { .. })));
+    assert_eq!(hub.chunks.len(), 4, "the object, under the new root");
+}

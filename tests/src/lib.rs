@@ -347,6 +347,32 @@ pub fn wait_for<T>(what: &str, deadline: Duration, mut f: impl FnMut() -> Option
     }
 }
 
+/// Poll the status at `http` until `ready` holds for it, or panic after
+/// `deadline` with `what` and the last status read: what the daemon was
+/// doing when it did not get there.
+pub fn wait_for_status(
+    http: SocketAddr,
+    what: &str,
+    deadline: Duration,
+    ready: impl Fn(&Value) -> bool,
+) -> Value {
+    let start = Instant::now();
+    let mut last = None;
+    loop {
+        if let Some(s) = status(http) {
+            if ready(&s) {
+                return s;
+            }
+            last = Some(s);
+        }
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for {what}; the last status: {last:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// True when the hub knows `objects` objects and all are complete.
 pub fn all_complete(s: &Value, objects: usize) -> bool {
     let list = s["objects"].as_array().map(Vec::as_slice).unwrap_or(&[]);

@@ -3,7 +3,7 @@
 
 use hubcast_tests::*;
 use serde_json::Value;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -53,6 +53,28 @@ fn signing_with(http: std::net::SocketAddr, serial: u64) -> Value {
 const REFUSALS: [&str; 6] =
     ["bad_certificate", "untrusted_root", "cert_signature", "cert_validity", "bad_signature", "expired"];
 
+/// Statements that would mean the root's own were refused.
+const STATEMENT_REFUSALS: [&str; 3] = ["revocations_signature", "rotation_signature", "rotation_skipped"];
+
+/// A channel in a folder of its own: `keys` (the root kept beside it, as
+/// [`keygen`] does) and `sample/NAME` of `len` pattern bytes. The folder,
+/// the keys, the sample folder and the fingerprint.
+fn channel(name: &str, len: usize, seed: u64) -> (tempfile::TempDir, PathBuf, PathBuf, String) {
+    let tmp = tempfile::tempdir().expect("precondition of the suite: a temporary folder");
+    let (keys, dir) = (tmp.path().join("keys"), tmp.path().join("sample"));
+    std::fs::create_dir_all(&dir).expect("precondition of the suite: a writable temporary folder");
+    std::fs::write(dir.join(name), pattern(len, seed)).expect("precondition of the suite: room to write");
+    let fingerprint = keygen(&keys);
+    (tmp, keys, dir, fingerprint)
+}
+
+/// None of `reasons` counted in the hub status `s`.
+fn assert_none(s: &Value, reasons: &[&str]) {
+    for reason in reasons {
+        assert_eq!(u(&s["drops"][reason]), 0, "{reason}: {}", s["drops"]);
+    }
+}
+
 /// A channel whose certificates last 20 s is renewed twice while it seeds
 /// one file (about 27 s at 500 kbit/s): the hub takes every datagram, signed
 /// by three keys in turn, past the end of the first two certificates, and
@@ -96,10 +118,7 @@ fn a_twenty_second_certificate_renewed_twice_while_seeding_loses_nothing() {
 
     let done = wait_for("the hub complete", DEADLINE, || status(hub_http).filter(|s| all_complete(s, 1)));
     assert_eq!(std::fs::read(t.join("out-0/sample/film.bin")).unwrap(), content);
-    let drops = &done["drops"];
-    for reason in REFUSALS {
-        assert_eq!(drops[reason].as_u64().unwrap_or(0), 0, "{reason}: {drops}");
-    }
+    assert_none(&done, &REFUSALS);
     let metrics = hubcast_clienthub::status_client::get(bc_http, "/metrics").expect("broadcaster metrics");
     assert!(metrics.contains("hubcast_certificate_serial 4"), "{metrics}");
     assert!(metrics.contains("hubcast_certificate_renewals_total 2"), "{metrics}");
@@ -238,12 +257,8 @@ fn rotate_root(keys: &Path, old: &Path, new: &Path) {
 fn a_hub_follows_two_root_rotations_and_refuses_forged_skipped_and_rolled_back_ones() {
     use hubcast_keys::{Fingerprint, RootKeys, RootRotation, SigningKey};
     use hubcast_protocol::wire::rotation_datagram;
-    let tmp = tempfile::tempdir().unwrap();
+    let (tmp, keys, dir, fingerprint) = channel("root one.bin", 120_000, 41);
     let t = tmp.path();
-    let (keys, dir) = (t.join("keys"), t.join("sample"));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("root one.bin"), pattern(120_000, 41)).unwrap();
-    let fingerprint = keygen(&keys);
     let roots = [root_dir(&keys), t.join("root-2"), t.join("root-3")];
     let (group, bc_http) = (unique_group(), free_port());
     let (_hub, https) = start_hubs(t, &fingerprint, group, 1, |_| vec![]);
@@ -300,12 +315,8 @@ fn a_hub_follows_two_root_rotations_and_refuses_forged_skipped_and_rolled_back_o
 /// root).
 #[test]
 fn a_hub_that_hears_no_multicast_learns_the_roots_statements_from_the_tracker() {
-    let tmp = tempfile::tempdir().unwrap();
+    let (tmp, keys, dir, fingerprint) = channel("film.bin", 50_000, 3);
     let t = tmp.path();
-    let (keys, dir) = (t.join("keys"), t.join("sample"));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("film.bin"), pattern(50_000, 3)).unwrap();
-    let fingerprint = keygen(&keys);
     revoke(&keys, 1);
     rotate_root(&keys, &root_dir(&keys), &t.join("root-2"));
     let node_id = broadcaster(&["node-id".as_ref(), "--keys".as_ref(), keys.as_os_str()]);
@@ -332,9 +343,8 @@ fn a_hub_that_hears_no_multicast_learns_the_roots_statements_from_the_tracker() 
     assert_eq!(s["trust"]["revoked_serials"], serde_json::json!([1]));
     assert_ne!(s["trust"]["root"], fingerprint.as_str(), "the new root is trusted");
     assert_eq!(u(&s["bytes"]["multicast"]), 0, "nothing came by multicast: {}", s["bytes"]);
-    for reason in ["untrusted_root", "revocations_signature", "rotation_signature", "rotation_skipped"] {
-        assert_eq!(u(&s["drops"][reason]), 0, "{reason}: {}", s["drops"]);
-    }
+    assert_none(&s, &["untrusted_root"]);
+    assert_none(&s, &STATEMENT_REFUSALS);
 }
 
 /// A bridge passes the root's statements on: a desert hub (no multicast, no
@@ -343,12 +353,8 @@ fn a_hub_that_hears_no_multicast_learns_the_roots_statements_from_the_tracker() 
 /// whole.
 #[test]
 fn a_desert_hub_follows_a_rotation_and_a_revocation_through_its_bridge() {
-    let tmp = tempfile::tempdir().unwrap();
+    let (tmp, keys, dir, fingerprint) = channel("after the rotation.bin", 300_000, 8);
     let t = tmp.path();
-    let (keys, dir) = (t.join("keys"), t.join("sample"));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("after the rotation.bin"), pattern(300_000, 8)).unwrap();
-    let fingerprint = keygen(&keys);
     revoke(&keys, 1);
     rotate_root(&keys, &root_dir(&keys), &t.join("root-2"));
     let (island, desert) = (unique_group(), unique_group());
@@ -361,27 +367,21 @@ fn a_desert_hub_follows_a_rotation_and_a_revocation_through_its_bridge() {
         Daemon::spawn("broadcaster", &bin("broadcaster"), &seed_args(&keys, island, "8mbit", 0, &[&dir]), t);
     // A bridge that does not hear the channel yet refuses a subscriber, who
     // asks again later: the desert hub starts once the bridge hears it.
-    wait_for("the bridge to hear the channel", DEADLINE, || {
-        status(b_http).filter(|s| s["bridge"]["live"] == true)
-    });
+    wait_for_status(b_http, "the bridge to hear the channel", DEADLINE, |s| s["bridge"]["live"] == true);
     let (d_http, dd) = (free_port(), t.join("desert"));
     let mut dargs = hub_args(&fingerprint, desert, &dd.join("store"), &dd.join("out"), d_http);
     dargs.extend(["--no-multicast", "--bridge-peer", &format!("{id}@{quic}")].map(String::from));
     let _desert = Daemon::spawn("desert", &bin("clienthub"), &dargs, t);
 
-    let s = wait_for("the desert hub at root 2 with the list and the file", DEADLINE, || {
-        status(d_http).filter(|s| {
-            s["trust"]["root_version"] == 2 && s["trust"]["revocations_version"] == 2 && all_complete(s, 1)
-        })
+    let s = wait_for_status(d_http, "the desert hub at root 2 with the list and the file", DEADLINE, |s| {
+        s["trust"]["root_version"] == 2 && s["trust"]["revocations_version"] == 2 && all_complete(s, 1)
     });
     eprintln!("desert hub: trust {}, bytes {}, feed {}", s["trust"], s["bytes"], s["feed"]);
     assert_eq!(s["trust"]["revoked_serials"], serde_json::json!([1]));
     assert!(u(&s["bytes"]["bridge"]) > 0 && u(&s["bytes"]["multicast"]) == 0, "{}", s["bytes"]);
     assert_eq!(tree_digest(&dd.join("out/sample")), tree_digest(&dir), "the desert hub's copy differs");
-    for reason in REFUSALS.iter().chain(&["revocations_signature", "rotation_signature", "rotation_skipped"])
-    {
-        assert_eq!(u(&s["drops"][reason]), 0, "{reason}: {}", s["drops"]);
-    }
+    assert_none(&s, &REFUSALS);
+    assert_none(&s, &STATEMENT_REFUSALS);
 }
 
 /// A hub switched on after a rotation, given the channel's `rotations` file
@@ -392,12 +392,8 @@ fn a_desert_hub_follows_a_rotation_and_a_revocation_through_its_bridge() {
 #[test]
 fn a_hub_given_the_chain_starts_at_the_newest_root_and_a_leaked_old_root_cannot_lead_it() {
     use hubcast_keys::{Fingerprint, RootKeys, RootRotation, SigningKey};
-    let tmp = tempfile::tempdir().unwrap();
+    let (tmp, keys, dir, fingerprint) = channel("film.bin", 200_000, 12);
     let t = tmp.path();
-    let (keys, dir) = (t.join("keys"), t.join("sample"));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("film.bin"), pattern(200_000, 12)).unwrap();
-    let fingerprint = keygen(&keys);
     rotate_root(&keys, &root_dir(&keys), &t.join("root-2"));
     let chain = keys.join("rotations").display().to_string();
     let group = unique_group();

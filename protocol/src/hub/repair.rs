@@ -233,7 +233,13 @@ impl Hub {
 /// Drops between two readings of the receiver's counters that count against
 /// the peer whose datagrams were handled in between: everything that failed a
 /// check or broke the format. Duplicates, evictions and expiry are not its
-/// doing.
+/// doing; nor is what the channel's keys decide since: a certificate of a
+/// root this hub has not followed yet (the peer heard the rotation first: a
+/// bridge's symbols over UDP overtake the statement on its stream), one
+/// revoked or ended after the peer stored what it signed. Those are refused
+/// before the datagram's own signature check (a certificate's is checked
+/// once, then cached): a hostile peer gains nothing sending them that it
+/// would not by sending nothing.
 pub(super) fn strikes_between(before: &DropCounters, now: &DropCounters) -> u64 {
     now.iter()
         .zip(before.iter())
@@ -246,6 +252,9 @@ pub(super) fn strikes_between(before: &DropCounters, now: &DropCounters) -> u64 
                         | DropReason::TooManyObjects
                         | DropReason::Expired
                         | DropReason::RolledBack
+                        | DropReason::UntrustedRoot
+                        | DropReason::CertRevoked
+                        | DropReason::CertValidity
                 )
         })
         .map(|((_, n), (_, b))| n.saturating_sub(b))
