@@ -380,7 +380,12 @@ fn a_desert_hub_follows_a_rotation_and_a_revocation_through_its_bridge() {
     assert_eq!(s["trust"]["revoked_serials"], serde_json::json!([1]));
     assert!(u(&s["bytes"]["bridge"]) > 0 && u(&s["bytes"]["multicast"]) == 0, "{}", s["bytes"]);
     assert_eq!(tree_digest(&dd.join("out/sample")), tree_digest(&dir), "the desert hub's copy differs");
-    assert_none(&s, &REFUSALS);
+    // The feed's symbols over UDP may overtake the rotation on its stream:
+    // those few are refused as `untrusted_root`, are no strike, and come again.
+    eprintln!("untrusted_root before the rotation: {}", s["drops"]["untrusted_root"]);
+    assert_eq!(s["feed"]["strikes"], 0, "{}", s["feed"]);
+    let others: Vec<&str> = REFUSALS.into_iter().filter(|r| *r != "untrusted_root").collect();
+    assert_none(&s, &others);
     assert_none(&s, &STATEMENT_REFUSALS);
 }
 
