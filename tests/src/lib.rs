@@ -284,10 +284,18 @@ pub fn keygen(keys: &Path) -> String {
     last
 }
 
+std::thread_local! {
+    /// The last status this test's thread read: what [`wait_for`] shows when
+    /// it times out.
+    static LAST_STATUS: std::cell::RefCell<Option<(SocketAddr, String)>> = const { std::cell::RefCell::new(None) };
+}
+
 /// A hub's `/api/status`, or `None` while it is not answering.
 pub fn status(http: SocketAddr) -> Option<Value> {
     let body = hubcast_clienthub::status_client::get(http, "/api/status").ok()?;
-    serde_json::from_str(&body).ok()
+    let v: Value = serde_json::from_str(&body).ok()?;
+    LAST_STATUS.with(|l| *l.borrow_mut() = Some((http, body)));
+    Some(v)
 }
 
 /// One request's status line (`POST` with an empty body, or `GET`), with
@@ -335,42 +343,34 @@ pub fn bearer(store: &Path) -> String {
     format!("Bearer {}", token.trim())
 }
 
-/// Poll `f` until it returns `Some`, or panic after `deadline` with `what`.
+/// Poll `f` until it returns `Some`, or panic after `deadline` with `what`
+/// and the last status the thread read (what the daemon was doing when it
+/// did not get there).
 pub fn wait_for<T>(what: &str, deadline: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();
+    LAST_STATUS.with(|l| l.borrow_mut().take());
     loop {
         if let Some(v) = f() {
             return v;
         }
-        assert!(start.elapsed() < deadline, "timed out after {deadline:?} waiting for {what}");
+        if start.elapsed() >= deadline {
+            let last = LAST_STATUS.with(|l| l.borrow_mut().take());
+            let last = last.map_or("none read".into(), |(at, body)| format!("{at}: {body}"));
+            panic!("timed out after {deadline:?} waiting for {what}; the last status: {last}");
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
 }
 
-/// Poll the status at `http` until `ready` holds for it, or panic after
-/// `deadline` with `what` and the last status read: what the daemon was
-/// doing when it did not get there.
+/// Poll the status at `http` until `ready` holds for it (and say the last
+/// one read if it never does).
 pub fn wait_for_status(
     http: SocketAddr,
     what: &str,
     deadline: Duration,
     ready: impl Fn(&Value) -> bool,
 ) -> Value {
-    let start = Instant::now();
-    let mut last = None;
-    loop {
-        if let Some(s) = status(http) {
-            if ready(&s) {
-                return s;
-            }
-            last = Some(s);
-        }
-        assert!(
-            start.elapsed() < deadline,
-            "timed out after {deadline:?} waiting for {what}; the last status: {last:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for(what, deadline, || status(http).filter(|s| ready(s)))
 }
 
 /// True when the hub knows `objects` objects and all are complete.
@@ -613,4 +613,32 @@ pub fn dump_dom(browser: &str, url: &str) -> String {
         .expect("run chromium");
     assert!(out.status.success(), "chromium failed");
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    /// A wait that times out names the last status read: the first timeout
+    /// of a flaky test is then enough to tell why.
+    #[test]
+    fn a_wait_that_times_out_shows_the_last_status_read() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("precondition: a loopback port");
+        let addr = listener.local_addr().expect("precondition: a bound listener");
+        std::thread::spawn(move || {
+            for mut conn in listener.incoming().flatten() {
+                let _ = conn.read(&mut [0u8; 1024]);
+                let body = r#"{"feed":{"mode":"searching","bridges_banned":1}}"#;
+                let _ = write!(conn, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+            }
+        });
+        let waited = std::panic::catch_unwind(|| {
+            wait_for_status(addr, "a bridge", Duration::from_millis(300), |s| s["feed"]["mode"] == "bridge")
+        });
+        let message = waited.expect_err("the wait times out");
+        let message = message.downcast_ref::<String>().expect("a formatted panic message");
+        assert!(message.contains("waiting for a bridge"), "{message}");
+        assert!(message.contains(r#""bridges_banned":1"#), "{message}");
+    }
 }
