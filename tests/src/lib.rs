@@ -362,17 +362,6 @@ pub fn wait_for<T>(what: &str, deadline: Duration, mut f: impl FnMut() -> Option
     }
 }
 
-/// Poll the status at `http` until `ready` holds for it (and say the last
-/// one read if it never does).
-pub fn wait_for_status(
-    http: SocketAddr,
-    what: &str,
-    deadline: Duration,
-    ready: impl Fn(&Value) -> bool,
-) -> Value {
-    wait_for(what, deadline, || status(http).filter(|s| ready(s)))
-}
-
 /// True when the hub knows `objects` objects and all are complete.
 pub fn all_complete(s: &Value, objects: usize) -> bool {
     let list = s["objects"].as_array().map(Vec::as_slice).unwrap_or(&[]);
@@ -634,7 +623,9 @@ mod tests {
             }
         });
         let waited = std::panic::catch_unwind(|| {
-            wait_for_status(addr, "a bridge", Duration::from_millis(300), |s| s["feed"]["mode"] == "bridge")
+            wait_for("a bridge", Duration::from_millis(300), || {
+                status(addr).filter(|s| s["feed"]["mode"] == "bridge")
+            })
         });
         let message = waited.expect_err("the wait times out");
         let message = message.downcast_ref::<String>().expect("a formatted panic message");

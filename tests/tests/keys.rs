@@ -367,14 +367,18 @@ fn a_desert_hub_follows_a_rotation_and_a_revocation_through_its_bridge() {
         Daemon::spawn("broadcaster", &bin("broadcaster"), &seed_args(&keys, island, "8mbit", 0, &[&dir]), t);
     // A bridge that does not hear the channel yet refuses a subscriber, who
     // asks again later: the desert hub starts once the bridge hears it.
-    wait_for_status(b_http, "the bridge to hear the channel", DEADLINE, |s| s["bridge"]["live"] == true);
+    wait_for("the bridge to hear the channel", DEADLINE, || {
+        status(b_http).filter(|s| s["bridge"]["live"] == true)
+    });
     let (d_http, dd) = (free_port(), t.join("desert"));
     let mut dargs = hub_args(&fingerprint, desert, &dd.join("store"), &dd.join("out"), d_http);
     dargs.extend(["--no-multicast", "--bridge-peer", &format!("{id}@{quic}")].map(String::from));
     let _desert = Daemon::spawn("desert", &bin("clienthub"), &dargs, t);
 
-    let s = wait_for_status(d_http, "the desert hub at root 2 with the list and the file", DEADLINE, |s| {
-        s["trust"]["root_version"] == 2 && s["trust"]["revocations_version"] == 2 && all_complete(s, 1)
+    let s = wait_for("the desert hub at root 2 with the list and the file", DEADLINE, || {
+        status(d_http).filter(|s| {
+            s["trust"]["root_version"] == 2 && s["trust"]["revocations_version"] == 2 && all_complete(s, 1)
+        })
     });
     eprintln!("desert hub: trust {}, bytes {}, feed {}", s["trust"], s["bytes"], s["feed"]);
     assert_eq!(s["trust"]["revoked_serials"], serde_json::json!([1]));
